@@ -1,0 +1,45 @@
+# The README's two commands: `make demo` and `make test`.  CI calls `make test` (.ci/run).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   ?= build/demo
+APT_PACKAGES := libgdcm-tools dcmtk dicom3tools openssl
+
+.PHONY: install demo test test-fast system-deps bench fuzz tables clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Debian tools the tests run for real (gdcmanon, dcmtk, dciodvfy, openssl): apt-get when root.
+system-deps:
+	@missing=""; \
+	command -v gdcmanon >/dev/null || missing="$$missing libgdcm-tools"; \
+	command -v dcmdump  >/dev/null || missing="$$missing dcmtk"; \
+	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
+	command -v openssl  >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing Debian packages:$$missing (run as root or install them)"; fi; \
+	fi
+
+demo: install
+	bash scripts/demo.sh $(DEMO)
+
+test: install system-deps
+	$(BIN)/python -m pytest
+
+bench: install system-deps
+	$(BIN)/python benchmarks/run.py
+
+fuzz: install
+	ANONPIPE_FUZZ_SECONDS=$${ANONPIPE_FUZZ_SECONDS:-600} $(BIN)/python -m pytest tests/fuzz -q
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,153 @@
+"""``anonpipe``: gdcmanon's command line, plus the pipeline's options.
+
+The parser copies gdcmanon 3.0.21's grammar (groups named after its help sections); unlike
+gdcmanon, unknown options, conflicting ciphers and repeated single-valued options are errors.
+``main`` is the only place that turns exceptions into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pipeline import __version__
+from tasks.errors import AnonpipeError, UsageError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class _Once(argparse.Action):
+    """Store an option that may be given once (gdcmanon aborts on a second -c, -k, ...)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[override]
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice")
+        setattr(namespace, self.dest, values)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anonpipe",
+        usage="anonpipe [options] file-in file-out\n       anonpipe [options] dir-in dir-out",
+        description="PS3.15 E.1 Basic Application Level Confidentiality Profile: de-identify "
+        "(-e), re-identify (-d) and dumb-mode edits, compatible with GDCM's gdcmanon, run as "
+        "a two-pass parallel pipeline for directories.",
+        allow_abbrev=False,
+        add_help=False,
+    )
+    parser.add_argument("paths", nargs="*", metavar="IN OUT",
+                        help="input and output file or directory")
+
+    mode = parser.add_argument_group("Options (one operating mode)")
+    mode.add_argument("-e", "--de-identify", dest="mode", action="append_const", const="e",
+                      help="de-identify DICOM (default)")
+    mode.add_argument("-d", "--re-identify", dest="mode", action="append_const", const="d",
+                      help="re-identify DICOM")
+    mode.add_argument("--dumb", dest="mode", action="append_const", const="dumb",
+                      help="dumb mode anonymizer (--empty/--clear/--remove/--replace)")
+
+    io = parser.add_argument_group("Options")
+    io.add_argument("-i", "--input", action=_Once, help="DICOM filename / directory")
+    io.add_argument("-o", "--output", action=_Once, help="DICOM filename / directory")
+    io.add_argument("-r", "--recursive", action="store_true",
+                    help="recursively process (sub-)directories")
+    io.add_argument("--continue", dest="continue_on_error", action="store_true",
+                    help="do not stop on a bad file: report it and go on")
+    io.add_argument("--root-uid", action=_Once,
+                    help="root UID of new UIDs (env GDCM_ROOT_UID; default 2.25)")
+    io.add_argument("--resources-path", action=_Once,
+                    help="accepted for gdcmanon compatibility (Part3.xml is not needed)")
+    io.add_argument("-k", "--key", action=_Once, help="path to RSA private key (PEM)")
+    io.add_argument("-c", "--certificate", action="append",
+                    help="path to recipient certificate (PEM or DER); repeat for several")
+    io.add_argument("-p", "--password", action=_Once,
+                    help="-e: add a password recipient; -d: open it, or unlock an encrypted -k")
+
+    crypto = parser.add_argument_group("Encryption algorithm options")
+    crypto.add_argument("--crypto", action=_Once, metavar="{openssl,openssl-p7}",
+                        help="accepted for compatibility; both give the same CMS")
+    for flag, name, text in (
+        ("--des", "des3", "Triple DES (gdcmanon takes --des as --des3; so do we)"),
+        ("--des3", "des3", "Triple DES"),
+        ("--aes128", "aes128", "AES 128"),
+        ("--aes192", "aes192", "AES 192"),
+        ("--aes256", "aes256", "AES 256 (default)"),
+    ):
+        crypto.add_argument(flag, dest="ciphers", action="append_const", const=name, help=text)
+
+    dumb = parser.add_argument_group("Dumb mode options")
+    dumb.add_argument("--empty", action="append", default=[], metavar="g,e[,CREATOR]",
+                      help="DICOM tag(s) to empty (created when absent)")
+    dumb.add_argument("--clear", action="append", default=[], metavar="g,e[,CREATOR]",
+                      help="DICOM tag(s) to clear (only when present)")
+    dumb.add_argument("--remove", action="append", default=[], metavar="g,e[,CREATOR]",
+                      help="DICOM tag(s) to remove")
+    dumb.add_argument("--replace", action="append", default=[], metavar="g,e[,CREATOR]=VALUE",
+                      help="DICOM tag(s) to replace (g,e=VALUE or g,e,VALUE)")
+    dumb.add_argument("--force", action="store_true",
+                      help="allow emptying/removing Type 1 attributes in dumb mode")
+
+    prof = parser.add_argument_group("Profile options (anonpipe)")
+    prof.add_argument("--profile", action=_Once, help="de-identification profile (default gdcmanon)")
+    prof.add_argument("--irreversible", action="store_true",
+                      help="-e without (0400,0500), (0012,0062), (0012,0063): no certificate needed")
+    prof.add_argument("--secret-file", action=_Once,
+                      help="HMAC secret for replacement values (created 0600 when absent)")
+
+    pipe = parser.add_argument_group("Pipeline options (anonpipe, directory mode)")
+    pipe.add_argument("--store", action=_Once, help="sqlite store of the run (default: state folder)")
+    pipe.add_argument("--workers", type=int, action=_Once,
+                      help="local dask workers (default: all cores; 0: inline, no dask)")
+    pipe.add_argument("--scheduler", action=_Once, help="tcp://HOST:PORT of a dask scheduler")
+    pipe.add_argument("--cluster", action=_Once, help="job queue from configs/cluster/NAME.yaml")
+    pipe.add_argument("--print-job-script", action="store_true",
+                      help="print the job script --cluster would submit, then exit")
+    pipe.add_argument("--scan-only", action="store_true", help="stop after pass 1 (scan)")
+    pipe.add_argument("--dry-run", action="store_true",
+                      help="scan and plan, print planned output paths, write nothing")
+
+    general = parser.add_argument_group("General Options")
+    general.add_argument("-V", "--verbose", dest="verbosity", action="store_const", const=2,
+                         help="verbose mode (warning+error)")
+    general.add_argument("-W", "--warning", dest="verbosity", action="store_const", const=1,
+                         help="warning mode")
+    general.add_argument("-E", "--error", dest="verbosity", action="store_const", const=0,
+                         help="error mode")
+    general.add_argument("-D", "--debug", dest="verbosity", action="store_const", const=3,
+                         help="debug mode (may print patient data and file names)")
+    general.add_argument("-h", "--help", action="help", help="print this help text and exit")
+    general.add_argument("-v", "--version", action="version",
+                         version=f"anonpipe {__version__} (gdcmanon 3.0.21 compatible)",
+                         help="print version information and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 a file failed, 2 usage)."""
+    from pipeline.options import build_run
+    from pipeline.run import execute
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed usage or help
+        return int(exc.code or 0)
+    try:
+        run = build_run(args)
+        return execute(run)
+    except UsageError as exc:
+        print(f"anonpipe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except AnonpipeError as exc:
+        print(f"anonpipe: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("anonpipe: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""What the CLI hands the pipeline for a directory run, and what it gets back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.model import FileOperation
+
+
+@dataclass(frozen=True)
+class TreeJob:
+    """A validated directory run (built once by ``pipeline.options``)."""
+
+    mode: str  # "deidentify" | "reidentify" | "dumb"
+    input: Path
+    output: Path
+    operation: FileOperation  # picklable per-file callable: operation(src, dst) -> bytes written
+    recursive: bool = False
+    continue_on_error: bool = False
+    store: Path | None = None  # sqlitedict file; None -> default in the state folder
+    secret: bytes | None = None  # HMAC secret (de-identify); never logged
+    secret_fingerprint: str = ""
+    root_uid: str = "2.25"
+    profile: str = "gdcmanon"
+    workers: int | None = None  # None: all cores; 0: inline, no dask
+    scheduler: str | None = None  # tcp://host:port of an existing dask scheduler
+    cluster: str | None = None  # name of configs/cluster/NAME.yaml (dask-jobqueue)
+    scan_only: bool = False
+    dry_run: bool = False
+    verbosity: int = 1  # 0 errors only, 1 warnings, 2 verbose, 3 debug (may show PHI)
+    report_options: dict[str, Any] = field(default_factory=dict)  # options echoed in the report
+
+
+@dataclass
+class RunSummary:
+    """Counts of one run; the CLI turns ``failed`` into the exit code."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    report_path: Path | None = None
+    errors: list[tuple[str, str, str]] = field(default_factory=list)  # (rel path, kind, reason)

@@ -1,0 +1,197 @@
+"""Validate the command line once into a run description (STYLE.md 2).
+
+Past this module nothing re-checks user input: paths exist, the cipher is an enum, keys and
+certificates are loaded (so a bad one fails before any file is touched), the root UID is
+valid and the per-file operation is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.job import TreeJob
+from pipeline.state import default_secret_path, load_or_create_secret
+from tasks.crypto import Cipher, EnvelopeEncryptor, certificate_fingerprint, load_certificate
+from tasks.deidentify import Deidentify, DeidentifySettings
+from tasks.errors import UsageError
+from tasks.model import FileOperation
+from tasks.profile import DEFAULT_PROFILE, get_profile
+from tasks.reidentify import Reidentify, ReidentifySettings
+from tasks.uids import DEFAULT_ROOT, secret_fingerprint, validate_root
+
+MODE_NAMES = {"e": "deidentify", "d": "reidentify", "dumb": "dumb"}
+CRYPTO_BACKENDS = ("openssl", "openssl-p7")
+
+
+@dataclass(frozen=True)
+class SingleFileRun:
+    """One file, processed inline (no cluster start-up)."""
+
+    mode: str
+    src: Path
+    dst: Path
+    operation: FileOperation
+    verbosity: int
+
+
+@dataclass(frozen=True)
+class PrintJobScript:
+    cluster: str
+
+
+Run = SingleFileRun | TreeJob | PrintJobScript
+
+
+def build_run(args: argparse.Namespace) -> Run:
+    """Turn parsed arguments into a validated run."""
+    if args.print_job_script:
+        if not args.cluster:
+            raise UsageError("--print-job-script needs --cluster NAME")
+        return PrintJobScript(args.cluster)
+    mode = _mode(args)
+    src, dst = _paths(args)
+    verbosity = 1 if args.verbosity is None else args.verbosity
+    if args.resources_path is not None and not Path(args.resources_path).is_dir():
+        raise UsageError(f"Specified Resources Path is not valid: {args.resources_path}")
+    if args.crypto is not None and args.crypto not in CRYPTO_BACKENDS:
+        raise UsageError(f"Cryptography library id not recognized: {args.crypto} "
+                         f"(use {' or '.join(CRYPTO_BACKENDS)})")
+    _check_mode_options(args, mode)
+    operation, extra = _operation(args, mode)
+    if src.is_dir():
+        return _tree_job(args, mode, src, dst, operation, verbosity, extra)
+    if dst.exists() and dst.is_dir():
+        dst = dst / src.name
+    if _same_file(src, dst):
+        raise UsageError("output is the input file: inputs are never modified")
+    return SingleFileRun(MODE_NAMES[mode], src, dst, operation, verbosity)
+
+
+def _mode(args: argparse.Namespace) -> str:
+    modes = sorted(set(args.mode or ["e"]))
+    if len(modes) > 1:
+        raise UsageError("choose one operating mode: -e, -d or --dumb")
+    return modes[0]
+
+
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    positional = list(args.paths)
+    src = args.input if args.input is not None else (positional.pop(0) if positional else None)
+    dst = args.output if args.output is not None else (positional.pop(0) if positional else None)
+    if positional:
+        raise UsageError(f"unexpected extra argument: {positional[0]}")
+    if src is None or dst is None:
+        raise UsageError("need an input and an output (anonpipe [options] IN OUT)")
+    source = Path(src)
+    if not source.exists():
+        raise UsageError(f"Could not find file: {src}")
+    return source, Path(dst)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
+    dumb_ops = args.empty or args.clear or args.remove or args.replace
+    if mode != "dumb" and dumb_ops:
+        raise UsageError("--empty/--clear/--remove/--replace need --dumb")
+    if mode != "e" and (args.ciphers or args.irreversible or args.profile):
+        raise UsageError("cipher, --profile and --irreversible options apply to -e only")
+    if mode == "d" and args.certificate:
+        raise UsageError("-d needs the private key (-k), not a certificate")
+
+
+def _cipher(args: argparse.Namespace) -> Cipher:
+    chosen = sorted(set(args.ciphers or []))
+    if len(chosen) > 1:
+        raise UsageError(f"choose one cipher, got: {', '.join('--' + c for c in chosen)}")
+    return Cipher(chosen[0]) if chosen else Cipher.AES256
+
+
+def _secret(args: argparse.Namespace) -> bytes:
+    if args.secret_file:
+        path = Path(args.secret_file)
+    elif args.store:
+        path = Path(args.store + ".secret")  # the secret lives beside the store it keys
+    else:
+        path = default_secret_path()
+    return load_or_create_secret(path)
+
+
+def _root_uid(args: argparse.Namespace) -> str:
+    root = args.root_uid or os.environ.get("GDCM_ROOT_UID") or DEFAULT_ROOT
+    return validate_root(root)
+
+
+def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict[str, object]]:
+    """The per-file operation and the (PHI-free) options to echo in reports."""
+    password = args.password.encode() if args.password is not None else None
+    if mode == "e":
+        profile = get_profile(args.profile or DEFAULT_PROFILE).name
+        encryptor = None
+        fingerprints: list[str] = []
+        if not args.irreversible:
+            certs = tuple(load_certificate(Path(c)) for c in args.certificate or [])
+            if not certs and password is None:
+                raise UsageError("-e needs a certificate (-c) or a password (-p); "
+                                 "use --irreversible to keep no encrypted payload")
+            encryptor = EnvelopeEncryptor(certificates=certs, cipher=_cipher(args),
+                                          password=password)
+            fingerprints = [certificate_fingerprint(c) for c in certs]
+        elif args.certificate or password is not None:
+            raise UsageError("--irreversible keeps no payload: drop -c/-p")
+        secret = _secret(args)
+        settings = DeidentifySettings(secret=secret, root_uid=_root_uid(args), profile=profile,
+                                      encryptor=encryptor)
+        return Deidentify(settings), {
+            "profile": profile, "irreversible": encryptor is None,
+            "cipher": _cipher(args).value if encryptor else None,
+            "certificates": fingerprints, "password_recipient": password is not None,
+            "root_uid": settings.root_uid, "secret_fingerprint": secret_fingerprint(secret),
+        }
+    if mode == "d":
+        key_pem = None
+        if args.key is not None:
+            key_pem = _read_key(Path(args.key), password)
+        elif password is None:
+            raise UsageError("-d needs the private key (-k) or the password (-p)")
+        return Reidentify(ReidentifySettings(key_pem=key_pem, key_password=password,
+                                             password=password)), {}
+    from tasks.dumb import DumbEdit, DumbSettings, parse_dumb_ops
+
+    ops = parse_dumb_ops(args.empty, args.clear, args.remove, args.replace)
+    return DumbEdit(DumbSettings(ops=ops, force=args.force)), {"operations": len(ops)}
+
+
+def _read_key(path: Path, password: bytes | None) -> bytes:
+    """Load once in the driver so a bad key or passphrase fails before any file."""
+    from tasks.crypto import load_private_key
+
+    load_private_key(path, password)
+    return path.read_bytes()
+
+
+def _tree_job(args: argparse.Namespace, mode: str, src: Path, dst: Path,
+              operation: FileOperation, verbosity: int, extra: dict[str, object]) -> TreeJob:
+    if dst.exists() and not dst.is_dir():
+        raise UsageError(f"Could not create directory since {dst} is already a file")
+    secret = getattr(getattr(operation, "settings", None), "secret", None)
+    return TreeJob(
+        mode=MODE_NAMES[mode], input=src, output=dst, operation=operation,
+        recursive=args.recursive, continue_on_error=args.continue_on_error,
+        store=Path(args.store) if args.store else None, secret=secret,
+        secret_fingerprint=str(extra.get("secret_fingerprint", "")),
+        root_uid=str(extra.get("root_uid", DEFAULT_ROOT)),
+        profile=str(extra.get("profile", DEFAULT_PROFILE)),
+        workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
+        scan_only=args.scan_only, dry_run=args.dry_run, verbosity=verbosity,
+        report_options={"mode": MODE_NAMES[mode], "recursive": args.recursive,
+                        "continue": args.continue_on_error, **extra},
+    )

@@ -1,0 +1,45 @@
+"""Carry out a validated run: one file inline, or a directory through the pipeline."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from pipeline.job import TreeJob
+from pipeline.options import PrintJobScript, Run, SingleFileRun
+from tasks.errors import AnonpipeError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def execute(run: Run) -> int:
+    if isinstance(run, PrintJobScript):
+        from pipeline.cluster import print_job_script
+
+        print(print_job_script(run.cluster))
+        return EXIT_OK
+    if isinstance(run, SingleFileRun):
+        return _single(run)
+    return _tree(run)
+
+
+def _single(run: SingleFileRun) -> int:
+    """gdcmanon's single-file mode: no store, no cluster; a failure leaves no output."""
+    started = time.perf_counter()
+    try:
+        written = run.operation(run.src, run.dst)
+    except AnonpipeError as exc:
+        print(f"anonpipe: {run.src.name}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if run.verbosity >= 2:
+        print(f"anonpipe: {run.mode}: wrote {written} bytes in "
+              f"{time.perf_counter() - started:.3f} s", file=sys.stderr)
+    return EXIT_OK
+
+
+def _tree(job: TreeJob) -> int:
+    from pipeline.runner import run_tree
+
+    summary = run_tree(job)
+    return EXIT_FAILED if summary.failed else EXIT_OK

@@ -1,0 +1,85 @@
+"""Boundary types between the driver and the per-file work.
+
+Everything here is a small frozen dataclass of plain values, so it pickles cheaply to dask
+workers; heavyweight objects (keys, certificates) are rebuilt lazily on the worker.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class Status(str, enum.Enum):
+    """Outcome of one file."""
+
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What happened to one file.  ``error`` never contains a patient value."""
+
+    source: str
+    status: Status
+    bytes_in: int = 0
+    bytes_out: int = 0
+    error_kind: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    def as_row(self) -> dict[str, object]:
+        """A JSON-ready dict (what dask tasks return and the store journals)."""
+        return {
+            "source": self.source,
+            "status": self.status.value,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "error_kind": self.error_kind,
+            "error": self.error,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, object]) -> "FileResult":
+        return cls(
+            source=str(row["source"]),
+            status=Status(row["status"]),
+            bytes_in=int(row.get("bytes_in") or 0),  # type: ignore[arg-type]
+            bytes_out=int(row.get("bytes_out") or 0),  # type: ignore[arg-type]
+            error_kind=row.get("error_kind"),  # type: ignore[arg-type]
+            error=row.get("error"),  # type: ignore[arg-type]
+            seconds=float(row.get("seconds") or 0.0),  # type: ignore[arg-type]
+        )
+
+
+class FileOperation(Protocol):
+    """A picklable per-file operation: read ``src``, write ``dst`` atomically.
+
+    Raises :class:`tasks.errors.AnonpipeError` subclasses for bad files; the caller turns
+    them into a failed :class:`FileResult`.  Returns the number of bytes written.
+    """
+
+    def __call__(self, src: Path, dst: Path) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One file of a batch: absolute source, absolute destination, path relative to input."""
+
+    src: str
+    dst: str
+    rel: str
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A unit of dask work: several files processed by one task."""
+
+    batch_id: int
+    items: tuple[WorkItem, ...] = field(default_factory=tuple)

@@ -1,0 +1,181 @@
+"""PS3.15 E.1.2 Re-identifier: restores what gdcmanon ``-e`` or anonpipe ``-e`` protected.
+
+The payload is decrypted, checked (one (0400,0550) item holding (0008,0018)), transcoded to
+the file's encoding and put back at top level; (0012,0062), (0012,0063) and (0400,0500) are
+removed unless the payload restores their original values.  A file de-identified by
+anonpipe comes back byte for byte, preamble and meta included.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasks.crypto import decrypt_envelope, load_private_key
+from tasks.deidentify import (
+    DEIDENTIFICATION_METHOD,
+    ENCRYPTED_ATTRIBUTES,
+    ENCRYPTED_CONTENT,
+    ENCRYPTED_CONTENT_TS,
+    MEDIA_SOP_INSTANCE_UID,
+    MODIFIED_ATTRIBUTES,
+    PATIENT_IDENTITY_REMOVED,
+    RESTORE_CREATOR_TAG,
+    RESTORE_DEFLATED_LENGTH_TAG,
+    RESTORE_DEFLATED_TAG,
+    RESTORE_META_TAG,
+    SOP_INSTANCE_UID,
+    _read_input,
+    deflate,
+    expected_meta,
+)
+from tasks.dicomio import (
+    EXPLICIT_LE,
+    EXPLICIT_LE_ENC,
+    DicomFile,
+    Element,
+    _Parser,
+    read_dicom,
+)
+from tasks.edit import EditPlan, encode_element, render, transcode
+from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
+from tasks.fileio import write_atomic
+
+RESTORE_TAGS = (RESTORE_CREATOR_TAG, RESTORE_META_TAG, RESTORE_DEFLATED_TAG,
+                RESTORE_DEFLATED_LENGTH_TAG)
+_KEYS: dict[tuple[bytes, bytes | None], Any] = {}
+
+
+def _inflates_to(stream: bytes, body: bytes) -> bool:
+    try:
+        return zlib.decompress(stream, -zlib.MAX_WBITS) == body
+    except zlib.error:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ReidentifySettings:
+    """Key material for re-identification (PEM bytes, so it pickles to workers)."""
+
+    key_pem: bytes | None = None
+    key_password: bytes | None = None  # unlocks an encrypted key
+    password: bytes | None = None  # opens a PasswordRecipientInfo (gdcmanon -p)
+    _unused: tuple[()] = field(default=(), repr=False)
+
+    def private_key(self) -> Any:
+        if self.key_pem is None:
+            return None
+        cache_key = (self.key_pem, self.key_password)
+        key = _KEYS.get(cache_key)
+        if key is None:
+            key = _key_from_bytes(self.key_pem, self.key_password)
+            _KEYS[cache_key] = key
+        return key
+
+
+def _key_from_bytes(data: bytes, password: bytes | None) -> Any:
+    """The private key from its file bytes (the driver already validated the file)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(prefix="anonpipe-key-") as fh:
+        fh.write(data)
+        fh.flush()
+        return load_private_key(Path(fh.name), password)
+
+
+def extract_payload(df: DicomFile, settings: ReidentifySettings) -> tuple[bytes, list[Element]]:
+    """Decrypt (0400,0500); returns the plaintext and its elements, (0400,0550) first."""
+    encrypted = df.top(ENCRYPTED_ATTRIBUTES)
+    if encrypted is None or not encrypted.items:
+        raise UnsupportedFileError(
+            "not de-identified: no Encrypted Attributes Sequence (0400,0500)")
+    item = encrypted.items[0]
+    ts_el = next((e for e in item.elements if e.tag == ENCRYPTED_CONTENT_TS), None)
+    blob_el = next((e for e in item.elements if e.tag == ENCRYPTED_CONTENT), None)
+    if ts_el is None or blob_el is None or blob_el.undefined or blob_el.length == 0:
+        raise CryptoError("Encrypted Attributes item lacks (0400,0510) or (0400,0520)")
+    ts = ts_el.value(df.body).rstrip(b"\0 ").decode("ascii", "replace")
+    if ts != EXPLICIT_LE:
+        raise CryptoError(f"unsupported payload transfer syntax {ts} (only Explicit VR LE)")
+    if settings.key_pem is None and settings.password is None:
+        raise CryptoError("no private key (-k) or password (-p) given")
+    plaintext = decrypt_envelope(blob_el.value(df.body), settings.private_key(),
+                                 settings.password)
+    try:
+        elements = _Parser(plaintext).parse(0, len(plaintext), EXPLICIT_LE_ENC)
+    except DicomFormatError as exc:
+        raise CryptoError(f"decrypted payload is not a DICOM data set: {exc}") from None
+    if not elements or elements[0].tag != MODIFIED_ATTRIBUTES or not elements[0].items:
+        raise CryptoError("decrypted payload is not one Modified Attributes Sequence (0400,0550)")
+    if any(el.tag not in RESTORE_TAGS for el in elements[1:]):
+        raise CryptoError("decrypted payload holds more than the Modified Attributes Sequence")
+    if len(elements[0].items) != 1:
+        raise CryptoError(
+            f"Modified Attributes Sequence has {len(elements[0].items)} items, expected 1")
+    return plaintext, elements
+
+
+def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
+    """Re-identify one file held in memory; returns the restored file bytes."""
+    df = read_dicom(data)
+    plaintext, payload = extract_payload(df, settings)
+    modified = payload[0]
+    assert modified.items is not None
+    restored = modified.items[0].elements
+    tags = {el.tag for el in restored}
+    if SOP_INSTANCE_UID not in tags and df.top(SOP_INSTANCE_UID) is not None:
+        raise CryptoError("payload does not contain the SOP Instance UID (0008,0018)")
+    plan = EditPlan()
+    for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD, ENCRYPTED_ATTRIBUTES):
+        el = df.top(tag)
+        if el is not None and tag not in tags:
+            plan.set(el, b"", [])
+    sop_uid: bytes | None = None
+    for el in restored:
+        if el.tag >> 16 == 0x0002:
+            raise CryptoError("payload tries to restore file meta elements")
+        plan.insert[el.tag] = transcode(plaintext, el, EXPLICIT_LE_ENC, df.enc)
+        if el.tag == SOP_INSTANCE_UID:
+            sop_uid = el.value(plaintext)
+    body = render(df.body, df.elements, plan, df.enc)
+    records = {el.tag: el.value(plaintext) for el in payload[1:]}
+    meta = records.get(RESTORE_META_TAG) or expected_meta(df, sop_uid)
+    if df.deflated:
+        stream = records.get(RESTORE_DEFLATED_TAG)
+        if stream is not None and RESTORE_DEFLATED_LENGTH_TAG in records:
+            stream = stream[:int.from_bytes(records[RESTORE_DEFLATED_LENGTH_TAG], "little")]
+        body = stream if stream is not None and _inflates_to(stream, body) else deflate(body)
+    return df.raw_prefix + meta + body
+
+
+def _restore_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
+    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
+    if media is None or sop_uid is None:
+        return df.meta_bytes
+    plan = EditPlan()
+    plan.set(media, encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "),
+                                   EXPLICIT_LE_ENC), [])
+    return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
+
+
+def _inflates_to(stream: bytes, body: bytes) -> bool:
+    try:
+        return zlib.decompress(stream, -zlib.MAX_WBITS) == body
+    except zlib.error:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Reidentify:
+    """The per-file re-identification operation."""
+
+    settings: ReidentifySettings
+
+    def __call__(self, src: Path, dst: Path) -> int:
+        return write_atomic(dst, reidentify_bytes(_read_input(src), self.settings))
+
+
+__all__ = ["Reidentify", "ReidentifySettings", "reidentify_bytes", "extract_payload",
+           "load_private_key"]

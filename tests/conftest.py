@@ -1,0 +1,84 @@
+"""Shared test helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+
+import pytest
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; skip when it is missing, or fail under ANONPIPE_REQUIRE_GDCM=1.
+
+    CI sets ANONPIPE_REQUIRE_GDCM=1 so interop tests cannot pass by silently skipping.
+    """
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("ANONPIPE_REQUIRE_GDCM") == "1":
+            pytest.fail(f"{name} is not on PATH and ANONPIPE_REQUIRE_GDCM=1")
+        pytest.skip(f"{name} is not on PATH")
+    return path
+
+
+@pytest.fixture(name="require_tool", scope="session")
+def _require_tool_fixture() -> Callable[[str], str]:
+    """:func:`require_tool` as a fixture, so test modules need no import path tricks."""
+    return require_tool
+
+
+import subprocess
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Pki:
+    """RSA key pairs made with the real openssl CLI."""
+
+    key: Path
+    cert: Path
+    key2: Path
+    cert2: Path
+    cert_der: Path
+
+
+def _make_pair(folder: Path, name: str) -> tuple[Path, Path]:
+    key, cert = folder / f"{name}_key.pem", folder / f"{name}_cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "365", "-subj", f"/CN=anonpipe-{name}"],
+        check=True, capture_output=True,
+    )
+    return key, cert
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Two key pairs and a DER copy of the first certificate."""
+    folder = tmp_path_factory.mktemp("pki")
+    key, cert = _make_pair(folder, "one")
+    key2, cert2 = _make_pair(folder, "two")
+    der = folder / "one_cert.der"
+    subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER", "-out", str(der)],
+                   check=True, capture_output=True)
+    return Pki(key, cert, key2, cert2, der)
+
+
+def pydicom_file(name: str) -> Path:
+    """A file of pydicom's bundled test data (never downloaded: the tests run offline)."""
+    import pydicom
+
+    path = Path(pydicom.__file__).parent / "data" / "test_files" / name
+    assert path.is_file(), name
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep secrets and stores of CLI runs out of the real home folder."""
+    state = tmp_path_factory.getbasetemp() / "state"
+    state.mkdir(exist_ok=True, mode=0o700)
+    monkeypatch.setenv("ANONPIPE_STATE_DIR", str(state))
