@@ -248,17 +248,17 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings) -> bytes:
         plan.insert[DEIDENTIFICATION_METHOD] = encode_element(
             DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc)
     body = render(df.body, df.elements, plan, enc)
+    meta = _resync_meta(df, work)
     if not settings.irreversible:
         assert settings.encryptor is not None
         for el in plan.changed_group_lengths:
             work.payload[el.tag] = el
         originals = [work.payload[tag] for tag in sorted(work.payload)]
-        payload = build_payload(df.body, originals, enc) + _restore_record(df, data)
+        payload = build_payload(df.body, originals, enc) + _restore_record(df, data, meta)
         cms = settings.encryptor.encrypt(payload)
         plan.insert[ENCRYPTED_ATTRIBUTES] = encrypted_attributes_element(cms, enc)
         plan.changed_group_lengths.clear()
         body = render(df.body, df.elements, plan, enc)
-    meta = _resync_meta(df, work)
     if df.deflated:
         body = deflate(body)
     return df.raw_prefix + meta + body
@@ -275,7 +275,7 @@ def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
     return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
 
 
-def _restore_record(df: DicomFile, original: bytes) -> bytes:
+def _restore_record(df: DicomFile, original: bytes, new_meta: bytes) -> bytes:
     """What re-identification cannot derive, for a byte-identical restore; often nothing.
 
     The original meta when (0002,0003) is not the (0008,0018) value, and the original
@@ -284,7 +284,8 @@ def _restore_record(df: DicomFile, original: bytes) -> bytes:
     record = b""
     sop = df.top(SOP_INSTANCE_UID)
     sop_uid = None if sop is None or sop.undefined else sop.value(df.body)
-    if expected_meta(df, sop_uid) != df.meta_bytes:
+    derived = new_meta if sop_uid is None else expected_meta(df, sop_uid)
+    if derived != df.meta_bytes:
         record += encode_element(RESTORE_META_TAG, "OB", df.meta_bytes, EXPLICIT_LE_ENC)
     if df.deflated:
         stream = original[len(df.raw_prefix) + len(df.meta_bytes):]

@@ -1,0 +1,166 @@
+"""The command line, in-process (``main([...])``) and as the installed command (STYLE.md 8)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from pipeline.cli import main
+from tests.conftest import Pki, pydicom_file
+
+ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ANONPIPE, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_installed_command_round_trip(pki: Pki, tmp_path: Path) -> None:
+    src = pydicom_file("CT_small.dcm")
+    deid, back = tmp_path / "d.dcm", tmp_path / "b.dcm"
+    assert run("-c", str(pki.cert), "-e", str(src), str(deid)).returncode == 0
+    assert run("--key", str(pki.key), "--re-identify", "-i", str(deid), "-o", str(back)).returncode == 0
+    assert back.read_bytes() == src.read_bytes()
+
+
+def test_version_and_help() -> None:
+    proc = run("-v")
+    assert proc.returncode == 0 and "gdcmanon 3.0.21 compatible" in proc.stdout
+    proc = run("-h")
+    assert proc.returncode == 0
+    for option in ("--de-identify", "--re-identify", "--dumb", "--continue", "--root-uid",
+                   "--resources-path", "--certificate", "--password", "--des3", "--aes192",
+                   "--empty", "--replace", "Triple DES (gdcmanon takes --des as --des3"):
+        assert option in proc.stdout
+
+
+def test_unknown_option_is_an_error() -> None:
+    proc = run("--bogus", "a", "b")
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --bogus" in proc.stderr
+
+
+BAD_CALLS = [
+    (["-e", "-d", "{src}", "{out}"], "one operating mode"),
+    (["-c", "{cert}", "--aes128", "--des3", "{src}", "{out}"], "choose one cipher"),
+    (["-c", "{cert}", "-c", "{cert}", "--root-uid", "1.2", "--root-uid", "1.3", "{src}", "{out}"],
+     "given twice"),
+    (["-e", "{src}", "{out}"], "needs a certificate"),
+    (["-c", "{tmp}/missing.pem", "{src}", "{out}"], "cannot read certificate"),
+    (["-c", "{src}", "{src}", "{out}"], "cannot read certificate"),
+    (["-k", "{tmp}/missing.pem", "-d", "{src}", "{out}"], "cannot read private key"),
+    (["-c", "{cert}", "--root-uid", "1.02", "{src}", "{out}"], "Root UID is not valid"),
+    (["-c", "{cert}", "--crypto=capi", "{src}", "{out}"], "not recognized"),
+    (["-c", "{cert}", "--resources-path", "{tmp}/nowhere", "{src}", "{out}"], "Resources Path"),
+    (["-c", "{cert}", "{tmp}/absent.dcm", "{out}"], "Could not find file"),
+    (["-c", "{cert}", "{src}"], "need an input and an output"),
+    (["-c", "{cert}", "{src}", "{src}"], "inputs are never modified"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_CALLS)
+def test_bad_calls_fail_with_one_clear_line(argv: list[str], message: str, pki: Pki,
+                                            tmp_path: Path) -> None:
+    src = tmp_path / "in.dcm"
+    src.write_bytes(pydicom_file("CT_small.dcm").read_bytes())
+    values = {"src": str(src), "out": str(tmp_path / "out.dcm"), "cert": str(pki.cert),
+              "tmp": str(tmp_path)}
+    proc = run(*[a.format(**values) for a in argv])
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.dcm").exists()
+
+
+BAD_FILES = [
+    (b"", "empty file"),
+    (b"hello, this is not DICOM at all" * 10, "not a DICOM file"),
+    (None, "truncated"),
+]
+
+
+@pytest.mark.parametrize("content,message", BAD_FILES)
+def test_bad_input_files(content: bytes | None, message: str, pki: Pki, tmp_path: Path) -> None:
+    src = tmp_path / "bad.dcm"
+    src.write_bytes(content if content is not None
+                    else pydicom_file("CT_small.dcm").read_bytes()[:5000])
+    before = src.read_bytes()
+    out = tmp_path / "out.dcm"
+    proc = run("-c", str(pki.cert), str(src), str(out))
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.dcm" in lines[0] and message in lines[0]
+    assert not out.exists()
+    assert src.read_bytes() == before
+
+
+def test_wrong_key_names_file_and_reason(pki: Pki, tmp_path: Path) -> None:
+    deid = tmp_path / "d.dcm"
+    assert main(["-c", str(pki.cert), str(pydicom_file("MR_small.dcm")), str(deid)]) == 0
+    proc = run("-k", str(pki.key2), "-d", str(deid), str(tmp_path / "b.dcm"))
+    assert proc.returncode == 1
+    assert "d.dcm" in proc.stderr and "wrong key" in proc.stderr
+    assert not (tmp_path / "b.dcm").exists()
+
+
+def test_des_means_triple_des(pki: Pki, tmp_path: Path) -> None:
+    deid = tmp_path / "d.dcm"
+    assert main(["-c", str(pki.cert), "--des", str(pydicom_file("MR_small.dcm")), str(deid)]) == 0
+    blob = pydicom.dcmread(deid)[0x04000500][0][0x04000520].value
+    der = tmp_path / "cms.der"
+    der.write_bytes(blob)
+    proc = subprocess.run(["openssl", "asn1parse", "-inform", "DER", "-in", str(der)],
+                          capture_output=True, text=True, check=True)
+    assert "des-ede3-cbc" in proc.stdout
+
+
+def test_root_uid_from_environment(pki: Pki, tmp_path: Path) -> None:
+    out = tmp_path / "d.dcm"
+    proc = run("-c", str(pki.cert), str(pydicom_file("MR_small.dcm")), str(out),
+               env={"GDCM_ROOT_UID": "1.2.826.0.1.3680043.2.1143"})
+    assert proc.returncode == 0, proc.stderr
+    assert pydicom.dcmread(out).SOPInstanceUID.startswith("1.2.826.0.1.3680043.2.1143.")
+    out2 = tmp_path / "e.dcm"
+    assert main(["-c", str(pki.cert), "--root-uid", "1.2.3", str(pydicom_file("MR_small.dcm")),
+                 str(out2)]) == 0
+    assert pydicom.dcmread(out2).SOPInstanceUID.startswith("1.2.3.")
+
+
+def test_der_certificate_and_password_recipient(pki: Pki, tmp_path: Path) -> None:
+    src = pydicom_file("CT_small.dcm")
+    deid, back = tmp_path / "d.dcm", tmp_path / "b.dcm"
+    assert main(["-c", str(pki.cert_der), "-p", "pw", str(src), str(deid)]) == 0
+    assert main(["-p", "pw", "-d", str(deid), str(back)]) == 0
+    assert back.read_bytes() == src.read_bytes()
+
+
+def test_encrypted_key_unlocked_by_password(pki: Pki, tmp_path: Path) -> None:
+    locked = tmp_path / "locked.pem"
+    subprocess.run(["openssl", "pkey", "-in", str(pki.key), "-aes256", "-passout", "pass:pw",
+                    "-out", str(locked)], check=True, capture_output=True)
+    src = pydicom_file("CT_small.dcm")
+    deid, back = tmp_path / "d.dcm", tmp_path / "b.dcm"
+    assert main(["-c", str(pki.cert), str(src), str(deid)]) == 0
+    proc = run("-k", str(locked), "-d", str(deid), str(back))
+    assert proc.returncode != 0 and "passphrase" in proc.stderr
+    assert main(["-k", str(locked), "-p", "pw", "-d", str(deid), str(back)]) == 0
+    assert back.read_bytes() == src.read_bytes()
+
+
+def test_secret_file_created_private_and_reused(pki: Pki, tmp_path: Path) -> None:
+    secret = tmp_path / "state" / "my.secret"
+    src = pydicom_file("MR_small.dcm")
+    a, b = tmp_path / "a.dcm", tmp_path / "b.dcm"
+    assert main(["--irreversible", "--secret-file", str(secret), str(src), str(a)]) == 0
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert main(["--irreversible", "--secret-file", str(secret), str(src), str(b)]) == 0
+    assert a.read_bytes() == b.read_bytes()
+    secret.chmod(0o644)
+    proc = run("--irreversible", "--secret-file", str(secret), str(src), str(tmp_path / "c.dcm"))
+    assert proc.returncode != 0 and "readable by other users" in proc.stderr
