@@ -247,7 +247,7 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings) -> bytes:
             PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc)
         plan.insert[DEIDENTIFICATION_METHOD] = encode_element(
             DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc)
-    body = render(df.body, df.elements, plan, enc)
+    body = render(df.body, df.elements, plan, enc) + df.trailer
     meta = _resync_meta(df, work)
     if not settings.irreversible:
         assert settings.encryptor is not None
@@ -258,7 +258,7 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings) -> bytes:
         cms = settings.encryptor.encrypt(payload)
         plan.insert[ENCRYPTED_ATTRIBUTES] = encrypted_attributes_element(cms, enc)
         plan.changed_group_lengths.clear()
-        body = render(df.body, df.elements, plan, enc)
+        body = render(df.body, df.elements, plan, enc) + df.trailer
     if df.deflated:
         body = deflate(body)
     return df.raw_prefix + meta + body

@@ -49,6 +49,10 @@ SWAP_WIDTH = {
 }
 
 
+_HEAD_LE = struct.Struct("<HH2sH")
+_HEAD_BE = struct.Struct(">HH2sH")
+
+
 @dataclass(frozen=True, slots=True)
 class Encoding:
     """How a data set is encoded: byte order and VR explicitness."""
@@ -188,44 +192,44 @@ class _Parser:
         elements: list[Element] = []
         e = enc.endian
         unpack = struct.unpack_from
+        head = (_HEAD_LE if enc.little else _HEAD_BE).unpack_from
+        implicit = enc.implicit
         while pos < limit:
             if pos + 8 > limit:
                 if until_item_end and end is None:
                     raise DicomFormatError("truncated: missing item delimiter")
-                if buf[pos:limit].strip(b"\0") == b"" and depth == 0:
-                    # trailing NUL padding after the last element: tolerated, copied verbatim
-                    break
+                if depth == 0 and not buf[pos:limit].strip(b"\0"):
+                    break  # trailing NUL padding after the last element: copied verbatim
                 raise DicomFormatError(f"truncated element header at byte {pos}")
-            group, elem = unpack(e + "HH", buf, pos)
+            group, elem, vrb, short = head(buf, pos)
             tag = (group << 16) | elem
-            if tag == ITEM_END:
-                if until_item_end:
+            if tag >= 0xFFFE0000:
+                if tag == ITEM_END and until_item_end:
                     return elements, pos + 8
-                raise DicomFormatError(f"unexpected item delimiter at byte {pos}")
-            if tag in (ITEM, SEQ_END):
-                raise DicomFormatError(f"unexpected item tag at byte {pos}")
+                raise DicomFormatError(f"unexpected item or delimiter tag at byte {pos}")
             if self.stop_at_pixels and depth == 0 and tag >= PIXEL_DATA:
                 self.stopped = True
                 return elements, pos
-            if enc.implicit:
+            if implicit:
                 (length,) = unpack(e + "I", buf, pos + 4)
                 vr = dictionary_vr(tag)
                 value_start = pos + 8
-            else:
-                vrb = bytes(buf[pos + 4:pos + 6])
-                if vrb in LONG_VRS:
-                    if pos + 12 > limit:
-                        raise DicomFormatError(f"truncated element header at byte {pos}")
-                    (length,) = unpack(e + "I", buf, pos + 8)
-                    value_start = pos + 12
-                elif vrb in KNOWN_VRS:
-                    (length,) = unpack(e + "H", buf, pos + 6)
-                    value_start = pos + 8
-                else:
-                    raise DicomFormatError(
-                        f"invalid VR {vrb!r} for element {tag_str(tag)} at byte {pos}"
-                    )
+            elif vrb in LONG_VRS:
+                if pos + 12 > limit:
+                    raise DicomFormatError(f"truncated element header at byte {pos}")
+                (length,) = unpack(e + "I", buf, pos + 8)
+                value_start = pos + 12
                 vr = vrb.decode("ascii")
+            elif vrb in KNOWN_VRS:
+                length = short
+                value_start = pos + 8
+                vr = vrb.decode("ascii")
+            else:
+                if tag == 0 and depth == 0 and not buf[pos:limit].strip(b"\0"):
+                    break
+                raise DicomFormatError(
+                    f"invalid VR {vrb!r} for element {tag_str(tag)} at byte {pos}"
+                )
             el = Element(tag, vr, pos, value_start, length, 0)
             if length == UNDEFINED:
                 el.end = self._undefined(el, enc, depth)
@@ -389,6 +393,11 @@ class DicomFile:
         if value is None:
             return None
         return value.rstrip(b"\0 ").decode("latin-1")
+
+    @property
+    def trailer(self) -> bytes:
+        """Bytes after the last top-level element (NUL padding some writers leave)."""
+        return self.body[self.elements[-1].end:] if self.elements else self.body
 
     def meta_element(self, tag: int) -> Element | None:
         for el in self.meta:

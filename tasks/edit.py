@@ -59,9 +59,49 @@ def encode_element(tag: int, vr: str, value: bytes, enc: Encoding) -> bytes:
 def render(
     buf: bytes, elements: list[Element], plan: EditPlan, enc: Encoding, top: bool = True
 ) -> bytes:
-    """The data set ``elements`` of ``buf`` with ``plan`` applied."""
-    parts: list[tuple[int, bytes, Element | None]] = []
+    """The data set ``elements`` of ``buf`` with ``plan`` applied.
+
+    Runs of untouched elements are copied as one slice; only data sets that hold group
+    length elements take the element-by-element path that can recompute them.
+    """
     inserts = sorted(plan.insert.items()) if top else []
+    for el in elements:
+        if not el.tag & 0xFFFF:
+            return _render_with_group_lengths(buf, elements, plan, enc, top, inserts)
+    chunks: list[bytes] = []
+    replace, dirty = plan.replace, plan.dirty
+    run_start = run_end = -1
+    k, n = 0, len(inserts)
+    for el in elements:
+        edited = el.start in replace or el.start in dirty
+        pending = k < n and inserts[k][0] <= el.tag
+        if not edited and not pending:
+            if run_start < 0:
+                run_start = el.start
+            run_end = el.end
+            continue
+        if run_start >= 0:
+            chunks.append(buf[run_start:run_end])
+            run_start = -1
+        while k < n and inserts[k][0] < el.tag:
+            chunks.append(inserts[k][1])
+            k += 1
+        if k < n and inserts[k][0] == el.tag:
+            chunks.append(inserts[k][1])
+            k += 1
+            continue
+        chunks.append(_render_element(buf, el, plan, enc))
+    if run_start >= 0:
+        chunks.append(buf[run_start:run_end])
+    chunks.extend(data for _, data in inserts[k:])
+    return b"".join(chunks)
+
+
+def _render_with_group_lengths(
+    buf: bytes, elements: list[Element], plan: EditPlan, enc: Encoding, top: bool,
+    inserts: list[tuple[int, bytes]],
+) -> bytes:
+    parts: list[tuple[int, bytes, Element | None]] = []
     k = 0
     for el in elements:
         while k < len(inserts) and inserts[k][0] < el.tag:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.crypto import decrypt_envelope, load_private_key
+from tasks.crypto import decrypt_envelope, load_private_key, load_private_key_bytes
 from tasks.deidentify import (
     DEIDENTIFICATION_METHOD,
     ENCRYPTED_ATTRIBUTES,
@@ -70,19 +70,9 @@ class ReidentifySettings:
         cache_key = (self.key_pem, self.key_password)
         key = _KEYS.get(cache_key)
         if key is None:
-            key = _key_from_bytes(self.key_pem, self.key_password)
+            key = load_private_key_bytes(self.key_pem, self.key_password)
             _KEYS[cache_key] = key
         return key
-
-
-def _key_from_bytes(data: bytes, password: bytes | None) -> Any:
-    """The private key from its file bytes (the driver already validated the file)."""
-    import tempfile
-
-    with tempfile.NamedTemporaryFile(prefix="anonpipe-key-") as fh:
-        fh.write(data)
-        fh.flush()
-        return load_private_key(Path(fh.name), password)
 
 
 def extract_payload(df: DicomFile, settings: ReidentifySettings) -> tuple[bytes, list[Element]]:
@@ -139,7 +129,7 @@ def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
         plan.insert[el.tag] = transcode(plaintext, el, EXPLICIT_LE_ENC, df.enc)
         if el.tag == SOP_INSTANCE_UID:
             sop_uid = el.value(plaintext)
-    body = render(df.body, df.elements, plan, df.enc)
+    body = render(df.body, df.elements, plan, df.enc) + df.trailer
     records = {el.tag: el.value(plaintext) for el in payload[1:]}
     meta = records.get(RESTORE_META_TAG) or expected_meta(df, sop_uid)
     if df.deflated:

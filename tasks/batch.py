@@ -1,0 +1,44 @@
+"""Pass 2 per batch: apply one operation to every file of a batch, one row per file.
+
+Why errors are rows and not exceptions: one bad file must not fail (and re-run) the whole
+batch on the cluster; only a crash of the process (a lost worker) fails the task, and the
+driver then isolates the culprit by re-running the batch file by file.  Messages of
+non-anonpipe exceptions are dropped (they may quote header bytes); only their type is kept.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import AnonpipeError
+from tasks.model import Batch, FileOperation, FileResult, Status
+
+
+def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int) -> FileResult:
+    """Apply ``operation`` to one file, turning its errors into a failed result."""
+    started = time.perf_counter()
+    try:
+        written = operation(Path(src), Path(dst))
+    except AnonpipeError as exc:
+        return FileResult(rel, Status.FAILED, size, 0, type(exc).__name__, str(exc),
+                          time.perf_counter() - started)
+    except Exception as exc:
+        return FileResult(rel, Status.FAILED, size, 0, "InternalError",
+                          f"unexpected {type(exc).__name__} (a bug: please report it)",
+                          time.perf_counter() - started)
+    return FileResult(rel, Status.DONE, size, written, seconds=time.perf_counter() - started)
+
+
+def run_batch(operation: FileOperation, batch: Batch, stop_on_error: bool = False
+              ) -> dict[str, Any]:
+    """Process ``batch``; with ``stop_on_error`` the files after the first failure are left
+    untouched (unlisted, so a rerun does them).  Returns ``{"batch_id", "rows"}``."""
+    rows: list[dict[str, object]] = []
+    for item in batch.items:
+        result = run_item(operation, item.src, item.dst, item.rel, item.size)
+        rows.append(result.as_row())
+        if stop_on_error and result.status is Status.FAILED:
+            break
+    return {"batch_id": batch.batch_id, "rows": rows}

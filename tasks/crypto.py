@@ -1,0 +1,743 @@
+"""CMS EnvelopedData (RFC 5652 §6) for the Encrypted Attributes Sequence (PS3.15 §E.1.1).
+
+gdcmanon puts the original attributes in an EnvelopedData written by OpenSSL's
+``CMS_encrypt``; cryptography's ``pkcs7`` helpers open only part of what it writes (no
+AES-192, 3DES, PasswordRecipientInfo, BER or trailing pad byte), so this module builds the
+fixed-shape envelope by hand on cryptography's primitives and parses any envelope with
+asn1crypto.  Layout and choices: gdcmanon-reference.md §3.2 and §3.4.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple, TypeAlias
+
+from asn1crypto import algos, cms, core
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher as _CipherContext
+from cryptography.hazmat.primitives.ciphers import CipherAlgorithm, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+from tasks.errors import CryptoError
+
+__all__ = [
+    "Cipher",
+    "EnvelopeEncryptor",
+    "PrivateKey",
+    "certificate_fingerprint",
+    "decrypt_envelope",
+    "load_certificate",
+    "load_private_key",
+    "load_private_key_bytes",
+]
+
+PrivateKey: TypeAlias = rsa.RSAPrivateKey
+
+
+class Cipher(str, enum.Enum):
+    """Content-encryption cipher, named as gdcmanon's ``--aes128/--aes192/--aes256/--des3``."""
+
+    AES128 = "aes128"
+    AES192 = "aes192"
+    AES256 = "aes256"
+    DES3 = "des3"
+
+
+# --------------------------------------------------------------------------- algorithm tables
+
+
+class _BlockCipher(NamedTuple):
+    """A CBC content/KEK cipher: the OID, its name and its sizes (RFC 3565 §4.1, RFC 3370 §5.1)."""
+
+    oid: str
+    name: str
+    algorithm: Callable[[bytes], CipherAlgorithm]
+    key_size: int
+    block_size: int  # also the IV length: the IV is the AlgorithmIdentifier's OCTET STRING
+
+
+_CBC_CIPHERS: dict[str, _BlockCipher] = {
+    c.oid: c
+    for c in (
+        _BlockCipher("2.16.840.1.101.3.4.1.2", "aes-128-cbc", algorithms.AES, 16, 16),
+        _BlockCipher("2.16.840.1.101.3.4.1.22", "aes-192-cbc", algorithms.AES, 24, 16),
+        _BlockCipher("2.16.840.1.101.3.4.1.42", "aes-256-cbc", algorithms.AES, 32, 16),
+        _BlockCipher("1.2.840.113549.3.7", "des-ede3-cbc", TripleDES, 24, 8),
+    )
+}
+_CIPHER_OIDS: dict[Cipher, str] = {
+    Cipher.AES128: "2.16.840.1.101.3.4.1.2",
+    Cipher.AES192: "2.16.840.1.101.3.4.1.22",
+    Cipher.AES256: "2.16.840.1.101.3.4.1.42",
+    Cipher.DES3: "1.2.840.113549.3.7",
+}
+# AuthEnvelopedData ciphers (RFC 5083, RFC 5084 §3.2): OID -> key size.
+_GCM_KEY_SIZES: dict[str, int] = {
+    "2.16.840.1.101.3.4.1.6": 16,
+    "2.16.840.1.101.3.4.1.26": 24,
+    "2.16.840.1.101.3.4.1.46": 32,
+}
+_DIGESTS: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "1.3.14.3.2.26": hashes.SHA1,
+    "2.16.840.1.101.3.4.2.4": hashes.SHA224,
+    "2.16.840.1.101.3.4.2.1": hashes.SHA256,
+    "2.16.840.1.101.3.4.2.2": hashes.SHA384,
+    "2.16.840.1.101.3.4.2.3": hashes.SHA512,
+}
+_HMAC_PRFS: dict[str, Callable[[], hashes.HashAlgorithm]] = {  # RFC 8018 §B.1.2
+    "1.2.840.113549.2.7": hashes.SHA1,
+    "1.2.840.113549.2.8": hashes.SHA224,
+    "1.2.840.113549.2.9": hashes.SHA256,
+    "1.2.840.113549.2.10": hashes.SHA384,
+    "1.2.840.113549.2.11": hashes.SHA512,
+}
+
+_OID_ENVELOPED_DATA = "1.2.840.113549.1.7.3"
+_OID_AUTH_ENVELOPED_DATA = "1.2.840.113549.1.9.16.1.23"
+_OID_DATA = "1.2.840.113549.1.7.1"
+_OID_RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+_OID_RSAES_OAEP = "1.2.840.113549.1.1.7"
+_OID_MGF1 = "1.2.840.113549.1.1.8"
+_OID_PBKDF2 = "1.2.840.113549.1.5.12"
+_OID_PWRI_KEK = "1.2.840.113549.1.9.16.3.9"
+
+# RFC 3211 §2.3 as OpenSSL writes it: 8-byte salt, 2048 iterations, PRF HMAC-SHA1 (the
+# DEFAULT, so omitted), no keyLength.
+_PBKDF2_SALT_SIZE = 8
+_PBKDF2_ITERATIONS = 2048
+# A crafted envelope must not make us spin for hours; OpenSSL writes 2048.
+_PBKDF2_MAX_ITERATIONS = 10_000_000
+
+_PKCS1V15 = padding.PKCS1v15()
+
+
+# --------------------------------------------------------------------------- DER building
+
+
+def _header(tag: int, length: int) -> bytes:
+    """Identifier and definite length octets (X.690 §8.1.3, DER minimal form)."""
+    if length < 0x80:
+        return bytes((tag, length))
+    size = (length.bit_length() + 7) // 8
+    return bytes((tag, 0x80 | size)) + length.to_bytes(size, "big")
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    return _header(tag, len(content)) + content
+
+
+def _oid(dotted: str) -> bytes:
+    return core.ObjectIdentifier(dotted).dump()
+
+
+_SEQUENCE, _SET, _OCTET_STRING = 0x30, 0x31, 0x04
+_DER_VERSION_0 = b"\x02\x01\x00"
+_DER_VERSION_3 = b"\x02\x01\x03"
+_DER_CONTENT_INFO_OID = _oid(_OID_ENVELOPED_DATA)
+_DER_ID_DATA = _oid(_OID_DATA)
+_DER_RSA_ENCRYPTION = _tlv(_SEQUENCE, _oid(_OID_RSA_ENCRYPTION) + b"\x05\x00")
+_DER_PBKDF2_OID = _oid(_OID_PBKDF2)
+_DER_ITERATIONS = b"\x02\x02" + _PBKDF2_ITERATIONS.to_bytes(2, "big")
+_DER_PWRI_KEK_OID = _oid(_OID_PWRI_KEK)
+
+
+def _cipher_id_head(spec: _BlockCipher) -> bytes:
+    """AlgorithmIdentifier of a CBC cipher up to its IV: ``SEQUENCE { OID, OCTET STRING iv }``."""
+    oid = _oid(spec.oid)
+    return (
+        _header(_SEQUENCE, len(oid) + 2 + spec.block_size)
+        + oid
+        + _header(_OCTET_STRING, spec.block_size)
+    )
+
+
+_CIPHER_ID_HEADS: dict[str, bytes] = {oid: _cipher_id_head(s) for oid, s in _CBC_CIPHERS.items()}
+
+# DES keys carry odd parity in the low bit of every byte (FIPS 46-3 §3); OpenSSL sets it.
+_DES_ODD_PARITY = bytes((b & 0xFE) | (((b >> 1).bit_count() + 1) & 1) for b in range(256))
+
+
+def _cbc_encrypt(spec: _BlockCipher, key: bytes, iv: bytes, data: bytes) -> bytes:
+    encryptor = _CipherContext(spec.algorithm(key), modes.CBC(iv)).encryptor()
+    return encryptor.update(data) + encryptor.finalize()
+
+
+def _cbc_decrypt(spec: _BlockCipher, key: bytes, iv: bytes, data: bytes) -> bytes:
+    decryptor = _CipherContext(spec.algorithm(key), modes.CBC(iv)).decryptor()
+    return decryptor.update(data) + decryptor.finalize()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        reason = "no such file"
+    except IsADirectoryError:
+        reason = "it is a directory"
+    except PermissionError:
+        reason = "permission denied"
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+    raise CryptoError(f"cannot read {what} {path}: {reason}")
+
+
+def _key_type(key: object) -> str:
+    """Short key type for error messages ("EC", "Ed25519", "DSA"), from the class name."""
+    return type(key).__name__.lstrip("_").removesuffix("PrivateKey").removesuffix("PublicKey")
+
+
+def load_certificate(path: Path) -> bytes:
+    """Read a recipient's X.509 certificate (PEM or DER) and return its DER.
+
+    Unlike gdcmanon (PEM only), DER is accepted too.  The key must be RSA: the envelope
+    carries only KeyTransRecipientInfo (RFC 5652 §6.2.1).
+    """
+    data = _read(path, "certificate")
+    try:
+        if b"-----BEGIN" in data:
+            if b"-----BEGIN CERTIFICATE-----" not in data:
+                raise CryptoError(f"cannot read certificate {path}: the PEM holds no CERTIFICATE")
+            certificate = x509.load_pem_x509_certificate(data)
+        else:
+            certificate = x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise CryptoError(
+            f"cannot read certificate {path}: not a PEM or DER X.509 certificate"
+        ) from None
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    try:
+        _recipient(der)
+    except CryptoError as exc:
+        raise CryptoError(f"cannot read certificate {path}: {exc}") from None
+    return der
+
+
+def load_private_key(path: Path, password: bytes | None = None) -> PrivateKey:
+    """Read an RSA private key: PEM or DER, PKCS#8 or traditional PKCS#1, maybe encrypted.
+
+    ``password`` unlocks an encrypted key and is ignored for a clear one (gdcmanon's ``-p``
+    is a PWRI password, so a user may well pass one with an unencrypted key).
+    """
+    return load_private_key_bytes(_read(path, "private key"), password, name=str(path))
+
+
+def load_private_key_bytes(
+    data: bytes, password: bytes | None = None, name: str = "(bytes)"
+) -> PrivateKey:
+    """:func:`load_private_key` on the file's bytes, for workers that got the key pickled."""
+    pem = b"-----BEGIN" in data
+    loader = serialization.load_pem_private_key if pem else serialization.load_der_private_key
+    if pem and b"PRIVATE KEY-----" not in data:
+        raise CryptoError(f"cannot read private key {name}: the PEM holds no PRIVATE KEY")
+    try:
+        try:
+            key = loader(data, None)
+        except TypeError:  # raised only for "encrypted but no password given"
+            if password is None:
+                raise CryptoError(
+                    f"cannot read private key {name}: "
+                    "private key is encrypted: give its passphrase with -p"
+                ) from None
+            try:
+                key = loader(data, password)
+            except ValueError:
+                raise CryptoError(
+                    f"cannot read private key {name}: wrong passphrase for the encrypted key"
+                ) from None
+    except UnsupportedAlgorithm as exc:
+        raise CryptoError(f"cannot read private key {name}: unsupported format ({exc})") from None
+    except ValueError:
+        raise CryptoError(f"cannot read private key {name}: not a PEM or DER private key") from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise CryptoError(
+            f"cannot read private key {name}: key type {_key_type(key)}; only RSA keys are supported"
+        )
+    return key
+
+
+def certificate_fingerprint(der: bytes) -> str:
+    """SHA-256 of the certificate DER, lower-case hex (what reports show, never the key)."""
+    return hashlib.sha256(der).hexdigest()
+
+
+# --------------------------------------------------------------------------- encryption
+
+
+class _KeyTransRecipient(NamedTuple):
+    """A recipient's KeyTransRecipientInfo up to its encryptedKey bytes, and its RSA key."""
+
+    head: bytes
+    public_key: rsa.RSAPublicKey
+
+
+# Per-process cache keyed by certificate DER: an EnvelopeEncryptor pickled to a worker
+# carries only the DER and rebuilds this on its first encrypt there.
+_RECIPIENTS: dict[bytes, _KeyTransRecipient] = {}
+
+
+def _recipient(der: bytes) -> _KeyTransRecipient:
+    cached = _RECIPIENTS.get(der)
+    if cached is None:
+        cached = _RECIPIENTS[der] = _build_recipient(der)
+    return cached
+
+
+def _build_recipient(der: bytes) -> _KeyTransRecipient:
+    """Precompute ``KeyTransRecipientInfo`` v0 (RFC 5652 §6.2.1) for one certificate.
+
+    The rid is issuerAndSerialNumber with the issuer Name and serial copied verbatim from
+    the certificate, so it matches the certificate byte for byte (as OpenSSL does).
+    """
+    try:
+        public_key = x509.load_der_x509_certificate(der).public_key()
+        tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
+        issuer_and_serial = _tlv(_SEQUENCE, tbs["issuer"].dump() + tbs["serial_number"].dump())
+    except (ValueError, TypeError, KeyError):
+        raise CryptoError("not a DER X.509 certificate") from None
+    if not isinstance(public_key, rsa.RSAPublicKey):
+        raise CryptoError(
+            f"public key type {_key_type(public_key)}; only RSA recipients are supported"
+        )
+    key_bytes = (public_key.key_size + 7) // 8
+    body = _DER_VERSION_0 + issuer_and_serial + _DER_RSA_ENCRYPTION
+    encrypted_key_header = _header(_OCTET_STRING, key_bytes)
+    head = (
+        _header(_SEQUENCE, len(body) + len(encrypted_key_header) + key_bytes)
+        + body
+        + encrypted_key_header
+    )
+    return _KeyTransRecipient(head, public_key)
+
+
+def _pwri_wrap(spec: _BlockCipher, kek: bytes, iv: bytes, cek: bytes) -> bytes:
+    """RFC 3211 §2.3.1 key wrap: length, check bytes, key, random pad; CBC twice."""
+    block = spec.block_size
+    size = max(2 * block, -(-(4 + len(cek)) // block) * block)
+    check = bytes(b ^ 0xFF for b in cek[:3])
+    formatted = bytes((len(cek),)) + check + cek
+    formatted += os.urandom(size - len(formatted))
+    first = _cbc_encrypt(spec, kek, iv, formatted)
+    return _cbc_encrypt(spec, kek, first[-block:], first)
+
+
+def _pwri_unwrap(spec: _BlockCipher, kek: bytes, iv: bytes, wrapped: bytes) -> bytes | None:
+    """Invert :func:`_pwri_wrap` (RFC 3211 §2.3.2); None when the check bytes disagree.
+
+    The second pass used the first pass's last block as IV; CBC gives that block back as
+    D(C[n]) xor C[n-1], i.e. a one-block CBC decryption of C[n] with IV C[n-1].
+    """
+    block = spec.block_size
+    if len(wrapped) < 2 * block or len(wrapped) % block:
+        return None
+    first_last = _cbc_decrypt(spec, kek, wrapped[-2 * block : -block], wrapped[-block:])
+    first = _cbc_decrypt(spec, kek, first_last, wrapped)
+    formatted = _cbc_decrypt(spec, kek, iv, first)
+    length = formatted[0]
+    if length < 3 or 4 + length > len(formatted):
+        return None
+    if any(a ^ b != 0xFF for a, b in zip(formatted[1:4], formatted[4:7], strict=True)):
+        return None
+    return formatted[4 : 4 + length]
+
+
+def _password_recipient(spec: _BlockCipher, password: bytes, cek: bytes) -> bytes:
+    """``[3] PasswordRecipientInfo`` (RFC 3211 §2.2) exactly as ``openssl cms -pwri_password``."""
+    fresh = os.urandom(_PBKDF2_SALT_SIZE + spec.block_size)
+    salt, iv = fresh[:_PBKDF2_SALT_SIZE], fresh[_PBKDF2_SALT_SIZE:]
+    kek = PBKDF2HMAC(hashes.SHA1(), spec.key_size, salt, _PBKDF2_ITERATIONS).derive(password)
+    kdf_params = _tlv(_SEQUENCE, _tlv(_OCTET_STRING, salt) + _DER_ITERATIONS)
+    kdf = _tlv(0xA0, _DER_PBKDF2_OID + kdf_params)  # [0] IMPLICIT AlgorithmIdentifier
+    kek_algorithm = _tlv(_SEQUENCE, _DER_PWRI_KEK_OID + _CIPHER_ID_HEADS[spec.oid] + iv)
+    wrapped = _tlv(_OCTET_STRING, _pwri_wrap(spec, kek, iv, cek))
+    return _tlv(0xA3, _DER_VERSION_0 + kdf + kek_algorithm + wrapped)
+
+
+@dataclass(frozen=True, repr=False)
+class EnvelopeEncryptor:
+    """Writes a DER ContentInfo(EnvelopedData) as gdcmanon/OpenSSL does (reference §3.2).
+
+    One KeyTransRecipientInfo per certificate, plus a PasswordRecipientInfo when
+    ``password`` is set (then EnvelopedData v3, RFC 5652 §6.1).  Holds only DER and plain
+    values, so it pickles small; each process rebuilds its recipient cache lazily.
+    """
+
+    certificates: tuple[bytes, ...]
+    cipher: Cipher = Cipher.AES256
+    password: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.certificates, bytes | bytearray):
+            raise CryptoError("certificates must be a tuple of DER certificates, not one bytes")
+        object.__setattr__(self, "certificates", tuple(bytes(c) for c in self.certificates))
+        try:
+            object.__setattr__(self, "cipher", Cipher(self.cipher))
+        except ValueError:
+            choices = ", ".join(c.value for c in Cipher)
+            raise CryptoError(f"unsupported cipher {self.cipher!r}: use one of {choices}") from None
+        if self.password is not None and not self.password:
+            raise CryptoError("the envelope password is empty")
+        if not self.certificates and self.password is None:
+            raise CryptoError("an envelope needs at least one certificate or a password")
+        for index, der in enumerate(self.certificates):
+            try:
+                _recipient(der)  # fail here, where the options are read, not on a worker
+            except CryptoError as exc:
+                raise CryptoError(f"certificate #{index + 1}: {exc}") from None
+
+    def __repr__(self) -> str:  # never show the password
+        recipients = ", ".join(certificate_fingerprint(c)[:16] for c in self.certificates)
+        return (
+            f"EnvelopeEncryptor(certificates=[{recipients}], cipher={self.cipher.value}, "
+            f"password={'set' if self.password is not None else 'none'})"
+        )
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        """Encrypt under a fresh content key and IV; PKCS#7 block padding (RFC 5652 §6.3)."""
+        spec = _CBC_CIPHERS[_CIPHER_OIDS[self.cipher]]
+        fresh = os.urandom(spec.key_size + spec.block_size)
+        cek, iv = fresh[: spec.key_size], fresh[spec.key_size :]
+        if self.cipher is Cipher.DES3:
+            cek = cek.translate(_DES_ODD_PARITY)
+        pad = spec.block_size - len(plaintext) % spec.block_size
+        encrypted = _cbc_encrypt(spec, cek, iv, plaintext + bytes((pad,)) * pad)
+
+        infos = [
+            r.head + r.public_key.encrypt(cek, _PKCS1V15)
+            for r in map(_recipient, self.certificates)
+        ]
+        if self.password is not None:
+            infos.append(_password_recipient(spec, self.password, cek))
+        infos.sort()  # DER SET OF is sorted by encoding (X.690 §11.6), as OpenSSL writes it
+
+        encrypted_content_info = _tlv(
+            _SEQUENCE,
+            _DER_ID_DATA + _CIPHER_ID_HEADS[spec.oid] + iv + _tlv(0x80, encrypted),
+        )
+        version = _DER_VERSION_0 if self.password is None else _DER_VERSION_3
+        enveloped = _tlv(_SEQUENCE, version + _tlv(_SET, b"".join(infos)) + encrypted_content_info)
+        return _tlv(_SEQUENCE, _DER_CONTENT_INFO_OID + _tlv(0xA0, enveloped))
+
+
+# --------------------------------------------------------------------------- decryption
+
+
+class _GcmParameters(core.Sequence):
+    """GCMParameters (RFC 5084 §3.2)."""
+
+    _fields: ClassVar[list[tuple[Any, ...]]] = [
+        ("nonce", core.OctetString),
+        ("icv_len", core.Integer, {"default": 12}),
+    ]
+
+
+class _Content(NamedTuple):
+    """What is needed to decrypt the content once the content key is known."""
+
+    key_size: int
+    decrypt: Callable[[bytes], bytes | None]  # content key -> plaintext, None if wrong key
+
+
+class _KeyTrans(NamedTuple):
+    padding: padding.AsymmetricPadding
+    encrypted_key: bytes
+
+
+class _Password(NamedTuple):
+    prf: Callable[[], hashes.HashAlgorithm]
+    salt: bytes
+    iterations: int
+    key_length: int | None
+    kek_cipher: _BlockCipher
+    kek_iv: bytes
+    encrypted_key: bytes
+
+
+class _Envelope(NamedTuple):
+    content: _Content
+    key_trans: list[_KeyTrans]
+    passwords: list[_Password]
+    unsupported: list[str]  # recipient algorithms we skipped, for the error message
+    other_kinds: list[str]  # kari, kekri, ori
+
+
+_NOT_ENVELOPED = "payload is not a CMS EnvelopedData"
+
+
+def _named(oid: core.ObjectIdentifier) -> str:
+    name = oid.native
+    return oid.dotted if name == oid.dotted else f"{oid.dotted} ({name})"
+
+
+def _octets(value: core.Asn1Value) -> bytes:
+    return core.OctetString.load(value.dump()).native
+
+
+def _cbc_content(spec: _BlockCipher, iv: bytes, encrypted: bytes) -> _Content:
+    if len(iv) != spec.block_size:
+        raise CryptoError(f"corrupt envelope: {spec.name} IV of {len(iv)} bytes")
+    if not encrypted or len(encrypted) % spec.block_size:
+        raise CryptoError(
+            f"corrupt envelope: {len(encrypted)} encrypted bytes is not a whole number of "
+            f"{spec.name} blocks"
+        )
+
+    def decrypt(cek: bytes) -> bytes | None:
+        # With the wrong key (RSA implicit rejection hands back a random key) the padding is
+        # what tells: RFC 5652 §6.3 padding must be 1..block bytes all equal to its length.
+        plain = _cbc_decrypt(spec, cek, iv, encrypted)
+        pad = plain[-1]
+        if not 1 <= pad <= spec.block_size or plain[-pad:] != bytes((pad,)) * pad:
+            return None
+        return plain[:-pad]
+
+    return _Content(spec.key_size, decrypt)
+
+
+def _gcm_content(
+    key_size: int, params: _GcmParameters, encrypted: bytes, mac: bytes, aad: bytes
+) -> _Content:
+    nonce = params["nonce"].native
+    if not 8 <= len(nonce) <= 128:  # what the GCM mode accepts
+        raise CryptoError(f"corrupt envelope: AES-GCM nonce of {len(nonce)} bytes")
+    if len(mac) != params["icv_len"].native or len(mac) < 12:
+        raise CryptoError(f"corrupt envelope: AES-GCM tag of {len(mac)} bytes")
+
+    def decrypt(cek: bytes) -> bytes | None:
+        decryptor = _CipherContext(
+            algorithms.AES(cek), modes.GCM(nonce, mac, min_tag_length=len(mac))
+        ).decryptor()
+        if aad:
+            decryptor.authenticate_additional_data(aad)
+        try:
+            return decryptor.update(encrypted) + decryptor.finalize()
+        except InvalidTag:
+            return None
+
+    return _Content(key_size, decrypt)
+
+
+def _oaep(parameters: core.Asn1Value) -> padding.AsymmetricPadding | str:
+    """RSAES-OAEP-params (RFC 4055 §4.1, RFC 8017 §A.2.1); an OID string when unsupported."""
+    params = algos.RSAESOAEPParams.load(parameters.dump()) if parameters.contents else None
+    if params is None:  # absent parameters: every field takes its DEFAULT (SHA-1, MGF1-SHA-1)
+        params = algos.RSAESOAEPParams()
+    digest = params["hash_algorithm"]["algorithm"]
+    mgf = params["mask_gen_algorithm"]
+    if mgf["algorithm"].dotted != _OID_MGF1:
+        return _named(mgf["algorithm"])
+    mgf_digest = mgf["parameters"]["algorithm"]
+    for oid in (digest, mgf_digest):
+        if oid.dotted not in _DIGESTS:
+            return _named(oid)
+    label = params["p_source_algorithm"]["parameters"].native or None
+    return padding.OAEP(
+        mgf=padding.MGF1(_DIGESTS[mgf_digest.dotted]()),
+        algorithm=_DIGESTS[digest.dotted](),
+        label=label,
+    )
+
+
+def _password_info(info: cms.PasswordRecipientInfo) -> _Password | str:
+    """PasswordRecipientInfo with PBKDF2 and id-alg-PWRI-KEK; an OID string when unsupported."""
+    kdf = info["key_derivation_algorithm"]
+    if not kdf.contents:
+        return "PasswordRecipientInfo without keyDerivationAlgorithm"
+    if kdf["algorithm"].dotted != _OID_PBKDF2:
+        return _named(kdf["algorithm"])
+    params = algos.Pbkdf2Params.load(kdf["parameters"].dump())
+    if params["salt"].name != "specified":
+        return "PBKDF2 with a non-specified salt"
+    prf = params["prf"]["algorithm"]
+    if prf.dotted not in _HMAC_PRFS:
+        return _named(prf)
+    iterations = params["iteration_count"].native
+    if not 1 <= iterations <= _PBKDF2_MAX_ITERATIONS:
+        raise CryptoError(f"corrupt envelope: PBKDF2 iteration count {iterations}")
+    kek_algorithm = info["key_encryption_algorithm"]
+    if kek_algorithm["algorithm"].dotted != _OID_PWRI_KEK:
+        return _named(kek_algorithm["algorithm"])
+    inner = algos.EncryptionAlgorithm.load(kek_algorithm["parameters"].dump())
+    kek_cipher = _CBC_CIPHERS.get(inner["algorithm"].dotted)
+    if kek_cipher is None:
+        return _named(inner["algorithm"])
+    return _Password(
+        prf=_HMAC_PRFS[prf.dotted],
+        salt=params["salt"].chosen.native,
+        iterations=iterations,
+        key_length=params["key_length"].native,
+        kek_cipher=kek_cipher,
+        kek_iv=_octets(inner["parameters"]),
+        encrypted_key=info["encrypted_key"].native,
+    )
+
+
+def _parse(blob: bytes) -> _Envelope:
+    """Parse DER or BER; bytes after the outer TLV are ignored (gdcmanon's 0x00 pad)."""
+    try:
+        content_info = cms.ContentInfo.load(bytes(blob), strict=False)
+        content_type = content_info["content_type"]
+        if content_type.dotted == _OID_ENVELOPED_DATA:
+            enveloped = content_info["content"]
+            eci = enveloped["encrypted_content_info"]
+        elif content_type.dotted == _OID_AUTH_ENVELOPED_DATA:
+            enveloped = content_info["content"]
+            eci = enveloped["auth_encrypted_content_info"]
+        else:
+            raise CryptoError(f"{_NOT_ENVELOPED} (content type {_named(content_type)})")
+
+        algorithm = eci["content_encryption_algorithm"]
+        encrypted = eci["encrypted_content"].native
+        if encrypted is None:
+            raise CryptoError("corrupt envelope: no encryptedContent (detached content)")
+        oid = algorithm["algorithm"].dotted
+        if content_type.dotted == _OID_ENVELOPED_DATA and oid in _CBC_CIPHERS:
+            content = _cbc_content(_CBC_CIPHERS[oid], _octets(algorithm["parameters"]), encrypted)
+        elif content_type.dotted == _OID_AUTH_ENVELOPED_DATA and oid in _GCM_KEY_SIZES:
+            auth_attrs = enveloped["auth_attrs"]
+            # RFC 5083 §2.2: the AAD is the DER of authAttrs with an EXPLICIT SET OF tag.
+            aad = _tlv(_SET, auth_attrs.contents) if auth_attrs.contents else b""
+            content = _gcm_content(
+                _GCM_KEY_SIZES[oid],
+                _GcmParameters.load(algorithm["parameters"].dump()),
+                encrypted,
+                enveloped["mac"].native,
+                aad,
+            )
+        else:
+            raise CryptoError(
+                f"unsupported content encryption algorithm {_named(algorithm['algorithm'])}"
+            )
+
+        envelope = _Envelope(content, [], [], [], [])
+        for recipient in enveloped["recipient_infos"]:
+            info = recipient.chosen
+            if recipient.name == "ktri":
+                key_algorithm = info["key_encryption_algorithm"]
+                kind = key_algorithm["algorithm"].dotted
+                chosen: padding.AsymmetricPadding | str
+                if kind == _OID_RSA_ENCRYPTION:
+                    chosen = _PKCS1V15
+                elif kind == _OID_RSAES_OAEP:
+                    chosen = _oaep(key_algorithm["parameters"])
+                else:
+                    chosen = _named(key_algorithm["algorithm"])
+                if isinstance(chosen, str):
+                    envelope.unsupported.append(chosen)
+                else:
+                    envelope.key_trans.append(_KeyTrans(chosen, info["encrypted_key"].native))
+            elif recipient.name == "pwri":
+                password_info = _password_info(info)
+                if isinstance(password_info, str):
+                    envelope.unsupported.append(password_info)
+                else:
+                    envelope.passwords.append(password_info)
+            else:
+                envelope.other_kinds.append(recipient.name)
+        return envelope
+    except CryptoError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError):
+        raise CryptoError(f"{_NOT_ENVELOPED} (malformed ASN.1)") from None
+
+
+def _content_key_from_rsa(private_key: PrivateKey, recipient: _KeyTrans) -> bytes | None:
+    try:
+        return private_key.decrypt(recipient.encrypted_key, recipient.padding)
+    except ValueError:  # OAEP failure, or PKCS#1 v1.5 where the backend still raises
+        return None
+
+
+def _content_key_from_password(password: bytes, recipient: _Password) -> bytes | None:
+    spec = recipient.kek_cipher
+    if (
+        recipient.key_length not in (None, spec.key_size)
+        or len(recipient.kek_iv) != spec.block_size
+    ):
+        return None
+    kek = PBKDF2HMAC(recipient.prf(), spec.key_size, recipient.salt, recipient.iterations).derive(
+        password
+    )
+    return _pwri_unwrap(spec, kek, recipient.kek_iv, recipient.encrypted_key)
+
+
+def _open(content: _Content, cek: bytes | None) -> bytes | None:
+    """The plaintext if ``cek`` is the content key, else None (length, then padding or tag)."""
+    if cek is None or len(cek) != content.key_size:
+        return None
+    return content.decrypt(cek)
+
+
+def decrypt_envelope(
+    blob: bytes, private_key: PrivateKey | None = None, password: bytes | None = None
+) -> bytes:
+    """Open a CMS EnvelopedData (or AES-GCM AuthEnvelopedData) with an RSA key or a password.
+
+    Every KeyTransRecipientInfo is tried with ``private_key`` (no certificate needed), then
+    every PasswordRecipientInfo with ``password``.  RSA PKCS#1 v1.5 with the wrong key does
+    not fail under OpenSSL >= 3.2 (implicit rejection, FACTS.md §CMS): a candidate key
+    counts only if its length fits the cipher and the content's padding (or GCM tag) checks.
+    CBC has no integrity: a wrong key passes those checks about once in 70 000 tries, and
+    a damaged ciphertext block can decrypt to damaged plaintext, so the caller must still
+    parse what comes back.
+    """
+    if private_key is None and password is None:
+        raise CryptoError("cannot decrypt the payload: no private key and no password given")
+    if private_key is not None and not isinstance(private_key, rsa.RSAPrivateKey):
+        raise CryptoError(
+            f"cannot decrypt the payload: key type {_key_type(private_key)}; "
+            "only RSA keys are supported"
+        )
+    envelope = _parse(blob)
+    content = envelope.content
+    tried: list[str] = []
+
+    if private_key is not None and envelope.key_trans:
+        tried.append("key")
+        size = (private_key.key_size + 7) // 8
+        for ktri in envelope.key_trans:
+            if len(ktri.encrypted_key) == size:  # else it was made for a key of another size
+                plaintext = _open(content, _content_key_from_rsa(private_key, ktri))
+                if plaintext is not None:
+                    return plaintext
+
+    if password is not None and envelope.passwords:
+        tried.append("password")
+        for pwri in envelope.passwords:
+            plaintext = _open(content, _content_key_from_password(password, pwri))
+            if plaintext is not None:
+                return plaintext
+
+    if tried:
+        raise CryptoError(
+            f"cannot decrypt the payload: wrong {' or '.join(tried)} or corrupt envelope"
+        )
+    if envelope.unsupported:
+        raise CryptoError(
+            "cannot decrypt the payload: unsupported recipient algorithm "
+            + ", ".join(dict.fromkeys(envelope.unsupported))
+        )
+    present = [
+        kind
+        for kind, found in (
+            ("KeyTransRecipientInfo (needs the private key)", envelope.key_trans),
+            ("PasswordRecipientInfo (needs the password)", envelope.passwords),
+        )
+        if found
+    ] + [f"{kind} (not supported)" for kind in dict.fromkeys(envelope.other_kinds)]
+    raise CryptoError(
+        "cannot decrypt the payload: no recipient matches what was given; the envelope has "
+        + (", ".join(present) or "no recipients")
+    )

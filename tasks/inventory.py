@@ -1,0 +1,140 @@
+"""Pass 1 per file: what the plan needs from one header, as a JSON-ready row.
+
+Header only (``read_header`` stops before the pixel data), pure, picklable: runs inline or
+on a dask worker.  The row holds patient values (ID, name, birth date) because the plan
+detects conflicting patients with them; it goes only to the driver's store, never to a
+console or a report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.dicomio import DicomFile, Element, read_header
+from tasks.errors import AnonpipeError
+from tasks.profile import DEFAULT_PROFILE, Action, get_profile
+
+SOP_CLASS_UID = 0x00080016
+SOP_INSTANCE_UID = 0x00080018
+PATIENT_NAME = 0x00100010
+PATIENT_ID = 0x00100020
+PATIENT_BIRTH_DATE = 0x00100030
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+STUDY_ID = 0x00200010
+FRAME_OF_REFERENCE_UID = 0x00200052
+PATIENT_IDENTITY_REMOVED = 0x00120062
+ENCRYPTED_ATTRIBUTES = 0x04000500
+MEDIA_STORAGE_SOP_CLASS = 0x00020002
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+
+#: top-level text fields of a row, by tag
+TOP_FIELDS = {
+    "sop_class": SOP_CLASS_UID,
+    "sop": SOP_INSTANCE_UID,
+    "patient_id": PATIENT_ID,
+    "patient_name": PATIENT_NAME,
+    "birth_date": PATIENT_BIRTH_DATE,
+    "study": STUDY_INSTANCE_UID,
+    "series": SERIES_INSTANCE_UID,
+    "study_id": STUDY_ID,
+    "frame_of_reference": FRAME_OF_REFERENCE_UID,
+}
+
+
+def _collect_uids(df: DicomFile, elements: list[Element], replaced: frozenset[int],
+                  every: set[str], mapped: set[str]) -> None:
+    """UI values at any depth; those under a U-action tag are the ones the plan maps."""
+    body = df.body
+    for el in elements:
+        if el.items is not None:
+            for item in el.items:
+                _collect_uids(df, item.elements, replaced, every, mapped)
+            continue
+        if el.vr != "UI" or el.undefined or not el.length:
+            continue
+        for part in el.value(body).split(b"\\"):
+            uid = part.strip(b"\0 ").decode("ascii", "replace")
+            if uid:
+                every.add(uid)
+                if el.tag in replaced:
+                    mapped.add(uid)
+
+
+def _replaced_tags(profile: str) -> frozenset[int]:
+    cached = _REPLACED.get(profile)
+    if cached is None:
+        actions = get_profile(profile).actions
+        cached = frozenset(tag for tag, action in actions.items() if action is Action.U)
+        _REPLACED[profile] = cached
+    return cached
+
+
+_REPLACED: dict[str, frozenset[int]] = {}
+
+
+def scan_file(path: Path, profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
+    """One inventory row for ``path``; a row with ``error_kind``/``error`` if unreadable.
+
+    ``uids`` is every UID (VR UI) at any depth, ``replace`` the subset the profile replaces
+    (action U); ``deidentified`` is true when (0400,0500) is present or (0012,0062) is YES.
+    """
+    row: dict[str, Any] = {}
+    try:
+        st = os.stat(path)
+        row["size"] = st.st_size
+        row["mtime_ns"] = st.st_mtime_ns
+        df = read_header(path)
+    except AnonpipeError as exc:
+        row.update(error_kind=type(exc).__name__, error=str(exc))
+        return row
+    except OSError as exc:
+        row.update(error_kind="Unreadable", error=(exc.strerror or type(exc).__name__).lower())
+        return row
+    except Exception as exc:  # a walker bug must not lose the rest of the batch
+        row.update(error_kind="InternalError", error=f"header scan failed: {type(exc).__name__}")
+        return row
+    row["ts"] = df.transfer_syntax
+    for name, tag in TOP_FIELDS.items():
+        value = df.top_text(tag)
+        row[name] = value if value else None
+    removed = df.top_text(PATIENT_IDENTITY_REMOVED)
+    row["deidentified"] = df.top(ENCRYPTED_ATTRIBUTES) is not None or (
+        removed is not None and removed.strip().upper() == "YES")
+    media = df.meta_element(MEDIA_STORAGE_SOP_CLASS)
+    media_class = media.value(df.meta_bytes).rstrip(b"\0 ").decode("ascii", "replace") \
+        if media is not None else None
+    row["dicomdir"] = DICOMDIR_SOP_CLASS in (row["sop_class"], media_class)
+    every: set[str] = set()
+    mapped: set[str] = set()
+    _collect_uids(df, df.elements, _replaced_tags(profile), every, mapped)
+    row["uids"] = sorted(every)
+    row["replace"] = sorted(mapped)
+    return row
+
+
+@dataclass(frozen=True, slots=True)
+class ScanBatch:
+    """Paths (relative to ``root``) scanned by one task."""
+
+    batch_id: int
+    root: str
+    rels: tuple[str, ...]
+    profile: str = DEFAULT_PROFILE
+
+
+def scan_batch(batch: ScanBatch) -> dict[str, Any]:
+    """Scan a batch; a dict (never a bare list: distributed serialises those per element)."""
+    root = Path(batch.root)
+    rows = {rel: scan_file(root / rel, batch.profile) for rel in batch.rels}
+    return {"batch_id": batch.batch_id, "rows": rows}
+
+
+def scan_paths(root: Path, rels: Iterable[str], profile: str = DEFAULT_PROFILE
+               ) -> dict[str, dict[str, Any]]:
+    """Convenience for tests and tools: rows for several files."""
+    return {rel: scan_file(root / rel, profile) for rel in rels}
