@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,10 +165,18 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
             raise UsageError("-d needs the private key (-k) or the password (-p)")
         return Reidentify(ReidentifySettings(key_pem=key_pem, key_password=password,
                                              password=password)), {}
-    from tasks.dumb import DumbEdit, DumbSettings, parse_dumb_ops
+    from tasks.dumb import DumbEdit, DumbSettings, parse_dumb_ops, type1_warnings
 
     ops = parse_dumb_ops(args.empty, args.clear, args.remove, args.replace)
-    return DumbEdit(DumbSettings(ops=ops, force=args.force)), {"operations": len(ops)}
+    if not args.force and (args.verbosity is None or args.verbosity >= 1):
+        for message in type1_warnings(ops):  # once per run, not once per file
+            print(f"anonpipe: warning: {message}", file=sys.stderr)
+    return DumbEdit(DumbSettings(ops=ops, force=args.force), warn=_already_warned), {
+        "operations": len(ops)}
+
+
+def _already_warned(message: str) -> None:
+    """Per-file Type 1 warnings were printed once for the run by :func:`_operation`."""
 
 
 def _read_key(path: Path, password: bytes | None) -> bytes:

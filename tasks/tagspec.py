@@ -110,7 +110,7 @@ def parse_replace(text: str) -> tuple[TagSpec, str]:
     """
     match = re.match(rf"^({_HEX}),({_HEX})([=,])(.*)$", text, re.DOTALL)
     if match is None:
-        if _TAG_RE.match(text) and "," in text and text.count(",") == 1:
+        if re.fullmatch(rf"{_HEX},{_HEX}", text):
             raise ProfileError(
                 f"replace {text!r}: no value; write {text}=VALUE (or {text}= for an empty value)"
             )
