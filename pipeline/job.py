@@ -31,6 +31,12 @@ class TreeJob:
     dry_run: bool = False
     verbosity: int = 1  # 0 errors only, 1 warnings, 2 verbose, 3 debug (may show PHI)
     report_options: dict[str, Any] = field(default_factory=dict)  # options echoed in the report
+    # pipeline tuning (defaults suit 2-core machines; the CLI need not expose them)
+    retries: int = 2  # re-runs of a batch whose task raised; a lost worker's batch is re-run too
+    inline_below: int = 500  # a pass with fewer files runs inline instead of starting a local cluster
+    batch_files: int = 200  # pass-2 batch bound: files ...
+    batch_bytes: int = 256 * 1024 * 1024  # ... and input bytes
+    scan_batch_files: int = 500  # pass-1 batch size (header reads are cheap)
 
 
 @dataclass

@@ -31,7 +31,7 @@ def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int) 
     return FileResult(rel, Status.DONE, size, written, seconds=time.perf_counter() - started)
 
 
-def run_batch(operation: FileOperation, batch: Batch, stop_on_error: bool = False
+def run_batch(batch: Batch, operation: FileOperation, stop_on_error: bool = False
               ) -> dict[str, Any]:
     """Process ``batch``; with ``stop_on_error`` the files after the first failure are left
     untouched (unlisted, so a rerun does them).  Returns ``{"batch_id", "rows"}``."""
