@@ -41,5 +41,15 @@ bench: install system-deps
 fuzz: install
 	ANONPIPE_FUZZ_SECONDS=$${ANONPIPE_FUZZ_SECONDS:-600} $(BIN)/python -m pytest tests/fuzz -q
 
+# Regenerate tasks/_profile_table.py and tasks/data/iod_types.json from the PS3.15 tables in
+# ../shared/standard (STANDARD=...) and highdicom's copy of PS3.3 (the wheel, not installed).
+HIGHDICOM ?= 0.28.2
+STANDARD  ?= ../shared/standard
+tables: install
+	mkdir -p build/tables
+	$(BIN)/python -m pip download -q --no-deps -d build/tables highdicom==$(HIGHDICOM)
+	$(BIN)/python scripts/gen_profile_table.py --standard $(STANDARD) \
+	  --highdicom-wheel build/tables/highdicom-$(HIGHDICOM)-py3-none-any.whl
+
 clean:
 	rm -rf build .pytest_cache

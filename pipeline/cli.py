@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pipeline import __version__
 from tasks.errors import AnonpipeError, UsageError
@@ -17,6 +18,27 @@ from tasks.errors import AnonpipeError, UsageError
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+
+#: The ten PS3.15 E.1-1 Options (names as in tasks.profile.OPTIONS, dashes for underscores)
+OPTION_FLAGS = (
+    ("--retain-safe-private", "keep private attributes of Table E.3.10-1 (Retain Safe Private)"),
+    ("--retain-uids", "keep UIDs (Retain UIDs)"),
+    ("--retain-device-identity", "keep device identifiers (Retain Device Identity)"),
+    ("--retain-institution-identity", "keep institution identifiers (Retain Institution Identity)"),
+    ("--retain-patient-characteristics",
+     "keep sex, age, size, weight... (Retain Patient Characteristics)"),
+    ("--retain-long-full-dates", "keep dates and times (Retain Longitudinal Full Dates)"),
+    ("--retain-long-modified-dates",
+     ("shift dates by a per-patient offset derived from the secret (Retain Longitudinal "
+      "Modified Dates)")),
+    ("--clean-descriptors",
+     ("keep descriptions, emptied unless the profile's clean_allow lists the value "
+      "(Clean Descriptors)")),
+    ("--clean-structured-content",
+     ("keep SR and acquisition context content, cleaned item by item (Clean Structured "
+      "Content)")),
+    ("--clean-graphics", "keep overlays, curves and graphic annotations (Clean Graphics)"),
+)
 
 
 class _Once(argparse.Action):
@@ -91,7 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="allow emptying/removing Type 1 attributes in dumb mode")
 
     prof = parser.add_argument_group("Profile options (anonpipe)")
-    prof.add_argument("--profile", action=_Once, help="de-identification profile (default gdcmanon)")
+    prof.add_argument("--profile", action=_Once, metavar="NAME|PATH",
+                      help="de-identification profile: basic (default, PS3.15 Table E.1-1), "
+                      "gdcmanon (its 48 attributes), or a site profile YAML file")
+    for flag, text in OPTION_FLAGS:
+        prof.add_argument(flag, dest="profile_options", action="append_const",
+                          const=flag[2:].replace("-", "_"), help=text)
+    prof.add_argument("--allow-burned-in", action="store_true",
+                      help="process files that may show burned-in text (pixel data is never "
+                      "cleaned; refused by default)")
+    prof.add_argument("--explain", action=_Once, metavar="FILE",
+                      help="print what the profile does to each attribute of FILE and why, "
+                      "then exit (no output file, no values shown)")
     prof.add_argument("--irreversible", action="store_true",
                       help="-e without (0400,0500), (0012,0062), (0012,0063): no certificate needed")
     prof.add_argument("--secret-file", action=_Once,
@@ -136,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed usage or help
         return int(exc.code or 0)
     try:
+        if args.explain is not None:
+            return _explain(args)
         run = build_run(args)
         return execute(run)
     except UsageError as exc:
@@ -147,6 +182,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("anonpipe: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from pipeline.options import explain_settings
+    from tasks.deidentify import _read_input
+    from tasks.explain import explain_bytes
+
+    if args.paths or args.input or args.output:
+        raise UsageError("--explain FILE takes no other input or output")
+    settings = explain_settings(args)
+    try:
+        text = explain_bytes(_read_input(Path(args.explain)), settings)
+    except AnonpipeError as exc:
+        raise type(exc)(f"{args.explain}: {exc}") from None
+    sys.stdout.write(text)
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

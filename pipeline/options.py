@@ -17,9 +17,9 @@ from pipeline.job import TreeJob
 from pipeline.state import default_secret_path, load_or_create_secret
 from tasks.crypto import Cipher, EnvelopeEncryptor, certificate_fingerprint, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings
-from tasks.errors import UsageError
+from tasks.errors import ProfileError, UsageError
 from tasks.model import FileOperation
-from tasks.profile import DEFAULT_PROFILE, get_profile
+from tasks.profile import DEFAULT_PROFILE, ProfileSpec, get_profile, load_profile
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.uids import DEFAULT_ROOT, secret_fingerprint, validate_root
 
@@ -103,8 +103,10 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
     dumb_ops = args.empty or args.clear or args.remove or args.replace
     if mode != "dumb" and dumb_ops:
         raise UsageError("--empty/--clear/--remove/--replace need --dumb")
-    if mode != "e" and (args.ciphers or args.irreversible or args.profile):
-        raise UsageError("cipher, --profile and --irreversible options apply to -e only")
+    profile_flags = args.profile or args.profile_options or args.allow_burned_in
+    if mode != "e" and (args.ciphers or args.irreversible or profile_flags):
+        raise UsageError("cipher, profile (--profile, --retain-*, --clean-*, "
+                         "--allow-burned-in) and --irreversible options apply to -e only")
     if mode == "d" and args.certificate:
         raise UsageError("-d needs the private key (-k), not a certificate")
 
@@ -135,7 +137,7 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
     """The per-file operation and the (PHI-free) options to echo in reports."""
     password = args.password.encode() if args.password is not None else None
     if mode == "e":
-        profile = get_profile(args.profile or DEFAULT_PROFILE).name
+        spec, options = _profile(args)
         encryptor = None
         fingerprints: list[str] = []
         if not args.irreversible:
@@ -149,10 +151,15 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
         elif args.certificate or password is not None:
             raise UsageError("--irreversible keeps no payload: drop -c/-p")
         secret = _secret(args)
-        settings = DeidentifySettings(secret=secret, root_uid=_root_uid(args), profile=profile,
-                                      encryptor=encryptor)
+        settings = DeidentifySettings(secret=secret, root_uid=_root_uid(args), profile=spec,
+                                      encryptor=encryptor, options=options,
+                                      allow_burned_in=args.allow_burned_in)
         return Deidentify(settings), {
-            "profile": profile, "irreversible": encryptor is None,
+            # a name, or the YAML path for a site profile (scan workers load it by that)
+            "profile": args.profile or DEFAULT_PROFILE,
+            "profile_options": sorted(get_profile(spec, options).options),
+            "allow_burned_in": args.allow_burned_in,
+            "irreversible": encryptor is None,
             "cipher": _cipher(args).value if encryptor else None,
             "certificates": fingerprints, "password_recipient": password is not None,
             "root_uid": settings.root_uid, "secret_fingerprint": secret_fingerprint(secret),
@@ -177,6 +184,28 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
 
 def _already_warned(message: str) -> None:
     """Per-file Type 1 warnings were printed once for the run by :func:`_operation`."""
+
+
+def _profile(args: argparse.Namespace) -> tuple[ProfileSpec, tuple[str, ...]]:
+    """The validated profile and the Options from the command line (checked here, once)."""
+    options = tuple(sorted(set(args.profile_options or ())))
+    try:
+        spec = load_profile(args.profile or DEFAULT_PROFILE)
+        get_profile(spec, options)  # an option on a profile without Table E.1-1 fails now
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
+    return spec, options
+
+
+def explain_settings(args: argparse.Namespace) -> DeidentifySettings:
+    """Settings for ``--explain FILE``: the profile options, a throw-away secret."""
+    if args.mode and set(args.mode) != {"e"}:
+        raise UsageError("--explain describes de-identification (-e)")
+    if args.explain and not Path(args.explain).exists():
+        raise UsageError(f"Could not find file: {args.explain}")
+    spec, options = _profile(args)
+    return DeidentifySettings(secret=b"explain", profile=spec, options=options,
+                              allow_burned_in=args.allow_burned_in)
 
 
 def _read_key(path: Path, password: bytes | None) -> bytes:

@@ -3,18 +3,33 @@
 Per file: locate the attributes the profile names (every depth), edit only their byte
 ranges, put the original top-level elements (whole sequences where a change lies inside)
 into one Modified Attributes Sequence item, CMS-encrypt it into the Encrypted Attributes
-Sequence (0400,0500) exactly as gdcmanon lays it out, set (0012,0062)/(0012,0063), and
-re-sync (0002,0003).  Everything else - preamble, meta, pixel data - keeps its bytes.
+Sequence (0400,0500) exactly as gdcmanon lays it out, set (0012,0062)/(0012,0063) (and,
+for profiles based on PS3.15 Table E.1-1, (0012,0064) with the CID 7050 codes applied and
+(0028,0303) when a Longitudinal option keeps dates), and re-sync (0002,0003).  Everything
+else - preamble, meta, pixel data - keeps its bytes.  Which attribute gets which action is
+the profile's business (tasks.profile); the values come from tasks.actions.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tasks.actions import (
+    DUMMY_MEANING,
+    DUMMY_SCHEME,
+    FALLBACK,
+    CleanContext,
+    clean_value,
+    code_value_pseudonym,
+    date_offset_days,
+    dummy_value,
+)
 from tasks.dicomio import (
     EXPLICIT_LE,
     EXPLICIT_LE_ENC,
@@ -26,14 +41,23 @@ from tasks.dicomio import (
     element_header,
     item_end,
     item_header,
+    pad_value,
     read_dicom,
     sequence_end,
 )
 from tasks.edit import EditPlan, encode_element, render, transcode
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import write_atomic
-from tasks.profile import Action, Profile, get_profile
-from tasks.uids import DEFAULT_ROOT, new_uid, pseudonym
+from tasks.profile import (
+    DEFAULT_PROFILE,
+    Action,
+    CompiledProfile,
+    Decision,
+    ProfileSpec,
+    Rule,
+    get_profile,
+)
+from tasks.uids import DEFAULT_ROOT, new_uid
 
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
@@ -44,6 +68,13 @@ ENCRYPTED_CONTENT = 0x04000520
 MODIFIED_ATTRIBUTES = 0x04000550
 PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD = 0x00120063
+DEIDENTIFICATION_METHOD_CODES = 0x00120064
+LONGITUDINAL_MODIFIED = 0x00280303
+BURNED_IN_ANNOTATION = 0x00280301
+PATIENT_ID = 0x00100020
+CODE_VALUE = 0x00080100
+CODING_SCHEME = 0x00080102
+CODE_MEANING = 0x00080104
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
 MEDIA_SOP_INSTANCE_UID = 0x00020003
@@ -56,6 +87,9 @@ RESTORE_CREATOR = b"ANONPIPE RESTORE"
 RESTORE_META_TAG = 0x04011001
 RESTORE_DEFLATED_TAG = 0x04011002
 RESTORE_DEFLATED_LENGTH_TAG = 0x04011003  # OB values are padded to even length
+#: UL list of top-level tags -e added that the original did not have ((0012,0064),
+#: (0028,0303)): our -d removes them; gdcmanon -d leaves them behind.
+RESTORE_ADDED_TAG = 0x04011004
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,35 +98,47 @@ class DeidentifySettings:
 
     secret: bytes
     root_uid: str = DEFAULT_ROOT
-    profile: str = "gdcmanon"
-    encryptor: "EnvelopeEncryptor | None" = None  # None: irreversible, no (0400,0500)
+    #: a profile name (configs/profiles/NAME.yaml), a YAML path, or a validated spec
+    profile: str | ProfileSpec = DEFAULT_PROFILE
+    encryptor: EnvelopeEncryptor | None = None  # None: irreversible, no (0400,0500)
+    #: PS3.15 Options (tasks.profile.OPTIONS names) on top of the profile's own
+    options: tuple[str, ...] = ()
+    #: process files the profile would refuse for burned-in annotation (pixels not cleaned)
+    allow_burned_in: bool = False
 
     @property
     def irreversible(self) -> bool:
         return self.encryptor is None
 
+    def compiled_profile(self) -> CompiledProfile:
+        return get_profile(self.profile, self.options)
+
 
 # --------------------------------------------------------------------------- dummies
 
+#: the one definition of the D-action values (pipeline.plan derives pseudonyms with it)
+_dummy = dummy_value
 
-def _dummy(secret: bytes, vr: str, original: bytes) -> bytes:
-    """A valid non-empty value for ``vr``, consistent per original value (Action D)."""
-    key = original.rstrip(b"\0 ")
-    if vr == "PN":
-        return f"ANON^{pseudonym(secret, 'pn', key, 10)}".encode()
-    if vr in ("LO", "UC", "LT", "ST", "UT"):
-        return f"ANON{pseudonym(secret, 'id', key, 12)}".encode()
-    if vr in ("SH", "CS", "AE"):
-        return f"ANON{pseudonym(secret, 'id', key, 12)}".encode()[:16]
-    fixed = {"DA": b"19000101", "TM": b"000000", "DT": b"19000101000000",
-             "AS": b"000D", "DS": b"0", "IS": b"0"}
-    return fixed.get(vr, b"ANONYMIZED")
+Trace = list[tuple[int, Element, str, str]]
+#: Free text (PS3.5 6.2) a sequence's D/C row covers when no row names the attribute.
+FREE_TEXT_VRS = frozenset({"ST", "LT", "UT", "UC", "PN"})
+_SCRUB_RULES = {
+    Action.D: Rule("", "", "", "", "D", "", "free text inside a sequence whose row is D or "
+                   "U*: dummy"),
+    Action.C: Rule("", "", "", "", "C", "", "free text inside a sequence whose row is C: "
+                   "cleaned"),
+}
 
 
 class _Deidentifier:
-    """One file's edit plan, built by walking the element tree."""
+    """One file's edit plan, built by walking the element tree.
 
-    def __init__(self, df: DicomFile, profile: Profile, settings: DeidentifySettings):
+    ``trace`` (for ``--explain``) receives (depth, element, action, reason) for every
+    element visited, from the same decisions that build the plan.
+    """
+
+    def __init__(self, df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings,
+                 trace: Trace | None = None):
         self.df = df
         self.buf = df.body
         self.profile = profile
@@ -100,51 +146,210 @@ class _Deidentifier:
         self.plan = EditPlan()
         self.payload: dict[int, Element] = {}  # top-level originals, by tag
         self.uid_cache: dict[bytes, bytes] = {}
+        self.resolver = profile.resolver(df.top_text(SOP_CLASS_UID))
+        self.private = profile.private_rule is not None
+        self.trace = trace
+        self._offset: int | None = None
+        self.clean = CleanContext(settings.secret, self.date_offset, dict(profile.clean_allow))
 
-    def walk(self, elements: list[Element], enc: Encoding, path: list[Element | Item]) -> None:
-        actions = self.profile.actions
+    def date_offset(self) -> int:
+        """The patient's whole-day date shift (HMAC of the original Patient ID)."""
+        if self._offset is None:
+            self._offset = date_offset_days(self.settings.secret,
+                                            self.df.top_value(PATIENT_ID) or b"")
+        return self._offset
+
+    def walk(self, elements: list[Element], enc: Encoding, path: list[Element | Item],
+             parent: int = 0, scrub: Action | None = None) -> None:
+        """Visit ``elements`` (one data set) and their items at every depth.
+
+        ``scrub`` is set inside a sequence kept by a D, U* (Action.D) or C (Action.C) row:
+        free text the table does not name is then replaced by a dummy, or cleaned, because
+        the table leaves such content (e.g. an SR Text Value) to its sequence's row.
+        """
+        decide = self.resolver.decide
+        trace = self.trace
+        privates: list[Element] | None = None
         for el in elements:
-            action = actions.get(el.tag)
-            if action is not None and action is not Action.K:
-                new = self._apply(el, action, enc)
-                top = path[0] if path else el
-                if path or new is not None:
-                    self.payload[top.tag] = top  # type: ignore[union-attr]
-                if new is not None:
-                    self.plan.set(el, new, path)
+            tag = el.tag
+            if tag & 0x10000 and self.private:
+                if privates is None:
+                    privates = []
+                privates.append(el)
                 continue
-            if el.items:
-                sub = el.item_enc or enc
-                for item in el.items:
-                    self.walk(item.elements, sub, path + [el, item])
+            decision = decide(tag, parent)
+            if decision is None and scrub is not None and el.vr in FREE_TEXT_VRS:
+                decision = self._scrub_decision(el, scrub)
+            if decision is None or decision.action is Action.K:
+                if trace is not None:
+                    trace.append((len(path) // 2, el, "K", decision.reason() if decision
+                                  else "not in the profile: kept"))
+                if el.items:
+                    self._enter(el, enc, path, scrub)
+                continue
+            new, enter = self._apply(el, decision, enc)
+            if trace is not None:
+                trace.append((len(path) // 2, el, self._label(decision, new, enter),
+                              decision.reason()))
+            self._record(el, new, path)
+            if enter and el.items:
+                inner = Action.C if decision.action is Action.C else Action.D
+                self._enter(el, enc, path, Action.D if scrub is Action.D else inner)
+        if privates:
+            self._private(privates, enc, path)
 
-    def _apply(self, el: Element, action: Action, enc: Encoding) -> bytes | None:
-        """New encoded bytes for ``el``, or None when the value does not change."""
+    def _scrub_decision(self, el: Element, scrub: Action) -> Decision:
+        rule = _SCRUB_RULES[scrub]
+        return Decision(scrub, rule, None, "", Action.Z)
+
+    def _enter(self, el: Element, enc: Encoding, path: list[Element | Item],
+               scrub: Action | None = None) -> None:
+        sub = el.item_enc or enc
+        assert el.items is not None
+        for item in el.items:
+            self.walk(item.elements, sub, path + [el, item], el.tag, scrub)
+
+    def _record(self, el: Element, new: bytes | None, path: list[Element | Item]) -> None:
+        top = path[0] if path else el
+        assert isinstance(top, Element)  # a path starts with a top-level element
+        if path or new is not None:
+            self.payload[top.tag] = top
+        if new is not None:
+            self.plan.set(el, new, path)
+
+    @staticmethod
+    def _label(decision: Decision, new: bytes | None, enter: bool) -> str:
+        action = decision.action.value
+        if new == b"":
+            return "X"
+        if new is None and not enter:
+            return f"{action} (unchanged)"
+        if enter:
+            return f"{action} (items walked)"
+        return action
+
+    def _apply(self, el: Element, decision: Decision, enc: Encoding) -> tuple[bytes | None, bool]:
+        """New encoded bytes for ``el`` (None: unchanged, b"": removed) and whether the
+        walk goes on into its items."""
+        action = decision.action
         if action is Action.X:
-            return b""
+            return b"", False
         if el.items is not None or el.vr == "SQ":
-            if action is Action.Z or action is Action.D:
+            if action is Action.Z or (action is Action.D and not self.profile.spec.table):
                 if el.items == [] or (el.length == 0):
-                    return None
+                    return None, False
                 header = self.buf[el.start:el.value_start]
                 if el.undefined:
-                    return header + sequence_end(enc)
-                return _zero_length_header(header, enc)
-            return None
+                    return header + sequence_end(enc), False
+                return _zero_length_header(header, enc), False
+            if action is Action.D and decision.rule.keyword.endswith("CodeSequence"):
+                return self._dummy_code_sequence(el, enc), False
+            return None, True  # D, C, U (U*): keep the items, their attributes get their rows
         if el.undefined:
-            return None  # encapsulated data under a text action: leave to the profile author
+            return None, False  # encapsulated data under a text action: leave to the profile author
+        if action is Action.C:
+            return self._clean(el, decision, enc)
         value = el.value(self.buf)
         if action is Action.Z:
             if el.length == 0:
-                return None
-            return encode_element(el.tag, el.vr, b"", enc)
-        if action is Action.U:
+                return None, False
+            return encode_element(el.tag, el.vr, b"", enc), False
+        if action is Action.U or (action is Action.D and el.vr == "UI"):
             if not value.rstrip(b"\0 "):
-                return None
-            return encode_element(el.tag, el.vr, self.map_uids(value), enc)
+                return None, False
+            return encode_element(el.tag, el.vr, self.map_uids(value), enc), False
         if action is Action.D:
-            return encode_element(el.tag, el.vr, _dummy(self.settings.secret, el.vr, value), enc)
-        return None
+            return encode_element(el.tag, el.vr, dummy_value(self.settings.secret, el.vr, value),
+                                  enc), False
+        return None, False
+
+    def _clean(self, el: Element, decision: Decision, enc: Encoding) -> tuple[bytes | None, bool]:
+        if decision.rule.keyword in ("curve", "overlay_data"):
+            return None, False  # Clean Graphics: bitmaps kept (see tasks.actions)
+        value = el.value(self.buf)
+        if not value.rstrip(b"\0 "):
+            return None, False
+        result = clean_value(self.clean, el.tag, el.vr, value, decision.type)
+        if result is FALLBACK:
+            fallback = Decision(decision.fallback, decision.rule, decision.type,
+                                decision.note, Action.Z)
+            return self._apply(el, fallback, enc)
+        if result is None:
+            return None, False
+        assert isinstance(result, bytes)
+        if result == value.rstrip(b"\0 ") or pad_value(result, el.vr) == value:
+            return None, False
+        return encode_element(el.tag, el.vr, result, enc), False
+
+    def _dummy_code_sequence(self, el: Element, enc: Encoding) -> bytes:
+        """One code item (PS3.3 Table 8.8-1) standing in for an identifying code sequence."""
+        original = b""
+        for item in el.items or ():
+            for sub in item.elements:
+                if sub.tag == CODE_VALUE and not sub.undefined:
+                    original = sub.value(self.buf)
+                    break
+            break
+        body = (encode_element(CODE_VALUE, "SH",
+                               code_value_pseudonym(self.settings.secret, original), enc)
+                + encode_element(CODING_SCHEME, "SH", DUMMY_SCHEME, enc)
+                + encode_element(CODE_MEANING, "LO", DUMMY_MEANING, enc))
+        items = item_header(len(body), enc) + body
+        header = element_header(el.tag, "SQ", len(items), enc)
+        return header + items
+
+    def _private(self, privates: list[Element], enc: Encoding,
+                 path: list[Element | Item]) -> None:
+        """PS3.15 E.1-1 "Private Attributes": remove, except safe ones (Retain Safe Private)
+        and blocks of creators the profile keeps; creators of emptied blocks go too."""
+        profile = self.profile
+        rule = profile.private_rule
+        assert rule is not None
+        creators: dict[int, str] = {}
+        for el in privates:
+            elem = el.tag & 0xFFFF
+            if 0x10 <= elem <= 0xFF and not el.undefined:
+                creators[el.tag] = el.value(self.buf).strip(b"\0 ").decode("latin-1")
+        kept_blocks: set[int] = set()
+        kept_groups: set[int] = set()
+        later: list[Element] = []
+        trace = self.trace
+        for el in privates:
+            tag = el.tag
+            group, elem = tag >> 16, tag & 0xFFFF
+            if elem <= 0xFF:
+                later.append(el)
+                continue
+            block = (group << 16) | (elem >> 8)
+            creator = creators.get(block) if elem >> 8 >= 0x10 else None
+            why = None
+            if creator is not None:
+                if creator in profile.keep_creators:
+                    why = f"profile {profile.name} keeps private creator {creator!r}"
+                elif (group, creator, elem & 0xFF) in profile.safe_private:
+                    why = f"{rule.why}: safe private (Table E.3.10-1, {creator!r})"
+            if why is not None:
+                kept_blocks.add(block)
+                kept_groups.add(group)
+                if trace is not None:
+                    trace.append((len(path) // 2, el, "K", why))
+                if el.items:
+                    self._enter(el, enc, path)
+                continue
+            if trace is not None:
+                trace.append((len(path) // 2, el, "X", f"{rule.why} (creator {creator!r})"))
+            self._record(el, b"", path)
+        for el in later:
+            group, elem = el.tag >> 16, el.tag & 0xFFFF
+            keep = (group in kept_groups) if elem == 0 else (el.tag in kept_blocks)
+            if trace is not None:
+                what = "group length" if elem == 0 else (
+                    "private creator" if elem >= 0x10 else "reserved private element")
+                trace.append((len(path) // 2, el, "K" if keep else "X",
+                              f"{rule.why}: {what}, " + ("its block keeps elements" if keep
+                                                         else "nothing of its block is kept")))
+            if not keep:
+                self._record(el, b"", path)
 
     def map_uids(self, value: bytes) -> bytes:
         cached = self.uid_cache.get(value)
@@ -217,29 +422,70 @@ def check_deidentifiable(df: DicomFile) -> None:
         raise UnsupportedFileError("already de-identified: Patient Identity Removed is YES")
     sop_class = df.top_text(SOP_CLASS_UID)
     media = df.meta_element(0x00020002)
-    media_class = media.value(df.meta_bytes).rstrip(b"\0 ").decode() if media else None
+    media_class = (media.value(df.meta_bytes).rstrip(b"\0 ").decode("latin-1")
+                   if media else None)  # any bytes: a corrupt UID must not raise here
     if DICOMDIR_SOP_CLASS in (sop_class, media_class):
         raise UnsupportedFileError(
             "DICOMDIR: its records point at file offsets; rebuild it from the outputs"
         )
 
 
-def deidentify_bytes(data: bytes, settings: DeidentifySettings) -> bytes:
-    """De-identify one file held in memory; returns the new file bytes."""
+def check_burned_in(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings) -> None:
+    """Refuse pixel data that may show identifying text: we do not clean pixels."""
+    if settings.allow_burned_in:
+        return
+    reason = profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
+                                      df.top_text(BURNED_IN_ANNOTATION))
+    if reason is not None:
+        raise UnsupportedFileError(
+            f"burned-in annotation: {reason}; anonpipe does not clean pixel data "
+            "(--allow-burned-in processes it anyway)")
+
+
+def _method_codes(profile: CompiledProfile, enc: Encoding) -> bytes | None:
+    """(0012,0064) De-identification Method Code Sequence: one CID 7050 item per code."""
+    codes = profile.method_codes()
+    if not codes:
+        return None
+    items = b""
+    for value, scheme, meaning in codes:
+        body = (encode_element(CODE_VALUE, "SH", value.encode(), enc)
+                + encode_element(CODING_SCHEME, "SH", scheme.encode(), enc)
+                + encode_element(CODE_MEANING, "LO", meaning.encode(), enc))
+        items += item_header(len(body), enc) + body
+    return element_header(DEIDENTIFICATION_METHOD_CODES, "SQ", len(items), enc) + items
+
+
+def deidentify_bytes(data: bytes, settings: DeidentifySettings,
+                     trace: Trace | None = None) -> bytes:
+    """De-identify one file held in memory; returns the new file bytes.
+
+    ``trace`` (``--explain``) collects every decision; the burned-in check is then skipped.
+    """
     df = read_dicom(data)
     check_deidentifiable(df)
-    profile = get_profile(settings.profile)
-    work = _Deidentifier(df, profile, settings)
+    profile = settings.compiled_profile()
+    if trace is None:
+        check_burned_in(df, profile, settings)
+    work = _Deidentifier(df, profile, settings, trace)
     work.walk(df.elements, df.enc, [])
     enc = df.enc
     plan = work.plan
+    added: dict[int, bytes] = {}
+    if profile.dates is not None and profile.spec.table:
+        added[LONGITUDINAL_MODIFIED] = encode_element(
+            LONGITUDINAL_MODIFIED, "CS",
+            b"MODIFIED" if profile.dates == "modified" else b"UNMODIFIED", enc)
     if settings.irreversible:
-        for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD):
+        for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD,
+                    DEIDENTIFICATION_METHOD_CODES):
             el = df.top(tag)
             if el is not None:
                 plan.set(el, b"", [])
     else:
-        for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD):
+        # (0008,0018) always travels: -d (ours and gdcmanon's) requires it, even when
+        # --retain-uids keeps it unchanged
+        for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD, SOP_INSTANCE_UID):
             el = df.top(tag)
             if el is not None:
                 work.payload[tag] = el
@@ -247,6 +493,14 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings) -> bytes:
             PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc)
         plan.insert[DEIDENTIFICATION_METHOD] = encode_element(
             DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc)
+        codes = _method_codes(profile, enc)
+        if codes is not None:
+            added[DEIDENTIFICATION_METHOD_CODES] = codes
+    for tag, encoded in added.items():
+        el = df.top(tag)
+        if el is not None:
+            work.payload[tag] = el
+        plan.insert[tag] = encoded
     body = render(df.body, df.elements, plan, enc) + df.trailer
     meta = _resync_meta(df, work)
     if not settings.irreversible:
@@ -254,7 +508,9 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings) -> bytes:
         for el in plan.changed_group_lengths:
             work.payload[el.tag] = el
         originals = [work.payload[tag] for tag in sorted(work.payload)]
-        payload = build_payload(df.body, originals, enc) + _restore_record(df, data, meta)
+        new_tags = sorted(tag for tag in added if df.top(tag) is None)
+        payload = build_payload(df.body, originals, enc) + _restore_record(df, data, meta,
+                                                                           new_tags)
         cms = settings.encryptor.encrypt(payload)
         plan.insert[ENCRYPTED_ATTRIBUTES] = encrypted_attributes_element(cms, enc)
         plan.changed_group_lengths.clear()
@@ -275,11 +531,12 @@ def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
     return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
 
 
-def _restore_record(df: DicomFile, original: bytes, new_meta: bytes) -> bytes:
+def _restore_record(df: DicomFile, original: bytes, new_meta: bytes,
+                    added: list[int] | None = None) -> bytes:
     """What re-identification cannot derive, for a byte-identical restore; often nothing.
 
-    The original meta when (0002,0003) is not the (0008,0018) value, and the original
-    deflate stream when our compressor would not reproduce it.
+    The original meta when (0002,0003) is not the (0008,0018) value, the original deflate
+    stream when our compressor would not reproduce it, and the tags -e added.
     """
     record = b""
     sop = df.top(SOP_INSTANCE_UID)
@@ -293,6 +550,9 @@ def _restore_record(df: DicomFile, original: bytes, new_meta: bytes) -> bytes:
             record += encode_element(RESTORE_DEFLATED_TAG, "OB", stream, EXPLICIT_LE_ENC)
             record += encode_element(RESTORE_DEFLATED_LENGTH_TAG, "UL",
                                      struct.pack("<I", len(stream)), EXPLICIT_LE_ENC)
+    if added:
+        record += encode_element(RESTORE_ADDED_TAG, "UL",
+                                 struct.pack(f"<{len(added)}I", *added), EXPLICIT_LE_ENC)
     if not record:
         return b""
     return encode_element(RESTORE_CREATOR_TAG, "LO", RESTORE_CREATOR, EXPLICIT_LE_ENC) + record
@@ -330,18 +590,39 @@ class Deidentify:
 
 
 def _read_input(src: Path) -> bytes:
+    """The whole input file.  Anything but a regular file is refused before it is opened:
+    reading a FIFO blocks until a writer comes (forever, in a batch), a device never ends.
+    """
     from tasks.errors import DicomFormatError
 
     try:
-        data = src.read_bytes()
-    except IsADirectoryError:
-        raise DicomFormatError("is a directory") from None
+        mode = src.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise DicomFormatError("is a directory")
+        if not stat.S_ISREG(mode):
+            raise DicomFormatError(f"not a regular file ({_file_kind(mode)})")
+        # O_NONBLOCK: should a FIFO replace the file after the stat, open() still returns
+        with open(os.open(src, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise DicomFormatError("not a regular file (replaced while opening)")
+            data = fh.read()
     except PermissionError:
         raise DicomFormatError("permission denied") from None
     except FileNotFoundError:
-        raise DicomFormatError("no such file (dangling link?)") from None
+        reason = "dangling symbolic link" if src.is_symlink() else "no such file"
+        raise DicomFormatError(reason) from None
+    except IsADirectoryError:
+        raise DicomFormatError("is a directory") from None
     except OSError as exc:
-        raise DicomFormatError(f"cannot read: {exc.strerror}") from None
+        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
     if not data:
         raise DicomFormatError("empty file")
     return data
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return f"mode {stat.S_IFMT(mode):o}"

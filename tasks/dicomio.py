@@ -27,6 +27,8 @@ ITEM_END = 0xFFFEE00D
 SEQ_END = 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 PIXEL_DATA = 0x7FE00010
+#: Largest inflated data set of the deflated transfer syntax we accept.
+MAX_INFLATED = 1 << 30
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -175,6 +177,7 @@ class _Parser:
         self.stop_at_pixels = stop_at_pixels
         self.max_depth = max_depth
         self.stopped = False
+        self.too_deep = False
 
     def parse(self, pos: int, end: int, enc: Encoding, depth: int = 0) -> list[Element]:
         """Elements from ``pos`` up to ``end`` (or an item delimiter when ``end`` is None)."""
@@ -184,6 +187,7 @@ class _Parser:
         self, pos: int, end: int | None, enc: Encoding, depth: int, until_item_end: bool
     ) -> tuple[list[Element], int]:
         if depth > self.max_depth:
+            self.too_deep = True
             raise DicomFormatError(f"sequences nested deeper than {self.max_depth} levels")
         buf = self.buf
         limit = self.size if end is None else end
@@ -252,6 +256,8 @@ class _Parser:
                         el.items = self._items(value_start, el.end, sub, depth)
                         el.item_enc = sub
                     except DicomFormatError:
+                        if self.too_deep:
+                            raise  # not "no sequence after all": that would hide what is inside
                         el.items = None
             elements.append(el)
             pos = el.end
@@ -480,10 +486,7 @@ def read_dicom(data: bytes, stop_at_pixels: bool = False) -> DicomFile:
     deflated = ts == DEFLATED_LE
     body = data[body_start:]
     if deflated:
-        try:
-            body = zlib.decompress(body, -zlib.MAX_WBITS)
-        except zlib.error as exc:
-            raise DicomFormatError(f"corrupt deflated data set: {exc}") from None
+        body = _inflate(body)
     if not enc.implicit and len(body) >= 6 and body[4:6] not in KNOWN_VRS:
         enc = Encoding(enc.little, True)  # meta says explicit, data set is implicit: tolerated
     parser = _Parser(body, stop_at_pixels=stop_at_pixels)
@@ -493,6 +496,22 @@ def read_dicom(data: bytes, stop_at_pixels: bool = False) -> DicomFile:
     _check_order(elements)
     return DicomFile(prefix, meta, meta_bytes, ts, enc, body, elements, deflated,
                      complete=not parser.stopped)
+
+
+def _inflate(stream: bytes) -> bytes:
+    """Raw inflate (PS3.5 A.5), capped: deflate expands up to ~1000-fold, and a small hostile
+    file must not exhaust a worker's memory."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(stream, MAX_INFLATED)
+    except zlib.error as exc:
+        raise DicomFormatError(f"corrupt deflated data set: {exc}") from None
+    if inflater.unconsumed_tail:
+        raise DicomFormatError(
+            f"deflated data set inflates to more than {MAX_INFLATED >> 20} MiB: refused")
+    if not inflater.eof:
+        raise DicomFormatError("corrupt deflated data set: incomplete or truncated stream")
+    return body
 
 
 def _shift(el: Element, delta: int) -> Element:

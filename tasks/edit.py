@@ -24,7 +24,9 @@ from tasks.dicomio import (
     pad_value,
     sequence_end,
     swap_bytes,
+    tag_str,
 )
+from tasks.errors import DicomFormatError
 
 
 @dataclass(slots=True)
@@ -191,7 +193,10 @@ def transcode(buf: bytes, el: Element, src: Encoding, dst: Encoding) -> bytes:
             return element_header(el.tag, "SQ", UNDEFINED, dst) + body + sequence_end(dst)
         return element_header(el.tag, "SQ", len(body), dst) + body
     if el.undefined:
-        raise ValueError("cannot transcode encapsulated data")
+        # encapsulated data is only valid in Explicit VR Little Endian (PS3.5 A.4)
+        raise DicomFormatError(
+            f"encapsulated (undefined-length) value {tag_str(el.tag)} cannot be carried "
+            "between Explicit VR Little Endian and Implicit VR or big-endian")
     value = buf[el.value_start:el.end]
     if src.little != dst.little and el.vr in SWAP_WIDTH:
         value = swap_bytes(value, SWAP_WIDTH[el.vr])

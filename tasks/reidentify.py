@@ -8,6 +8,7 @@ anonpipe comes back byte for byte, preamble and meta included.
 
 from __future__ import annotations
 
+import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from tasks.deidentify import (
     MEDIA_SOP_INSTANCE_UID,
     MODIFIED_ATTRIBUTES,
     PATIENT_IDENTITY_REMOVED,
+    RESTORE_ADDED_TAG,
     RESTORE_CREATOR_TAG,
     RESTORE_DEFLATED_LENGTH_TAG,
     RESTORE_DEFLATED_TAG,
@@ -36,15 +38,17 @@ from tasks.dicomio import (
     EXPLICIT_LE_ENC,
     DicomFile,
     Element,
+    _meta_elements,
     _Parser,
     read_dicom,
+    tag_str,
 )
 from tasks.edit import EditPlan, encode_element, render, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
 from tasks.fileio import write_atomic
 
 RESTORE_TAGS = (RESTORE_CREATOR_TAG, RESTORE_META_TAG, RESTORE_DEFLATED_TAG,
-                RESTORE_DEFLATED_LENGTH_TAG)
+                RESTORE_DEFLATED_LENGTH_TAG, RESTORE_ADDED_TAG)
 _KEYS: dict[tuple[bytes, bytes | None], Any] = {}
 
 
@@ -118,7 +122,11 @@ def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
     if SOP_INSTANCE_UID not in tags and df.top(SOP_INSTANCE_UID) is not None:
         raise CryptoError("payload does not contain the SOP Instance UID (0008,0018)")
     plan = EditPlan()
-    for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD, ENCRYPTED_ATTRIBUTES):
+    # what -e added ((0012,0064), (0028,0303)) goes, unless the payload restores an original
+    added = next((el.value(plaintext) for el in payload[1:] if el.tag == RESTORE_ADDED_TAG), b"")
+    added_tags = struct.unpack(f"<{len(added) // 4}I", added[:len(added) // 4 * 4])
+    for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD, ENCRYPTED_ATTRIBUTES,
+                *added_tags):
         el = df.top(tag)
         if el is not None and tag not in tags:
             plan.set(el, b"", [])
@@ -126,18 +134,57 @@ def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
     for el in restored:
         if el.tag >> 16 == 0x0002:
             raise CryptoError("payload tries to restore file meta elements")
-        plan.insert[el.tag] = transcode(plaintext, el, EXPLICIT_LE_ENC, df.enc)
+        encoded = transcode(plaintext, el, EXPLICIT_LE_ENC, df.enc)
+        if df.enc != EXPLICIT_LE_ENC and not _reparses(encoded, el.tag, df):
+            # implicit VR drops the payload's VR: a damaged one must not make a bad file
+            raise CryptoError(f"decrypted payload element {tag_str(el.tag)} does not fit "
+                              "this file's encoding")
+        plan.insert[el.tag] = encoded
         if el.tag == SOP_INSTANCE_UID:
             sop_uid = el.value(plaintext)
     body = render(df.body, df.elements, plan, df.enc) + df.trailer
     records = {el.tag: el.value(plaintext) for el in payload[1:]}
-    meta = records.get(RESTORE_META_TAG) or expected_meta(df, sop_uid)
+    meta = records.get(RESTORE_META_TAG)
+    if meta:
+        meta = _checked_meta(meta, df.transfer_syntax)
+    else:
+        meta = expected_meta(df, sop_uid)
     if df.deflated:
         stream = records.get(RESTORE_DEFLATED_TAG)
         if stream is not None and RESTORE_DEFLATED_LENGTH_TAG in records:
             stream = stream[:int.from_bytes(records[RESTORE_DEFLATED_LENGTH_TAG], "little")]
         body = stream if stream is not None and _inflates_to(stream, body) else deflate(body)
     return df.raw_prefix + meta + body
+
+
+def _reparses(encoded: bytes, tag: int, df: DicomFile) -> bool:
+    try:
+        parsed = _Parser(encoded).parse(0, len(encoded), df.enc)
+    except DicomFormatError:
+        return False
+    return len(parsed) == 1 and parsed[0].tag == tag and parsed[0].end == len(encoded)
+
+
+def _checked_meta(meta: bytes, transfer_syntax: str) -> bytes:
+    """The payload's original meta, which must be whole group 0002 for this file's syntax.
+
+    CBC has no integrity: a damaged ciphertext block decrypts to damaged plaintext, and a
+    damaged meta would make an unreadable output.  An odd-length meta comes back with the
+    OB pad byte, which is dropped.
+    """
+    try:
+        elements, end = _meta_elements(meta, 0)
+    except DicomFormatError:
+        elements, end = [], -1
+    syntax = None
+    for el in elements:  # the last (0002,0010) counts, as in dicomio.split_file
+        if el.tag == 0x00020010:
+            syntax = el.value(meta).rstrip(b"\0 ").decode("ascii", "replace")
+    if end == len(meta) - 1 and meta[-1:] == b"\0":
+        meta = meta[:-1]
+    if end != len(meta) or syntax != transfer_syntax:
+        raise CryptoError("decrypted payload holds a damaged file meta record")
+    return meta
 
 
 def _restore_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:

@@ -27,7 +27,7 @@ SECRET = b"0123456789abcdef0123456789abcdef"
 @pytest.fixture(scope="module")
 def settings(pki: Pki) -> DeidentifySettings:
     encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
-    return DeidentifySettings(secret=SECRET, encryptor=encryptor)
+    return DeidentifySettings(secret=SECRET, encryptor=encryptor, profile="gdcmanon")
 
 
 @pytest.fixture(scope="module")
