@@ -17,7 +17,7 @@ from pipeline.job import TreeJob
 from pipeline.state import default_secret_path, load_or_create_secret
 from tasks.crypto import Cipher, EnvelopeEncryptor, certificate_fingerprint, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings
-from tasks.errors import ProfileError, UsageError
+from tasks.errors import InputNotFoundError, ProfileError, UsageError
 from tasks.model import FileOperation
 from tasks.profile import DEFAULT_PROFILE, ProfileSpec, get_profile, load_profile
 from tasks.reidentify import Reidentify, ReidentifySettings
@@ -88,7 +88,8 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
         raise UsageError("need an input and an output (anonpipe [options] IN OUT)")
     source = Path(src)
     if not source.exists():
-        raise UsageError(f"Could not find file: {src}")
+        reason = "dangling symbolic link" if source.is_symlink() else "no such file"
+        raise InputNotFoundError(f"Could not find file: {src} ({reason})")
     return source, Path(dst)
 
 

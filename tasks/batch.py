@@ -24,7 +24,7 @@ def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int) 
     except AnonpipeError as exc:
         return FileResult(rel, Status.FAILED, size, 0, type(exc).__name__, str(exc),
                           time.perf_counter() - started)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a bug must not fail the other files
         return FileResult(rel, Status.FAILED, size, 0, "InternalError",
                           f"unexpected {type(exc).__name__} (a bug: please report it)",
                           time.perf_counter() - started)

@@ -470,6 +470,8 @@ def split_file(data: bytes) -> tuple[bytes, list[Element], bytes, str, int]:
         if el.tag == 0x00020010:
             ts = el.value(data).rstrip(b"\0 ").decode("ascii", "replace")
     if not ts:
+        if meta_end + 8 > len(data):  # the file ends inside group 0002
+            raise DicomFormatError("truncated file meta information (no transfer syntax)")
         raise DicomFormatError("file meta information has no transfer syntax (0002,0010)")
     return data[:prefix_end], meta, data[prefix_end:meta_end], ts, meta_end
 

@@ -13,11 +13,11 @@ import struct
 from dataclasses import dataclass, field
 
 from tasks.dicomio import (
+    SWAP_WIDTH,
     UNDEFINED,
     Element,
     Encoding,
     Item,
-    SWAP_WIDTH,
     element_header,
     item_end,
     item_header,

@@ -34,3 +34,7 @@ class ProfileError(AnonpipeError, ValueError):
 
 class OutputError(AnonpipeError, OSError):
     """The output cannot be written (permissions, disk full, location refused)."""
+
+
+class InputNotFoundError(AnonpipeError, FileNotFoundError):
+    """The input path does not exist (or is a dangling symbolic link)."""

@@ -8,6 +8,8 @@ console or a report.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,23 +67,23 @@ def _collect_uids(df: DicomFile, elements: list[Element], replaced: frozenset[in
                     mapped.add(uid)
 
 
-def _replaced_tags(profile: str) -> frozenset[int]:
-    cached = _REPLACED.get(profile)
-    if cached is None:
-        actions = get_profile(profile).actions
-        cached = frozenset(tag for tag, action in actions.items() if action is Action.U)
-        _REPLACED[profile] = cached
-    return cached
+def replaced_tags(profile: Any = DEFAULT_PROFILE) -> frozenset[int]:
+    """Tags whose UIDs the profile replaces (action U): a profile name, spec or compiled."""
+    actions = get_profile(profile).actions
+    return frozenset(tag for tag, action in actions.items() if action is Action.U)
 
 
-_REPLACED: dict[str, frozenset[int]] = {}
+@functools.cache
+def _default_replaced() -> frozenset[int]:
+    return replaced_tags()
 
 
-def scan_file(path: Path, profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
+def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, Any]:
     """One inventory row for ``path``; a row with ``error_kind``/``error`` if unreadable.
 
-    ``uids`` is every UID (VR UI) at any depth, ``replace`` the subset the profile replaces
-    (action U); ``deidentified`` is true when (0400,0500) is present or (0012,0062) is YES.
+    ``uids`` is every UID (VR UI) at any depth, ``replace`` the subset under the tags in
+    ``replaced`` (default: the default profile's action-U tags); ``deidentified`` is true
+    when (0400,0500) is present or (0012,0062) is YES.
     """
     row: dict[str, Any] = {}
     try:
@@ -95,7 +97,7 @@ def scan_file(path: Path, profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
     except OSError as exc:
         row.update(error_kind="Unreadable", error=(exc.strerror or type(exc).__name__).lower())
         return row
-    except Exception as exc:  # a walker bug must not lose the rest of the batch
+    except Exception as exc:  # noqa: BLE001 - a walker bug must not lose the rest of the batch
         row.update(error_kind="InternalError", error=f"header scan failed: {type(exc).__name__}")
         return row
     row["ts"] = df.transfer_syntax
@@ -111,7 +113,9 @@ def scan_file(path: Path, profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
     row["dicomdir"] = DICOMDIR_SOP_CLASS in (row["sop_class"], media_class)
     every: set[str] = set()
     mapped: set[str] = set()
-    _collect_uids(df, df.elements, _replaced_tags(profile), every, mapped)
+    if replaced is None:
+        replaced = _default_replaced()
+    _collect_uids(df, df.elements, replaced, every, mapped)
     row["uids"] = sorted(every)
     row["replace"] = sorted(mapped)
     return row
@@ -119,22 +123,37 @@ def scan_file(path: Path, profile: str = DEFAULT_PROFILE) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class ScanBatch:
-    """Paths (relative to ``root``) scanned by one task."""
+    """Paths (relative to ``root``) scanned by one task.
+
+    Carries the replaced tags rather than a profile name, so workers need not load (or
+    even see) a site profile file.
+    """
 
     batch_id: int
     root: str
     rels: tuple[str, ...]
-    profile: str = DEFAULT_PROFILE
+    replaced: frozenset[int] | None = None
 
 
 def scan_batch(batch: ScanBatch) -> dict[str, Any]:
-    """Scan a batch; a dict (never a bare list: distributed serialises those per element)."""
+    """Scan a batch: ``{"batch_id", "rows": {rel: JSON text}, "bytes", "errors"}``.
+
+    A dict, never a bare list (distributed serialises list elements one by one); rows are
+    JSON-encoded here, on the worker, so the driver stores them without re-encoding (at
+    scale the single driver, not the workers, would otherwise set the pace).
+    """
     root = Path(batch.root)
-    rows = {rel: scan_file(root / rel, batch.profile) for rel in batch.rels}
-    return {"batch_id": batch.batch_id, "rows": rows}
+    rows: dict[str, str] = {}
+    nbytes = errors = 0
+    for rel in batch.rels:
+        row = scan_file(root / rel, batch.replaced)
+        nbytes += int(row.get("size") or 0)
+        errors += 1 if row.get("error_kind") else 0
+        rows[rel] = json.dumps(row, separators=(",", ":"))
+    return {"batch_id": batch.batch_id, "rows": rows, "bytes": nbytes, "errors": errors}
 
 
-def scan_paths(root: Path, rels: Iterable[str], profile: str = DEFAULT_PROFILE
+def scan_paths(root: Path, rels: Iterable[str], replaced: frozenset[int] | None = None
                ) -> dict[str, dict[str, Any]]:
     """Convenience for tests and tools: rows for several files."""
-    return {rel: scan_file(root / rel, profile) for rel in rels}
+    return {rel: scan_file(root / rel, replaced) for rel in rels}

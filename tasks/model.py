@@ -45,7 +45,7 @@ class FileResult:
         }
 
     @classmethod
-    def from_row(cls, row: dict[str, object]) -> "FileResult":
+    def from_row(cls, row: dict[str, object]) -> FileResult:
         return cls(
             source=str(row["source"]),
             status=Status(row["status"]),

@@ -20,7 +20,6 @@ from tasks.deidentify import (
     ENCRYPTED_ATTRIBUTES,
     ENCRYPTED_CONTENT,
     ENCRYPTED_CONTENT_TS,
-    MEDIA_SOP_INSTANCE_UID,
     MODIFIED_ATTRIBUTES,
     PATIENT_IDENTITY_REMOVED,
     RESTORE_ADDED_TAG,
@@ -43,7 +42,7 @@ from tasks.dicomio import (
     read_dicom,
     tag_str,
 )
-from tasks.edit import EditPlan, encode_element, render, transcode
+from tasks.edit import EditPlan, render, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
 from tasks.fileio import write_atomic
 
@@ -187,23 +186,6 @@ def _checked_meta(meta: bytes, transfer_syntax: str) -> bytes:
     return meta
 
 
-def _restore_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
-    if media is None or sop_uid is None:
-        return df.meta_bytes
-    plan = EditPlan()
-    plan.set(media, encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "),
-                                   EXPLICIT_LE_ENC), [])
-    return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
-
-
-def _inflates_to(stream: bytes, body: bytes) -> bool:
-    try:
-        return zlib.decompress(stream, -zlib.MAX_WBITS) == body
-    except zlib.error:
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class Reidentify:
     """The per-file re-identification operation."""
@@ -214,5 +196,10 @@ class Reidentify:
         return write_atomic(dst, reidentify_bytes(_read_input(src), self.settings))
 
 
-__all__ = ["Reidentify", "ReidentifySettings", "reidentify_bytes", "extract_payload",
-           "load_private_key"]
+__all__ = [
+    "Reidentify",
+    "ReidentifySettings",
+    "extract_payload",
+    "load_private_key",
+    "reidentify_bytes",
+]

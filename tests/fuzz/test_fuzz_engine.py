@@ -1,0 +1,318 @@
+"""Fuzz targets over the per-file de-identify and re-identify (hypothesis-driven mutations).
+
+Each target mutates real files (pydicom's test data, and their de-identified outputs) with
+byte flips, truncations, insertions, deletions and header-aware corruptions (length fields
+set to 0, 1, 0xFFFFFFF0, undefined...; VRs and tags swapped for item, delimiter and
+structural tags), and asserts:
+
+* only :class:`AnonpipeError` subclasses escape;
+* whatever succeeds re-parses, and a reversible de-identification restores the mutated
+  input byte for byte.
+
+The normal test run is bounded (derandomized, a fixed number of examples, ~20 s for all
+targets) so CI never flakes; ``ANONPIPE_FUZZ_SECONDS=N`` (``make fuzz``) spreads N seconds
+over the targets with fresh random seeds and hypothesis' example database, so a crash found
+once is replayed first next time.  Every crash found becomes a regression test with its
+minimal input in tests/tasks/test_hostile_inputs.py.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.deidentify import DeidentifySettings, deidentify_bytes
+from tasks.dicomio import read_dicom
+from tasks.errors import AnonpipeError
+from tasks.reidentify import ReidentifySettings, reidentify_bytes
+from tests.conftest import Pki
+from tests.fuzz.conftest import FuzzStats
+from tests.fuzz.hostile import (
+    SEEDS,
+    Header,
+    headers,
+    payload_headers,
+    payload_of,
+    seed,
+    with_payload,
+)
+
+FUZZ_SECONDS = float(os.environ.get("ANONPIPE_FUZZ_SECONDS") or 0)
+#: examples per target in the bounded run (tuned so all targets take ~20 s together)
+EXAMPLES = int(os.environ.get("ANONPIPE_FUZZ_EXAMPLES") or 1500)
+TARGETS = 5
+SECRET = b"fuzz-secret-0123456789abcdef0123"
+
+MAGIC_LENGTHS = (0, 1, 2, 7, 8, 0xFFFE, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFF0, 0xFFFFFFFF)
+VRS = (b"SQ", b"UN", b"OB", b"OW", b"UT", b"UI", b"PN", b"XX", b"\0\0", b"\xfe\xff")
+TAGS = (0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD, 0x00000000, 0x7FE00010, 0x00080018, 0x04000500,
+        0x04000550, 0x00020010, 0x00080005, 0x00091010)
+POSITION = st.integers(0, 2**32 - 1)  # taken modulo the size: shrinks towards the start
+
+MUTATION = st.one_of(
+    st.tuples(st.just("flip"), POSITION, st.integers(0, 7)),
+    st.tuples(st.just("truncate"), POSITION),
+    st.tuples(st.just("insert"), POSITION, st.binary(min_size=1, max_size=16)),
+    st.tuples(st.just("delete"), POSITION, st.integers(1, 64)),
+    st.tuples(st.just("length"), POSITION, st.sampled_from(MAGIC_LENGTHS)),
+    st.tuples(st.just("vr"), POSITION, st.sampled_from(VRS)),
+    st.tuples(st.just("tag"), POSITION, st.sampled_from(TAGS)),
+)
+MUTATIONS = st.lists(MUTATION, min_size=1, max_size=4)
+
+
+def mutate(data: bytes, found: list[Header], mutations: list[tuple]) -> bytes:  # type: ignore[type-arg]
+    """``data`` with ``mutations`` applied in order (header ops fall back to byte flips)."""
+    buf = bytearray(data)
+    for kind, where, *args in mutations:
+        if kind in ("length", "vr", "tag") and found:
+            header = found[where % len(found)]
+            if header.start + 8 > len(buf):
+                continue
+            if kind == "length":
+                fmt = header.endian + ("H" if header.length_size == 2 else "I")
+                value = args[0] & (0xFFFF if header.length_size == 2 else 0xFFFFFFFF)
+                struct.pack_into(fmt, buf, header.length_at, value)
+            elif kind == "vr":
+                buf[header.start + 4:header.start + 6] = args[0]
+            else:
+                struct.pack_into(header.endian + "HH", buf, header.start, args[0] >> 16,
+                                 args[0] & 0xFFFF)
+            continue
+        if not buf:
+            break
+        at = where % (len(buf) + (1 if kind in ("truncate", "insert") else 0))
+        if kind == "truncate":
+            del buf[at:]
+        elif kind == "insert":
+            buf[at:at] = args[0]
+        elif kind == "delete":
+            del buf[at:at + args[0]]
+        else:  # flip, or a header op on a file without headers (deflated)
+            buf[at % len(buf)] ^= 1 << (args[0] if kind == "flip" else 0)
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_target(check: Callable[..., None], strategy: st.SearchStrategy, stats: FuzzStats,  # type: ignore[type-arg]
+               name: str, examples: int = EXAMPLES) -> None:
+    """Run ``check`` over ``strategy``: a fixed derandomized budget, or a time budget."""
+    count = [0]
+
+    def counted(case: object) -> None:
+        count[0] += 1
+        check(case)
+
+    started = time.perf_counter()
+    if FUZZ_SECONDS <= 0:
+        bounded = settings(max_examples=examples, deadline=None, derandomize=True,
+                           database=None, suppress_health_check=list(HealthCheck),
+                           phases=[Phase.explicit, Phase.generate, Phase.shrink])
+        bounded(given(strategy)(counted))()
+    else:
+        until = started + FUZZ_SECONDS / TARGETS
+        long_run = settings(max_examples=2000, deadline=None, derandomize=False,
+                            suppress_health_check=list(HealthCheck))
+        runner = long_run(given(strategy)(counted))
+        while time.perf_counter() < until:
+            runner()
+    stats.record(name, count[0], time.perf_counter() - started)
+
+
+def expect_clean(operation: Callable[[bytes], bytes], data: bytes) -> bytes | None:
+    """``operation(data)``: None for an AnonpipeError; any other exception fails the test."""
+    try:
+        out = operation(data)
+    except AnonpipeError:
+        return None
+    read_dicom(out)  # whatever succeeds must re-parse (raises, and so fails, otherwise)
+    return out
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def encryptor(pki: Pki) -> EnvelopeEncryptor:
+    return EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+
+
+@pytest.fixture(scope="module")
+def reid(pki: Pki) -> ReidentifySettings:
+    return ReidentifySettings(key_pem=pki.key.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def reversible(encryptor: EnvelopeEncryptor) -> DeidentifySettings:
+    return DeidentifySettings(secret=SECRET, encryptor=encryptor, allow_burned_in=True)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> dict[str, tuple[bytes, list[Header]]]:
+    return {name: (seed(name), headers(seed(name))) for name in SEEDS}
+
+
+@pytest.fixture(scope="module")
+def deidentified(corpus: dict[str, tuple[bytes, list[Header]]],
+                 reversible: DeidentifySettings) -> dict[str, tuple[bytes, list[Header]]]:
+    out = {}
+    for name, (data, _) in corpus.items():
+        result = deidentify_bytes(data, reversible)
+        out[name] = (result, headers(result))
+    return out
+
+
+def cases(files: dict[str, tuple[bytes, list[Header]]]) -> st.SearchStrategy:  # type: ignore[type-arg]
+    return st.tuples(st.sampled_from(sorted(files)), MUTATIONS)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def test_fuzz_deidentify_round_trip(corpus: dict[str, tuple[bytes, list[Header]]],
+                                    reversible: DeidentifySettings, reid: ReidentifySettings,
+                                    fuzz_stats: FuzzStats) -> None:
+    """-e on mutated files; what de-identifies must re-identify to the same bytes."""
+
+    def check(case: tuple[str, list]) -> None:  # type: ignore[type-arg]
+        name, mutations = case
+        data = mutate(*corpus[name], mutations)
+        out = expect_clean(lambda d: deidentify_bytes(d, reversible), data)
+        if out is not None:
+            assert reidentify_bytes(out, reid) == data
+
+    run_target(check, cases(corpus), fuzz_stats, "deidentify (basic, reversible)")
+
+
+IRREVERSIBLE = {
+    "gdcmanon": DeidentifySettings(secret=SECRET, profile="gdcmanon", allow_burned_in=True),
+    "basic+options": DeidentifySettings(
+        secret=SECRET, allow_burned_in=True,
+        options=("clean_descriptors", "clean_structured_content", "clean_graphics",
+                 "retain_long_modified_dates", "retain_safe_private",
+                 "retain_patient_characteristics")),
+}
+
+
+def test_fuzz_deidentify_irreversible_profiles(corpus: dict[str, tuple[bytes, list[Header]]],
+                                               fuzz_stats: FuzzStats) -> None:
+    """-e --irreversible under the gdcmanon profile and basic with every cleaning option."""
+
+    def check(case: tuple[str, str, list]) -> None:  # type: ignore[type-arg]
+        profile, name, mutations = case
+        data = mutate(*corpus[name], mutations)
+        expect_clean(lambda d: deidentify_bytes(d, IRREVERSIBLE[profile]), data)
+
+    strategy = st.tuples(st.sampled_from(sorted(IRREVERSIBLE)), st.sampled_from(sorted(corpus)),
+                         MUTATIONS)
+    run_target(check, strategy, fuzz_stats, "deidentify (irreversible profiles)")
+
+
+def test_fuzz_reidentify_mutated_file(deidentified: dict[str, tuple[bytes, list[Header]]],
+                                      reid: ReidentifySettings, fuzz_stats: FuzzStats) -> None:
+    """-d on mutated de-identified files (their CMS included)."""
+
+    def check(case: tuple[str, list]) -> None:  # type: ignore[type-arg]
+        name, mutations = case
+        expect_clean(lambda d: reidentify_bytes(d, reid), mutate(*deidentified[name], mutations))
+
+    run_target(check, cases(deidentified), fuzz_stats, "reidentify (mutated file)")
+
+
+def test_fuzz_reidentify_tampered_payload(deidentified: dict[str, tuple[bytes, list[Header]]],
+                                          encryptor: EnvelopeEncryptor,
+                                          reid: ReidentifySettings,
+                                          fuzz_stats: FuzzStats) -> None:
+    """-d where the decrypted payload itself is mutated (re-encrypted for the same key): what
+    a damaged CBC block or a forged payload hands the restorer."""
+    key = reid.private_key()
+    payloads = {}
+    for name, (data, _) in deidentified.items():
+        plaintext = payload_of(data, key)
+        payloads[name] = (plaintext, payload_headers(plaintext))
+
+    def check(case: tuple[str, list]) -> None:  # type: ignore[type-arg]
+        name, mutations = case
+        tampered = with_payload(deidentified[name][0], mutate(*payloads[name], mutations),
+                                encryptor)
+        expect_clean(lambda d: reidentify_bytes(d, reid), tampered)
+
+    run_target(check, cases(payloads), fuzz_stats, "reidentify (tampered payload)")
+
+
+# A grammar target: data sets built from elements, sequences and items of random shape, so
+# nesting, delimiters and lengths combine in ways byte mutations of six files rarely reach.
+
+_TAG = st.sampled_from((0x00080018, 0x00081140, 0x00081155, 0x00091010, 0x00100010,
+                        0x00100020, 0x00101002, 0x0040A730, 0x7FE00010, 0x00290010,
+                        0x00291010, 0xFFFEE000, 0xFFFEE0DD))
+_LEAF = st.tuples(_TAG, st.sampled_from((b"PN", b"UI", b"LO", b"OB", b"UN", b"SQ")),
+                  st.binary(max_size=12), st.sampled_from((None, None, None, 0xFFFFFFFF, 3)))
+
+
+def _encode(node: object) -> bytes:
+    """A node (leaf tuple, or list of items each a list of nodes) as Explicit VR LE bytes."""
+    if len(node) == 4:  # type: ignore[arg-type]
+        tag, vr, value, length = node  # type: ignore[misc]
+        if len(value) % 2:
+            value += b"\0"
+        n = len(value) if length is None else length
+        if vr in (b"OB", b"UN", b"SQ"):
+            return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, n) + value
+        return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, n & 0xFFFF) + value
+    tag, undefined, items = node  # type: ignore[misc]
+    body = b""
+    for item in items:
+        content = b"".join(_encode(child) for child in sorted(item, key=_sort_key))
+        if undefined:
+            body += struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + content + struct.pack(
+                "<HHI", 0xFFFE, 0xE00D, 0)
+        else:
+            body += struct.pack("<HHI", 0xFFFE, 0xE000, len(content)) + content
+    if undefined:
+        return (struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, b"SQ", 0, 0xFFFFFFFF) + body
+                + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, b"SQ", 0, len(body)) + body
+
+
+def _sort_key(node: object) -> int:
+    return node[0]  # type: ignore[index,no-any-return]
+
+
+_NODE = st.recursive(
+    _LEAF,
+    lambda children: st.tuples(_TAG, st.booleans(),
+                               st.lists(st.lists(children, max_size=4), max_size=3)),
+    max_leaves=24,
+)
+
+
+def test_fuzz_deidentify_generated_datasets(encryptor: EnvelopeEncryptor,
+                                            reid: ReidentifySettings,
+                                            fuzz_stats: FuzzStats) -> None:
+    """-e on generated data sets; de-identified ones must round trip."""
+    from tests.fuzz.hostile import dataset, file_meta
+
+    settings_ = DeidentifySettings(secret=SECRET, encryptor=encryptor, allow_burned_in=True,
+                                   profile="gdcmanon")
+
+    def check(nodes: list) -> None:  # type: ignore[type-arg]
+        unique = {_sort_key(n): n for n in nodes if _sort_key(n) > 0x00080018}
+        body = b"".join(_encode(unique[tag]) for tag in sorted(unique))
+        data = file_meta() + dataset(body)
+        out = expect_clean(lambda d: deidentify_bytes(d, settings_), data)
+        if out is not None:
+            assert reidentify_bytes(out, reid) == data
+
+    # generating trees costs hypothesis ~10 ms each: a quarter of the examples
+    run_target(check, st.lists(_NODE, max_size=6), fuzz_stats, "deidentify (generated)",
+               EXAMPLES // 4)
