@@ -57,13 +57,10 @@ def load_or_create_secret(path: Path) -> bytes:
     return secret
 
 
-DEFAULT_STORE_NAME = "store.sqlite"
-
-
-def default_store_path() -> Path:
-    return state_dir() / DEFAULT_STORE_NAME
-
-
 def default_secret_path() -> Path:
-    """Beside the default store, as for any store: ``STORE.secret``."""
-    return state_dir() / (DEFAULT_STORE_NAME + ".secret")
+    """The per-user secret, shared by every job that names no --store or --secret-file.
+
+    Stores default to one per output folder (``pipeline.store.job_store_path``); keeping one
+    secret per user makes separate jobs agree on replacement values.
+    """
+    return state_dir() / "secret"

@@ -1,0 +1,282 @@
+"""The plan between the passes: the recorded mapping, and the pass-2 work list in batches.
+
+The replacements themselves are derived on the workers by HMAC-SHA256 from the secret
+(``tasks.uids``), so every worker and every rerun agrees without reading the store; the
+plan *records* them (old UID -> new UID, identifier -> pseudonym, per-patient facts) for
+audits, consistency checks and re-linking.  The work list is read back from the store in
+(study, path) order and cut into batches bounded by file count and bytes, so files of one
+study travel together and no list of all files is ever held.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.job import TreeJob
+from pipeline.store import Store
+from tasks.actions import date_offset_days, dummy_value
+from tasks.dicomio import dictionary_vr
+from tasks.model import Batch, Status, WorkItem
+from tasks.profile import Action, get_profile
+from tasks.uids import new_uid
+
+WRITE_CHUNK = 10_000
+PATIENT_ID = 0x00100020
+PATIENT_NAME = 0x00100010
+STUDY_ID = 0x00200010
+
+
+def op_fingerprint(operation: object) -> str:
+    """Identifies the operation's settings, so a resume never keeps outputs made otherwise.
+
+    A hash of a canonical form (sets sorted, dataclasses by field): a pickle is not stable
+    across processes (set order follows string hash randomisation).  The form includes the
+    secret and keys; only the hash is stored.
+    """
+    text = repr(_canonical(operation)).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(b"anonpipe-op\0" + text).hexdigest()[:24]
+
+
+def _canonical(value: Any, depth: int = 0) -> Any:
+    if depth > 50:
+        raise ValueError("operation settings nest too deeply to fingerprint")
+    if value is None or isinstance(value, bool | int | float | str | bytes):
+        return value
+    if isinstance(value, enum.Enum):
+        return (type(value).__qualname__, _canonical(value.value, depth + 1))
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__qualname__,
+                tuple((f.name, _canonical(getattr(value, f.name), depth + 1))
+                      for f in dataclasses.fields(value)))
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted(((repr(_canonical(k, depth + 1)), _canonical(v, depth + 1))
+                                      for k, v in value.items()), key=lambda kv: kv[0])))
+    if isinstance(value, set | frozenset):
+        return ("set", tuple(sorted(repr(_canonical(v, depth + 1)) for v in value)))
+    if isinstance(value, list | tuple):
+        return tuple(_canonical(v, depth + 1) for v in value)
+    state = getattr(value, "__dict__", None)
+    if state is not None:
+        return (type(value).__qualname__, _canonical(state, depth + 1))
+    return (type(value).__qualname__, repr(value))
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+@dataclass
+class MappingStats:
+    uids: int = 0
+    patients: int = 0
+    identifiers: int = 0
+
+
+def profile_of(job: TreeJob) -> Any:
+    """The compiled profile the job's operation applies (options included).
+
+    Read from the operation's settings when it has them, so the plan records what the
+    workers do; ``job.profile`` (a name) otherwise.
+    """
+    settings = getattr(job.operation, "settings", None)
+    compiled = getattr(settings, "compiled_profile", None)
+    if callable(compiled):
+        return compiled()
+    return get_profile(job.profile)
+
+
+def _dummy_for(secret: bytes, tag: int, value: str) -> str:
+    """The pseudonym ``tasks.deidentify`` writes for ``value`` under action D."""
+    return dummy_value(secret, dictionary_vr(tag), value.encode("latin-1", "replace")).decode()
+
+
+def record_mapping(store: Store, secret: bytes, root: str, profile: Any) -> MappingStats:
+    """Write old -> new UIDs, identifier pseudonyms and per-patient facts to the store.
+
+    ``profile`` is a compiled profile (:func:`profile_of`): its action-D tags get recorded
+    pseudonyms, and with Retain Longitudinal Modified Dates each patient's date offset.
+    """
+    stats = MappingStats()
+    chunk: dict[str, Any] = {}
+    for uid in store.replaced_uids():
+        chunk[uid] = new_uid(secret, root, uid)
+        if len(chunk) >= WRITE_CHUNK:
+            store.put_uids(chunk)
+            stats.uids += len(chunk)
+            chunk = {}
+    store.put_uids(chunk)
+    stats.uids += len(chunk)
+
+    compiled = get_profile(profile)
+    actions = compiled.actions
+    pseudonymised = {tag for tag, action in actions.items() if action is Action.D}
+    shifted = getattr(compiled, "dates", None) == "modified"
+    patients: dict[str, Any] = {}
+    for pid, names, dates, studies in store.patients():
+        row: dict[str, Any] = {"names": names, "birth_dates": dates, "studies": studies,
+                               "conflict": len(names) > 1 or len(dates) > 1}
+        if PATIENT_ID in pseudonymised:
+            row["pseudonym"] = _dummy_for(secret, PATIENT_ID, pid)
+        if PATIENT_NAME in pseudonymised:
+            row["name_pseudonyms"] = [_dummy_for(secret, PATIENT_NAME, n) for n in names]
+        if shifted:
+            row["date_offset_days"] = date_offset_days(secret, pid.encode("latin-1", "replace"))
+        patients[pid] = row
+        if len(patients) >= WRITE_CHUNK:
+            store.put_patients(patients)
+            stats.patients += len(patients)
+            patients = {}
+    store.put_patients(patients)
+    stats.patients += len(patients)
+
+    ids: dict[str, str] = {}
+    for field_name, tag, label in (("patient_id", PATIENT_ID, "PatientID"),
+                                   ("patient_name", PATIENT_NAME, "PatientName"),
+                                   ("study_id", STUDY_ID, "StudyID")):
+        if tag not in pseudonymised:
+            continue
+        for value in store.identifiers(field_name):
+            ids[f"{label}:{value}"] = _dummy_for(secret, tag, value)
+            if len(ids) >= WRITE_CHUNK:
+                store.put_ids(ids)
+                stats.identifiers += len(ids)
+                ids = {}
+    store.put_ids(ids)
+    stats.identifiers += len(ids)
+    return stats
+
+
+# --------------------------------------------------------------------------- work list
+
+
+def rejection(job: TreeJob, row: dict[str, Any]) -> tuple[str, str] | None:
+    """(kind, reason) when pass 1 already shows the file cannot be processed."""
+    if row.get("error_kind"):
+        return str(row["error_kind"]), str(row.get("error") or "unreadable")
+    if job.mode == "deidentify":
+        if row.get("deidentified"):
+            return "UnsupportedFileError", "already de-identified"
+        if row.get("dicomdir"):
+            return "UnsupportedFileError", "DICOMDIR: rebuild it from the outputs"
+    return None
+
+
+def is_done(row: dict[str, Any], journaled: dict[str, Any] | None, dst: Path, op: str) -> bool:
+    """Resume rule: journaled done by the same operation from the same input, output intact."""
+    if not journaled or journaled.get("status") != Status.DONE.value or journaled.get("op") != op:
+        return False
+    if (journaled.get("src_size") != row.get("size")
+            or journaled.get("src_mtime_ns") != row.get("mtime_ns")):
+        return False
+    try:
+        return os.stat(dst).st_size == journaled.get("bytes_out")
+    except OSError:
+        return False
+
+
+@dataclass
+class Event:
+    """A file settled without a worker: rejected by pass 1, or done by an earlier run."""
+
+    rel: str
+    status: Status
+    size: int = 0
+    mtime_ns: int | None = None
+    kind: str | None = None
+    reason: str | None = None
+
+
+EVENT_CHUNK = 1000
+
+
+@dataclass
+class Planner:
+    """Streams the work list as batches; settled files go to ``sink`` as :class:`Event` s.
+
+    The sink is called from inside :meth:`batches` every ``EVENT_CHUNK`` events, so a
+    resumed run of a million done files never queues a million events.
+    """
+
+    job: TreeJob
+    store: Store
+    op: str
+    sink: Callable[[list[Event]], None] = lambda events: None
+    events: list[Event] = field(default_factory=list)
+    next_id: int = 0
+    #: (size, mtime) of files handed out and not yet journaled: bounded by the window
+    pending: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+
+    def dst(self, rel: str) -> Path:
+        return self.job.output / rel
+
+    def batches(self) -> Iterator[Batch]:
+        job = self.job
+        items: list[WorkItem] = []
+        nbytes = 0
+        reject_status = Status.SKIPPED if job.continue_on_error else Status.FAILED
+        for rel, row, journaled in self.store.work_pages():
+            if len(self.events) >= EVENT_CHUNK:
+                self.flush()
+            size = int(row.get("size") or 0)
+            mtime = row.get("mtime_ns")
+            rejected = rejection(job, row)
+            if rejected is not None:
+                self.events.append(Event(rel, reject_status, size, mtime, *rejected))
+                continue
+            dst = self.dst(rel)
+            if is_done(row, journaled, dst, self.op):
+                self.events.append(Event(rel, Status.SKIPPED, size, mtime))
+                continue
+            self.pending[rel] = (size, mtime)
+            if items and (len(items) >= job.batch_files or nbytes + size > job.batch_bytes):
+                yield self._batch(items)
+                items, nbytes = [], 0
+            items.append(WorkItem(str(job.input / rel), str(dst), rel, size))
+            nbytes += size
+        if items:
+            yield self._batch(items)
+
+    def _batch(self, items: list[WorkItem]) -> Batch:
+        self.next_id += 1
+        return Batch(self.next_id, tuple(items))
+
+    def rejections(self) -> Iterator[Event]:
+        """Only the files pass 1 rejects (a run that stops before pass 2 journals these)."""
+        status = Status.SKIPPED if self.job.continue_on_error else Status.FAILED
+        for rel, row, _ in self.store.work_pages():
+            rejected = rejection(self.job, row)
+            if rejected is not None:
+                yield Event(rel, status, int(row.get("size") or 0), row.get("mtime_ns"),
+                            *rejected)
+
+    def flush(self) -> None:
+        events, self.events = self.events, []
+        if events:
+            self.sink(events)
+
+    def split(self, batch: Batch) -> list[Batch]:
+        """A batch whose task failed, as one batch per file (to find the file at fault)."""
+        return [self._batch([item]) for item in batch.items]
+
+    def journal_row(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A worker's result row plus what the resume rule compares."""
+        size, mtime = self.pending.pop(str(result["source"]), (None, None))
+        return {**result, "op": self.op, "src_size": size, "src_mtime_ns": mtime}
+
+    def event_row(self, event: Event) -> dict[str, Any]:
+        return {"source": event.rel, "status": event.status.value, "bytes_in": event.size,
+                "bytes_out": 0, "error_kind": event.kind, "error": event.reason,
+                "op": self.op, "src_size": event.size, "src_mtime_ns": event.mtime_ns}
+
+    def forget(self, batch: Batch) -> None:
+        """Files of a batch that will not be journaled (left untouched after a stop)."""
+        for item in batch.items:
+            self.pending.pop(item.rel, None)

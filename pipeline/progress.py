@@ -1,0 +1,213 @@
+"""Live progress of the two passes: rich bars on a terminal, plain log lines elsewhere.
+
+The console and the clock are injected (STYLE.md 11) so tests render deterministic text.
+What is shown is counts only - files, bytes, rates, errors, workers - never a file name or
+a header value: paths may carry patient names.  Messages with PHI are passed at level
+DEBUG (3) and only shown with ``-D``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+ERROR, WARNING, INFO, DEBUG = 0, 1, 2, 3
+MAX_SAMPLES = 2000
+SAMPLE_EVERY = 0.25  # seconds between timeline samples
+
+
+@dataclass
+class PassStats:
+    """What one pass did, for the summary and the report."""
+
+    name: str
+    files: int = 0
+    bytes: int = 0
+    errors: int = 0
+    skipped: int = 0
+    started: float = 0.0
+    seconds: float = 0.0
+    total: int | None = None
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, files, bytes)
+
+    @property
+    def files_per_second(self) -> float:
+        return self.files / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+class _RateColumn(ProgressColumn):
+    """files/s and MB/s since the pass began."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.elapsed or 0.0
+        if elapsed <= 0:
+            return Text("- files/s  - MB/s", style="progress.data.speed")
+        files = task.completed / elapsed
+        mb = task.fields.get("bytes", 0) / 1e6 / elapsed
+        return Text(f"{files:,.0f} files/s {mb:,.1f} MB/s", style="progress.data.speed")
+
+
+class _StateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        errors = task.fields.get("errors", 0)
+        workers = task.fields.get("workers", "-")
+        return Text.assemble(
+            (f"errors {errors}", "red" if errors else "dim"), "  ",
+            (f"workers {workers}", "dim"),
+        )
+
+
+class RunProgress:
+    """Both passes of one run.  Use as a context manager; ``begin``/``end`` each pass."""
+
+    def __init__(
+        self,
+        console: Console | None = None,
+        verbosity: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        live: bool | None = None,
+        interval: float = 5.0,
+    ) -> None:
+        self.console = console or Console(stderr=True)
+        self.verbosity = verbosity
+        self.clock = clock
+        self.live = (self.console.is_terminal and verbosity >= WARNING) if live is None else live
+        self.interval = interval
+        self.origin = clock()
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._stats: PassStats | None = None
+        self._last_line = 0.0
+        self._last_sample = -1.0
+        self._workers = "-"
+        self._dashboard_shown: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Self:
+        if self.live:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                _RateColumn(),
+                TimeRemainingColumn(),
+                _StateColumn(),
+                console=self.console,
+                get_time=self.clock,
+                transient=False,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    # ------------------------------------------------------------------ passes
+
+    def begin(self, name: str, total: int | None = None) -> None:
+        now = self.clock()
+        self._stats = PassStats(name=name, started=now - self.origin, total=total)
+        self._last_line = now
+        self._last_sample = -1.0
+        if self._progress is not None:
+            self._task = self._progress.add_task(name, total=total, bytes=0, errors=0,
+                                                 workers=self._workers)
+        self._sample(now, force=True)
+
+    def set_total(self, total: int | None) -> None:
+        if self._stats is not None:
+            self._stats.total = total
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, total=total)
+
+    def advance(self, files: int = 0, nbytes: int = 0, errors: int = 0, skipped: int = 0) -> None:
+        stats = self._stats
+        if stats is None:
+            return
+        stats.files += files
+        stats.bytes += nbytes
+        stats.errors += errors
+        stats.skipped += skipped
+        now = self.clock()
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=stats.files + stats.skipped,
+                                  bytes=stats.bytes, errors=stats.errors, workers=self._workers)
+        elif self.verbosity >= INFO and now - self._last_line >= self.interval:
+            self._last_line = now
+            self.console.print(self._line(stats, now), highlight=False, soft_wrap=True)
+        self._sample(now)
+
+    def set_workers(self, alive: int | None, dashboard: str | None = None) -> None:
+        self._workers = "-" if alive is None else str(alive)
+        if dashboard and dashboard != self._dashboard_shown:
+            self._dashboard_shown = dashboard
+            self.message(f"dask dashboard: {dashboard}", WARNING)
+
+    def end(self) -> PassStats:
+        stats = self._stats or PassStats(name="?")
+        now = self.clock()
+        stats.seconds = now - self.origin - stats.started
+        self._sample(now, force=True)
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=stats.files + stats.skipped,
+                                  total=stats.files + stats.skipped, bytes=stats.bytes,
+                                  errors=stats.errors, workers=self._workers)
+        elif self.verbosity >= WARNING:
+            self.console.print(self._line(stats, now, final=True), highlight=False,
+                               soft_wrap=True)
+        self._stats, self._task = None, None
+        return stats
+
+    # ------------------------------------------------------------------ text
+
+    def message(self, text: str, level: int = INFO) -> None:
+        """A line above the bars (or in the log), shown from ``level`` on."""
+        if level <= self.verbosity:
+            target = self._progress.console if self._progress is not None else self.console
+            target.print(text, highlight=False, soft_wrap=True, markup=False)
+
+    def _line(self, stats: PassStats, now: float, final: bool = False) -> str:
+        elapsed = max(now - self.origin - stats.started, 1e-9)
+        total = f"/{stats.total:,}" if stats.total is not None else ""
+        skipped = f", {stats.skipped:,} skipped" if stats.skipped else ""
+        eta = ""
+        if not final and stats.total and stats.files:
+            left = stats.total - stats.files - stats.skipped
+            eta = f", ETA {max(left, 0) * elapsed / stats.files:,.0f} s"
+        head = "done" if final else "…"
+        return (
+            f"{stats.name}: {head} {stats.files:,}{total} files{skipped}, "
+            f"{stats.files / elapsed:,.0f} files/s, {stats.bytes / 1e6 / elapsed:,.1f} MB/s, "
+            f"{stats.errors:,} errors, workers {self._workers}, {elapsed:,.1f} s{eta}"
+        )
+
+    def _sample(self, now: float, force: bool = False) -> None:
+        stats = self._stats
+        if stats is None or (not force and now - self._last_sample < SAMPLE_EVERY):
+            return
+        self._last_sample = now
+        stats.timeline.append((round(now - self.origin, 3), stats.files + stats.skipped,
+                               stats.bytes))
+        if len(stats.timeline) > MAX_SAMPLES:
+            del stats.timeline[1:-1:2]  # halve the resolution, keep both ends

@@ -1,0 +1,138 @@
+"""The run report: one JSON file per run in the state folder, and the summary table.
+
+Why JSON in the state folder (mode 0600): it lists failing files by their path relative to
+the input, and paths may carry patient names; the console only ever shows counts.  The
+secret appears as its fingerprint only.  ``notebooks/run_report.ipynb`` plots this file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from pipeline.job import RunSummary, TreeJob
+from pipeline.progress import PassStats
+from pipeline.state import state_dir
+
+REPORT_VERSION = 1
+
+
+def _pass(stats: PassStats) -> dict[str, Any]:
+    return {
+        "name": stats.name,
+        "files": stats.files,
+        "skipped": stats.skipped,
+        "errors": stats.errors,
+        "bytes": stats.bytes,
+        "started": round(stats.started, 3),
+        "seconds": round(stats.seconds, 3),
+        "files_per_second": round(stats.files_per_second, 1),
+        "mb_per_second": round(stats.mb_per_second, 2),
+        "timeline": stats.timeline,
+    }
+
+
+def build_report(
+    job: TreeJob,
+    run_id: str,
+    started: float,
+    summary: RunSummary,
+    passes: list[PassStats],
+    findings: dict[str, Any] | None,
+    errors: dict[str, tuple[int, list[tuple[str, str]]]],
+    backend: str,
+    store: Path,
+    stopped_early: bool,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Everything worth keeping about one run, as plain JSON values."""
+    options = {
+        "mode": job.mode,
+        "input": str(job.input),
+        "output": str(job.output),
+        "recursive": job.recursive,
+        "continue_on_error": job.continue_on_error,
+        "profile": job.profile,
+        "root_uid": job.root_uid,
+        "workers": job.workers,
+        "scheduler": job.scheduler,
+        "cluster": job.cluster,
+        "scan_only": job.scan_only,
+        "dry_run": job.dry_run,
+        "batch_files": job.batch_files,
+        "batch_bytes": job.batch_bytes,
+        **job.report_options,
+    }
+    wall = sum(p.seconds for p in passes)
+    return {
+        "version": REPORT_VERSION,
+        "run_id": run_id,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "options": options,
+        "secret_fingerprint": job.secret_fingerprint or None,
+        "store": str(store),
+        "backend": backend,
+        "stopped_early": stopped_early,
+        "counts": {
+            "done": summary.done,
+            "skipped": summary.skipped,
+            "failed": summary.failed,
+            "bytes_in": summary.bytes_in,
+            "bytes_out": summary.bytes_out,
+        },
+        "findings": findings,
+        "passes": [_pass(p) for p in passes],
+        "seconds": round(wall, 3),
+        "errors": {kind: {"count": count, "files": [{"path": p, "reason": r} for p, r in rows]}
+                   for kind, (count, rows) in errors.items()},
+        **(extra or {}),
+    }
+
+
+def write_report(report: dict[str, Any], folder: Path | None = None) -> Path:
+    """Write ``report`` as ``reports/run-<id>.json`` (0600) and return its path."""
+    folder = folder or state_dir() / "reports"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"run-{report['run_id']}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(report, fh, indent=1, default=str)
+        fh.write("\n")
+    return path
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    """Files done/skipped/failed by reason, bytes, wall time per pass: counts only."""
+    table = Table(title="anonpipe run", show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("files", justify="right")
+    table.add_column("MB", justify="right")
+    table.add_column("seconds", justify="right")
+    table.add_column("files/s", justify="right")
+    for p in report["passes"]:
+        table.add_row(p["name"], f"{p['files'] + p['skipped']:,}", f"{p['bytes'] / 1e6:,.1f}",
+                      f"{p['seconds']:,.2f}", f"{p['files_per_second']:,.0f}")
+    counts = report["counts"]
+    table.add_section()
+    table.add_row("done", f"{counts['done']:,}", f"{counts['bytes_out'] / 1e6:,.1f}", "", "")
+    table.add_row("skipped", f"{counts['skipped']:,}", "", "", "")
+    table.add_row("failed", f"{counts['failed']:,}", "", "", "",
+                  style="red" if counts["failed"] else None)
+    for kind, entry in sorted(report["errors"].items()):
+        table.add_row(f"  {kind}", f"{entry['count']:,}", "", "", "")
+    return table
+
+
+def summary_from_dict(values: dict[str, Any]) -> RunSummary:
+    """Rebuild a :class:`RunSummary` (tests and tools)."""
+    return RunSummary(**{k: v for k, v in values.items() if k in asdict(RunSummary())})

@@ -1,0 +1,292 @@
+"""A directory run: pass 1 (scan), plan, pass 2 (run), report — ``run_tree(job)``.
+
+The driver is the only writer of the store and commits once per finished batch, so killing
+it (or a worker) at any moment loses at most the in-flight batches, which a rerun redoes:
+outputs are written atomically, leftover temp files are swept at start, and the resume
+rule (``pipeline.plan.is_done``) skips what is journaled done and still intact.
+
+Without ``continue_on_error`` the first failure stops submission; in-flight batches finish
+and are journaled, and the summary carries ``failed > 0``.  Files pass 1 already shows to be
+unprocessable stop the run before pass 2 writes anything.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from pipeline.cluster import Backend, Outcome, open_client
+from pipeline.job import RunSummary, TreeJob
+from pipeline.plan import (
+    Event,
+    MappingStats,
+    Planner,
+    op_fingerprint,
+    profile_of,
+    record_mapping,
+)
+from pipeline.progress import DEBUG, ERROR, INFO, WARNING, PassStats, RunProgress
+from pipeline.report import build_report, summary_table, write_report
+from pipeline.scan import run_scan
+from pipeline.store import Store, job_store_path
+from pipeline.walk import check_locations
+from tasks.batch import run_batch
+from tasks.errors import UsageError
+from tasks.fileio import sweep_temp_files
+from tasks.model import Batch, FileResult, Status
+
+MODES = ("deidentify", "reidentify", "dumb")
+MAX_SUMMARY_ERRORS = 1000
+
+
+def _count(value: object) -> int:
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def _check(job: TreeJob, store_path: Path) -> None:
+    if job.mode not in MODES:
+        raise UsageError(f"unknown mode {job.mode!r}; expected one of {', '.join(MODES)}")
+    check_locations(job.input, job.output)
+    if store_path.resolve().is_relative_to(job.output.resolve()):
+        raise UsageError(f"the store {store_path} must not be inside the output folder "
+                         "(it links originals to pseudonyms)")
+    for name, value in (("batch_files", job.batch_files), ("batch_bytes", job.batch_bytes),
+                        ("scan_batch_files", job.scan_batch_files)):
+        if value < 1:
+            raise UsageError(f"{name} must be at least 1, not {value}")
+
+
+def _adopt(store: Store, job: TreeJob, progress: RunProgress) -> None:
+    """A store reused for another input, output or mode starts a fresh journal."""
+    identity = {"mode": job.mode, "input": str(job.input.resolve()),
+                "output": str(job.output.resolve())}
+    previous = store.job_identity()
+    if previous is not None and previous != identity:
+        progress.message("store was used for another job: its journal is reset "
+                         "(the recorded mapping is kept)", WARNING)
+        store.reset_journal()
+    store.set_job_identity(identity)
+
+
+class _Pass2:
+    """Consumes outcomes, journals them per batch and keeps the counts."""
+
+    def __init__(self, job: TreeJob, store: Store, progress: RunProgress,
+                 summary: RunSummary) -> None:
+        self.job, self.store, self.progress, self.summary = job, store, progress, summary
+        self.planner = Planner(job, store, op_fingerprint(job.operation), sink=self.settle)
+        self.failed_seen = False
+
+    def note_error(self, rel: str, kind: str, reason: str) -> None:
+        if len(self.summary.errors) < MAX_SUMMARY_ERRORS:
+            self.summary.errors.append((rel, kind, reason))
+        self.progress.message(f"{rel}: {kind}: {reason}", DEBUG)
+
+    def settle(self, events: list[Event]) -> None:
+        """Files settled without a worker: rejected by pass 1, or done by an earlier run."""
+        rows: dict[str, Any] = {}
+        skipped = failed = 0
+        for event in events:
+            if event.kind is None:  # resumed: already journaled done, keep that row
+                skipped += 1
+                continue
+            rows[event.rel] = self.planner.event_row(event)
+            self.note_error(event.rel, event.kind, event.reason or "")
+            if event.status is Status.FAILED:
+                failed += 1
+            else:
+                skipped += 1
+        self.store.journal(rows)
+        self.summary.skipped += skipped
+        self.summary.failed += failed
+        self.progress.advance(files=failed, errors=len(rows), skipped=skipped)
+
+    def consume(self, outcome: Outcome[Batch], window: Any) -> None:
+        batch = outcome.payload
+        if outcome.error is not None:
+            if len(batch.items) > 1 and not self.failed_seen:
+                window.resubmit(self.planner.split(batch))  # find the file at fault
+                return
+            reason = f"processing task failed: {type(outcome.error).__name__}"
+            rows = [FileResult(item.rel, Status.FAILED, item.size, 0, "WorkerLost",
+                               reason).as_row() for item in batch.items]
+        else:
+            assert outcome.result is not None
+            rows = outcome.result["rows"]
+            if len(rows) < len(batch.items):  # stopped at a failure: the rest is untouched
+                returned = {str(r["source"]) for r in rows}
+                for item in batch.items:
+                    if item.rel not in returned:
+                        self.planner.pending.pop(item.rel, None)
+        journal: dict[str, Any] = {}
+        done = failed = nbytes = 0
+        for row in rows:
+            rel = str(row["source"])
+            journal[rel] = self.planner.journal_row(row)
+            size, written = _count(row.get("bytes_in")), _count(row.get("bytes_out"))
+            nbytes += size
+            if row["status"] == Status.DONE.value:
+                done += 1
+                self.summary.bytes_in += size
+                self.summary.bytes_out += written
+            else:
+                failed += 1
+                self.note_error(rel, str(row.get("error_kind")), str(row.get("error") or ""))
+        self.store.journal(journal)
+        self.summary.done += done
+        self.summary.failed += failed
+        self.progress.advance(files=done + failed, nbytes=nbytes, errors=failed)
+        if failed and not self.job.continue_on_error and not self.failed_seen:
+            self.failed_seen = True
+            window.stop()
+            self.progress.message("a file failed: no more batches are submitted "
+                                  "(--continue goes on past failures)", WARNING)
+
+    def run(self, backend: Backend, expected: int, total: int) -> PassStats:
+        job = self.job
+        pool = backend.pool(expected)
+        self.progress.begin(f"pass 2 {job.mode}", total=total)
+        window = pool.imap(run_batch, self.planner.batches(), job.operation,
+                           not job.continue_on_error)
+        for outcome in window:
+            self.progress.set_workers(pool.workers_alive() if pool.kind == "dask" else None,
+                                      pool.dashboard)
+            self.consume(outcome, window)
+        self.planner.flush()
+        return self.progress.end()
+
+    def reject_only(self, total: int) -> PassStats:
+        """Pass 1 found unprocessable files and there is no ``--continue``: journal them."""
+        self.progress.begin(f"pass 2 {self.job.mode}", total=total)
+        chunk: list[Event] = []
+        for event in self.planner.rejections():
+            chunk.append(event)
+            if len(chunk) >= 1000:
+                self.settle(chunk)
+                chunk = []
+        self.settle(chunk)
+        return self.progress.end()
+
+
+def _show_findings(findings: dict[str, Any], store: Store, progress: RunProgress) -> None:
+    f = findings
+    progress.message(
+        f"found {f['files']:,} files ({f['bytes'] / 1e6:,.1f} MB): {f['patients']:,} patients, "
+        f"{f['studies']:,} studies, {f['series']:,} series, {len(f['sop_classes'])} SOP classes, "
+        f"{len(f['transfer_syntaxes'])} transfer syntaxes", WARNING)
+    problems = [
+        (f["unreadable"], "unreadable or not DICOM"),
+        (f["already_deidentified"], "already de-identified"),
+        (f["dicomdir"], "DICOMDIR"),
+        (f["duplicate_sop_uids"],
+         f"SOP Instance UIDs shared by {f['files_with_duplicate_sop_uid']} files"),
+        (f["conflicting_patients"], "Patient IDs with conflicting names or birth dates"),
+    ]
+    for count, what in problems:
+        if count:
+            progress.message(f"  {count:,} {what}", WARNING)
+    for kind, n in f["errors_by_kind"].items():
+        progress.message(f"  unreadable: {n:,} {kind}", INFO)
+    for uid, n in f["sop_classes"].items():
+        progress.message(f"  SOP class {uid}: {n:,}", INFO)
+    for uid, n in f["transfer_syntaxes"].items():
+        progress.message(f"  transfer syntax {uid}: {n:,}", INFO)
+    if progress.verbosity >= DEBUG:
+        for uid, paths in store.duplicate_sops():
+            progress.message(f"  duplicate SOP Instance UID {uid}: {', '.join(paths)}", DEBUG)
+        for pid, names, dates in store.conflicting_patients():
+            progress.message(f"  Patient ID {pid}: names {names}, birth dates {dates}", DEBUG)
+
+
+def _dry_run(planner: Planner, progress: RunProgress) -> None:
+    """Print the planned output of every file (--dry-run asks for paths)."""
+    def show(events: list[Event]) -> None:
+        for event in events:
+            if event.kind is not None:
+                progress.message(f"{event.rel}: not processed: {event.kind}: {event.reason}",
+                                 WARNING)
+            else:
+                progress.message(f"{event.rel}: already done", WARNING)
+
+    planner.sink = show
+    for batch in planner.batches():
+        for item in batch.items:
+            progress.message(f"{item.rel} -> {item.dst}", WARNING)
+        planner.forget(batch)
+    planner.flush()
+
+
+def run_tree(job: TreeJob, console: Console | None = None,
+             clock: Callable[[], float] = time.monotonic) -> RunSummary:
+    """Run ``job`` over its input tree; the store and report are left in the state folder."""
+    store_path = job.store or job_store_path(job.output)
+    _check(job, store_path)
+    summary = RunSummary()
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    started = time.time()
+    with Store(store_path) as store, \
+            RunProgress(console, job.verbosity, clock) as progress, \
+            open_client(job) as backend:
+        _adopt(store, job, progress)
+        store.put_run(run_id, {"status": "running", "started": started, "mode": job.mode,
+                               "options": job.report_options,
+                               "secret_fingerprint": job.secret_fingerprint})
+        writing = not (job.scan_only or job.dry_run)
+        if writing and job.output.is_dir():
+            swept = sweep_temp_files(job.output)
+            if swept:
+                progress.message(f"removed {swept} temporary files left by an interrupted run",
+                                 INFO)
+        passes = [run_scan(job, store, backend, progress)]
+        findings = store.counts()
+        _show_findings(findings, store, progress)
+        mapping = MappingStats()
+        stopped_early = False
+        if job.mode == "deidentify" and job.secret and not job.scan_only:
+            mapping = record_mapping(store, job.secret, job.root_uid, profile_of(job))
+        if job.scan_only:
+            errors = store.inventory_errors()
+        elif job.dry_run:
+            _dry_run(Planner(job, store, op_fingerprint(job.operation)), progress)
+            errors = store.inventory_errors()
+        else:
+            second = _Pass2(job, store, progress, summary)
+            rejected = store.count_rejected(job.mode == "deidentify")
+            total = int(findings["files"])
+            if rejected and not job.continue_on_error:
+                progress.message(
+                    f"{rejected:,} files cannot be processed (see the report): nothing is "
+                    "written; use --continue to skip them", ERROR)
+                passes.append(second.reject_only(total))
+                stopped_early = True
+            else:
+                passes.append(second.run(backend, total - rejected, total))
+                stopped_early = second.failed_seen
+            errors = store.journal_errors()
+        if job.scan_only or job.dry_run:
+            for kind, (_, rows) in errors.items():
+                for rel, reason in rows:
+                    if len(summary.errors) < MAX_SUMMARY_ERRORS:
+                        summary.errors.append((rel, kind, reason))
+        report = build_report(
+            job, run_id, started, summary, passes, findings, errors, backend.describe(),
+            store_path, stopped_early,
+            extra={"mapping": {"uids": mapping.uids, "patients": mapping.patients,
+                               "identifiers": mapping.identifiers}},
+        )
+        summary.report_path = write_report(report)
+        store.put_run(run_id, {"status": "stopped" if stopped_early else "finished",
+                               "started": started, "mode": job.mode,
+                               "counts": report["counts"], "seconds": report["seconds"],
+                               "report": str(summary.report_path),
+                               "secret_fingerprint": job.secret_fingerprint})
+    if job.verbosity >= WARNING:
+        out = console or Console(stderr=True)
+        out.print(summary_table(report))
+        out.print(f"report: {summary.report_path}", highlight=False, soft_wrap=True)
+    return summary

@@ -1,0 +1,335 @@
+"""The run store: one sqlite file the driver alone writes, holding inventory, journal and mapping.
+
+Why sqlitedict with these settings (FACTS.md): JSON encoding because a pickled value in a
+crafted database runs code (CVE-2024-35515); ``journal_mode="WAL"`` in every opener because a
+reader opening a WAL file with another journal mode hangs; ``outer_stack=False`` because it
+costs 4x per insert; commits per batch, never autocommit.  Each sqlitedict table has its own
+connection, so every write method commits before returning: two tables never hold open write
+transactions at the same time.
+
+Aggregates and ordered pages (pass-1 findings, the pass-2 work list) are plain SQL on a
+separate read connection over the same tables (``json_extract``): the inventory is never
+loaded into the driver's memory.
+
+The file links originals to pseudonyms, so it is PHI: mode 0600 in a 0700 state folder,
+never inside the output tree, and a store readable by group or others is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+from sqlitedict import SqliteDict
+
+from pipeline.state import check_private, state_dir
+from tasks.errors import UsageError
+
+TABLES = ("files", "journal", "uids", "ids", "patients", "runs")
+_JOB_KEY = "job"
+
+Row = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def job_store_path(output: Path) -> Path:
+    """The default store of a job writing to ``output``: the same command finds it again.
+
+    One store per output folder (inventory and journal are per job), in the state folder
+    (never inside the output), named by a hash because the folder's name may carry PHI.
+    The secret is not per store: ``pipeline.state`` keeps one per user unless ``--store`` or
+    ``--secret-file`` says otherwise, so jobs agree on replacements by default.
+    """
+    digest = hashlib.sha256(str(output.resolve()).encode("utf-8", "surrogateescape"))
+    return state_dir() / "stores" / f"store-{digest.hexdigest()[:16]}.sqlite"
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class Store:
+    """The driver's handle on one store file.  Not shared with workers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.close(fd)
+        check_private(path)
+        self._lock_fd = self._lock()
+        self._tables: dict[str, SqliteDict] = {}
+        try:
+            for name in TABLES:
+                self._tables[name] = SqliteDict(
+                    str(path), tablename=name, flag="c", autocommit=False,
+                    journal_mode="WAL", encode=json.dumps, decode=json.loads,
+                    outer_stack=False,
+                )
+            self._reader = sqlite3.connect(str(path), check_same_thread=False)
+            self._reader.execute("PRAGMA journal_mode=WAL")
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self) -> int:
+        """One driver per store: a second run would interleave journals (flock dies with us)."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"store {self.path} is in use by another anonpipe run") from None
+        return fd
+
+    def close(self) -> None:
+        for table in self._tables.values():
+            table.close()
+        self._tables.clear()
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.close()
+            self._reader = None  # type: ignore[assignment]
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writes
+
+    def _write(self, table: str, rows: Mapping[str, Any]) -> None:
+        if rows:
+            t = self._tables[table]
+            t.update(rows)
+            t.commit()
+
+    def _sql_write(self, table: str, sql: str) -> None:
+        conn = self._tables[table].conn
+        conn.execute(sql)
+        conn.commit()
+
+    def job_identity(self) -> Row | None:
+        value = self._tables["runs"].get(_JOB_KEY)
+        return value if isinstance(value, dict) else None
+
+    def set_job_identity(self, identity: Row) -> None:
+        self._write("runs", {_JOB_KEY: identity})
+
+    def reset_inventory(self) -> None:
+        """Pass 1 rewrites the inventory; dropping the index first keeps inserts cheap."""
+        self._sql_write("files", "DROP INDEX IF EXISTS files_by_study")
+        self._sql_write("files", 'DELETE FROM "files"')
+
+    def reset_journal(self) -> None:
+        self._sql_write("journal", 'DELETE FROM "journal"')
+
+    def add_inventory(self, rows: Mapping[str, Row]) -> None:
+        self._write("files", rows)
+
+    def add_inventory_json(self, rows: Mapping[str, str]) -> None:
+        """Rows already JSON-encoded (by the scan workers): stored as they are."""
+        if rows:
+            table = self._tables["files"]
+            table.conn.executemany('REPLACE INTO "files" (key, value) VALUES (?, ?)',
+                                   list(rows.items()))
+            table.commit()
+
+    def finish_inventory(self) -> None:
+        """Index the work order (study, path) so pass 2 pages through it with short reads."""
+        self._sql_write(
+            "files",
+            "CREATE INDEX IF NOT EXISTS files_by_study ON files("
+            "coalesce(json_extract(value, '$.study'), ''), key)",
+        )
+
+    def journal(self, rows: Mapping[str, Row]) -> None:
+        """Record pass-2 results of one batch (one commit)."""
+        self._write("journal", rows)
+
+    def put_uids(self, mapping: Mapping[str, str]) -> None:
+        self._write("uids", mapping)
+
+    def put_ids(self, mapping: Mapping[str, str]) -> None:
+        self._write("ids", mapping)
+
+    def put_patients(self, rows: Mapping[str, Row]) -> None:
+        self._write("patients", rows)
+
+    def put_run(self, run_id: str, record: Row) -> None:
+        self._write("runs", {run_id: record})
+
+    # ------------------------------------------------------------------ point reads
+
+    def get(self, table: str, key: str) -> Any:
+        return self._tables[table].get(key)
+
+    # ------------------------------------------------------------------ SQL reads
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return self._reader.execute(sql, args).fetchall()
+
+    def _stream(self, sql: str, args: tuple[Any, ...] = (), size: int = 1000
+                ) -> Iterator[tuple[Any, ...]]:
+        cursor = self._reader.execute(sql, args)
+        try:
+            while rows := cursor.fetchmany(size):
+                yield from rows
+        finally:
+            cursor.close()
+
+    def work_pages(self, page: int = 2000) -> Iterator[tuple[str, Row, Row | None]]:
+        """(path, inventory row, journal row or None) in (study, path) order.
+
+        Keyset pages: each page is a short read transaction (a long-lived cursor would keep
+        the journal's WAL from being checkpointed) that seeks the ``files_by_study`` index
+        (the ``s >= ? AND (s > ? OR key > ?)`` form is what lets SQLite seek; a row-value
+        comparison would scan from the start on every page).
+        """
+        study = "coalesce(json_extract(f.value, '$.study'), '')"
+        select = (f"SELECT {study}, f.key, f.value, j.value FROM files AS f "
+                  "LEFT JOIN journal AS j ON j.key = f.key ")
+        order = f" ORDER BY {study}, f.key LIMIT ?"
+        rows = self._query(select + order, (page,))
+        while rows:
+            for _study, key, value, journaled in rows:
+                yield key, json.loads(value), (json.loads(journaled) if journaled else None)
+            last_study, last_key = rows[-1][0], rows[-1][1]
+            rows = self._query(
+                select + f"WHERE {study} >= ? AND ({study} > ? OR f.key > ?)" + order,
+                (last_study, last_study, last_key, page))
+
+    def counts(self) -> Row:
+        """Pass-1 findings as counts, from one scan of the inventory plus a few group-bys."""
+        j = "json_extract(value, '$.{}')".format
+        (files, errors, size, patients, studies, series, deidentified, dicomdir) = self._query(
+            f"SELECT count(*), count({j('error_kind')}), coalesce(sum({j('size')}), 0), "
+            f"count(DISTINCT {j('patient_id')}), count(DISTINCT {j('study')}), "
+            f"count(DISTINCT {j('series')}), coalesce(sum({j('deidentified')}), 0), "
+            f"coalesce(sum({j('dicomdir')}), 0) FROM files"
+        )[0]
+        by = self._grouped
+        dup_uids, dup_files = self._query(
+            f"SELECT count(*), coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM files "
+            f"WHERE {j('sop')} IS NOT NULL GROUP BY {j('sop')} HAVING n > 1)"
+        )[0]
+        return {
+            "files": files,
+            "bytes": size,
+            "patients": patients,
+            "studies": studies,
+            "series": series,
+            "sop_classes": by("sop_class"),
+            "transfer_syntaxes": by("ts"),
+            "unreadable": errors,
+            "errors_by_kind": by("error_kind"),
+            "already_deidentified": deidentified,
+            "dicomdir": dicomdir,
+            "duplicate_sop_uids": dup_uids,
+            "files_with_duplicate_sop_uid": dup_files,
+            "conflicting_patients": len(self.conflicting_patients()),
+        }
+
+    def _grouped(self, field: str) -> dict[str, int]:
+        expr = f"json_extract(value, '$.{field}')"
+        return {str(k): n for k, n in self._query(
+            f"SELECT {expr}, count(*) FROM files WHERE {expr} IS NOT NULL "
+            "GROUP BY 1 ORDER BY 2 DESC"
+        )}
+
+    def duplicate_sops(self, limit: int = 100) -> list[tuple[str, list[str]]]:
+        """(SOP Instance UID, paths) for UIDs found in more than one file.  PHI: debug only."""
+        j = "json_extract(value, '$.sop')"
+        rows = self._query(
+            f"SELECT {j}, group_concat(key, char(10)) FROM files WHERE {j} IS NOT NULL "
+            f"GROUP BY {j} HAVING count(*) > 1 LIMIT ?", (limit,)
+        )
+        return [(uid, paths.split("\n")) for uid, paths in rows]
+
+    def conflicting_patients(self, limit: int = 1000) -> list[tuple[str, list[str], list[str]]]:
+        """Patient IDs seen with more than one name or birth date (PHI: debug output only)."""
+        j = "json_extract(value, '$.{}')".format
+        rows = self._query(
+            f"SELECT {j('patient_id')}, group_concat(DISTINCT {j('patient_name')}), "
+            f"group_concat(DISTINCT {j('birth_date')}) FROM files "
+            f"WHERE {j('patient_id')} IS NOT NULL GROUP BY 1 "
+            f"HAVING count(DISTINCT {j('patient_name')}) > 1 "
+            f"OR count(DISTINCT {j('birth_date')}) > 1 LIMIT ?", (limit,)
+        )
+        return [(pid, (names or "").split(","), (dates or "").split(","))
+                for pid, names, dates in rows]
+
+    def replaced_uids(self) -> Iterator[str]:
+        """Every distinct UID the profile replaces, over the whole inventory (streamed)."""
+        for (uid,) in self._stream(
+            "SELECT DISTINCT u.value FROM files, json_each(files.value, '$.replace') AS u"
+        ):
+            yield uid
+
+    def patients(self) -> Iterator[tuple[str, list[str], list[str], int]]:
+        """(Patient ID, names, birth dates, studies) per patient (streamed)."""
+        j = "json_extract(value, '$.{}')".format
+        for pid, names, dates, studies in self._stream(
+            f"SELECT {j('patient_id')}, json_group_array(DISTINCT {j('patient_name')}), "
+            f"json_group_array(DISTINCT {j('birth_date')}), count(DISTINCT {j('study')}) "
+            f"FROM files WHERE {j('patient_id')} IS NOT NULL GROUP BY 1"
+        ):
+            yield (pid, [n for n in json.loads(names) if n],
+                   [d for d in json.loads(dates) if d], studies)
+
+    def identifiers(self, field: str) -> Iterator[str]:
+        """Distinct values of one identifier field of the inventory (streamed)."""
+        expr = f"json_extract(value, '$.{field}')"
+        for (value,) in self._stream(f"SELECT DISTINCT {expr} FROM files WHERE {expr} IS NOT NULL"):
+            yield value
+
+    def journal_counts(self) -> dict[str, int]:
+        return {status: n for status, n in self._query(
+            "SELECT json_extract(value, '$.status'), count(*) FROM journal GROUP BY 1")}
+
+    def journal_errors(self, limit_per_kind: int = 1000
+                       ) -> dict[str, tuple[int, list[tuple[str, str]]]]:
+        """Journaled failures and reasoned skips: kind -> (count, [(path, reason)])."""
+        return self._errors("journal", limit_per_kind)
+
+    def inventory_errors(self, limit_per_kind: int = 1000
+                         ) -> dict[str, tuple[int, list[tuple[str, str]]]]:
+        """Files pass 1 could not read: kind -> (count, [(path, reason)])."""
+        return self._errors("files", limit_per_kind)
+
+    def _errors(self, table: str, limit: int) -> dict[str, tuple[int, list[tuple[str, str]]]]:
+        kind = "json_extract(value, '$.error_kind')"
+        out: dict[str, tuple[int, list[tuple[str, str]]]] = {}
+        for name, count in self._query(
+            f'SELECT {kind}, count(*) FROM "{table}" WHERE {kind} IS NOT NULL GROUP BY 1 ORDER BY 1'
+        ):
+            rows = self._query(
+                f"SELECT key, json_extract(value, '$.error') FROM \"{table}\" "
+                f"WHERE {kind} = ? ORDER BY key LIMIT ?", (name, limit))
+            out[name] = (count, [(k, r or "") for k, r in rows])
+        return out
+
+    def count_rejected(self, deidentify: bool) -> int:
+        """Files pass 1 shows cannot be processed (unreadable; for -e also de-identified
+        already or a DICOMDIR).  Must agree with :func:`pipeline.plan.rejection`."""
+        j = "json_extract(value, '$.{}')".format
+        extra = f" OR {j('deidentified')} OR {j('dicomdir')}" if deidentify else ""
+        return int(self._query(
+            f"SELECT count(*) FROM files WHERE {j('error_kind')} IS NOT NULL{extra}")[0][0])
+
+    def table_size(self, table: str) -> int:
+        """Row count (a full scan: for tests and reports, not hot paths)."""
+        return int(self._query(f'SELECT count(*) FROM "{table}"')[0][0])

@@ -1,0 +1,138 @@
+"""Listing the input tree: a streaming, sorted, fault-tolerant walk.
+
+Why a generator of small entries: the archive may hold millions of files and the driver's
+memory must not grow with it; only one directory's names are held at a time (sorted, so
+every run, and every resume, sees the same order).  Entries that cannot be read (dangling
+links, FIFOs, unlistable folders, directory loops) come back as error entries for the
+report instead of exceptions, and a FIFO is never opened (that would block the run).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.errors import UsageError
+from tasks.fileio import TEMP_MARKER
+
+#: error_kind of entries the walk itself cannot list or read
+UNREADABLE = "Unreadable"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One input file: path relative to the input root (POSIX separators) and its stat."""
+
+    rel: str
+    size: int = 0
+    mtime_ns: int = 0
+    error_kind: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+
+def check_locations(input_dir: Path, output_dir: Path) -> None:
+    """Refuse an output folder equal to, inside, or containing the input folder.
+
+    Inside: a recursive rerun would scan its own outputs.  Containing: the mirrored tree
+    could overwrite input files (``in=out/a``, file ``a/x`` -> ``out/a/x``).
+    """
+    if not input_dir.is_dir():
+        raise UsageError(f"input {input_dir} is not a directory")
+    src = input_dir.resolve()
+    dst = output_dir.resolve()
+    if dst.exists() and not dst.is_dir():
+        raise UsageError(f"output {output_dir} exists and is not a directory")
+    if dst == src:
+        raise UsageError(f"output folder {output_dir} is the input folder")
+    if dst.is_relative_to(src):
+        raise UsageError(f"output folder {output_dir} is inside the input folder {input_dir}")
+    if src.is_relative_to(dst):
+        raise UsageError(f"input folder {input_dir} is inside the output folder {output_dir}")
+
+
+def skipped_name(name: str) -> bool:
+    """Dot-files (hidden, editors' and our own temp files) are not part of the archive."""
+    return name.startswith(".") or TEMP_MARKER in name
+
+
+def iter_files(root: Path, recursive: bool = False) -> Iterator[Entry]:
+    """Files under ``root`` in sorted order; sub-folders only with ``recursive`` (``-r``).
+
+    Symbolic links are followed (to files and, with ``-r``, to folders); a link that points
+    back to one of its own ancestors is reported once instead of looping.
+    """
+    root_stat = os.stat(root)
+    # each frame: (folder path, rel prefix, sorted names, next index, ancestor inode set)
+    stack: list[tuple[str, str, list[str], int, frozenset[tuple[int, int]]]] = []
+    first = _list(str(root))
+    if isinstance(first, Entry):
+        yield first
+        return
+    stack.append((str(root), "", first, 0, frozenset({(root_stat.st_dev, root_stat.st_ino)})))
+    while stack:
+        folder, prefix, names, index, ancestors = stack[-1]
+        if index >= len(names):
+            stack.pop()
+            continue
+        stack[-1] = (folder, prefix, names, index + 1, ancestors)
+        name = names[index]
+        if skipped_name(name):
+            continue
+        path = os.path.join(folder, name)
+        rel = prefix + name
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            if os.path.islink(path):
+                yield Entry(rel, error_kind=UNREADABLE, error="dangling symbolic link")
+            continue  # vanished between listing and stat: not part of the archive any more
+        except OSError as exc:
+            yield Entry(rel, error_kind=UNREADABLE, error=_reason(exc))
+            continue
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            yield Entry(rel, st.st_size, st.st_mtime_ns)
+        elif stat.S_ISDIR(mode):
+            if not recursive:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
+                yield Entry(rel, error_kind=UNREADABLE,
+                            error="folder loop through a symbolic link")
+                continue
+            listed = _list(path, rel)
+            if isinstance(listed, Entry):
+                yield listed
+                continue
+            stack.append((path, rel + "/", listed, 0, ancestors | {key}))
+        else:
+            yield Entry(rel, error_kind=UNREADABLE,
+                        error=f"not a regular file ({_kind_of(mode)})")
+
+
+def _list(folder: str, rel: str = ".") -> list[str] | Entry:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError as exc:
+        return Entry(rel, error_kind=UNREADABLE, error=f"cannot list folder: {_reason(exc)}")
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or type(exc).__name__).lower()
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "special file"

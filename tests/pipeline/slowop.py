@@ -1,0 +1,37 @@
+"""A de-identification that takes a while per file, to interrupt runs part-way in tests.
+
+Importable by out-of-process dask workers (tests put the repository on PYTHONPATH).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.deidentify import Deidentify
+
+
+@dataclass(frozen=True, slots=True)
+class SlowDeidentify:
+    inner: Deidentify
+    delay: float = 0.05
+
+    def __call__(self, src: Path, dst: Path) -> int:
+        time.sleep(self.delay)
+        return self.inner(src, dst)
+
+
+@dataclass(frozen=True, slots=True)
+class PoisonDeidentify:
+    """Kills its own process on one file (as a segfault in a codec would)."""
+
+    inner: Deidentify
+    poison: str
+
+    def __call__(self, src: Path, dst: Path) -> int:
+        if src.as_posix().endswith(self.poison):
+            import os
+
+            os._exit(13)
+        return self.inner(src, dst)

@@ -1,0 +1,217 @@
+"""Real clusters: a LocalCluster and an external ``dask scheduler`` + ``dask worker`` give
+the inline run's bytes; a worker killed mid-run loses nothing; job scripts for SLURM/PBS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.cluster import Backend, load_cluster_config, open_client, print_job_script
+from pipeline.job import RunSummary
+from pipeline.runner import run_tree
+from tasks.deidentify import Deidentify, DeidentifySettings
+from tasks.errors import UsageError
+from tests.pipeline.conftest import FILES, SECRET, deid_job, tree_digest
+from tests.pipeline.slowop import PoisonDeidentify, SlowDeidentify
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_local_cluster_matches_inline(archive: Path, reference: dict[str, str],
+                                      tmp_path: Path) -> None:
+    job = deid_job(archive, tmp_path / "out", workers=2, inline_below=0, batch_files=7,
+                   scan_batch_files=16, inline_while_starting=False)
+    summary = run_tree(job)
+    assert (summary.done, summary.failed) == (FILES, 0)
+    assert tree_digest(tmp_path / "out") == reference
+    assert summary.report_path is not None
+    assert "local cluster of 2 workers" in summary.report_path.read_text()
+
+
+def test_driver_works_inline_while_the_cluster_starts(archive: Path, reference: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    job = deid_job(archive, tmp_path / "out", workers=2, inline_below=0, batch_files=3,
+                   scan_batch_files=3)
+    summary = run_tree(job)
+    assert (summary.done, summary.failed) == (FILES, 0)
+    assert tree_digest(tmp_path / "out") == reference
+
+
+def test_a_file_that_keeps_killing_workers_is_reported(archive: Path, reference: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    import dask
+
+    op = PoisonDeidentify(Deidentify(DeidentifySettings(secret=SECRET)),
+                          "P0002/ST01/SE02/IM0004.dcm")
+    job = deid_job(archive, tmp_path / "out", operation=op, workers=2, inline_below=0,
+                   inline_while_starting=False, batch_files=10, retries=0,
+                   continue_on_error=True)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        summary = run_tree(job)
+    assert summary.errors == [("P0002/ST01/SE02/IM0004.dcm", "WorkerLost",
+                               "processing task failed: KilledWorker")]
+    assert (summary.done, summary.failed) == (FILES - 1, 1)
+    produced = tree_digest(tmp_path / "out")
+    assert produced == {k: v for k, v in reference.items() if k != summary.errors[0][0]}
+
+
+def test_small_runs_stay_inline(archive: Path, tmp_path: Path) -> None:
+    job = deid_job(archive, tmp_path / "out", workers=2)  # 120 files < inline_below=500
+    with open_client(job) as backend:
+        assert backend.pool(FILES).kind == "inline" and backend.started is None
+    assert "inline" in run_tree(job).report_path.read_text()  # type: ignore[union-attr]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``dask scheduler`` and two single-threaded workers (with nannies), as processes."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = tmp_path_factory.mktemp("dask")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    scheduler_log = open(logs / "scheduler.log", "w")  # noqa: SIM115 - closed below
+    workers_log = open(logs / "workers.log", "w")  # noqa: SIM115 - closed below
+    procs = [subprocess.Popen(
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--no-dashboard"], stdout=scheduler_log, stderr=subprocess.STDOUT,
+        env=env, start_new_session=True)]
+    try:
+        _wait_port(port)
+        procs.append(subprocess.Popen(
+            [str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
+             "--no-dashboard", "--local-directory", str(logs)],
+            stdout=workers_log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            os.killpg(proc.pid, signal.SIGTERM)  # our own process groups only
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        scheduler_log.close()
+        workers_log.close()
+
+
+def test_external_scheduler_matches_inline(scheduler: str, archive: Path,
+                                           reference: dict[str, str], tmp_path: Path) -> None:
+    job = deid_job(archive, tmp_path / "out", scheduler=scheduler, batch_files=9)
+    summary = run_tree(job)
+    assert (summary.done, summary.failed) == (FILES, 0)
+    assert tree_digest(tmp_path / "out") == reference
+
+
+def test_a_worker_killed_mid_run_loses_nothing(scheduler: str, archive: Path,
+                                                reference: dict[str, str],
+                                                tmp_path: Path) -> None:
+    from distributed import Client
+
+    out = tmp_path / "out"
+    op = SlowDeidentify(Deidentify(DeidentifySettings(secret=SECRET)), 0.04)
+    job = deid_job(archive, out, scheduler=scheduler, operation=op, batch_files=4)
+    result: dict[str, RunSummary | BaseException] = {}
+
+    def drive() -> None:
+        try:
+            result["summary"] = run_tree(job)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            result["summary"] = exc
+
+    thread = threading.Thread(target=drive)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.rglob("*.dcm"))) < 20:
+        time.sleep(0.05)
+    with Client(scheduler, timeout="30s") as client:
+        pids = client.run(os.getpid)
+        victim = min(pids.values())
+        os.kill(victim, signal.SIGKILL)  # the worker process (its nanny restarts it)
+        killed_at = len(list(out.rglob("*.dcm")))
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+        client.wait_for_workers(2, timeout=60)
+    summary = result["summary"]
+    assert isinstance(summary, RunSummary), summary
+    assert killed_at < FILES, "the run ended before the worker was killed"
+    assert (summary.done, summary.failed) == (FILES, 0)
+    assert tree_digest(out) == reference
+
+
+def test_print_job_script_slurm_and_pbs() -> None:
+    slurm = print_job_script("slurm")
+    assert slurm.startswith("#!/usr/bin/env bash") and "#SBATCH" in slurm
+    assert "#SBATCH --cpus-per-task=8" in slurm and "distributed.cli.dask_worker" in slurm
+    assert "--nthreads 1" in slurm and "--nworkers 8" in slurm
+    pbs = print_job_script("pbs")
+    assert "#PBS -q workq" in pbs and "#PBS -l walltime=04:00:00" in pbs
+    assert "distributed.cli.dask_worker" in pbs
+    with pytest.raises(UsageError, match="not a job queue"):
+        print_job_script("local")
+
+
+BAD_CONFIGS = [
+    ("kind: nope\n", "kind 'nope' is not one of"),
+    ("kind: slurm\noptions: [1, 2]\n", "'options' must be a mapping"),
+    ("kind: scheduler\n", "needs an 'address'"),
+    ("kind: local\nworkers: -1\n", "'workers' must be"),
+    ("kind: local\nextra: 1\n", "unknown keys extra"),
+    ("- a list\n", "expected a mapping"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_CONFIGS)
+def test_bad_cluster_configs(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=message):
+        load_cluster_config(str(path))
+
+
+def test_unknown_cluster_name_lists_the_known_ones() -> None:
+    with pytest.raises(UsageError, match="known: .*pbs.*slurm"):
+        load_cluster_config("nosuchcluster")
+    with pytest.raises(UsageError, match="invalid cluster name"):
+        load_cluster_config("../etc/passwd")
+
+
+def test_cluster_config_local_applies(archive: Path, tmp_path: Path) -> None:
+    job = deid_job(archive, tmp_path / "out", workers=None, cluster="local", inline_below=0,
+                   inline_while_starting=False)
+    backend = Backend(job)
+    try:
+        pool = backend.pool(None)
+        assert pool.kind == "dask" and "local cluster" in backend.describe()
+    finally:
+        backend.close()

@@ -1,0 +1,90 @@
+"""Progress rendering with an injected console and clock: deterministic text, counts only."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from pipeline.progress import MAX_SAMPLES, RunProgress
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _console(terminal: bool) -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, force_terminal=terminal, width=160, color_system=None), buffer
+
+
+def test_live_bars_show_rates_errors_and_workers() -> None:
+    console, buffer = _console(terminal=True)
+    clock = Clock()
+    with RunProgress(console, verbosity=1, clock=clock) as progress:
+        assert progress.live
+        progress.begin("pass 2 deidentify", total=100)
+        clock.now += 2.0
+        progress.set_workers(2)
+        progress.advance(files=50, nbytes=10_000_000, errors=3)
+        stats = progress.end()
+    text = buffer.getvalue()
+    assert "pass 2 deidentify" in text and "50/50" in text
+    assert "25 files/s" in text and "5.0 MB/s" in text
+    assert "errors 3" in text and "workers 2" in text
+    assert (stats.files, stats.bytes, stats.errors, stats.seconds) == (50, 10_000_000, 3, 2.0)
+
+
+def test_plain_lines_at_an_interval_when_not_a_terminal() -> None:
+    console, buffer = _console(terminal=False)
+    clock = Clock()
+    with RunProgress(console, verbosity=2, clock=clock, interval=5.0) as progress:
+        assert not progress.live
+        progress.begin("pass 1 scan", total=1000)
+        clock.now += 1.0
+        progress.advance(files=100, nbytes=1_000_000)
+        assert buffer.getvalue() == ""
+        clock.now += 4.0
+        progress.advance(files=400, nbytes=4_000_000, errors=1)
+        clock.now += 5.0
+        progress.advance(files=500, nbytes=5_000_000)
+        progress.end()
+    lines = buffer.getvalue().splitlines()
+    assert lines == [
+        ("pass 1 scan: … 500/1,000 files, 100 files/s, 1.0 MB/s, 1 errors, workers -, 5.0 s, "
+        "ETA 5 s"),
+        ("pass 1 scan: … 1,000/1,000 files, 100 files/s, 1.0 MB/s, 1 errors, workers -, 10.0 s, "
+        "ETA 0 s"),
+        ("pass 1 scan: done 1,000/1,000 files, 100 files/s, 1.0 MB/s, 1 errors, workers -, "
+        "10.0 s"),
+    ]
+
+
+def test_quiet_levels_and_debug_messages() -> None:
+    console, buffer = _console(terminal=False)
+    with RunProgress(console, verbosity=1, clock=Clock()) as progress:
+        progress.begin("pass 1 scan")
+        progress.advance(files=10)
+        progress.message("P0001/secret-name.dcm: DicomFormatError", level=3)
+        progress.message("a warning", level=1)
+        progress.end()
+    text = buffer.getvalue()
+    assert "secret-name" not in text and "a warning" in text
+    assert text.count("pass 1 scan") == 1  # no periodic lines below -V
+
+
+def test_timeline_is_bounded() -> None:
+    console, _ = _console(terminal=False)
+    clock = Clock()
+    with RunProgress(console, verbosity=0, clock=clock) as progress:
+        progress.begin("pass 2 deidentify")
+        for _ in range(3 * MAX_SAMPLES):
+            clock.now += 1.0
+            progress.advance(files=1)
+        stats = progress.end()
+    assert len(stats.timeline) <= MAX_SAMPLES + 1
+    assert stats.timeline[0][1] == 0 and stats.timeline[-1][1] == 3 * MAX_SAMPLES

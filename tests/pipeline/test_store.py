@@ -1,0 +1,138 @@
+"""The store: private, JSON-encoded, WAL, one driver at a time, SQL views of the inventory."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from pipeline.state import load_or_create_secret, state_dir
+from pipeline.store import Store, job_store_path
+from tasks.errors import UsageError
+
+
+def _row(study: str, sop: str, pid: str = "PID1", name: str = "DOE^JANE", **extra: object
+         ) -> dict[str, object]:
+    return {"size": 100, "mtime_ns": 1, "study": study, "series": study + ".1", "sop": sop,
+            "sop_class": "1.2.840.10008.5.1.4.1.1.2", "ts": "1.2.840.10008.1.2.1",
+            "patient_id": pid, "patient_name": name, "birth_date": "19700101",
+            "deidentified": False, "dicomdir": False, "uids": [study, sop],
+            "replace": [study, sop], **extra}
+
+
+def test_created_private_in_wal_with_json_values(tmp_path: Path) -> None:
+    path = tmp_path / "s" / "store.sqlite"
+    with Store(path) as store:
+        store.add_inventory({"a.dcm": _row("1.1", "1.1.1")})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    raw = conn.execute("SELECT value FROM files WHERE key = 'a.dcm'").fetchone()[0]
+    conn.close()
+    assert isinstance(raw, str) and json.loads(raw)["sop"] == "1.1.1"  # JSON text, not pickle
+
+
+def test_refuses_a_store_others_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    Store(path).close()
+    os.chmod(path, 0o644)
+    with pytest.raises(UsageError, match="chmod 600"):
+        Store(path)
+
+
+def test_one_driver_per_store(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    with Store(path), pytest.raises(UsageError, match="in use by another anonpipe run"):
+        Store(path)
+    Store(path).close()  # the lock went with the first store
+
+
+def test_default_store_is_per_output_in_the_state_folder(tmp_path: Path) -> None:
+    a, b = job_store_path(tmp_path / "out-a"), job_store_path(tmp_path / "out-b")
+    assert a != b and a == job_store_path(tmp_path / "out-a")
+    assert a.is_relative_to(state_dir()) and "out-a" not in a.name
+
+
+def test_secret_created_once_private(tmp_path: Path) -> None:
+    path = tmp_path / "x" / "store.sqlite.secret"
+    first = load_or_create_secret(path)
+    assert len(first) == 32 and load_or_create_secret(path) == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_findings_count_duplicates_and_conflicts(tmp_path: Path) -> None:
+    with Store(tmp_path / "store.sqlite") as store:
+        store.add_inventory({
+            "a": _row("1.1", "1.1.1"),
+            "b": _row("1.1", "1.1.1"),  # same SOP Instance UID in another file
+            "c": _row("1.2", "1.2.1", name="DOE^JOHN"),  # same Patient ID, another name
+            "d": _row("1.3", "1.3.1", pid="PID2", deidentified=True),
+            "e": {"size": 5, "error_kind": "DicomFormatError", "error": "not a DICOM file"},
+        })
+        counts = store.counts()
+        assert counts["files"] == 5 and counts["bytes"] == 405
+        assert (counts["patients"], counts["studies"], counts["series"]) == (2, 3, 3)
+        assert counts["duplicate_sop_uids"] == 1 and counts["files_with_duplicate_sop_uid"] == 2
+        assert counts["conflicting_patients"] == 1 and counts["already_deidentified"] == 1
+        assert counts["unreadable"] == 1
+        assert counts["errors_by_kind"] == {"DicomFormatError": 1}
+        assert counts["transfer_syntaxes"] == {"1.2.840.10008.1.2.1": 4}
+        assert store.duplicate_sops() == [("1.1.1", ["a", "b"])]
+        assert store.conflicting_patients()[0][0] == "PID1"
+        assert sorted(store.replaced_uids()) == ["1.1", "1.1.1", "1.2", "1.2.1", "1.3", "1.3.1"]
+        assert store.count_rejected(deidentify=True) == 2
+        assert store.count_rejected(deidentify=False) == 1
+
+
+def test_work_pages_follow_study_then_path_across_pages(tmp_path: Path) -> None:
+    with Store(tmp_path / "store.sqlite") as store:
+        rows = {f"f{i:03d}": _row(f"1.{i % 7}", f"1.{i % 7}.{i}") for i in range(50)}
+        store.add_inventory(rows)
+        store.finish_inventory()
+        store.journal({"f010": {"status": "done"}})
+        listed = list(store.work_pages(page=6))
+    keys = [k for k, _, _ in listed]
+    assert sorted(keys) == sorted(rows)
+    assert keys == sorted(rows, key=lambda k: (rows[k]["study"], k))
+    journaled = {k: j for k, _, j in listed if j}
+    assert journaled == {"f010": {"status": "done"}}
+
+
+def test_reset_inventory_drops_old_rows(tmp_path: Path) -> None:
+    with Store(tmp_path / "store.sqlite") as store:
+        store.add_inventory({"a": _row("1", "1.1")})
+        store.finish_inventory()
+        store.reset_inventory()
+        store.add_inventory({"b": _row("1", "1.2")})
+        store.finish_inventory()
+        assert [k for k, _, _ in store.work_pages()] == ["b"]
+
+
+def test_a_reader_opening_while_the_driver_writes_does_not_hang(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    with Store(path) as store:
+        store.add_inventory({"a": _row("1", "1.1")})
+        from sqlitedict import SqliteDict
+
+        with SqliteDict(str(path), tablename="files", flag="r", journal_mode="WAL",
+                        encode=json.dumps, decode=json.loads, outer_stack=False) as reader:
+            assert reader["a"]["sop"] == "1.1"
+
+
+def test_work_pages_seek_the_index(tmp_path: Path) -> None:
+    """Each page must seek, not scan from the start (quadratic on a million files)."""
+    with Store(tmp_path / "store.sqlite") as store:
+        store.add_inventory({"a": _row("1", "1.1")})
+        store.finish_inventory()
+        captured: list[str] = []
+        store._reader.set_trace_callback(captured.append)
+        list(store.work_pages(page=1))
+        store._reader.set_trace_callback(None)
+        seek = next(q for q in captured if "WHERE" in q)
+        plan = store._query("EXPLAIN QUERY PLAN " + seek)
+    assert any("SEARCH f USING INDEX files_by_study" in row[3] for row in plan), plan
