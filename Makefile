@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= build/demo
 APT_PACKAGES := libgdcm-tools dcmtk dicom3tools openssl
 
-.PHONY: install demo test test-fast system-deps bench fuzz tables clean
+.PHONY: install lint demo test test-fast system-deps bench fuzz tables clean
 
 install: $(STAMP)
 
@@ -32,7 +32,11 @@ system-deps:
 demo: install
 	bash scripts/demo.sh $(DEMO)
 
-test: install system-deps
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: install system-deps lint
 	$(BIN)/python -m pytest
 
 bench: install system-deps

@@ -46,14 +46,22 @@ class FileResult:
 
     @classmethod
     def from_row(cls, row: dict[str, object]) -> FileResult:
+        def number(key: str) -> float:
+            value = row.get(key)
+            return float(value) if isinstance(value, int | float) else 0.0
+
+        def text(key: str) -> str | None:
+            value = row.get(key)
+            return None if value is None else str(value)
+
         return cls(
             source=str(row["source"]),
             status=Status(row["status"]),
-            bytes_in=int(row.get("bytes_in") or 0),  # type: ignore[arg-type]
-            bytes_out=int(row.get("bytes_out") or 0),  # type: ignore[arg-type]
-            error_kind=row.get("error_kind"),  # type: ignore[arg-type]
-            error=row.get("error"),  # type: ignore[arg-type]
-            seconds=float(row.get("seconds") or 0.0),  # type: ignore[arg-type]
+            bytes_in=int(number("bytes_in")),
+            bytes_out=int(number("bytes_out")),
+            error_kind=text("error_kind"),
+            error=text("error"),
+            seconds=number("seconds"),
         )
 
 

@@ -29,7 +29,6 @@ def _require_tool_fixture() -> Callable[[str], str]:
 
 
 import subprocess
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -17,7 +17,7 @@ ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ANONPIPE, *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([ANONPIPE, *args], capture_output=True, text=True, timeout=120, check=False,
                           env={**os.environ, **(env or {})})
 
 
