@@ -24,6 +24,9 @@ from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.uids import DEFAULT_ROOT, secret_fingerprint, validate_root
 
 MODE_NAMES = {"e": "deidentify", "d": "reidentify", "dumb": "dumb"}
+#: runs of fewer files stay inline (no worker processes): measured break-even, benchmarks/
+PROCESSES_INLINE_BELOW = 256
+PROCESSES_INLINE_BELOW_BYTES = 32 * 1024 * 1024  # ... or this many bytes (large images)
 CRYPTO_BACKENDS = ("openssl", "openssl-p7")
 
 
@@ -61,6 +64,8 @@ def build_run(args: argparse.Namespace) -> Run:
         raise UsageError(f"Cryptography library id not recognized: {args.crypto} "
                          f"(use {' or '.join(CRYPTO_BACKENDS)})")
     _check_mode_options(args, mode)
+    if src.is_dir():
+        _check_state_paths(args, src, dst)  # before the secret is created
     operation, extra = _operation(args, mode)
     if src.is_dir():
         return _tree_job(args, mode, src, dst, operation, verbosity, extra)
@@ -91,6 +96,22 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
         reason = "dangling symbolic link" if source.is_symlink() else "no such file"
         raise InputNotFoundError(f"Could not find file: {src} ({reason})")
     return source, Path(dst)
+
+
+def _check_state_paths(args: argparse.Namespace, src: Path, dst: Path) -> None:
+    """The store and the secret link originals to pseudonyms: never inside the output
+    (it gets released) nor the input (inputs are never modified)."""
+    paths = []
+    if args.store:
+        paths += [("store", Path(args.store)), ("secret", Path(args.store + ".secret"))]
+    if args.secret_file:
+        paths.append(("secret file", Path(args.secret_file)))
+    for what, path in paths:
+        where = path.resolve()
+        for name, folder in (("output", dst), ("input", src)):
+            if where.is_relative_to(folder.resolve()):
+                raise UsageError(f"the {what} {path} must not be inside the {name} folder "
+                                 "(it links originals to pseudonyms)")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -231,6 +252,10 @@ def _tree_job(args: argparse.Namespace, mode: str, src: Path, dst: Path,
         profile=str(extra.get("profile", DEFAULT_PROFILE)),
         workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
         scan_only=args.scan_only, dry_run=args.dry_run, verbosity=verbosity,
+        # local workers as a fast-starting process pool (pipeline.cluster): worth starting
+        # from a few hundred files, where a dask LocalCluster needs ~10,000
+        local_pool="processes", inline_below=PROCESSES_INLINE_BELOW,
+        inline_below_bytes=PROCESSES_INLINE_BELOW_BYTES,
         report_options={"mode": MODE_NAMES[mode], "recursive": args.recursive,
                         "continue": args.continue_on_error, **extra},
     )

@@ -8,22 +8,15 @@ DEBUG (3) and only shown with ``-D``.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported when something is shown (~20 ms of start-up otherwise)
+    from rich.console import Console
+    from rich.progress import Progress
 
 ERROR, WARNING, INFO, DEBUG = 0, 1, 2, 3
 MAX_SAMPLES = 2000
@@ -53,26 +46,33 @@ class PassStats:
         return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
 
-class _RateColumn(ProgressColumn):
-    """files/s and MB/s since the pass began."""
+@functools.cache
+def _columns() -> tuple[type, type]:
+    """The two custom columns (classes made on first use: rich is imported lazily)."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
 
-    def render(self, task: Task) -> Text:
-        elapsed = task.elapsed or 0.0
-        if elapsed <= 0:
-            return Text("- files/s  - MB/s", style="progress.data.speed")
-        files = task.completed / elapsed
-        mb = task.fields.get("bytes", 0) / 1e6 / elapsed
-        return Text(f"{files:,.0f} files/s {mb:,.1f} MB/s", style="progress.data.speed")
+    class _RateColumn(ProgressColumn):
+        """files/s and MB/s since the pass began."""
 
+        def render(self, task: Task) -> Text:
+            elapsed = task.elapsed or 0.0
+            if elapsed <= 0:
+                return Text("- files/s  - MB/s", style="progress.data.speed")
+            files = task.completed / elapsed
+            mb = task.fields.get("bytes", 0) / 1e6 / elapsed
+            return Text(f"{files:,.0f} files/s {mb:,.1f} MB/s", style="progress.data.speed")
 
-class _StateColumn(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        errors = task.fields.get("errors", 0)
-        workers = task.fields.get("workers", "-")
-        return Text.assemble(
-            (f"errors {errors}", "red" if errors else "dim"), "  ",
-            (f"workers {workers}", "dim"),
-        )
+    class _StateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            errors = task.fields.get("errors", 0)
+            workers = task.fields.get("workers", "-")
+            return Text.assemble(
+                (f"errors {errors}", "red" if errors else "dim"), "  ",
+                (f"workers {workers}", "dim"),
+            )
+
+    return _RateColumn, _StateColumn
 
 
 class RunProgress:
@@ -86,10 +86,12 @@ class RunProgress:
         live: bool | None = None,
         interval: float = 5.0,
     ) -> None:
-        self.console = console or Console(stderr=True)
+        self._console = console
         self.verbosity = verbosity
         self.clock = clock
-        self.live = (self.console.is_terminal and verbosity >= WARNING) if live is None else live
+        if live is None:  # a console is only made (rich imported) when it may be used
+            live = verbosity >= WARNING and self.console.is_terminal
+        self.live = live
         self.interval = interval
         self.origin = clock()
         self._progress: Progress | None = None
@@ -100,17 +102,34 @@ class RunProgress:
         self._workers = "-"
         self._dashboard_shown: str | None = None
 
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+        return self._console
+
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> Self:
         if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            rate_column, state_column = _columns()
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                _RateColumn(),
+                rate_column(),
                 TimeRemainingColumn(),
-                _StateColumn(),
+                state_column(),
                 console=self.console,
                 get_time=self.clock,
                 transient=False,

@@ -1,8 +1,10 @@
 """The run report: one JSON file per run in the state folder, and the summary table.
 
-Why JSON in the state folder (mode 0600): it lists failing files by their path relative to
-the input, and paths may carry patient names; the console only ever shows counts.  The
-secret appears as its fingerprint only.  ``notebooks/run_report.ipynb`` plots this file.
+Why JSON in the state folder (mode 0600), and why failing files are listed by their path
+(relative to the input) only with ``-D``: paths may carry patient names, and the report is
+meant to be shared (the notebook plots it); without ``-D`` each kind of error lists its
+reasons and counts.  Rerunning the same command with ``-D`` skips the files done and lists
+the failures with their paths.  The secret appears as its fingerprint only.  ``notebooks/run_report.ipynb`` plots this file.
 """
 
 from __future__ import annotations
@@ -12,15 +14,17 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.table import Table
+if TYPE_CHECKING:  # rich is imported by summary_table, when a summary is shown
+    from rich.console import Group
 
 from pipeline.job import RunSummary, TreeJob
-from pipeline.progress import PassStats
+from pipeline.progress import DEBUG, PassStats
 from pipeline.state import state_dir
 
 REPORT_VERSION = 1
+MAX_REASONS = 5  # reasons per kind of error in the summary table
 
 
 def _pass(stats: PassStats) -> dict[str, Any]:
@@ -89,10 +93,23 @@ def build_report(
         "findings": findings,
         "passes": [_pass(p) for p in passes],
         "seconds": round(wall, 3),
-        "errors": {kind: {"count": count, "files": [{"path": p, "reason": r} for p, r in rows]}
+        "errors": {kind: _errors(count, rows, job.verbosity >= DEBUG)
                    for kind, (count, rows) in errors.items()},
         **(extra or {}),
     }
+
+
+def _errors(count: int, rows: list[tuple[str, str]], paths: bool) -> dict[str, Any]:
+    """One kind of error: its count, its reasons, and with ``-D`` the files (PHI: paths)."""
+    reasons: dict[str, int] = {}
+    for _path, reason in rows:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    entry: dict[str, Any] = {"count": count, "reasons": reasons}
+    if paths:
+        entry["files"] = [{"path": p, "reason": r} for p, r in rows]
+    else:
+        entry["paths"] = "withheld: they may hold patient names (rerun with -D to list them)"
+    return entry
 
 
 def write_report(report: dict[str, Any], folder: Path | None = None) -> Path:
@@ -111,8 +128,14 @@ def load_report(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def summary_table(report: dict[str, Any]) -> Table:
-    """Files done/skipped/failed by reason, bytes, wall time per pass: counts only."""
+def summary_table(report: dict[str, Any]) -> Group:
+    """Files done/skipped/failed by kind, bytes, wall time per pass, then the reasons.
+
+    Counts and the engine's reasons only (they hold no values and no paths)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="anonpipe run", show_header=True, header_style="bold")
     table.add_column("")
     table.add_column("files", justify="right")
@@ -130,7 +153,15 @@ def summary_table(report: dict[str, Any]) -> Table:
                   style="red" if counts["failed"] else None)
     for kind, entry in sorted(report["errors"].items()):
         table.add_row(f"  {kind}", f"{entry['count']:,}", "", "", "")
-    return table
+    lines: list[Text] = []
+    for kind, entry in sorted(report["errors"].items()):
+        reasons = sorted((entry.get("reasons") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+        for reason, n in reasons[:MAX_REASONS]:
+            lines.append(Text(f"{kind} ({n:,}): {reason}"))
+        if len(reasons) > MAX_REASONS:
+            lines.append(Text(f"{kind}: {len(reasons) - MAX_REASONS:,} more reasons in the "
+                              "report"))
+    return Group(table, *lines)
 
 
 def summary_from_dict(values: dict[str, Any]) -> RunSummary:

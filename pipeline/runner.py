@@ -16,11 +16,9 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
-from pipeline.cluster import Backend, Outcome, open_client
+from pipeline.cluster import Backend, Outcome, balanced_batch, open_client
 from pipeline.job import RunSummary, TreeJob
 from pipeline.plan import (
     Event,
@@ -39,6 +37,9 @@ from tasks.batch import run_batch
 from tasks.errors import UsageError
 from tasks.fileio import sweep_temp_files
 from tasks.model import Batch, FileResult, Status
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 MODES = ("deidentify", "reidentify", "dumb")
 MAX_SUMMARY_ERRORS = 1000
@@ -147,14 +148,22 @@ class _Pass2:
             self.progress.message("a file failed: no more batches are submitted "
                                   "(--continue goes on past failures)", WARNING)
 
-    def run(self, backend: Backend, expected: int, total: int) -> PassStats:
+    def run(self, backend: Backend, expected: int, total: int,
+            meanwhile: Callable[[], None] = lambda: None, nbytes: int | None = None
+            ) -> PassStats:
+        """Pass 2; ``meanwhile`` runs in the driver once the first batches are submitted
+        (driver-side bookkeeping that the workers need not wait for)."""
         job = self.job
-        pool = backend.pool(expected)
+        pool = backend.pool(expected, nbytes)
+        self.planner.batch_files = balanced_batch(job.batch_files, expected,
+                                                  backend.planned_workers(pool))
         self.progress.begin(f"pass 2 {job.mode}", total=total)
         window = pool.imap(run_batch, self.planner.batches(), job.operation,
                            not job.continue_on_error)
+        window.start()
+        meanwhile()
         for outcome in window:
-            self.progress.set_workers(pool.workers_alive() if pool.kind == "dask" else None,
+            self.progress.set_workers(pool.workers_alive() if pool.kind != "inline" else None,
                                       pool.dashboard)
             self.consume(outcome, window)
         self.planner.flush()
@@ -247,11 +256,17 @@ def run_tree(job: TreeJob, console: Console | None = None,
         _show_findings(findings, store, progress)
         mapping = MappingStats()
         stopped_early = False
-        if job.mode == "deidentify" and job.secret and not job.scan_only:
-            mapping = record_mapping(store, job.secret, job.root_uid, profile_of(job))
+
+        def map_now() -> None:
+            nonlocal mapping
+            if job.mode == "deidentify" and job.secret and not job.scan_only:
+                assert job.secret is not None
+                mapping = record_mapping(store, job.secret, job.root_uid, profile_of(job))
+
         if job.scan_only:
             errors = store.inventory_errors()
         elif job.dry_run:
+            map_now()
             _dry_run(Planner(job, store, op_fingerprint(job.operation)), progress)
             errors = store.inventory_errors()
         else:
@@ -259,13 +274,17 @@ def run_tree(job: TreeJob, console: Console | None = None,
             rejected = store.count_rejected(job.mode == "deidentify")
             total = int(findings["files"])
             if rejected and not job.continue_on_error:
+                map_now()
                 progress.message(
                     f"{rejected:,} files cannot be processed (see the report): nothing is "
                     "written; use --continue to skip them", ERROR)
                 passes.append(second.reject_only(total))
                 stopped_early = True
             else:
-                passes.append(second.run(backend, total - rejected, total))
+                # the workers derive replacements themselves: the recorded mapping is
+                # written while they start on the first batches
+                passes.append(second.run(backend, total - rejected, total, meanwhile=map_now,
+                                         nbytes=_count(findings["bytes"])))
                 stopped_early = second.failed_seen
             errors = store.journal_errors()
         if job.scan_only or job.dry_run:
@@ -286,7 +305,11 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                "report": str(summary.report_path),
                                "secret_fingerprint": job.secret_fingerprint})
     if job.verbosity >= WARNING:
-        out = console or Console(stderr=True)
+        if console is None:
+            from rich.console import Console
+
+            console = Console(stderr=True)
+        out = console
         out.print(summary_table(report))
         out.print(f"report: {summary.report_path}", highlight=False, soft_wrap=True)
     return summary

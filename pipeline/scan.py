@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from pipeline.cluster import Backend, Pool
+from pipeline.cluster import Backend, Pool, balanced_batch
 from pipeline.job import TreeJob
 from pipeline.plan import profile_of
 from pipeline.progress import PassStats, RunProgress
@@ -29,10 +29,12 @@ def _error_row(entry: Entry) -> dict[str, Any]:
 class _Batcher:
     """Turns the entry stream into scan batches; unreadable entries are set aside as rows."""
 
-    def __init__(self, job: TreeJob, entries: Iterator[Entry], replaced: frozenset[int]) -> None:
+    def __init__(self, job: TreeJob, entries: Iterator[Entry], replaced: frozenset[int],
+                 batch_files: int | None = None) -> None:
         self.job = job
         self.entries = entries
         self.replaced = replaced
+        self.batch_files = batch_files or job.scan_batch_files
         self.walk_errors: dict[str, dict[str, Any]] = {}
         self.next_id = 0
 
@@ -44,7 +46,7 @@ class _Batcher:
                 self.walk_errors[entry.rel] = _error_row(entry)
                 continue
             rels.append(entry.rel)
-            if len(rels) >= self.job.scan_batch_files:
+            if len(rels) >= self.batch_files:
                 yield self._batch(root, rels)
                 rels = []
         if rels:
@@ -59,29 +61,41 @@ class _Batcher:
         return errors
 
 
-def _sized_stream(job: TreeJob) -> tuple[Iterator[Entry], int | None]:
-    """The entry stream and, when it is short, its length (at most ``inline_below`` held)."""
+def _sized_stream(job: TreeJob) -> tuple[Iterator[Entry], int | None, int | None]:
+    """The entry stream and, when it is short, its length and bytes (at most
+    ``inline_below`` entries held)."""
     entries = iter_files(job.input, job.recursive)
     head = list(itertools.islice(entries, job.inline_below + 1))
     if len(head) <= job.inline_below:
-        return iter(head), len(head)
-    return itertools.chain(head, entries), None
+        return iter(head), len(head), sum(entry.size for entry in head)
+    return itertools.chain(head, entries), None, None
 
 
 def run_scan(job: TreeJob, store: Store, backend: Backend, progress: RunProgress) -> PassStats:
     """Fill the store's inventory for ``job``; returns the pass statistics."""
     store.reset_inventory()
-    stream, expected = _sized_stream(job)
+    stream, expected, nbytes = _sized_stream(job)
+    if not (job.scan_only or job.dry_run):  # pass 2 may want workers pass 1 does without
+        backend.prestart(expected, nbytes, _worker_modules(job))
     if job.mode != "deidentify":
         progress.begin("pass 1 list", total=expected)
         _list_only(stream, store, progress)
     else:
         pool = backend.pool(expected)
         progress.begin("pass 1 scan", total=expected)
-        batcher = _Batcher(job, stream, replaced_tags(profile_of(job)))
+        size = balanced_batch(job.scan_batch_files, expected, backend.planned_workers(pool))
+        batcher = _Batcher(job, stream, replaced_tags(profile_of(job)), size)
         _scan(job, batcher, pool, store, progress)
     store.finish_inventory()
     return progress.end()
+
+
+def _worker_modules(job: TreeJob) -> tuple[str, ...]:
+    """What a pass-2 worker imports to run the job's operation."""
+    modules = ["tasks.batch", type(job.operation).__module__]
+    if getattr(getattr(job.operation, "settings", None), "encryptor", None) is not None:
+        modules.append("tasks.crypto")
+    return tuple(modules)
 
 
 def _list_only(stream: Iterator[Entry], store: Store, progress: RunProgress) -> None:
@@ -106,7 +120,7 @@ def _scan(job: TreeJob, batcher: _Batcher, pool: Pool, store: Store,
           progress: RunProgress) -> None:
     window = pool.imap(scan_batch, batcher)
     for outcome in window:
-        progress.set_workers(pool.workers_alive() if pool.kind == "dask" else None,
+        progress.set_workers(pool.workers_alive() if pool.kind != "inline" else None,
                              pool.dashboard)
         if outcome.error is not None:
             batch = outcome.payload

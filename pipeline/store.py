@@ -3,9 +3,12 @@
 Why sqlitedict with these settings (FACTS.md): JSON encoding because a pickled value in a
 crafted database runs code (CVE-2024-35515); ``journal_mode="WAL"`` in every opener because a
 reader opening a WAL file with another journal mode hangs; ``outer_stack=False`` because it
-costs 4x per insert; commits per batch, never autocommit.  Each sqlitedict table has its own
-connection, so every write method commits before returning: two tables never hold open write
-transactions at the same time.
+costs 4x per insert; commits per batch, never autocommit.  sqlitedict creates the tables and
+serves point reads; the writes (inventory, journal, mapping: many rows per call) go through
+one plain sqlite3 connection with the same JSON encoding, because sqlitedict hands every row
+of an ``update`` to its thread through a queue (measured: the largest driver cost at 20,000
+files).  Every write method commits before returning: no connection holds an open write
+transaction while another writes.
 
 Aggregates and ordered pages (pass-1 findings, the pass-2 work list) are plain SQL on a
 separate read connection over the same tables (``json_extract``): the inventory is never
@@ -76,6 +79,11 @@ class Store:
                 )
             self._reader = sqlite3.connect(str(path), check_same_thread=False)
             self._reader.execute("PRAGMA journal_mode=WAL")
+            # bulk writes: one plain connection (sqlitedict's executemany queues every row
+            # to its thread, ~3 us a row: at 20k files the driver's largest cost)
+            self._writer = sqlite3.connect(str(path), check_same_thread=False)
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._writer.execute("PRAGMA synchronous=OFF")  # as sqlitedict sets it
         except BaseException:
             self.close()
             raise
@@ -95,10 +103,11 @@ class Store:
         for table in self._tables.values():
             table.close()
         self._tables.clear()
-        reader = getattr(self, "_reader", None)
-        if reader is not None:
-            reader.close()
-            self._reader = None  # type: ignore[assignment]
+        for name in ("_reader", "_writer"):
+            conn = getattr(self, name, None)
+            if conn is not None:
+                conn.close()
+                setattr(self, name, None)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -112,15 +121,18 @@ class Store:
     # ------------------------------------------------------------------ writes
 
     def _write(self, table: str, rows: Mapping[str, Any]) -> None:
+        """Upsert JSON-encoded ``rows`` (as sqlitedict stores them) in one transaction."""
         if rows:
-            t = self._tables[table]
-            t.update(rows)
-            t.commit()
+            assert table in self._tables
+            dumps = json.dumps
+            self._writer.executemany(f'REPLACE INTO "{table}" (key, value) VALUES (?, ?)',
+                                     [(key, dumps(value)) for key, value in rows.items()])
+            self._writer.commit()
 
     def _sql_write(self, table: str, sql: str) -> None:
-        conn = self._tables[table].conn
-        conn.execute(sql)
-        conn.commit()
+        assert table in self._tables
+        self._writer.execute(sql)
+        self._writer.commit()
 
     def job_identity(self) -> Row | None:
         value = self._tables["runs"].get(_JOB_KEY)
@@ -143,10 +155,9 @@ class Store:
     def add_inventory_json(self, rows: Mapping[str, str]) -> None:
         """Rows already JSON-encoded (by the scan workers): stored as they are."""
         if rows:
-            table = self._tables["files"]
-            table.conn.executemany('REPLACE INTO "files" (key, value) VALUES (?, ?)',
-                                   list(rows.items()))
-            table.commit()
+            self._writer.executemany('REPLACE INTO "files" (key, value) VALUES (?, ?)',
+                                     list(rows.items()))
+            self._writer.commit()
 
     def finish_inventory(self) -> None:
         """Index the work order (study, path) so pass 2 pages through it with short reads."""

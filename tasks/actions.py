@@ -22,7 +22,6 @@ Clean (C) rules, conservative by design:
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import hmac
 from collections.abc import Callable
 
@@ -68,8 +67,7 @@ def code_value_pseudonym(secret: bytes, code_value: bytes) -> bytes:
 
 def date_offset_days(secret: bytes, patient_id: bytes) -> int:
     """The patient's date shift: a negative whole number of days, 1..MAX_OFFSET_DAYS."""
-    digest = hmac.new(secret, b"date-offset\0" + patient_id.rstrip(b"\0 "),
-                      hashlib.sha256).digest()
+    digest = hmac.digest(secret, b"date-offset\0" + patient_id.rstrip(b"\0 "), "sha256")
     return -(1 + int.from_bytes(digest[:8], "big") % MAX_OFFSET_DAYS)
 
 

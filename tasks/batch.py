@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import AnonpipeError
+from tasks.errors import AnonpipeError, OutputError
+from tasks.fileio import deferred_durability
 from tasks.model import Batch, FileOperation, FileResult, Status
 
 
@@ -34,11 +35,24 @@ def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int) 
 def run_batch(batch: Batch, operation: FileOperation, stop_on_error: bool = False
               ) -> dict[str, Any]:
     """Process ``batch``; with ``stop_on_error`` the files after the first failure are left
-    untouched (unlisted, so a rerun does them).  Returns ``{"batch_id", "rows"}``."""
+    untouched (unlisted, so a rerun does them).  Returns ``{"batch_id", "rows"}``.
+
+    The batch's outputs are made durable together before it returns (one ``syncfs``, not
+    one fsync per file: ``tasks.fileio``), so a row that says done is on disk by the time
+    the driver journals it; if that fails, the done rows become failures.
+    """
     rows: list[dict[str, object]] = []
-    for item in batch.items:
-        result = run_item(operation, item.src, item.dst, item.rel, item.size)
-        rows.append(result.as_row())
-        if stop_on_error and result.status is Status.FAILED:
-            break
+    with deferred_durability() as durable:
+        for item in batch.items:
+            result = run_item(operation, item.src, item.dst, item.rel, item.size)
+            rows.append(result.as_row())
+            if stop_on_error and result.status is Status.FAILED:
+                break
+        try:
+            durable.commit()
+        except OutputError as exc:
+            rows = [row if row["status"] != Status.DONE.value else
+                    {**row, "status": Status.FAILED.value, "bytes_out": 0,
+                     "error_kind": type(exc).__name__, "error": str(exc)}
+                    for row in rows]
     return {"batch_id": batch.batch_id, "rows": rows}

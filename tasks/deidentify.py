@@ -45,7 +45,7 @@ from tasks.dicomio import (
     read_dicom,
     sequence_end,
 )
-from tasks.edit import EditPlan, encode_element, render, transcode
+from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import write_atomic
 from tasks.profile import (
@@ -167,25 +167,46 @@ class _Deidentifier:
         free text the table does not name is then replaced by a dummy, or cleaned, because
         the table leaves such content (e.g. an SR Text Value) to its sequence's row.
         """
-        decide = self.resolver.decide
+        # the per-element path is inlined (decision cache, removal, _record): it runs for
+        # every element of every file (issue 6 measurements)
+        resolver = self.resolver
+        decide = resolver.decide
+        cached = resolver._cache
+        key_base = parent << 32
         trace = self.trace
+        private = self.private
+        replace = self.plan.replace
+        payload = self.payload
+        top = path[0] if path else None
+        remove = Action.X
+        keep = Action.K
         privates: list[Element] | None = None
         for el in elements:
             tag = el.tag
-            if tag & 0x10000 and self.private:
+            if tag & 0x10000 and private:
                 if privates is None:
                     privates = []
                 privates.append(el)
                 continue
-            decision = decide(tag, parent)
+            try:
+                decision = cached[key_base | tag]
+            except KeyError:
+                decision = decide(tag, parent)
             if decision is None and scrub is not None and el.vr in FREE_TEXT_VRS:
                 decision = self._scrub_decision(el, scrub)
-            if decision is None or decision.action is Action.K:
+            if decision is None or decision.action is keep:
                 if trace is not None:
                     trace.append((len(path) // 2, el, "K", decision.reason() if decision
                                   else "not in the profile: kept"))
                 if el.items:
                     self._enter(el, enc, path, scrub)
+                continue
+            if decision.action is remove and trace is None:
+                if top is None:
+                    payload[tag] = el
+                    replace[el.start] = b""
+                else:
+                    self._record(el, b"", path)
                 continue
             new, enter = self._apply(el, decision, enc)
             if trace is not None:
@@ -305,6 +326,9 @@ class _Deidentifier:
         profile = self.profile
         rule = profile.private_rule
         assert rule is not None
+        if self.trace is None and not profile.keep_creators and not profile.safe_private:
+            self._remove_all(privates, path)  # no block can be kept: every element goes
+            return
         creators: dict[int, str] = {}
         for el in privates:
             elem = el.tag & 0xFFFF
@@ -351,6 +375,24 @@ class _Deidentifier:
             if not keep:
                 self._record(el, b"", path)
 
+    def _remove_all(self, elements: list[Element], path: list[Element | Item]) -> None:
+        """:meth:`_record` of a removal for each of ``elements`` (the common private case)."""
+        replace = self.plan.replace
+        if path:
+            top = path[0]
+            assert isinstance(top, Element)
+            self.payload[top.tag] = top
+            dirty = self.plan.dirty
+            for node in path:
+                dirty.add(node.start)
+            for el in elements:
+                replace[el.start] = b""
+        else:
+            payload = self.payload
+            for el in elements:
+                payload[el.tag] = el
+                replace[el.start] = b""
+
     def map_uids(self, value: bytes) -> bytes:
         cached = self.uid_cache.get(value)
         if cached is None:
@@ -380,7 +422,20 @@ def build_payload(buf: bytes, elements: list[Element], enc: Encoding) -> bytes:
     Layout as gdcmanon writes it (reference §3.3): undefined-length sequence and item,
     the original elements in ascending tag order, values little-endian.
     """
-    body = b"".join(transcode(buf, el, enc, EXPLICIT_LE_ENC) for el in elements)
+    if enc == EXPLICIT_LE_ENC:  # no transcoding: adjacent elements go as one slice
+        chunks: list[bytes] = []
+        start = end = -1
+        for el in elements:
+            if el.start != end:
+                if start >= 0:
+                    chunks.append(buf[start:end])
+                start = el.start
+            end = el.end
+        if start >= 0:
+            chunks.append(buf[start:end])
+        body = b"".join(chunks)
+    else:
+        body = b"".join(transcode(buf, el, enc, EXPLICIT_LE_ENC) for el in elements)
     return (
         element_header(MODIFIED_ATTRIBUTES, "SQ", UNDEFINED, EXPLICIT_LE_ENC)
         + item_header(UNDEFINED, EXPLICIT_LE_ENC)
@@ -462,9 +517,19 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings,
 
     ``trace`` (``--explain``) collects every decision; the burned-in check is then skipped.
     """
-    df = read_dicom(data)
-    check_deidentifiable(df)
+    return b"".join(deidentify_parts(data, settings, trace))
+
+
+def deidentify_parts(data: bytes, settings: DeidentifySettings,
+                     trace: Trace | None = None) -> list[Chunk]:
+    """:func:`deidentify_bytes` as the pieces of the new file, in order (pixel data as a
+    view of ``data``'s buffer, not a copy: see ``tasks.fileio.write_atomic``)."""
     profile = settings.compiled_profile()
+    # every private element goes, and identically: read them as runs (tasks.dicomio)
+    runs = (trace is None and profile.private_rule is not None and not profile.keep_creators
+            and not profile.safe_private)
+    df = read_dicom(data, private_runs=runs)
+    check_deidentifiable(df)
     if trace is None:
         check_burned_in(df, profile, settings)
     work = _Deidentifier(df, profile, settings, trace)
@@ -501,7 +566,11 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings,
         if el is not None:
             work.payload[tag] = el
         plan.insert[tag] = encoded
-    body = render(df.body, df.elements, plan, enc) + df.trailer
+    # with encryption the body is rendered once the payload is known; rendering it first
+    # too only tells which top-level group lengths (gggg,0000) the edits change
+    body: list[Chunk] = []
+    if settings.irreversible or not all(map(_ELEMENT_NUMBER, _tags(df))):
+        body = render_parts(df.body, df.elements, plan, enc)
     meta = _resync_meta(df, work)
     if not settings.irreversible:
         assert settings.encryptor is not None
@@ -514,10 +583,20 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings,
         cms = settings.encryptor.encrypt(payload)
         plan.insert[ENCRYPTED_ATTRIBUTES] = encrypted_attributes_element(cms, enc)
         plan.changed_group_lengths.clear()
-        body = render(df.body, df.elements, plan, enc) + df.trailer
+        body = render_parts(df.body, df.elements, plan, enc)
+    trailer = df.trailer
     if df.deflated:
-        body = deflate(body)
-    return df.raw_prefix + meta + body
+        return [df.raw_prefix, meta, deflate(b"".join(body) + trailer)]
+    return [df.raw_prefix, meta, *body, trailer]
+
+
+_ELEMENT_NUMBER = (0xFFFF).__and__  # zero for a group length (gggg,0000)
+
+
+def _tags(df: DicomFile) -> list[int]:
+    if df.tags is None:
+        df.tags = [el.tag for el in df.elements]
+    return df.tags
 
 
 def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
@@ -525,9 +604,12 @@ def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
     media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
     if media is None or sop_uid is None:
         return df.meta_bytes
+    encoded = encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "),
+                             EXPLICIT_LE_ENC)
+    if encoded == df.meta_bytes[media.start:media.end]:
+        return df.meta_bytes  # already what it would be (the usual case): nothing to render
     plan = EditPlan()
-    plan.set(media, encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "),
-                                   EXPLICIT_LE_ENC), [])
+    plan.set(media, encoded, [])
     return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
 
 
@@ -586,7 +668,7 @@ class Deidentify:
     settings: DeidentifySettings
 
     def __call__(self, src: Path, dst: Path) -> int:
-        return write_atomic(dst, deidentify_bytes(_read_input(src), self.settings))
+        return write_atomic(dst, deidentify_parts(_read_input(src), self.settings))
 
 
 def _read_input(src: Path) -> bytes:

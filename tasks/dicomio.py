@@ -13,12 +13,14 @@ VR Little Endian.  CP-246 UN sequences and private sequences in implicit files a
 
 from __future__ import annotations
 
+import itertools
+import operator
 import struct
 import zlib
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pydicom.datadict import DicomDictionary, RepeatersDictionary
+from typing import Any
 
 from tasks.errors import DicomFormatError
 
@@ -53,6 +55,12 @@ SWAP_WIDTH = {
 
 _HEAD_LE = struct.Struct("<HH2sH")
 _HEAD_BE = struct.Struct(">HH2sH")
+_LENGTH_LE = struct.Struct("<I")
+_LENGTH_BE = struct.Struct(">I")
+#: explicit VR bytes -> (VR, whether its header has the 4-byte length form)
+_VR_INFO = {vrb: (vrb.decode("ascii"), vrb in LONG_VRS) for vrb in KNOWN_VRS}
+#: the first 4 bytes of an item, little and big endian
+_ITEM_TAG_BYTES = (b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +136,24 @@ def tag_str(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
+#: VRs of a few tags the pipeline asks for on every run (identical to pydicom's dictionary),
+#: so that a run of Explicit VR files never loads pydicom's data dictionary (~150 ms of
+#: start-up: pydicom pulls in numpy and PIL).  Implicit VR files load it on first use.
+_COMMON_VRS = {
+    0x00100010: "PN",  # Patient's Name
+    0x00100020: "LO",  # Patient ID
+    0x00100030: "DA",  # Patient's Birth Date
+    0x00200010: "SH",  # Study ID
+}
+_DICTIONARY: Any = None  # pydicom's DicomDictionary, once loaded
+
+
 def dictionary_vr(tag: int) -> str:
     """The VR pydicom's dictionary gives a tag; ``UN`` for private or unknown tags.
 
     Ambiguous VRs (``US or SS``, ``OB or OW``) resolve to the first, which only matters for
     byte-swapping big-endian payloads of implicit files (they never occur together).
+    pydicom's dictionary is imported on the first call that needs it.
     """
     if tag & 0x10000 and tag >> 16 > 0x0008:
         if tag & 0xFF00 == 0 and tag & 0xFFFF >= 0x0010:
@@ -140,7 +161,17 @@ def dictionary_vr(tag: int) -> str:
         if tag & 0xFFFF == 0:
             return "UL"
         return "UN"
-    entry = DicomDictionary.get(tag)
+    vr = _COMMON_VRS.get(tag)
+    return vr if vr is not None else _dictionary_lookup(tag)
+
+
+def _dictionary_lookup(tag: int) -> str:
+    global _DICTIONARY
+    if _DICTIONARY is None:
+        from pydicom.datadict import DicomDictionary
+
+        _DICTIONARY = DicomDictionary
+    entry = _DICTIONARY.get(tag)
     if entry is None:
         if tag & 0xFFFF == 0:
             return "UL"
@@ -155,6 +186,8 @@ def dictionary_vr(tag: int) -> str:
 
 def _repeaters(tag: int) -> list[tuple[str, str, str, str, str]]:
     """Repeating-group entries (50xx curves, 60xx overlays) matching ``tag``."""
+    from pydicom.datadict import RepeatersDictionary
+
     group = tag >> 16
     found = []
     if 0x5000 <= group <= 0x60FF and group & 0xFF00 in (0x5000, 0x6000):
@@ -168,15 +201,63 @@ def _repeaters(tag: int) -> list[tuple[str, str, str, str, str]]:
 # --------------------------------------------------------------------------- parsing
 
 
+#: VR of a private run element (see :func:`read_dicom`): opaque bytes
+PRIVATE_RUN_VR = "UN"
+
+
+class _RunOutOfOrder(Exception):
+    """Private elements out of order inside a run: parse again without runs, so the order
+    check reports them as it always does."""
+
+
+_SIMPLE_VRS = {vrb: is_long for vrb, (vr, is_long) in _VR_INFO.items()
+               if vr not in ("SQ", "UI", "UN")}
+
+
+def _skip_private(buf: bytes | bytearray, pos: int, limit: int, last: int) -> tuple[int, int]:
+    """Past the plain private elements from ``pos`` (explicit VR LE, defined lengths, no
+    SQ/UI/UN, ascending): where the run stops and its last tag.  Anything else is left to
+    the parser's general path, which also reports errors."""
+    head = _HEAD_LE.unpack_from
+    long_length = _LENGTH_LE.unpack_from
+    simple = _SIMPLE_VRS
+    while pos + 12 <= limit:
+        group, elem, vrb, short = head(buf, pos)
+        if not group & 1:
+            break
+        is_long = simple.get(vrb)
+        if is_long is None:
+            break
+        if is_long:
+            (length,) = long_length(buf, pos + 8)
+            end = pos + 12 + length
+        else:
+            length = short
+            end = pos + 8 + length
+        tag = (group << 16) | elem
+        if tag <= last or length == UNDEFINED or end > limit or tag >= 0xFFFE0000:
+            break  # the general path decides (order error, truncation, delimiter...)
+        last = tag
+        pos = end
+    return pos, last
+
+
+def _private_run(tag: int, start: int, end: int) -> Element:
+    return Element(tag, PRIVATE_RUN_VR, start, start, end - start, end)
+
+
 class _Parser:
     """Walks a buffer into :class:`Element` trees; raises DicomFormatError on bad data."""
 
-    def __init__(self, buf: bytes | bytearray, stop_at_pixels: bool = False, max_depth: int = 64):
+    def __init__(self, buf: bytes | bytearray, stop_at_pixels: bool = False, max_depth: int = 64,
+                 private_runs: bool = False):
         self.buf = buf
         self.size = len(buf)
         self.stop_at_pixels = stop_at_pixels
+        self.private_runs = private_runs
         self.max_depth = max_depth
-        self.stopped = False
+        self.stopped = False  # stop_at_pixels: the walk ended early (either reason below)
+        self.at_pixels = False  # ... because it reached the pixel data: the header is whole
         self.too_deep = False
 
     def parse(self, pos: int, end: int, enc: Encoding, depth: int = 0) -> list[Element]:
@@ -194,10 +275,15 @@ class _Parser:
         if limit > self.size:
             raise DicomFormatError("truncated: an item or sequence runs past the end of the file")
         elements: list[Element] = []
-        e = enc.endian
-        unpack = struct.unpack_from
+        append = elements.append
         head = (_HEAD_LE if enc.little else _HEAD_BE).unpack_from
+        long_length = (_LENGTH_LE if enc.little else _LENGTH_BE).unpack_from
         implicit = enc.implicit
+        stop = self.stop_at_pixels and depth == 0
+        vr_info = _VR_INFO
+        # private runs (see read_dicom): top level, Explicit VR Little Endian only
+        runs = self.private_runs and depth == 0 and not implicit and enc.little
+        run_start = run_tag = run_last = -1
         while pos < limit:
             if pos + 8 > limit:
                 if until_item_end and end is None:
@@ -211,56 +297,83 @@ class _Parser:
                 if tag == ITEM_END and until_item_end:
                     return elements, pos + 8
                 raise DicomFormatError(f"unexpected item or delimiter tag at byte {pos}")
-            if self.stop_at_pixels and depth == 0 and tag >= PIXEL_DATA:
-                self.stopped = True
+            if stop and tag >= PIXEL_DATA:
+                self.stopped = self.at_pixels = True
+                if run_start >= 0:
+                    if tag <= run_last:
+                        raise _RunOutOfOrder
+                    append(_private_run(run_tag, run_start, pos))
                 return elements, pos
             if implicit:
-                (length,) = unpack(e + "I", buf, pos + 4)
+                (length,) = long_length(buf, pos + 4)
                 vr = dictionary_vr(tag)
                 value_start = pos + 8
-            elif vrb in LONG_VRS:
-                if pos + 12 > limit:
-                    raise DicomFormatError(f"truncated element header at byte {pos}")
-                (length,) = unpack(e + "I", buf, pos + 8)
-                value_start = pos + 12
-                vr = vrb.decode("ascii")
-            elif vrb in KNOWN_VRS:
-                length = short
-                value_start = pos + 8
-                vr = vrb.decode("ascii")
             else:
-                if tag == 0 and depth == 0 and not buf[pos:limit].strip(b"\0"):
-                    break
-                raise DicomFormatError(
-                    f"invalid VR {vrb!r} for element {tag_str(tag)} at byte {pos}"
-                )
-            el = Element(tag, vr, pos, value_start, length, 0)
+                info = vr_info.get(vrb)
+                if info is None:
+                    if tag == 0 and depth == 0 and not buf[pos:limit].strip(b"\0"):
+                        break
+                    raise DicomFormatError(
+                        f"invalid VR {vrb!r} for element {tag_str(tag)} at byte {pos}"
+                    )
+                vr, is_long = info
+                if is_long:
+                    if pos + 12 > limit:
+                        raise DicomFormatError(f"truncated element header at byte {pos}")
+                    (length,) = long_length(buf, pos + 8)
+                    value_start = pos + 12
+                else:
+                    length = short
+                    value_start = pos + 8
+            if runs:
+                if (tag & 0x10000 and length != UNDEFINED and vr != "SQ" and vr != "UI"
+                        and value_start + length <= limit
+                        and (vr != "UN" or buf[value_start:value_start + 4] not in _ITEM_TAG_BYTES)):
+                    if run_start < 0:
+                        run_start = pos
+                        run_tag = tag
+                    elif tag <= run_last:
+                        raise _RunOutOfOrder
+                    pos, run_last = _skip_private(buf, value_start + length, limit, tag)
+                    continue
+                if run_start >= 0:
+                    if tag <= run_last:
+                        raise _RunOutOfOrder
+                    append(_private_run(run_tag, run_start, pos))
+                    run_start = -1
             if length == UNDEFINED:
+                el = Element(tag, vr, pos, value_start, length, 0)
                 el.end = self._undefined(el, enc, depth)
             else:
-                el.end = value_start + length
-                if el.end > limit:
-                    if self.stop_at_pixels and el.end > self.size and end is None:
+                el_end = value_start + length
+                if el_end > limit:
+                    if self.stop_at_pixels and el_end > self.size and end is None:
                         self.stopped = True
                         return elements, pos
                     raise DicomFormatError(
                         f"truncated: element {tag_str(tag)} declares {length} bytes, "
                         f"only {max(limit - value_start, 0)} remain"
                     )
+                el = Element(tag, vr, pos, value_start, length, el_end)
                 if vr == "SQ":
-                    el.items = self._items(value_start, el.end, enc, depth)
+                    el.items = self._items(value_start, el_end, enc, depth)
                     el.item_enc = enc
-                elif length >= 8 and self._looks_like_sequence(el, enc):
-                    sub = enc if vr != "UN" or enc.implicit else IMPLICIT_LE_ENC
+                elif (vr == "UN" and length >= 8 and tag != PIXEL_DATA
+                      and buf[value_start:value_start + 4] in _ITEM_TAG_BYTES):
+                    # an unknown-VR value that starts with an item tag may hide a sequence
+                    # (PHI inside): CP-246, implicit little endian unless the file is implicit
+                    sub = enc if enc.implicit else IMPLICIT_LE_ENC
                     try:
-                        el.items = self._items(value_start, el.end, sub, depth)
+                        el.items = self._items(value_start, el_end, sub, depth)
                         el.item_enc = sub
                     except DicomFormatError:
                         if self.too_deep:
                             raise  # not "no sequence after all": that would hide what is inside
                         el.items = None
-            elements.append(el)
+            append(el)
             pos = el.end
+        if run_start >= 0:
+            append(_private_run(run_tag, run_start, pos))
         if until_item_end and end is None:
             raise DicomFormatError("truncated: missing item delimiter")
         return elements, pos
@@ -378,14 +491,17 @@ class DicomFile:
     elements: list[Element]
     deflated: bool = False
     complete: bool = True
+    #: tags of ``elements`` (ascending, checked by read_dicom), built on first use
+    tags: list[int] | None = field(default=None, repr=False, compare=False)
 
     def top(self, tag: int) -> Element | None:
         """The top-level element with ``tag`` (binary search: elements are sorted)."""
-        for el in self.elements:
-            if el.tag == tag:
-                return el
-            if el.tag > tag:
-                return None
+        tags = self.tags
+        if tags is None:
+            tags = self.tags = [el.tag for el in self.elements]
+        index = bisect_left(tags, tag)
+        if index < len(tags) and tags[index] == tag:
+            return self.elements[index]
         return None
 
     def top_value(self, tag: int) -> bytes | None:
@@ -476,12 +592,26 @@ def split_file(data: bytes) -> tuple[bytes, list[Element], bytes, str, int]:
     return data[:prefix_end], meta, data[prefix_end:meta_end], ts, meta_end
 
 
-def read_dicom(data: bytes, stop_at_pixels: bool = False) -> DicomFile:
+def read_dicom(data: bytes, stop_at_pixels: bool = False, private_runs: bool = False
+               ) -> DicomFile:
     """Parse a whole file held in memory.
 
     With ``stop_at_pixels`` the walk stops at the first top-level tag >= (7FE0,0010) and
     tolerates a buffer that ends before it (for header-only scans of partial reads).
+
+    With ``private_runs`` (Explicit VR Little Endian data sets only), consecutive top-level
+    private elements that are neither sequences (SQ, or UN holding items) nor UIDs come
+    back as one element per run: the first element's tag, VR ``UN``, the run's bytes as its
+    value.  For callers that handle every such element alike - the de-identifier when the
+    profile removes all private attributes, the scan that only wants UIDs and sequences:
+    a typical CT header is two thirds private elements, and each costs a Python object.
     """
+    return _read_dicom(data, stop_at_pixels, private_runs)[0]
+
+
+def _read_dicom(data: bytes, stop_at_pixels: bool, private_runs: bool = False
+                ) -> tuple[DicomFile, bool]:
+    """:func:`read_dicom`, and whether the walk stopped because it reached the pixel data."""
     prefix, meta, meta_bytes, ts, body_start = split_file(data)
     meta = [_shift(el, -len(prefix)) for el in meta]
     enc = encoding_for(ts)
@@ -491,13 +621,17 @@ def read_dicom(data: bytes, stop_at_pixels: bool = False) -> DicomFile:
         body = _inflate(body)
     if not enc.implicit and len(body) >= 6 and body[4:6] not in KNOWN_VRS:
         enc = Encoding(enc.little, True)  # meta says explicit, data set is implicit: tolerated
-    parser = _Parser(body, stop_at_pixels=stop_at_pixels)
-    elements = parser.parse(0, len(body), enc)
+    parser = _Parser(body, stop_at_pixels=stop_at_pixels, private_runs=private_runs)
+    try:
+        elements = parser.parse(0, len(body), enc)
+    except _RunOutOfOrder:
+        parser = _Parser(body, stop_at_pixels=stop_at_pixels)
+        elements = parser.parse(0, len(body), enc)
     if not elements and not stop_at_pixels:
         raise DicomFormatError("empty data set")
-    _check_order(elements)
-    return DicomFile(prefix, meta, meta_bytes, ts, enc, body, elements, deflated,
-                     complete=not parser.stopped)
+    tags = _check_order(elements)
+    return (DicomFile(prefix, meta, meta_bytes, ts, enc, body, elements, deflated,
+                      complete=not parser.stopped, tags=tags), parser.at_pixels)
 
 
 def _inflate(stream: bytes) -> bytes:
@@ -521,14 +655,16 @@ def _shift(el: Element, delta: int) -> Element:
                    el.end + delta)
 
 
-def _check_order(elements: list[Element]) -> None:
-    previous = -1
-    for el in elements:
-        if el.tag <= previous:
-            raise DicomFormatError(
-                f"elements out of order or repeated at {tag_str(el.tag)}"
-            )
-        previous = el.tag
+def _check_order(elements: list[Element]) -> list[int]:
+    """The top-level tags, checked to be strictly ascending (PS3.5 7.1)."""
+    tags = [el.tag for el in elements]
+    if not all(map(operator.lt, tags, itertools.islice(tags, 1, None))):
+        previous = -1
+        for tag in tags:
+            if tag <= previous:
+                raise DicomFormatError(f"elements out of order or repeated at {tag_str(tag)}")
+            previous = tag
+    return tags
 
 
 def read_file(path: Path) -> DicomFile:
@@ -539,26 +675,35 @@ def read_file(path: Path) -> DicomFile:
     return read_dicom(data)
 
 
-def read_header(path: Path, first_chunk: int = 16384) -> DicomFile:
-    """Parse ``path`` up to its pixel data, reading as little of the file as possible."""
+def read_header(path: Path, first_chunk: int = 16384, private_runs: bool = False) -> DicomFile:
+    """Parse ``path`` up to its pixel data, reading as little of the file as possible.
+
+    Reads ``first_chunk`` bytes, then doubles the buffer until the walk reaches the pixel
+    data or the end of the file: each buffer is parsed once (a walk that reached the pixel
+    data is final, whatever the size of the buffer).
+    """
     with open(path, "rb") as fh:
         data = fh.read(first_chunk)
         if not data:
             raise DicomFormatError("empty file")
+        eof = len(data) < first_chunk
         while True:
             try:
-                parsed = read_dicom(data, stop_at_pixels=True)
+                parsed, at_pixels = _read_dicom(data, True, private_runs)
             except DicomFormatError:
-                more = fh.read(max(len(data), 65536))
-                if not more:
+                if eof:
                     raise
-                data += more
-                continue
-            if parsed.complete or len(data) < first_chunk:
+                parsed = None
+                at_pixels = False
+            if parsed is not None and (at_pixels or eof):
                 return parsed
-            # stopped because the buffer ended before the pixel data: read on
-            more = fh.read(max(len(data), 65536))
+            # the buffer ended inside the header: read on (or the truncation is real)
+            want = max(len(data), 65536)
+            more = fh.read(want)
+            eof = len(more) < want
             if not more:
+                if parsed is None:
+                    return read_dicom(data, True, private_runs)  # raises the real error
                 return parsed
             data += more
 

@@ -58,6 +58,16 @@ def encode_element(tag: int, vr: str, value: bytes, enc: Encoding) -> bytes:
     return element_header(tag, vr, len(value), enc) + value
 
 
+#: untouched runs at least this long are passed on as memoryviews, not copied (pixel data)
+BIG_SLICE = 1 << 16
+
+Chunk = bytes | memoryview
+
+
+def _slice(buf: bytes, start: int, end: int) -> Chunk:
+    return buf[start:end] if end - start < BIG_SLICE else memoryview(buf)[start:end]
+
+
 def render(
     buf: bytes, elements: list[Element], plan: EditPlan, enc: Encoding, top: bool = True
 ) -> bytes:
@@ -66,44 +76,62 @@ def render(
     Runs of untouched elements are copied as one slice; only data sets that hold group
     length elements take the element-by-element path that can recompute them.
     """
+    return b"".join(render_parts(buf, elements, plan, enc, top))
+
+
+def render_parts(
+    buf: bytes, elements: list[Element], plan: EditPlan, enc: Encoding, top: bool = True
+) -> list[Chunk]:
+    """:func:`render` as the list of its pieces, big untouched runs as views of ``buf``
+    (what a writer passes to ``writev``: a 512x512 CT slice is then never copied)."""
     inserts = sorted(plan.insert.items()) if top else []
     for el in elements:
         if not el.tag & 0xFFFF:
             return _render_with_group_lengths(buf, elements, plan, enc, top, inserts)
-    chunks: list[bytes] = []
+    chunks: list[Chunk] = []
+    append = chunks.append
     replace, dirty = plan.replace, plan.dirty
     run_start = run_end = -1
     k, n = 0, len(inserts)
+    next_insert = inserts[0][0] if inserts else 0x100000000
     for el in elements:
-        edited = el.start in replace or el.start in dirty
-        pending = k < n and inserts[k][0] <= el.tag
-        if not edited and not pending:
+        start = el.start
+        if start not in replace and start not in dirty and next_insert > el.tag:
             if run_start < 0:
-                run_start = el.start
+                run_start = start
             run_end = el.end
             continue
         if run_start >= 0:
-            chunks.append(buf[run_start:run_end])
+            append(_slice(buf, run_start, run_end))
             run_start = -1
-        while k < n and inserts[k][0] < el.tag:
-            chunks.append(inserts[k][1])
-            k += 1
-        if k < n and inserts[k][0] == el.tag:
-            chunks.append(inserts[k][1])
-            k += 1
+        if next_insert <= el.tag:
+            while k < n and inserts[k][0] < el.tag:
+                append(inserts[k][1])
+                k += 1
+            replaced = k < n and inserts[k][0] == el.tag
+            if replaced:
+                append(inserts[k][1])
+                k += 1
+            next_insert = inserts[k][0] if k < n else 0x100000000
+            if replaced:
+                continue
+        replacement = replace.get(start)
+        if replacement is not None:
+            if replacement:
+                append(replacement)
             continue
-        chunks.append(_render_element(buf, el, plan, enc))
+        append(_render_element(buf, el, plan, enc))
     if run_start >= 0:
-        chunks.append(buf[run_start:run_end])
+        append(_slice(buf, run_start, run_end))
     chunks.extend(data for _, data in inserts[k:])
-    return b"".join(chunks)
+    return chunks
 
 
 def _render_with_group_lengths(
     buf: bytes, elements: list[Element], plan: EditPlan, enc: Encoding, top: bool,
     inserts: list[tuple[int, bytes]],
-) -> bytes:
-    parts: list[tuple[int, bytes, Element | None]] = []
+) -> list[Chunk]:
+    parts: list[tuple[int, Chunk, Element | None]] = []
     k = 0
     for el in elements:
         while k < len(inserts) and inserts[k][0] < el.tag:
@@ -116,15 +144,15 @@ def _render_with_group_lengths(
         parts.append((el.tag, _render_element(buf, el, plan, enc), el))
     parts.extend((tag, data, None) for tag, data in inserts[k:])
     _fix_group_lengths(buf, parts, plan, enc, top)
-    return b"".join(data for _, data, _ in parts)
+    return [data for _, data, _ in parts]
 
 
-def _render_element(buf: bytes, el: Element, plan: EditPlan, enc: Encoding) -> bytes:
+def _render_element(buf: bytes, el: Element, plan: EditPlan, enc: Encoding) -> Chunk:
     replacement = plan.replace.get(el.start)
     if replacement is not None:
         return replacement
     if el.start not in plan.dirty or el.items is None:
-        return buf[el.start:el.end]
+        return _slice(buf, el.start, el.end)
     sub_enc = el.item_enc or enc
     body = b"".join(_render_item(buf, item, plan, sub_enc) for item in el.items)
     header = buf[el.start:el.value_start]
@@ -152,7 +180,7 @@ def _with_length(header: bytes, length: int, enc: Encoding) -> bytes:
 
 
 def _fix_group_lengths(
-    buf: bytes, parts: list[tuple[int, bytes, Element | None]], plan: EditPlan,
+    buf: bytes, parts: list[tuple[int, Chunk, Element | None]], plan: EditPlan,
     enc: Encoding, top: bool,
 ) -> None:
     """Recompute (gggg,0000) values that no longer match their group's rendered size."""
@@ -169,7 +197,8 @@ def _fix_group_lengths(
             size += len(other)
         old = struct.unpack_from(enc.endian + "I", buf, original.value_start)[0]
         if old != size:
-            parts[index] = (tag, data[:-4] + struct.pack(enc.endian + "I", size), original)
+            parts[index] = (tag, bytes(data[:-4]) + struct.pack(enc.endian + "I", size),
+                            original)
             if top:
                 plan.changed_group_lengths.append(original)
 

@@ -2,8 +2,9 @@
 
 Header only (``read_header`` stops before the pixel data), pure, picklable: runs inline or
 on a dask worker.  The row holds patient values (ID, name, birth date) because the plan
-detects conflicting patients with them; it goes only to the driver's store, never to a
-console or a report.
+detects conflicting patients with them, and a few more identifiers (accession number, study
+date, other patient IDs) because ``anonpipe-audit`` searches the outputs for them; it goes
+only to the driver's store, never to a console or a report.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 STUDY_ID = 0x00200010
 FRAME_OF_REFERENCE_UID = 0x00200052
+OTHER_PATIENT_IDS = 0x00101000
+OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
+STUDY_DATE = 0x00080020
+ACCESSION_NUMBER = 0x00080050
 PATIENT_IDENTITY_REMOVED = 0x00120062
 ENCRYPTED_ATTRIBUTES = 0x04000500
 MEDIA_STORAGE_SOP_CLASS = 0x00020002
@@ -45,6 +50,9 @@ TOP_FIELDS = {
     "series": SERIES_INSTANCE_UID,
     "study_id": STUDY_ID,
     "frame_of_reference": FRAME_OF_REFERENCE_UID,
+    # identifiers only ``anonpipe-audit`` reads (searched for in the outputs)
+    "accession": ACCESSION_NUMBER,
+    "study_date": STUDY_DATE,
 }
 
 
@@ -67,6 +75,20 @@ def _collect_uids(df: DicomFile, elements: list[Element], replaced: frozenset[in
                     mapped.add(uid)
 
 
+def _other_ids(df: DicomFile) -> list[str]:
+    """Other Patient IDs (0010,1000) and the Patient IDs of (0010,1002) items, top level."""
+    found: list[str] = []
+    value = df.top_text(OTHER_PATIENT_IDS)
+    if value:
+        found += value.split("\\")
+    seq = df.top(OTHER_PATIENT_IDS_SEQUENCE)
+    for item in (seq.items or []) if seq is not None else []:
+        for el in item.elements:
+            if el.tag == PATIENT_ID and not el.undefined and el.length:
+                found.append(el.value(df.body).decode("latin-1"))
+    return sorted({v.strip("\0 ") for v in found} - {""})
+
+
 def replaced_tags(profile: Any = DEFAULT_PROFILE) -> frozenset[int]:
     """Tags whose UIDs the profile replaces (action U): a profile name, spec or compiled."""
     actions = get_profile(profile).actions
@@ -83,14 +105,16 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
 
     ``uids`` is every UID (VR UI) at any depth, ``replace`` the subset under the tags in
     ``replaced`` (default: the default profile's action-U tags); ``deidentified`` is true
-    when (0400,0500) is present or (0012,0062) is YES.
+    when (0400,0500) is present or (0012,0062) is YES.  ``accession``, ``study_date`` and
+    ``other_ids`` (only when present) are for ``anonpipe-audit``, which searches the outputs
+    for every identifier the inventory records.
     """
     row: dict[str, Any] = {}
     try:
         st = os.stat(path)
         row["size"] = st.st_size
         row["mtime_ns"] = st.st_mtime_ns
-        df = read_header(path)
+        df = read_header(path, private_runs=True)  # private non-UID elements: runs
     except AnonpipeError as exc:
         row.update(error_kind=type(exc).__name__, error=str(exc))
         return row
@@ -118,6 +142,9 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
     _collect_uids(df, df.elements, replaced, every, mapped)
     row["uids"] = sorted(every)
     row["replace"] = sorted(mapped)
+    other = _other_ids(df)
+    if other:
+        row["other_ids"] = other
     return row
 
 

@@ -20,13 +20,12 @@ pseudonyms instead of an empty value.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pydicom.datadict import tag_for_keyword
 
 from tasks import _profile_table as table
 from tasks.errors import ProfileError
@@ -84,6 +83,7 @@ class ProfileSpec:
     method_code_sequence: bool = True
 
 
+@functools.cache
 def _row_keywords() -> dict[str, int]:
     return {row[2]: row[1] for row in table.ROWS if row[1] is not None}
 
@@ -94,9 +94,13 @@ def parse_attribute(text: object, where: str) -> int:
         m = re.fullmatch(r"\(?\s*([0-9A-Fa-f]{4})\s*,\s*([0-9A-Fa-f]{4})\s*\)?", text)
         if m:
             return int(m.group(1) + m.group(2), 16)
-        tag = tag_for_keyword(text)
+        # the table's keywords first (they are pydicom's): a profile naming only Table E.1-1
+        # attributes never loads pydicom's dictionary (start-up time)
+        tag = _row_keywords().get(text)
         if tag is None:
-            tag = _row_keywords().get(text)
+            from pydicom.datadict import tag_for_keyword
+
+            tag = tag_for_keyword(text)
         if tag is not None:
             return tag
     raise ProfileError(f"{where}: unknown attribute {text!r} (use a DICOM keyword or (gggg,eeee))")

@@ -18,9 +18,10 @@ from tests.pipeline.slowop import SlowDeidentify
 
 def main(argv: list[str]) -> int:
     src, out, store, workers, delay = argv[0], argv[1], argv[2], int(argv[3]), float(argv[4])
+    pool = argv[5] if len(argv) > 5 else "dask"  # TreeJob.local_pool
     op = SlowDeidentify(Deidentify(DeidentifySettings(secret=SECRET)), delay)
     job = deid_job(Path(src), Path(out), Path(store), operation=op, workers=workers,
-                   inline_below=0, batch_files=5)
+                   inline_below=0, batch_files=5, local_pool=pool)
     summary = run_tree(job)
     print(json.dumps({"done": summary.done, "skipped": summary.skipped,
                       "failed": summary.failed}))

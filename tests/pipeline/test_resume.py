@@ -18,10 +18,11 @@ from tests.pipeline.conftest import FILES, tree_digest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _driver(src: Path, out: Path, store: Path, workers: int, delay: float) -> subprocess.Popen[str]:
+def _driver(src: Path, out: Path, store: Path, workers: int, delay: float,
+            pool: str = "dask") -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.pipeline.driver", str(src), str(out), str(store),
-         str(workers), str(delay)],
+         str(workers), str(delay), pool],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
@@ -40,11 +41,11 @@ def _wait_group_gone(pgid: int, timeout: float = 20) -> None:
     pytest.fail("processes of the killed driver outlived it")
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_sigkill_of_the_driver_then_rerun(workers: int, archive: Path,
+@pytest.mark.parametrize(("workers", "pool"), [(0, "dask"), (2, "dask"), (2, "processes")])
+def test_sigkill_of_the_driver_then_rerun(workers: int, pool: str, archive: Path,
                                           reference: dict[str, str], tmp_path: Path) -> None:
     out, store = tmp_path / "out", tmp_path / "store.sqlite"
-    proc = _driver(archive, out, store, workers, 0.03)
+    proc = _driver(archive, out, store, workers, 0.03, pool)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if len(list(out.rglob("*.dcm"))) >= 30:
@@ -57,7 +58,7 @@ def test_sigkill_of_the_driver_then_rerun(workers: int, archive: Path,
     assert 30 <= written < FILES
     _wait_group_gone(proc.pid)
 
-    rerun = _driver(archive, out, store, workers, 0.03)
+    rerun = _driver(archive, out, store, workers, 0.03, pool)
     stdout, stderr = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, stderr
     summary = json.loads(stdout.strip().splitlines()[-1])

@@ -111,8 +111,12 @@ def test_pass_one_rejections_stop_before_writing(archive: Path, tmp_path: Path) 
     assert summary.errors == [("P0001/notes.dcm", "DicomFormatError", summary.errors[0][2])]
     assert not out.exists() or not any(out.rglob("*"))
     report = json.loads(summary.report_path.read_text())  # type: ignore[union-attr]
-    assert report["stopped_early"] and report["errors"]["DicomFormatError"]["files"][0][
-        "path"] == "P0001/notes.dcm"
+    entry = report["errors"]["DicomFormatError"]
+    assert report["stopped_early"] and entry["count"] == 1 and len(entry["reasons"]) == 1
+    assert "notes.dcm" not in summary.report_path.read_text()  # type: ignore[union-attr]
+    debug = run_tree(deid_job(src, out, verbosity=3), console=Console(file=io.StringIO()))
+    report = json.loads(debug.report_path.read_text())  # type: ignore[union-attr]
+    assert report["errors"]["DicomFormatError"]["files"][0]["path"] == "P0001/notes.dcm"
 
     goes_on = run_tree(deid_job(src, out, continue_on_error=True))
     assert (goes_on.done, goes_on.skipped, goes_on.failed) == (FILES, 1, 0)

@@ -1,0 +1,370 @@
+"""``make bench``: anonpipe against gdcmanon and ``cp -r`` on the same archives, same run.
+
+Archives come from ``anonpipe-sample`` (deterministic).  Each command runs several times,
+interleaved (A B C A B C ...) so drifting page-cache and disk state hit every command alike;
+medians are reported with the ratios anonpipe/gdcmanon and anonpipe/cp, files/s, MB/s, CPU
+ms per file (user+sys of the whole process tree) and peak memory (driver, and the largest
+other process of the tree, i.e. a dask worker).  Results go to ``benchmarks/results/`` as
+JSON so runs can be compared over time.  Timing assertions do not belong in unit tests:
+the targets are checked here and printed as PASS/MISS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SETTLE_SECONDS = 3.0
+TINY_LIMIT = 0.25  # s: a 20-file run is interpreter start-up, imports and no workers
+
+
+@dataclass(frozen=True)
+class Archive:
+    name: str
+    args: tuple[str, ...]  # anonpipe-sample arguments
+
+
+ARCHIVES = {
+    "tiny20": Archive("tiny20", ("--patients", "1", "--studies", "1", "--series", "2",
+                                 "--instances", "10")),
+    "small2k": Archive("small2k", ("--patients", "50", "--studies", "2", "--series", "2",
+                                   "--instances", "10")),
+    "small20k": Archive("small20k", ("--patients", "500", "--studies", "2", "--series", "2",
+                                     "--instances", "10")),
+    "large200": Archive("large200", ("--patients", "10", "--studies", "1", "--series", "2",
+                                     "--instances", "10", "--kind", "large-ct")),
+}
+
+
+@dataclass
+class Sample:
+    wall: float
+    cpu: float  # user + system, the whole process tree
+    driver_rss_mb: float
+    worker_rss_mb: float
+    returncode: int
+    user: float = 0.0
+    system: float = 0.0  # on this VM mostly page-cache writes: noisy (see README)
+
+
+@dataclass
+class Result:
+    archive: str
+    command: str
+    files: int
+    megabytes: float
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(s.wall for s in self.samples)
+
+    @property
+    def cpu_ms_per_file(self) -> float:
+        return statistics.median(s.cpu for s in self.samples) * 1000 / max(self.files, 1)
+
+    @property
+    def user_ms_per_file(self) -> float:
+        return statistics.median(s.user for s in self.samples) * 1000 / max(self.files, 1)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "archive": self.archive, "command": self.command, "files": self.files,
+            "megabytes": round(self.megabytes, 1), "wall_median_s": round(self.wall, 3),
+            "wall_all_s": [round(s.wall, 3) for s in self.samples],
+            "files_per_s": round(self.files / self.wall, 1) if self.wall else None,
+            "mb_per_s": round(self.megabytes / self.wall, 1) if self.wall else None,
+            "cpu_ms_per_file": round(self.cpu_ms_per_file, 3),
+            "user_ms_per_file": round(self.user_ms_per_file, 3),
+            "driver_peak_rss_mb": round(max(s.driver_rss_mb for s in self.samples), 1),
+            "worker_peak_rss_mb": round(max(s.worker_rss_mb for s in self.samples), 1),
+            "failures": sum(1 for s in self.samples if s.returncode != 0),
+        }
+
+
+class TreeSampler(threading.Thread):
+    """Samples the RSS of a process and its descendants every 20 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.driver = 0
+        self.worker = 0
+        self.running = True
+
+    def run(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while self.running:
+            try:
+                self.driver = max(self.driver, root.memory_info().rss)
+                for child in root.children(recursive=True):
+                    try:
+                        self.worker = max(self.worker, child.memory_info().rss)
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                return
+            time.sleep(0.02)
+
+
+def measure(argv: list[str], env: dict[str, str]) -> Sample:
+    """Run ``argv``; wall time, CPU of the whole tree (wait4 rusage) and peak RSS."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    sampler = TreeSampler(proc.pid)
+    sampler.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    sampler.running = False
+    sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        print(f"    ! {' '.join(argv[:3])}... exit {proc.returncode}: {err.strip()[:300]}")
+    return Sample(wall, usage.ru_utime + usage.ru_stime, sampler.driver / 2**20,
+                  sampler.worker / 2**20, proc.returncode, usage.ru_utime, usage.ru_stime)
+
+
+def tree_size(path: Path) -> tuple[int, float]:
+    files, size = 0, 0
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            files += 1
+            size += os.path.getsize(os.path.join(dirpath, name))
+    return files, size / 1e6
+
+
+def commands(archive: Path, work: Path, cert: Path, key: Path, gdcm: bool,
+             scaling: bool) -> dict[str, tuple[list[str], Path | None]]:
+    """name -> (argv, output folder to clear before each repetition)."""
+    anon = str(BIN / "anonpipe")
+    out = {name: work / f"out-{name}" for name in
+           ("cp", "gdcmanon", "anonpipe", "anonpipe-w1", "anonpipe-w2", "scan", "reid",
+            "gdcmanon-d")}
+    cmds: dict[str, tuple[list[str], Path | None]] = {
+        "cp -r": (["cp", "-r", str(archive), str(out["cp"])], out["cp"]),
+    }
+    if gdcm:
+        cmds["gdcmanon -e"] = (["gdcmanon", "-c", str(cert), "-e", "-r", "--continue",
+                                str(archive), str(out["gdcmanon"])], out["gdcmanon"])
+    base = [anon, "-c", str(cert), "-e", "-r", "-E", "--secret-file", str(work / "secret")]
+    cmds["anonpipe -e"] = (base + ["--store", str(work / "store-default.sqlite"),
+                                   str(archive), str(out["anonpipe"])], out["anonpipe"])
+    cmds["anonpipe -e --workers 1"] = (
+        base + ["--workers", "1", "--store", str(work / "store-w1.sqlite"), str(archive),
+                str(out["anonpipe-w1"])], out["anonpipe-w1"])
+    if scaling:
+        cmds["anonpipe -e --workers 2"] = (
+            base + ["--workers", "2", "--store", str(work / "store-w2.sqlite"), str(archive),
+                    str(out["anonpipe-w2"])], out["anonpipe-w2"])
+    cmds["anonpipe --scan-only"] = (
+        base + ["--scan-only", "--store", str(work / "store-scan.sqlite"), str(archive),
+                str(out["scan"])], None)
+    cmds["anonpipe -d"] = ([anon, "-k", str(key), "-d", "-r", "-E", "--store",
+                            str(work / "store-reid.sqlite"), str(out["anonpipe-w1"]),
+                            str(out["reid"])], out["reid"])
+    if gdcm:
+        cmds["gdcmanon -d"] = (["gdcmanon", "-k", str(key), "-d", "-r", "--continue",
+                                str(out["gdcmanon"]), str(out["gdcmanon-d"])], out["gdcmanon-d"])
+    return cmds
+
+
+def reset(work: Path, output: Path | None) -> None:
+    """Clear a command's output before it runs: moved aside, not deleted (see settle)."""
+    if output is not None and output.exists():
+        trash = work / "trash"
+        trash.mkdir(exist_ok=True)
+        output.rename(trash / f"{output.name}-{time.monotonic_ns()}")
+    for store in work.glob("store-*.sqlite*"):
+        if not store.name.endswith(".secret"):
+            store.unlink()
+
+
+def settle(work: Path) -> None:
+    """Delete the moved-aside outputs, unmeasured, and let the disk catch up.
+
+    Why: on this machine's ext4 (mounted with ``discard``) deleting thousands of files makes
+    the next few seconds of file creation pay in system time (measured: the same
+    ``gdcmanon`` run 0.7 s, or 2.5 s right after an ``rm -rf`` of the previous output).
+    Deleting between repetitions would charge that to whichever command runs next.
+    """
+    trash = work / "trash"
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.sync()
+    time.sleep(SETTLE_SECONDS)
+
+
+def bench_archive(name: str, work: Path, reps: int, cert: Path, key: Path, gdcm: bool,
+                  env: dict[str, str]) -> list[Result]:
+    archive = work / f"archive-{name}"
+    if not archive.exists():
+        subprocess.run([str(BIN / "anonpipe-sample"), str(archive), "--seed", "1",
+                        *ARCHIVES[name].args], check=True, stdout=subprocess.DEVNULL)
+    files, megabytes = tree_size(archive)
+    print(f"\n== {name}: {files} files, {megabytes:.1f} MB, {reps} repetitions, interleaved")
+    cmds = commands(archive, work, cert, key, gdcm, scaling=name == "small20k")
+    results = {c: Result(name, c, files, megabytes) for c in cmds}
+    order = list(cmds)
+    # unmeasured warm-up: the archive into the page cache, the disk past earlier deletions
+    warm = work / "trash" / f"warm-{name}"
+    warm.parent.mkdir(exist_ok=True)
+    subprocess.run(["cp", "-r", str(archive), str(warm)], check=True)
+    settle(work)
+    for rep in range(reps):
+        for label in order:
+            argv, output = cmds[label]
+            if label.endswith("-d"):
+                continue  # after the de-identification it needs
+            reset(work, output)
+            results[label].samples.append(measure(argv, env))
+        for label in order:
+            if label.endswith("-d"):
+                argv, output = cmds[label]
+                reset(work, output)
+                results[label].samples.append(measure(argv, env))
+        print(f"  repetition {rep + 1}/{reps} done")
+        settle(work)
+    return list(results.values())
+
+
+def print_table(results: list[Result]) -> None:
+    by_key = {(r.archive, r.command): r for r in results}
+    header = (f"{'archive':9} {'command':26} {'wall s':>8} {'files/s':>9} {'MB/s':>7} "
+              f"{'CPU ms/f':>9} {'user ms/f':>9} {'drv MB':>7} {'wrk MB':>7} {'/gdcmanon':>9} "
+              f"{'/cp':>6}")
+    print("\n" + header + "\n" + "-" * len(header))
+    for r in results:
+        gd = by_key.get((r.archive, "gdcmanon -e" if "-d" not in r.command else "gdcmanon -d"))
+        cp = by_key.get((r.archive, "cp -r"))
+        ratio_g = f"{r.wall / gd.wall:9.2f}" if gd and r.command.startswith("anonpipe") else " " * 9
+        ratio_c = f"{r.wall / cp.wall:6.2f}" if cp and r.command.startswith("anonpipe") else " " * 6
+        s = r.summary()
+        print(f"{r.archive:9} {r.command:26} {r.wall:8.3f} {s['files_per_s']:>9} "
+              f"{s['mb_per_s']:>7} {r.cpu_ms_per_file:9.3f} {r.user_ms_per_file:9.3f} "
+              f"{s['driver_peak_rss_mb']:>7} "
+              f"{s['worker_peak_rss_mb']:>7} {ratio_g} {ratio_c}")
+
+
+def targets(results: list[Result]) -> list[tuple[str, bool, str]]:
+    """Issue 6's targets, judged on this run's medians."""
+    by_key = {(r.archive, r.command): r for r in results}
+    checks: list[tuple[str, bool, str]] = []
+
+    def get(archive: str, command: str) -> Result | None:
+        return by_key.get((archive, command))
+
+    a, g = get("small20k", "anonpipe -e"), get("small20k", "gdcmanon -e")
+    if a and g:
+        checks.append(("20k: anonpipe >= 1.5x faster than gdcmanon", g.wall / a.wall >= 1.5,
+                       f"speed-up {g.wall / a.wall:.2f}x"))
+    w1 = get("small20k", "anonpipe -e --workers 1") or get("small2k", "anonpipe -e --workers 1")
+    if w1:
+        checks.append(("--workers 1 <= 0.6 ms CPU per small file", w1.cpu_ms_per_file <= 0.6,
+                       f"{w1.cpu_ms_per_file:.3f} ms"))
+    a, g = get("small2k", "anonpipe -e"), get("small2k", "gdcmanon -e")
+    if a and g:
+        checks.append(("2k: no slower than gdcmanon", a.wall <= g.wall,
+                       f"{a.wall:.2f} s vs {g.wall:.2f} s"))
+    scan = get("small20k", "anonpipe --scan-only") or get("small2k", "anonpipe --scan-only")
+    if scan:
+        rate = scan.files / scan.wall
+        checks.append(("pass 1 >= 3000 files/s", rate >= 3000, f"{rate:.0f} files/s"))
+    a, c = get("large200", "anonpipe -e"), get("large200", "cp -r")
+    if a and c:
+        checks.append(("large files within 2x of cp -r", a.wall <= 2 * c.wall,
+                       f"{a.wall / c.wall:.2f}x"))
+    worst = max((max(s.worker_rss_mb for s in r.samples) for r in results
+                 if r.command.startswith("anonpipe")), default=0.0)
+    checks.append(("peak memory per worker < 200 MB", worst < 200, f"{worst:.0f} MB"))
+    a, g = get("tiny20", "anonpipe -e"), get("tiny20", "gdcmanon -e")
+    if a:
+        detail = f"{a.wall:.3f} s" + (f" (gdcmanon {g.wall:.3f} s)" if g else "")
+        checks.append((f"20 files: start-up does not dominate, <= {TINY_LIMIT} s",
+                       a.wall <= TINY_LIMIT, detail))
+    return checks
+
+
+def scaling(results: list[Result]) -> list[str]:
+    """Speed-up with --workers N (N = 1, 2) over the same archive, and what bounds it."""
+    by_key = {(r.archive, r.command): r for r in results}
+    lines = []
+    for archive in dict.fromkeys(r.archive for r in results):
+        one = by_key.get((archive, "anonpipe -e --workers 1"))
+        two = by_key.get((archive, "anonpipe -e --workers 2"))
+        if one and two:
+            lines.append(f"{archive}: --workers 1 {one.wall:.2f} s, --workers 2 {two.wall:.2f} s "
+                         f"-> speed-up {one.wall / two.wall:.2f}x (CPU {one.cpu_ms_per_file:.3f} "
+                         f"-> {two.cpu_ms_per_file:.3f} ms/file)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archives", default=os.environ.get(
+        "BENCH_ARCHIVES", "tiny20,small2k,large200,small20k"))
+    parser.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    cert, key = args.work / "cert.pem", args.work / "key.pem"
+    if not cert.exists():
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "365", "-subj", "/CN=bench", "-keyout", str(key), "-out", str(cert)],
+                       check=True, capture_output=True)
+    # what an installed anonpipe has: compiled bytecode (pip compiles at install; an editable
+    # checkout run with PYTHONDONTWRITEBYTECODE=1 would recompile every module on every run)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "pipeline"),
+                    str(ROOT / "tasks")], check=True)
+    gdcm = shutil.which("gdcmanon") is not None
+    if not gdcm:
+        print("gdcmanon not found: its rows and ratios are missing (make test installs it)")
+    env = {**os.environ, "ANONPIPE_STATE_DIR": str(args.work / "state")}
+    load_start = os.getloadavg()  # other work on the machine skews every figure: recorded
+    results: list[Result] = []
+    for name in args.archives.split(","):
+        results += bench_archive(name.strip(), args.work, args.reps, cert, key, gdcm, env)
+    print_table(results)
+    checks = targets(results)
+    print()
+    for label, ok, detail in checks:
+        print(f"  {'PASS' if ok else 'MISS'}  {label}: {detail}")
+    notes = scaling(results)
+    for line in notes:
+        print(f"  scaling  {line}")
+    args.results.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path = args.results / f"bench-{stamp}.json"
+    path.write_text(json.dumps({
+        "when": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                   "platform": platform.platform()},
+        "results": [r.summary() for r in results],
+        "targets": [{"target": t, "met": ok, "measured": d} for t, ok, d in checks],
+        "scaling": notes, "load_average": {"start": load_start, "end": os.getloadavg()},
+        "raw": [asdict(s) | {"archive": r.archive, "command": r.command}
+                for r in results for s in r.samples],
+    }, indent=2))
+    print(f"\nresults: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Local worker processes (``local_pool="processes"``, the command line's choice): same bytes
+as inline, a file that kills its worker is isolated, small runs start no processes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.cli import build_parser
+from pipeline.cluster import ProcessPool, open_client
+from pipeline.options import PROCESSES_INLINE_BELOW, build_run
+from pipeline.runner import run_tree
+from pipeline.store import Store
+from tasks.deidentify import Deidentify, DeidentifySettings
+from tasks.model import Status
+from tests.pipeline.conftest import FILES, SECRET, deid_job, tree_digest
+from tests.pipeline.slowop import PoisonDeidentify
+
+POISON = "P0002/ST01/SE02/IM0004.dcm"
+
+
+def test_process_pool_matches_inline(archive: Path, reference: dict[str, str],
+                                     tmp_path: Path) -> None:
+    job = deid_job(archive, tmp_path / "out", workers=2, local_pool="processes",
+                   inline_below=0, batch_files=7, scan_batch_files=16)
+    summary = run_tree(job)
+    assert (summary.done, summary.failed) == (FILES, 0)
+    assert tree_digest(tmp_path / "out") == reference
+    assert summary.report_path is not None
+    assert "local processes (2 workers)" in summary.report_path.read_text()
+    with Store(job.store) as store:  # type: ignore[arg-type]
+        assert store.journal_counts() == {Status.DONE.value: FILES}
+
+
+def test_a_file_that_kills_its_worker_is_isolated(archive: Path, reference: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    op = PoisonDeidentify(Deidentify(DeidentifySettings(secret=SECRET)), POISON)
+    job = deid_job(archive, tmp_path / "out", operation=op, workers=2, local_pool="processes",
+                   inline_below=0, batch_files=10, retries=0, continue_on_error=True)
+    summary = run_tree(job)
+    assert summary.errors == [(POISON, "WorkerLost", "processing task failed: BrokenProcessPool")]
+    assert (summary.done, summary.failed) == (FILES - 1, 1)
+    produced = tree_digest(tmp_path / "out")
+    assert produced == {k: v for k, v in reference.items() if k != POISON}
+
+
+def test_a_crashed_batch_is_retried_before_it_is_split(tmp_path: Path) -> None:
+    """A task the broken pool took down is re-run (``retries``) on a fresh pool."""
+    pool = ProcessPool(2, retries=1)
+    try:
+        outcomes = list(pool.imap(_crash_once, [str(tmp_path / "flag"), "x", "y"]))
+    finally:
+        pool.close()
+    assert [o.error for o in outcomes] == [None, None, None]
+    assert sorted(o.result["value"] for o in outcomes if o.result) == ["ok", "x", "y"]
+    assert pool.restarts >= 1
+
+
+def _crash_once(flag: str) -> dict[str, str]:
+    import os
+
+    if flag.endswith("flag"):
+        if not os.path.exists(flag):
+            open(flag, "w").close()
+            os._exit(3)
+        return {"value": "ok"}
+    return {"value": flag}
+
+
+def test_small_runs_start_no_processes(archive: Path, tmp_path: Path) -> None:
+    job = deid_job(archive, tmp_path / "out", workers=2, local_pool="processes",
+                   inline_below=PROCESSES_INLINE_BELOW)
+    assert FILES < PROCESSES_INLINE_BELOW
+    with open_client(job) as backend:
+        assert backend.pool(FILES).kind == "inline"
+        assert backend.pool(PROCESSES_INLINE_BELOW).kind == "processes"
+    assert "inline" in run_tree(job).report_path.read_text()  # type: ignore[union-attr]
+
+
+def test_scan_only_through_the_pool(archive: Path, tmp_path: Path) -> None:
+    job = deid_job(archive, tmp_path / "out", workers=2, local_pool="processes",
+                   inline_below=0, scan_only=True, scan_batch_files=25)
+    run_tree(job)
+    with Store(job.store) as store:  # type: ignore[arg-type]
+        counts = store.counts()
+    assert counts["files"] == FILES and counts["unreadable"] == 0
+
+
+def test_command_line_uses_the_process_pool(archive: Path, tmp_path: Path) -> None:
+    args: argparse.Namespace = build_parser().parse_args(
+        ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret"),
+         str(archive), str(tmp_path / "out")])
+    job = build_run(args)
+    assert job.local_pool == "processes"  # type: ignore[union-attr]
+    assert job.inline_below == PROCESSES_INLINE_BELOW  # type: ignore[union-attr]
+    args = build_parser().parse_args(
+        ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret"),
+         "--cluster", "local", str(archive), str(tmp_path / "out")])
+    job = build_run(args)
+    with open_client(job) as backend:  # type: ignore[arg-type]
+        assert not backend.local_processes  # --cluster local: a dask LocalCluster

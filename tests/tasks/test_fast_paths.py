@@ -1,0 +1,345 @@
+"""The performance paths keep their contracts (issue 6): batch durability, single-parse
+header reads, a lazy pydicom dictionary, the cached/one-shot HMAC and the reworked render."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tasks import dicomio, fileio
+from tasks.batch import run_batch
+from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
+from tasks.dicomio import _dictionary_lookup, dictionary_vr, read_dicom, read_header
+from tasks.errors import DicomFormatError, OutputError
+from tasks.model import Batch, Status, WorkItem
+from tests.conftest import pydicom_file
+
+REPO = Path(__file__).resolve().parents[2]
+SECRET = b"fast-paths-secret-0123456789abcd"
+
+
+# --------------------------------------------------------------------------- durability
+
+
+def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(fileio.os, "fsync", counting)
+    return calls
+
+
+def test_write_atomic_alone_fsyncs_each_file(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_fsyncs(monkeypatch)
+    fileio.write_atomic(tmp_path / "a" / "b" / "x.dcm", b"data")
+    assert (tmp_path / "a" / "b" / "x.dcm").read_bytes() == b"data"
+    assert len(calls) == 1
+
+
+def test_deferred_writes_are_synced_once_per_batch(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_fsyncs(monkeypatch)
+    synced: list[int] = []
+    real = fileio._syncfs()
+    assert real is not None or sys.platform != "linux"
+
+    def syncfs(fd: int) -> None:
+        synced.append(fd)
+        if real is not None:
+            real(fd)  # type: ignore[operator]
+
+    monkeypatch.setattr(fileio, "_SYNCFS", [syncfs])
+    with fileio.deferred_durability() as durable:
+        for i in range(20):
+            fileio.write_atomic(tmp_path / f"s{i % 3}" / f"{i}.dcm", b"x" * i)
+        assert not calls and not synced  # nothing durable yet: the caller must commit
+        durable.commit()
+    assert not calls and len(synced) == 1  # one file system: one syncfs
+    assert sorted(p.name for p in tmp_path.rglob("*.dcm")) == sorted(f"{i}.dcm" for i in range(20))
+    assert not list(tmp_path.rglob(f"*{fileio.TEMP_MARKER}*"))
+
+
+def test_without_syncfs_each_file_and_folder_is_fsynced(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_fsyncs(monkeypatch)
+    monkeypatch.setattr(fileio, "_SYNCFS", [None])
+    with fileio.deferred_durability() as durable:
+        for i in range(4):
+            fileio.write_atomic(tmp_path / "d" / f"{i}.dcm", b"abc")
+        durable.commit()
+    assert len(calls) == 4 + 1  # four files, their folder
+
+
+def test_a_failed_batch_sync_fails_the_done_rows(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(fileio, "_SYNCFS", [broken])
+    src = pydicom_file("CT_small.dcm")
+    items = (WorkItem(str(src), str(tmp_path / "out" / "a.dcm"), "a.dcm", 1),
+             WorkItem(str(tmp_path / "missing.dcm"), str(tmp_path / "out" / "b.dcm"), "b.dcm", 1))
+    result = run_batch(Batch(1, items), Deidentify(DeidentifySettings(secret=SECRET)))
+    rows = {row["source"]: row for row in result["rows"]}
+    assert rows["a.dcm"]["status"] == Status.FAILED.value
+    assert rows["a.dcm"]["error_kind"] == "OutputError"
+    assert "durable" in str(rows["a.dcm"]["error"])
+    assert rows["b.dcm"]["error_kind"] == "DicomFormatError"  # its own failure is kept
+
+
+def test_deferred_durability_ends_with_its_block(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _count_fsyncs(monkeypatch)
+    with fileio.deferred_durability():
+        pass
+    fileio.write_atomic(tmp_path / "after.dcm", b"z")
+    assert len(calls) == 1
+
+
+def test_output_folder_that_is_a_file_is_an_output_error(tmp_path: Path) -> None:
+    (tmp_path / "P1").write_bytes(b"a file where a folder must go")
+    with pytest.raises(OutputError, match="cannot create output folder"):
+        fileio.write_atomic(tmp_path / "P1" / "x.dcm", b"data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["P1"]
+
+
+# --------------------------------------------------------------------------- header reads
+
+
+def _counting_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    sizes: list[int] = []
+    real = dicomio._read_dicom
+
+    def counting(data: bytes, stop_at_pixels: bool, private_runs: bool = False):  # type: ignore[no-untyped-def]
+        sizes.append(len(data))
+        return real(data, stop_at_pixels, private_runs)
+
+    monkeypatch.setattr(dicomio, "_read_dicom", counting)
+    return sizes
+
+
+def test_header_read_parses_once_when_pixels_lie_beyond_the_first_chunk(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    path = pydicom_file("CT_small.dcm")  # 39 KB: header ~7 KB, then 32 KB of pixels
+    sizes = _counting_parses(monkeypatch)
+    df = read_header(path)
+    assert sizes == [16384] and not df.complete
+    assert df.elements[-1].tag < dicomio.PIXEL_DATA
+    assert [el.tag for el in df.elements] == [
+        el.tag for el in read_dicom(path.read_bytes()).elements if el.tag < dicomio.PIXEL_DATA]
+
+
+def test_header_longer_than_the_first_chunk_is_read_on(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = pydicom_file("CT_small.dcm")
+    whole = read_dicom(path.read_bytes())
+    sizes = _counting_parses(monkeypatch)
+    df = read_header(path, first_chunk=1024)
+    assert len(sizes) > 1 and sizes == sorted(sizes)
+    assert [el.tag for el in df.elements] == [
+        el.tag for el in whole.elements if el.tag < dicomio.PIXEL_DATA]
+
+
+def test_small_file_read_whole_in_one_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = pydicom_file("MR_small.dcm")  # 9.8 KB: shorter than the first chunk
+    sizes = _counting_parses(monkeypatch)
+    read_header(path)
+    assert sizes == [path.stat().st_size]
+
+
+def test_truncated_header_still_raises(tmp_path: Path) -> None:
+    data = pydicom_file("CT_small.dcm").read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:3000])  # inside the header
+    with pytest.raises(DicomFormatError):
+        read_header(cut, first_chunk=1024)
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def test_dictionary_vrs_of_common_tags_match_pydicom() -> None:
+    for tag, vr in dicomio._COMMON_VRS.items():
+        assert _dictionary_lookup(tag) == vr == dictionary_vr(tag)
+
+
+def test_explicit_vr_run_never_loads_pydicom_or_dask(tmp_path: Path) -> None:
+    """The command line's imports stay light: pydicom (and numpy, PIL) only for implicit
+    VR files, dask only when a dask cluster starts."""
+    code = (
+        "import sys\n"
+        "import pipeline.cli, pipeline.options, pipeline.runner, tasks.deidentify\n"
+        "from pathlib import Path\n"
+        "from tasks.deidentify import DeidentifySettings, deidentify_bytes\n"
+        f"deidentify_bytes(Path({str(pydicom_file('CT_small.dcm'))!r}).read_bytes(),\n"
+        f"                 DeidentifySettings(secret={SECRET!r}))\n"
+        "heavy = {'pydicom', 'dask', 'distributed', 'numpy', 'PIL'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.stdout.strip() == "[]"
+
+
+def test_implicit_vr_files_still_get_dictionary_vrs() -> None:
+    import io
+
+    import pydicom
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    ds = pydicom.dcmread(pydicom_file("MR_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    df = read_dicom(buffer.getvalue())
+    vrs = {el.tag: el.vr for el in df.elements}
+    assert df.enc.implicit and vrs[0x00100010] == "PN" and vrs[0x00280010] == "US"
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def test_output_is_the_same_with_and_without_encryption_render_shortcut(pki) -> None:  # type: ignore[no-untyped-def]
+    """The body is rendered once when encrypting; group lengths still follow the edits."""
+    from tasks.crypto import EnvelopeEncryptor, load_certificate
+    from tasks.reidentify import ReidentifySettings, reidentify_bytes
+
+    original = pydicom_file("CT_small.dcm").read_bytes()
+    settings = DeidentifySettings(
+        secret=SECRET, encryptor=EnvelopeEncryptor(certificates=(load_certificate(pki.cert),)))
+    out = deidentify_bytes(original, settings)
+    irreversible = deidentify_bytes(original, DeidentifySettings(secret=SECRET))
+    a, b = read_dicom(out), read_dicom(irreversible)
+    assert a.top(0x04000500) is not None and b.top(0x04000500) is None
+    assert reidentify_bytes(out, ReidentifySettings(key_pem=pki.key.read_bytes())) == original
+
+
+def test_new_uid_cache_is_per_secret_and_root() -> None:
+    from tasks.uids import new_uid
+
+    assert new_uid(b"a", "2.25", "1.2.3") == new_uid(b"a", "2.25", "1.2.3")
+    assert new_uid(b"a", "2.25", "1.2.3") != new_uid(b"b", "2.25", "1.2.3")
+    assert new_uid(b"a", "1.2.826.0.1.3680043.2.1143", "1.2.3").startswith(
+        "1.2.826.0.1.3680043.2.1143.")
+
+
+# --------------------------------------------------------------------------- private runs
+
+
+def _corpus() -> list[Path]:
+    import pydicom
+
+    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    return sorted(p for p in folder.glob("*.dcm") if p.stat().st_size < 3_000_000)
+
+
+def _sample_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    from pipeline.sample import generate_archive
+
+    root = tmp_path_factory.mktemp("runs") / "in"
+    generate_archive(root, patients=1, studies=1, series=2, instances=2, seed=3)
+    return sorted(root.rglob("*.dcm"))
+
+
+@pytest.fixture(scope="module")
+def run_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return _corpus() + _sample_files(tmp_path_factory)
+
+
+def test_private_runs_give_the_same_outputs(run_corpus: list[Path], pki,  # type: ignore[no-untyped-def]
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading private elements as runs changes nothing in what -e writes (or refuses)."""
+    import tasks.deidentify as deid
+    from tasks.crypto import EnvelopeEncryptor, load_certificate
+    from tasks.errors import AnonpipeError
+    from tasks.reidentify import ReidentifySettings, reidentify_bytes
+
+    def outcome(data: bytes, settings: DeidentifySettings) -> bytes | str:
+        try:
+            return deidentify_bytes(data, settings)
+        except AnonpipeError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    settings = DeidentifySettings(secret=SECRET, allow_burned_in=True)
+    reversible = DeidentifySettings(
+        secret=SECRET, allow_burned_in=True,
+        encryptor=EnvelopeEncryptor(certificates=(load_certificate(pki.cert),)))
+    reid = ReidentifySettings(key_pem=pki.key.read_bytes())
+    compared = with_runs = 0
+    for path in run_corpus:
+        data = path.read_bytes()
+        fast = outcome(data, settings)
+        with monkeypatch.context() as patch:
+            patch.setattr(deid, "read_dicom",
+                          lambda d, private_runs=False: read_dicom(d))
+            slow = outcome(data, settings)
+        assert fast == slow, path.name
+        compared += 1
+        try:
+            runs = [el for el in read_dicom(data, private_runs=True).elements
+                    if el.length and el.tag & 0x10000
+                    and el.end - el.start > 8 + el.length]  # impossible for one element
+        except AnonpipeError:
+            continue
+        if isinstance(fast, bytes):
+            with_runs += bool(runs) or any(
+                el.tag & 0x10000 for el in read_dicom(data, private_runs=True).elements)
+            restored = reidentify_bytes(deidentify_bytes(data, reversible), reid)
+            assert restored == data, path.name  # the payload holds every private byte
+    assert compared > 50 and with_runs > 5
+
+
+def test_private_runs_give_the_same_scan_rows(run_corpus: list[Path],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import inventory
+
+    for path in run_corpus:
+        fast = inventory.scan_file(path)
+        with monkeypatch.context() as patch:
+            patch.setattr(inventory, "read_header",
+                          lambda p, private_runs=False: read_header(p))
+            slow = inventory.scan_file(path)
+        assert fast == slow, path.name
+
+
+def test_private_runs_keep_the_order_check(tmp_path: Path) -> None:
+    """Private elements out of order inside a run are reported as before."""
+    import struct
+
+    def el(group: int, elem: int, vr: bytes, value: bytes) -> bytes:
+        return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+    meta_body = el(0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2.1\0")
+    meta = el(0x0002, 0x0000, b"UL", struct.pack("<I", len(meta_body))) + meta_body
+    body = (el(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0")
+            + el(0x0009, 0x0010, b"LO", b"ACME")
+            + el(0x0009, 0x1002, b"LO", b"AB")
+            + el(0x0009, 0x1001, b"LO", b"CD")  # out of order
+            + el(0x0010, 0x0010, b"PN", b"Doe^J "))
+    data = b"\0" * 128 + b"DICM" + meta + body
+    for runs in (False, True):
+        with pytest.raises(DicomFormatError, match="out of order"):
+            read_dicom(data, private_runs=runs)
+    body2 = (el(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0")
+             + el(0x0009, 0x0010, b"LO", b"ACME") + el(0x0009, 0x1005, b"LO", b"AB")
+             + el(0x0009, 0x1003, b"UI", b"1.2\0"))  # a UID ends the run, out of order
+    with pytest.raises(DicomFormatError, match="out of order"):
+        read_dicom(b"\0" * 128 + b"DICM" + meta + body2, private_runs=True)
+    ordered = (el(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0")
+               + el(0x0009, 0x0010, b"LO", b"ACME") + el(0x0009, 0x1001, b"LO", b"AB")
+               + el(0x0009, 0x1002, b"UI", b"1.2\0") + el(0x0009, 0x1003, b"LO", b"CD")
+               + el(0x0010, 0x0010, b"PN", b"Doe^J "))
+    df = read_dicom(b"\0" * 128 + b"DICM" + meta + ordered, private_runs=True)
+    assert [(e.tag, e.vr) for e in df.elements] == [
+        (0x00080016, "UI"), (0x00090010, "UN"), (0x00091002, "UI"), (0x00091003, "UN"),
+        (0x00100010, "PN")]
+    assert df.elements[1].value(df.body) == ordered[34:34 + 12 + 10]
