@@ -156,7 +156,7 @@ def commands(archive: Path, work: Path, cert: Path, key: Path, gdcm: bool,
     """name -> (argv, output folder to clear before each repetition)."""
     anon = str(BIN / "anonpipe")
     out = {name: work / f"out-{name}" for name in
-           ("cp", "gdcmanon", "anonpipe", "anonpipe-w1", "anonpipe-w2", "scan", "reid",
+           ("cp", "gdcmanon", "anonpipe", "anonpipe-pool", "anonpipe-w1", "anonpipe-w2", "scan", "reid",
             "gdcmanon-d")}
     cmds: dict[str, tuple[list[str], Path | None]] = {
         "cp -r": (["cp", "-r", str(archive), str(out["cp"])], out["cp"]),
@@ -167,6 +167,9 @@ def commands(archive: Path, work: Path, cert: Path, key: Path, gdcm: bool,
     base = [anon, "-c", str(cert), "-e", "-r", "-E", "--secret-file", str(work / "secret")]
     cmds["anonpipe -e"] = (base + ["--store", str(work / "store-default.sqlite"),
                                    str(archive), str(out["anonpipe"])], out["anonpipe"])
+    cmds["anonpipe -e --local-pool processes"] = (
+        base + ["--local-pool", "processes", "--store", str(work / "store-pool.sqlite"),
+                str(archive), str(out["anonpipe-pool"])], out["anonpipe-pool"])
     cmds["anonpipe -e --workers 1"] = (
         base + ["--workers", "1", "--store", str(work / "store-w1.sqlite"), str(archive),
                 str(out["anonpipe-w1"])], out["anonpipe-w1"])

@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--workers", type=int, action=_Once,
                       help="local dask workers (default: all cores; 0: inline, no dask)")
     pipe.add_argument("--scheduler", action=_Once, help="tcp://HOST:PORT of a dask scheduler")
+    pipe.add_argument("--local-pool", choices=("dask", "processes"), default="dask",
+                      help="local workers: a dask LocalCluster with its dashboard (default) or "
+                      "a plain process pool that starts faster (pays off on small runs)")
     pipe.add_argument("--cluster", action=_Once, help="job queue from configs/cluster/NAME.yaml")
     pipe.add_argument("--print-job-script", action="store_true",
                       help="print the job script --cluster would submit, then exit")

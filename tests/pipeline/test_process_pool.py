@@ -86,10 +86,13 @@ def test_scan_only_through_the_pool(archive: Path, tmp_path: Path) -> None:
     assert counts["files"] == FILES and counts["unreadable"] == 0
 
 
-def test_command_line_uses_the_process_pool(archive: Path, tmp_path: Path) -> None:
+def test_command_line_chooses_the_local_pool(archive: Path, tmp_path: Path) -> None:
+    """A dask LocalCluster by default (the product's promise); --local-pool processes opts in."""
+    base = ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret")]
+    job = build_run(build_parser().parse_args([*base, str(archive), str(tmp_path / "out")]))
+    assert job.local_pool == "dask"  # type: ignore[union-attr]
     args: argparse.Namespace = build_parser().parse_args(
-        ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret"),
-         str(archive), str(tmp_path / "out")])
+        [*base, "--local-pool", "processes", str(archive), str(tmp_path / "out")])
     job = build_run(args)
     assert job.local_pool == "processes"  # type: ignore[union-attr]
     assert job.inline_below == PROCESSES_INLINE_BELOW  # type: ignore[union-attr]
