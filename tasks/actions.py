@@ -71,34 +71,31 @@ def date_offset_days(secret: bytes, patient_id: bytes) -> int:
     return -(1 + int.from_bytes(digest[:8], "big") % MAX_OFFSET_DAYS)
 
 
-def shift_date(value: bytes, days: int) -> bytes | None:
-    """Shift every DA value of a (possibly multi-valued) DA; None if one is not YYYYMMDD."""
+def _shift_each(value: bytes, shift: Callable[[bytes], bytes | None]) -> bytes | None:
+    """Apply ``shift`` to every non-empty value of a multi-valued DA/DT; None if one fails."""
     out: list[bytes] = []
     for part in value.rstrip(b"\0 ").split(b"\\"):
         part = part.strip()
-        if not part:
-            out.append(part)
-            continue
-        shifted = _shift_yyyymmdd(part, days)
+        shifted = shift(part) if part else part
         if shifted is None:
             return None
         out.append(shifted)
     return b"\\".join(out)
 
 
+def shift_date(value: bytes, days: int) -> bytes | None:
+    """Shift every DA value of a (possibly multi-valued) DA; None if one is not YYYYMMDD."""
+    return _shift_each(value, lambda part: _shift_yyyymmdd(part, days))
+
+
 def shift_datetime(value: bytes, days: int) -> bytes | None:
     """Shift the date part of each DT value (time and offset kept); None if too short."""
-    out: list[bytes] = []
-    for part in value.rstrip(b"\0 ").split(b"\\"):
-        part = part.strip()
-        if not part:
-            out.append(part)
-            continue
+
+    def shift(part: bytes) -> bytes | None:
         head = _shift_yyyymmdd(part[:8], days)
-        if head is None:
-            return None
-        out.append(head + part[8:])
-    return b"\\".join(out)
+        return None if head is None else head + part[8:]
+
+    return _shift_each(value, shift)
 
 
 def _shift_yyyymmdd(text: bytes, days: int) -> bytes | None:
