@@ -230,13 +230,16 @@ class DaskPool:
 
     kind = "dask"
 
-    def __init__(self, client: Any, retries: int, description: str) -> None:
+    def __init__(self, client: Any, retries: int, description: str,
+                 dashboard: bool = True) -> None:
         self.client = client
         self.retries = retries
         self.description = description
         self._alive = (0.0, 0)
+        # a scheduler without a dashboard still has a link (to the default port): shown
+        # only where one is served
         self.dashboard: str | None = (
-            client.dashboard_link if importlib.util.find_spec("bokeh") else None)
+            client.dashboard_link if dashboard and importlib.util.find_spec("bokeh") else None)
 
     def imap(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P], *args: Any
              ) -> _DaskWindow[P]:
@@ -568,6 +571,21 @@ def print_job_script(name: str) -> str:
         cluster.close()
 
 
+def _lean_local_cluster(options: dict[str, Any]) -> Any:
+    """A LocalCluster without what nobody looks at: with no dashboard, the workers' own
+    statistical profiler (a stack sample every 10 ms, shown only on the dashboard) is off
+    too.  Why: on 2 cores the dashboard (bokeh) costs ~0.3 s of start-up and ~0.4 s of
+    CPU (benchmarks/README.md), and every CPU-second the driver spends is one the workers
+    lack.  Workers inherit the driver's dask config through their nannies."""
+    import dask
+    from distributed import LocalCluster
+
+    settings = {} if options.get("dashboard_address") else {
+        "distributed.worker.profile.enabled": False}
+    with dask.config.set(settings):
+        return LocalCluster(**options)
+
+
 # --------------------------------------------------------------------------- backend
 
 
@@ -706,18 +724,19 @@ class Backend:
         return self._dask
 
     def _local(self, config: ClusterConfig | None, retries: int) -> DaskPool:
-        from distributed import Client, LocalCluster
+        from distributed import Client
 
-        options: dict[str, Any] = {"threads_per_worker": 1, "processes": True}
+        options: dict[str, Any] = {"threads_per_worker": 1, "processes": True,
+                                   "dashboard_address": self.job.dashboard}
         if config is not None:
             options.update(config.options)
         n = self.job.workers or (config.workers if config else None) or os.cpu_count() or 1
         options["n_workers"] = n
         options.setdefault("silence_logs", logging.ERROR)
-        options.setdefault("dashboard_address", ":0")
-        cluster = self._stack.enter_context(LocalCluster(**options))
+        cluster = self._stack.enter_context(_lean_local_cluster(options))
         client = self._stack.enter_context(Client(cluster, set_as_default=False))
-        return DaskPool(client, retries, f"local cluster of {n} workers")
+        return DaskPool(client, retries, f"local cluster of {n} workers",
+                        dashboard=options.get("dashboard_address") is not None)
 
     def describe(self) -> str:
         if self._processes is not None:

@@ -27,6 +27,9 @@ class TreeJob:
     workers: int | None = None  # None: all cores; 0: inline, no dask
     scheduler: str | None = None  # tcp://host:port of an existing dask scheduler
     cluster: str | None = None  # name of configs/cluster/NAME.yaml (dask-jobqueue)
+    #: address a local dask cluster serves its dashboard on (":0": any free port); None:
+    #: no dashboard, and no worker profiler feeding it (pipeline.cluster)
+    dashboard: str | None = None
     scan_only: bool = False
     dry_run: bool = False
     verbosity: int = 1  # 0 errors only, 1 warnings, 2 verbose, 3 debug (may show PHI)

@@ -215,3 +215,34 @@ def test_cluster_config_local_applies(archive: Path, tmp_path: Path) -> None:
         assert pool.kind == "dask" and "local cluster" in backend.describe()
     finally:
         backend.close()
+
+
+def _profiler_enabled(pool: object) -> list[bool]:
+    client = pool.client  # type: ignore[attr-defined]
+    return list(client.run(lambda: __import__("dask").config.get(
+        "distributed.worker.profile.enabled")).values())
+
+
+def test_local_dashboard_only_when_asked(archive: Path, tmp_path: Path) -> None:
+    """No dashboard (nor the worker profiler that feeds it) by default; ``--dashboard``
+    serves one, and the address handed to the progress display answers."""
+    import urllib.request
+
+    plain = Backend(deid_job(archive, tmp_path / "a", workers=1, inline_below=0,
+                             inline_while_starting=False))
+    try:
+        pool = plain.pool(None)
+        assert pool.dashboard is None
+        assert _profiler_enabled(pool) == [False]
+    finally:
+        plain.close()
+    shown = Backend(deid_job(archive, tmp_path / "b", workers=1, inline_below=0,
+                             inline_while_starting=False, dashboard=":0"))
+    try:
+        pool = shown.pool(None)
+        assert pool.dashboard is not None and pool.dashboard.startswith("http://")
+        assert _profiler_enabled(pool) == [True]
+        with urllib.request.urlopen(pool.dashboard, timeout=30) as response:
+            assert response.status == 200
+    finally:
+        shown.close()

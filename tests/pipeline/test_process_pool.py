@@ -91,6 +91,10 @@ def test_command_line_chooses_the_local_pool(archive: Path, tmp_path: Path) -> N
     base = ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret")]
     job = build_run(build_parser().parse_args([*base, str(archive), str(tmp_path / "out")]))
     assert job.local_pool == "dask"  # type: ignore[union-attr]
+    assert job.dashboard is None  # type: ignore[union-attr]
+    job = build_run(build_parser().parse_args(
+        [*base, "--dashboard", str(archive), str(tmp_path / "out")]))  # not taken as a value
+    assert job.dashboard == ":0" and job.input == archive  # type: ignore[union-attr]
     args: argparse.Namespace = build_parser().parse_args(
         [*base, "--local-pool", "processes", str(archive), str(tmp_path / "out")])
     job = build_run(args)
