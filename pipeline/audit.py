@@ -27,22 +27,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import fcntl
 import functools
 import json
 import os
 import re
-import sqlite3
 import sys
 import time
-import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-from pipeline.state import check_private
+from pipeline.store import Store, job_store_path
 from tasks.dicomio import DicomFile, Element, read_dicom, read_header
 from tasks.errors import AnonpipeError, UsageError
 from tasks.inventory import replaced_tags
@@ -195,98 +192,6 @@ class Searcher:
         return found
 
 
-# --------------------------------------------------------------------------- the store
-
-
-class StoreView:
-    """The run store, read only.  Holds a shared lock: no run may change it meanwhile."""
-
-    def __init__(self, path: Path) -> None:
-        if not path.is_file():
-            raise UsageError(f"store {path} not found (give the --store of the run)")
-        check_private(path)
-        self.path = path
-        self._lock_fd = -1
-        lock = path.with_name(path.name + ".lock")
-        if lock.exists():
-            fd = os.open(lock, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise UsageError(f"store {path} is in use by a running anonpipe: audit the "
-                                 "output when the run has finished") from None
-            self._lock_fd = fd
-        uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
-        try:
-            self.conn = sqlite3.connect(uri, uri=True)
-            tables = {name for (name,) in self.conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        except sqlite3.DatabaseError as exc:
-            self.close()
-            raise UsageError(f"store {path} cannot be read: {exc}") from None
-        if not {"files", "runs", "uids"} <= tables:
-            self.close()
-            raise UsageError(f"{path} is not an anonpipe store")
-
-    def close(self) -> None:
-        conn = getattr(self, "conn", None)
-        if conn is not None:
-            conn.close()
-            self.conn = None  # type: ignore[assignment]
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _get(self, table: str, key: str) -> Any:
-        row = self.conn.execute(f'SELECT value FROM "{table}" WHERE key = ?', (key,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def job(self) -> dict[str, Any] | None:
-        value = self._get("runs", "job")
-        return value if isinstance(value, dict) else None
-
-    def last_run(self, mode: str) -> dict[str, Any] | None:
-        best: dict[str, Any] | None = None
-        for key, value in self.conn.execute('SELECT key, value FROM "runs"'):
-            record = json.loads(value)
-            if key == "job" or not isinstance(record, dict) or record.get("mode") != mode:
-                continue
-            if best is None or float(record.get("started") or 0) >= float(best.get("started")
-                                                                        or 0):
-                best = record
-        return best
-
-    def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        cursor = self.conn.execute('SELECT key, value FROM "files" ORDER BY key')
-        while chunk := cursor.fetchmany(1000):
-            for key, value in chunk:
-                yield key, json.loads(value)
-
-    def row(self, rel: str) -> dict[str, Any] | None:
-        value = self._get("files", rel)
-        return value if isinstance(value, dict) else None
-
-    def has_mapping(self) -> bool:
-        return self.conn.execute('SELECT 1 FROM "uids" LIMIT 1').fetchone() is not None
-
-    def mapping(self, uids: Sequence[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for i in range(0, len(uids), 500):
-            part = list(uids[i:i + 500])
-            marks = ",".join("?" * len(part))
-            for key, value in self.conn.execute(
-                    f'SELECT key, value FROM "uids" WHERE key IN ({marks})', part):
-                out[key] = json.loads(value)
-        return out
-
-
 @dataclass
 class RunProfile:
     """What the audited run did: its compiled profile (None when unknown) and where from."""
@@ -295,7 +200,7 @@ class RunProfile:
     description: str
 
 
-def run_profile(store: StoreView) -> RunProfile:
+def run_profile(store: Store) -> RunProfile:
     """The profile and options of the store's de-identification run.
 
     The final run record does not repeat the options, so they are read from the running
@@ -340,7 +245,7 @@ def kept_on_purpose(profile: CompiledProfile | None, tag: int) -> str | None:
     return ", ".join(f"--{o.replace('_', '-')}" for o in keeping) or "the profile's options"
 
 
-def collect_identifiers(store: StoreView, profile: CompiledProfile | None) -> Identifiers:
+def collect_identifiers(store: Store, profile: CompiledProfile | None) -> Identifiers:
     """Every identifier the inventory records, minus those the run keeps on purpose."""
     ids = Identifiers()
     fields: dict[str, str] = {}
@@ -353,7 +258,7 @@ def collect_identifiers(store: StoreView, profile: CompiledProfile | None) -> Id
     why = kept_on_purpose(profile, 0x0020000D)  # Study Instance UID stands for them all
     if why is not None:
         ids.kept[UID_LABEL] = why  # and pass 1 recorded none to replace
-    for _rel, row in store.rows():
+    for _rel, row in store.inventory():
         if row.get("error_kind"):
             continue
         for uid in row.get("replace") or ():
@@ -418,7 +323,7 @@ def _keyword(tag: int) -> str:
     return name or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def add_input_values(ids: Identifiers, store: StoreView, input_dir: Path,
+def add_input_values(ids: Identifiers, store: Store, input_dir: Path,
                      profile: CompiledProfile | None) -> tuple[int, int]:
     """Add the values the profile removes from each original; returns (read, unreadable).
 
@@ -430,7 +335,7 @@ def add_input_values(ids: Identifiers, store: StoreView, input_dir: Path,
     kept: set[str] = set()
     read = failed = 0
     actions: dict[int, Action | None] = dict(profile.actions)
-    for rel, row in store.rows():
+    for rel, row in store.inventory():
         if row.get("error_kind"):
             continue
         try:
@@ -532,12 +437,12 @@ def _collect(df: DicomFile, elements: list[Element], tags: frozenset[int], out: 
 
 
 class Auditor:
-    def __init__(self, out: Path, store: StoreView, ids: Identifiers,
+    def __init__(self, out: Path, store: Store, ids: Identifiers,
                  profile: CompiledProfile | None) -> None:
         self.out, self.store, self.ids = out, store, ids
         self.searcher = Searcher(ids)
         self.replaced = replaced_tags(profile) if profile is not None else replaced_tags()
-        self.with_mapping = store.has_mapping()
+        self.with_mapping = store.has_rows("uids")
         self.findings = Findings()
 
     def run(self) -> Findings:
@@ -561,8 +466,8 @@ class Auditor:
         found = self.searcher.find(clear)
         if found:
             f.leaks[rel] = found
-        row = self.store.row(rel)
-        if row is None or row.get("error_kind"):
+        row = self.store.get("files", rel)
+        if not isinstance(row, dict) or row.get("error_kind"):
             f.not_from_run += 1
             return
         if df is None:
@@ -572,7 +477,7 @@ class Auditor:
 
     def check_uids(self, rel: str, row: dict[str, Any], df: DicomFile) -> None:
         originals = [str(u) for u in row.get("replace") or ()]
-        mapping = self.store.mapping(originals) if self.with_mapping else {}
+        mapping = self.store.get_many("uids", originals) if self.with_mapping else {}
         for name, label, tag in TOP_UIDS:
             old, new = row.get(name), df.top_text(tag)
             if not old or not new or old not in originals:
@@ -709,8 +614,8 @@ def audit(out: Path, store_path: Path, input_dir: Path | None = None, debug: boo
     if input_dir is not None and not input_dir.is_dir():
         raise UsageError(f"input {input_dir} is not a directory")
     started = time.perf_counter()
-    with StoreView(store_path) as store:
-        job = store.job() or {}
+    with Store(store_path, read_only=True) as store:
+        job = store.job_identity() or {}
         if job.get("mode") != "deidentify":
             raise UsageError(f"store {store_path} holds no de-identification run (its last "
                              f"run was {job.get('mode') or 'none'}): give the store of the -e run")
@@ -758,12 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if exc.code else EXIT_CLEAN
     out = Path(args.output)
     try:
-        if args.store:
-            store = Path(args.store)
-        else:
-            from pipeline.store import job_store_path
-
-            store = job_store_path(out)
+        store = Path(args.store) if args.store else job_store_path(out)
         return audit(out, store, Path(args.input) if args.input else None, args.debug,
                      args.limit)
     except UsageError as exc:

@@ -16,6 +16,11 @@ loaded into the driver's memory.
 
 The file links originals to pseudonyms, so it is PHI: mode 0600 in a 0700 state folder,
 never inside the output tree, and a store readable by group or others is refused.
+
+``Store(path, read_only=True)`` (the audit) reads a run's store without writing it: one
+``mode=ro`` connection and no sqlitedict, whose read-write connections would checkpoint the
+WAL into the file on close.  It creates neither the store, its folder nor its lock file (SQLite
+may add its ``-wal``/``-shm`` files, as any reader of a WAL database does).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -59,18 +64,28 @@ def job_store_path(output: Path) -> Path:
 
 
 class Store:
-    """The driver's handle on one store file.  Not shared with workers."""
+    """The driver's handle on one store file.  Not shared with workers.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.close(fd)
+    ``read_only``: open an existing store for reading only (see the module docstring).
+    """
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        self.path, self.read_only = path, read_only
+        if read_only:
+            if not path.is_file():
+                raise UsageError(f"store {path} not found (give the --store of the run)")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not path.exists():
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+                os.close(fd)
         check_private(path)
         self._lock_fd = self._lock()
         self._tables: dict[str, SqliteDict] = {}
         try:
+            if read_only:
+                self._open_read_only()
+                return
             for name in TABLES:
                 self._tables[name] = SqliteDict(
                     str(path), tablename=name, flag="c", autocommit=False,
@@ -88,15 +103,42 @@ class Store:
             self.close()
             raise
 
-    def _lock(self) -> int:
-        """One driver per store: a second run would interleave journals (flock dies with us)."""
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    def _open_read_only(self) -> None:
+        """One ``mode=ro`` connection reads (WAL included) and stands in for the writer:
+        SQLite itself refuses any write through it."""
+        uri = self.path.resolve().as_uri() + "?mode=ro"
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._reader = self._writer = sqlite3.connect(uri, uri=True,
+                                                          check_same_thread=False)
+            tables = {name for (name,) in self._query(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"store {self.path} cannot be read: {exc}") from None
+        if not set(TABLES) <= tables:
+            raise UsageError(f"{self.path} is not an anonpipe store")
+
+    def _lock(self) -> int:
+        """One driver per store: a second run would interleave journals (flock dies with us).
+
+        A reader takes a shared lock, so no run changes the store while it reads; a store
+        without a lock file was never opened by a run and gets none (creating it would write).
+        """
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        if self.read_only:
+            try:
+                fd = os.open(lock_path, os.O_RDONLY)
+            except FileNotFoundError:
+                return -1
+            how, busy = fcntl.LOCK_SH, ("is in use by a running anonpipe: audit the output "
+                                        "when the run has finished")
+        else:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            how, busy = fcntl.LOCK_EX, "is in use by another anonpipe run"
+        try:
+            fcntl.flock(fd, how | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise UsageError(f"store {self.path} is in use by another anonpipe run") from None
+            raise UsageError(f"store {self.path} {busy}") from None
         return fd
 
     def close(self) -> None:
@@ -135,7 +177,7 @@ class Store:
         self._writer.commit()
 
     def job_identity(self) -> Row | None:
-        value = self._tables["runs"].get(_JOB_KEY)
+        value = self.get("runs", _JOB_KEY)
         return value if isinstance(value, dict) else None
 
     def set_job_identity(self, identity: Row) -> None:
@@ -186,7 +228,38 @@ class Store:
     # ------------------------------------------------------------------ point reads
 
     def get(self, table: str, key: str) -> Any:
+        if self.read_only:  # no sqlitedict (see the module docstring)
+            return self.get_many(table, [key]).get(key)
         return self._tables[table].get(key)
+
+    def get_many(self, table: str, keys: Sequence[str]) -> dict[str, Any]:
+        """key -> value for those ``keys`` in ``table``: one query per 500 (SQLite's limit
+        on bound variables), where sqlitedict would make one per key."""
+        assert table in TABLES
+        out: dict[str, Any] = {}
+        for i in range(0, len(keys), 500):
+            part = tuple(keys[i:i + 500])
+            out.update((key, json.loads(value)) for key, value in self._query(
+                f'SELECT key, value FROM "{table}" WHERE key IN ({",".join("?" * len(part))})',
+                part))
+        return out
+
+    def has_rows(self, table: str) -> bool:
+        """Whether ``table`` holds any row (without counting them all)."""
+        assert table in TABLES
+        return bool(self._query(f'SELECT 1 FROM "{table}" LIMIT 1'))
+
+    def last_run(self, mode: str) -> Row | None:
+        """The record of the latest run (by start) in ``mode``; the job identity is no run."""
+        best: Row | None = None
+        for key, value in self._query('SELECT key, value FROM "runs"'):
+            record = json.loads(value)
+            if key == _JOB_KEY or not isinstance(record, dict) or record.get("mode") != mode:
+                continue
+            started = float(record.get("started") or 0)
+            if best is None or started >= float(best.get("started") or 0):
+                best = record
+        return best
 
     # ------------------------------------------------------------------ SQL reads
 
@@ -282,6 +355,11 @@ class Store:
         )
         return [(pid, (names or "").split(","), (dates or "").split(","))
                 for pid, names, dates in rows]
+
+    def inventory(self) -> Iterator[tuple[str, Row]]:
+        """(path, row) of every inventory row in path order (streamed)."""
+        for key, value in self._stream('SELECT key, value FROM "files" ORDER BY key'):
+            yield key, json.loads(value)
 
     def replaced_uids(self) -> Iterator[str]:
         """Every distinct UID the profile replaces, over the whole inventory (streamed)."""

@@ -136,3 +136,80 @@ def test_work_pages_seek_the_index(tmp_path: Path) -> None:
         seek = next(q for q in captured if "WHERE" in q)
         plan = store._query("EXPLAIN QUERY PLAN " + seek)
     assert any("SEARCH f USING INDEX files_by_study" in row[3] for row in plan), plan
+
+
+# --------------------------------------------------------------------------- read only
+
+
+def _snapshot(path: Path) -> tuple[bytes, int, int]:
+    st = path.stat()
+    return path.read_bytes(), st.st_mtime_ns, st.st_mode
+
+
+def test_read_only_never_creates_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "store.sqlite"
+    with pytest.raises(UsageError, match=r"not found \(give the --store of the run\)"):
+        Store(path, read_only=True)
+    assert not path.parent.exists()
+
+
+def test_read_only_reads_without_writing(tmp_path: Path) -> None:
+    path = tmp_path / "a dir?#%20" / "store.sqlite"  # quoted in the sqlite URI
+    with Store(path) as store:
+        store.add_inventory({"b": _row("1.1", "1.1.2"), "a": _row("1.1", "1.1.1")})
+        store.put_uids({"1.1": "2.25.1"})
+        store.set_job_identity({"mode": "deidentify"})
+        store.put_run("r1", {"mode": "deidentify", "started": 1.0})
+        store.put_run("r2", {"mode": "deidentify", "started": 2.0})
+    path.with_name(path.name + ".lock").unlink()  # as if no run had locked it
+    before = _snapshot(path)
+    with Store(path, read_only=True) as ro:
+        assert ro.job_identity() == {"mode": "deidentify"}
+        assert ro.last_run("deidentify") == {"mode": "deidentify", "started": 2.0}
+        assert ro.last_run("reidentify") is None
+        assert [k for k, _ in ro.inventory()] == ["a", "b"]
+        assert ro.get("files", "a")["sop"] == "1.1.1" and ro.get("files", "x") is None
+        assert ro.get_many("uids", ["1.1", "9"]) == {"1.1": "2.25.1"}
+        assert ro.has_rows("uids") and not ro.has_rows("journal")
+        assert ro.counts()["files"] == 2
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            ro.add_inventory_json({"c": "{}"})
+    assert _snapshot(path) == before
+    assert not path.with_name(path.name + ".lock").exists()
+
+
+def test_read_only_reads_the_wal(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    Store(path).close()
+    writer = sqlite3.connect(path)  # rows left in the WAL, not yet in the file
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("""INSERT INTO files (key, value) VALUES ('a', '{"sop": "1"}')""")
+    writer.commit()
+    before = _snapshot(path)
+    with Store(path, read_only=True) as ro:
+        assert ro.get("files", "a") == {"sop": "1"}
+    assert _snapshot(path) == before  # nor checkpointed into the file by the reader
+    writer.close()
+
+
+def test_read_only_refusals_change_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    Store(path).close()
+    os.chmod(path, 0o644)
+    before = _snapshot(path)
+    with pytest.raises(UsageError, match="chmod 600"):
+        Store(path, read_only=True)
+    assert _snapshot(path) == before
+    os.chmod(path, 0o600)
+    with Store(path), pytest.raises(UsageError, match="in use by a running anonpipe"):
+        Store(path, read_only=True)
+    with Store(path, read_only=True), pytest.raises(UsageError, match="in use by another"):
+        Store(path)  # no run changes a store while it is read
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE files (key, value)").connection.close()
+    os.chmod(other, 0o600)
+    with pytest.raises(UsageError, match="is not an anonpipe store"):
+        Store(other, read_only=True)
+    other.write_bytes(b"not a database" * 100)
+    with pytest.raises(UsageError, match="cannot be read"):
+        Store(other, read_only=True)
