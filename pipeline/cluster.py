@@ -571,17 +571,21 @@ def print_job_script(name: str) -> str:
         cluster.close()
 
 
-def _lean_local_cluster(options: dict[str, Any]) -> Any:
-    """A LocalCluster without what nobody looks at: with no dashboard, the workers' own
-    statistical profiler (a stack sample every 10 ms, shown only on the dashboard) is off
-    too.  Why: on 2 cores the dashboard (bokeh) costs ~0.3 s of start-up and ~0.4 s of
-    CPU (benchmarks/README.md), and every CPU-second the driver spends is one the workers
-    lack.  Workers inherit the driver's dask config through their nannies."""
+def _lean_local_cluster(options: dict[str, Any], dashboard: bool) -> Any:
+    """A LocalCluster without what nobody looks at: unless ``dashboard``, no dashboard
+    (its HTTP server still answers health checks, on a free port) and no worker profiler
+    (a stack sample every 10 ms that only the dashboard shows).  Why: on 2 cores the
+    dashboard (bokeh) costs ~0.3 s of start-up and ~0.4 s of CPU (benchmarks/README.md),
+    and every CPU-second the driver spends is one the workers lack.  Workers inherit the
+    driver's dask config through their nannies."""
     import dask
     from distributed import LocalCluster
 
-    settings = {} if options.get("dashboard_address") else {
-        "distributed.worker.profile.enabled": False}
+    if not dashboard:
+        options = {**options, "dashboard_address": ":0",
+                   "scheduler_kwargs": {"dashboard": False,
+                                        **(options.get("scheduler_kwargs") or {})}}
+    settings = {} if dashboard else {"distributed.worker.profile.enabled": False}
     with dask.config.set(settings):
         return LocalCluster(**options)
 
@@ -726,17 +730,18 @@ class Backend:
     def _local(self, config: ClusterConfig | None, retries: int) -> DaskPool:
         from distributed import Client
 
-        options: dict[str, Any] = {"threads_per_worker": 1, "processes": True,
-                                   "dashboard_address": self.job.dashboard}
+        options: dict[str, Any] = {"threads_per_worker": 1, "processes": True}
+        if self.job.dashboard is not None:
+            options["dashboard_address"] = self.job.dashboard
         if config is not None:
             options.update(config.options)
+        dashboard = options.get("dashboard_address") is not None  # asked, or configured
         n = self.job.workers or (config.workers if config else None) or os.cpu_count() or 1
         options["n_workers"] = n
         options.setdefault("silence_logs", logging.ERROR)
-        cluster = self._stack.enter_context(_lean_local_cluster(options))
+        cluster = self._stack.enter_context(_lean_local_cluster(options, dashboard))
         client = self._stack.enter_context(Client(cluster, set_as_default=False))
-        return DaskPool(client, retries, f"local cluster of {n} workers",
-                        dashboard=options.get("dashboard_address") is not None)
+        return DaskPool(client, retries, f"local cluster of {n} workers", dashboard=dashboard)
 
     def describe(self) -> str:
         if self._processes is not None:

@@ -3,6 +3,7 @@ the inline run's bytes; a worker killed mid-run loses nothing; job scripts for S
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -227,15 +228,25 @@ def test_local_dashboard_only_when_asked(archive: Path, tmp_path: Path) -> None:
     """No dashboard (nor the worker profiler that feeds it) by default; ``--dashboard``
     serves one, and the address handed to the progress display answers."""
     import urllib.request
+    import warnings
 
+    taken = socket.socket()  # dask's default dashboard port, taken: no warning about it
+    with contextlib.suppress(OSError):
+        taken.bind(("", 8787))
+        taken.listen()
     plain = Backend(deid_job(archive, tmp_path / "a", workers=1, inline_below=0,
                              inline_while_starting=False))
     try:
-        pool = plain.pool(None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pool = plain.pool(None)
+        assert [str(w.message) for w in caught if "dashboard" in str(w.message).lower()
+                or "8787" in str(w.message)] == []
         assert pool.dashboard is None
         assert _profiler_enabled(pool) == [False]
     finally:
         plain.close()
+        taken.close()
     shown = Backend(deid_job(archive, tmp_path / "b", workers=1, inline_below=0,
                              inline_while_starting=False, dashboard=":0"))
     try:
