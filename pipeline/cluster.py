@@ -7,12 +7,15 @@ refilled as results arrive and each future dropped once consumed, keeps the sche
 memory flat and means a lost worker only costs its in-flight batches (FACTS.md).
 
 Why lazy: a local cluster costs about a second to start and each worker imports the
-project; runs of fewer than ``job.inline_below`` files are faster inline, so a local
-cluster is started only when a pass is big enough, and then in the background while the
-driver works inline (``job.inline_while_starting``).  An explicit ``--scheduler`` or
-``--cluster`` is always used, and waited for (the user chose where the work runs).
+project, so the default local dask cluster is started only for a pass of at least
+``job.inline_below`` files, and then in the background while the driver works inline
+(``job.inline_while_starting``).  A smaller pass runs inline when it is tiny, and on the
+process pool below when it holds at least ``job.processes_from`` files or
+``job.processes_from_bytes`` bytes (a 2,000-file run would otherwise spend most of its
+time starting dask, or use one core of two).  An explicit ``--scheduler`` or ``--cluster``
+is always used, and waited for (the user chose where the work runs).
 
-Local processes (``job.local_pool == "processes"``, what the command line uses): a
+Local processes (``job.local_pool == "processes"``, ``--local-pool processes``): a
 ``concurrent.futures`` pool of spawned interpreters that import only ``tasks``.  Why: a
 dask LocalCluster costs ~0.7 s of wall time and ~2 CPU-seconds to import distributed,
 start the scheduler and the nannies and spawn its workers (measured on 2 cores); the
@@ -617,6 +620,21 @@ class Backend:
                 and self.config is None)
 
     @property
+    def default_local(self) -> bool:
+        """The default local dask cluster: no scheduler, no cluster config named."""
+        return (self.job.local_pool == "dask" and self.job.scheduler is None
+                and self.config is None)
+
+    def _middling(self, files: int | None, nbytes: int | None) -> bool:
+        """Too small a pass for the default LocalCluster, big enough for local processes."""
+        job = self.job
+        if not self.default_local or files is None or files >= job.inline_below:
+            return False
+        return ((job.processes_from is not None and files >= job.processes_from)
+                or (job.processes_from_bytes is not None and nbytes is not None
+                    and nbytes >= job.processes_from_bytes))
+
+    @property
     def explicit(self) -> bool:
         """A scheduler or cluster the user named: used even for small runs."""
         return self.job.scheduler is not None or (
@@ -640,6 +658,8 @@ class Backend:
             return self._process_pool()
         small = expected_files is not None and expected_files < self.job.inline_below
         if small and not self.explicit and self._dask is None:
+            if self._middling(expected_files, expected_bytes):
+                return self._process_pool()
             return self.inline
         if self.ready():
             assert self._dask is not None
@@ -670,8 +690,10 @@ class Backend:
                  modules: tuple[str, ...]) -> None:
         """Start local worker processes now, importing ``modules``, when a later pass will
         want them (pass 1 may run inline while pass 2 needs workers: large images)."""
-        if self.wants_dask and self.local_processes and self._processes is None \
-                and not self._small(expected_files, expected_bytes):
+        if not self.wants_dask or self._processes is not None:
+            return
+        if (self.local_processes and not self._small(expected_files, expected_bytes)) \
+                or self._middling(expected_files, expected_bytes):
             self._process_pool().warm_up(modules)
 
     @property

@@ -106,3 +106,33 @@ def test_command_line_chooses_the_local_pool(archive: Path, tmp_path: Path) -> N
     job = build_run(args)
     with open_client(job) as backend:  # type: ignore[arg-type]
         assert not backend.local_processes  # --cluster local: a dask LocalCluster
+
+
+def test_default_local_pool_by_pass_size(archive: Path, tmp_path: Path) -> None:
+    """With the default local dask cluster: tiny passes inline, middling ones (by files or
+    by bytes) on the process pool, big ones on dask; a named cluster config is not
+    second-guessed."""
+    job = deid_job(archive, tmp_path / "out", workers=2, inline_below=5000,
+                   processes_from=256, processes_from_bytes=32 << 20)
+    with open_client(job) as backend:
+        assert backend.pool(100, 1 << 20).kind == "inline"
+        assert backend.pool(2000, 50 << 20).kind == "processes"
+        assert backend.pool(200, 100 << 20).kind == "processes"  # large images
+        assert backend.started is None  # no dask started for any of them
+    with open_client(deid_job(archive, tmp_path / "out", workers=2, cluster="local",
+                              inline_below=5000)) as backend:
+        assert backend.pool(2000, 50 << 20).kind == "inline"
+    with open_client(deid_job(archive, tmp_path / "out", workers=2, inline_below=5000,
+                              processes_from=None, processes_from_bytes=None)) as backend:
+        assert backend.pool(2000, 50 << 20).kind == "inline"
+
+
+def test_middling_run_on_processes_matches_inline(archive: Path, reference: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    job = deid_job(archive, tmp_path / "out", workers=2, processes_from=50, batch_files=9,
+                   scan_batch_files=20)  # 120 files: below inline_below, above 50
+    summary = run_tree(job)
+    assert (summary.done, summary.failed) == (FILES, 0)
+    assert tree_digest(tmp_path / "out") == reference
+    assert summary.report_path is not None
+    assert "local processes (2 workers)" in summary.report_path.read_text()
