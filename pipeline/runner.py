@@ -35,7 +35,7 @@ from pipeline.store import Store, job_store_path
 from pipeline.walk import check_locations
 from tasks.batch import run_batch
 from tasks.errors import UsageError
-from tasks.fileio import sweep_temp_files
+from tasks.fileio import remove_temp_files_of, sweep_temp_files
 from tasks.model import Batch, FileResult, Status
 
 if TYPE_CHECKING:
@@ -109,7 +109,9 @@ class _Pass2:
 
     def consume(self, outcome: Outcome[Batch], window: Any) -> None:
         batch = outcome.payload
-        if outcome.error is not None:
+        if outcome.error is not None:  # a lost worker may have been writing: no leftovers
+            for item in batch.items:
+                remove_temp_files_of(Path(item.dst))
             if len(batch.items) > 1 and not self.failed_seen:
                 window.resubmit(self.planner.split(batch))  # find the file at fault
                 return

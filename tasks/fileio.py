@@ -1,8 +1,11 @@
 """Atomic output files: a reader never sees a half-written DICOM file.
 
-The temporary file lives in the destination folder (same file system, so ``os.replace`` is
-atomic), starts with a dot (directory scans skip it) and carries a fixed marker so a resumed
-run can sweep leftovers of a killed one.
+The bytes are written to a nameless ``O_TMPFILE`` in the destination folder and linked in
+under the final name when complete, so a killed writer leaves nothing.  Where that is not
+available (or the final name exists), a temporary file in the destination folder (same file
+system, so ``os.replace`` is atomic) is renamed over it; it starts with a dot (directory
+scans skip it) and carries a fixed marker so a resumed run can sweep leftovers of a killed
+one.
 
 Durability.  Alone, :func:`write_atomic` fsyncs each file before the rename (single-file
 mode).  Inside :func:`deferred_durability` (what a pass-2 batch uses) it does not: the
@@ -24,9 +27,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
+from glob import escape as glob_escape
 from pathlib import Path
 
 from tasks.errors import OutputError
@@ -129,12 +134,16 @@ def deferred_durability() -> Iterator[Durability]:
 
 def write_atomic(dst: Path, data: bytes | Sequence[bytes | memoryview], fsync: bool = True
                  ) -> int:
-    """Write ``data`` (bytes, or the file's pieces in order) to ``dst`` through a temp file
-    + rename; returns bytes written.
+    """Write ``data`` (bytes, or the file's pieces in order) to ``dst`` atomically; returns
+    bytes written.
 
-    The file is fsynced before the rename, unless ``fsync`` is false or a
-    :func:`deferred_durability` block will make it durable with its batch.  Pieces go out
-    with one ``writev``: a large file's pixel data is never joined into a new buffer.
+    Where the file system allows (Linux ``O_TMPFILE``: ext4, xfs, btrfs, tmpfs) the bytes
+    go to a nameless file that is linked in under ``dst`` once complete: a process killed
+    mid-write leaves nothing behind, and one directory entry is made instead of two.
+    Elsewhere, and to replace an existing ``dst``, a dot-named temp file is renamed over it.
+    The file is fsynced first unless ``fsync`` is false or a :func:`deferred_durability`
+    block will make it durable with its batch.  Pieces go out with one ``writev``: a large
+    file's pixel data is never joined into a new buffer.
     """
     if isinstance(data, bytes | bytearray | memoryview):
         chunks: Sequence[bytes | memoryview] = (data,)
@@ -144,40 +153,106 @@ def write_atomic(dst: Path, data: bytes | Sequence[bytes | memoryview], fsync: b
             chunks = (b"".join(chunks),)
     total = sum(map(len, chunks))
     deferred = _DEFERRED.get() if fsync else None
-    tmp = temp_path_for(dst)
+    tmp: Path | None = None
     try:
+        fd, tmp = _create(dst)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except (FileNotFoundError, NotADirectoryError):  # no folder yet: made on demand,
-            # not checked before every file (one syscall per file saved)
-            try:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise OutputError(f"cannot create output folder: {exc.strerror}") from None
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            if len(chunks) == 1:
-                written = os.write(fd, chunks[0])
-            else:
-                written = os.writev(fd, chunks) if chunks else 0
-            if written < total:  # a short write (not seen on regular files): the rest
-                view = memoryview(b"".join(chunks))[written:]
-                while view:
-                    view = view[os.write(fd, view):]
+            _write_all(fd, chunks, total)
             if fsync and deferred is None:
                 os.fsync(fd)
+            if tmp is None:
+                tmp = _link_in(fd, dst)
         finally:
             os.close(fd)
-        os.replace(tmp, dst)
+        if tmp is not None:
+            os.replace(tmp, dst)
     except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise OutputError(f"cannot write output: {exc.strerror or exc}") from None
     if deferred is not None:
         deferred.note(str(dst))
     return total
+
+
+#: O_TMPFILE (Linux) and the /proc/self/fd path that links such a file in; cleared for
+#: the rest of the process when the output file system refuses it (NFS, FUSE ...)
+_ANONYMOUS = [getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0]
+_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+
+
+def _create(dst: Path) -> tuple[int, Path | None]:
+    """An open file to write ``dst``'s bytes to: nameless (temp path None) or a named temp
+    file.  A missing folder is made on demand, not checked before every file."""
+    for attempt in (0, 1):
+        try:
+            if _ANONYMOUS[0]:
+                try:
+                    return os.open(dst.parent, _ANONYMOUS[0] | os.O_WRONLY, 0o644), None
+                except OSError as exc:
+                    if exc.errno not in _NO_TMPFILE:
+                        raise
+                    _ANONYMOUS[0] = 0
+            tmp = temp_path_for(dst)
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), tmp
+        except (FileNotFoundError, NotADirectoryError):
+            if attempt:
+                raise
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"cannot create output folder: {exc.strerror}") from None
+    raise AssertionError("unreachable")
+
+
+def _write_all(fd: int, chunks: Sequence[bytes | memoryview], total: int) -> None:
+    if len(chunks) == 1:
+        written = os.write(fd, chunks[0])
+    else:
+        written = os.writev(fd, chunks) if chunks else 0
+    if written < total:  # a short write (not seen on regular files): the rest
+        view = memoryview(b"".join(chunks))[written:]
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _link_in(fd: int, dst: Path) -> Path | None:
+    """Give the nameless file ``fd`` the name ``dst``; when ``dst`` exists (a rerun), give
+    it a temp name instead and return that, for the caller to rename over ``dst``."""
+    # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N; os.link takes that path (not plain
+    # link(2), which would link the /proc symlink itself) only when given a dir fd
+    fds = _proc_fds()
+    try:
+        os.link(str(fd), dst, src_dir_fd=fds)
+        return None
+    except FileExistsError:
+        tmp = temp_path_for(dst)
+        os.link(str(fd), tmp, src_dir_fd=fds)
+        return tmp
+
+
+_PROC_FDS: dict[int, int] = {}  # pid -> open /proc/self/fd (a forked child opens its own)
+
+
+def _proc_fds() -> int:
+    pid = os.getpid()
+    fd = _PROC_FDS.get(pid)
+    if fd is None:
+        fd = _PROC_FDS[pid] = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    return fd
+
+
+def remove_temp_files_of(dst: Path) -> int:
+    """Remove the named temp files a killed writer of ``dst`` left; returns how many.
+    (Nameless ``O_TMPFILE`` outputs leave none: this is for the other file systems.)"""
+    removed = 0
+    with contextlib.suppress(OSError):
+        for path in dst.parent.glob(f".{glob_escape(dst.name)}{TEMP_MARKER}*"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def sweep_temp_files(folder: Path) -> int:

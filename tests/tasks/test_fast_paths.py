@@ -112,6 +112,71 @@ def test_output_folder_that_is_a_file_is_an_output_error(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["P1"]
 
 
+def test_a_writer_killed_mid_file_leaves_nothing(tmp_path: Path) -> None:
+    """Nameless O_TMPFILE output: SIGKILL between the write and the link leaves no trace."""
+    dst = tmp_path / "out" / "x.dcm"
+    code = ("import os, signal, sys; from pathlib import Path; from tasks import fileio; "
+            "fd, tmp = fileio._create(Path(sys.argv[1])); os.write(fd, b'partial'); "
+            "print(tmp, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    done = subprocess.run([sys.executable, "-c", code, str(dst)], check=False, cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == -9
+    assert done.stdout.strip() == "None"  # this file system takes O_TMPFILE (ext4, tmpfs)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_rewriting_an_output_replaces_it_whole(tmp_path: Path) -> None:
+    dst = tmp_path / "x.dcm"
+    fileio.write_atomic(dst, b"first")
+    before = dst.stat().st_ino
+    fileio.write_atomic(dst, [b"sec", memoryview(b"ond")])
+    assert dst.read_bytes() == b"second" and dst.stat().st_ino != before
+    assert [p.name for p in tmp_path.iterdir()] == ["x.dcm"]
+    assert dst.stat().st_mode & 0o777 == 0o644 & ~_umask()
+
+
+def test_without_o_tmpfile_a_named_temp_is_renamed(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system that refuses O_TMPFILE (NFS, FUSE): the named temp path, once and for
+    the rest of the process."""
+    import errno
+
+    real_open = os.open
+    refused: list[int] = []
+
+    def open_(path: object, flags: int, mode: int = 0o777) -> int:
+        if flags & getattr(os, "O_TMPFILE", 1 << 40) == getattr(os, "O_TMPFILE", -1):
+            refused.append(flags)
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return real_open(path, flags, mode)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fileio, "_ANONYMOUS", [getattr(os, "O_TMPFILE", 0)])
+    monkeypatch.setattr(fileio.os, "open", open_)
+    for i in range(3):
+        fileio.write_atomic(tmp_path / "d" / f"{i}.dcm", b"abc" * i)
+    assert len(refused) == 1 and fileio._ANONYMOUS == [0]
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["0.dcm", "1.dcm", "2.dcm"]
+    assert (tmp_path / "d" / "2.dcm").read_bytes() == b"abcabc"
+
+
+def test_temp_files_of_one_output_are_removed(tmp_path: Path) -> None:
+    """What the driver does for the files of a batch whose worker died (named temps)."""
+    dst = tmp_path / "IM[1].dcm"
+    left = [tmp_path / f".IM[1].dcm{fileio.TEMP_MARKER}{n}" for n in ("12-ab", "13-cd")]
+    others = [tmp_path / f".IM2.dcm{fileio.TEMP_MARKER}12-ab", tmp_path / "IM[1].dcm"]
+    for path in left + others:
+        path.write_bytes(b"x")
+    assert fileio.remove_temp_files_of(dst) == 2
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+    assert fileio.remove_temp_files_of(tmp_path / "gone" / "x.dcm") == 0
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 # --------------------------------------------------------------------------- header reads
 
 
