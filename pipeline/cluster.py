@@ -126,6 +126,7 @@ class _InlineWindow(Generic[P]):
         self.fn, self.source, self.args = fn, iter(payloads), args
         self.pending: deque[P] = deque()
         self.stopped = False
+        self.exhausted = False
 
     def start(self) -> None:
         """Nothing to submit: the driver runs each payload as it is iterated."""
@@ -137,13 +138,18 @@ class _InlineWindow(Generic[P]):
         self.pending.extend(payloads)
 
     def __iter__(self) -> Iterator[Outcome[P]]:
-        while not self.stopped:
+        yield from self._run(lambda: True)
+
+    def _run(self, going: Callable[[], bool]) -> Iterator[Outcome[P]]:
+        """Run payloads in the driver while ``going()`` and not stopped."""
+        while not self.stopped and going():
             if self.pending:
                 payload = self.pending.popleft()
             else:
                 try:
                     payload = next(self.source)
                 except StopIteration:
+                    self.exhausted = True
                     return
             try:
                 yield Outcome(payload, self.fn(payload, *self.args))
@@ -165,19 +171,20 @@ class InlinePool:
         return 0
 
 
-# --------------------------------------------------------------------------- dask
+# --------------------------------------------------------------------------- windows
 
 
-class _DaskWindow(Generic[P]):
-    def __init__(self, pool: DaskPool, fn: Callable[..., dict[str, Any]],
-                 payloads: Iterable[P], args: tuple[Any, ...]) -> None:
-        from distributed import as_completed
+class _SlidingWindow(Generic[P]):
+    """What the dask and process-pool windows share: the source, the quarantine queue and
+    the refill rule; a subclass says how to submit, how many may be in flight and how
+    outcomes come back (``__iter__``)."""
 
-        self.pool, self.fn, self.args = pool, fn, args
+    def __init__(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P],
+                 args: tuple[Any, ...]) -> None:
+        self.fn, self.args = fn, args
         self.source = iter(payloads)
         self.pending: deque[P] = deque()  # resubmitted: run alone
-        self.in_flight: dict[Any, P] = {}
-        self.completed = as_completed(loop=pool.client.loop)
+        self.in_flight: dict[Any, Any] = {}  # future -> what the subclass needs back
         self.stopped = False
         self.exhausted = False
 
@@ -191,10 +198,10 @@ class _DaskWindow(Generic[P]):
         self.pending.extend(payloads)
 
     def _submit(self, payload: P) -> None:
-        future = self.pool.client.submit(self.fn, payload, *self.args, pure=False,
-                                         retries=self.pool.retries)
-        self.in_flight[future] = payload
-        self.completed.add(future)
+        raise NotImplementedError
+
+    def _limit(self) -> int:
+        raise NotImplementedError
 
     def _fill(self) -> None:
         if self.stopped:
@@ -203,7 +210,7 @@ class _DaskWindow(Generic[P]):
             if not self.in_flight:
                 self._submit(self.pending.popleft())
             return
-        limit = max(2, PER_WORKER_IN_FLIGHT * max(self.pool.workers_alive(), 1))
+        limit = self._limit()
         while len(self.in_flight) < limit and not self.exhausted:
             try:
                 payload = next(self.source)
@@ -211,6 +218,28 @@ class _DaskWindow(Generic[P]):
                 self.exhausted = True
                 return
             self._submit(payload)
+
+
+# --------------------------------------------------------------------------- dask
+
+
+class _DaskWindow(_SlidingWindow[P]):
+    def __init__(self, pool: DaskPool, fn: Callable[..., dict[str, Any]],
+                 payloads: Iterable[P], args: tuple[Any, ...]) -> None:
+        from distributed import as_completed
+
+        super().__init__(fn, payloads, args)
+        self.pool = pool
+        self.completed = as_completed(loop=pool.client.loop)
+
+    def _submit(self, payload: P) -> None:
+        future = self.pool.client.submit(self.fn, payload, *self.args, pure=False,
+                                         retries=self.pool.retries)
+        self.in_flight[future] = payload
+        self.completed.add(future)
+
+    def _limit(self) -> int:
+        return max(2, PER_WORKER_IN_FLIGHT * max(self.pool.workers_alive(), 1))
 
     def __iter__(self) -> Iterator[Outcome[P]]:
         self._fill()
@@ -261,7 +290,7 @@ class DaskPool:
         return count
 
 
-class _HybridWindow(Generic[P]):
+class _HybridWindow(_InlineWindow[P]):
     """Inline while the local cluster starts in the background, then the dask window.
 
     Why: a local cluster takes about a second to start and each worker another to import
@@ -270,12 +299,9 @@ class _HybridWindow(Generic[P]):
 
     def __init__(self, backend: Backend, fn: Callable[..., dict[str, Any]],
                  payloads: Iterable[P], args: tuple[Any, ...]) -> None:
-        self.backend, self.fn, self.args = backend, fn, args
-        self.source = iter(payloads)
-        self.pending: deque[P] = deque()
-        self.stopped = False
+        super().__init__(fn, payloads, args)
+        self.backend = backend
         self.dask: _DaskWindow[P] | None = None
-        self.inline_payloads = 0
 
     def start(self) -> None:
         """Nothing yet: the driver works inline until the cluster is up."""
@@ -289,20 +315,8 @@ class _HybridWindow(Generic[P]):
         (self.dask.pending if self.dask is not None else self.pending).extend(payloads)
 
     def __iter__(self) -> Iterator[Outcome[P]]:
-        while not self.stopped and not self.backend.ready():
-            if self.pending:
-                payload = self.pending.popleft()
-            else:
-                try:
-                    payload = next(self.source)
-                except StopIteration:
-                    return
-            self.inline_payloads += 1
-            try:
-                yield Outcome(payload, self.fn(payload, *self.args))
-            except Exception as exc:  # noqa: BLE001 - as in _InlineWindow
-                yield Outcome(payload, None, exc)
-        if self.stopped:
+        yield from self._run(lambda: not self.backend.ready())
+        if self.stopped or self.exhausted:  # stopped, or the source ran out inline
             return
         pool = self.backend.started
         assert pool is not None
@@ -360,53 +374,27 @@ def _import_modules(modules: tuple[str, ...]) -> dict[str, Any]:
     return {}
 
 
-class _ProcessWindow(Generic[P]):
-    """The sliding window of :class:`_DaskWindow` over a :class:`ProcessPool`.
+class _ProcessWindow(_SlidingWindow[P]):
+    """The sliding window over a :class:`ProcessPool`.
 
     A task that raised, or that a broken pool (a worker died) took down, is re-run up to
     ``pool.retries`` times (as dask's ``retries`` and lost-worker re-runs do) before its
-    outcome carries the error.
+    outcome carries the error.  ``in_flight``: future -> (order, payload, attempt).
     """
 
     def __init__(self, pool: ProcessPool, fn: Callable[..., dict[str, Any]],
                  payloads: Iterable[P], args: tuple[Any, ...]) -> None:
-        self.pool, self.fn, self.args = pool, fn, args
-        self.source = iter(payloads)
-        self.pending: deque[P] = deque()  # resubmitted: run alone
-        self.in_flight: dict[Future[dict[str, Any]], tuple[int, P, int]] = {}
+        super().__init__(fn, payloads, args)
+        self.pool = pool
         self.sequence = 0
-        self.stopped = False
-        self.exhausted = False
-
-    def start(self) -> None:
-        self._fill()
-
-    def stop(self) -> None:
-        self.stopped = True
-
-    def resubmit(self, payloads: Iterable[P]) -> None:
-        self.pending.extend(payloads)
 
     def _submit(self, payload: P, attempt: int = 0) -> None:
         future = self.pool.submit(self.fn, payload, *self.args)
         self.sequence += 1
         self.in_flight[future] = (self.sequence, payload, attempt)
 
-    def _fill(self) -> None:
-        if self.stopped:
-            return
-        if self.pending:  # quarantine: one at a time, once the others have drained
-            if not self.in_flight:
-                self._submit(self.pending.popleft())
-            return
-        limit = max(2, PER_WORKER_IN_FLIGHT * self.pool.workers)
-        while len(self.in_flight) < limit and not self.exhausted:
-            try:
-                payload = next(self.source)
-            except StopIteration:
-                self.exhausted = True
-                return
-            self._submit(payload)
+    def _limit(self) -> int:
+        return max(2, PER_WORKER_IN_FLIGHT * self.pool.workers)
 
     def __iter__(self) -> Iterator[Outcome[P]]:
         self._fill()
