@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline.job import TreeJob
+from tasks.builtin import config_dir
 from tasks.errors import UsageError
 
 P = TypeVar("P")
@@ -54,7 +55,7 @@ PER_WORKER_IN_FLIGHT = 3
 BATCHES_PER_WORKER = 8
 PARENT_POLL_SECONDS = 0.5  # a pool worker checks this often that its driver is alive
 MIN_BATCH_FILES = 20
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "cluster"
+CONFIG_DIR = config_dir("cluster")  # built-in cluster definitions (tasks.builtin)
 JOBQUEUE_KINDS = {
     "slurm": "SLURMCluster",
     "pbs": "PBSCluster",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import _profile_table as table
+from tasks.builtin import config_dir
 from tasks.errors import ProfileError
 from tasks.iod_types import attribute_type, iod_for_sop_class
 
@@ -49,7 +50,7 @@ CODES = frozenset({"X", "Z", "D", "K", "C", "U", "X/Z", "X/D", "Z/D", "X/Z/D", "
 #: "Two options that disagree on a row: the cleaner action wins" (issue 4).  Lower = cleaner.
 CLEANLINESS = {"X": 0, "Z": 1, "D": 2, "U": 3, "C": 4, "K": 5}
 TABLE_NAME = "ps3.15-e1-1"
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "configs" / "profiles"
+PROFILE_DIR = config_dir("profiles")  # built-in profiles (tasks.builtin)
 DEFAULT_PROFILE = "basic"
 #: SOP classes whose pixel data usually carries burned-in text (PS3.15 E.1.1: "Clean Pixel
 #: Data" is not something we do); the basic profile's YAML may replace this list.

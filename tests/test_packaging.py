@@ -1,0 +1,42 @@
+"""A wheel carries everything the tool reads at run time: the built-in profiles and cluster
+definitions (top-level ``configs/`` as the data package ``anonpipe_configs``) and the IOD
+tables, and an unpacked wheel finds them without the checkout beside it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_wheel_ships_and_finds_the_built_in_configs(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--no-build-isolation", "-w", str(tmp_path / "dist"), str(REPO)],
+                   check=True, capture_output=True, cwd=tmp_path)
+    (wheel,) = (tmp_path / "dist").glob("anonpipe-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    expected = {f"anonpipe_configs/profiles/{n}.yaml" for n in ("basic", "gdcmanon",
+                                                                 "site-example")}
+    expected |= {f"anonpipe_configs/cluster/{n}.yaml" for n in ("local", "scheduler", "slurm",
+                                                                "pbs")}
+    expected |= {"tasks/data/iod_types.json", "tasks/_profile_table.py", "tasks/py.typed"}
+    assert expected <= names
+    probe = (
+        "import tasks, tasks.builtin as b, tasks.profile as p, pipeline.cluster as c\n"
+        "print(tasks.__file__); print(b.config_dir('profiles'))\n"
+        "print(p.get_profile('gdcmanon').spec.name, p.get_profile('basic').spec.name)\n"
+        "print(c.load_cluster_config('local').kind)\n"
+    )
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, cwd=tmp_path, env={"PYTHONPATH": str(site),
+                                                         "PATH": "/usr/bin:/bin"})
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(str(site)), "the unpacked wheel, not the checkout, was imported"
+    assert lines[1] == str(site / "anonpipe_configs" / "profiles")
+    assert lines[2:] == ["gdcmanon basic", "local"]
