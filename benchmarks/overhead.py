@@ -1,6 +1,6 @@
 """The numbers that predict scaling beyond 2 workers (benchmarks/README.md, "Scaling").
 
-    .venv/bin/python benchmarks/overhead.py [--dask]
+    .venv/bin/python benchmarks/overhead.py [--dask] [--pool dask|processes|both]
 
 Measures, on this machine: the start-up and per-task cost of the local process pool (and
 with ``--dask`` of a dask LocalCluster), then one real run (``-e -r --workers N`` on the
@@ -45,25 +45,39 @@ def pool_costs(workers: int, tasks: int = 400) -> dict[str, float]:
     return {"start_s": round(ready, 3), "per_task_ms": round(per_task * 1e3, 3)}
 
 
-def dask_costs(workers: int, tasks: int = 400) -> dict[str, float]:
+def dask_costs(workers: int, dashboard: bool, tasks: int = 400) -> dict[str, float]:
+    """A LocalCluster as the pipeline starts one (``pipeline.cluster``), with or without
+    the dashboard: wall time to the first results, CPU of the whole process tree by then
+    (this process's and its workers'), and the per-task cost after."""
     import logging
 
-    from distributed import Client, LocalCluster
+    import psutil
+    from distributed import Client
 
+    from pipeline.cluster import _lean_local_cluster
+
+    me = psutil.Process()
+    before = sum(me.cpu_times()[:2])
     started = time.perf_counter()
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      silence_logs=logging.ERROR, dashboard_address=":0") as cluster, \
+    options = {"n_workers": workers, "threads_per_worker": 1, "processes": True,
+               "silence_logs": logging.ERROR}
+    if dashboard:
+        options["dashboard_address"] = ":0"
+    with _lean_local_cluster(options, dashboard) as cluster, \
             Client(cluster, set_as_default=False) as client:
         client.gather([client.submit(_noop, i, pure=False) for i in range(workers)])
         ready = time.perf_counter() - started
+        cpu = sum(me.cpu_times()[:2]) - before + sum(
+            sum(child.cpu_times()[:2]) for child in me.children(recursive=True))
         t0 = time.perf_counter()
         client.gather([client.submit(_noop, i, pure=False) for i in range(tasks)])
         per_task = (time.perf_counter() - t0) / tasks
-    return {"start_s": round(ready, 3), "per_task_ms": round(per_task * 1e3, 3)}
+    return {"start_s": round(ready, 3), "start_cpu_s": round(cpu, 2),
+            "per_task_ms": round(per_task * 1e3, 3)}
 
 
-def run_costs(archive: Path, workers: int) -> dict[str, float]:
-    """A real ``anonpipe -e -r --workers N`` run, in this process: the driver's CPU
+def run_costs(archive: Path, workers: int, pool: str = "dask") -> dict[str, float]:
+    """A real ``anonpipe -e -r --workers N --local-pool POOL`` run, in this process: the driver's CPU
     (RUSAGE_SELF: listing, store, plan, journal, IPC) and the workers' (RUSAGE_CHILDREN),
     per file, user and system apart."""
     import resource
@@ -75,7 +89,8 @@ def run_costs(archive: Path, workers: int) -> dict[str, float]:
     files = sum(1 for _ in archive.rglob("*.dcm"))
     with tempfile.TemporaryDirectory(dir=ROOT / "build") as tmp:
         args = build_parser().parse_args(
-            ["-e", "--irreversible", "-r", "-E", "--workers", str(workers), "--secret-file",
+            ["-e", "--irreversible", "-r", "-E", "--workers", str(workers),
+             "--local-pool", pool, "--secret-file",
              str(Path(tmp) / "secret"), "--store", str(Path(tmp) / "store.sqlite"),
              str(archive), str(Path(tmp) / "out")])
         job = build_run(args)
@@ -98,24 +113,29 @@ def run_costs(archive: Path, workers: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dask", action="store_true", help="also measure a dask LocalCluster")
+    parser.add_argument("--dask", action="store_true",
+                        help="also measure a dask LocalCluster (with and without dashboard)")
+    parser.add_argument("--pool", choices=("dask", "processes", "both"), default="dask",
+                        help="local workers of the measured run (default: the default)")
     args = parser.parse_args()
     workers = os.cpu_count() or 1
     out: dict[str, object] = {"cpus": workers, "process_pool": pool_costs(workers)}
     if args.dask:
-        out["dask_local_cluster"] = dask_costs(workers)
+        out["dask_local_cluster"] = dask_costs(workers, dashboard=False)
+        out["dask_local_cluster_with_dashboard"] = dask_costs(workers, dashboard=True)
     archive = ARCHIVE.parent / "archive-small20k"
     if not archive.exists():
         archive = ARCHIVE
-    run = run_costs(archive, workers)
-    out["run"] = run
-    driver = run["driver_user_ms_per_file"] + run["driver_sys_ms_per_file"]
-    worker = run["workers_user_ms_per_file"] + run["workers_sys_ms_per_file"]
-    out["predicted"] = {
-        "files_per_s_per_worker": round(1e3 / worker),
-        "files_per_s_driver_ceiling": round(1e3 / driver),
-        "workers_before_the_driver_saturates": round(worker / driver, 1),
-    }
+    for pool in ("dask", "processes") if args.pool == "both" else (args.pool,):
+        run = run_costs(archive, workers, pool)
+        out[f"run_{pool}"] = run
+        driver = run["driver_user_ms_per_file"] + run["driver_sys_ms_per_file"]
+        worker = run["workers_user_ms_per_file"] + run["workers_sys_ms_per_file"]
+        out[f"predicted_{pool}"] = {
+            "files_per_s_per_worker": round(1e3 / worker),
+            "files_per_s_driver_ceiling": round(1e3 / driver),
+            "workers_before_the_driver_saturates": round(worker / driver, 1),
+        }
     print(json.dumps(out, indent=2))
     return 0
 
