@@ -153,12 +153,33 @@ def write_atomic(dst: Path, data: bytes | Sequence[bytes | memoryview], fsync: b
             chunks = (b"".join(chunks),)
     total = sum(map(len, chunks))
     deferred = _DEFERRED.get() if fsync else None
+    try:
+        _write_once(dst, chunks, total, fsync and deferred is None)
+    except _LinkRefused:  # /proc or linkat unusable here: named temp files from now on
+        _write_once(dst, chunks, total, fsync and deferred is None)
+    if deferred is not None:
+        deferred.note(str(dst))
+    return total
+
+
+#: O_TMPFILE (Linux) and the /proc/self/fd path that links such a file in; cleared for
+#: the rest of the process when the output file system refuses it (NFS, FUSE ...)
+_ANONYMOUS = [getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0]
+_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+
+
+class _LinkRefused(Exception):
+    """Linking a nameless file in failed for a reason other than an existing name."""
+
+
+def _write_once(dst: Path, chunks: Sequence[bytes | memoryview], total: int,
+                fsync: bool) -> None:
     tmp: Path | None = None
     try:
         fd, tmp = _create(dst)
         try:
             _write_all(fd, chunks, total)
-            if fsync and deferred is None:
+            if fsync:
                 os.fsync(fd)
             if tmp is None:
                 tmp = _link_in(fd, dst)
@@ -171,15 +192,6 @@ def write_atomic(dst: Path, data: bytes | Sequence[bytes | memoryview], fsync: b
             with contextlib.suppress(OSError):
                 tmp.unlink()
         raise OutputError(f"cannot write output: {exc.strerror or exc}") from None
-    if deferred is not None:
-        deferred.note(str(dst))
-    return total
-
-
-#: O_TMPFILE (Linux) and the /proc/self/fd path that links such a file in; cleared for
-#: the rest of the process when the output file system refuses it (NFS, FUSE ...)
-_ANONYMOUS = [getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0]
-_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
 
 
 def _create(dst: Path) -> tuple[int, Path | None]:
@@ -222,14 +234,20 @@ def _link_in(fd: int, dst: Path) -> Path | None:
     it a temp name instead and return that, for the caller to rename over ``dst``."""
     # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N; os.link takes that path (not plain
     # link(2), which would link the /proc symlink itself) only when given a dir fd
-    fds = _proc_fds()
     try:
-        os.link(str(fd), dst, src_dir_fd=fds)
-        return None
+        fds = _proc_fds()
+        try:
+            os.link(str(fd), dst, src_dir_fd=fds)
+            return None
+        except FileExistsError:
+            tmp = temp_path_for(dst)
+            os.link(str(fd), tmp, src_dir_fd=fds)
+            return tmp
     except FileExistsError:
-        tmp = temp_path_for(dst)
-        os.link(str(fd), tmp, src_dir_fd=fds)
-        return tmp
+        raise  # the temp name is taken (not expected: random): an output error
+    except OSError:
+        _ANONYMOUS[0] = 0  # hidden /proc, a sandbox refusing linkat ...: the caller retries
+        raise _LinkRefused from None
 
 
 _PROC_FDS: dict[int, int] = {}  # pid -> open /proc/self/fd (a forked child opens its own)

@@ -159,6 +159,28 @@ def test_without_o_tmpfile_a_named_temp_is_renamed(tmp_path: Path,
     assert (tmp_path / "d" / "2.dcm").read_bytes() == b"abcabc"
 
 
+def test_a_refused_link_falls_back_to_a_named_temp(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """linkat through /proc refused (hidden /proc, a sandbox): the bytes are written again
+    the classic way, and the nameless path is not tried again in this process."""
+    real_link = os.link
+    refused: list[object] = []
+
+    def link(src: object, dst: object, **kwargs: object) -> None:
+        if kwargs.get("src_dir_fd") is not None:
+            refused.append(src)
+            raise PermissionError(1, "Operation not permitted")
+        real_link(src, dst, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fileio, "_ANONYMOUS", [getattr(os, "O_TMPFILE", 0)])
+    monkeypatch.setattr(fileio.os, "link", link)
+    fileio.write_atomic(tmp_path / "a.dcm", [b"ab", b"cd"])
+    fileio.write_atomic(tmp_path / "b.dcm", b"ef")
+    assert len(refused) == 1 and fileio._ANONYMOUS == [0]
+    assert (tmp_path / "a.dcm").read_bytes() == b"abcd"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dcm", "b.dcm"]
+
+
 def test_temp_files_of_one_output_are_removed(tmp_path: Path) -> None:
     """What the driver does for the files of a batch whose worker died (named temps)."""
     dst = tmp_path / "IM[1].dcm"
