@@ -139,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local workers: a dask LocalCluster (default) or a plain process "
                       "pool that starts faster (pays off on small runs)")
     pipe.add_argument("--dashboard", action="store_true",
-                      help="serve the dask dashboard of a local cluster on a free port and "
-                      "print its address (a fixed one: dashboard_address in a cluster "
-                      "config); off by default: it costs ~0.3 s of start-up")
+                      help="run every pass with workers on a local dask cluster that serves "
+                      "its dashboard on a free port, and print the address (a fixed one: "
+                      "dashboard_address in a cluster config); off by default: it costs "
+                      "~0.3 s of start-up")
     pipe.add_argument("--cluster", action=_Once, help="job queue from configs/cluster/NAME.yaml")
     pipe.add_argument("--print-job-script", action="store_true",
                       help="print the job script --cluster would submit, then exit")

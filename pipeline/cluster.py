@@ -625,8 +625,9 @@ class Backend:
 
     @property
     def explicit(self) -> bool:
-        """A scheduler or cluster the user named: used even for small runs."""
-        return self.job.scheduler is not None or (
+        """A scheduler or cluster the user named, or a dashboard the user wants to watch:
+        used even for small runs."""
+        return self.job.scheduler is not None or self.job.dashboard is not None or (
             self.config is not None and self.config.kind != "local")
 
     def _small(self, files: int | None, nbytes: int | None) -> bool:

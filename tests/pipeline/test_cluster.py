@@ -247,10 +247,10 @@ def test_local_dashboard_only_when_asked(archive: Path, tmp_path: Path) -> None:
     finally:
         plain.close()
         taken.close()
-    shown = Backend(deid_job(archive, tmp_path / "b", workers=1, inline_below=0,
-                             inline_while_starting=False, dashboard=":0"))
+    shown = Backend(deid_job(archive, tmp_path / "b", workers=1, dashboard=":0"))
     try:
-        pool = shown.pool(None)
+        pool = shown.pool(20)  # asked to watch: even a small pass runs on the cluster
+        assert pool.kind == "dask"
         assert pool.dashboard is not None and pool.dashboard.startswith("http://")
         assert _profiler_enabled(pool) == [True]
         with urllib.request.urlopen(pool.dashboard, timeout=30) as response:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pytest
+
 from pipeline.cli import build_parser
 from pipeline.cluster import ProcessPool, open_client
 from pipeline.options import PROCESSES_INLINE_BELOW, build_run
 from pipeline.runner import run_tree
 from pipeline.store import Store
 from tasks.deidentify import Deidentify, DeidentifySettings
+from tasks.errors import UsageError
 from tasks.model import Status
 from tests.pipeline.conftest import FILES, SECRET, deid_job, tree_digest
 from tests.pipeline.slowop import PoisonDeidentify
@@ -95,6 +98,10 @@ def test_command_line_chooses_the_local_pool(archive: Path, tmp_path: Path) -> N
     job = build_run(build_parser().parse_args(
         [*base, "--dashboard", str(archive), str(tmp_path / "out")]))  # not taken as a value
     assert job.dashboard == ":0" and job.input == archive  # type: ignore[union-attr]
+    for extra in (["--workers", "0"], ["--local-pool", "processes"]):
+        with pytest.raises(UsageError, match="--dashboard shows a dask cluster"):
+            build_run(build_parser().parse_args(
+                [*base, "--dashboard", *extra, str(archive), str(tmp_path / "out")]))
     args: argparse.Namespace = build_parser().parse_args(
         [*base, "--local-pool", "processes", str(archive), str(tmp_path / "out")])
     job = build_run(args)
