@@ -219,9 +219,16 @@ def test_cluster_config_local_applies(archive: Path, tmp_path: Path) -> None:
 
 
 def _profiler_enabled(pool: object) -> list[bool]:
+    """The workers' profiler setting; with it off the lean settings must all be there."""
+    from pipeline.cluster import LEAN_DASK_CONFIG
+
     client = pool.client  # type: ignore[attr-defined]
-    return list(client.run(lambda: __import__("dask").config.get(
-        "distributed.worker.profile.enabled")).values())
+    seen = list(client.run(lambda: {key: __import__("dask").config.get(key)
+                                    for key in LEAN_DASK_CONFIG}).values())
+    for settings in seen:
+        lean = all(settings[key] == value for key, value in LEAN_DASK_CONFIG.items())
+        assert lean == (not settings["distributed.worker.profile.enabled"])
+    return [settings["distributed.worker.profile.enabled"] for settings in seen]
 
 
 def test_local_dashboard_only_when_asked(archive: Path, tmp_path: Path) -> None:
