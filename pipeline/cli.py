@@ -136,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local dask workers (default: all cores; 0: inline, no dask)")
     pipe.add_argument("--scheduler", action=_Once, help="tcp://HOST:PORT of a dask scheduler")
     pipe.add_argument("--local-pool", choices=("dask", "processes"), default="dask",
-                      help="local workers: a dask LocalCluster (default) or a plain process "
-                      "pool that starts faster (pays off on small runs)")
+                      help="local workers for passes of 5,000 files or more: a dask "
+                      "LocalCluster (default) or the process pool smaller passes use (less "
+                      "overhead: faster on a few cores)")
     pipe.add_argument("--dashboard", action="store_true",
                       help="run every pass with workers on a local dask cluster that serves "
                       "its dashboard on a free port, and print the address (a fixed one: "
