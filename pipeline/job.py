@@ -48,8 +48,9 @@ class TreeJob:
     inline_below_bytes: int | None = None
     #: a pass below ``inline_below`` on the default local dask cluster, but of at least
     #: this many files or bytes, runs on the light process pool instead of inline: on 2
-    #: cores a LocalCluster's ~0.7 s start-up is most of a 2,000-file run, the process
-    #: pool's ~0.1 s is not (benchmarks/README.md); None: such passes run inline
+    #: cores a LocalCluster's start-up (~0.35 s, ~0.65 CPU-s) is a good part of a
+    #: 2,000-file run, the process pool's 0.07 s is not (benchmarks/README.md); None: such
+    #: passes run inline
     processes_from: int | None = 256
     processes_from_bytes: int | None = 32 * 1024 * 1024
     inline_while_starting: bool = True  # the driver works inline while a local cluster starts
