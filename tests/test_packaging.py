@@ -4,6 +4,7 @@ tables, and an unpacked wheel finds them without the checkout beside it."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,9 +13,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _source_copy(target: Path) -> Path:
+    """The project's files (tracked, or new and not ignored) copied to ``target``: the
+    build then neither writes into the checkout nor walks its ``build/`` archives."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = REPO / rel
+        if source.is_file():
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / rel)
+    return target
+
+
 def test_the_wheel_ships_and_finds_the_built_in_configs(tmp_path: Path) -> None:
+    source = _source_copy(tmp_path / "src")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(tmp_path / "dist"), str(REPO)],
+                    "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
                    check=True, capture_output=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("anonpipe-*.whl")
     with zipfile.ZipFile(wheel) as archive:
