@@ -7,17 +7,19 @@ bounded.  ``-d``/``--dumb`` need no header facts, so their pass 1 is the listing
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 from collections.abc import Iterator
 from typing import Any
 
 from pipeline.cluster import Backend, Pool, balanced_batch
 from pipeline.job import TreeJob
 from pipeline.plan import profile_of
-from pipeline.progress import PassStats, RunProgress
+from pipeline.progress import INFO, PassStats, RunProgress
 from pipeline.store import Store
 from pipeline.walk import Entry, iter_files
-from tasks.inventory import ScanBatch, replaced_tags, scan_batch
+from tasks.inventory import ROW_FORMAT, ScanBatch, replaced_tags, scan_batch
 
 LISTING_CHUNK = 5000
 
@@ -27,30 +29,57 @@ def _error_row(entry: Entry) -> dict[str, Any]:
 
 
 class _Batcher:
-    """Turns the entry stream into scan batches; unreadable entries are set aside as rows."""
+    """Turns the entry stream into scan batches; unreadable entries are set aside as rows.
+
+    With ``reuse`` (the store kept the rows of the last pass 1: Store.begin_inventory),
+    files listed with the size and modification time their row was read from are not
+    scanned again; they are counted in ``reused`` for the progress display.
+    """
 
     def __init__(self, job: TreeJob, entries: Iterator[Entry], replaced: frozenset[int],
-                 batch_files: int | None = None) -> None:
+                 batch_files: int | None = None, store: Store | None = None,
+                 reuse: bool = False) -> None:
         self.job = job
         self.entries = entries
         self.replaced = replaced
         self.batch_files = batch_files or job.scan_batch_files
         self.walk_errors: dict[str, dict[str, Any]] = {}
         self.next_id = 0
+        self.store = store if reuse else None
+        self.reused = (0, 0)  # files, bytes not yet shown
 
     def __iter__(self) -> Iterator[ScanBatch]:
         rels: list[str] = []
         root = str(self.job.input)
-        for entry in self.entries:
-            if not entry.ok:
-                self.walk_errors[entry.rel] = _error_row(entry)
-                continue
-            rels.append(entry.rel)
-            if len(rels) >= self.batch_files:
-                yield self._batch(root, rels)
-                rels = []
+        for chunk in _chunks(self.entries, self.batch_files):
+            for rel in self._to_scan(chunk):
+                rels.append(rel)
+                if len(rels) >= self.batch_files:
+                    yield self._batch(root, rels)
+                    rels = []
         if rels:
             yield self._batch(root, rels)
+
+    def _to_scan(self, chunk: list[Entry]) -> list[str]:
+        """The paths of ``chunk`` to scan; walk errors are set aside, reusable rows kept."""
+        listed = {}
+        for entry in chunk:
+            if entry.ok:
+                listed[entry.rel] = (entry.size, entry.mtime_ns)
+            else:
+                self.walk_errors[entry.rel] = _error_row(entry)
+        if self.store is None:
+            return list(listed)
+        self.store.mark_seen(entry.rel for entry in chunk)
+        kept = self.store.unchanged(listed)
+        if kept:
+            files, nbytes = self.reused
+            self.reused = (files + len(kept), nbytes + sum(listed[rel][0] for rel in kept))
+        return [rel for rel in listed if rel not in kept]
+
+    def take_reused(self) -> tuple[int, int]:
+        reused, self.reused = self.reused, (0, 0)
+        return reused
 
     def _batch(self, root: str, rels: list[str]) -> ScanBatch:
         self.next_id += 1
@@ -73,7 +102,10 @@ def _sized_stream(job: TreeJob) -> tuple[Iterator[Entry], int | None, int | None
 
 def run_scan(job: TreeJob, store: Store, backend: Backend, progress: RunProgress) -> PassStats:
     """Fill the store's inventory for ``job``; returns the pass statistics."""
-    store.reset_inventory()
+    replaced = replaced_tags(profile_of(job)) if job.mode == "deidentify" else frozenset()
+    reuse = job.mode == "deidentify" and store.begin_inventory(_scan_key(job, replaced))
+    if job.mode != "deidentify":
+        store.reset_inventory()
     stream, expected, nbytes = _sized_stream(job)
     if not (job.scan_only or job.dry_run):  # pass 2 may want workers pass 1 does without
         backend.prestart(expected, nbytes, _worker_modules(job))
@@ -84,10 +116,26 @@ def run_scan(job: TreeJob, store: Store, backend: Backend, progress: RunProgress
         pool = backend.pool(expected)
         progress.begin("pass 1 scan", total=expected)
         size = balanced_batch(job.scan_batch_files, expected, backend.planned_workers(pool))
-        batcher = _Batcher(job, stream, replaced_tags(profile_of(job)), size)
+        batcher = _Batcher(job, stream, replaced, size, store, reuse)
         _scan(job, batcher, pool, store, progress)
+        if reuse:
+            dropped = store.sweep_unseen()
+            if dropped:
+                progress.message(f"{dropped:,} files of the last scan are gone: dropped from "
+                                 "the inventory", INFO)
     store.finish_inventory()
     return progress.end()
+
+
+def _scan_key(job: TreeJob, replaced: frozenset[int]) -> str:
+    """What inventory rows depend on besides each file: reusable only when it is equal."""
+    text = json.dumps([ROW_FORMAT, str(job.input.resolve()), sorted(replaced)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
+    while chunk := list(itertools.islice(entries, size)):
+        yield chunk
 
 
 def _worker_modules(job: TreeJob) -> tuple[str, ...]:
@@ -146,3 +194,6 @@ def _flush_walk_errors(batcher: _Batcher, store: Store, progress: RunProgress) -
     if errors:
         store.add_inventory(errors)
         progress.advance(len(errors), 0, len(errors))
+    files, nbytes = batcher.take_reused()
+    if files:
+        progress.advance(files, nbytes, 0)

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -41,6 +41,7 @@ from tasks.errors import UsageError
 
 TABLES = ("files", "journal", "uids", "ids", "patients", "runs")
 _JOB_KEY = "job"
+_SCAN_KEY = "inventory scan"  # what the rows of the last pass 1 were made with
 
 Row = dict[str, Any]
 
@@ -187,6 +188,53 @@ class Store:
         """Pass 1 rewrites the inventory; dropping the index first keeps inserts cheap."""
         self._sql_write("files", "DROP INDEX IF EXISTS files_by_study")
         self._sql_write("files", 'DELETE FROM "files"')
+        self._write("runs", {_SCAN_KEY: None})
+
+    def begin_inventory(self, scan_key: str) -> bool:
+        """Start a pass 1 that may reuse the rows of the last one, made with ``scan_key``
+        (input folder, replaced tags, row format): True when it may, and then every row
+        the pass neither reuses (:meth:`mark_seen`) nor rewrites is dropped by
+        :meth:`sweep_unseen`; False when the inventory was emptied instead.
+
+        Why: a run resumed after a kill, or repeated over an archive that grew, would
+        otherwise read every header again; unchanged files keep their rows.
+        """
+        self._writer.execute("CREATE TEMP TABLE IF NOT EXISTS seen (key TEXT PRIMARY KEY)")
+        self._writer.execute("DELETE FROM temp.seen")
+        if self.get("runs", _SCAN_KEY) != scan_key:
+            self.reset_inventory()
+            self._write("runs", {_SCAN_KEY: scan_key})
+            return False
+        return True
+
+    def unchanged(self, entries: Mapping[str, tuple[int, int]]) -> set[str]:
+        """Those of ``entries`` (path -> (size, mtime_ns) as listed now) whose row was read
+        from a file of that size and modification time, without error."""
+        found: set[str] = set()
+        keys = list(entries)
+        size, mtime, error = (f"json_extract(value, '$.{name}')"
+                              for name in ("size", "mtime_ns", "error_kind"))
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            rows = self._query(
+                f'SELECT key, {size}, {mtime} FROM "files" WHERE {error} IS NULL AND key IN '
+                f'({",".join("?" * len(part))})', tuple(part))
+            found.update(key for key, n, t in rows if entries[key] == (n, t))
+        return found
+
+    def mark_seen(self, keys: Iterable[str]) -> None:
+        """Rows this pass 1 keeps (reused, rewritten or set aside as walk errors)."""
+        self._writer.executemany("INSERT OR IGNORE INTO temp.seen (key) VALUES (?)",
+                                 ((key,) for key in keys))
+        self._writer.commit()
+
+    def sweep_unseen(self) -> int:
+        """Drop the rows of files this pass 1 did not list (deleted since); how many."""
+        dropped = self._writer.execute(
+            'DELETE FROM "files" WHERE key NOT IN (SELECT key FROM temp.seen)').rowcount
+        self._writer.execute("DELETE FROM temp.seen")
+        self._writer.commit()
+        return int(dropped)
 
     def reset_journal(self) -> None:
         self._sql_write("journal", 'DELETE FROM "journal"')

@@ -38,6 +38,9 @@ PATIENT_IDENTITY_REMOVED = 0x00120062
 ENCRYPTED_ATTRIBUTES = 0x04000500
 MEDIA_STORAGE_SOP_CLASS = 0x00020002
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: the version of :func:`scan_file`'s row: a store's rows are reused by a later pass 1 only
+#: when it is the same (pipeline.scan), so change it with what a row holds
+ROW_FORMAT = 1
 
 #: top-level text fields of a row, by tag
 TOP_FIELDS = {
