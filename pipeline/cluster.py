@@ -295,12 +295,14 @@ class _HybridWindow(_InlineWindow[P]):
     """Inline while the local cluster starts in the background, then the dask window.
 
     Why: a local cluster takes about a second to start and each worker another to import
-    the project; the driver would otherwise sit idle for it.
+    the project; the driver would otherwise sit idle for it.  The start is asked for by
+    the first payload, not before: a pass whose source turns out empty (a rerun with
+    nothing left to scan or write) starts no cluster.
     """
 
     def __init__(self, backend: Backend, fn: Callable[..., dict[str, Any]],
                  payloads: Iterable[P], args: tuple[Any, ...]) -> None:
-        super().__init__(fn, payloads, args)
+        super().__init__(fn, _first_starts(payloads, backend.start_in_background), args)
         self.backend = backend
         self.dask: _DaskWindow[P] | None = None
 
@@ -325,6 +327,16 @@ class _HybridWindow(_InlineWindow[P]):
         self.dask.pending.extend(self.pending)
         self.pending.clear()
         yield from self.dask
+
+
+def _first_starts(payloads: Iterable[P], start: Callable[[], None]) -> Iterator[P]:
+    """``payloads``, calling ``start`` once, when the first of them is taken."""
+    iterator = iter(payloads)
+    for payload in iterator:
+        start()
+        yield payload
+        yield from iterator
+        return
 
 
 class _StartingPool:
@@ -670,8 +682,7 @@ class Backend:
         if self.explicit or not self.job.inline_while_starting:
             self._join()
             return self._start()
-        self._start_in_background()
-        return _StartingPool(self)
+        return _StartingPool(self)  # the cluster starts with the pass's first payload
 
     def planned_workers(self, pool: Pool) -> int:
         """How many workers ``pool`` has or will have (for batch sizing)."""
@@ -703,7 +714,7 @@ class Backend:
     def started(self) -> DaskPool | None:
         return self._dask
 
-    def _start_in_background(self) -> None:
+    def start_in_background(self) -> None:
         if self._starter is None:
             self._starter = threading.Thread(target=self._start_quietly, daemon=True,
                                              name="anonpipe-cluster-start")

@@ -264,3 +264,22 @@ def test_local_dashboard_only_when_asked(archive: Path, tmp_path: Path) -> None:
             assert response.status == 200
     finally:
         shown.close()
+
+
+def _echo(payload: int) -> dict[str, int]:
+    return {"value": payload}
+
+
+def test_a_pass_with_nothing_to_run_starts_no_cluster(archive: Path, tmp_path: Path) -> None:
+    """The local cluster starts with a pass's first payload: a rerun with nothing left to
+    scan or write pays no start-up; one payload is run inline while the cluster starts."""
+    backend = Backend(deid_job(archive, tmp_path / "out", workers=2))
+    try:
+        pool = backend.pool(None)  # a big pass: the LocalCluster, once there is work
+        assert list(pool.imap(_echo, [])) == []
+        assert backend.started is None and backend.describe() == "inline (no dask)"
+        outcomes = list(backend.pool(None).imap(_echo, [7]))
+        assert [o.result for o in outcomes] == [{"value": 7}]
+        assert backend.describe() != "inline (no dask)"  # asked to start by that payload
+    finally:
+        backend.close()
