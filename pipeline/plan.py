@@ -105,53 +105,52 @@ def record_mapping(store: Store, secret: bytes, root: str, profile: Any) -> Mapp
     pseudonyms, and with Retain Longitudinal Modified Dates each patient's date offset.
     """
     stats = MappingStats()
-    chunk: dict[str, Any] = {}
-    for uid in store.replaced_uids():
-        chunk[uid] = new_uid(secret, root, uid)
-        if len(chunk) >= WRITE_CHUNK:
-            store.put_uids(chunk)
-            stats.uids += len(chunk)
-            chunk = {}
-    store.put_uids(chunk)
-    stats.uids += len(chunk)
-
+    stats.uids = _put_chunked(store.put_uids, ((uid, new_uid(secret, root, uid))
+                                               for uid in store.replaced_uids()))
     compiled = get_profile(profile)
-    actions = compiled.actions
-    pseudonymised = {tag for tag, action in actions.items() if action is Action.D}
+    pseudonymised = {tag for tag, action in compiled.actions.items() if action is Action.D}
     shifted = getattr(compiled, "dates", None) == "modified"
-    patients: dict[str, Any] = {}
-    for pid, names, dates, studies in store.patients():
-        row: dict[str, Any] = {"names": names, "birth_dates": dates, "studies": studies,
-                               "conflict": len(names) > 1 or len(dates) > 1}
-        if PATIENT_ID in pseudonymised:
-            row["pseudonym"] = _dummy_for(secret, PATIENT_ID, pid)
-        if PATIENT_NAME in pseudonymised:
-            row["name_pseudonyms"] = [_dummy_for(secret, PATIENT_NAME, n) for n in names]
-        if shifted:
-            row["date_offset_days"] = date_offset_days(secret, pid.encode("latin-1", "replace"))
-        patients[pid] = row
-        if len(patients) >= WRITE_CHUNK:
-            store.put_patients(patients)
-            stats.patients += len(patients)
-            patients = {}
-    store.put_patients(patients)
-    stats.patients += len(patients)
 
-    ids: dict[str, str] = {}
-    for field_name, tag, label in (("patient_id", PATIENT_ID, "PatientID"),
-                                   ("patient_name", PATIENT_NAME, "PatientName"),
-                                   ("study_id", STUDY_ID, "StudyID")):
-        if tag not in pseudonymised:
-            continue
-        for value in store.identifiers(field_name):
-            ids[f"{label}:{value}"] = _dummy_for(secret, tag, value)
-            if len(ids) >= WRITE_CHUNK:
-                store.put_ids(ids)
-                stats.identifiers += len(ids)
-                ids = {}
-    store.put_ids(ids)
-    stats.identifiers += len(ids)
+    def patient_rows() -> Iterator[tuple[str, dict[str, Any]]]:
+        for pid, names, dates, studies in store.patients():
+            row: dict[str, Any] = {"names": names, "birth_dates": dates, "studies": studies,
+                                   "conflict": len(names) > 1 or len(dates) > 1}
+            if PATIENT_ID in pseudonymised:
+                row["pseudonym"] = _dummy_for(secret, PATIENT_ID, pid)
+            if PATIENT_NAME in pseudonymised:
+                row["name_pseudonyms"] = [_dummy_for(secret, PATIENT_NAME, n) for n in names]
+            if shifted:
+                row["date_offset_days"] = date_offset_days(secret,
+                                                           pid.encode("latin-1", "replace"))
+            yield pid, row
+
+    def identifier_rows() -> Iterator[tuple[str, str]]:
+        for field_name, tag, label in (("patient_id", PATIENT_ID, "PatientID"),
+                                       ("patient_name", PATIENT_NAME, "PatientName"),
+                                       ("study_id", STUDY_ID, "StudyID")):
+            if tag in pseudonymised:
+                for value in store.identifiers(field_name):
+                    yield f"{label}:{value}", _dummy_for(secret, tag, value)
+
+    stats.patients = _put_chunked(store.put_patients, patient_rows())
+    stats.identifiers = _put_chunked(store.put_ids, identifier_rows())
     return stats
+
+
+def _put_chunked(put: Callable[[dict[str, Any]], None],
+                 pairs: Iterator[tuple[str, Any]]) -> int:
+    """Write ``pairs`` through ``put`` WRITE_CHUNK at a time (the driver's memory stays flat
+    however large the archive); returns how many were written."""
+    written = 0
+    chunk: dict[str, Any] = {}
+    for key, value in pairs:
+        chunk[key] = value
+        if len(chunk) >= WRITE_CHUNK:
+            put(chunk)
+            written += len(chunk)
+            chunk = {}
+    put(chunk)
+    return written + len(chunk)
 
 
 # --------------------------------------------------------------------------- work list
