@@ -666,13 +666,12 @@ class Backend:
         ``expected_bytes`` (None: count files only)."""
         if not self.wants_dask:
             return self.inline
-        small = self._small(expected_files, expected_bytes)
         if self.local_processes:
-            if small:  # even when prestarted for a later pass: they are still booting
-                return self.inline
+            if self._small(expected_files, expected_bytes):  # even when prestarted for a
+                return self.inline  # later pass: they are still booting
             return self._process_pool()
-        small = expected_files is not None and expected_files < self.job.inline_below
-        if small and not self.explicit and self._dask is None:
+        below_cluster = expected_files is not None and expected_files < self.job.inline_below
+        if below_cluster and not self.explicit and self._dask is None:
             if self._middling(expected_files, expected_bytes):
                 return self._process_pool()
             return self.inline
