@@ -102,14 +102,15 @@ def _sized_stream(job: TreeJob) -> tuple[Iterator[Entry], int | None, int | None
 
 def run_scan(job: TreeJob, store: Store, backend: Backend, progress: RunProgress) -> PassStats:
     """Fill the store's inventory for ``job``; returns the pass statistics."""
-    replaced = replaced_tags(profile_of(job)) if job.mode == "deidentify" else frozenset()
-    reuse = job.mode == "deidentify" and store.begin_inventory(_scan_key(job, replaced))
-    if job.mode != "deidentify":
+    scanning = job.mode == "deidentify"  # -d and --dumb need the listing alone
+    replaced = replaced_tags(profile_of(job)) if scanning else frozenset()
+    reuse = scanning and store.begin_inventory(_scan_key(job, replaced))
+    if not scanning:
         store.reset_inventory()
     stream, expected, nbytes = _sized_stream(job)
     if not (job.scan_only or job.dry_run):  # pass 2 may want workers pass 1 does without
         backend.prestart(expected, nbytes, _worker_modules(job))
-    if job.mode != "deidentify":
+    if not scanning:
         progress.begin("pass 1 list", total=expected)
         _list_only(stream, store, progress)
     else:
