@@ -109,12 +109,24 @@ def test_wrong_key_names_file_and_reason(pki: Pki, tmp_path: Path) -> None:
     assert not (tmp_path / "b.dcm").exists()
 
 
+def _outer_tlv(blob: bytes) -> bytes:
+    """The first DER TLV of ``blob``: openssl asn1parse refuses bytes after it."""
+    first = blob[1]
+    if first < 0x80:
+        return blob[: 2 + first]
+    count = first & 0x7F
+    return blob[: 2 + count + int.from_bytes(blob[2 : 2 + count], "big")]
+
+
 def test_des_means_triple_des(pki: Pki, tmp_path: Path) -> None:
     deid = tmp_path / "d.dcm"
     assert main(["-c", str(pki.cert), "--des", str(pydicom_file("MR_small.dcm")), str(deid)]) == 0
     blob = pydicom.dcmread(deid)[0x04000500][0][0x04000520].value
+    cms_der = _outer_tlv(blob)
+    # The element holds the DER, plus one NUL when the DER's length is odd (as gdcmanon).
+    assert blob[len(cms_der):] == (b"\0" if len(cms_der) % 2 else b"")
     der = tmp_path / "cms.der"
-    der.write_bytes(blob)
+    der.write_bytes(cms_der)
     proc = subprocess.run(["openssl", "asn1parse", "-inform", "DER", "-in", str(der)],
                           capture_output=True, text=True, check=True)
     assert "des-ede3-cbc" in proc.stdout
