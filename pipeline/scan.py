@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipeline.cluster import Backend, Pool, balanced_batch
@@ -33,12 +33,15 @@ class _Batcher:
 
     With ``reuse`` (the store kept the rows of the last pass 1: Store.begin_inventory),
     files listed with the size and modification time their row was read from are not
-    scanned again; they are counted in ``reused`` for the progress display.
+    scanned again; they are passed to ``on_reused`` (files, bytes) as soon as they are
+    listed.  Why then: a rerun with every row kept yields no batch at all, and its
+    progress would otherwise stand still until the whole listing is done.
     """
 
     def __init__(self, job: TreeJob, entries: Iterator[Entry], replaced: frozenset[int],
                  batch_files: int | None = None, store: Store | None = None,
-                 reuse: bool = False) -> None:
+                 reuse: bool = False,
+                 on_reused: Callable[[int, int], None] | None = None) -> None:
         self.job = job
         self.entries = entries
         self.replaced = replaced
@@ -46,7 +49,7 @@ class _Batcher:
         self.walk_errors: dict[str, dict[str, Any]] = {}
         self.next_id = 0
         self.store = store if reuse else None
-        self.reused = (0, 0)  # files, bytes not yet shown
+        self.on_reused = on_reused
 
     def __iter__(self) -> Iterator[ScanBatch]:
         rels: list[str] = []
@@ -72,14 +75,9 @@ class _Batcher:
             return list(listed)
         self.store.mark_seen(entry.rel for entry in chunk)
         kept = self.store.unchanged(listed)
-        if kept:
-            files, nbytes = self.reused
-            self.reused = (files + len(kept), nbytes + sum(listed[rel][0] for rel in kept))
+        if kept and self.on_reused is not None:
+            self.on_reused(len(kept), sum(listed[rel][0] for rel in kept))
         return [rel for rel in listed if rel not in kept]
-
-    def take_reused(self) -> tuple[int, int]:
-        reused, self.reused = self.reused, (0, 0)
-        return reused
 
     def _batch(self, root: str, rels: list[str]) -> ScanBatch:
         self.next_id += 1
@@ -117,7 +115,8 @@ def run_scan(job: TreeJob, store: Store, backend: Backend, progress: RunProgress
         pool = backend.pool(expected)
         progress.begin("pass 1 scan", total=expected)
         size = balanced_batch(job.scan_batch_files, expected, backend.planned_workers(pool))
-        batcher = _Batcher(job, stream, replaced, size, store, reuse)
+        batcher = _Batcher(job, stream, replaced, size, store, reuse,
+                           on_reused=lambda files, nbytes: progress.advance(files, nbytes))
         _scan(job, batcher, pool, store, progress)
         if reuse:
             dropped = store.sweep_unseen()
@@ -195,6 +194,3 @@ def _flush_walk_errors(batcher: _Batcher, store: Store, progress: RunProgress) -
     if errors:
         store.add_inventory(errors)
         progress.advance(len(errors), 0, len(errors))
-    files, nbytes = batcher.take_reused()
-    if files:
-        progress.advance(files, nbytes, 0)

@@ -3,11 +3,15 @@ store (a resumed or repeated run), and its inventory then equals a full scan's."
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 import tasks.inventory
 from pipeline.runner import run_tree
@@ -89,3 +93,29 @@ def test_another_profile_or_input_reads_every_header(archive: Path, tmp_path: Pa
     run_tree(deid_job(other, tmp_path / "out", store=store, operation=gdcmanon,
                       profile="gdcmanon"))
     assert len(scanned) == FILES
+
+
+class _Ticking:
+    """A clock that moves 10 s per reading: every progress update prints its line."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 10.0
+        return self.now
+
+
+def test_a_rerun_shows_its_progress_while_listing(archive: Path, tmp_path: Path,
+                                                  scanned: list[str]) -> None:
+    """Reused rows count as they are listed, not when the pass ends: a rerun of a big
+    archive, which scans nothing, would otherwise show no progress until its listing ends."""
+    job = deid_job(archive, tmp_path / "out", scan_only=True, scan_batch_files=20)
+    run_tree(job)
+    scanned.clear()
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=False, width=200, color_system=None)
+    run_tree(replace(job, verbosity=2), console=console, clock=_Ticking())
+    assert scanned == []
+    counts = [int(m.group(1)) for m in re.finditer(r"pass 1 scan: … (\d+)/", buffer.getvalue())]
+    assert counts == list(range(20, FILES + 1, 20))
