@@ -52,7 +52,10 @@ class TreeJob:
     #: 2,000-file run, the process pool's 0.07 s is not (benchmarks/README.md); None: such
     #: passes run inline
     processes_from: int | None = 256
-    processes_from_bytes: int | None = 32 * 1024 * 1024
+    #: bytes: the pool's start (~0.1 s, its workers' imports) pays off from ~200 MB of
+    #: large images on 2 cores (106 MB: inline 0.42 s against 0.49; 306 MB: 0.83 against
+    #: 0.78; benchmarks/README.md)
+    processes_from_bytes: int | None = 192 * 1024 * 1024
     inline_while_starting: bool = True  # the driver works inline while a local cluster starts
     batch_files: int = 200  # pass-2 batch bound: files ...
     batch_bytes: int = 256 * 1024 * 1024  # ... and input bytes

@@ -27,7 +27,7 @@ from tasks.uids import DEFAULT_ROOT, secret_fingerprint, validate_root
 MODE_NAMES = {"e": "deidentify", "d": "reidentify", "dumb": "dumb"}
 #: runs of fewer files stay inline (no worker processes): measured break-even, benchmarks/
 PROCESSES_INLINE_BELOW = 256
-PROCESSES_INLINE_BELOW_BYTES = 32 * 1024 * 1024  # ... or this many bytes (large images)
+PROCESSES_INLINE_BELOW_BYTES = 192 * 1024 * 1024  # ... or this many bytes (large images)
 CRYPTO_BACKENDS = ("openssl", "openssl-p7")
 
 
