@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 
 from tasks.errors import UsageError
@@ -37,15 +38,7 @@ def check_private(path: Path) -> None:
 def load_or_create_secret(path: Path) -> bytes:
     """Read the HMAC secret at ``path``, creating it (mode 0600) on first use."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        value = secrets.token_hex(SECRET_BYTES)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first: read theirs
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(value + "\n")
+        _create_secret(path)
     check_private(path)
     text = path.read_text().strip()
     try:
@@ -55,6 +48,26 @@ def load_or_create_secret(path: Path) -> bytes:
     if len(secret) < 16:
         raise UsageError(f"secret file {path} holds fewer than 16 bytes")
     return secret
+
+
+def _create_secret(path: Path) -> None:
+    """Write a new secret to a private temp file, then link it in under ``path``.  Why a
+    link: it appears whole or not at all, so a run that starts at the same moment reads
+    either nothing (and links its own, which fails: then it reads ours) or the full
+    secret, never the empty file an exclusive create shows before its write."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, temp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(SECRET_BYTES) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another process linked its secret first: everyone reads that one
+    finally:
+        os.unlink(temp)
 
 
 def default_secret_path() -> Path:

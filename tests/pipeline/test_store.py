@@ -213,3 +213,20 @@ def test_read_only_refusals_change_nothing(tmp_path: Path) -> None:
     other.write_bytes(b"not a database" * 100)
     with pytest.raises(UsageError, match="cannot be read"):
         Store(other, read_only=True)
+
+
+def _secret_of(path: str) -> str:
+    return load_or_create_secret(Path(path)).hex()
+
+
+def test_runs_starting_together_share_one_whole_secret(tmp_path: Path) -> None:
+    """Processes that create the secret at the same moment all read the same full one."""
+    import multiprocessing
+
+    for attempt in range(5):
+        path = tmp_path / f"try{attempt}" / "secret"
+        with multiprocessing.get_context("fork").Pool(6) as pool:
+            seen = pool.map(_secret_of, [str(path)] * 24)
+        assert len(set(seen)) == 1 and len(seen[0]) == 64
+        assert [p.name for p in path.parent.iterdir()] == ["secret"]  # no temp left
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
