@@ -143,12 +143,22 @@ def _prepare(root: Path, case_id: str, make: Callable[[Path], None], name: str,
                           "cert": str(pki.cert), "key": str(pki.key)})
 
 
+def _bad_padding(envelope: bytes) -> bytes:
+    """The envelope with the last byte of its next-to-last cipher block flipped: in CBC that
+    flips the last plaintext byte, the padding length (0x10 for a 64-byte plaintext), to
+    0xEF, which no block size allows.  Every time: zeroing blocks instead gave a random
+    last block whose padding passed about once in 256 runs."""
+    damaged = bytearray(envelope)  # the encrypted content is the envelope's last element
+    damaged[-17] ^= 0xFF
+    return bytes(damaged)
+
+
 def _tampered_maker(plaintext: bytes | None, pki: Pki) -> Callable[[Path], None]:
     def make(path: Path) -> None:
         encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
         deid = deidentify_bytes(seed("CT_small.dcm"),
                                 DeidentifySettings(secret=b"s" * 32, encryptor=encryptor))
-        cms = None if plaintext is not None else encryptor.encrypt(b"x" * 64)[:-48] + bytes(48)
+        cms = None if plaintext is not None else _bad_padding(encryptor.encrypt(b"x" * 64))
         path.write_bytes(with_payload(deid, plaintext, encryptor, cms=cms))
     return make
 
