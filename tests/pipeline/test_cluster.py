@@ -4,6 +4,7 @@ the inline run's bytes; a worker killed mid-run loses nothing; job scripts for S
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -73,37 +74,35 @@ def test_small_runs_stay_inline(archive: Path, tmp_path: Path) -> None:
     assert "inline" in run_tree(job).report_path.read_text()  # type: ignore[union-attr]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, timeout: float = 30) -> None:
+def _scheduler_address(scheduler_file: Path, proc: subprocess.Popen[bytes],
+                       timeout: float = 30) -> str:
+    """The address a ``--port 0`` scheduler listens on, from its scheduler file: the OS
+    picks the port at bind time, so no other socket can take it before the scheduler."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
+        if proc.poll() is not None:
+            raise RuntimeError(f"dask scheduler exited with {proc.returncode}")
+        with contextlib.suppress(OSError, ValueError, KeyError):  # not yet (fully) written
+            return str(json.loads(scheduler_file.read_text())["address"])
         time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on port {port}")
+    raise TimeoutError(f"dask scheduler wrote no address to {scheduler_file}")
 
 
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``dask scheduler`` and two single-threaded workers (with nannies), as processes."""
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
     logs = tmp_path_factory.mktemp("dask")
+    scheduler_file = logs / "sched.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     scheduler_log = open(logs / "scheduler.log", "w")  # noqa: SIM115 - closed below
     workers_log = open(logs / "workers.log", "w")  # noqa: SIM115 - closed below
     procs = [subprocess.Popen(
-        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
-         "--no-dashboard"], stdout=scheduler_log, stderr=subprocess.STDOUT,
-        env=env, start_new_session=True)]
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--scheduler-file", str(scheduler_file), "--no-dashboard"],
+        stdout=scheduler_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)]
     try:
-        _wait_port(port)
+        address = _scheduler_address(scheduler_file, procs[0])
+        assert address.startswith("tcp://127.0.0.1:"), address
         procs.append(subprocess.Popen(
             [str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
              "--no-dashboard", "--local-directory", str(logs)],
@@ -150,14 +149,16 @@ def test_a_worker_killed_mid_run_loses_nothing(scheduler: str, archive: Path,
         except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
             result["summary"] = exc
 
-    thread = threading.Thread(target=drive)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(list(out.rglob("*.dcm"))) < 20:
-        time.sleep(0.05)
-    with Client(scheduler, timeout="30s") as client:
+    # the client and the victim's pid first: a handshake between the 20th file and the
+    # kill could last as long as the rest of the run on a loaded machine
+    with Client(scheduler, timeout="30s", set_as_default=False) as client:
         pids = client.run(os.getpid)
         victim = min(pids.values())
+        thread = threading.Thread(target=drive)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(list(out.rglob("*.dcm"))) < 20:
+            time.sleep(0.05)
         os.kill(victim, signal.SIGKILL)  # the worker process (its nanny restarts it)
         killed_at = len(list(out.rglob("*.dcm")))
         thread.join(timeout=120)
