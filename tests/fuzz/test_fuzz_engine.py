@@ -18,10 +18,12 @@ minimal input in tests/tasks/test_hostile_inputs.py.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -49,6 +51,8 @@ FUZZ_SECONDS = float(os.environ.get("ANONPIPE_FUZZ_SECONDS") or 0)
 EXAMPLES = int(os.environ.get("ANONPIPE_FUZZ_EXAMPLES") or 1500)
 TARGETS = 5
 SECRET = b"fuzz-secret-0123456789abcdef0123"
+#: inputs of failing examples (build/ is not tracked)
+FAILURES = Path(__file__).resolve().parents[2] / "build" / "fuzz-failures"
 
 MAGIC_LENGTHS = (0, 1, 2, 7, 8, 0xFFFE, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFF0, 0xFFFFFFFF)
 VRS = (b"SQ", b"UN", b"OB", b"OW", b"UT", b"UI", b"PN", b"XX", b"\0\0", b"\xfe\xff")
@@ -128,14 +132,30 @@ def run_target(check: Callable[..., None], strategy: st.SearchStrategy, stats: F
     stats.record(name, count[0], time.perf_counter() - started)
 
 
-def expect_clean(operation: Callable[[bytes], bytes], data: bytes) -> bytes | None:
-    """``operation(data)``: None for an AnonpipeError; any other exception fails the test."""
+def expect_clean(operation: Callable[[bytes], bytes], data: bytes,
+                 key_pem: bytes | None = None) -> bytes | None:
+    """``operation(data)``: None for an AnonpipeError; any other exception fails the test,
+    naming where the input (and ``key_pem``, the session's random key it needs) is kept."""
     try:
         out = operation(data)
+        read_dicom(out)  # whatever succeeds must re-parse
     except AnonpipeError:
         return None
-    read_dicom(out)  # whatever succeeds must re-parse (raises, and so fails, otherwise)
+    except Exception as exc:
+        raise AssertionError(f"{type(exc).__name__}: {exc}; input kept as "
+                             f"{_keep_failing_input(data, key_pem)}") from exc
     return out
+
+
+def _keep_failing_input(data: bytes, key_pem: bytes | None) -> Path:
+    """Why: the envelopes hold session-random keys, so a failing example cannot be rebuilt
+    from hypothesis' seed alone; the bytes (and key) are what replays it."""
+    FAILURES.mkdir(parents=True, exist_ok=True)
+    path = FAILURES / f"{hashlib.sha256(data).hexdigest()[:16]}.dcm"
+    path.write_bytes(data)
+    if key_pem is not None:
+        path.with_suffix(".key.pem").write_bytes(key_pem)
+    return path
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -223,7 +243,8 @@ def test_fuzz_reidentify_mutated_file(deidentified: dict[str, tuple[bytes, list[
 
     def check(case: tuple[str, list]) -> None:  # type: ignore[type-arg]
         name, mutations = case
-        expect_clean(lambda d: reidentify_bytes(d, reid), mutate(*deidentified[name], mutations))
+        expect_clean(lambda d: reidentify_bytes(d, reid), mutate(*deidentified[name], mutations),
+                     reid.key_pem)
 
     run_target(check, cases(deidentified), fuzz_stats, "reidentify (mutated file)")
 
@@ -244,7 +265,7 @@ def test_fuzz_reidentify_tampered_payload(deidentified: dict[str, tuple[bytes, l
         name, mutations = case
         tampered = with_payload(deidentified[name][0], mutate(*payloads[name], mutations),
                                 encryptor)
-        expect_clean(lambda d: reidentify_bytes(d, reid), tampered)
+        expect_clean(lambda d: reidentify_bytes(d, reid), tampered, reid.key_pem)
 
     run_target(check, cases(payloads), fuzz_stats, "reidentify (tampered payload)")
 
@@ -316,3 +337,21 @@ def test_fuzz_deidentify_generated_datasets(encryptor: EnvelopeEncryptor,
     # generating trees costs hypothesis ~10 ms each: a quarter of the examples
     run_target(check, st.lists(_NODE, max_size=6), fuzz_stats, "deidentify (generated)",
                EXAMPLES // 4)
+
+
+def test_a_crash_keeps_its_input_and_key() -> None:
+    """A non-AnonpipeError fails the example and names the kept bytes (and key) that replay it."""
+    data, key = b"not a crash we expect " + os.urandom(8), b"-----BEGIN PRIVATE KEY-----\n"
+
+    def crash(_: bytes) -> bytes:
+        raise ValueError("boom")
+
+    with pytest.raises(AssertionError, match="ValueError: boom; input kept as ") as failed:
+        expect_clean(crash, data, key)
+    kept = Path(str(failed.value).rsplit(" ", 1)[1])
+    try:
+        assert kept.parent == FAILURES and kept.read_bytes() == data
+        assert kept.with_suffix(".key.pem").read_bytes() == key
+    finally:
+        kept.unlink()
+        kept.with_suffix(".key.pem").unlink()
