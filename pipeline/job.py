@@ -8,6 +8,13 @@ from typing import Any
 
 from tasks.model import FileOperation
 
+#: a pass of at least this many files, or bytes, pays for starting local worker processes
+#: (ready in ~0.1 s, their imports ~0.1 CPU-s each): measured break-evens on 2 cores, the
+#: bytes for large images (106 MB: inline 0.42 s against 0.49; 306 MB: 0.83 against 0.78;
+#: benchmarks/README.md)
+PROCESSES_FROM = 256
+PROCESSES_FROM_BYTES = 192 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class TreeJob:
@@ -51,11 +58,8 @@ class TreeJob:
     #: cores a LocalCluster's start-up (~0.35 s, ~0.65 CPU-s) is a good part of a
     #: 2,000-file run, the process pool's 0.07 s is not (benchmarks/README.md); None: such
     #: passes run inline
-    processes_from: int | None = 256
-    #: bytes: the pool's start (~0.1 s, its workers' imports) pays off from ~200 MB of
-    #: large images on 2 cores (106 MB: inline 0.42 s against 0.49; 306 MB: 0.83 against
-    #: 0.78; benchmarks/README.md)
-    processes_from_bytes: int | None = 192 * 1024 * 1024
+    processes_from: int | None = PROCESSES_FROM
+    processes_from_bytes: int | None = PROCESSES_FROM_BYTES
     inline_while_starting: bool = True  # the driver works inline while a local cluster starts
     batch_files: int = 200  # pass-2 batch bound: files ...
     batch_bytes: int = 256 * 1024 * 1024  # ... and input bytes

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.job import TreeJob
+from pipeline.job import PROCESSES_FROM, PROCESSES_FROM_BYTES, TreeJob
 from pipeline.state import default_secret_path, load_or_create_secret
 from tasks.crypto import Cipher, EnvelopeEncryptor, certificate_fingerprint, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings
@@ -25,9 +25,10 @@ from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.uids import DEFAULT_ROOT, secret_fingerprint, validate_root
 
 MODE_NAMES = {"e": "deidentify", "d": "reidentify", "dumb": "dumb"}
-#: runs of fewer files stay inline (no worker processes): measured break-even, benchmarks/
-PROCESSES_INLINE_BELOW = 256
-PROCESSES_INLINE_BELOW_BYTES = 192 * 1024 * 1024  # ... or this many bytes (large images)
+#: with --local-pool processes, smaller passes stay inline: the same break-evens as the
+#: default's process-pool tier (pipeline.job)
+PROCESSES_INLINE_BELOW = PROCESSES_FROM
+PROCESSES_INLINE_BELOW_BYTES = PROCESSES_FROM_BYTES
 CRYPTO_BACKENDS = ("openssl", "openssl-p7")
 
 
