@@ -37,10 +37,14 @@ def check_private(path: Path) -> None:
 
 def load_or_create_secret(path: Path) -> bytes:
     """Read the HMAC secret at ``path``, creating it (mode 0600) on first use."""
-    if not path.exists():
-        _create_secret(path)
-    check_private(path)
-    text = path.read_text().strip()
+    try:
+        if not path.exists():
+            _create_secret(path)
+        check_private(path)
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot use the secret file {path}: {reason}") from None
     try:
         secret = bytes.fromhex(text)
     except ValueError:
@@ -55,7 +59,10 @@ def _create_secret(path: Path) -> None:
     link: it appears whole or not at all, so a run that starts at the same moment reads
     either nothing (and links its own, which fails: then it reads ours) or the full
     secret, never the empty file an exclusive create shows before its write."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"cannot use the secret file {path}: {folder} is not a directory")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, temp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)  # mode 0600
     try:
         with os.fdopen(fd, "w") as fh:

@@ -230,3 +230,14 @@ def test_runs_starting_together_share_one_whole_secret(tmp_path: Path) -> None:
         assert len(set(seen)) == 1 and len(seen[0]) == 64
         assert [p.name for p in path.parent.iterdir()] == ["secret"]  # no temp left
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_unusable_secret_path_is_one_clear_error(tmp_path: Path) -> None:
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(UsageError, match=f"secret file {a_file}/secret: {a_file} is not a directory"):
+        load_or_create_secret(a_file / "secret")
+    folder = tmp_path / "folder"
+    folder.mkdir(mode=0o700)
+    with pytest.raises(UsageError, match=f"cannot use the secret file {folder}: Is a directory"):
+        load_or_create_secret(folder)
