@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipe = parser.add_argument_group("Pipeline options (anonpipe, directory mode)")
     pipe.add_argument("--store", action=_Once, help="sqlite store of the run (default: state folder)")
     pipe.add_argument("--workers", type=int, action=_Once,
-                      help="local dask workers (default: all cores; 0: inline, no dask)")
+                      help="local workers (default: all cores; 1: the work runs in this "
+                      "process, as with 0 unless --dashboard asks for a cluster; 0: inline, "
+                      "no dask)")
     pipe.add_argument("--scheduler", action=_Once, help="tcp://HOST:PORT of a dask scheduler")
     pipe.add_argument("--local-pool", choices=("dask", "processes"), default="dask",
                       help="local workers for passes of 5,000 files or more: a dask "

@@ -627,6 +627,23 @@ class Backend:
     def wants_dask(self) -> bool:
         return self.job.workers != 0 or self.job.scheduler is not None or self.config is not None
 
+    def local_workers(self) -> int:
+        """How many workers a local pool would have: ``--workers``, the cluster config's,
+        or one per core."""
+        return (self.job.workers or (self.config.workers if self.config else None)
+                or os.cpu_count() or 1)
+
+    @property
+    def one_local_worker(self) -> bool:
+        """A local pool of a single worker: the driver does that work itself.
+
+        Why: one worker process cannot run beside another, so it would only add its start
+        (~0.1 s, plus ~0.4 CPU-s to import dask) and the hand-over of every batch and
+        result: 20,000 small files took 15.7 s and 0.55 ms of user CPU per file inline,
+        against 22.6 s and 0.68 ms on a one-worker LocalCluster (benchmarks/README.md).  A scheduler, a job queue or a
+        dashboard the user asked for still gets its cluster."""
+        return self.wants_dask and not self.explicit and self.local_workers() == 1
+
     @property
     def local_processes(self) -> bool:
         """Local workers as a process pool rather than a dask LocalCluster."""
@@ -664,7 +681,7 @@ class Backend:
     def pool(self, expected_files: int | None, expected_bytes: int | None = None) -> Pool:
         """The pool for a pass of ``expected_files`` (None: unknown, assume large) holding
         ``expected_bytes`` (None: count files only)."""
-        if not self.wants_dask:
+        if not self.wants_dask or self.one_local_worker:
             return self.inline
         if self.local_processes:
             if self._small(expected_files, expected_bytes):  # even when prestarted for a
@@ -689,21 +706,18 @@ class Backend:
             return pool.workers
         if pool.kind == "inline":
             return 1
-        alive = pool.workers_alive()
-        return alive or self.job.workers or (self.config.workers if self.config else None) \
-            or os.cpu_count() or 1
+        return pool.workers_alive() or self.local_workers()
 
     def _process_pool(self) -> ProcessPool:
         if self._processes is None:
-            workers = self.job.workers or os.cpu_count() or 1
-            self._processes = ProcessPool(workers, self.job.retries)
+            self._processes = ProcessPool(self.local_workers(), self.job.retries)
         return self._processes
 
     def prestart(self, expected_files: int | None, expected_bytes: int | None,
                  modules: tuple[str, ...]) -> None:
         """Start local worker processes now, importing ``modules``, when a later pass will
         want them (pass 1 may run inline while pass 2 needs workers: large images)."""
-        if not self.wants_dask or self._processes is not None:
+        if not self.wants_dask or self.one_local_worker or self._processes is not None:
             return
         if (self.local_processes and not self._small(expected_files, expected_bytes)) \
                 or self._middling(expected_files, expected_bytes):
@@ -771,7 +785,7 @@ class Backend:
         if config is not None:
             options.update(config.options)
         dashboard = options.get("dashboard_address") is not None  # asked, or configured
-        n = self.job.workers or (config.workers if config else None) or os.cpu_count() or 1
+        n = self.local_workers()
         options["n_workers"] = n
         options.setdefault("silence_logs", logging.ERROR)
         cluster = self._stack.enter_context(_lean_local_cluster(options, dashboard))

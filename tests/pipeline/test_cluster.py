@@ -74,6 +74,26 @@ def test_small_runs_stay_inline(archive: Path, tmp_path: Path) -> None:
     assert "inline" in run_tree(job).report_path.read_text()  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("local_pool", ["dask", "processes"])
+def test_one_local_worker_is_the_driver(archive: Path, reference: dict[str, str],
+                                        tmp_path: Path, local_pool: str) -> None:
+    """``--workers 1`` on a local pool starts no worker process, however big the pass:
+    the driver's own work is the one worker, with the same bytes."""
+    job = deid_job(archive, tmp_path / "out", workers=1, inline_below=0, processes_from=0,
+                   local_pool=local_pool)
+    with open_client(job) as backend:
+        backend.prestart(None, None, ("tasks.deidentify",))
+        assert backend.one_local_worker
+        assert [backend.pool(n).kind for n in (None, 10**6, FILES)] == ["inline"] * 3
+        assert backend.started is None and backend.describe() == "inline (no dask)"
+    summary = run_tree(job)
+    assert (summary.done, summary.failed) == (FILES, 0)
+    assert tree_digest(tmp_path / "out") == reference
+    report = json.loads(summary.report_path.read_text())  # type: ignore[union-attr]
+    assert "inline" in json.dumps(report) and "local cluster" not in json.dumps(report)
+    assert not Backend(deid_job(archive, tmp_path / "b", workers=2)).one_local_worker
+
+
 def _scheduler_address(scheduler_file: Path, proc: subprocess.Popen[bytes],
                        timeout: float = 30) -> str:
     """The address a ``--port 0`` scheduler listens on, from its scheduler file: the OS
@@ -242,7 +262,7 @@ def test_local_dashboard_only_when_asked(archive: Path, tmp_path: Path) -> None:
     with contextlib.suppress(OSError):
         taken.bind(("", 8787))
         taken.listen()
-    plain = Backend(deid_job(archive, tmp_path / "a", workers=1, inline_below=0,
+    plain = Backend(deid_job(archive, tmp_path / "a", workers=2, inline_below=0,
                              inline_while_starting=False))
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -251,13 +271,13 @@ def test_local_dashboard_only_when_asked(archive: Path, tmp_path: Path) -> None:
         assert [str(w.message) for w in caught if "dashboard" in str(w.message).lower()
                 or "8787" in str(w.message)] == []
         assert pool.dashboard is None
-        assert _profiler_enabled(pool) == [False]
+        assert _profiler_enabled(pool) == [False, False]
     finally:
         plain.close()
         taken.close()
     shown = Backend(deid_job(archive, tmp_path / "b", workers=1, dashboard=":0"))
     try:
-        pool = shown.pool(20)  # asked to watch: even a small pass runs on the cluster
+        pool = shown.pool(20)  # asked to watch: even a small pass, and one worker, get it
         assert pool.kind == "dask"
         assert pool.dashboard is not None and pool.dashboard.startswith("http://")
         assert _profiler_enabled(pool) == [True]
