@@ -130,11 +130,15 @@ def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
         if el is not None and tag not in tags:
             plan.set(el, b"", [])
     sop_uid: bytes | None = None
+    as_payload = df.enc == EXPLICIT_LE_ENC  # once: a CT payload restores ~140 elements
     for el in restored:
         if el.tag >> 16 == 0x0002:
             raise CryptoError("payload tries to restore file meta elements")
-        encoded = transcode(plaintext, el, EXPLICIT_LE_ENC, df.enc)
-        if df.enc != EXPLICIT_LE_ENC and not _reparses(encoded, el.tag, df):
+        if as_payload:
+            encoded = plaintext[el.start:el.end]
+        else:
+            encoded = transcode(plaintext, el, EXPLICIT_LE_ENC, df.enc)
+        if not as_payload and not _reparses(encoded, el.tag, df):
             # implicit VR drops the payload's VR: a damaged one must not make a bad file
             raise CryptoError(f"decrypted payload element {tag_str(el.tag)} does not fit "
                               "this file's encoding")
