@@ -12,8 +12,10 @@ project, so the default local dask cluster is started only for a pass of at leas
 (``job.inline_while_starting``).  A smaller pass runs inline when it is tiny, and on the
 process pool below when it holds at least ``job.processes_from`` files or
 ``job.processes_from_bytes`` bytes (a 2,000-file run would otherwise spend most of its
-time starting dask, or use one core of two).  An explicit ``--scheduler`` or ``--cluster``
-is always used, and waited for (the user chose where the work runs).
+time starting dask, or use one core of two).  A local pool of one worker is no pool at
+all: ``--workers 1`` (or one core) runs inline (:attr:`Backend.one_local_worker`).  An
+explicit ``--scheduler`` or job-queue ``--cluster`` is always used, and waited for (the
+user chose where the work runs).
 
 Local processes (``job.local_pool == "processes"``, ``--local-pool processes``): a
 ``concurrent.futures`` pool of spawned interpreters that import only ``tasks``.  Why: a
@@ -24,7 +26,7 @@ process pool starts in ~0.1 s, so it pays off from a few hundred files instead o
 have: a dashboard, and a crash of one worker breaks the whole pool (the pool is rebuilt
 and the in-flight batches re-run, so the blame falls on every in-flight batch, and the
 runner's file-by-file quarantine finds the culprit).  ``--cluster local`` still gives a
-dask LocalCluster.
+dask LocalCluster (of two workers or more).
 """
 
 from __future__ import annotations
