@@ -642,8 +642,9 @@ class Backend:
         Why: one worker process cannot run beside another, so it would only add its start
         (~0.1 s, plus ~0.4 CPU-s to import dask) and the hand-over of every batch and
         result: 20,000 small files took 15.7 s and 0.55 ms of user CPU per file inline,
-        against 22.6 s and 0.68 ms on a one-worker LocalCluster (benchmarks/README.md).  A scheduler, a job queue or a
-        dashboard the user asked for still gets its cluster."""
+        against 22.6 s and 0.68 ms on a one-worker LocalCluster (one run each;
+        benchmarks/README.md).  A scheduler, a job queue or a dashboard the user asked
+        for still gets its cluster."""
         return self.wants_dask and not self.explicit and self.local_workers() == 1
 
     @property
