@@ -39,6 +39,7 @@ from tasks.dicomio import (
     Element,
     Encoding,
     Item,
+    _meta_elements,
     element_header,
     item_end,
     item_header,
@@ -611,29 +612,38 @@ def _tags(df: DicomFile) -> list[int]:
 
 def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
     """The meta re-identification derives: (0002,0003) set from the restored (0008,0018)."""
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
+    return _meta_for_sop(df.meta_bytes, df.meta, sop_uid)
+
+
+def _meta_for_sop(meta_bytes: bytes, meta: list[Element], sop_uid: bytes | None) -> bytes:
+    """``meta_bytes`` with (0002,0003) set to ``sop_uid``; rendered (so with (0002,0000)
+    recomputed) only when that changes it."""
+    media = next((el for el in meta if el.tag == MEDIA_SOP_INSTANCE_UID), None)
     if media is None or sop_uid is None:
-        return df.meta_bytes
+        return meta_bytes
     encoded = encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "),
                              EXPLICIT_LE_ENC)
-    if encoded == df.meta_bytes[media.start:media.end]:
-        return df.meta_bytes  # already what it would be (the usual case): nothing to render
+    if encoded == meta_bytes[media.start:media.end]:
+        return meta_bytes  # already what it would be (the usual case): nothing to render
     plan = EditPlan()
     plan.set(media, encoded, [])
-    return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
+    return render(meta_bytes, meta, plan, EXPLICIT_LE_ENC)
 
 
 def _restore_record(df: DicomFile, original: bytes, new_meta: bytes,
                     added: list[int] | None = None) -> bytes:
     """What re-identification cannot derive, for a byte-identical restore; often nothing.
 
-    The original meta when (0002,0003) is not the (0008,0018) value, the original deflate
-    stream when our compressor would not reproduce it, and the tags -e added.
+    The original meta when re-identification would not derive it from the meta written
+    (``new_meta``): (0002,0003) is not the (0008,0018) value, or (0002,0000) does not
+    measure the group (rendering recomputes it); the original deflate stream when our
+    compressor would not reproduce it, and the tags -e added.
     """
     record = b""
     sop = df.top(SOP_INSTANCE_UID)
     sop_uid = None if sop is None or sop.undefined else sop.value(df.body)
-    derived = new_meta if sop_uid is None else expected_meta(df, sop_uid)
+    derived = new_meta if sop_uid is None else _meta_for_sop(
+        new_meta, _meta_elements(new_meta, 0)[0], sop_uid)
     if derived != df.meta_bytes:
         record += encode_element(RESTORE_META_TAG, "OB", df.meta_bytes, EXPLICIT_LE_ENC)
     if df.deflated:

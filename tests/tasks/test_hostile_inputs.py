@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import struct
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -417,5 +419,32 @@ def test_regression_duplicate_transfer_syntax_in_meta(settings: DeidentifySettin
     data = bytearray(seed("rtplan.dcm"))
     assert data[132:136] == bytes.fromhex("02000000")
     data[132:136] = bytes.fromhex("02001000")
+    out = deidentify_bytes(bytes(data), settings)
+    assert reidentify_bytes(out, reid) == data
+
+
+def _stale_group_length(data: bytearray) -> None:
+    """(0002,0000) says 4 bytes more than the meta holds (a writer's mistake)."""
+    (length,) = struct.unpack_from("<I", data, 140)
+    struct.pack_into("<I", data, 140, length + 4)
+
+
+def _meta_cut_short(data: bytearray) -> None:
+    """A meta element's tag turned into (0000,0000): the meta ends there, its (0002,0000)
+    no longer measures it, and the data set starts with the rest (the fuzz input)."""
+    data[276:280] = bytes(4)
+
+
+@pytest.mark.parametrize("damage", [_stale_group_length, _meta_cut_short])
+def test_regression_meta_group_length_that_does_not_measure_the_meta(
+        settings: DeidentifySettings, reid: ReidentifySettings,
+        damage: Callable[[bytearray], None]) -> None:
+    """-d re-renders the meta it reads to put back (0002,0003), which recomputes (0002,0000);
+    -e decided whether to keep the original meta by rendering the original instead, where
+    nothing changed, so a wrong group length came back corrected, not byte for byte
+    (fuzz: CT_small with the tag of its (0002,0012) set to (0000,0000))."""
+    data = bytearray(seed("CT_small.dcm"))
+    assert data[132:140] == bytes.fromhex("02000000554c0400")
+    damage(data)
     out = deidentify_bytes(bytes(data), settings)
     assert reidentify_bytes(out, reid) == data
