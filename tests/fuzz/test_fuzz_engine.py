@@ -147,6 +147,26 @@ def expect_clean(operation: Callable[[bytes], bytes], data: bytes,
     return out
 
 
+def expect_round_trip(out: bytes, data: bytes, reid: ReidentifySettings) -> None:
+    """``-d`` of ``out`` must give ``data`` back byte for byte; otherwise the test fails
+    naming where the input is kept, beside the de-identified file and the key that opens
+    it."""
+    try:
+        back: bytes | None = reidentify_bytes(out, reid)
+        problem = ""
+    except Exception as exc:  # noqa: BLE001 - our own output must re-identify
+        back, problem = None, f"{type(exc).__name__}: {exc}"
+    if back == data:
+        return
+    if back is not None:
+        first = next((i for i, (a, b) in enumerate(zip(back, data)) if a != b),
+                     min(len(back), len(data)))
+        problem = f"-d did not restore the input byte for byte (first difference at byte {first})"
+    kept = _keep_failing_input(data, reid.key_pem)
+    kept.with_suffix(".deidentified.dcm").write_bytes(out)
+    raise AssertionError(f"{problem}; input kept as {kept}")
+
+
 def _keep_failing_input(data: bytes, key_pem: bytes | None) -> Path:
     """Why: the envelopes hold session-random keys, so a failing example cannot be rebuilt
     from hypothesis' seed alone; the bytes (and key) are what replays it."""
@@ -208,7 +228,7 @@ def test_fuzz_deidentify_round_trip(corpus: dict[str, tuple[bytes, list[Header]]
         data = mutate(*corpus[name], mutations)
         out = expect_clean(lambda d: deidentify_bytes(d, reversible), data)
         if out is not None:
-            assert reidentify_bytes(out, reid) == data
+            expect_round_trip(out, data, reid)
 
     run_target(check, cases(corpus), fuzz_stats, "deidentify (basic, reversible)")
 
@@ -332,7 +352,7 @@ def test_fuzz_deidentify_generated_datasets(encryptor: EnvelopeEncryptor,
         data = file_meta() + dataset(body)
         out = expect_clean(lambda d: deidentify_bytes(d, settings_), data)
         if out is not None:
-            assert reidentify_bytes(out, reid) == data
+            expect_round_trip(out, data, reid)
 
     # generating trees costs hypothesis ~10 ms each: a quarter of the examples
     run_target(check, st.lists(_NODE, max_size=6), fuzz_stats, "deidentify (generated)",
@@ -355,3 +375,23 @@ def test_a_crash_keeps_its_input_and_key() -> None:
     finally:
         kept.unlink()
         kept.with_suffix(".key.pem").unlink()
+
+
+def test_a_round_trip_mismatch_keeps_its_input(reversible: DeidentifySettings,
+                                               reid: ReidentifySettings) -> None:
+    """A file -d does not give back names the kept input, de-identified file and key."""
+    data = seed("CT_small.dcm")
+    out = deidentify_bytes(data, reversible)
+    expect_round_trip(out, data, reid)  # the real round trip passes
+    other = data[:-2] + bytes([data[-2] ^ 1]) + data[-1:]
+    with pytest.raises(AssertionError, match=r"first difference at byte \d+\); input kept as ") \
+            as failed:
+        expect_round_trip(out, other, reid)
+    kept = Path(str(failed.value).rsplit(" ", 1)[1])
+    try:
+        assert kept.parent == FAILURES and kept.read_bytes() == other
+        assert kept.with_suffix(".deidentified.dcm").read_bytes() == out
+        assert kept.with_suffix(".key.pem").read_bytes() == reid.key_pem
+    finally:
+        for path in (kept, kept.with_suffix(".deidentified.dcm"), kept.with_suffix(".key.pem")):
+            path.unlink()
