@@ -39,7 +39,6 @@ from tasks.dicomio import (
     Element,
     Encoding,
     Item,
-    _meta_elements,
     element_header,
     item_end,
     item_header,
@@ -612,22 +611,24 @@ def _tags(df: DicomFile) -> list[int]:
 
 def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
     """The meta re-identification derives: (0002,0003) set from the restored (0008,0018)."""
-    return _meta_for_sop(df.meta_bytes, df.meta, sop_uid)
-
-
-def _meta_for_sop(meta_bytes: bytes, meta: list[Element], sop_uid: bytes | None) -> bytes:
-    """``meta_bytes`` with (0002,0003) set to ``sop_uid``; rendered (so with (0002,0000)
-    recomputed) only when that changes it."""
-    media = next((el for el in meta if el.tag == MEDIA_SOP_INSTANCE_UID), None)
+    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
     if media is None or sop_uid is None:
-        return meta_bytes
-    encoded = encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "),
-                             EXPLICIT_LE_ENC)
-    if encoded == meta_bytes[media.start:media.end]:
-        return meta_bytes  # already what it would be (the usual case): nothing to render
+        return df.meta_bytes
+    encoded = _media_sop_uid(sop_uid)
+    if encoded == df.meta_bytes[media.start:media.end]:
+        return df.meta_bytes  # already what it would be (the usual case): nothing to render
+    return _meta_with_media(df, media, encoded)
+
+
+def _media_sop_uid(sop_uid: bytes) -> bytes:
+    return encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "), EXPLICIT_LE_ENC)
+
+
+def _meta_with_media(df: DicomFile, media: Element, encoded: bytes) -> bytes:
+    """``df``'s meta with (0002,0003) as ``encoded``, rendered: (0002,0000) recomputed."""
     plan = EditPlan()
     plan.set(media, encoded, [])
-    return render(meta_bytes, meta, plan, EXPLICIT_LE_ENC)
+    return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
 
 
 def _restore_record(df: DicomFile, original: bytes, new_meta: bytes,
@@ -642,8 +643,13 @@ def _restore_record(df: DicomFile, original: bytes, new_meta: bytes,
     record = b""
     sop = df.top(SOP_INSTANCE_UID)
     sop_uid = None if sop is None or sop.undefined else sop.value(df.body)
-    derived = new_meta if sop_uid is None else _meta_for_sop(
-        new_meta, _meta_elements(new_meta, 0)[0], sop_uid)
+    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
+    derived = new_meta
+    if sop_uid is not None and media is not None:
+        # what -d derives from ``new_meta`` is the original meta rendered with this UID,
+        # (0002,0000) recomputed (or, where -e kept (0002,0003), a meta equal to it):
+        # rendered here too, as expected_meta's short cut would hide a wrong group length
+        derived = _meta_with_media(df, media, _media_sop_uid(sop_uid))
     if derived != df.meta_bytes:
         record += encode_element(RESTORE_META_TAG, "OB", df.meta_bytes, EXPLICIT_LE_ENC)
     if df.deflated:
