@@ -674,10 +674,8 @@ def _resync_meta(df: DicomFile, work: _Deidentifier) -> bytes:
     original = media.value(df.meta_bytes)
     if not original.rstrip(b"\0 "):
         return df.meta_bytes
-    plan = EditPlan()
-    plan.set(media, encode_element(MEDIA_SOP_INSTANCE_UID, "UI", work.map_uids(original),
-                                   EXPLICIT_LE_ENC), [])
-    return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
+    return _meta_with_media(df, media, encode_element(
+        MEDIA_SOP_INSTANCE_UID, "UI", work.map_uids(original), EXPLICIT_LE_ENC))
 
 
 def deflate(body: bytes) -> bytes:
