@@ -133,6 +133,8 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
                          "--allow-burned-in) and --irreversible options apply to -e only")
     if mode == "d" and args.certificate:
         raise UsageError("-d needs the private key (-k), not a certificate")
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers must be 0 (inline) or more, not {args.workers}")
     if args.dashboard and (args.workers == 0 or args.local_pool == "processes"):
         raise UsageError("--dashboard shows a dask cluster: not with --workers 0 or "
                          "--local-pool processes")

@@ -61,6 +61,7 @@ BAD_CALLS = [
     (["-c", "{cert}", "{tmp}/absent.dcm", "{out}"], "Could not find file"),
     (["-c", "{cert}", "{src}"], "need an input and an output"),
     (["-c", "{cert}", "{src}", "{src}"], "inputs are never modified"),
+    (["-c", "{cert}", "-r", "--workers", "-1", "{tmp}", "{out}"], "--workers must be 0"),
 ]
 
 
