@@ -1,7 +1,8 @@
-"""The run-report notebook executes as shipped and draws its figure."""
+"""The notebooks execute as shipped and draw their figures."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -30,3 +31,37 @@ def test_run_report_notebook_executes(workers: str, tmp_path: Path,
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert list((tmp_path / "state" / "reports").glob("run-*.json"))
     assert os.environ["ANONPIPE_STATE_DIR"] == str(tmp_path / "state")
+
+
+BENCH_NOTEBOOK = NOTEBOOK.with_name("benchmarks.ipynb")
+RESULTS = NOTEBOOK.parents[1] / "benchmarks" / "results"
+
+
+@pytest.mark.parametrize("which", ["shipped", "copied"])
+def test_benchmarks_notebook_plots_every_result(which: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run as shipped it finds benchmarks/results above its folder; ANONPIPE_BENCH_RESULTS
+    points it at another folder (here two of the shipped results, oldest and newest)."""
+    shipped = sorted(RESULTS.glob("bench-*.json"))
+    assert len(shipped) >= 2
+    chosen = shipped
+    if which == "copied":
+        chosen = [shipped[0], shipped[-1]]
+        for path in chosen:
+            (tmp_path / path.name).write_bytes(path.read_bytes())
+        monkeypatch.setenv("ANONPIPE_BENCH_RESULTS", str(tmp_path))
+    else:
+        monkeypatch.delenv("ANONPIPE_BENCH_RESULTS", raising=False)
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(BENCH_NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=240, kernel_name="python3",
+                   resources={"metadata": {"path": str(BENCH_NOTEBOOK.parent)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    first, last = chosen[0].stem.removeprefix("bench-"), chosen[-1].stem.removeprefix("bench-")
+    assert f"{len(chosen)} runs loaded ({first} .. {last})" in text
+    newest = json.loads(chosen[-1].read_text())
+    for target in newest["targets"]:
+        assert f"{'PASS' if target['met'] else 'MISS'}  {target['target']}" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)
