@@ -246,6 +246,10 @@ def bench_archive(name: str, work: Path, outputs: Path, reps: int, cert: Path, k
                 results[label].samples.append(measure(argv, env))
         print(f"  repetition {rep + 1}/{reps} done")
         settle(work, outputs)
+    if outputs != work:  # a tmpfs holds its files in memory: give it back
+        for _, output in cmds.values():
+            reset(work, output)
+        settle(outputs)
     return list(results.values())
 
 
@@ -345,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outputs", type=Path, default=os.environ.get("BENCH_OUTPUTS"),
                         help="where the commands write (default: --work); a tmpfs such as "
                              "/dev/shm/anonpipe-bench takes the disk's cost of creating "
-                             "files out of the comparison")
+                             "files out of the comparison (its outputs are deleted after "
+                             "each archive)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     outputs: Path = args.outputs or args.work
