@@ -12,6 +12,7 @@ the targets are checked here and printed as PASS/MISS.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import platform
@@ -68,6 +69,14 @@ class Result:
     files: int
     megabytes: float
     samples: list[Sample] = field(default_factory=list)
+    #: what the last repetition's output was checked for, and what was wrong (empty: fine)
+    checked: str = ""
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def sound(self) -> bool:
+        """Every repetition exited 0 and the output passed its check."""
+        return not self.problems and all(s.returncode == 0 for s in self.samples)
 
     @property
     def wall(self) -> float:
@@ -93,6 +102,7 @@ class Result:
             "driver_peak_rss_mb": round(max(s.driver_rss_mb for s in self.samples), 1),
             "worker_peak_rss_mb": round(max(s.worker_rss_mb for s in self.samples), 1),
             "failures": sum(1 for s in self.samples if s.returncode != 0),
+            "checked": self.checked, "problems": self.problems,
         }
 
 
@@ -140,6 +150,46 @@ def measure(argv: list[str], env: dict[str, str]) -> Sample:
         print(f"    ! {' '.join(argv[:3])}... exit {proc.returncode}: {err.strip()[:300]}")
     return Sample(wall, usage.ru_utime + usage.ru_stime, sampler.driver / 2**20,
                   sampler.worker / 2**20, proc.returncode, usage.ru_utime, usage.ru_stime)
+
+
+def relative_files(root: Path) -> set[str]:
+    return {os.path.relpath(os.path.join(dirpath, name), root)
+            for dirpath, _, names in os.walk(root) for name in names}
+
+
+def check_output(result: Result, archive: Path, output: Path | None) -> None:
+    """What was timed must have worked: the last repetition's output has one file per input
+    file (same relative paths, no leftovers), and a re-identification gives the archive
+    back byte for byte.  Unmeasured; problems are printed and recorded, and a target that
+    rests on an unsound row is not met."""
+    if output is None:
+        return
+    inputs = relative_files(archive)
+    if not output.is_dir():
+        result.problems.append("no output folder")
+        return
+    outputs = relative_files(output)
+    missing, extra = inputs - outputs, outputs - inputs
+    result.checked = "one output per input"
+    if missing:
+        result.problems.append(f"{len(missing)} of {len(inputs)} files have no output")
+    if extra:
+        result.problems.append(f"{len(extra)} unexpected files in the output")
+    if result.command == "anonpipe -d" and not missing:
+        result.checked = "byte-identical to the archive"
+        differ = [rel for rel in sorted(inputs)
+                  if not filecmp.cmp(archive / rel, output / rel, shallow=False)]
+        if differ:
+            result.problems.append(f"{len(differ)} re-identified files differ from the "
+                                   f"originals (first: {differ[0]})")
+    elif result.command.startswith("anonpipe -e") and not missing:
+        result.checked = "one output per input, none equal to its input"
+        same = [rel for rel in sorted(inputs)
+                if filecmp.cmp(archive / rel, output / rel, shallow=False)]
+        if same:
+            result.problems.append(f"{len(same)} outputs are their input unchanged")
+    for problem in result.problems:
+        print(f"    ! {result.archive} {result.command}: {problem}")
 
 
 def tree_size(path: Path) -> tuple[int, float]:
@@ -246,6 +296,9 @@ def bench_archive(name: str, work: Path, outputs: Path, reps: int, cert: Path, k
                 results[label].samples.append(measure(argv, env))
         print(f"  repetition {rep + 1}/{reps} done")
         settle(work, outputs)
+    for label, (_, output) in cmds.items():
+        if label != "anonpipe --scan-only":  # it writes nothing (its folder is a name only)
+            check_output(results[label], archive, output)
     if outputs != work:  # a tmpfs holds its files in memory: give it back
         for _, output in cmds.values():
             reset(work, output)
@@ -272,42 +325,50 @@ def print_table(results: list[Result]) -> None:
 
 
 def targets(results: list[Result]) -> list[tuple[str, bool, str]]:
-    """Issue 6's targets, judged on this run's medians."""
+    """Issue 6's targets, judged on this run's medians; a target whose rows failed a
+    repetition or their output check (:func:`check_output`) is not met."""
     by_key = {(r.archive, r.command): r for r in results}
     checks: list[tuple[str, bool, str]] = []
 
     def get(archive: str, command: str) -> Result | None:
         return by_key.get((archive, command))
 
+    def judge(label: str, met: bool, detail: str, *rows: Result) -> None:
+        unsound = [f"{r.archive} {r.command}" for r in rows if not r.sound]
+        if unsound:
+            detail += f" (unsound, not counted: {', '.join(unsound)})"
+        checks.append((label, met and not unsound, detail))
+
     a, g = get("small20k", "anonpipe -e"), get("small20k", "gdcmanon -e")
     if a and g:
-        checks.append(("20k: anonpipe >= 1.5x faster than gdcmanon", g.wall / a.wall >= 1.5,
-                       f"speed-up {g.wall / a.wall:.2f}x"))
+        judge("20k: anonpipe >= 1.5x faster than gdcmanon", g.wall / a.wall >= 1.5,
+              f"speed-up {g.wall / a.wall:.2f}x", a, g)
     w1 = get("small20k", "anonpipe -e --workers 1") or get("small2k", "anonpipe -e --workers 1")
     if w1:
-        checks.append(("--workers 1 <= 0.6 ms CPU per small file", w1.cpu_ms_per_file <= 0.6,
-                       f"{w1.cpu_ms_per_file:.3f} ms"))
+        judge("--workers 1 <= 0.6 ms CPU per small file", w1.cpu_ms_per_file <= 0.6,
+              f"{w1.cpu_ms_per_file:.3f} ms", w1)
     a, g = get("small2k", "anonpipe -e"), get("small2k", "gdcmanon -e")
     if a and g:
-        checks.append(("2k: no slower than gdcmanon", a.wall <= g.wall,
-                       f"{a.wall:.2f} s vs {g.wall:.2f} s"))
+        judge("2k: no slower than gdcmanon", a.wall <= g.wall,
+              f"{a.wall:.2f} s vs {g.wall:.2f} s", a, g)
     scan = get("small20k", "anonpipe --scan-only") or get("small2k", "anonpipe --scan-only")
     if scan:
         rate = scan.files / scan.wall
-        checks.append(("pass 1 >= 3000 files/s", rate >= 3000, f"{rate:.0f} files/s"))
+        judge("pass 1 >= 3000 files/s", rate >= 3000, f"{rate:.0f} files/s", scan)
     a, c = get("large200", "anonpipe -e"), get("large200", "cp -r")
     if a and c:
-        checks.append(("large files within 2x of cp -r", a.wall <= 2 * c.wall,
-                       f"{a.wall / c.wall:.2f}x"))
-    worst = max((max(s.worker_rss_mb for s in r.samples) for r in results
-                 if r.command.startswith("anonpipe")), default=0.0)
-    if worst > 0:  # no worker process ran (every pass inline): nothing to check
-        checks.append(("peak memory per worker < 200 MB", worst < 200, f"{worst:.0f} MB"))
+        judge("large files within 2x of cp -r", a.wall <= 2 * c.wall,
+              f"{a.wall / c.wall:.2f}x", a, c)
+    with_workers = [r for r in results if r.command.startswith("anonpipe")
+                    and max(s.worker_rss_mb for s in r.samples) > 0]
+    if with_workers:  # else no worker process ran (every pass inline): nothing to check
+        worst = max(max(s.worker_rss_mb for s in r.samples) for r in with_workers)
+        judge("peak memory per worker < 200 MB", worst < 200, f"{worst:.0f} MB", *with_workers)
     a, g = get("tiny20", "anonpipe -e"), get("tiny20", "gdcmanon -e")
     if a:
         detail = f"{a.wall:.3f} s" + (f" (gdcmanon {g.wall:.3f} s)" if g else "")
-        checks.append((f"20 files: start-up does not dominate, <= {TINY_LIMIT} s",
-                       a.wall <= TINY_LIMIT, detail))
+        judge(f"20 files: start-up does not dominate, <= {TINY_LIMIT} s", a.wall <= TINY_LIMIT,
+              detail, a)
     return checks
 
 

@@ -1,0 +1,85 @@
+"""``make bench`` checks what it timed: a run whose output is wrong or whose command failed
+cannot count towards a target (benchmarks/run.py, ``check_output`` and ``targets``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.conftest import pydicom_file
+
+REPO = Path(__file__).resolve().parents[1]
+FILES = ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "benchmarks" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tree(root: Path) -> Path:
+    for i, name in enumerate(FILES):
+        target = root / f"P{i}" / name
+        target.parent.mkdir(parents=True)
+        shutil.copyfile(pydicom_file(name), target)
+    return root
+
+
+def _checked(bench: ModuleType, command: str, archive: Path, output: Path) -> list[str]:
+    result = bench.Result("tiny", command, len(FILES), 1.0)
+    bench.check_output(result, archive, output)
+    return list(result.problems)
+
+
+def test_a_faithful_reidentification_passes_and_a_changed_byte_does_not(
+        bench: ModuleType, tmp_path: Path) -> None:
+    archive = _tree(tmp_path / "archive")
+    output = tmp_path / "reid"
+    shutil.copytree(archive, output)
+    assert _checked(bench, "anonpipe -d", archive, output) == []
+    changed = output / "P1" / "MR_small.dcm"
+    data = bytearray(changed.read_bytes())
+    data[-1] ^= 0xFF
+    changed.write_bytes(bytes(data))
+    assert _checked(bench, "anonpipe -d", archive, output) == [
+        "1 re-identified files differ from the originals (first: P1/MR_small.dcm)"]
+
+
+def test_missing_extra_and_unchanged_outputs_are_problems(bench: ModuleType,
+                                                          tmp_path: Path) -> None:
+    archive = _tree(tmp_path / "archive")
+    output = tmp_path / "out"
+    shutil.copytree(archive, output)
+    assert _checked(bench, "anonpipe -e", archive, output) == [
+        "3 outputs are their input unchanged"]
+    assert _checked(bench, "cp -r", archive, output) == []  # a copy is what cp must give
+    (output / "P0" / "CT_small.dcm").unlink()
+    (output / "P0" / ".CT_small.dcm.tmp").write_bytes(b"left over")
+    assert _checked(bench, "gdcmanon -e", archive, output) == [
+        "1 of 3 files have no output", "1 unexpected files in the output"]
+    assert _checked(bench, "anonpipe -e", archive, tmp_path / "nowhere") == ["no output folder"]
+
+
+def test_an_unsound_row_does_not_meet_its_target(bench: ModuleType) -> None:
+    def row(command: str, wall: float, returncode: int = 0) -> object:
+        result = bench.Result("small20k", command, 20000, 514.0)
+        result.samples.append(bench.Sample(wall, wall, 50.0, 80.0, returncode, wall, 0.0))
+        return result
+
+    fast = [row("gdcmanon -e", 12.0), row("anonpipe -e", 6.0)]
+    assert {label: met for label, met, _ in bench.targets(fast)}[
+        "20k: anonpipe >= 1.5x faster than gdcmanon"]
+    failed = [row("gdcmanon -e", 12.0), row("anonpipe -e", 6.0, returncode=1)]
+    (_, met, detail), = [c for c in bench.targets(failed) if c[0].startswith("20k")]
+    assert not met
+    assert "unsound, not counted: small20k anonpipe -e" in detail
