@@ -12,11 +12,12 @@ the profile's business (tasks.profile); the values come from tasks.actions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,7 +49,8 @@ from tasks.dicomio import (
 )
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
 from tasks.errors import UnsupportedFileError
-from tasks.fileio import write_atomic
+from tasks.fileio import Piece, write_atomic
+from tasks.pixeltail import SPLIT_FROM, split_pixel_tail
 from tasks.profile import (
     DEFAULT_PROFILE,
     Action,
@@ -535,10 +537,38 @@ def deidentify_parts(data: bytes, settings: DeidentifySettings,
     """:func:`deidentify_bytes` as the pieces of the new file, in order (pixel data as a
     view of ``data``'s buffer, not a copy: see ``tasks.fileio.write_atomic``)."""
     profile = settings.compiled_profile()
-    # every private element goes, and identically: read them as runs (tasks.dicomio)
-    runs = (trace is None and profile.private_rule is not None and not profile.keep_creators
+    df = read_dicom(data, private_runs=_private_runs(profile, trace))
+    return _deidentified(df, data, profile, settings, trace)
+
+
+def deidentify_split(fd: int, size: int, settings: DeidentifySettings) -> list[Piece] | None:
+    """:func:`deidentify_parts` of a large file open at ``fd`` whose Pixel Data ends it: the
+    header read and parsed, the pixel data left in the file as a range for the writer to
+    copy (``tasks.pixeltail``).  None when the file does not split: read it whole."""
+    from tasks.errors import DicomFormatError
+
+    profile = settings.compiled_profile()
+    try:
+        split = split_pixel_tail(fd, size, _private_runs(profile, None))
+    except OSError as exc:
+        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+    if split is None:
+        return None
+    df, pixels = split
+    # every element -e inserts sorts before (7FE0,0010): the pixel data stays last
+    return [*_deidentified(df, b"", profile, settings, None), pixels]
+
+
+def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:
+    """Every private element goes, and identically: read them as runs (tasks.dicomio)."""
+    return (trace is None and profile.private_rule is not None and not profile.keep_creators
             and not profile.safe_private)
-    df = read_dicom(data, private_runs=runs)
+
+
+def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
+                  settings: DeidentifySettings, trace: Trace | None) -> list[Chunk]:
+    """The pieces of ``df`` de-identified (``data``: the file's bytes, needed for deflated
+    files only)."""
     check_deidentifiable(df)
     if trace is None:
         check_burned_in(df, profile, settings)
@@ -692,26 +722,43 @@ class Deidentify:
     settings: DeidentifySettings
 
     def __call__(self, src: Path, dst: Path) -> int:
-        return write_atomic(dst, deidentify_parts(_read_input(src), self.settings))
+        with _opened_input(src) as (fd, size):
+            if size >= SPLIT_FROM:
+                parts = deidentify_split(fd, size, self.settings)
+                if parts is not None:
+                    return write_atomic(dst, parts)
+            return write_atomic(dst, deidentify_parts(_read_all(fd, size), self.settings))
 
 
 def _read_input(src: Path) -> bytes:
-    """The whole input file.  Anything but a regular file is refused before it is opened:
-    reading a FIFO blocks until a writer comes (forever, in a batch), a device never ends.
-    """
+    """The whole input file (see :func:`_opened_input` for what is refused)."""
+    with _opened_input(src) as (fd, size):
+        return _read_all(fd, size)
+
+
+@contextlib.contextmanager
+def _opened_input(src: Path) -> Iterator[tuple[int, int]]:
+    """The input open for reading, and its size.  Anything but a regular file is refused
+    before it is opened: reading a FIFO blocks until a writer comes (forever, in a batch),
+    a device never ends."""
+    fd, size = _open_input(src)
+    try:
+        yield fd, size
+    finally:
+        os.close(fd)
+
+
+def _open_input(src: Path) -> tuple[int, int]:
     from tasks.errors import DicomFormatError
 
     try:
-        mode = src.stat().st_mode
+        mode = os.stat(src).st_mode
         if stat.S_ISDIR(mode):
             raise DicomFormatError("is a directory")
         if not stat.S_ISREG(mode):
             raise DicomFormatError(f"not a regular file ({_file_kind(mode)})")
         # O_NONBLOCK: should a FIFO replace the file after the stat, open() still returns
-        with open(os.open(src, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise DicomFormatError("not a regular file (replaced while opening)")
-            data = fh.read()
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except PermissionError:
         raise DicomFormatError("permission denied") from None
     except FileNotFoundError:
@@ -719,6 +766,34 @@ def _read_input(src: Path) -> bytes:
         raise DicomFormatError(reason) from None
     except IsADirectoryError:
         raise DicomFormatError("is a directory") from None
+    except OSError as exc:
+        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DicomFormatError("not a regular file (replaced while opening)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """The rest of the file from its current offset (it may have grown since the stat)."""
+    from tasks.errors import DicomFormatError
+
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) > size:
+            chunks = [data]
+            while more := os.read(fd, 1 << 20):
+                chunks.append(more)
+            data = b"".join(chunks)
+        elif 0 < len(data) < size:  # a short read (not seen on regular files): the rest
+            chunks = [data]
+            while more := os.read(fd, size + 1):
+                chunks.append(more)
+            data = b"".join(chunks)
     except OSError as exc:
         raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
     if not data:

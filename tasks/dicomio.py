@@ -609,6 +609,12 @@ def read_dicom(data: bytes, stop_at_pixels: bool = False, private_runs: bool = F
     return _read_dicom(data, stop_at_pixels, private_runs)[0]
 
 
+def read_to_pixels(data: bytes, private_runs: bool = False) -> tuple[DicomFile, bool]:
+    """:func:`read_dicom` with ``stop_at_pixels``, and whether the walk reached the pixel
+    data (the header is then whole, whatever follows in ``data``)."""
+    return _read_dicom(data, True, private_runs)
+
+
 def _read_dicom(data: bytes, stop_at_pixels: bool, private_runs: bool = False
                 ) -> tuple[DicomFile, bool]:
     """:func:`read_dicom`, and whether the walk stopped because it reached the pixel data."""

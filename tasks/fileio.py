@@ -31,6 +31,7 @@ import errno
 import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
 
@@ -38,6 +39,24 @@ from tasks.errors import OutputError
 
 TEMP_MARKER = ".anonpipe-tmp-"
 MAX_PIECES = 512  # below IOV_MAX (1024 on Linux): more pieces are joined first
+COPY_BLOCK = 1 << 20  # bytes per read/write where the kernel cannot copy a range itself
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """A piece of an output that is a byte range of an open input file (a large file's
+    pixel data): copied file to file by the kernel (``copy_file_range``), never read into
+    the process, so a worker's memory does not grow with the files it writes."""
+
+    fd: int
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+
+Piece = bytes | memoryview | FileRange
 
 
 def temp_path_for(dst: Path) -> Path:
@@ -132,8 +151,7 @@ def deferred_durability() -> Iterator[Durability]:
         _DEFERRED.reset(token)
 
 
-def write_atomic(dst: Path, data: bytes | Sequence[bytes | memoryview], fsync: bool = True
-                 ) -> int:
+def write_atomic(dst: Path, data: bytes | Sequence[Piece], fsync: bool = True) -> int:
     """Write ``data`` (bytes, or the file's pieces in order) to ``dst`` atomically; returns
     bytes written.
 
@@ -143,14 +161,15 @@ def write_atomic(dst: Path, data: bytes | Sequence[bytes | memoryview], fsync: b
     Elsewhere, and to replace an existing ``dst``, a dot-named temp file is renamed over it.
     The file is fsynced first unless ``fsync`` is false or a :func:`deferred_durability`
     block will make it durable with its batch.  Pieces go out with one ``writev``: a large
-    file's pixel data is never joined into a new buffer.
+    file's pixel data is never joined into a new buffer, and a :class:`FileRange` is copied
+    from its input file by the kernel.
     """
     if isinstance(data, bytes | bytearray | memoryview):
-        chunks: Sequence[bytes | memoryview] = (data,)
+        chunks: Sequence[Piece] = (data,)
     else:
         chunks = data
         if len(chunks) > MAX_PIECES or not hasattr(os, "writev"):
-            chunks = (b"".join(chunks),)
+            chunks = _joined(chunks)
     total = sum(map(len, chunks))
     deferred = _DEFERRED.get() if fsync else None
     try:
@@ -172,8 +191,24 @@ class _LinkRefused(Exception):
     """Linking a nameless file in failed for a reason other than an existing name."""
 
 
-def _write_once(dst: Path, chunks: Sequence[bytes | memoryview], total: int,
-                fsync: bool) -> None:
+def _joined(chunks: Sequence[Piece]) -> list[Piece]:
+    """The byte pieces between file ranges joined into one each (for few ``writev`` calls)."""
+    out: list[Piece] = []
+    run: list[bytes | memoryview] = []
+    for chunk in chunks:
+        if isinstance(chunk, FileRange):
+            if run:
+                out.append(b"".join(run))
+                run = []
+            out.append(chunk)
+        else:
+            run.append(chunk)
+    if run:
+        out.append(b"".join(run))
+    return out
+
+
+def _write_once(dst: Path, chunks: Sequence[Piece], total: int, fsync: bool) -> None:
     tmp: Path | None = None
     try:
         fd, tmp = _create(dst)
@@ -218,7 +253,22 @@ def _create(dst: Path) -> tuple[int, Path | None]:
     raise AssertionError("unreachable")
 
 
-def _write_all(fd: int, chunks: Sequence[bytes | memoryview], total: int) -> None:
+def _write_all(fd: int, chunks: Sequence[Piece], total: int) -> None:
+    if any(isinstance(chunk, FileRange) for chunk in chunks):
+        run: list[bytes | memoryview] = []
+        for chunk in chunks:
+            if isinstance(chunk, FileRange):
+                _write_bytes(fd, run, sum(map(len, run)))
+                run = []
+                _copy_range(chunk, fd)
+            else:
+                run.append(chunk)
+        _write_bytes(fd, run, sum(map(len, run)))
+        return
+    _write_bytes(fd, chunks, total)  # type: ignore[arg-type]  # no FileRange among them
+
+
+def _write_bytes(fd: int, chunks: Sequence[bytes | memoryview], total: int) -> None:
     if len(chunks) == 1:
         written = os.write(fd, chunks[0])
     else:
@@ -227,6 +277,41 @@ def _write_all(fd: int, chunks: Sequence[bytes | memoryview], total: int) -> Non
         view = memoryview(b"".join(chunks))[written:]
         while view:
             view = view[os.write(fd, view):]
+
+
+#: the ways left to copy a range: copy_file_range, then sendfile, then read/write; one is
+#: dropped for the rest of the process when the kernel or file system refuses it
+_RANGE_COPIERS = ["copy_file_range", "sendfile"]
+_REFUSED = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
+
+
+def _copy_range(part: FileRange, out: int) -> None:
+    """Append ``part`` to ``out`` at its current offset; an input that ends early (changed
+    under us) is an error, not a short output."""
+    offset, left = part.offset, part.length
+    while left:
+        copied = _copy_some(part.fd, out, offset, min(left, 1 << 30))
+        if copied == 0:
+            raise OSError(errno.EIO, "input file ended early (changed while being read)")
+        offset += copied
+        left -= copied
+
+
+def _copy_some(src: int, out: int, offset: int, count: int) -> int:
+    while _RANGE_COPIERS:
+        how = _RANGE_COPIERS[0]
+        try:
+            if how == "copy_file_range":
+                return os.copy_file_range(src, out, count, offset)
+            return os.sendfile(out, src, offset, count)
+        except OSError as exc:
+            if exc.errno not in _REFUSED:
+                raise
+            _RANGE_COPIERS.pop(0)
+    data = os.pread(src, min(count, COPY_BLOCK), offset)
+    if data:
+        _write_bytes(out, [data], len(data))
+    return len(data)
 
 
 def _link_in(fd: int, dst: Path) -> Path | None:

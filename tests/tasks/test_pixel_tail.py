@@ -1,0 +1,195 @@
+"""Large files are de-identified with their pixel data left in the file (tasks.pixeltail):
+the same bytes as reading them whole, a round trip byte for byte, and a worker's memory that
+does not grow with the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+import tasks.deidentify as deid
+from tasks import fileio
+from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.deidentify import Deidentify, DeidentifySettings
+from tasks.errors import AnonpipeError, OutputError
+from tasks.fileio import FileRange, write_atomic
+from tasks.pixeltail import split_pixel_tail
+from tasks.reidentify import ReidentifySettings, reidentify_bytes
+from tests.conftest import Pki, pydicom_file
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
+SECRET = b"s" * 32
+#: split as they should: native pixel data last (explicit, implicit, odd sizes), encapsulated
+#: fragments (JPEG 2000, RLE, JPEG-LS, a fragment holding a delimiter's bytes); not split:
+#: elements after the pixel data (CT_small), big endian, deflated, no pixel data
+SPLITS = ("MR_small_implicit.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "JPEG2000.dcm",
+          "SC_rgb_rle.dcm", "JPEGLSNearLossless_16.dcm",
+          "JPEG2000-embedded-sequence-delimiter.dcm")
+WHOLE = ("CT_small.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm", "rtplan.dcm")
+
+
+def _run(src: Path, dst: Path, settings: DeidentifySettings, split: bool,
+         monkeypatch: pytest.MonkeyPatch) -> bytes | str:
+    """The output bytes, or the error a user would see."""
+    monkeypatch.setattr(deid, "SPLIT_FROM", 0 if split else 1 << 62)
+    try:
+        Deidentify(settings)(src, dst)
+    except AnonpipeError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return dst.read_bytes()
+
+
+@pytest.mark.parametrize("name", SPLITS + WHOLE)
+def test_which_files_split(name: str) -> None:
+    path = pydicom_file(name)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        split = split_pixel_tail(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    assert (split is not None) == (name in SPLITS)
+    if split is not None:
+        df, pixels = split
+        assert pixels.offset + pixels.length == path.stat().st_size
+        assert path.read_bytes()[pixels.offset:pixels.offset + 4] == b"\xe0\x7f\x10\x00"
+        assert df.elements[-1].end == len(df.body)
+
+
+def test_every_test_file_gives_the_same_bytes_or_error_split_or_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = DeidentifySettings(secret=SECRET, allow_burned_in=True)
+    compared = 0
+    for path in TEST_FILES:
+        whole = _run(path, tmp_path / "whole.dcm", settings, False, monkeypatch)
+        split = _run(path, tmp_path / "split.dcm", settings, True, monkeypatch)
+        assert split == whole, path.name
+        compared += isinstance(whole, bytes)
+    assert compared >= 60  # most of pydicom's files de-identify (the rest: refused alike)
+
+
+def test_generated_large_slices_split_without_trailing_padding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """anonpipe-sample's 512x512 slices end with CT_small's Data Set Trailing Padding
+    (FFFC,FFFC), so they are read whole; without it the pixel data ends the file and they
+    split.  Either way the output is the same as reading them whole."""
+    archive = tmp_path / "in"
+    subprocess.run([sys.executable, "-m", "pipeline.sample", str(archive), "--seed", "3",
+                    "--patients", "1", "--studies", "1", "--series", "1", "--instances", "3",
+                    "--kind", "large-ct"], check=True, cwd=REPO, capture_output=True)
+    settings = DeidentifySettings(secret=SECRET, allow_burned_in=True)
+    for path in sorted(archive.rglob("*.dcm")):
+        stripped = tmp_path / f"stripped-{path.name}"
+        ds = pydicom.dcmread(path)
+        del ds[0xFFFCFFFC]
+        ds.save_as(stripped)
+        for candidate, splits in ((path, False), (stripped, True)):
+            assert candidate.stat().st_size > 500_000
+            fd = os.open(candidate, os.O_RDONLY)
+            try:
+                assert (split_pixel_tail(fd, os.fstat(fd).st_size) is not None) == splits
+            finally:
+                os.close(fd)
+            assert (_run(candidate, tmp_path / "s.dcm", settings, True, monkeypatch)
+                    == _run(candidate, tmp_path / "w.dcm", settings, False, monkeypatch))
+
+
+@pytest.mark.parametrize("name", ["rtdose.dcm", "JPEG2000.dcm", "MR_small_implicit.dcm"])
+def test_split_output_reidentifies_byte_for_byte(name: str, pki: Pki, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = DeidentifySettings(secret=SECRET, allow_burned_in=True, encryptor=EnvelopeEncryptor(
+        certificates=(load_certificate(pki.cert),)))
+    src = pydicom_file(name)
+    out = _run(src, tmp_path / "out.dcm", settings, True, monkeypatch)
+    assert isinstance(out, bytes)
+    back = reidentify_bytes(out, ReidentifySettings(key_pem=pki.key.read_bytes()))
+    assert back == src.read_bytes()
+
+
+@pytest.mark.parametrize("copiers", [["copy_file_range", "sendfile"], ["sendfile"], []])
+def test_a_file_range_is_written_by_every_way_to_copy(copiers: list[str], tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel's copy, sendfile, or read and write (what is left when a file system
+    refuses the first two)."""
+    monkeypatch.setattr(fileio, "_RANGE_COPIERS", list(copiers))
+    monkeypatch.setattr(fileio, "COPY_BLOCK", 4096)  # several blocks for the last way
+    source = tmp_path / "source"
+    payload = os.urandom(50_000)
+    source.write_bytes(payload)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        written = write_atomic(tmp_path / "out", [b"head", FileRange(fd, 1000, 40_000),
+                                                  memoryview(b"tail")])
+    finally:
+        os.close(fd)
+    assert written == 4 + 40_000 + 4
+    assert (tmp_path / "out").read_bytes() == b"head" + payload[1000:41_000] + b"tail"
+
+
+def test_an_input_shorter_than_its_range_is_an_error_and_leaves_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.write_bytes(b"x" * 1000)
+    fd = os.open(source, os.O_RDONLY)
+    try:
+        with pytest.raises(OutputError, match="input file ended early"):
+            write_atomic(tmp_path / "out", [b"head", FileRange(fd, 500, 800)])
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source"]
+
+
+_MEMORY_PROBE = """
+import json, sys
+from pathlib import Path
+import tasks.deidentify
+from tasks.deidentify import Deidentify, DeidentifySettings
+
+if sys.argv[4] == "whole":
+    tasks.deidentify.SPLIT_FROM = 1 << 62
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
+op = Deidentify(DeidentifySettings(secret=b"s" * 32))
+op(Path(sys.argv[1]), Path(sys.argv[2]) / "warm.dcm")  # imports and caches: the baseline
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # the peak (VmHWM) starts again from the current resident size
+base = status("VmRSS")
+op(Path(sys.argv[3]), Path(sys.argv[2]) / "big.dcm")
+print(json.dumps({"base_kb": base, "peak_kb": status("VmHWM")}))
+"""
+
+
+def test_memory_does_not_grow_with_the_pixel_data(tmp_path: Path) -> None:
+    """A 96 MB multi-frame file: the worker's peak memory stays within a few MB of what a
+    40 KB file needs; read whole (split turned off) it grows by more than the file."""
+    big = tmp_path / "big.dcm"
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
+    del ds[0xFFFCFFFC]  # pixel data last
+    frame = ds.PixelData
+    frames = (96 << 20) // len(frame)
+    ds.NumberOfFrames = frames
+    ds.PixelData = frame * frames
+    ds.save_as(big)
+    del ds, frame
+    grown_mb = {}
+    for how in ("split", "whole"):
+        probe = subprocess.run(
+            [sys.executable, "-c", _MEMORY_PROBE, str(pydicom_file("CT_small.dcm")),
+             str(tmp_path), str(big), how], check=True, capture_output=True, text=True,
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        figures = json.loads(probe.stdout)
+        grown_mb[how] = (figures["peak_kb"] - figures["base_kb"]) / 1024
+        out = pydicom.dcmread(tmp_path / "big.dcm")
+        assert int(out.NumberOfFrames) == frames
+        assert out.PatientName != pydicom.dcmread(pydicom_file("CT_small.dcm")).PatientName
+    assert grown_mb["split"] < 8, grown_mb
+    assert grown_mb["whole"] > 96, grown_mb  # the probe does see memory grow
