@@ -554,9 +554,13 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings) -> list[P
         raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
     if split is None:
         return None
-    df, pixels = split
-    # every element -e inserts sorts before (7FE0,0010): the pixel data stays last
-    return [*_deidentified(df, b"", profile, settings, None), pixels]
+    stand_in = bytes(bytearray(b"pixel data"))  # a new object: found by identity below
+    pieces: list[Piece] = list(_deidentified(split.df, b"", profile, settings, None,
+                                             (split.at, stand_in)))
+    spots = [i for i, piece in enumerate(pieces) if piece is stand_in]
+    assert len(spots) == 1, "the pixel data stand-in must render once"
+    pieces[spots[0]] = split.pixels
+    return pieces
 
 
 def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:
@@ -566,9 +570,11 @@ def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:
 
 
 def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
-                  settings: DeidentifySettings, trace: Trace | None) -> list[Chunk]:
+                  settings: DeidentifySettings, trace: Trace | None,
+                  stand_in: tuple[int, bytes] | None = None) -> list[Chunk]:
     """The pieces of ``df`` de-identified (``data``: the file's bytes, needed for deflated
-    files only)."""
+    files only).  ``stand_in``: the body offset of a Pixel Data stand-in
+    (``tasks.pixeltail``) and the object to render in its place, a piece of its own."""
     check_deidentifiable(df)
     if trace is None:
         check_burned_in(df, profile, settings)
@@ -606,6 +612,8 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
         if el is not None:
             work.payload[tag] = el
         plan.insert[tag] = encoded
+    if stand_in is not None:
+        plan.replace[stand_in[0]] = stand_in[1]
     # with encryption the body is rendered once the payload is known; rendering it first
     # too only tells which top-level group lengths (gggg,0000) the edits change
     body: list[Chunk] = []

@@ -1,22 +1,26 @@
-"""A large file as its header in memory plus its pixel data as a range of the open file.
+"""A large file in memory without its pixel data, which stays a range of the open file.
 
 Why: de-identification never changes Pixel Data, yet reading a file whole costs memory in
-proportion to it (a 2 GB multi-frame file, 2 GB per worker) and two copies through the
-process.  When Pixel Data (7FE0,0010) is the last element of the file, the header before
-it is parsed as usual and the pixel bytes go to the output as a
+proportion to it (a 2 GB multi-frame file, 2 GB per worker, twice over) and two copies
+through the process.  Here the header up to Pixel Data (7FE0,0010) is read and parsed as
+usual, and so are the elements after it (a trailing padding (FFFC,FFFC), say); in the
+buffer the de-identifier sees, Pixel Data stands as a stand-in of the same tag and VR with
+an empty value, and the writer puts the real element back as a
 :class:`~tasks.fileio.FileRange`, which the kernel copies file to file.
 
 Only the plain case splits: a data set that is not deflated, little endian, Pixel Data at
 the top level with nothing of group 7FE0 before it (a (7FE0,0000) group length would be
-measured without it), and its value (defined length, or encapsulated fragments up to the
-sequence delimiter) ending exactly at the end of the file.  Anything else returns None and
-the caller reads the file whole, so every other file is handled as before, errors included.
+measured with the stand-in), a defined length or encapsulated fragments up to the sequence
+delimiter, within the file.  Anything else returns None and the caller reads the file
+whole, so every other file is handled as before, errors included.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
+from itertools import pairwise
 
 from tasks.dicomio import (
     ITEM,
@@ -24,6 +28,7 @@ from tasks.dicomio import (
     SEQ_END,
     UNDEFINED,
     DicomFile,
+    parse_elements,
     read_to_pixels,
 )
 from tasks.errors import DicomFormatError
@@ -41,10 +46,19 @@ _ITEM_HEADER = struct.Struct("<HHI")
 _PIXEL_VRS = frozenset({b"OB", b"OW", b"UN"})
 
 
-def split_pixel_tail(fd: int, size: int, private_runs: bool = False
-                     ) -> tuple[DicomFile, FileRange] | None:
-    """The file open at ``fd`` (``size`` bytes) parsed up to its Pixel Data, and the range
-    from Pixel Data's first byte to the end of the file; None when it does not split."""
+@dataclass(frozen=True, slots=True)
+class SplitFile:
+    """A file parsed with Pixel Data as a stand-in (empty value) at body offset ``at``;
+    ``pixels`` is the real element, header and value, in the file."""
+
+    df: DicomFile
+    at: int
+    pixels: FileRange
+
+
+def split_pixel_tail(fd: int, size: int, private_runs: bool = False) -> SplitFile | None:
+    """The file open at ``fd`` (``size`` bytes) parsed without its pixel data; None when it
+    does not split."""
     want = FIRST_READ
     while True:
         head = _pread_full(fd, min(want, size), 0)
@@ -61,17 +75,33 @@ def split_pixel_tail(fd: int, size: int, private_runs: bool = False
     if df.elements and df.elements[-1].tag >> 16 == PIXEL_DATA >> 16:
         return None
     body_start = len(head) - len(df.body)
-    end = _pixel_data_end(fd, size, df, cut, body_start)
-    if end != size:
+    located = _pixel_data_end(fd, size, df, cut, body_start)
+    if located is None:
         return None
-    df.body = df.body[:cut]
-    return df, FileRange(fd, body_start + cut, size - body_start - cut)
+    header_length, end = located
+    tail = _pread_full(fd, size - end, end)
+    if len(tail) != size - end:
+        return None  # the file changed under us
+    stand_in = df.body[cut:cut + header_length - 4] + b"\0\0\0\0"
+    body = df.body[:cut] + stand_in + tail
+    try:
+        after = parse_elements(body, cut, len(body), df.enc)
+    except DicomFormatError:
+        return None
+    # the header's order is checked, and it ends below (7FE0,0010): the rest must ascend too
+    if not after or after[0].tag != PIXEL_DATA or any(
+            a.tag >= b.tag for a, b in pairwise(after)):
+        return None
+    df.elements += after
+    df.body, df.tags, df.complete = body, [el.tag for el in df.elements], True
+    return SplitFile(df, cut, FileRange(fd, body_start + cut, end - body_start - cut))
 
 
 def _pixel_data_end(fd: int, size: int, df: DicomFile, cut: int, body_start: int
-                    ) -> int | None:
-    """Where the Pixel Data element at body offset ``cut`` ends in the file; None when it
-    is not Pixel Data or its fragments are not well formed."""
+                    ) -> tuple[int, int] | None:
+    """The length of the header of the Pixel Data element at body offset ``cut``, and where
+    the element ends in the file; None when it is not Pixel Data, runs past the end of the
+    file, or its fragments are not well formed."""
     header = df.body[cut:cut + 12]
     if len(header) < 12:
         return None
@@ -86,14 +116,16 @@ def _pixel_data_end(fd: int, size: int, df: DicomFile, cut: int, body_start: int
         value_start = body_start + cut + 12
     else:
         return None  # any other VR: the usual parser judges it
+    header_length = value_start - body_start - cut
     if length != UNDEFINED:
-        return value_start + length
+        end = value_start + length
+        return (header_length, end) if end <= size else None
     pos = value_start
     while pos + 8 <= size:  # encapsulated: item headers only, never the fragments
         group, elem, length = _ITEM_HEADER.unpack(_pread_full(fd, 8, pos))
         tag = group << 16 | elem
         if tag == SEQ_END:
-            return pos + 8
+            return header_length, pos + 8
         if tag != ITEM or length == UNDEFINED:
             return None
         pos += 8 + length

@@ -17,6 +17,7 @@ import tasks.deidentify as deid
 from tasks import fileio
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings
+from tasks.dicomio import PIXEL_DATA, read_dicom
 from tasks.errors import AnonpipeError, OutputError
 from tasks.fileio import FileRange, write_atomic
 from tasks.pixeltail import split_pixel_tail
@@ -26,13 +27,14 @@ from tests.conftest import Pki, pydicom_file
 REPO = Path(__file__).resolve().parents[2]
 TEST_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
 SECRET = b"s" * 32
-#: split as they should: native pixel data last (explicit, implicit, odd sizes), encapsulated
-#: fragments (JPEG 2000, RLE, JPEG-LS, a fragment holding a delimiter's bytes); not split:
-#: elements after the pixel data (CT_small), big endian, deflated, no pixel data
-SPLITS = ("MR_small_implicit.dcm", "rtdose.dcm", "SC_rgb_small_odd.dcm", "JPEG2000.dcm",
-          "SC_rgb_rle.dcm", "JPEGLSNearLossless_16.dcm",
+#: split as they should: native pixel data (explicit, implicit, odd sizes), encapsulated
+#: fragments (JPEG 2000, RLE, JPEG-LS, a fragment holding a delimiter's bytes), with a
+#: trailing padding (FFFC,FFFC) after the pixel data (CT_small, MR_small_RLE) or without;
+#: not split: big endian, deflated, no pixel data
+SPLITS = ("CT_small.dcm", "MR_small_RLE.dcm", "MR_small_implicit.dcm", "rtdose.dcm",
+          "SC_rgb_small_odd.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "JPEGLSNearLossless_16.dcm",
           "JPEG2000-embedded-sequence-delimiter.dcm")
-WHOLE = ("CT_small.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm", "rtplan.dcm")
+WHOLE = ("MR_small_bigendian.dcm", "image_dfl.dcm", "rtplan.dcm")
 
 
 def _run(src: Path, dst: Path, settings: DeidentifySettings, split: bool,
@@ -56,10 +58,16 @@ def test_which_files_split(name: str) -> None:
         os.close(fd)
     assert (split is not None) == (name in SPLITS)
     if split is not None:
-        df, pixels = split
-        assert pixels.offset + pixels.length == path.stat().st_size
-        assert path.read_bytes()[pixels.offset:pixels.offset + 4] == b"\xe0\x7f\x10\x00"
-        assert df.elements[-1].end == len(df.body)
+        data = path.read_bytes()
+        whole = read_dicom(data)
+        pixels = whole.top(PIXEL_DATA)
+        assert pixels is not None
+        body_start = len(data) - len(whole.body)
+        assert (split.pixels.offset, split.pixels.length) == (body_start + pixels.start,
+                                                              pixels.end - pixels.start)
+        stand_in = split.df.top(PIXEL_DATA)
+        assert stand_in is not None and (stand_in.start, stand_in.length) == (split.at, 0)
+        assert [el.tag for el in split.df.elements] == [el.tag for el in whole.elements]
 
 
 def test_every_test_file_gives_the_same_bytes_or_error_split_or_whole(
@@ -77,8 +85,8 @@ def test_every_test_file_gives_the_same_bytes_or_error_split_or_whole(
 def test_generated_large_slices_split_without_trailing_padding(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """anonpipe-sample's 512x512 slices end with CT_small's Data Set Trailing Padding
-    (FFFC,FFFC), so they are read whole; without it the pixel data ends the file and they
-    split.  Either way the output is the same as reading them whole."""
+    (FFFC,FFFC); with it and without it they split, and the output is the one the file
+    read whole gives."""
     archive = tmp_path / "in"
     subprocess.run([sys.executable, "-m", "pipeline.sample", str(archive), "--seed", "3",
                     "--patients", "1", "--studies", "1", "--series", "1", "--instances", "3",
@@ -89,7 +97,7 @@ def test_generated_large_slices_split_without_trailing_padding(
         ds = pydicom.dcmread(path)
         del ds[0xFFFCFFFC]
         ds.save_as(stripped)
-        for candidate, splits in ((path, False), (stripped, True)):
+        for candidate, splits in ((path, True), (stripped, True)):
             assert candidate.stat().st_size > 500_000
             fd = os.open(candidate, os.O_RDONLY)
             try:
@@ -100,7 +108,8 @@ def test_generated_large_slices_split_without_trailing_padding(
                     == _run(candidate, tmp_path / "w.dcm", settings, False, monkeypatch))
 
 
-@pytest.mark.parametrize("name", ["rtdose.dcm", "JPEG2000.dcm", "MR_small_implicit.dcm"])
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_RLE.dcm", "rtdose.dcm",
+                                  "JPEG2000.dcm", "MR_small_implicit.dcm"])
 def test_split_output_reidentifies_byte_for_byte(name: str, pki: Pki, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     settings = DeidentifySettings(secret=SECRET, allow_burned_in=True, encryptor=EnvelopeEncryptor(
@@ -172,8 +181,7 @@ def test_memory_does_not_grow_with_the_pixel_data(tmp_path: Path) -> None:
     """A 96 MB multi-frame file: the worker's peak memory stays within a few MB of what a
     40 KB file needs; read whole (split turned off) it grows by more than the file."""
     big = tmp_path / "big.dcm"
-    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))
-    del ds[0xFFFCFFFC]  # pixel data last
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))  # its trailing padding stays
     frame = ds.PixelData
     frames = (96 << 20) // len(frame)
     ds.NumberOfFrames = frames
