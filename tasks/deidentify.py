@@ -50,7 +50,7 @@ from tasks.dicomio import (
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
-from tasks.pixeltail import SPLIT_FROM, split_pixel_tail
+from tasks.pixeltail import SPLIT_FROM, put_back, split_pixel_tail, stand_in_marker
 from tasks.profile import (
     DEFAULT_PROFILE,
     Action,
@@ -554,13 +554,9 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings) -> list[P
         raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
     if split is None:
         return None
-    stand_in = bytes(bytearray(b"pixel data"))  # a new object: found by identity below
-    pieces: list[Piece] = list(_deidentified(split.df, b"", profile, settings, None,
-                                             (split.at, stand_in)))
-    spots = [i for i, piece in enumerate(pieces) if piece is stand_in]
-    assert len(spots) == 1, "the pixel data stand-in must render once"
-    pieces[spots[0]] = split.pixels
-    return pieces
+    marker = stand_in_marker()
+    return put_back(_deidentified(split.df, b"", profile, settings, None, (split.at, marker)),
+                    marker, split.pixels)
 
 
 def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -31,8 +32,9 @@ from tasks.dicomio import (
     parse_elements,
     read_to_pixels,
 )
+from tasks.edit import Chunk
 from tasks.errors import DicomFormatError
-from tasks.fileio import FileRange
+from tasks.fileio import FileRange, Piece
 
 #: files this large and larger are read up to their pixel data only (below, the extra copy
 #: call costs more than it saves: 400 slices of 10-40 KB took 0.34-0.36 ms each split
@@ -95,6 +97,24 @@ def split_pixel_tail(fd: int, size: int, private_runs: bool = False) -> SplitFil
     df.elements += after
     df.body, df.tags, df.complete = body, [el.tag for el in df.elements], True
     return SplitFile(df, cut, FileRange(fd, body_start + cut, end - body_start - cut))
+
+
+def stand_in_marker() -> bytes:
+    """A new bytes object for a caller to render in the stand-in's place (its edit plan
+    replaces the stand-in with it), found again by identity in the rendered pieces."""
+    return bytes(bytearray(b"pixel data"))
+
+
+def put_back(pieces: Sequence[Chunk], marker: bytes, pixels: FileRange
+             ) -> list[Piece] | None:
+    """``pieces`` with ``marker`` replaced by the real pixel data; None unless it is there
+    exactly once (an edit that replaced or dropped the stand-in: read the file whole)."""
+    spots = [i for i, piece in enumerate(pieces) if piece is marker]
+    if len(spots) != 1:
+        return None
+    out: list[Piece] = list(pieces)
+    out[spots[0]] = pixels
+    return out
 
 
 def _pixel_data_end(fd: int, size: int, df: DicomFile, cut: int, body_start: int

@@ -28,7 +28,8 @@ from tasks.deidentify import (
     RESTORE_DEFLATED_TAG,
     RESTORE_META_TAG,
     SOP_INSTANCE_UID,
-    _read_input,
+    _opened_input,
+    _read_all,
     deflate,
     expected_meta,
 )
@@ -42,9 +43,10 @@ from tasks.dicomio import (
     read_dicom,
     tag_str,
 )
-from tasks.edit import EditPlan, render, transcode
+from tasks.edit import Chunk, EditPlan, render_parts, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
-from tasks.fileio import write_atomic
+from tasks.fileio import Piece, write_atomic
+from tasks.pixeltail import SPLIT_FROM, put_back, split_pixel_tail, stand_in_marker
 
 RESTORE_TAGS = (RESTORE_CREATOR_TAG, RESTORE_META_TAG, RESTORE_DEFLATED_TAG,
                 RESTORE_DEFLATED_LENGTH_TAG, RESTORE_ADDED_TAG)
@@ -112,7 +114,26 @@ def extract_payload(df: DicomFile, settings: ReidentifySettings) -> tuple[bytes,
 
 def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
     """Re-identify one file held in memory; returns the restored file bytes."""
-    df = read_dicom(data)
+    return b"".join(_reidentified(read_dicom(data), settings))
+
+
+def reidentify_split(fd: int, size: int, settings: ReidentifySettings) -> list[Piece] | None:
+    """:func:`reidentify_bytes` of a large file open at ``fd``, its pixel data left in the
+    file for the writer to copy (``tasks.pixeltail``); None when it does not split."""
+    try:
+        split = split_pixel_tail(fd, size)
+    except OSError as exc:
+        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+    if split is None or split.df.deflated:
+        return None
+    marker = stand_in_marker()
+    return put_back(_reidentified(split.df, settings, (split.at, marker)), marker, split.pixels)
+
+
+def _reidentified(df: DicomFile, settings: ReidentifySettings,
+                  stand_in: tuple[int, bytes] | None = None) -> list[Chunk]:
+    """The restored file as pieces; ``stand_in``: a Pixel Data stand-in's body offset and
+    the object to render in its place (see :func:`reidentify_split`)."""
     plaintext, payload = extract_payload(df, settings)
     modified = payload[0]
     assert modified.items is not None
@@ -145,7 +166,9 @@ def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
         plan.insert[el.tag] = encoded
         if el.tag == SOP_INSTANCE_UID:
             sop_uid = el.value(plaintext)
-    body = render(df.body, df.elements, plan, df.enc) + df.trailer
+    if stand_in is not None:
+        plan.replace[stand_in[0]] = stand_in[1]
+    pieces = render_parts(df.body, df.elements, plan, df.enc)
     records = {el.tag: el.value(plaintext) for el in payload[1:]}
     meta = records.get(RESTORE_META_TAG)
     if meta:
@@ -153,11 +176,13 @@ def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
     else:
         meta = expected_meta(df, sop_uid)
     if df.deflated:
+        body = b"".join(pieces) + df.trailer
         stream = records.get(RESTORE_DEFLATED_TAG)
         if stream is not None and RESTORE_DEFLATED_LENGTH_TAG in records:
             stream = stream[:int.from_bytes(records[RESTORE_DEFLATED_LENGTH_TAG], "little")]
         body = stream if stream is not None and _inflates_to(stream, body) else deflate(body)
-    return df.raw_prefix + meta + body
+        return [df.raw_prefix, meta, body]
+    return [df.raw_prefix, meta, *pieces, df.trailer]
 
 
 def _reparses(encoded: bytes, tag: int, df: DicomFile) -> bool:
@@ -197,7 +222,12 @@ class Reidentify:
     settings: ReidentifySettings
 
     def __call__(self, src: Path, dst: Path) -> int:
-        return write_atomic(dst, reidentify_bytes(_read_input(src), self.settings))
+        with _opened_input(src) as (fd, size):
+            if size >= SPLIT_FROM:
+                pieces = reidentify_split(fd, size, self.settings)
+                if pieces is not None:
+                    return write_atomic(dst, pieces)
+            return write_atomic(dst, reidentify_bytes(_read_all(fd, size), self.settings))
 
 
 __all__ = [

@@ -4,6 +4,7 @@ does not grow with the file."""
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import pydicom
 import pytest
 
 import tasks.deidentify as deid
+import tasks.reidentify as reid
 from tasks import fileio
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings
@@ -21,7 +23,7 @@ from tasks.dicomio import PIXEL_DATA, read_dicom
 from tasks.errors import AnonpipeError, OutputError
 from tasks.fileio import FileRange, write_atomic
 from tasks.pixeltail import split_pixel_tail
-from tasks.reidentify import ReidentifySettings, reidentify_bytes
+from tasks.reidentify import Reidentify, ReidentifySettings
 from tests.conftest import Pki, pydicom_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,15 +112,38 @@ def test_generated_large_slices_split_without_trailing_padding(
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_RLE.dcm", "rtdose.dcm",
                                   "JPEG2000.dcm", "MR_small_implicit.dcm"])
-def test_split_output_reidentifies_byte_for_byte(name: str, pki: Pki, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_split_round_trip_is_byte_for_byte(name: str, pki: Pki, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """-e and -d both split: the original comes back; -d split or whole, the same bytes."""
     settings = DeidentifySettings(secret=SECRET, allow_burned_in=True, encryptor=EnvelopeEncryptor(
         certificates=(load_certificate(pki.cert),)))
     src = pydicom_file(name)
     out = _run(src, tmp_path / "out.dcm", settings, True, monkeypatch)
     assert isinstance(out, bytes)
-    back = reidentify_bytes(out, ReidentifySettings(key_pem=pki.key.read_bytes()))
-    assert back == src.read_bytes()
+    back = ReidentifySettings(key_pem=pki.key.read_bytes())
+    for split in (True, False):
+        monkeypatch.setattr(reid, "SPLIT_FROM", 0 if split else 1 << 62)
+        Reidentify(back)(tmp_path / "out.dcm", tmp_path / "back.dcm")
+        assert (tmp_path / "back.dcm").read_bytes() == src.read_bytes(), split
+
+
+@pytest.mark.gdcm
+def test_gdcmanon_output_reidentifies_the_same_split_or_whole(
+        require_tool, pki: Pki, tmp_path: Path,  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    gdcmanon = require_tool("gdcmanon")
+    src = pydicom_file("CT_small.dcm")
+    subprocess.run([gdcmanon, "-c", str(pki.cert), "-e", str(src), str(tmp_path / "g.dcm")],
+                   check=True, capture_output=True)
+    back = ReidentifySettings(key_pem=pki.key.read_bytes())
+    restored = []
+    for split in (True, False):
+        monkeypatch.setattr(reid, "SPLIT_FROM", 0 if split else 1 << 62)
+        Reidentify(back)(tmp_path / "g.dcm", tmp_path / f"back-{split}.dcm")
+        restored.append((tmp_path / f"back-{split}.dcm").read_bytes())
+    assert restored[0] == restored[1]
+    assert pydicom.dcmread(tmp_path / "back-True.dcm").PatientName == \
+        pydicom.dcmread(src).PatientName
 
 
 @pytest.mark.parametrize("copiers", [["copy_file_range", "sendfile"], ["sendfile"], []])
@@ -156,30 +181,45 @@ def test_an_input_shorter_than_its_range_is_an_error_and_leaves_nothing(tmp_path
 _MEMORY_PROBE = """
 import json, sys
 from pathlib import Path
-import tasks.deidentify
+import tasks.deidentify, tasks.reidentify
 from tasks.deidentify import Deidentify, DeidentifySettings
+from tasks.reidentify import Reidentify, ReidentifySettings
 
-if sys.argv[4] == "whole":
-    tasks.deidentify.SPLIT_FROM = 1 << 62
+warm, out, big, how, key = sys.argv[1:6]
+if how == "whole":
+    tasks.deidentify.SPLIT_FROM = tasks.reidentify.SPLIT_FROM = 1 << 62
+if key == "-":
+    op = Deidentify(DeidentifySettings(secret=b"s" * 32))
+else:
+    op = Reidentify(ReidentifySettings(key_pem=Path(key).read_bytes()))
 
 def status(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
             return int(line.split()[1])
 
-op = Deidentify(DeidentifySettings(secret=b"s" * 32))
-op(Path(sys.argv[1]), Path(sys.argv[2]) / "warm.dcm")  # imports and caches: the baseline
+op(Path(warm), Path(out) / "warm.dcm")  # imports and caches: the baseline
 with open("/proc/self/clear_refs", "w") as refs:
     refs.write("5")  # the peak (VmHWM) starts again from the current resident size
 base = status("VmRSS")
-op(Path(sys.argv[3]), Path(sys.argv[2]) / "big.dcm")
+op(Path(big), Path(out) / "big.dcm")
 print(json.dumps({"base_kb": base, "peak_kb": status("VmHWM")}))
 """
 
 
-def test_memory_does_not_grow_with_the_pixel_data(tmp_path: Path) -> None:
-    """A 96 MB multi-frame file: the worker's peak memory stays within a few MB of what a
-    40 KB file needs; read whole (split turned off) it grows by more than the file."""
+def _grown_mb(warm: Path, out: Path, big: Path, how: str, key: str) -> float:
+    probe = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, str(warm), str(out), str(big), how, key],
+        check=True, capture_output=True, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    figures = json.loads(probe.stdout)
+    return (figures["peak_kb"] - figures["base_kb"]) / 1024
+
+
+def test_memory_does_not_grow_with_the_pixel_data(pki: Pki, tmp_path: Path) -> None:
+    """A 96 MB multi-frame file: a worker's peak memory stays within a few MB of what a
+    40 KB file needs, for -e and for -d; read whole (split turned off) it grows by more
+    than the file (so the probe does see memory grow)."""
     big = tmp_path / "big.dcm"
     ds = pydicom.dcmread(pydicom_file("CT_small.dcm"))  # its trailing padding stays
     frame = ds.PixelData
@@ -188,16 +228,22 @@ def test_memory_does_not_grow_with_the_pixel_data(tmp_path: Path) -> None:
     ds.PixelData = frame * frames
     ds.save_as(big)
     del ds, frame
-    grown_mb = {}
+    small = pydicom_file("CT_small.dcm")
+    reversible = DeidentifySettings(secret=SECRET, encryptor=EnvelopeEncryptor(
+        certificates=(load_certificate(pki.cert),)))
+    Deidentify(reversible)(small, tmp_path / "small-e.dcm")
+    Deidentify(reversible)(big, tmp_path / "big-e.dcm")
+    grown = {}
     for how in ("split", "whole"):
-        probe = subprocess.run(
-            [sys.executable, "-c", _MEMORY_PROBE, str(pydicom_file("CT_small.dcm")),
-             str(tmp_path), str(big), how], check=True, capture_output=True, text=True,
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-        figures = json.loads(probe.stdout)
-        grown_mb[how] = (figures["peak_kb"] - figures["base_kb"]) / 1024
-        out = pydicom.dcmread(tmp_path / "big.dcm")
-        assert int(out.NumberOfFrames) == frames
-        assert out.PatientName != pydicom.dcmread(pydicom_file("CT_small.dcm")).PatientName
-    assert grown_mb["split"] < 8, grown_mb
-    assert grown_mb["whole"] > 96, grown_mb  # the probe does see memory grow
+        out = tmp_path / f"e-{how}"
+        out.mkdir()
+        grown[f"-e {how}"] = _grown_mb(small, out, big, how, "-")
+        assert int(pydicom.dcmread(out / "big.dcm").NumberOfFrames) == frames
+        out = tmp_path / f"d-{how}"
+        out.mkdir()
+        grown[f"-d {how}"] = _grown_mb(tmp_path / "small-e.dcm", out, tmp_path / "big-e.dcm",
+                                       how, str(pki.key))
+        assert filecmp.cmp(out / "big.dcm", big, shallow=False)
+    print(f"\n96 MB file, peak memory growth in MB: {grown}")  # with -s
+    assert grown["-e split"] < 8 and grown["-d split"] < 8, grown
+    assert grown["-e whole"] > 96 and grown["-d whole"] > 96, grown
