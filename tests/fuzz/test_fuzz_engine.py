@@ -50,7 +50,7 @@ from tests.fuzz.hostile import (
 FUZZ_SECONDS = float(os.environ.get("ANONPIPE_FUZZ_SECONDS") or 0)
 #: examples per target in the bounded run (tuned so all targets take ~20 s together)
 EXAMPLES = int(os.environ.get("ANONPIPE_FUZZ_EXAMPLES") or 1500)
-TARGETS = 5
+TARGETS = 6
 SECRET = b"fuzz-secret-0123456789abcdef0123"
 #: inputs of failing examples (build/ is not tracked)
 FAILURES = Path(__file__).resolve().parents[2] / "build" / "fuzz-failures"
@@ -295,6 +295,52 @@ def test_fuzz_reidentify_tampered_payload(deidentified: dict[str, tuple[bytes, l
         expect_clean(lambda d: reidentify_bytes(d, reid), tampered, reid.key_pem)
 
     run_target(check, cases(payloads), fuzz_stats, "reidentify (tampered payload)")
+
+
+def test_fuzz_split_matches_whole(corpus: dict[str, tuple[bytes, list[Header]]],
+                                  deidentified: dict[str, tuple[bytes, list[Header]]],
+                                  reid: ReidentifySettings, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch,
+                                  fuzz_stats: FuzzStats) -> None:
+    """Mutated files through the operations the pipeline runs, with the pixel data left in
+    the file (tasks.pixeltail) and read whole: the same bytes or the same error, -e
+    (irreversible: deterministic) on the inputs and -d on their de-identified outputs."""
+    import tasks.deidentify
+    import tasks.reidentify
+    from tasks.deidentify import Deidentify
+    from tasks.reidentify import Reidentify
+
+    operations = {"-e": (Deidentify(IRREVERSIBLE["gdcmanon"]), corpus, tasks.deidentify),
+                  "-d": (Reidentify(reid), deidentified, tasks.reidentify)}
+    src, dst = tmp_path / "in.dcm", tmp_path / "out.dcm"
+
+    def outcome(mode: str, split: bool) -> bytes | str:
+        operation, _, module = operations[mode]
+        monkeypatch.setattr(module, "SPLIT_FROM", 0 if split else 1 << 62)
+        try:
+            operation(src, dst)
+        except AnonpipeError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return dst.read_bytes()
+
+    def check(case: tuple[str, str, list]) -> None:  # type: ignore[type-arg]
+        mode, name, mutations = case
+        data = mutate(*operations[mode][1][name], mutations)
+        src.write_bytes(data)
+        whole = outcome(mode, False)
+        try:
+            split = outcome(mode, True)
+        except Exception as exc:
+            raise AssertionError(f"{mode} split: {type(exc).__name__}: {exc}; input kept as "
+                                 f"{_keep_failing_input(data, reid.key_pem)}") from exc
+        if split != whole:
+            raise AssertionError(f"{mode}: split and whole differ; input kept as "
+                                 f"{_keep_failing_input(data, reid.key_pem)}")
+
+    strategy = st.tuples(st.sampled_from(sorted(operations)), st.sampled_from(sorted(corpus)),
+                         MUTATIONS)
+    run_target(check, strategy, fuzz_stats, "split pixel data vs whole (-e, -d)",
+               examples=EXAMPLES // 3)
 
 
 # A grammar target: data sets built from elements, sequences and items of random shape, so
