@@ -542,8 +542,8 @@ def deidentify_parts(data: bytes, settings: DeidentifySettings,
 
 
 def deidentify_split(fd: int, size: int, settings: DeidentifySettings) -> list[Piece] | None:
-    """:func:`deidentify_parts` of a large file open at ``fd`` whose Pixel Data ends it: the
-    header read and parsed, the pixel data left in the file as a range for the writer to
+    """:func:`deidentify_parts` of a large file open at ``fd``: everything but the pixel
+    data read and parsed, the pixel data left in the file as a range for the writer to
     copy (``tasks.pixeltail``).  None when the file does not split: read it whole."""
     from tasks.errors import DicomFormatError
 

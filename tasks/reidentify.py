@@ -124,7 +124,7 @@ def reidentify_split(fd: int, size: int, settings: ReidentifySettings) -> list[P
         split = split_pixel_tail(fd, size)
     except OSError as exc:
         raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
-    if split is None or split.df.deflated:
+    if split is None:
         return None
     marker = stand_in_marker()
     return put_back(_reidentified(split.df, settings, (split.at, marker)), marker, split.pixels)
