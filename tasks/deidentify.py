@@ -17,7 +17,7 @@ import os
 import stat
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -726,12 +726,22 @@ class Deidentify:
     settings: DeidentifySettings
 
     def __call__(self, src: Path, dst: Path) -> int:
-        with _opened_input(src) as (fd, size):
-            if size >= SPLIT_FROM:
-                parts = deidentify_split(fd, size, self.settings)
-                if parts is not None:
-                    return write_atomic(dst, parts)
-            return write_atomic(dst, deidentify_parts(_read_all(fd, size), self.settings))
+        return apply_to_file(src, dst, lambda data: deidentify_parts(data, self.settings),
+                             lambda fd, size: deidentify_split(fd, size, self.settings),
+                             SPLIT_FROM)
+
+
+def apply_to_file(src: Path, dst: Path, whole: Callable[[bytes], Sequence[Piece] | bytes],
+                  split: Callable[[int, int], list[Piece] | None], split_from: int) -> int:
+    """Write ``dst`` from ``src``: by ``split`` (the pixel data left in the file:
+    ``tasks.pixeltail``) for files of ``split_from`` bytes and more that split, else by
+    ``whole`` on the file's bytes.  Returns the bytes written."""
+    with _opened_input(src) as (fd, size):
+        if size >= split_from:
+            pieces = split(fd, size)
+            if pieces is not None:
+                return write_atomic(dst, pieces)
+        return write_atomic(dst, whole(_read_all(fd, size)))
 
 
 def _read_input(src: Path) -> bytes:

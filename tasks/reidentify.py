@@ -28,8 +28,7 @@ from tasks.deidentify import (
     RESTORE_DEFLATED_TAG,
     RESTORE_META_TAG,
     SOP_INSTANCE_UID,
-    _opened_input,
-    _read_all,
+    apply_to_file,
     deflate,
     expected_meta,
 )
@@ -45,7 +44,7 @@ from tasks.dicomio import (
 )
 from tasks.edit import Chunk, EditPlan, render_parts, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
-from tasks.fileio import Piece, write_atomic
+from tasks.fileio import Piece
 from tasks.pixeltail import SPLIT_FROM, put_back, split_pixel_tail, stand_in_marker
 
 RESTORE_TAGS = (RESTORE_CREATOR_TAG, RESTORE_META_TAG, RESTORE_DEFLATED_TAG,
@@ -222,12 +221,9 @@ class Reidentify:
     settings: ReidentifySettings
 
     def __call__(self, src: Path, dst: Path) -> int:
-        with _opened_input(src) as (fd, size):
-            if size >= SPLIT_FROM:
-                pieces = reidentify_split(fd, size, self.settings)
-                if pieces is not None:
-                    return write_atomic(dst, pieces)
-            return write_atomic(dst, reidentify_bytes(_read_all(fd, size), self.settings))
+        return apply_to_file(src, dst, lambda data: reidentify_bytes(data, self.settings),
+                             lambda fd, size: reidentify_split(fd, size, self.settings),
+                             SPLIT_FROM)
 
 
 __all__ = [
