@@ -35,6 +35,7 @@ from tasks.actions import (
 from tasks.dicomio import (
     EXPLICIT_LE,
     EXPLICIT_LE_ENC,
+    PIXEL_DATA,
     UNDEFINED,
     DicomFile,
     Element,
@@ -608,7 +609,7 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
         if el is not None:
             work.payload[tag] = el
         plan.insert[tag] = encoded
-    if stand_in is not None:
+    if stand_in is not None and _keeps_pixel_data(work) and stand_in[0] not in plan.replace:
         plan.replace[stand_in[0]] = stand_in[1]
     # with encryption the body is rendered once the payload is known; rendering it first
     # too only tells which top-level group lengths (gggg,0000) the edits change
@@ -635,6 +636,14 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
 
 
 _ELEMENT_NUMBER = (0xFFFF).__and__  # zero for a group length (gggg,0000)
+
+
+def _keeps_pixel_data(work: _Deidentifier) -> bool:
+    """Whether the profile keeps top-level Pixel Data as it is.  Only then may a stand-in
+    take its place (tasks.pixeltail): any other action would act on the stand-in's empty
+    value instead of the pixels (Z would see nothing to empty), so the file is read whole."""
+    decision = work.resolver.decide(PIXEL_DATA, 0)
+    return decision is None or decision.action is Action.K
 
 
 def _tags(df: DicomFile) -> list[int]:

@@ -165,7 +165,9 @@ def _reidentified(df: DicomFile, settings: ReidentifySettings,
         plan.insert[el.tag] = encoded
         if el.tag == SOP_INSTANCE_UID:
             sop_uid = el.value(plaintext)
-    if stand_in is not None:
+    if stand_in is not None and stand_in[0] not in plan.replace:
+        # an edit of the pixel data itself (a profile removing it, a payload restoring it)
+        # leaves no place for it: the caller then reads the file whole
         plan.replace[stand_in[0]] = stand_in[1]
     pieces = render_parts(df.body, df.elements, plan, df.enc)
     records = {el.tag: el.value(plaintext) for el in payload[1:]}

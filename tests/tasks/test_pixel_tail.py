@@ -4,6 +4,7 @@ does not grow with the file."""
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import json
 import os
@@ -247,3 +248,26 @@ def test_memory_does_not_grow_with_the_pixel_data(pki: Pki, tmp_path: Path) -> N
     print(f"\n96 MB file, peak memory growth in MB: {grown}")  # with -s
     assert grown["-e split"] < 8 and grown["-d split"] < 8, grown
     assert grown["-e whole"] > 96 and grown["-d whole"] > 96, grown
+
+
+@pytest.mark.parametrize("code", ["X", "Z", "D", "C"])
+def test_a_profile_that_edits_the_pixel_data_is_obeyed(code: str, pki: Pki, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A site profile may act on Pixel Data itself: the split then gives way (the stand-in's
+    empty value must not be what the action sees), and the output is the whole read's."""
+    profile = tmp_path / "pixels.yaml"
+    profile.write_text(f"name: pixels\nextends: basic\nactions:\n  PixelData: {code}\n")
+    src = pydicom_file("CT_small.dcm")
+    irreversible = DeidentifySettings(secret=SECRET, profile=str(profile), allow_burned_in=True)
+    split = _run(src, tmp_path / "s.dcm", irreversible, True, monkeypatch)
+    assert split == _run(src, tmp_path / "w.dcm", irreversible, False, monkeypatch)
+    if code in ("X", "Z"):
+        out = pydicom.dcmread(tmp_path / "s.dcm")
+        assert "PixelData" not in out if code == "X" else not out[0x7FE00010].value
+    reversible = dataclasses.replace(irreversible, encryptor=EnvelopeEncryptor(
+        certificates=(load_certificate(pki.cert),)))
+    assert isinstance(_run(src, tmp_path / "r.dcm", reversible, True, monkeypatch), bytes)
+    monkeypatch.setattr(reid, "SPLIT_FROM", 0)
+    Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes()))(tmp_path / "r.dcm",
+                                                                 tmp_path / "back.dcm")
+    assert (tmp_path / "back.dcm").read_bytes() == src.read_bytes()
