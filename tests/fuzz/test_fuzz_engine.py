@@ -34,6 +34,7 @@ from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.errors import AnonpipeError
+from tasks.profile import ProfileSpec, load_profile
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
 from tests.conftest import Pki
 from tests.fuzz.conftest import FuzzStats
@@ -240,8 +241,16 @@ def test_fuzz_deidentify_round_trip(corpus: dict[str, tuple[bytes, list[Header]]
     run_target(check, strategy, fuzz_stats, "deidentify (reversible, both profiles)")
 
 
+def _pixels_emptied() -> ProfileSpec:
+    spec = load_profile("basic")
+    actions = tuple(sorted({**dict(spec.actions), 0x7FE00010: "Z"}.items()))
+    return dataclasses.replace(spec, name="pixels-emptied", actions=actions)
+
+
 IRREVERSIBLE = {
     "gdcmanon": DeidentifySettings(secret=SECRET, profile="gdcmanon", allow_burned_in=True),
+    "pixels-emptied": DeidentifySettings(  # a site profile acting on Pixel Data itself
+        secret=SECRET, allow_burned_in=True, profile=_pixels_emptied()),
     "basic+options": DeidentifySettings(
         secret=SECRET, allow_burned_in=True,
         options=("clean_descriptors", "clean_structured_content", "clean_graphics",
@@ -310,7 +319,8 @@ def test_fuzz_split_matches_whole(corpus: dict[str, tuple[bytes, list[Header]]],
     from tasks.deidentify import Deidentify
     from tasks.reidentify import Reidentify
 
-    operations = {"-e": (Deidentify(IRREVERSIBLE["gdcmanon"]), corpus, tasks.deidentify),
+    operations = {**{f"-e {name}": (Deidentify(settings), corpus, tasks.deidentify)
+                     for name, settings in IRREVERSIBLE.items()},
                   "-d": (Reidentify(reid), deidentified, tasks.reidentify)}
     src, dst = tmp_path / "in.dcm", tmp_path / "out.dcm"
 
