@@ -12,7 +12,9 @@ Only the plain case splits: a data set that is not deflated, little endian, Pixe
 the top level with nothing of group 7FE0 before it (a (7FE0,0000) group length would be
 measured with the stand-in), a defined length or encapsulated fragments up to the sequence
 delimiter, within the file.  Anything else returns None and the caller reads the file
-whole, so every other file is handled as before, errors included.
+whole, so every other file is handled as before, errors included.  The callers also give
+way (read whole) when an edit would touch Pixel Data itself: a profile acting on it, or a
+payload restoring it.
 """
 
 from __future__ import annotations
