@@ -144,7 +144,10 @@ def _pixel_data_end(fd: int, size: int, df: DicomFile, cut: int, body_start: int
         return (header_length, end) if end <= size else None
     pos = value_start
     while pos + 8 <= size:  # encapsulated: item headers only, never the fragments
-        group, elem, length = _ITEM_HEADER.unpack(_pread_full(fd, 8, pos))
+        header = _pread_full(fd, 8, pos)
+        if len(header) < 8:
+            return None  # the file shrank under us: the whole read reports it
+        group, elem, length = _ITEM_HEADER.unpack(header)
         tag = group << 16 | elem
         if tag == SEQ_END:
             return header_length, pos + 8
