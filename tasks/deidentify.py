@@ -807,14 +807,9 @@ def _read_all(fd: int, size: int) -> bytes:
 
     try:
         data = os.read(fd, size + 1)
-        if len(data) > size:
+        if data and len(data) != size:  # grown since the stat, or a short read: to the end
             chunks = [data]
             while more := os.read(fd, 1 << 20):
-                chunks.append(more)
-            data = b"".join(chunks)
-        elif 0 < len(data) < size:  # a short read (not seen on regular files): the rest
-            chunks = [data]
-            while more := os.read(fd, size + 1):
                 chunks.append(more)
             data = b"".join(chunks)
     except OSError as exc:
