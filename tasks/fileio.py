@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
 
-from tasks.errors import OutputError
+from tasks.errors import DicomFormatError, OutputError
 
 TEMP_MARKER = ".anonpipe-tmp-"
 MAX_PIECES = 512  # below IOV_MAX (1024 on Linux): more pieces are joined first
@@ -222,11 +222,13 @@ def _write_once(dst: Path, chunks: Sequence[Piece], total: int, fsync: bool) -> 
             os.close(fd)
         if tmp is not None:
             os.replace(tmp, dst)
-    except OSError as exc:
+    except BaseException as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-        raise OutputError(f"cannot write output: {exc.strerror or exc}") from None
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise OutputError(f"cannot write output: {exc.strerror or exc}") from None
+        raise
 
 
 def _create(dst: Path) -> tuple[int, Path | None]:
@@ -291,8 +293,8 @@ def _copy_range(part: FileRange, out: int) -> None:
     offset, left = part.offset, part.length
     while left:
         copied = _copy_some(part.fd, out, offset, min(left, 1 << 30))
-        if copied == 0:
-            raise OSError(errno.EIO, "input file ended early (changed while being read)")
+        if copied == 0:  # the input's fault, not the output's: said as such
+            raise DicomFormatError("the file shrank while it was read (changed during the run)")
         offset += copied
         left -= copied
 
