@@ -51,7 +51,7 @@ from tasks.dicomio import (
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
-from tasks.pixeltail import SPLIT_FROM, put_back, split_pixel_tail, stand_in_marker
+from tasks.pixeltail import SPLIT_FROM, put_back, split_input, stand_in_marker
 from tasks.profile import (
     DEFAULT_PROFILE,
     Action,
@@ -546,13 +546,8 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings) -> list[P
     """:func:`deidentify_parts` of a large file open at ``fd``: everything but the pixel
     data read and parsed, the pixel data left in the file as a range for the writer to
     copy (``tasks.pixeltail``).  None when the file does not split: read it whole."""
-    from tasks.errors import DicomFormatError
-
     profile = settings.compiled_profile()
-    try:
-        split = split_pixel_tail(fd, size, _private_runs(profile, None))
-    except OSError as exc:
-        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+    split = split_input(fd, size, _private_runs(profile, None))
     if split is None:
         return None
     marker = stand_in_marker()

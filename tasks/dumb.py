@@ -26,11 +26,20 @@ from pathlib import Path
 from pydicom.charset import encode_string, python_encoding
 from pydicom.datadict import get_entry, get_private_entry, private_dictionaries
 
-from tasks.deidentify import _read_input, deflate
-from tasks.dicomio import EXPLICIT_LE_ENC, LONG_VRS, DicomFile, Element, read_dicom, tag_str
-from tasks.edit import EditPlan, encode_element, render
+from tasks.deidentify import apply_to_file, deflate
+from tasks.dicomio import (
+    EXPLICIT_LE_ENC,
+    LONG_VRS,
+    PIXEL_DATA,
+    DicomFile,
+    Element,
+    read_dicom,
+    tag_str,
+)
+from tasks.edit import EditPlan, encode_element, render, render_parts
 from tasks.errors import ProfileError, UsageError
-from tasks.fileio import write_atomic
+from tasks.fileio import Piece
+from tasks.pixeltail import SPLIT_FROM, put_back, split_input, stand_in_marker
 from tasks.tagspec import TagSpec, parse_replace, parse_tag
 
 SOP_CLASS_UID = 0x00080016
@@ -781,22 +790,55 @@ def dumb_edit_bytes(
     is None, once every operation has succeeded.
     """
     df = read_dicom(data)
-    editor = _DumbEditor(df, settings.force)
-    for op in settings.ops:
-        editor.apply(op)
-    for note in editor.notes:
-        if warn is None:
-            warnings.warn(note, DumbModeWarning, stacklevel=2)
-        else:
-            warn(note)
-    plan = editor.plan()
-    meta = editor.meta()
+    plan, meta, notes = _edited(df, settings)
+    _warn(notes, warn)
     if plan.empty and meta is df.meta_bytes:
         return data
     body = render(df.body, df.elements, plan, df.enc)
     if df.deflated:
         body = deflate(body)
     return df.raw_prefix + meta + body
+
+
+def dumb_edit_split(fd: int, size: int, settings: DumbSettings,
+                    warn: Callable[[str], None] | None = None) -> list[Piece] | None:
+    """:func:`dumb_edit_bytes` of a large file open at ``fd``, its pixel data left in the
+    file for the writer to copy (``tasks.pixeltail``); None when it does not split, or when
+    an operation names Pixel Data (it would act on the stand-in's empty value): read the
+    file whole."""
+    if any(not op.tag.private and op.tag.tag == PIXEL_DATA for op in settings.ops):
+        return None
+    split = split_input(fd, size)
+    if split is None:
+        return None
+    df = split.df
+    plan, meta, notes = _edited(df, settings)
+    if split.at in plan.replace:
+        return None
+    marker = stand_in_marker()
+    plan.replace[split.at] = marker
+    body = render_parts(df.body, df.elements, plan, df.enc)
+    pieces = put_back([df.raw_prefix, meta, *body, df.trailer], marker, split.pixels)
+    if pieces is not None:
+        _warn(notes, warn)
+    return pieces
+
+
+def _edited(df: DicomFile, settings: DumbSettings) -> tuple[EditPlan, bytes, list[str]]:
+    """Every operation applied to ``df`` in memory: the body's edit plan, the file meta,
+    and the warnings to give once the file is written."""
+    editor = _DumbEditor(df, settings.force)
+    for op in settings.ops:
+        editor.apply(op)
+    return editor.plan(), editor.meta(), editor.notes
+
+
+def _warn(notes: list[str], warn: Callable[[str], None] | None) -> None:
+    for note in notes:
+        if warn is None:
+            warnings.warn(note, DumbModeWarning, stacklevel=3)
+        else:
+            warn(note)
 
 
 class DumbModeWarning(UserWarning):
@@ -814,7 +856,9 @@ class DumbEdit:
     warn: Callable[[str], None] | None = None
 
     def __call__(self, src: Path, dst: Path) -> int:
-        return write_atomic(dst, dumb_edit_bytes(_read_input(src), self.settings, self.warn))
+        return apply_to_file(src, dst, lambda data: dumb_edit_bytes(data, self.settings, self.warn),
+                             lambda fd, size: dumb_edit_split(fd, size, self.settings, self.warn),
+                             SPLIT_FROM)
 
 
 #: The manpage's "Irreversible Anonymization" second step: drop the encrypted originals and

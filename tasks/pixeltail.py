@@ -13,8 +13,8 @@ the top level with nothing of group 7FE0 before it (a (7FE0,0000) group length w
 measured with the stand-in), a defined length or encapsulated fragments up to the sequence
 delimiter, within the file.  Anything else returns None and the caller reads the file
 whole, so every other file is handled as before, errors included.  The callers also give
-way (read whole) when an edit would touch Pixel Data itself: a profile acting on it, or a
-payload restoring it.
+way (read whole) when an edit would touch Pixel Data itself: a profile acting on it, a
+payload restoring it, or a dumb-mode operation naming it.
 """
 
 from __future__ import annotations
@@ -99,6 +99,15 @@ def split_pixel_tail(fd: int, size: int, private_runs: bool = False) -> SplitFil
     df.elements += after
     df.body, df.tags, df.complete = body, [el.tag for el in df.elements], True
     return SplitFile(df, cut, FileRange(fd, body_start + cut, end - body_start - cut))
+
+
+def split_input(fd: int, size: int, private_runs: bool = False) -> SplitFile | None:
+    """:func:`split_pixel_tail` for an operation: a read error is the input's (named as
+    such), not an output error."""
+    try:
+        return split_pixel_tail(fd, size, private_runs)
+    except OSError as exc:
+        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
 
 
 def stand_in_marker() -> bytes:

@@ -45,7 +45,7 @@ from tasks.dicomio import (
 from tasks.edit import Chunk, EditPlan, render_parts, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
 from tasks.fileio import Piece
-from tasks.pixeltail import SPLIT_FROM, put_back, split_pixel_tail, stand_in_marker
+from tasks.pixeltail import SPLIT_FROM, put_back, split_input, stand_in_marker
 
 RESTORE_TAGS = (RESTORE_CREATOR_TAG, RESTORE_META_TAG, RESTORE_DEFLATED_TAG,
                 RESTORE_DEFLATED_LENGTH_TAG, RESTORE_ADDED_TAG)
@@ -119,10 +119,7 @@ def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
 def reidentify_split(fd: int, size: int, settings: ReidentifySettings) -> list[Piece] | None:
     """:func:`reidentify_bytes` of a large file open at ``fd``, its pixel data left in the
     file for the writer to copy (``tasks.pixeltail``); None when it does not split."""
-    try:
-        split = split_pixel_tail(fd, size)
-    except OSError as exc:
-        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+    split = split_input(fd, size)
     if split is None:
         return None
     marker = stand_in_marker()
