@@ -794,7 +794,7 @@ def dumb_edit_bytes(
     _warn(notes, warn)
     if plan.empty and meta is df.meta_bytes:
         return data
-    body = render(df.body, df.elements, plan, df.enc)
+    body = render(df.body, df.elements, plan, df.enc) + df.trailer
     if df.deflated:
         body = deflate(body)
     return df.raw_prefix + meta + body

@@ -313,15 +313,21 @@ def test_fuzz_split_matches_whole(corpus: dict[str, tuple[bytes, list[Header]]],
                                   fuzz_stats: FuzzStats) -> None:
     """Mutated files through the operations the pipeline runs, with the pixel data left in
     the file (tasks.pixeltail) and read whole: the same bytes or the same error, -e
-    (irreversible: deterministic) on the inputs and -d on their de-identified outputs."""
+    (irreversible: deterministic) on the inputs, -d on their de-identified outputs, and
+    dumb mode on the inputs (edits before and after the pixel data)."""
     import tasks.deidentify
+    import tasks.dumb
     import tasks.reidentify
     from tasks.deidentify import Deidentify
+    from tasks.dumb import DumbEdit, DumbSettings, parse_dumb_ops
     from tasks.reidentify import Reidentify
 
+    dumb = DumbSettings(parse_dumb_ops(["10,20"], ["10,30"], ["8,90", "fffc,fffc"],
+                                       ["10,10=Anon", "9,1,ANONPIPE FUZZ=x"]), force=True)
     operations = {**{f"-e {name}": (Deidentify(settings), corpus, tasks.deidentify)
                      for name, settings in IRREVERSIBLE.items()},
-                  "-d": (Reidentify(reid), deidentified, tasks.reidentify)}
+                  "-d": (Reidentify(reid), deidentified, tasks.reidentify),
+                  "dumb": (DumbEdit(dumb, warn=_ignore), corpus, tasks.dumb)}
     src, dst = tmp_path / "in.dcm", tmp_path / "out.dcm"
 
     def outcome(mode: str, split: bool) -> bytes | str:
@@ -349,8 +355,12 @@ def test_fuzz_split_matches_whole(corpus: dict[str, tuple[bytes, list[Header]]],
 
     strategy = st.tuples(st.sampled_from(sorted(operations)), st.sampled_from(sorted(corpus)),
                          MUTATIONS)
-    run_target(check, strategy, fuzz_stats, "split pixel data vs whole (-e, -d)",
+    run_target(check, strategy, fuzz_stats, "split pixel data vs whole (-e, -d, dumb)",
                examples=EXAMPLES // 3)
+
+
+def _ignore(note: str) -> None:
+    """Dumb mode's warnings (Type 1 edits) are not what the split target compares."""
 
 
 # A grammar target: data sets built from elements, sequences and items of random shape, so

@@ -429,3 +429,14 @@ def test_dumb_edit_writes_atomically_and_pickles(tmp_path: Path) -> None:
 def test_differences_are_documented() -> None:
     assert len(GDCMANON_DIFFERENCES) >= 10
     assert all(text.endswith((")", ".")) for text in GDCMANON_DIFFERENCES)
+
+
+@pytest.mark.parametrize("change", [True, False])
+def test_trailing_nul_padding_after_the_last_element_is_kept(change: bool) -> None:
+    """As -e and -d keep it: whether an edit changed the file or not (found by the split
+    fuzz target: an edited file lost it, an unedited one kept it)."""
+    data = CT.read_bytes() + b"\0" * 5
+    out, _ = edit(data, replace=["10,10=Anon"] if change else [], clear=["10,21b0"])
+    assert out.endswith(b"\0" * 5) and len(out) - len(data) == (
+        len(edit(CT.read_bytes(), replace=["10,10=Anon"])[0]) - len(CT.read_bytes())
+        if change else 0)
