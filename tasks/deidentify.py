@@ -51,7 +51,7 @@ from tasks.dicomio import (
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
-from tasks.pixeltail import SPLIT_FROM, put_back, split_input, stand_in_marker
+from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, put_back, split_input, stand_in_marker
 from tasks.profile import (
     DEFAULT_PROFILE,
     Action,
@@ -542,14 +542,16 @@ def deidentify_parts(data: bytes, settings: DeidentifySettings,
     return _deidentified(df, data, profile, settings, trace)
 
 
-def deidentify_split(fd: int, size: int, settings: DeidentifySettings) -> list[Piece] | None:
+def deidentify_split(fd: int, size: int, settings: DeidentifySettings
+                     ) -> list[Piece] | WholeFile | None:
     """:func:`deidentify_parts` of a large file open at ``fd``: everything but the pixel
     data read and parsed, the pixel data left in the file as a range for the writer to
-    copy (``tasks.pixeltail``).  None when the file does not split: read it whole."""
+    copy (``tasks.pixeltail``).  None (or the file's bytes, when already read) when the
+    file does not split: de-identify it whole."""
     profile = settings.compiled_profile()
     split = split_input(fd, size, _private_runs(profile, None))
-    if split is None:
-        return None
+    if not isinstance(split, SplitFile):
+        return split
     marker = stand_in_marker()
     return put_back(_deidentified(split.df, b"", profile, settings, None, (split.at, marker)),
                     marker, split.pixels)
@@ -736,16 +738,21 @@ class Deidentify:
 
 
 def apply_to_file(src: Path, dst: Path, whole: Callable[[bytes], Sequence[Piece] | bytes],
-                  split: Callable[[int, int], list[Piece] | None], split_from: int) -> int:
+                  split: Callable[[int, int], list[Piece] | WholeFile | None],
+                  split_from: int) -> int:
     """Write ``dst`` from ``src``: by ``split`` (the pixel data left in the file:
     ``tasks.pixeltail``) for files of ``split_from`` bytes and more that split, else by
-    ``whole`` on the file's bytes.  Returns the bytes written."""
+    ``whole`` on the file's bytes (those ``split`` read, if it read them all).  Returns the
+    bytes written."""
     with _opened_input(src) as (fd, size):
+        data = None
         if size >= split_from:
             pieces = split(fd, size)
-            if pieces is not None:
+            if isinstance(pieces, WholeFile):
+                data = pieces.data
+            elif pieces is not None:
                 return write_atomic(dst, pieces)
-        return write_atomic(dst, whole(_read_all(fd, size)))
+        return write_atomic(dst, whole(data if data is not None else _read_all(fd, size)))
 
 
 def _read_input(src: Path) -> bytes:

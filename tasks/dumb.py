@@ -39,7 +39,7 @@ from tasks.dicomio import (
 from tasks.edit import EditPlan, encode_element, render, render_parts
 from tasks.errors import ProfileError, UsageError
 from tasks.fileio import Piece
-from tasks.pixeltail import SPLIT_FROM, put_back, split_input, stand_in_marker
+from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, put_back, split_input, stand_in_marker
 from tasks.tagspec import TagSpec, parse_replace, parse_tag
 
 SOP_CLASS_UID = 0x00080016
@@ -801,16 +801,17 @@ def dumb_edit_bytes(
 
 
 def dumb_edit_split(fd: int, size: int, settings: DumbSettings,
-                    warn: Callable[[str], None] | None = None) -> list[Piece] | None:
+                    warn: Callable[[str], None] | None = None
+                    ) -> list[Piece] | WholeFile | None:
     """:func:`dumb_edit_bytes` of a large file open at ``fd``, its pixel data left in the
-    file for the writer to copy (``tasks.pixeltail``); None when it does not split, or when
-    an operation names Pixel Data (it would act on the stand-in's empty value): read the
-    file whole."""
+    file for the writer to copy (``tasks.pixeltail``); None (or the file's bytes, when
+    already read) when it does not split, or when an operation names Pixel Data (it would
+    act on the stand-in's empty value): edit it whole."""
     if any(not op.tag.private and op.tag.tag == PIXEL_DATA for op in settings.ops):
         return None
     split = split_input(fd, size)
-    if split is None:
-        return None
+    if not isinstance(split, SplitFile):
+        return split
     df = split.df
     plan, meta, notes = _edited(df, settings)
     if split.at in plan.replace:

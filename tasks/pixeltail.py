@@ -12,7 +12,9 @@ Only the plain case splits: a data set that is not deflated, little endian, Pixe
 the top level with nothing of group 7FE0 before it (a (7FE0,0000) group length would be
 measured with the stand-in), a defined length or encapsulated fragments up to the sequence
 delimiter, within the file.  Anything else returns None and the caller reads the file
-whole, so every other file is handled as before, errors included.  The callers also give
+whole, so every other file is handled as before, errors included; when the attempt has
+read the file to its end anyway (no Pixel Data: an encapsulated PDF, a structure set), it
+hands those bytes over (:class:`WholeFile`) rather than have them read twice.  The callers also give
 way (read whole) when an edit would touch Pixel Data itself: a profile acting on it, a
 payload restoring it, or a dumb-mode operation naming it.
 """
@@ -26,13 +28,18 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from tasks.dicomio import (
+    EXPLICIT_LE,
+    IMPLICIT_LE,
     ITEM,
+    KNOWN_VRS,
+    LONG_VRS,
     PIXEL_DATA,
     SEQ_END,
     UNDEFINED,
     DicomFile,
     parse_elements,
     read_to_pixels,
+    split_file,
 )
 from tasks.edit import Chunk
 from tasks.errors import DicomFormatError
@@ -46,6 +53,8 @@ SPLIT_FROM = 256 << 10
 FIRST_READ = 64 << 10
 MAX_HEADER = 64 << 20
 _ITEM_HEADER = struct.Struct("<HHI")
+_LENGTH = struct.Struct("<I")
+_SHORT_LENGTH = struct.Struct("<H")
 #: Pixel Data's VRs in explicit VR files (PS3.5 8.2, and UN from a converted file)
 _PIXEL_VRS = frozenset({b"OB", b"OW", b"UN"})
 
@@ -60,20 +69,49 @@ class SplitFile:
     pixels: FileRange
 
 
-def split_pixel_tail(fd: int, size: int, private_runs: bool = False) -> SplitFile | None:
+@dataclass(frozen=True, slots=True)
+class WholeFile:
+    """The whole file's bytes, read by an attempt to split that found no Pixel Data before
+    the end (an encapsulated PDF, a structure set): the caller uses them as read whole."""
+
+    data: bytes
+
+
+def split_pixel_tail(fd: int, size: int, private_runs: bool = False
+                     ) -> SplitFile | WholeFile | None:
     """The file open at ``fd`` (``size`` bytes) parsed without its pixel data; None when it
-    does not split."""
+    does not split (read it whole), or :class:`WholeFile` when the attempt read it all."""
+    head, df = _read_header(fd, size, private_runs)
+    split = None if df is None else _split(fd, size, head, df)
+    if split is None and head and len(head) == size and not _pread_full(fd, 1, size):
+        return WholeFile(head)  # read to its end (and not grown since): not read again
+    return split
+
+
+def _read_header(fd: int, size: int, private_runs: bool) -> tuple[bytes, DicomFile | None]:
+    """The file's first bytes and their parse, when it reached the Pixel Data within
+    MAX_HEADER (else None)."""
     want = FIRST_READ
     while True:
         head = _pread_full(fd, min(want, size), 0)
+        if len(head) < min(want, size):
+            return head, None  # the file shrank under us: the whole read reports it
         try:
             df, at_pixels = read_to_pixels(head, private_runs)
         except DicomFormatError:
             df, at_pixels = None, False  # maybe only cut short by the read: read on
-        if at_pixels or len(head) >= size or want >= MAX_HEADER:
-            break
-        want *= 2
-    if df is None or not at_pixels or df.deflated or not df.enc.little:
+        if at_pixels:
+            return head, df
+        if len(head) >= size or want >= MAX_HEADER:
+            return head, None
+        # read past a long element at once (an encapsulated document): not in doublings
+        want = max(want * 2, _cut_element_end(head) + FIRST_READ)
+
+
+def _split(fd: int, size: int, head: bytes, df: DicomFile) -> SplitFile | None:
+    """``df`` (parsed from ``head`` up to its Pixel Data) with the pixel data as a stand-in
+    and the elements after it parsed; None unless it is the plain case."""
+    if df.deflated or not df.enc.little:
         return None  # read whole: the usual path decides, errors included
     cut = df.elements[-1].end if df.elements else 0
     if df.elements and df.elements[-1].tag >> 16 == PIXEL_DATA >> 16:
@@ -101,7 +139,8 @@ def split_pixel_tail(fd: int, size: int, private_runs: bool = False) -> SplitFil
     return SplitFile(df, cut, FileRange(fd, body_start + cut, end - body_start - cut))
 
 
-def split_input(fd: int, size: int, private_runs: bool = False) -> SplitFile | None:
+def split_input(fd: int, size: int, private_runs: bool = False
+                ) -> SplitFile | WholeFile | None:
     """:func:`split_pixel_tail` for an operation: a read error is the input's (named as
     such), not an output error."""
     try:
@@ -164,6 +203,45 @@ def _pixel_data_end(fd: int, size: int, df: DicomFile, cut: int, body_start: int
             return None
         pos += 8 + length
     return None
+
+
+def _cut_element_end(head: bytes) -> int:
+    """Where in the file the top-level element ends that runs past ``head``, found by
+    walking the top-level element headers; 0 when not known (a header not Explicit or
+    Implicit VR Little Endian, an undefined length on the way)."""
+    try:
+        _, _, _, syntax, pos = split_file(head)
+    except DicomFormatError:
+        return 0
+    if syntax not in (EXPLICIT_LE, IMPLICIT_LE):
+        return 0
+    implicit = syntax == IMPLICIT_LE
+    while True:
+        located = _element_at(head, pos, implicit)
+        if located is None:
+            return 0
+        value_start, length = located
+        if length == UNDEFINED:
+            return 0
+        pos = value_start + length
+        if pos > len(head):
+            return pos
+
+
+def _element_at(buf: bytes, pos: int, implicit: bool) -> tuple[int, int] | None:
+    """Where the value of the Little Endian element at ``pos`` starts, and its length;
+    None when its header is not all in ``buf`` or its VR is not one (a damaged header)."""
+    header = buf[pos:pos + 12]
+    if len(header) < 8:
+        return None
+    if implicit:
+        return pos + 8, _LENGTH.unpack_from(header, 4)[0]
+    vr = header[4:6]
+    if vr in LONG_VRS:
+        return (pos + 12, _LENGTH.unpack_from(header, 8)[0]) if len(header) == 12 else None
+    if vr not in KNOWN_VRS:
+        return None
+    return pos + 8, _SHORT_LENGTH.unpack_from(header, 6)[0]
 
 
 def _pread_full(fd: int, count: int, offset: int) -> bytes:

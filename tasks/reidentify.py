@@ -45,7 +45,7 @@ from tasks.dicomio import (
 from tasks.edit import Chunk, EditPlan, render_parts, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
 from tasks.fileio import Piece
-from tasks.pixeltail import SPLIT_FROM, put_back, split_input, stand_in_marker
+from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, put_back, split_input, stand_in_marker
 
 RESTORE_TAGS = (RESTORE_CREATOR_TAG, RESTORE_META_TAG, RESTORE_DEFLATED_TAG,
                 RESTORE_DEFLATED_LENGTH_TAG, RESTORE_ADDED_TAG)
@@ -116,12 +116,14 @@ def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
     return b"".join(_reidentified(read_dicom(data), settings))
 
 
-def reidentify_split(fd: int, size: int, settings: ReidentifySettings) -> list[Piece] | None:
+def reidentify_split(fd: int, size: int, settings: ReidentifySettings
+                     ) -> list[Piece] | WholeFile | None:
     """:func:`reidentify_bytes` of a large file open at ``fd``, its pixel data left in the
-    file for the writer to copy (``tasks.pixeltail``); None when it does not split."""
+    file for the writer to copy (``tasks.pixeltail``); None (or the file's bytes, when
+    already read) when it does not split."""
     split = split_input(fd, size)
-    if split is None:
-        return None
+    if not isinstance(split, SplitFile):
+        return split
     marker = stand_in_marker()
     return put_back(_reidentified(split.df, settings, (split.at, marker)), marker, split.pixels)
 

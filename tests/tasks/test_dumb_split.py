@@ -53,7 +53,7 @@ def _splits(path: Path, settings: DumbSettings) -> bool:
     fd = os.open(path, os.O_RDONLY)
     try:
         notes: list[str] = []
-        return dumb_edit_split(fd, os.fstat(fd).st_size, settings, notes.append) is not None
+        return isinstance(dumb_edit_split(fd, os.fstat(fd).st_size, settings, notes.append), list)
     finally:
         os.close(fd)
 

@@ -17,13 +17,13 @@ import pytest
 
 import tasks.deidentify as deid
 import tasks.reidentify as reid
-from tasks import fileio
+from tasks import fileio, pixeltail
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.dicomio import PIXEL_DATA, read_dicom
 from tasks.errors import AnonpipeError, DicomFormatError
 from tasks.fileio import FileRange, write_atomic
-from tasks.pixeltail import split_pixel_tail
+from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, split_pixel_tail
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tests.conftest import Pki, pydicom_file
 
@@ -59,8 +59,10 @@ def test_which_files_split(name: str) -> None:
         split = split_pixel_tail(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
-    assert (split is not None) == (name in SPLITS)
-    if split is not None:
+    assert isinstance(split, SplitFile) == (name in SPLITS)
+    if isinstance(split, WholeFile):  # small files: the first read took them whole
+        assert split.data == path.read_bytes()
+    if isinstance(split, SplitFile):
         data = path.read_bytes()
         whole = read_dicom(data)
         pixels = whole.top(PIXEL_DATA)
@@ -104,7 +106,7 @@ def test_generated_large_slices_split_without_trailing_padding(
             assert candidate.stat().st_size > 500_000
             fd = os.open(candidate, os.O_RDONLY)
             try:
-                assert (split_pixel_tail(fd, os.fstat(fd).st_size) is not None) == splits
+                assert isinstance(split_pixel_tail(fd, os.fstat(fd).st_size), SplitFile) == splits
             finally:
                 os.close(fd)
             assert (_run(candidate, tmp_path / "s.dcm", settings, True, monkeypatch)
@@ -286,3 +288,75 @@ def test_a_profile_that_edits_the_pixel_data_is_obeyed(code: str, pki: Pki, tmp_
     Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes()))(tmp_path / "r.dcm",
                                                                  tmp_path / "back.dcm")
     assert (tmp_path / "back.dcm").read_bytes() == src.read_bytes()
+
+
+def _document(path: Path, megabytes: int) -> Path:
+    """An Encapsulated PDF of ``megabytes``: one long element, no Pixel Data."""
+    ds = pydicom.dcmread(pydicom_file("CT_small.dcm"), stop_before_pixels=True)
+    for tag in [el.tag for el in ds if el.tag >> 16 in (0x0018, 0x0028, 0x0043, 0xFFFC)]:
+        del ds[tag]
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.104.1"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.EncapsulatedDocument = b"%PDF-1.4 " + bytes(range(256)) * (megabytes << 12)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _structure_set(path: Path) -> Path:
+    """A 2 MB structure set: contours in sequences of undefined length, no Pixel Data."""
+    ds = pydicom.dcmread(pydicom_file("rtstruct.dcm"), force=True)
+    roi = ds.ROIContourSequence[0]
+    contour = roi.ContourSequence[0]
+    contour.ContourData = [f"{i * 0.5:.2f}" for i in range(3000)]
+    roi.ContourSequence = [contour] * 100
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_large_file_without_pixel_data_is_read_once(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Pixel Data to leave in the file: the bytes the attempt read go to the whole path
+    (not read again), and a long element is read past at once, not in doublings."""
+    walks: list[int] = []
+    walk = pixeltail.read_to_pixels
+
+    def counted(data: bytes, private_runs: bool = False) -> tuple[object, bool]:
+        walks.append(len(data))
+        return walk(data, private_runs)
+
+    monkeypatch.setattr(pixeltail, "read_to_pixels", counted)
+    settings = DeidentifySettings(secret=SECRET, allow_burned_in=True)
+    for path, most_walks in ((_document(tmp_path / "pdf.dcm", 3), 2),
+                             (_structure_set(tmp_path / "rt.dcm"), 8)):
+        assert path.stat().st_size > 2 * SPLIT_FROM
+        walks.clear()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            read = split_pixel_tail(fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        assert isinstance(read, WholeFile) and read.data == path.read_bytes()
+        assert 1 < len(walks) <= most_walks, walks
+        out = _run(path, tmp_path / "split.dcm", settings, True, monkeypatch)
+        assert isinstance(out, bytes)
+        assert out == _run(path, tmp_path / "whole.dcm", settings, False, monkeypatch)
+
+
+def test_a_file_grown_since_its_size_was_taken_is_read_again(tmp_path: Path) -> None:
+    path = _document(tmp_path / "pdf.dcm", 1)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert split_pixel_tail(fd, os.fstat(fd).st_size - 100) is None
+    finally:
+        os.close(fd)
+
+
+def test_an_empty_file_gives_the_same_error_split_or_whole(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the split fuzz target: an empty read is not a whole file to hand over."""
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    settings = DeidentifySettings(secret=SECRET)
+    split = _run(empty, tmp_path / "s.dcm", settings, True, monkeypatch)
+    assert split == _run(empty, tmp_path / "w.dcm", settings, False, monkeypatch)
+    assert split == "DicomFormatError: empty file"
