@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import os
 import struct
 import zlib
 from bisect import bisect_left
@@ -681,6 +682,42 @@ def read_file(path: Path) -> DicomFile:
     return read_dicom(data)
 
 
+def cut_element_end(data: bytes) -> int:
+    """Where in the file the top-level element ends that runs past ``data`` (the file's
+    first bytes), found from the top-level element headers alone; 0 when not known (a data
+    set neither Explicit nor Implicit VR Little Endian, an undefined length on the way, a
+    damaged header).  Why: a reader looking for the end of a header reads past a long
+    element (an encapsulated document) at once, not in doublings each parsed again."""
+    try:
+        _, _, _, syntax, pos = split_file(data)
+    except DicomFormatError:
+        return 0
+    if syntax not in (EXPLICIT_LE, IMPLICIT_LE):
+        return 0
+    implicit = syntax == IMPLICIT_LE
+    while pos + 8 <= len(data):
+        header = data[pos:pos + 12]
+        if implicit:
+            (length,) = _LENGTH_LE.unpack_from(header, 4)
+            value_start = pos + 8
+        elif header[4:6] in LONG_VRS:
+            if len(header) < 12:
+                return 0
+            (length,) = _LENGTH_LE.unpack_from(header, 8)
+            value_start = pos + 12
+        elif header[4:6] in KNOWN_VRS:
+            length = _HEAD_LE.unpack_from(header)[3]
+            value_start = pos + 8
+        else:
+            return 0
+        if length == UNDEFINED:
+            return 0
+        pos = value_start + length
+        if pos > len(data):
+            return pos
+    return 0
+
+
 def read_header(path: Path, first_chunk: int = 16384, private_runs: bool = False) -> DicomFile:
     """Parse ``path`` up to its pixel data, reading as little of the file as possible.
 
@@ -703,8 +740,10 @@ def read_header(path: Path, first_chunk: int = 16384, private_runs: bool = False
                 at_pixels = False
             if parsed is not None and (at_pixels or eof):
                 return parsed
-            # the buffer ended inside the header: read on (or the truncation is real)
-            want = max(len(data), 65536)
+            # the buffer ended inside the header: read on (or the truncation is real),
+            # past a long element at once (as far as the file goes: a length may lie)
+            long_end = min(cut_element_end(data), os.fstat(fh.fileno()).st_size)
+            want = max(len(data), 65536, long_end + 65536 - len(data))
             more = fh.read(want)
             eof = len(more) < want
             if not more:

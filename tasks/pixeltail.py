@@ -28,18 +28,14 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from tasks.dicomio import (
-    EXPLICIT_LE,
-    IMPLICIT_LE,
     ITEM,
-    KNOWN_VRS,
-    LONG_VRS,
     PIXEL_DATA,
     SEQ_END,
     UNDEFINED,
     DicomFile,
+    cut_element_end,
     parse_elements,
     read_to_pixels,
-    split_file,
 )
 from tasks.edit import Chunk
 from tasks.errors import DicomFormatError
@@ -53,8 +49,6 @@ SPLIT_FROM = 256 << 10
 FIRST_READ = 64 << 10
 MAX_HEADER = 64 << 20
 _ITEM_HEADER = struct.Struct("<HHI")
-_LENGTH = struct.Struct("<I")
-_SHORT_LENGTH = struct.Struct("<H")
 #: Pixel Data's VRs in explicit VR files (PS3.5 8.2, and UN from a converted file)
 _PIXEL_VRS = frozenset({b"OB", b"OW", b"UN"})
 
@@ -105,7 +99,7 @@ def _read_header(fd: int, size: int, private_runs: bool) -> tuple[bytes, DicomFi
         if len(head) >= size or want >= MAX_HEADER:
             return head, None
         # read past a long element at once (an encapsulated document): not in doublings
-        want = max(want * 2, _cut_element_end(head) + FIRST_READ)
+        want = max(want * 2, cut_element_end(head) + FIRST_READ)
 
 
 def _split(fd: int, size: int, head: bytes, df: DicomFile) -> SplitFile | None:
@@ -203,45 +197,6 @@ def _pixel_data_end(fd: int, size: int, df: DicomFile, cut: int, body_start: int
             return None
         pos += 8 + length
     return None
-
-
-def _cut_element_end(head: bytes) -> int:
-    """Where in the file the top-level element ends that runs past ``head``, found by
-    walking the top-level element headers; 0 when not known (a header not Explicit or
-    Implicit VR Little Endian, an undefined length on the way)."""
-    try:
-        _, _, _, syntax, pos = split_file(head)
-    except DicomFormatError:
-        return 0
-    if syntax not in (EXPLICIT_LE, IMPLICIT_LE):
-        return 0
-    implicit = syntax == IMPLICIT_LE
-    while True:
-        located = _element_at(head, pos, implicit)
-        if located is None:
-            return 0
-        value_start, length = located
-        if length == UNDEFINED:
-            return 0
-        pos = value_start + length
-        if pos > len(head):
-            return pos
-
-
-def _element_at(buf: bytes, pos: int, implicit: bool) -> tuple[int, int] | None:
-    """Where the value of the Little Endian element at ``pos`` starts, and its length;
-    None when its header is not all in ``buf`` or its VR is not one (a damaged header)."""
-    header = buf[pos:pos + 12]
-    if len(header) < 8:
-        return None
-    if implicit:
-        return pos + 8, _LENGTH.unpack_from(header, 4)[0]
-    vr = header[4:6]
-    if vr in LONG_VRS:
-        return (pos + 12, _LENGTH.unpack_from(header, 8)[0]) if len(header) == 12 else None
-    if vr not in KNOWN_VRS:
-        return None
-    return pos + 8, _SHORT_LENGTH.unpack_from(header, 6)[0]
 
 
 def _pread_full(fd: int, count: int, offset: int) -> bytes:

@@ -1,4 +1,5 @@
-"""Fuzz targets over the per-file de-identify and re-identify (hypothesis-driven mutations).
+"""Fuzz targets over the per-file de-identify, re-identify and dumb mode, and pass 1's
+header read (hypothesis-driven mutations).
 
 Each target mutates real files (pydicom's test data, and their de-identified outputs) with
 byte flips, truncations, insertions, deletions and header-aware corruptions (length fields
@@ -51,7 +52,7 @@ from tests.fuzz.hostile import (
 FUZZ_SECONDS = float(os.environ.get("ANONPIPE_FUZZ_SECONDS") or 0)
 #: examples per target in the bounded run (tuned so all targets take ~20 s together)
 EXAMPLES = int(os.environ.get("ANONPIPE_FUZZ_EXAMPLES") or 1500)
-TARGETS = 6
+TARGETS = 7
 SECRET = b"fuzz-secret-0123456789abcdef0123"
 #: inputs of failing examples (build/ is not tracked)
 FAILURES = Path(__file__).resolve().parents[2] / "build" / "fuzz-failures"
@@ -361,6 +362,41 @@ def test_fuzz_split_matches_whole(corpus: dict[str, tuple[bytes, list[Header]]],
 
 def _ignore(note: str) -> None:
     """Dumb mode's warnings (Type 1 edits) are not what the split target compares."""
+
+
+def test_fuzz_header_read_matches_one_walk(corpus: dict[str, tuple[bytes, list[Header]]],
+                                          tmp_path: Path, fuzz_stats: FuzzStats) -> None:
+    """Pass 1's header read (``read_header``: a first chunk, then further reads, past a long
+    element at once) against one walk of the whole file up to the pixel data: the same
+    elements, or the same error, whatever the first chunk's size."""
+    from tasks.dicomio import read_header
+
+    path = tmp_path / "in.dcm"
+
+    def outcome(read: Callable[[], object]) -> object:
+        try:
+            df = read()
+        except AnonpipeError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return [(el.tag, el.start, el.end) for el in df.elements]  # type: ignore[attr-defined]
+
+    def check(case: tuple[str, list, int]) -> None:  # type: ignore[type-arg]
+        name, mutations, first_chunk = case
+        data = mutate(*corpus[name], mutations)
+        path.write_bytes(data)
+        whole = outcome(lambda: read_dicom(data, stop_at_pixels=True))
+        try:
+            chunked = outcome(lambda: read_header(path, first_chunk))
+        except Exception as exc:
+            raise AssertionError(f"read_header: {type(exc).__name__}: {exc}; input kept as "
+                                 f"{_keep_failing_input(data, None)}") from exc
+        if data and chunked != whole:
+            raise AssertionError(f"read_header ({first_chunk}) and one walk differ; input "
+                                 f"kept as {_keep_failing_input(data, None)}")
+
+    strategy = st.tuples(st.sampled_from(sorted(corpus)), MUTATIONS,
+                         st.sampled_from((16, 200, 1024, 4096, 16384)))
+    run_target(check, strategy, fuzz_stats, "header read in chunks vs one walk")
 
 
 # A grammar target: data sets built from elements, sequences and items of random shape, so

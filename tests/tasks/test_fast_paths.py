@@ -3,6 +3,7 @@ header reads, a lazy pydicom dictionary, the cached/one-shot HMAC and the rework
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -255,6 +256,51 @@ def test_small_file_read_whole_in_one_go(tmp_path: Path, monkeypatch: pytest.Mon
     sizes = _counting_parses(monkeypatch)
     read_header(path)
     assert sizes == [path.stat().st_size]
+
+
+def _with_long_element(path: Path, length: int, declared: int | None = None) -> Path:
+    """CT_small's header, then an Encapsulated Document (0042,0011) OB of ``length`` bytes
+    (declaring ``declared`` when given: a length that lies), then its pixel data."""
+    data = pydicom_file("CT_small.dcm").read_bytes()
+    df = read_dicom(data)
+    body_start = len(data) - len(df.body)
+    at = body_start + next(el.start for el in df.elements if el.tag > 0x00420011)
+    header = dicomio.element_header(0x00420011, "OB", declared or length, dicomio.EXPLICIT_LE_ENC)
+    path.write_bytes(data[:at] + header + b"%PDF" * (length // 4) + data[at:])
+    return path
+
+
+def test_a_long_element_is_read_past_at_once(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pass 1 on a file holding a 4 MB document before its pixel data: two reads and two
+    walks (the first chunk, then past the document), not one per doubling."""
+    path = _with_long_element(tmp_path / "doc.dcm", 4 << 20)
+    whole = read_dicom(path.read_bytes())
+    sizes = _counting_parses(monkeypatch)
+    df = read_header(path)
+    assert len(sizes) == 2 and sizes[1] > 4 << 20, sizes
+    assert [el.tag for el in df.elements] == [
+        el.tag for el in whole.elements if el.tag < dicomio.PIXEL_DATA]
+
+
+def test_a_length_that_lies_reads_no_further_than_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 3 GB length declared in a 60 KB file: no read asks for more than the file holds
+    (a read of 3 GB would allocate its buffer first), and the file is refused as
+    truncated."""
+    path = _with_long_element(tmp_path / "lie.dcm", 20_000, declared=3 << 30)
+    asked: list[int] = []
+
+    class Recording(io.BufferedReader):
+        def read(self, size: int | None = -1) -> bytes:
+            asked.append(-1 if size is None else size)
+            return super().read(size)
+
+    monkeypatch.setattr(dicomio, "open", lambda p, _mode: Recording(io.FileIO(p)),
+                        raising=False)
+    with pytest.raises(DicomFormatError, match="truncated"):
+        read_header(path)
+    assert len(asked) > 1 and max(asked) <= path.stat().st_size + 65536, asked
 
 
 def test_truncated_header_still_raises(tmp_path: Path) -> None:
