@@ -14,9 +14,9 @@ measured with the stand-in), a defined length or encapsulated fragments up to th
 delimiter, within the file.  Anything else returns None and the caller reads the file
 whole, so every other file is handled as before, errors included; when the attempt has
 read the file to its end anyway (no Pixel Data: an encapsulated PDF, a structure set), it
-hands those bytes over (:class:`WholeFile`) rather than have them read twice.  The callers also give
-way (read whole) when an edit would touch Pixel Data itself: a profile acting on it, a
-payload restoring it, or a dumb-mode operation naming it.
+hands those bytes over (:class:`WholeFile`) rather than have them read twice.  The callers
+also give way (read whole) when an edit would touch Pixel Data itself: a profile acting on
+it, a payload restoring it, or a dumb-mode operation naming it.
 """
 
 from __future__ import annotations
@@ -75,16 +75,16 @@ def split_pixel_tail(fd: int, size: int, private_runs: bool = False
                      ) -> SplitFile | WholeFile | None:
     """The file open at ``fd`` (``size`` bytes) parsed without its pixel data; None when it
     does not split (read it whole), or :class:`WholeFile` when the attempt read it all."""
-    head, df = _read_header(fd, size, private_runs)
+    head, df = _read_head(fd, size, private_runs)
     split = None if df is None else _split(fd, size, head, df)
     if split is None and head and len(head) == size and not _pread_full(fd, 1, size):
         return WholeFile(head)  # read to its end (and not grown since): not read again
     return split
 
 
-def _read_header(fd: int, size: int, private_runs: bool) -> tuple[bytes, DicomFile | None]:
-    """The file's first bytes and their parse, when it reached the Pixel Data within
-    MAX_HEADER (else None)."""
+def _read_head(fd: int, size: int, private_runs: bool) -> tuple[bytes, DicomFile | None]:
+    """The file's first bytes, and their parse when it reached the Pixel Data (else None):
+    read in doublings up to MAX_HEADER, and past a long element at once."""
     want = FIRST_READ
     while True:
         head = _pread_full(fd, min(want, size), 0)
