@@ -17,14 +17,16 @@ from tests.conftest import pydicom_file
 from tests.tasks.test_pixel_tail import SPLITS, TEST_FILES
 
 #: operation sets a user runs: the usual edits; private attributes by creator, one created;
-#: the trailing padding after the pixel data; an edit in group 7FE0 before Pixel Data;
-#: nothing to do; and Pixel Data itself (the split gives way)
+#: the trailing padding after the pixel data; a private attribute created after it; an
+#: edit in group 7FE0 before Pixel Data; nothing to do; and Pixel Data itself (the split
+#: gives way)
 EDITS: dict[str, dict[str, Sequence[str]]] = {
     "usual": {"empty": ["10,20"], "remove": ["8,90", "10,30"],
               "replace": ["10,10=Anon^Ymous", "8,20=20010101"]},
     "private": {"remove": ["9,10,GEMS_IDEN_01", "43,1,GEMS_PARM_01"],
                 "replace": ["11,1,ANONPIPE TEST=kept"]},
     "padding": {"remove": ["fffc,fffc"]},
+    "created-after-pixels": {"replace": ["7fe1,10,ANONPIPE TEST=after"]},
     "before-pixels": {"empty": ["7fe0,1"]},
     "nothing": {"clear": ["10,21"]},
     "pixel-data": {"empty": ["7fe0,10"]},
