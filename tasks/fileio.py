@@ -193,19 +193,23 @@ class _LinkRefused(Exception):
 
 def _joined(chunks: Sequence[Piece]) -> list[Piece]:
     """The byte pieces between file ranges joined into one each (for few ``writev`` calls)."""
-    out: list[Piece] = []
+    return [group if isinstance(group, FileRange) else b"".join(group)
+            for group in _grouped(chunks)]
+
+
+def _grouped(chunks: Sequence[Piece]) -> Iterator[FileRange | list[bytes | memoryview]]:
+    """The file ranges, and the runs of byte pieces between them, in order."""
     run: list[bytes | memoryview] = []
     for chunk in chunks:
         if isinstance(chunk, FileRange):
             if run:
-                out.append(b"".join(run))
+                yield run
                 run = []
-            out.append(chunk)
+            yield chunk
         else:
             run.append(chunk)
     if run:
-        out.append(b"".join(run))
-    return out
+        yield run
 
 
 def _write_once(dst: Path, chunks: Sequence[Piece], total: int, fsync: bool) -> None:
@@ -256,18 +260,14 @@ def _create(dst: Path) -> tuple[int, Path | None]:
 
 
 def _write_all(fd: int, chunks: Sequence[Piece], total: int) -> None:
-    if any(isinstance(chunk, FileRange) for chunk in chunks):
-        run: list[bytes | memoryview] = []
-        for chunk in chunks:
-            if isinstance(chunk, FileRange):
-                _write_bytes(fd, run, sum(map(len, run)))
-                run = []
-                _copy_range(chunk, fd)
-            else:
-                run.append(chunk)
-        _write_bytes(fd, run, sum(map(len, run)))
+    if not any(isinstance(chunk, FileRange) for chunk in chunks):
+        _write_bytes(fd, chunks, total)  # type: ignore[arg-type]  # no FileRange among them
         return
-    _write_bytes(fd, chunks, total)  # type: ignore[arg-type]  # no FileRange among them
+    for group in _grouped(chunks):
+        if isinstance(group, FileRange):
+            _copy_range(group, fd)
+        else:
+            _write_bytes(fd, group, sum(map(len, group)))
 
 
 def _write_bytes(fd: int, chunks: Sequence[bytes | memoryview], total: int) -> None:
