@@ -51,7 +51,7 @@ from tasks.dicomio import (
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
-from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, put_back, split_input, stand_in_marker
+from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.profile import (
     DEFAULT_PROFILE,
     Action,
@@ -549,12 +549,9 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings
     copy (``tasks.pixeltail``).  None (or the file's bytes, when already read) when the
     file does not split: de-identify it whole."""
     profile = settings.compiled_profile()
-    split = split_input(fd, size, _private_runs(profile, None))
-    if not isinstance(split, SplitFile):
-        return split
-    marker = stand_in_marker()
-    return put_back(_deidentified(split.df, b"", profile, settings, None, (split.at, marker)),
-                    marker, split.pixels)
+    return split_rendered(
+        fd, size, lambda df, stand_in: _deidentified(df, b"", profile, settings, None, stand_in),
+        _private_runs(profile, None))
 
 
 def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:

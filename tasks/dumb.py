@@ -36,10 +36,10 @@ from tasks.dicomio import (
     read_dicom,
     tag_str,
 )
-from tasks.edit import EditPlan, encode_element, render, render_parts
+from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts
 from tasks.errors import ProfileError, UsageError
 from tasks.fileio import Piece
-from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, put_back, split_input, stand_in_marker
+from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.tagspec import TagSpec, parse_replace, parse_tag
 
 SOP_CLASS_UID = 0x00080016
@@ -789,15 +789,22 @@ def dumb_edit_bytes(
     (Type 1 attributes emptied or removed) go to ``warn``, or to :mod:`warnings` when it
     is None, once every operation has succeeded.
     """
+    return b"".join(_dumb_parts(data, settings, warn))
+
+
+def _dumb_parts(data: bytes, settings: DumbSettings, warn: Callable[[str], None] | None
+                ) -> list[Chunk]:
+    """:func:`dumb_edit_bytes` as the pieces of the new file (large untouched runs as views
+    of ``data``: the writer takes them as they are, not joined into one more copy)."""
     df = read_dicom(data)
     plan, meta, notes = _edited(df, settings)
     _warn(notes, warn)
     if plan.empty and meta is df.meta_bytes:
-        return data
-    body = render(df.body, df.elements, plan, df.enc) + df.trailer
+        return [data]
     if df.deflated:
-        body = deflate(body)
-    return df.raw_prefix + meta + body
+        return [df.raw_prefix, meta, deflate(render(df.body, df.elements, plan, df.enc)
+                                              + df.trailer)]
+    return [df.raw_prefix, meta, *render_parts(df.body, df.elements, plan, df.enc), df.trailer]
 
 
 def dumb_edit_split(fd: int, size: int, settings: DumbSettings,
@@ -809,18 +816,19 @@ def dumb_edit_split(fd: int, size: int, settings: DumbSettings,
     act on the stand-in's empty value): edit it whole."""
     if any(not op.tag.private and op.tag.tag == PIXEL_DATA for op in settings.ops):
         return None
-    split = split_input(fd, size)
-    if not isinstance(split, SplitFile):
-        return split
-    df = split.df
-    plan, meta, notes = _edited(df, settings)
-    if split.at in plan.replace:
-        return None
-    marker = stand_in_marker()
-    plan.replace[split.at] = marker
-    body = render_parts(df.body, df.elements, plan, df.enc)
-    pieces = put_back([df.raw_prefix, meta, *body, df.trailer], marker, split.pixels)
-    if pieces is not None:
+    notes: list[str] = []
+
+    def edited(df: DicomFile, stand_in: tuple[int, bytes]) -> list[Chunk] | None:
+        plan, meta, found = _edited(df, settings)
+        if stand_in[0] in plan.replace:
+            return None
+        plan.replace[stand_in[0]] = stand_in[1]
+        notes.extend(found)
+        return [df.raw_prefix, meta, *render_parts(df.body, df.elements, plan, df.enc),
+                df.trailer]
+
+    pieces = split_rendered(fd, size, edited)
+    if isinstance(pieces, list):
         _warn(notes, warn)
     return pieces
 
@@ -837,7 +845,7 @@ def _edited(df: DicomFile, settings: DumbSettings) -> tuple[EditPlan, bytes, lis
 def _warn(notes: list[str], warn: Callable[[str], None] | None) -> None:
     for note in notes:
         if warn is None:
-            warnings.warn(note, DumbModeWarning, stacklevel=3)
+            warnings.warn(note, DumbModeWarning, stacklevel=4)
         else:
             warn(note)
 
@@ -857,7 +865,7 @@ class DumbEdit:
     warn: Callable[[str], None] | None = None
 
     def __call__(self, src: Path, dst: Path) -> int:
-        return apply_to_file(src, dst, lambda data: dumb_edit_bytes(data, self.settings, self.warn),
+        return apply_to_file(src, dst, lambda data: _dumb_parts(data, self.settings, self.warn),
                              lambda fd, size: dumb_edit_split(fd, size, self.settings, self.warn),
                              SPLIT_FROM)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -133,31 +133,33 @@ def _split(fd: int, size: int, head: bytes, df: DicomFile) -> SplitFile | None:
     return SplitFile(df, cut, FileRange(fd, body_start + cut, end - body_start - cut))
 
 
-def split_input(fd: int, size: int, private_runs: bool = False
-                ) -> SplitFile | WholeFile | None:
-    """:func:`split_pixel_tail` for an operation: a read error is the input's (named as
-    such), not an output error."""
+#: what an engine renders a split file with: the file parsed with its Pixel Data a stand-in,
+#: and (the stand-in's body offset, the object to render in its place); None: give way
+Render = Callable[[DicomFile, tuple[int, bytes]], Sequence[Chunk] | None]
+
+
+def split_rendered(fd: int, size: int, render: Render, private_runs: bool = False
+                   ) -> list[Piece] | WholeFile | None:
+    """The pieces ``render`` makes of the file open at ``fd`` split, with the real pixel
+    data put back in the stand-in's place as a :class:`~tasks.fileio.FileRange`.  None, or
+    the file's bytes when already read, when it does not split or ``render`` did not keep
+    the stand-in (an edit of the pixel data itself): the caller handles the file whole."""
     try:
-        return split_pixel_tail(fd, size, private_runs)
-    except OSError as exc:
+        split = split_pixel_tail(fd, size, private_runs)
+    except OSError as exc:  # the input's error, not an output error
         raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
-
-
-def stand_in_marker() -> bytes:
-    """A new bytes object for a caller to render in the stand-in's place (its edit plan
-    replaces the stand-in with it), found again by identity in the rendered pieces."""
-    return bytes(bytearray(b"pixel data"))
-
-
-def put_back(pieces: Sequence[Chunk], marker: bytes, pixels: FileRange
-             ) -> list[Piece] | None:
-    """``pieces`` with ``marker`` replaced by the real pixel data; None unless it is there
-    exactly once (an edit that replaced or dropped the stand-in: read the file whole)."""
+    if not isinstance(split, SplitFile):
+        return split
+    # a new object, found again by identity in the rendered pieces
+    marker = bytes(bytearray(b"pixel data"))
+    pieces = render(split.df, (split.at, marker))
+    if pieces is None:
+        return None
     spots = [i for i, piece in enumerate(pieces) if piece is marker]
     if len(spots) != 1:
         return None
     out: list[Piece] = list(pieces)
-    out[spots[0]] = pixels
+    out[spots[0]] = split.pixels
     return out
 
 

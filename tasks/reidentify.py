@@ -45,7 +45,7 @@ from tasks.dicomio import (
 from tasks.edit import Chunk, EditPlan, render_parts, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
 from tasks.fileio import Piece
-from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, put_back, split_input, stand_in_marker
+from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 
 RESTORE_TAGS = (RESTORE_CREATOR_TAG, RESTORE_META_TAG, RESTORE_DEFLATED_TAG,
                 RESTORE_DEFLATED_LENGTH_TAG, RESTORE_ADDED_TAG)
@@ -121,11 +121,7 @@ def reidentify_split(fd: int, size: int, settings: ReidentifySettings
     """:func:`reidentify_bytes` of a large file open at ``fd``, its pixel data left in the
     file for the writer to copy (``tasks.pixeltail``); None (or the file's bytes, when
     already read) when it does not split."""
-    split = split_input(fd, size)
-    if not isinstance(split, SplitFile):
-        return split
-    marker = stand_in_marker()
-    return put_back(_reidentified(split.df, settings, (split.at, marker)), marker, split.pixels)
+    return split_rendered(fd, size, lambda df, stand_in: _reidentified(df, settings, stand_in))
 
 
 def _reidentified(df: DicomFile, settings: ReidentifySettings,
@@ -222,7 +218,8 @@ class Reidentify:
     settings: ReidentifySettings
 
     def __call__(self, src: Path, dst: Path) -> int:
-        return apply_to_file(src, dst, lambda data: reidentify_bytes(data, self.settings),
+        return apply_to_file(src, dst,
+                             lambda data: _reidentified(read_dicom(data), self.settings),
                              lambda fd, size: reidentify_split(fd, size, self.settings),
                              SPLIT_FROM)
 
