@@ -4,9 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= build/demo
-APT_PACKAGES := libgdcm-tools dcmtk dicom3tools openssl
 
-.PHONY: install lint demo test test-fast system-deps bench fuzz tables clean
+.PHONY: install lint demo test system-deps bench fuzz tables clean
 
 install: $(STAMP)
 
@@ -16,13 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Debian tools the tests run for real (gdcmanon, dcmtk, dciodvfy, openssl): apt-get when root.
+# Debian tools the tests run for real (gdcmanon, dcmtk, dciodvfy, openssl, a single-node SLURM
+# with munge, tesseract): apt-get when root.
 system-deps:
 	@missing=""; \
 	command -v gdcmanon >/dev/null || missing="$$missing libgdcm-tools"; \
 	command -v dcmdump  >/dev/null || missing="$$missing dcmtk"; \
 	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
 	command -v openssl  >/dev/null || missing="$$missing openssl"; \
+	command -v slurmctld >/dev/null || missing="$$missing slurmctld slurmd slurm-client"; \
+	command -v munged   >/dev/null || missing="$$missing munge"; \
+	command -v tesseract >/dev/null || missing="$$missing tesseract-ocr tesseract-ocr-eng"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
