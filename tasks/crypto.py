@@ -14,6 +14,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeAlias
 
@@ -39,6 +40,7 @@ __all__ = [
     "load_certificate",
     "load_private_key",
     "load_private_key_bytes",
+    "recipient_problems",
 ]
 
 PrivateKey: TypeAlias = rsa.RSAPrivateKey
@@ -111,12 +113,18 @@ _OID_MGF1 = "1.2.840.113549.1.1.8"
 _OID_PBKDF2 = "1.2.840.113549.1.5.12"
 _OID_PWRI_KEK = "1.2.840.113549.1.9.16.3.9"
 
-# RFC 3211 §2.3 as OpenSSL writes it: 8-byte salt, 2048 iterations, PRF HMAC-SHA1 (the
-# DEFAULT, so omitted), no keyLength.
+# RFC 3211 §2.3 as OpenSSL writes it: 8-byte salt, PRF HMAC-SHA1 (the DEFAULT, so omitted),
+# no keyLength; but 600,000 iterations where OpenSSL writes 2,048 (OWASP's 2023 figure for
+# PBKDF2-HMAC-SHA256: the payload of every file is exposed to offline guessing of the
+# password).  OpenSSL, hence ``gdcmanon -d -p``, reads the count from the envelope.  The
+# derivation runs once per run, not per file: one random salt per encryptor, its KEK kept.
 _PBKDF2_SALT_SIZE = 8
-_PBKDF2_ITERATIONS = 2048
-# A crafted envelope must not make us spin for hours; OpenSSL writes 2048.
+PBKDF2_ITERATIONS = 600_000
+# A crafted envelope must not make us spin for hours.
 _PBKDF2_MAX_ITERATIONS = 10_000_000
+#: RSA recipients below this size are refused unless the caller allows weak keys (NIST SP
+#: 800-57 Part 1 Rev. 5, Table 2: 2048 bits give 112-bit security, the minimum past 2030)
+MIN_RSA_BITS = 2048
 
 _PKCS1V15 = padding.PKCS1v15()
 
@@ -147,7 +155,6 @@ _DER_CONTENT_INFO_OID = _oid(_OID_ENVELOPED_DATA)
 _DER_ID_DATA = _oid(_OID_DATA)
 _DER_RSA_ENCRYPTION = _tlv(_SEQUENCE, _oid(_OID_RSA_ENCRYPTION) + b"\x05\x00")
 _DER_PBKDF2_OID = _oid(_OID_PBKDF2)
-_DER_ITERATIONS = b"\x02\x02" + _PBKDF2_ITERATIONS.to_bytes(2, "big")
 _DER_PWRI_KEK_OID = _oid(_OID_PWRI_KEK)
 
 
@@ -223,6 +230,34 @@ def load_certificate(path: Path) -> bytes:
     except CryptoError as exc:
         raise CryptoError(f"cannot read certificate {path}: {exc}") from None
     return der
+
+
+def recipient_problems(der: bytes, now: datetime | None = None) -> tuple[list[str], list[str]]:
+    """(refusals, warnings) for a recipient certificate, checked once where options are read.
+
+    Refused: an RSA key under :data:`MIN_RSA_BITS`, and a KeyUsage extension (RFC 5280
+    §4.2.1.3) that does not allow keyEncipherment, which RSA key transport needs.  Warned: a
+    certificate outside its validity period (the payload stays readable with the key, but
+    the certificate was not meant for it any more, or not yet).
+    """
+    certificate = x509.load_der_x509_certificate(der)
+    refusals: list[str] = []
+    key = certificate.public_key()
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        refusals.append(f"RSA key of {key.key_size} bits (at least {MIN_RSA_BITS})")
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not usage.key_encipherment:
+        refusals.append("its key usage does not include keyEncipherment")
+    now = now or datetime.now(UTC)
+    warnings = []
+    if certificate.not_valid_after_utc < now:
+        warnings.append(f"expired on {certificate.not_valid_after_utc:%Y-%m-%d}")
+    elif certificate.not_valid_before_utc > now:
+        warnings.append(f"not valid before {certificate.not_valid_before_utc:%Y-%m-%d}")
+    return refusals, warnings
 
 
 def load_private_key(path: Path, password: bytes | None = None) -> PrivateKey:
@@ -353,12 +388,12 @@ def _pwri_unwrap(spec: _BlockCipher, kek: bytes, iv: bytes, wrapped: bytes) -> b
     return formatted[4 : 4 + length]
 
 
-def _password_recipient(spec: _BlockCipher, password: bytes, cek: bytes) -> bytes:
-    """``[3] PasswordRecipientInfo`` (RFC 3211 §2.2) exactly as ``openssl cms -pwri_password``."""
-    fresh = os.urandom(_PBKDF2_SALT_SIZE + spec.block_size)
-    salt, iv = fresh[:_PBKDF2_SALT_SIZE], fresh[_PBKDF2_SALT_SIZE:]
-    kek = PBKDF2HMAC(hashes.SHA1(), spec.key_size, salt, _PBKDF2_ITERATIONS).derive(password)
-    kdf_params = _tlv(_SEQUENCE, _tlv(_OCTET_STRING, salt) + _DER_ITERATIONS)
+def _password_recipient(spec: _BlockCipher, salt: bytes, iterations: int, kek: bytes,
+                        cek: bytes) -> bytes:
+    """``[3] PasswordRecipientInfo`` (RFC 3211 §2.2) as ``openssl cms -pwri_password``
+    writes it, with ``kek`` derived from the password and ``salt`` (a fresh IV each time)."""
+    iv = os.urandom(spec.block_size)
+    kdf_params = _tlv(_SEQUENCE, _tlv(_OCTET_STRING, salt) + core.Integer(iterations).dump())
     kdf = _tlv(0xA0, _DER_PBKDF2_OID + kdf_params)  # [0] IMPLICIT AlgorithmIdentifier
     kek_algorithm = _tlv(_SEQUENCE, _DER_PWRI_KEK_OID + _CIPHER_ID_HEADS[spec.oid] + iv)
     wrapped = _tlv(_OCTET_STRING, _pwri_wrap(spec, kek, iv, cek))
@@ -377,6 +412,9 @@ class EnvelopeEncryptor:
     certificates: tuple[bytes, ...]
     cipher: Cipher = Cipher.AES256
     password: bytes | None = None
+    #: PBKDF2 iterations of the password recipient (OpenSSL's own 2,048 only to compare
+    #: layouts with ``openssl cms`` in tests)
+    pbkdf2_iterations: int = PBKDF2_ITERATIONS
 
     def __post_init__(self) -> None:
         if isinstance(self.certificates, bytes | bytearray):
@@ -389,6 +427,12 @@ class EnvelopeEncryptor:
             raise CryptoError(f"unsupported cipher {self.cipher!r}: use one of {choices}") from None
         if self.password is not None and not self.password:
             raise CryptoError("the envelope password is empty")
+        if self.password is not None:
+            spec = _CBC_CIPHERS[_CIPHER_OIDS[self.cipher]]
+            salt = os.urandom(_PBKDF2_SALT_SIZE)
+            kek = _derive_kek(hashes.SHA1, spec.key_size, salt, self.pbkdf2_iterations,
+                              self.password)
+            object.__setattr__(self, "_password_kek", (salt, kek))
         if not self.certificates and self.password is None:
             raise CryptoError("an envelope needs at least one certificate or a password")
         for index, der in enumerate(self.certificates):
@@ -419,7 +463,8 @@ class EnvelopeEncryptor:
             for r in map(_recipient, self.certificates)
         ]
         if self.password is not None:
-            infos.append(_password_recipient(spec, self.password, cek))
+            salt, kek = self.__dict__["_password_kek"]
+            infos.append(_password_recipient(spec, salt, self.pbkdf2_iterations, kek, cek))
         infos.sort()  # DER SET OF is sorted by encoding (X.690 §11.6), as OpenSSL writes it
 
         encrypted_content_info = _tlv(
@@ -660,6 +705,24 @@ def _content_key_from_rsa(private_key: PrivateKey, recipient: _KeyTrans) -> byte
         return None
 
 
+_KEKS: dict[tuple[bytes, ...], bytes] = {}  # the last few derivations of this process
+
+
+def _derive_kek(prf: Callable[[], hashes.HashAlgorithm], size: int, salt: bytes,
+                iterations: int, password: bytes) -> bytes:
+    """PBKDF2 (RFC 8018 §5.2), remembered: every file of one run shares the salt, so a
+    directory of password-only payloads costs one derivation per process, not per file."""
+    key = (prf().name.encode(), size.to_bytes(2, "big"), salt, iterations.to_bytes(4, "big"),
+           hashlib.sha256(password).digest())
+    kek = _KEKS.get(key)
+    if kek is None:
+        kek = PBKDF2HMAC(prf(), size, salt, iterations).derive(password)
+        if len(_KEKS) >= 8:
+            _KEKS.clear()
+        _KEKS[key] = kek
+    return kek
+
+
 def _content_key_from_password(password: bytes, recipient: _Password) -> bytes | None:
     spec = recipient.kek_cipher
     if (
@@ -667,9 +730,8 @@ def _content_key_from_password(password: bytes, recipient: _Password) -> bytes |
         or len(recipient.kek_iv) != spec.block_size
     ):
         return None
-    kek = PBKDF2HMAC(recipient.prf(), spec.key_size, recipient.salt, recipient.iterations).derive(
-        password
-    )
+    kek = _derive_kek(recipient.prf, spec.key_size, recipient.salt, recipient.iterations,
+                      password)
     return _pwri_unwrap(spec, kek, recipient.kek_iv, recipient.encrypted_key)
 
 

@@ -282,9 +282,11 @@ def test_same_structure_as_openssl(
     cipher: Cipher, password: bytes | None, openssl: Run, tmp_path: Path, pki: Pki, cert: bytes,
     other_cert: bytes,
 ) -> None:  # fmt: skip
-    """Byte layout identical to ``openssl cms -encrypt`` (what gdcmanon calls) but the randoms."""
+    """Byte layout identical to ``openssl cms -encrypt`` (what gdcmanon calls) but the randoms
+    (and the PBKDF2 iteration count, which the openssl command line cannot set: 2,048 here)."""
     plaintext = _payload(777)
-    ours = EnvelopeEncryptor((other_cert, cert), cipher, password).encrypt(plaintext)
+    ours = EnvelopeEncryptor((other_cert, cert), cipher, password,
+                             pbkdf2_iterations=2048).encrypt(plaintext)
     extra = ("-pwri_password", password.decode()) if password else ()
     theirs = _openssl_encrypt(
         openssl, tmp_path, plaintext, f"-{cipher.value}", *extra, pki.cert, pki.other_cert
@@ -518,7 +520,8 @@ def test_fresh_content_key_and_iv_per_call(cert: bytes, key: PrivateKey) -> None
 
     encryptor = EnvelopeEncryptor((cert,), Cipher.AES256, PASSWORD)
     plaintext = _payload(64)
-    seen: dict[str, set[bytes]] = {"cek": set(), "iv": set(), "ct": set(), "salt": set()}
+    seen: dict[str, set[bytes]] = {"cek": set(), "iv": set(), "ct": set(), "kek_iv": set()}
+    salts = set()
     for _ in range(5):
         enveloped = _enveloped(encryptor.encrypt(plaintext))
         eci = enveloped["encrypted_content_info"]
@@ -526,9 +529,15 @@ def test_fresh_content_key_and_iv_per_call(cert: bytes, key: PrivateKey) -> None
         seen["cek"].add(key.decrypt(ktri["encrypted_key"].native, padding.PKCS1v15()))
         seen["iv"].add(eci["content_encryption_algorithm"]["parameters"].native)
         seen["ct"].add(eci["encrypted_content"].native)
-        seen["salt"].add(pwri["key_derivation_algorithm"]["parameters"]["salt"].native)
+        seen["kek_iv"].add(pwri["key_encryption_algorithm"]["parameters"].dump())
+        salts.add(pwri["key_derivation_algorithm"]["parameters"]["salt"].native)
     assert {name: len(values) for name, values in seen.items()} == dict.fromkeys(seen, 5)
     assert all(len(cek) == 32 for cek in seen["cek"])
+    # one PBKDF2 salt (and derivation) per encryptor, that is per run; another run, another
+    other = _enveloped(EnvelopeEncryptor((cert,), Cipher.AES256, PASSWORD).encrypt(plaintext))
+    other_pwri = other["recipient_infos"][1].chosen
+    assert len(salts) == 1
+    assert other_pwri["key_derivation_algorithm"]["parameters"]["salt"].native not in salts
 
 
 def test_des3_content_key_has_odd_parity(cert: bytes, key: PrivateKey) -> None:
