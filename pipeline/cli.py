@@ -86,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("-c", "--certificate", action="append",
                     help="path to recipient certificate (PEM or DER); repeat for several")
     io.add_argument("-p", "--password", action=_Once,
-                    help="-e: add a password recipient; -d: open it, or unlock an encrypted -k")
+                    help="-e: add a password recipient; -d: open it, or unlock an encrypted -k "
+                    "(visible in ps: prefer --password-file or $ANONPIPE_PASSWORD)")
+    io.add_argument("--password-file", action=_Once, metavar="FILE",
+                    help="read -p's password from the first line of FILE")
+    io.add_argument("--allow-weak-keys", action="store_true",
+                    help="accept RSA certificates under 2048 bits or without keyEncipherment "
+                    "in their key usage (test keys only)")
 
     crypto = parser.add_argument_group("Encryption algorithm options")
     crypto.add_argument("--crypto", action=_Once, metavar="{openssl,openssl-p7}",
@@ -110,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     dumb.add_argument("--replace", action="append", default=[], metavar="g,e[,CREATOR]=VALUE",
                       help="DICOM tag(s) to replace (g,e=VALUE or g,e,VALUE)")
     dumb.add_argument("--force", action="store_true",
-                      help="allow emptying/removing Type 1 attributes in dumb mode")
+                      help="allow emptying/removing Type 1 attributes in dumb mode; in "
+                      "single-file mode, overwrite an output file that is not de-identified")
 
     prof = parser.add_argument_group("Profile options (anonpipe)")
     prof.add_argument("--profile", action=_Once, metavar="NAME|PATH",
@@ -128,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--irreversible", action="store_true",
                       help="-e without (0400,0500), (0012,0062), (0012,0063): no certificate needed")
     prof.add_argument("--secret-file", action=_Once,
-                      help="HMAC secret for replacement values (created 0600 when absent)")
+                      help="HMAC secret for replacement values (must exist unless --new-secret)")
+    prof.add_argument("--new-secret", action="store_true",
+                      help="create the --secret-file (0600) when it does not exist")
 
     pipe = parser.add_argument_group("Pipeline options (anonpipe, directory mode)")
     pipe.add_argument("--store", action=_Once, help="sqlite store of the run (default: state folder)")
@@ -149,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--cluster", action=_Once, help="job queue from configs/cluster/NAME.yaml")
     pipe.add_argument("--print-job-script", action="store_true",
                       help="print the job script --cluster would submit, then exit")
+    pipe.add_argument("--follow-symlinks", action="store_true",
+                      help="follow input links that point outside the input folder (skipped "
+                      "by default, with a reason)")
     pipe.add_argument("--scan-only", action="store_true", help="stop after pass 1 (scan)")
     pipe.add_argument("--dry-run", action="store_true",
                       help="scan and plan, print planned output paths, write nothing")

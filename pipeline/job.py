@@ -26,6 +26,8 @@ class TreeJob:
     operation: FileOperation  # picklable per-file callable: operation(src, dst) -> bytes written
     recursive: bool = False
     continue_on_error: bool = False
+    #: follow input links that point outside the input folder (else: skipped, with a reason)
+    follow_symlinks: bool = False
     store: Path | None = None  # sqlitedict file; None -> default in the state folder
     secret: bytes | None = None  # HMAC secret (de-identify); never logged
     secret_fingerprint: str = ""

@@ -15,8 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.job import PROCESSES_FROM, PROCESSES_FROM_BYTES, TreeJob
-from pipeline.state import default_secret_path, load_or_create_secret
-from tasks.crypto import Cipher, EnvelopeEncryptor, certificate_fingerprint, load_certificate
+from pipeline.state import default_secret_path, load_secret, state_dir_path
+from tasks.crypto import (
+    Cipher,
+    EnvelopeEncryptor,
+    certificate_fingerprint,
+    load_certificate,
+    recipient_problems,
+)
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.errors import InputNotFoundError, ProfileError, UsageError
 from tasks.model import FileOperation
@@ -30,6 +36,8 @@ MODE_NAMES = {"e": "deidentify", "d": "reidentify", "dumb": "dumb"}
 PROCESSES_INLINE_BELOW = PROCESSES_FROM
 PROCESSES_INLINE_BELOW_BYTES = PROCESSES_FROM_BYTES
 CRYPTO_BACKENDS = ("openssl", "openssl-p7")
+#: where ``-p``'s value may come from without showing in the process list
+PASSWORD_ENV = "ANONPIPE_PASSWORD"
 
 
 @dataclass(frozen=True)
@@ -68,13 +76,16 @@ def build_run(args: argparse.Namespace) -> Run:
     _check_mode_options(args, mode)
     if src.is_dir():
         _check_state_paths(args, src, dst)  # before the secret is created
+    else:
+        if dst.exists() and dst.is_dir():
+            dst = dst / src.name
+        if _same_file(src, dst):
+            raise UsageError("output is the input file: inputs are never modified")
+        if not args.force:
+            _check_overwrite(dst)
     operation, extra = _operation(args, mode)
     if src.is_dir():
         return _tree_job(args, mode, src, dst, operation, verbosity, extra)
-    if dst.exists() and dst.is_dir():
-        dst = dst / src.name
-    if _same_file(src, dst):
-        raise UsageError("output is the input file: inputs are never modified")
     return SingleFileRun(MODE_NAMES[mode], src, dst, operation, verbosity)
 
 
@@ -100,10 +111,25 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
     return source, Path(dst)
 
 
+def _check_overwrite(dst: Path) -> None:
+    """Single-file mode writes over ``dst`` only when it is an output of ours (swapped
+    arguments, ``anonpipe out.dcm original.dcm``, would otherwise destroy the original)."""
+    from tasks.inventory import scan_file
+
+    if not os.path.lexists(dst):
+        return
+    if dst.is_symlink() or not dst.is_file():
+        raise UsageError(f"output {dst} exists and is not a regular file: refused "
+                         "(--force replaces it)")
+    if not scan_file(dst).get("deidentified"):  # (0400,0500), or (0012,0062) YES
+        raise UsageError(f"output {dst} exists and is not a de-identified file: not "
+                         "overwritten (swapped arguments? --force overwrites it)")
+
+
 def _check_state_paths(args: argparse.Namespace, src: Path, dst: Path) -> None:
-    """The store and the secret link originals to pseudonyms: never inside the output
-    (it gets released) nor the input (inputs are never modified)."""
-    paths = []
+    """The store, the secret and the run reports link originals to pseudonyms: never
+    inside the output (it gets released) nor the input (inputs are never modified)."""
+    paths = [("state folder", state_dir_path())]
     if args.store:
         paths += [("store", Path(args.store)), ("secret", Path(args.store + ".secret"))]
     if args.secret_file:
@@ -133,6 +159,8 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
                          "--allow-burned-in) and --irreversible options apply to -e only")
     if mode == "d" and args.certificate:
         raise UsageError("-d needs the private key (-k), not a certificate")
+    if args.new_secret and not args.secret_file:
+        raise UsageError("--new-secret creates the --secret-file: name it")
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers must be 0 (inline) or more, not {args.workers}")
     if args.dashboard and (args.workers == 0 or args.local_pool == "processes"):
@@ -148,13 +176,61 @@ def _cipher(args: argparse.Namespace) -> Cipher:
 
 
 def _secret(args: argparse.Namespace) -> bytes:
+    """The run's HMAC secret.  One named with --secret-file must exist unless --new-secret
+    (a typo would otherwise silently start another set of pseudonyms); the one beside a
+    --store and the per-user one are made on first use.  A new secret is always said."""
     if args.secret_file:
-        path = Path(args.secret_file)
+        path, create = Path(args.secret_file), args.new_secret
     elif args.store:
-        path = Path(args.store + ".secret")  # the secret lives beside the store it keys
+        path, create = Path(args.store + ".secret"), True  # beside the store it keys
     else:
-        path = default_secret_path()
-    return load_or_create_secret(path)
+        path, create = default_secret_path(), True
+    secret, created = load_secret(path, create=create)
+    if created and (args.verbosity is None or args.verbosity >= 1):
+        print(f"anonpipe: created a new secret in {path} (keep it: the same secret gives "
+              "the same replacements)", file=sys.stderr)
+    return secret
+
+
+def _password(args: argparse.Namespace) -> bytes | None:
+    """``-p``, ``--password-file`` (first line) or ``$ANONPIPE_PASSWORD``, in that order
+    of precedence; one on the command line shows in the process list, so it is warned."""
+    if args.password is not None and args.password_file is not None:
+        raise UsageError("give the password once: -p or --password-file")
+    if args.password is not None:
+        if args.verbosity is None or args.verbosity >= 1:
+            print(f"anonpipe: warning: -p shows the password to every user of this machine "
+                  f"(ps); use --password-file or {PASSWORD_ENV}", file=sys.stderr)
+        return os.fsencode(args.password)
+    if args.password_file is not None:
+        try:
+            with open(args.password_file, "rb") as fh:
+                text = fh.readline().rstrip(b"\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read the password file {args.password_file}: "
+                             f"{exc.strerror or exc}") from None
+        if not text:
+            raise UsageError(f"the password file {args.password_file} is empty")
+        return text
+    value = os.environ.get(PASSWORD_ENV)
+    return os.fsencode(value) if value else None
+
+
+def _certificates(args: argparse.Namespace) -> tuple[bytes, ...]:
+    """Recipient certificates, refused when weak (RSA under 2048 bits, a key usage without
+    keyEncipherment) unless --allow-weak-keys; an expired one is warned about."""
+    certs = []
+    for name in args.certificate or []:
+        der = load_certificate(Path(name))
+        refusals, warnings = recipient_problems(der)
+        if refusals and not args.allow_weak_keys:
+            raise UsageError(f"certificate {name} refused: {'; '.join(refusals)} "
+                             "(--allow-weak-keys accepts it, for test keys)")
+        if args.verbosity is None or args.verbosity >= 1:
+            for warning in warnings:
+                print(f"anonpipe: warning: certificate {name} {warning}", file=sys.stderr)
+        certs.append(der)
+    return tuple(certs)
 
 
 def _root_uid(args: argparse.Namespace) -> str:
@@ -164,13 +240,13 @@ def _root_uid(args: argparse.Namespace) -> str:
 
 def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict[str, object]]:
     """The per-file operation and the (PHI-free) options to echo in reports."""
-    password = args.password.encode() if args.password is not None else None
+    password = _password(args)
     if mode == "e":
         spec, options = _profile(args)
         encryptor = None
         fingerprints: list[str] = []
         if not args.irreversible:
-            certs = tuple(load_certificate(Path(c)) for c in args.certificate or [])
+            certs = _certificates(args)
             if not certs and password is None:
                 raise UsageError("-e needs a certificate (-c) or a password (-p); "
                                  "use --irreversible to keep no encrypted payload")
@@ -264,6 +340,7 @@ def _tree_job(args: argparse.Namespace, mode: str, src: Path, dst: Path,
     return TreeJob(
         mode=MODE_NAMES[mode], input=src, output=dst, operation=operation,
         recursive=args.recursive, continue_on_error=args.continue_on_error,
+        follow_symlinks=args.follow_symlinks,
         store=Path(args.store) if args.store else None, secret=secret,
         secret_fingerprint=str(extra.get("secret_fingerprint", "")),
         root_uid=str(extra.get("root_uid", DEFAULT_ROOT)),

@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.job import TreeJob
 from pipeline.store import Store
+from pipeline.walk import LINK_OUTSIDE
 from tasks.actions import date_offset_days, dummy_value
 from tasks.dicomio import dictionary_vr
 from tasks.model import Batch, Status, WorkItem
@@ -235,7 +236,8 @@ class Planner:
             mtime = row.get("mtime_ns")
             rejected = rejection(job, row)
             if rejected is not None:
-                self.events.append(Event(rel, reject_status, size, mtime, *rejected))
+                status = Status.SKIPPED if rejected[0] == LINK_OUTSIDE else reject_status
+                self.events.append(Event(rel, status, size, mtime, *rejected))
                 continue
             dst = dst_root + rel
             if journaled is not None and is_done(row, journaled, dst, self.op):
@@ -252,7 +254,7 @@ class Planner:
 
     def _batch(self, items: list[WorkItem]) -> Batch:
         self.next_id += 1
-        return Batch(self.next_id, tuple(items))
+        return Batch(self.next_id, tuple(items), str(self.job.output))
 
     def rejections(self) -> Iterator[Event]:
         """Only the files pass 1 rejects (a run that stops before pass 2 journals these)."""
@@ -260,8 +262,8 @@ class Planner:
         for rel, row, _ in self.store.work_pages():
             rejected = rejection(self.job, row)
             if rejected is not None:
-                yield Event(rel, status, int(row.get("size") or 0), row.get("mtime_ns"),
-                            *rejected)
+                yield Event(rel, Status.SKIPPED if rejected[0] == LINK_OUTSIDE else status,
+                            int(row.get("size") or 0), row.get("mtime_ns"), *rejected)
 
     def flush(self) -> None:
         events, self.events = self.events, []

@@ -8,6 +8,7 @@ import time
 from pipeline.job import TreeJob
 from pipeline.options import PrintJobScript, Run, SingleFileRun
 from tasks.errors import AnonpipeError
+from tasks.fileio import output_policy
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -28,7 +29,9 @@ def _single(run: SingleFileRun) -> int:
     """gdcmanon's single-file mode: no store, no cluster; a failure leaves no output."""
     started = time.perf_counter()
     try:
-        written = run.operation(run.src, run.dst)
+        with output_policy() as policy:
+            policy.like(run.src)  # never more readable than the input
+            written = run.operation(run.src, run.dst)
     except AnonpipeError as exc:
         print(f"anonpipe: {run.src.name}: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -91,7 +91,7 @@ class _Batcher:
 def _sized_stream(job: TreeJob) -> tuple[Iterator[Entry], int | None, int | None]:
     """The entry stream and, when it is short, its length and bytes (at most
     ``inline_below`` entries held)."""
-    entries = iter_files(job.input, job.recursive)
+    entries = iter_files(job.input, job.recursive, job.follow_symlinks)
     head = list(itertools.islice(entries, job.inline_below + 1))
     if len(head) <= job.inline_below:
         return iter(head), len(head), sum(entry.size for entry in head)

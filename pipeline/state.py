@@ -1,4 +1,11 @@
-"""The per-user state folder: secrets, stores and run reports live here, never in an output."""
+"""The per-user state folder: secrets, stores and run reports live here, never in an output.
+
+The secret turns a pseudonym back into a patient (hash every plausible ID and compare), and
+the store maps originals to replacements: both are PHI.  So every folder holding them must
+be the user's own and writable by nobody else (else another user could plant a secret of
+their choosing, or swap the file under us), and the files themselves are opened without
+following a symbolic link and must be owned by the user and private (0600).
+"""
 
 from __future__ import annotations
 
@@ -11,37 +18,114 @@ from pathlib import Path
 from tasks.errors import UsageError
 
 SECRET_BYTES = 32
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def state_dir_path() -> Path:
+    """``$ANONPIPE_STATE_DIR``, else ``$XDG_STATE_HOME/anonpipe``, else ~/.local/state/anonpipe
+    (where it would be: nothing is created or checked)."""
+    explicit = os.environ.get("ANONPIPE_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "anonpipe"
 
 
 def state_dir() -> Path:
-    """``$ANONPIPE_STATE_DIR``, else ``$XDG_STATE_HOME/anonpipe``, else ~/.local/state/anonpipe."""
-    explicit = os.environ.get("ANONPIPE_STATE_DIR")
-    if explicit:
-        base = Path(explicit)
-    else:
-        xdg = os.environ.get("XDG_STATE_HOME")
-        base = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "anonpipe"
+    """The state folder, created 0700 on first use and refused when it is not private."""
+    base = state_dir_path()
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_folder(base, "state folder")
     return base
 
 
-def check_private(path: Path) -> None:
-    """Refuse a secret or store that group or others can read (it links PHI to pseudonyms)."""
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+def check_folder(folder: Path, what: str) -> None:
+    """Refuse a folder that another user owns or that group or others may write.
+
+    The folder itself may be reached through a link the user made; what matters is who can
+    change the entries inside it."""
+    try:
+        info = os.stat(folder)
+    except OSError as exc:
+        raise UsageError(f"cannot use the {what} {folder}: {exc.strerror or exc}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"cannot use the {what} {folder}: not a directory")
+    if info.st_uid != os.geteuid():
+        raise UsageError(f"the {what} {folder} belongs to another user (uid {info.st_uid}): "
+                         "refused")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError(f"the {what} {folder} is writable by other users (mode "
+                         f"{stat.S_IMODE(info.st_mode):04o}): refused; run: chmod go-w "
+                         f"{folder}")
+
+
+def check_private(path: Path, info: os.stat_result | None = None) -> None:
+    """Refuse a secret or store that is not a regular file of the user's own, or that group
+    or others can read (it links PHI to pseudonyms).  ``info``: its ``fstat``, when open."""
+    if info is None:
+        try:
+            info = os.lstat(path)
+        except OSError as exc:
+            raise UsageError(f"cannot use {path}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise UsageError(f"{path} is a symbolic link: refused (name the file itself)")
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{path} is not a regular file: refused")
+    if info.st_uid != os.geteuid():
+        raise UsageError(f"{path} belongs to another user (uid {info.st_uid}): refused")
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise UsageError(
-            f"{path} is readable by other users (mode {stat.S_IMODE(mode):04o}); "
+            f"{path} is readable by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
             f"run: chmod 600 {path}"
         )
 
 
-def load_or_create_secret(path: Path) -> bytes:
-    """Read the HMAC secret at ``path``, creating it (mode 0600) on first use."""
+def open_private(path: Path, flags: int = os.O_RDONLY) -> int:
+    """Open the secret or store ``path`` without following a link and check it with
+    ``fstat`` (what was opened is what was checked); returns the descriptor."""
     try:
-        if not path.exists():
-            _create_secret(path)
-        check_private(path)
-        text = path.read_text().strip()
+        fd = os.open(path, flags | _NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise UsageError(f"{path} is a symbolic link: refused (name the file itself)"
+                             ) from None
+        reason = "it is a directory" if isinstance(exc, IsADirectoryError) else exc.strerror
+        raise UsageError(f"cannot use {path}: {reason or exc}") from None
+    try:
+        check_private(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def secret_exists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def load_secret(path: Path, *, create: bool) -> tuple[bytes, bool]:
+    """The HMAC secret at ``path`` and whether it was just made.  A missing secret is made
+    (0600) only when ``create``; the caller says where, once."""
+    folder = path.parent
+    created = False
+    if not secret_exists(path):
+        if not create:
+            raise UsageError(f"the secret file {path} does not exist (a typo? give "
+                             "--new-secret to create a new secret there)")
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"cannot use the secret file {path}: {folder} is not a directory")
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise UsageError(f"cannot use the secret file {path}: {exc.strerror}") from None
+        check_folder(folder, "secret's folder")
+        created = _create_secret(path)
+    else:
+        check_folder(folder, "secret's folder")
+    fd = open_private(path)
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            text = fh.read(4096).decode().strip()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise UsageError(f"cannot use the secret file {path}: {reason}") from None
@@ -51,18 +135,20 @@ def load_or_create_secret(path: Path) -> bytes:
         secret = text.encode()
     if len(secret) < 16:
         raise UsageError(f"secret file {path} holds fewer than 16 bytes")
-    return secret
+    return secret, created
 
 
-def _create_secret(path: Path) -> None:
-    """Write a new secret to a private temp file, then link it in under ``path``.  Why a
-    link: it appears whole or not at all, so a run that starts at the same moment reads
-    either nothing (and links its own, which fails: then it reads ours) or the full
-    secret, never the empty file an exclusive create shows before its write."""
-    folder = path.parent
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"cannot use the secret file {path}: {folder} is not a directory")
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+def load_or_create_secret(path: Path) -> bytes:
+    """Read the HMAC secret at ``path``, creating it (mode 0600) on first use."""
+    return load_secret(path, create=True)[0]
+
+
+def _create_secret(path: Path) -> bool:
+    """Write a new secret to a private temp file, then link it in under ``path``; False
+    when another process linked its secret first.  Why a link: it appears whole or not at
+    all, so a run that starts at the same moment reads either nothing (and links its own,
+    which fails: then it reads ours) or the full secret, never the empty file an exclusive
+    create shows before its write."""
     fd, temp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)  # mode 0600
     try:
         with os.fdopen(fd, "w") as fh:
@@ -72,7 +158,8 @@ def _create_secret(path: Path) -> None:
         try:
             os.link(temp, path)
         except FileExistsError:
-            pass  # another process linked its secret first: everyone reads that one
+            return False  # another process linked its secret first: everyone reads that one
+        return True
     finally:
         os.unlink(temp)
 

@@ -36,7 +36,8 @@ from typing import Any, Self
 
 from sqlitedict import SqliteDict
 
-from pipeline.state import check_private, state_dir
+from pipeline.state import check_folder, open_private, state_dir
+from pipeline.walk import LINK_OUTSIDE
 from tasks.errors import UsageError
 
 TABLES = ("files", "journal", "uids", "ids", "patients", "runs")
@@ -73,14 +74,17 @@ class Store:
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path, self.read_only = path, read_only
         if read_only:
-            if not path.is_file():
+            if not os.path.lexists(path):
                 raise UsageError(f"store {path} not found (give the --store of the run)")
         else:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not path.exists():
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-                os.close(fd)
-        check_private(path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise UsageError(f"cannot use the store {path}: {exc.strerror}") from None
+        check_folder(path.parent, "store's folder")
+        # no link followed, the user's own, private: then no one else can swap it, since
+        # no one else can write its folder (sqlite opens the same name next)
+        os.close(open_private(path, os.O_RDONLY if read_only else os.O_RDWR | os.O_CREAT))
         self._lock_fd = self._lock()
         self._tables: dict[str, SqliteDict] = {}
         try:
@@ -127,13 +131,13 @@ class Store:
         lock_path = self.path.with_name(self.path.name + ".lock")
         if self.read_only:
             try:
-                fd = os.open(lock_path, os.O_RDONLY)
+                fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except FileNotFoundError:
                 return -1
             how, busy = fcntl.LOCK_SH, ("is in use by a running anonpipe: audit the output "
                                         "when the run has finished")
         else:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             how, busy = fcntl.LOCK_EX, "is in use by another anonpipe run"
         try:
             fcntl.flock(fd, how | fcntl.LOCK_NB)
@@ -470,8 +474,10 @@ class Store:
         already or a DICOMDIR).  Must agree with :func:`pipeline.plan.rejection`."""
         j = "json_extract(value, '$.{}')".format
         extra = f" OR {j('deidentified')} OR {j('dicomdir')}" if deidentify else ""
+        kind = j("error_kind")  # a link leading out of the input is skipped, not rejected
         return int(self._query(
-            f"SELECT count(*) FROM files WHERE {j('error_kind')} IS NOT NULL{extra}")[0][0])
+            f"SELECT count(*) FROM files WHERE ({kind} IS NOT NULL AND {kind} != "
+            f"'{LINK_OUTSIDE}'){extra}")[0][0])
 
     def table_size(self, table: str) -> int:
         """Row count (a full scan: for tests and reports, not hot paths)."""

@@ -20,6 +20,9 @@ from tasks.fileio import TEMP_MARKER
 
 #: error_kind of entries the walk itself cannot list or read
 UNREADABLE = "Unreadable"
+#: error_kind of a symbolic link that leads out of the input folder: skipped (never a
+#: failure), unless the run follows such links
+LINK_OUTSIDE = "LinkOutsideInput"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +65,18 @@ def skipped_name(name: str) -> bool:
     return name.startswith(".") or TEMP_MARKER in name
 
 
-def iter_files(root: Path, recursive: bool = False) -> Iterator[Entry]:
+def iter_files(root: Path, recursive: bool = False, follow_outside: bool = False
+               ) -> Iterator[Entry]:
     """Files under ``root`` in sorted order; sub-folders only with ``recursive`` (``-r``).
 
-    Symbolic links are followed (to files and, with ``-r``, to folders); a link that points
-    back to one of its own ancestors is reported once instead of looping.
+    Symbolic links within the input folder are followed (to files and, with ``-r``, to
+    folders); one that leads outside it is an entry of kind :data:`LINK_OUTSIDE` (a link
+    planted in an archive must not pull other files into the output), unless
+    ``follow_outside``.  A link that points back to one of its own ancestors is reported
+    once instead of looping.
     """
     root_stat = os.stat(root)
+    real_root = os.path.join(os.path.realpath(root), "")
     # each frame: (folder path, rel prefix, sorted names, next index, ancestor inode set)
     stack: list[tuple[str, str, list[str], int, frozenset[tuple[int, int]]]] = []
     first = _list(str(root))
@@ -88,7 +96,14 @@ def iter_files(root: Path, recursive: bool = False) -> Iterator[Entry]:
         path = os.path.join(folder, name)
         rel = prefix + name
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                st = os.stat(path)
+                if not follow_outside and not os.path.realpath(path).startswith(real_root):
+                    yield Entry(rel, error_kind=LINK_OUTSIDE,
+                                error="symbolic link to outside the input folder: skipped "
+                                "(--follow-symlinks follows it)")
+                    continue
         except FileNotFoundError:
             if os.path.islink(path):
                 yield Entry(rel, error_kind=UNREADABLE, error="dangling symbolic link")

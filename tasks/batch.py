@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import AnonpipeError, OutputError
-from tasks.fileio import deferred_durability
+from tasks.fileio import current_policy, deferred_durability, output_policy
 from tasks.model import Batch, FileOperation, FileResult, Status
 
 
@@ -21,6 +21,9 @@ def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int) 
     """Apply ``operation`` to one file, turning its errors into a failed result."""
     started = time.perf_counter()
     try:
+        policy = current_policy()
+        if policy is not None:
+            policy.like(src)  # an output is never more readable than its input
         written = operation(Path(src), Path(dst))
     except AnonpipeError as exc:
         return FileResult(rel, Status.FAILED, size, 0, type(exc).__name__, str(exc),
@@ -42,7 +45,7 @@ def run_batch(batch: Batch, operation: FileOperation, stop_on_error: bool = Fals
     the driver journals it; if that fails, the done rows become failures.
     """
     rows: list[dict[str, object]] = []
-    with deferred_durability() as durable:
+    with deferred_durability() as durable, output_policy(batch.output_root):
         for item in batch.items:
             result = run_item(operation, item.src, item.dst, item.rel, item.size)
             rows.append(result.as_row())

@@ -30,6 +30,7 @@ import contextvars
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from glob import escape as glob_escape
@@ -60,7 +61,11 @@ Piece = bytes | memoryview | FileRange
 
 
 def temp_path_for(dst: Path) -> Path:
-    return dst.parent / f".{dst.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
+    return dst.parent / _temp_name(dst.name)
+
+
+def _temp_name(name: str) -> str:
+    return f".{name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
 
 
 class Durability:
@@ -172,13 +177,149 @@ def write_atomic(dst: Path, data: bytes | Sequence[Piece], fsync: bool = True) -
             chunks = _joined(chunks)
     total = sum(map(len, chunks))
     deferred = _DEFERRED.get() if fsync else None
+    policy = _POLICY.get()
+    mode = policy.mode if policy is not None else DEFAULT_MODE
+    folder, name, owned = _output_folder(policy, dst)
     try:
-        _write_once(dst, chunks, total, fsync and deferred is None)
-    except _LinkRefused:  # /proc or linkat unusable here: named temp files from now on
-        _write_once(dst, chunks, total, fsync and deferred is None)
+        try:
+            _write_once(folder, name, chunks, total, fsync and deferred is None, mode)
+        except _LinkRefused:  # /proc or linkat unusable here: named temp files from now on
+            _write_once(folder, name, chunks, total, fsync and deferred is None, mode)
+    finally:
+        if owned:
+            os.close(folder)
     if deferred is not None:
         deferred.note(str(dst))
     return total
+
+
+# --------------------------------------------------------------------------- where outputs go
+
+#: creation mode of an output when nothing narrower applies (the umask still applies)
+DEFAULT_MODE = 0o644
+_FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+@dataclass
+class OutputPolicy:
+    """Where and how the outputs of one batch (or one single-file run) are created.
+
+    ``root``: the output folder.  Every output under it is created relative to the
+    folder's descriptor, each folder on the way opened without following a symbolic link
+    (``O_NOFOLLOW``): a link planted in the output tree (``out/study -> /etc``) cannot send
+    an output elsewhere; that file is refused instead.  ``mode``: the creation mode of the
+    next output, never more readable than its input (:meth:`like`).
+    """
+
+    root: str | None = None  # with a trailing separator
+    root_fd: int = -1
+    mode: int = DEFAULT_MODE
+    _folder: tuple[str, int] | None = None  # the last folder opened under root, kept open
+
+    def like(self, src: Path | str) -> None:
+        """The next output gets no read or write permission its input lacks (the owner
+        keeps write permission, so a rerun can replace it)."""
+        try:
+            permissions = stat.S_IMODE(os.stat(src).st_mode)
+        except OSError:
+            permissions = 0o600  # the operation will fail on it anyway
+        self.mode = DEFAULT_MODE & (permissions | stat.S_IWUSR)
+
+    def folder(self, rel: str) -> int:
+        """Descriptor of the folder ``rel`` under the root (made when missing); no link is
+        followed on the way.  Kept open: a batch's files share few folders."""
+        if self._folder is not None and self._folder[0] == rel:
+            return self._folder[1]
+        parts = rel.split("/") if rel else []
+        if any(part in ("", ".", "..") for part in parts):
+            raise OutputError("output path with an empty, '.' or '..' component")
+        fd = os.dup(self.root_fd)
+        for part in parts:
+            fd = _enter(fd, part)  # closes the folder it leaves, also when it fails
+        self.close_folder()
+        self._folder = (rel, fd)
+        return fd
+
+    def close_folder(self) -> None:
+        if self._folder is not None:
+            os.close(self._folder[1])
+            self._folder = None
+
+
+def _enter(parent: int, name: str) -> int:
+    """Open (making it when missing) the sub-folder ``name`` of ``parent`` without following
+    a link; ``parent`` is closed."""
+    try:
+        for attempt in (0, 1):
+            try:
+                return os.open(name, _FOLDER_FLAGS | _NOFOLLOW, dir_fd=parent)
+            except FileNotFoundError:
+                if attempt:
+                    raise
+                try:
+                    os.mkdir(name, 0o777, dir_fd=parent)
+                except FileExistsError:
+                    pass  # made meanwhile by another worker
+        raise AssertionError("unreachable")
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OutputError("a folder on the output path is a symbolic link or not a "
+                              "folder: refused (links in the output tree are never "
+                              "followed)") from None
+        raise OutputError(f"cannot create output folder: {exc.strerror or exc}") from None
+    finally:
+        os.close(parent)
+
+
+_POLICY: contextvars.ContextVar[OutputPolicy | None] = contextvars.ContextVar(
+    "anonpipe_output_policy", default=None)
+
+
+@contextlib.contextmanager
+def output_policy(root: Path | str | None = None) -> Iterator[OutputPolicy]:
+    """Within the block, :func:`write_atomic` creates outputs under ``root`` (made when
+    missing) by descriptor and without following links, with the policy's mode."""
+    policy = OutputPolicy()
+    if root is not None:
+        try:
+            os.makedirs(root, exist_ok=True)
+            policy.root_fd = os.open(root, _FOLDER_FLAGS)
+            policy.root = os.path.join(os.fspath(root), "")
+        except OSError:
+            pass  # each file then fails with its own line (no folder to write in)
+    token = _POLICY.set(policy)
+    try:
+        yield policy
+    finally:
+        _POLICY.reset(token)
+        policy.close_folder()
+        if policy.root_fd >= 0:
+            os.close(policy.root_fd)
+
+
+def current_policy() -> OutputPolicy | None:
+    return _POLICY.get()
+
+
+def _output_folder(policy: OutputPolicy | None, dst: Path) -> tuple[int, str, bool]:
+    """(folder descriptor, file name, whether the caller closes it) for ``dst``."""
+    path = os.fspath(dst)
+    if policy is not None and policy.root is not None and path.startswith(policy.root):
+        folder, _, name = path[len(policy.root):].rpartition("/")
+        return policy.folder(folder), name, False
+    parent = os.path.dirname(path) or "."
+    for attempt in (0, 1):
+        try:
+            return os.open(parent, _FOLDER_FLAGS), os.path.basename(path), True
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            if attempt:
+                raise OutputError(f"cannot create output folder: {exc.strerror}") from None
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc2:
+                raise OutputError(f"cannot create output folder: {exc2.strerror}") from None
+    raise AssertionError("unreachable")
 
 
 #: O_TMPFILE (Linux) and the /proc/self/fd path that links such a file in; cleared for
@@ -212,51 +353,57 @@ def _grouped(chunks: Sequence[Piece]) -> Iterator[FileRange | list[bytes | memor
         yield run
 
 
-def _write_once(dst: Path, chunks: Sequence[Piece], total: int, fsync: bool) -> None:
-    tmp: Path | None = None
+def _write_once(folder: int, name: str, chunks: Sequence[Piece], total: int, fsync: bool,
+                mode: int) -> None:
+    tmp: str | None = None
     try:
-        fd, tmp = _create(dst)
+        fd, tmp = _create(folder, name, mode)
         try:
             _write_all(fd, chunks, total)
             if fsync:
                 os.fsync(fd)
             if tmp is None:
-                tmp = _link_in(fd, dst)
+                tmp = _link_in(fd, folder, name)
         finally:
             os.close(fd)
         if tmp is not None:
-            os.replace(tmp, dst)
+            _check_replaceable(folder, name)
+            os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException as exc:
         if tmp is not None:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp, dir_fd=folder)
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
             raise OutputError(f"cannot write output: {exc.strerror or exc}") from None
         raise
 
 
-def _create(dst: Path) -> tuple[int, Path | None]:
-    """An open file to write ``dst``'s bytes to: nameless (temp path None) or a named temp
-    file.  A missing folder is made on demand, not checked before every file."""
-    for attempt in (0, 1):
+def _create(folder: int, name: str, mode: int) -> tuple[int, str | None]:
+    """An open file to write ``name``'s bytes to: nameless (temp name None) or a named temp
+    file, both in ``folder``."""
+    if _ANONYMOUS[0]:
         try:
-            if _ANONYMOUS[0]:
-                try:
-                    return os.open(dst.parent, _ANONYMOUS[0] | os.O_WRONLY, 0o644), None
-                except OSError as exc:
-                    if exc.errno not in _NO_TMPFILE:
-                        raise
-                    _ANONYMOUS[0] = 0
-            tmp = temp_path_for(dst)
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), tmp
-        except (FileNotFoundError, NotADirectoryError):
-            if attempt:
+            return os.open(".", _ANONYMOUS[0] | os.O_WRONLY | os.O_CLOEXEC, mode,
+                           dir_fd=folder), None
+        except OSError as exc:
+            if exc.errno not in _NO_TMPFILE:
                 raise
-            try:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise OutputError(f"cannot create output folder: {exc.strerror}") from None
-    raise AssertionError("unreachable")
+            _ANONYMOUS[0] = 0
+    tmp = _temp_name(name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | _NOFOLLOW
+    return os.open(tmp, flags, mode, dir_fd=folder), tmp
+
+
+def _check_replaceable(folder: int, name: str) -> None:
+    """An existing ``name`` is replaced only when it is a regular file: a link there is
+    neither followed nor silently removed."""
+    try:
+        info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a regular file"
+        raise OutputError(f"the output exists and is {kind}: refused (not replaced)")
 
 
 def _write_all(fd: int, chunks: Sequence[Piece], total: int) -> None:
@@ -316,19 +463,19 @@ def _copy_some(src: int, out: int, offset: int, count: int) -> int:
     return len(data)
 
 
-def _link_in(fd: int, dst: Path) -> Path | None:
-    """Give the nameless file ``fd`` the name ``dst``; when ``dst`` exists (a rerun), give
-    it a temp name instead and return that, for the caller to rename over ``dst``."""
+def _link_in(fd: int, folder: int, name: str) -> str | None:
+    """Give the nameless file ``fd`` the name ``name`` in ``folder``; when it exists (a
+    rerun), give it a temp name instead and return that, for the caller to rename over it."""
     # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N; os.link takes that path (not plain
     # link(2), which would link the /proc symlink itself) only when given a dir fd
     try:
         fds = _proc_fds()
         try:
-            os.link(str(fd), dst, src_dir_fd=fds)
+            os.link(str(fd), name, src_dir_fd=fds, dst_dir_fd=folder)
             return None
         except FileExistsError:
-            tmp = temp_path_for(dst)
-            os.link(str(fd), tmp, src_dir_fd=fds)
+            tmp = _temp_name(name)
+            os.link(str(fd), tmp, src_dir_fd=fds, dst_dir_fd=folder)
             return tmp
     except FileExistsError:
         raise  # the temp name is taken (not expected: random): an output error

@@ -91,3 +91,5 @@ class Batch:
 
     batch_id: int
     items: tuple[WorkItem, ...] = field(default_factory=tuple)
+    #: the output folder: outputs under it are created without following links in it
+    output_root: str | None = None

@@ -127,7 +127,7 @@ def test_a_file_under_another_secret_breaks_uid_consistency(
         copy: tuple[Path, Path], archive: Path, pki: Pki, tmp_path: Path) -> None:
     out, store = copy
     other = tmp_path / "other.dcm"
-    assert anonpipe(["-c", str(pki.cert), "-e", "--secret-file", str(tmp_path / "other-secret"),
+    assert anonpipe(["-c", str(pki.cert), "-e", "--secret-file", str(tmp_path / "other-secret"), "--new-secret",
                      str(archive / VICTIM), str(other)]) == 0
     os.replace(other, out / VICTIM)
     rc, text = check(out, store)

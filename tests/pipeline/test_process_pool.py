@@ -91,7 +91,7 @@ def test_scan_only_through_the_pool(archive: Path, tmp_path: Path) -> None:
 
 def test_command_line_chooses_the_local_pool(archive: Path, tmp_path: Path) -> None:
     """A dask LocalCluster by default (the product's promise); --local-pool processes opts in."""
-    base = ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret")]
+    base = ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret"), "--new-secret"]
     job = build_run(build_parser().parse_args([*base, str(archive), str(tmp_path / "out")]))
     assert job.local_pool == "dask"  # type: ignore[union-attr]
     assert job.dashboard is None  # type: ignore[union-attr]
@@ -109,7 +109,7 @@ def test_command_line_chooses_the_local_pool(archive: Path, tmp_path: Path) -> N
     assert job.inline_below == PROCESSES_INLINE_BELOW  # type: ignore[union-attr]
     args = build_parser().parse_args(
         ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret"),
-         "--cluster", "local", str(archive), str(tmp_path / "out")])
+         "--new-secret", "--cluster", "local", str(archive), str(tmp_path / "out")])
     job = build_run(args)
     with open_client(job) as backend:  # type: ignore[arg-type]
         assert not backend.local_processes  # --cluster local: a dask LocalCluster

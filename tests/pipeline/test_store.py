@@ -239,5 +239,5 @@ def test_an_unusable_secret_path_is_one_clear_error(tmp_path: Path) -> None:
         load_or_create_secret(a_file / "secret")
     folder = tmp_path / "folder"
     folder.mkdir(mode=0o700)
-    with pytest.raises(UsageError, match=f"cannot use the secret file {folder}: Is a directory"):
+    with pytest.raises(UsageError, match=f"{folder} is not a regular file: refused"):
         load_or_create_secret(folder)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.walk import UNREADABLE, Entry, check_locations, iter_files
+from pipeline.walk import LINK_OUTSIDE, UNREADABLE, Entry, check_locations, iter_files
 from tasks.errors import UsageError
 from tasks.fileio import TEMP_MARKER
 
@@ -49,9 +49,18 @@ def test_symlinks_followed_dangling_and_fifo_reported(tmp_path: Path) -> None:
     os.symlink(outside, root / "linkdir")
     os.symlink(tmp_path / "missing", root / "dangling.dcm")
     os.mkfifo(root / "pipe.dcm")
-    entries = {e.rel: e for e in iter_files(root, recursive=True)}
+    os.symlink(root / "a.dcm", root / "inside.dcm")
+    entries = {e.rel: e for e in iter_files(root, recursive=True, follow_outside=True)}
     assert entries["link.dcm"].ok and entries["link.dcm"].size == 5
     assert entries["linkdir/o.dcm"].ok
+    assert entries["inside.dcm"].ok
+    # by default, links that leave the input folder are skipped with a reason
+    default = {e.rel: e for e in iter_files(root, recursive=True)}
+    assert default["inside.dcm"].ok
+    for rel in ("link.dcm", "linkdir"):
+        assert default[rel].error_kind == LINK_OUTSIDE
+        assert default[rel].error is not None and "--follow-symlinks" in default[rel].error
+    assert not any(rel.startswith("linkdir/") for rel in default)
     assert entries["dangling.dcm"].error_kind == UNREADABLE
     assert entries["dangling.dcm"].error == "dangling symbolic link"
     assert entries["pipe.dcm"].error == "not a regular file (FIFO)"
