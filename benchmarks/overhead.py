@@ -164,7 +164,7 @@ def run_costs(archive: Path, workers: int, pool: str = "dask") -> dict[str, floa
             outside = (worker_pids, scheduler_pid)
         args = build_parser().parse_args(
             ["-e", "--irreversible", "-r", "-E", "--workers", str(workers), *where,
-             "--secret-file", str(Path(tmp) / "secret"),
+             "--secret-file", str(Path(tmp) / "secret"), "--new-secret",
              "--store", str(Path(tmp) / "store.sqlite"), str(archive), str(Path(tmp) / "out")])
         job = build_run(args)
         self0 = resource.getrusage(resource.RUSAGE_SELF)

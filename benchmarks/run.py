@@ -214,7 +214,7 @@ def commands(archive: Path, work: Path, outputs: Path, cert: Path, key: Path, gd
     if gdcm:
         cmds["gdcmanon -e"] = (["gdcmanon", "-c", str(cert), "-e", "-r", "--continue",
                                 str(archive), str(out["gdcmanon"])], out["gdcmanon"])
-    base = [anon, "-c", str(cert), "-e", "-r", "-E", "--secret-file", str(work / "secret")]
+    base = [anon, "-c", str(cert), "-e", "-r", "-E", "--secret-file", str(work / "secret"), "--new-secret"]
     cmds["anonpipe -e"] = (base + ["--store", str(work / "store-default.sqlite"),
                                    str(archive), str(out["anonpipe"])], out["anonpipe"])
     cmds["anonpipe -e --local-pool processes"] = (

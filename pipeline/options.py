@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.job import PROCESSES_FROM, PROCESSES_FROM_BYTES, TreeJob
-from pipeline.state import default_secret_path, load_secret, state_dir_path
+from pipeline.state import (
+    check_folder,
+    default_secret_path,
+    load_secret,
+    state_dir,
+    state_dir_path,
+)
 from tasks.crypto import (
     Cipher,
     EnvelopeEncryptor,
@@ -140,6 +146,9 @@ def _check_state_paths(args: argparse.Namespace, src: Path, dst: Path) -> None:
             if where.is_relative_to(folder.resolve()):
                 raise UsageError(f"the {what} {path} must not be inside the {name} folder "
                                  "(it links originals to pseudonyms)")
+    state_dir()  # a state folder others may write is refused now, before any output
+    if args.store and Path(args.store).parent.is_dir():
+        check_folder(Path(args.store).parent, "store's folder")
 
 
 def _same_file(a: Path, b: Path) -> bool:
