@@ -262,8 +262,8 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
             encryptor = EnvelopeEncryptor(certificates=certs, cipher=_cipher(args),
                                           password=password)
             fingerprints = [certificate_fingerprint(c) for c in certs]
-        elif args.certificate or password is not None:
-            raise UsageError("--irreversible keeps no payload: drop -c/-p")
+        elif args.certificate or args.password is not None or args.password_file is not None:
+            raise UsageError("--irreversible keeps no payload: drop -c/-p/--password-file")
         secret = _secret(args)
         settings = DeidentifySettings(secret=secret, root_uid=_root_uid(args), profile=spec,
                                       encryptor=encryptor, options=options,

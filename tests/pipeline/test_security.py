@@ -332,6 +332,13 @@ def test_password_from_a_file_or_the_environment_and_gdcmanon_opens_it(
                        state=state)
     assert on_argv.returncode == 0
     assert "warning: -p shows the password" in on_argv.stderr and PASSWORD not in on_argv.stderr
+    both = anonpipe("-d", "-p", PASSWORD, "--password-file", str(password_file), str(by_file),
+                    str(tmp_path / "both.dcm"), state=state)
+    refused(both, "give the password once")
+    # the environment's password only adds a recipient where there is a payload
+    plain = tmp_path / "irreversible.dcm"
+    assert anonpipe("-e", "--irreversible", "--secret-file", str(secret), str(src), str(plain),
+                    env={"ANONPIPE_PASSWORD": PASSWORD}, state=state).returncode == 0
 
 
 def test_the_password_never_shows_in_ps(archive: Path, tmp_path: Path, state: Path,

@@ -116,10 +116,13 @@ def test_output_folder_that_is_a_file_is_an_output_error(tmp_path: Path) -> None
 def test_a_writer_killed_mid_file_leaves_nothing(tmp_path: Path) -> None:
     """Nameless O_TMPFILE output: SIGKILL between the write and the link leaves no trace."""
     dst = tmp_path / "out" / "x.dcm"
-    code = ("import os, signal, sys; from pathlib import Path; from tasks import fileio; "
-            "fd, tmp = fileio._create(Path(sys.argv[1])); os.write(fd, b'partial'); "
+    dst.parent.mkdir()
+    code = ("import os, signal, sys; from tasks import fileio; "
+            "folder = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY); "
+            "fd, tmp = fileio._create(folder, sys.argv[2], 0o644); os.write(fd, b'partial'); "
             "print(tmp, flush=True); os.kill(os.getpid(), signal.SIGKILL)")
-    done = subprocess.run([sys.executable, "-c", code, str(dst)], check=False, cwd=REPO,
+    done = subprocess.run([sys.executable, "-c", code, str(dst.parent), dst.name], check=False,
+                          cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == -9
     left = [p.name for p in (tmp_path / "out").iterdir()]
@@ -158,11 +161,11 @@ def test_without_o_tmpfile_a_named_temp_is_renamed(tmp_path: Path,
     real_open = os.open
     refused: list[int] = []
 
-    def open_(path: object, flags: int, mode: int = 0o777) -> int:
+    def open_(path: object, flags: int, mode: int = 0o777, **kwargs: object) -> int:
         if flags & getattr(os, "O_TMPFILE", 1 << 40) == getattr(os, "O_TMPFILE", -1):
             refused.append(flags)
             raise OSError(errno.EOPNOTSUPP, "Operation not supported")
-        return real_open(path, flags, mode)  # type: ignore[arg-type]
+        return real_open(path, flags, mode, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(fileio, "_ANONYMOUS", [getattr(os, "O_TMPFILE", 0)])
     monkeypatch.setattr(fileio.os, "open", open_)
