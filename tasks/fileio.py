@@ -215,6 +215,9 @@ class OutputPolicy:
     root: str | None = None  # with a trailing separator
     root_fd: int = -1
     mode: int = DEFAULT_MODE
+    #: creation mode of folders made for the next output (their names mirror the input's,
+    #: and may name a patient): no class that cannot read the input may list them
+    folder_mode: int = 0o777
     _folder: tuple[str, int] | None = None  # the last folder opened under root, kept open
 
     def like(self, src: Path | str) -> None:
@@ -225,6 +228,8 @@ class OutputPolicy:
         except OSError:
             permissions = 0o600  # the operation will fail on it anyway
         self.mode = DEFAULT_MODE & (permissions | stat.S_IWUSR)
+        self.folder_mode = (stat.S_IRWXU | (stat.S_IRWXG if permissions & stat.S_IRGRP else 0)
+                            | (stat.S_IRWXO if permissions & stat.S_IROTH else 0))
 
     def folder(self, rel: str) -> int:
         """Descriptor of the folder ``rel`` under the root (made when missing); no link is
@@ -236,7 +241,7 @@ class OutputPolicy:
             raise OutputError("output path with an empty, '.' or '..' component")
         fd = os.dup(self.root_fd)
         for part in parts:
-            fd = _enter(fd, part)  # closes the folder it leaves, also when it fails
+            fd = _enter(fd, part, self.folder_mode)  # closes the folder it leaves, always
         self.close_folder()
         self._folder = (rel, fd)
         return fd
@@ -247,7 +252,7 @@ class OutputPolicy:
             self._folder = None
 
 
-def _enter(parent: int, name: str) -> int:
+def _enter(parent: int, name: str, mode: int) -> int:
     """Open (making it when missing) the sub-folder ``name`` of ``parent`` without following
     a link; ``parent`` is closed."""
     try:
@@ -258,7 +263,7 @@ def _enter(parent: int, name: str) -> int:
                 if attempt:
                     raise
                 try:
-                    os.mkdir(name, 0o777, dir_fd=parent)
+                    os.mkdir(name, mode, dir_fd=parent)
                 except FileExistsError:
                     pass  # made meanwhile by another worker
         raise AssertionError("unreachable")
@@ -316,7 +321,8 @@ def _output_folder(policy: OutputPolicy | None, dst: Path) -> tuple[int, str, bo
             if attempt:
                 raise OutputError(f"cannot create output folder: {exc.strerror}") from None
             try:
-                os.makedirs(parent, exist_ok=True)
+                os.makedirs(parent, mode=policy.folder_mode if policy else 0o777,
+                            exist_ok=True)
             except OSError as exc2:
                 raise OutputError(f"cannot create output folder: {exc2.strerror}") from None
     raise AssertionError("unreachable")

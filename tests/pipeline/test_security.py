@@ -396,6 +396,10 @@ def test_outputs_are_never_more_readable_than_their_input(tmp_path: Path, state:
         umask = os.umask(0)
         os.umask(umask)
         assert modes == {"CT_small.dcm": 0o600, "MR_small.dcm": 0o640 & ~umask}
+        # no input is readable by others: neither are the folders made for the outputs
+        # (their names mirror the input's, and may name a patient)
+        for rel in ("P1", "P1/ST1"):
+            assert stat.S_IMODE((out / rel).stat().st_mode) & 0o007 == 0, rel
 
 
 # --------------------------------------------------------------------------- 6, 7. user mistakes
