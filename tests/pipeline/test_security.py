@@ -335,6 +335,10 @@ def test_password_from_a_file_or_the_environment_and_gdcmanon_opens_it(
     both = anonpipe("-d", "-p", PASSWORD, "--password-file", str(password_file), str(by_file),
                     str(tmp_path / "both.dcm"), state=state)
     refused(both, "give the password once")
+    missing = anonpipe("-d", "--password-file", str(tmp_path / "no-such-file"), str(by_file),
+                       str(tmp_path / "missing.dcm"), state=state)
+    refused(missing, "cannot read the password file")
+    assert not (tmp_path / "missing.dcm").exists()
     # the environment's password only adds a recipient where there is a payload
     plain = tmp_path / "irreversible.dcm"
     assert anonpipe("-e", "--irreversible", "--secret-file", str(secret), str(src), str(plain),
