@@ -53,10 +53,28 @@ def check_folder(folder: Path, what: str) -> None:
     if info.st_uid != os.geteuid():
         raise UsageError(f"the {what} {folder} belongs to another user (uid {info.st_uid}): "
                          "refused")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    writers = stat.S_IWOTH | (0 if _private_group(info.st_gid) else stat.S_IWGRP)
+    if info.st_mode & writers:
         raise UsageError(f"the {what} {folder} is writable by other users (mode "
                          f"{stat.S_IMODE(info.st_mode):04o}): refused; run: chmod go-w "
                          f"{folder}")
+
+
+def _private_group(gid: int) -> bool:
+    """The user's own group (a "user private group", as Debian makes one per user, where a
+    umask of 002 leaves folders group-writable): the user's primary group, no other
+    member listed, named as the user."""
+    import grp
+    import pwd
+
+    if gid != os.getegid():
+        return False
+    try:
+        group = grp.getgrgid(gid)
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return False
+    return group.gr_name == user and set(group.gr_mem) <= {user}
 
 
 def check_private(path: Path, info: os.stat_result | None = None) -> None:

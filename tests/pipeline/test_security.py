@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.state import _private_group
 from tests.conftest import Pki, pydicom_file, require_tool
 
 ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
@@ -101,13 +102,16 @@ def test_unsafe_state_store_and_secret_folders_are_refused(
     group_folder = tmp_path / "group"
     group_folder.mkdir()
     group_folder.chmod(0o770)
+    if os.geteuid() == 0:
+        os.chown(group_folder, -1, OTHER_UID)  # a shared group: its members could plant files
     theirs = _unowned(tmp_path / "theirs")
     base = ["-c", str(pki.cert), "-e", "-r", "--workers", "0", "--secret-file", str(secret)]
     cases = [
         ({"ANONPIPE_STATE_DIR": str(open_folder)}, [], ("state folder", "writable by other")),
         ({"ANONPIPE_STATE_DIR": str(theirs)}, [], ("state folder", "another user")),
         ({}, ["--store", str(open_folder / "run.sqlite")], ("store's folder", "writable")),
-        ({}, ["--store", str(group_folder / "run.sqlite")], ("store's folder", "writable")),
+        *([({}, ["--store", str(group_folder / "run.sqlite")], ("store's folder", "writable"))]
+          if not _private_group(group_folder.stat().st_gid) else []),
         ({}, ["--store", str(theirs / "run.sqlite")], ("store's folder", "another user")),
     ]
     for env, extra, words in cases:
@@ -124,6 +128,21 @@ def test_unsafe_state_store_and_secret_folders_are_refused(
     refused(anonpipe(*base[:-2], "--secret-file", str(planted), str(src), str(out), state=state),
             "secret's folder", "writable by other")
     assert not out.exists() and not any(state.iterdir())
+
+
+def test_a_folder_writable_only_by_the_users_own_group_is_accepted(
+        tmp_path: Path, state: Path, secret: Path, pki: Pki) -> None:
+    """A umask of 002 with one group per user (Debian's default for users) is no risk."""
+    shared = tmp_path / "runs"
+    shared.mkdir()
+    shared.chmod(0o770)
+    proc = anonpipe("-c", str(pki.cert), "-e", "-r", "--workers", "0", "--secret-file",
+                    str(secret), "--store", str(shared / "run.sqlite"), str(_small_tree(tmp_path)),
+                    str(tmp_path / "out"), state=state)
+    if _private_group(shared.stat().st_gid):
+        assert proc.returncode == 0, proc.stderr
+    else:
+        refused(proc, "writable by other users")
 
 
 def test_secret_and_store_are_not_followed_through_links(tmp_path: Path, state: Path,
