@@ -21,6 +21,12 @@ never leave a journaled file missing, and a killed process never leaves a partia
 under its final name.  What a power loss (not a process crash) may now leave: an output
 renamed in the last unfinished batch whose data had not reached the disk, so possibly
 empty; it is not journaled, and the rerun that resumes the job rewrites it.
+
+Where.  Inside :func:`output_policy` (every pass-2 batch, and single-file mode) outputs are
+created relative to the output folder's descriptor, each folder on the way opened with
+``O_NOFOLLOW``, so a link planted in the output tree cannot send a file elsewhere; an output
+name that exists as a link is refused, not replaced; and each output is created no more
+readable than its input (:meth:`OutputPolicy.like`).
 """
 
 from __future__ import annotations
@@ -314,18 +320,15 @@ def _output_folder(policy: OutputPolicy | None, dst: Path) -> tuple[int, str, bo
         folder, _, name = path[len(policy.root):].rpartition("/")
         return policy.folder(folder), name, False
     parent = os.path.dirname(path) or "."
-    for attempt in (0, 1):
+    try:
         try:
-            return os.open(parent, _FOLDER_FLAGS), os.path.basename(path), True
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            if attempt:
-                raise OutputError(f"cannot create output folder: {exc.strerror}") from None
-            try:
-                os.makedirs(parent, mode=policy.folder_mode if policy else 0o777,
-                            exist_ok=True)
-            except OSError as exc2:
-                raise OutputError(f"cannot create output folder: {exc2.strerror}") from None
-    raise AssertionError("unreachable")
+            fd = os.open(parent, _FOLDER_FLAGS)
+        except (FileNotFoundError, NotADirectoryError):  # made on demand, not checked first
+            os.makedirs(parent, mode=policy.folder_mode if policy else 0o777, exist_ok=True)
+            fd = os.open(parent, _FOLDER_FLAGS)
+    except OSError as exc:
+        raise OutputError(f"cannot create output folder: {exc.strerror or exc}") from None
+    return fd, os.path.basename(path), True
 
 
 #: O_TMPFILE (Linux) and the /proc/self/fd path that links such a file in; cleared for
