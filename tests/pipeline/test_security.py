@@ -454,9 +454,16 @@ def test_swapped_arguments_never_overwrite_an_original(tmp_path: Path, state: Pa
     notes.write_text("not DICOM")
     refused(anonpipe(*base, str(other), str(notes), state=state), "--force")
     assert original.read_bytes() == kept and notes.read_text() == "not DICOM"
-    # our own output is replaced on a rerun; --force replaces anything
+    # our own output is replaced on a rerun (an irreversible one too: its UIDs are those
+    # of this input under this secret); --force replaces anything
     deid = tmp_path / "deid.dcm"
     assert anonpipe(*base, str(original), str(deid), state=state).returncode == 0
     assert anonpipe(*base, str(original), str(deid), state=state).returncode == 0
+    plain = ["-e", "--irreversible", "--secret-file", str(secret)]
+    irreversible = tmp_path / "irreversible.dcm"
+    for _ in range(2):
+        proc = anonpipe(*plain, str(original), str(irreversible), state=state)
+        assert proc.returncode == 0, proc.stderr
+    refused(anonpipe(*plain, str(other), str(irreversible), state=state), "--force")
     assert anonpipe(*base, "--force", str(other), str(original), state=state).returncode == 0
     assert original.read_bytes() != kept
