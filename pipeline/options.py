@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,11 +247,15 @@ def _password(args: argparse.Namespace) -> bytes | None:
         try:
             with open(args.password_file, "rb") as fh:
                 text = fh.readline().rstrip(b"\r\n")
+                shared = os.fstat(fh.fileno()).st_mode & (stat.S_IRGRP | stat.S_IROTH)
         except OSError as exc:
             raise UsageError(f"cannot read the password file {args.password_file}: "
                              f"{exc.strerror or exc}") from None
         if not text:
             raise UsageError(f"the password file {args.password_file} is empty")
+        if shared and (args.verbosity is None or args.verbosity >= 1):
+            print(f"anonpipe: warning: the password file {args.password_file} is readable "
+                  f"by other users; run: chmod 600 {args.password_file}", file=sys.stderr)
         return text
     value = os.environ.get(PASSWORD_ENV)
     return os.fsencode(value) if value else None

@@ -354,6 +354,11 @@ def test_password_from_a_file_or_the_environment_and_gdcmanon_opens_it(
     both = anonpipe("-d", "-p", PASSWORD, "--password-file", str(password_file), str(by_file),
                     str(tmp_path / "both.dcm"), state=state)
     refused(both, "give the password once")
+    password_file.chmod(0o644)
+    shared = anonpipe("-d", "--password-file", str(password_file), str(by_file),
+                      str(tmp_path / "shared.dcm"), state=state)
+    assert shared.returncode == 0 and "password file" in shared.stderr
+    assert "readable by other users" in shared.stderr and PASSWORD not in shared.stderr
     missing = anonpipe("-d", "--password-file", str(tmp_path / "no-such-file"), str(by_file),
                        str(tmp_path / "missing.dcm"), state=state)
     refused(missing, "cannot read the password file")
