@@ -147,7 +147,7 @@ def test_a_folder_writable_only_by_the_users_own_group_is_accepted(
 
 def test_secret_and_store_are_not_followed_through_links(tmp_path: Path, state: Path,
                                                         secret: Path, pki: Pki) -> None:
-    """The attack that worked: a secret planted through a link beside the --store."""
+    """A secret planted through a link beside the --store (and a store through a link)."""
     src = _small_tree(tmp_path)
     out = tmp_path / "out"
     runs = tmp_path / "runs"
