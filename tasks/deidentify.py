@@ -33,24 +33,28 @@ from tasks.actions import (
     dummy_value,
 )
 from tasks.dicomio import (
-    EXPLICIT_LE,
     EXPLICIT_LE_ENC,
     PIXEL_DATA,
-    UNDEFINED,
     DicomFile,
     Element,
     Encoding,
     Item,
     element_header,
-    item_end,
     item_header,
     pad_value,
     read_dicom,
     sequence_end,
 )
-from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
+from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
+from tasks.payload import (
+    ENCRYPTED_ATTRIBUTES,
+    ENCRYPTED_CONTENT,  # noqa: F401 - part of this module's interface (tests)
+    build_payload,
+    encrypted_attributes_element,
+    restore_record,
+)
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.profile import (
     DEFAULT_PROFILE,
@@ -66,10 +70,6 @@ from tasks.uids import DEFAULT_ROOT, new_uid
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
 
-ENCRYPTED_ATTRIBUTES = 0x04000500
-ENCRYPTED_CONTENT_TS = 0x04000510
-ENCRYPTED_CONTENT = 0x04000520
-MODIFIED_ATTRIBUTES = 0x04000550
 PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD = 0x00120063
 DEIDENTIFICATION_METHOD_CODES = 0x00120064
@@ -83,17 +83,6 @@ SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
 MEDIA_SOP_INSTANCE_UID = 0x00020003
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-#: A private record appended after the (0400,0550) element in the payload.  gdcmanon -d
-#: parses only the first element and ignores what follows (reference §3.4), so this carries
-#: what gdcmanon's layout cannot: original file meta that (0008,0018) does not determine.
-RESTORE_CREATOR_TAG = 0x04010010
-RESTORE_CREATOR = b"ANONPIPE RESTORE"
-RESTORE_META_TAG = 0x04011001
-RESTORE_DEFLATED_TAG = 0x04011002
-RESTORE_DEFLATED_LENGTH_TAG = 0x04011003  # OB values are padded to even length
-#: UL list of top-level tags -e added that the original did not have ((0012,0064),
-#: (0028,0303)): our -d removes them; gdcmanon -d leaves them behind.
-RESTORE_ADDED_TAG = 0x04011004
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,56 +415,6 @@ def _zero_length_header(header: bytes, enc: Encoding) -> bytes:
     return header[:4] + struct.pack(enc.endian + "I", 0)
 
 
-# --------------------------------------------------------------------------- payload
-
-
-def build_payload(buf: bytes, elements: list[Element], enc: Encoding) -> bytes:
-    """The Encrypted Attributes Data Set: (0400,0550) SQ, one item, Explicit VR LE.
-
-    Layout as gdcmanon writes it (reference §3.3): undefined-length sequence and item,
-    the original elements in ascending tag order, values little-endian.
-    """
-    if enc == EXPLICIT_LE_ENC:  # no transcoding: adjacent elements go as one slice
-        chunks: list[bytes] = []
-        start = end = -1
-        for el in elements:
-            if el.start != end:
-                if start >= 0:
-                    chunks.append(buf[start:end])
-                start = el.start
-            end = el.end
-        if start >= 0:
-            chunks.append(buf[start:end])
-        body = b"".join(chunks)
-    else:
-        body = b"".join(transcode(buf, el, enc, EXPLICIT_LE_ENC) for el in elements)
-    return (
-        element_header(MODIFIED_ATTRIBUTES, "SQ", UNDEFINED, EXPLICIT_LE_ENC)
-        + item_header(UNDEFINED, EXPLICIT_LE_ENC)
-        + body
-        + item_end(EXPLICIT_LE_ENC)
-        + sequence_end(EXPLICIT_LE_ENC)
-    )
-
-
-def encrypted_attributes_element(cms_der: bytes, enc: Encoding) -> bytes:
-    """(0400,0500) with one item holding (0400,0510) and (0400,0520), gdcmanon's layout."""
-    if len(cms_der) % 2:
-        cms_der += b"\0"  # gdcmanon pads an odd DER with one NUL; readers ignore it
-    item = (
-        encode_element(ENCRYPTED_CONTENT_TS, "UI", EXPLICIT_LE.encode(), enc)
-        + element_header(ENCRYPTED_CONTENT, "OB", len(cms_der), enc)
-        + cms_der
-    )
-    return (
-        element_header(ENCRYPTED_ATTRIBUTES, "SQ", UNDEFINED, enc)
-        + item_header(UNDEFINED, enc)
-        + item
-        + item_end(enc)
-        + sequence_end(enc)
-    )
-
-
 # --------------------------------------------------------------------------- file level
 
 
@@ -677,7 +616,6 @@ def _restore_record(df: DicomFile, original: bytes, new_meta: bytes,
     measure the group (rendering recomputes it); the original deflate stream when our
     compressor would not reproduce it, and the tags -e added.
     """
-    record = b""
     sop = df.top(SOP_INSTANCE_UID)
     sop_uid = None if sop is None or sop.undefined else sop.value(df.body)
     media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
@@ -687,20 +625,13 @@ def _restore_record(df: DicomFile, original: bytes, new_meta: bytes,
         # (0002,0000) recomputed (or, where -e kept (0002,0003), a meta equal to it):
         # rendered here too, as expected_meta's short cut would hide a wrong group length
         derived = _meta_with_media(df, media, _media_sop_uid(sop_uid))
-    if derived != df.meta_bytes:
-        record += encode_element(RESTORE_META_TAG, "OB", df.meta_bytes, EXPLICIT_LE_ENC)
+    stream = None
     if df.deflated:
         stream = original[len(df.raw_prefix) + len(df.meta_bytes):]
-        if deflate(df.body) != stream:
-            record += encode_element(RESTORE_DEFLATED_TAG, "OB", stream, EXPLICIT_LE_ENC)
-            record += encode_element(RESTORE_DEFLATED_LENGTH_TAG, "UL",
-                                     struct.pack("<I", len(stream)), EXPLICIT_LE_ENC)
-    if added:
-        record += encode_element(RESTORE_ADDED_TAG, "UL",
-                                 struct.pack(f"<{len(added)}I", *added), EXPLICIT_LE_ENC)
-    if not record:
-        return b""
-    return encode_element(RESTORE_CREATOR_TAG, "LO", RESTORE_CREATOR, EXPLICIT_LE_ENC) + record
+        if deflate(df.body) == stream:
+            stream = None
+    return restore_record(meta=df.meta_bytes if derived != df.meta_bytes else None,
+                         deflated=stream, added=added)
 
 
 def _resync_meta(df: DicomFile, work: _Deidentifier) -> bytes:
