@@ -33,7 +33,6 @@ from tasks.actions import (
     dummy_value,
 )
 from tasks.dicomio import (
-    EXPLICIT_LE_ENC,
     PIXEL_DATA,
     DicomFile,
     Element,
@@ -45,9 +44,10 @@ from tasks.dicomio import (
     read_dicom,
     sequence_end,
 )
-from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts
+from tasks.edit import Chunk, EditPlan, encode_element, render_parts
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
+from tasks.filemeta import is_uid, preamble_data, rebuilt_meta, zeroed_prefix
 from tasks.payload import (
     ENCRYPTED_ATTRIBUTES,
     ENCRYPTED_CONTENT,  # noqa: F401 - part of this module's interface (tests)
@@ -81,6 +81,7 @@ CODING_SCHEME = 0x00080102
 CODE_MEANING = 0x00080104
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
+MEDIA_SOP_CLASS_UID = 0x00020002
 MEDIA_SOP_INSTANCE_UID = 0x00020003
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
@@ -517,12 +518,18 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
         added[LONGITUDINAL_MODIFIED] = encode_element(
             LONGITUDINAL_MODIFIED, "CS",
             b"MODIFIED" if profile.dates == "modified" else b"UNMODIFIED", enc)
+    # PS3.15 E.1.1: every de-identified instance says so, with or without a payload
+    plan.insert[PATIENT_IDENTITY_REMOVED] = encode_element(
+        PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc)
+    plan.insert[DEIDENTIFICATION_METHOD] = encode_element(
+        DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc)
+    codes = _method_codes(profile, enc)
+    if codes is not None:
+        added[DEIDENTIFICATION_METHOD_CODES] = codes
     if settings.irreversible:
-        for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD,
-                    DEIDENTIFICATION_METHOD_CODES):
-            el = df.top(tag)
-            if el is not None:
-                plan.set(el, b"", [])
+        old_codes = df.top(DEIDENTIFICATION_METHOD_CODES)
+        if codes is None and old_codes is not None:
+            plan.set(old_codes, b"", [])  # no payload keeps it, and it was not ours
     else:
         # (0008,0018) always travels: -d (ours and gdcmanon's) requires it, even when
         # --retain-uids keeps it unchanged
@@ -530,13 +537,6 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
             el = df.top(tag)
             if el is not None:
                 work.payload[tag] = el
-        plan.insert[PATIENT_IDENTITY_REMOVED] = encode_element(
-            PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc)
-        plan.insert[DEIDENTIFICATION_METHOD] = encode_element(
-            DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc)
-        codes = _method_codes(profile, enc)
-        if codes is not None:
-            added[DEIDENTIFICATION_METHOD_CODES] = codes
     for tag, encoded in added.items():
         el = df.top(tag)
         if el is not None:
@@ -549,23 +549,23 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
     body: list[Chunk] = []
     if settings.irreversible or not all(map(_ELEMENT_NUMBER, _tags(df))):
         body = render_parts(df.body, df.elements, plan, enc)
-    meta = _resync_meta(df, work)
+    meta = _new_meta(df, work)
+    prefix = zeroed_prefix(df.raw_prefix)
     if not settings.irreversible:
         assert settings.encryptor is not None
         for el in plan.changed_group_lengths:
             work.payload[el.tag] = el
         originals = [work.payload[tag] for tag in sorted(work.payload)]
         new_tags = sorted(tag for tag in added if df.top(tag) is None)
-        payload = build_payload(df.body, originals, enc) + _restore_record(df, data, meta,
-                                                                           new_tags)
+        payload = build_payload(df.body, originals, enc) + _restore_record(df, data, new_tags)
         cms = settings.encryptor.encrypt(payload)
         plan.insert[ENCRYPTED_ATTRIBUTES] = encrypted_attributes_element(cms, enc)
         plan.changed_group_lengths.clear()
         body = render_parts(df.body, df.elements, plan, enc)
     trailer = df.trailer
     if df.deflated:
-        return [df.raw_prefix, meta, deflate(b"".join(body) + trailer)]
-    return [df.raw_prefix, meta, *body, trailer]
+        return [prefix, meta, deflate(b"".join(body) + trailer)]
+    return [prefix, meta, *body, trailer]
 
 
 _ELEMENT_NUMBER = (0xFFFF).__and__  # zero for a group length (gggg,0000)
@@ -585,65 +585,54 @@ def _tags(df: DicomFile) -> list[int]:
     return df.tags
 
 
-def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
-    """The meta re-identification derives: (0002,0003) set from the restored (0008,0018)."""
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
-    if media is None or sop_uid is None:
-        return df.meta_bytes
-    encoded = _media_sop_uid(sop_uid)
-    if encoded == df.meta_bytes[media.start:media.end]:
-        return df.meta_bytes  # already what it would be (the usual case): nothing to render
-    return _meta_with_media(df, media, encoded)
-
-
-def _media_sop_uid(sop_uid: bytes) -> bytes:
-    return encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "), EXPLICIT_LE_ENC)
-
-
-def _meta_with_media(df: DicomFile, media: Element, encoded: bytes) -> bytes:
-    """``df``'s meta with (0002,0003) as ``encoded``, rendered: (0002,0000) recomputed."""
-    plan = EditPlan()
-    plan.set(media, encoded, [])
-    return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
-
-
-def _restore_record(df: DicomFile, original: bytes, new_meta: bytes,
-                    added: list[int] | None = None) -> bytes:
-    """What re-identification cannot derive, for a byte-identical restore; often nothing.
-
-    The original meta when re-identification would not derive it from the meta written
-    (``new_meta``): (0002,0003) is not the (0008,0018) value, or (0002,0000) does not
-    measure the group (rendering recomputes it); the original deflate stream when our
-    compressor would not reproduce it, and the tags -e added.
-    """
-    sop = df.top(SOP_INSTANCE_UID)
-    sop_uid = None if sop is None or sop.undefined else sop.value(df.body)
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
-    derived = new_meta
-    if sop_uid is not None and media is not None:
-        # what -d derives from ``new_meta`` is the original meta rendered with this UID,
-        # (0002,0000) recomputed (or, where -e kept (0002,0003), a meta equal to it):
-        # rendered here too, as expected_meta's short cut would hide a wrong group length
-        derived = _meta_with_media(df, media, _media_sop_uid(sop_uid))
+def _restore_record(df: DicomFile, original: bytes, added: list[int] | None = None) -> bytes:
+    """What re-identification cannot derive, for a byte-identical restore: the original
+    file meta and preamble (-e writes new ones, PS3.15 E.1.1), the original deflate stream
+    when our compressor would not reproduce it, and the tags -e added."""
     stream = None
     if df.deflated:
         stream = original[len(df.raw_prefix) + len(df.meta_bytes):]
         if deflate(df.body) == stream:
             stream = None
-    return restore_record(meta=df.meta_bytes if derived != df.meta_bytes else None,
-                         deflated=stream, added=added)
+    return restore_record(meta=df.meta_bytes or None, preamble=preamble_data(df.raw_prefix),
+                          deflated=stream, added=added)
 
 
-def _resync_meta(df: DicomFile, work: _Deidentifier) -> bytes:
-    """(0002,0003) follows the new (0008,0018); (0002,0000) is recomputed by render."""
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
-    if media is None:
+def _new_meta(df: DicomFile, work: _Deidentifier) -> bytes:
+    """The file meta of the output (tasks.filemeta): (0002,0002) and (0002,0003) as the
+    output's (0008,0016) and (0008,0018); a file without meta gets none."""
+    if not df.meta:
         return df.meta_bytes
-    original = media.value(df.meta_bytes)
-    if not original.rstrip(b"\0 "):
-        return df.meta_bytes
-    return _meta_with_media(df, media, encode_element(
-        MEDIA_SOP_INSTANCE_UID, "UI", work.map_uids(original), EXPLICIT_LE_ENC))
+    syntax = df.transfer_syntax.encode("ascii", "replace")
+    if not is_uid(syntax):
+        raise UnsupportedFileError("the transfer syntax (0002,0010) is not a UID")
+    plan = work.plan
+    sop_class = _output_value(df, plan, SOP_CLASS_UID)
+    if sop_class is None:
+        sop_class = _meta_value(df, MEDIA_SOP_CLASS_UID)
+    instance = _output_value(df, plan, SOP_INSTANCE_UID)
+    if instance is None:  # no (0008,0018): the original (0002,0003) as the profile has it
+        instance = _meta_value(df, MEDIA_SOP_INSTANCE_UID)
+        decision = work.resolver.decide(SOP_INSTANCE_UID, 0)
+        if instance and decision is not None and decision.action is not Action.K:
+            instance = work.map_uids(instance)
+    return rebuilt_meta(sop_class, instance, df.transfer_syntax)
+
+
+def _output_value(df: DicomFile, plan: EditPlan, tag: int) -> bytes | None:
+    """The value a top-level UI element has in the output (None: absent or removed)."""
+    el = df.top(tag)
+    if el is None or el.undefined:
+        return None
+    new = plan.replace.get(el.start)
+    if new is None:
+        return el.value(df.body)
+    return new[8:] if new else None  # a UI element's header is 8 bytes in every encoding
+
+
+def _meta_value(df: DicomFile, tag: int) -> bytes | None:
+    el = df.meta_element(tag)
+    return None if el is None else el.value(df.meta_bytes)
 
 
 def deflate(body: bytes) -> bytes:

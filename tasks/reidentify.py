@@ -16,11 +16,11 @@ from typing import Any
 from tasks.crypto import load_private_key, load_private_key_bytes
 from tasks.deidentify import (
     DEIDENTIFICATION_METHOD,
+    MEDIA_SOP_INSTANCE_UID,
     PATIENT_IDENTITY_REMOVED,
     SOP_INSTANCE_UID,
     apply_to_file,
     deflate,
-    expected_meta,
 )
 from tasks.dicomio import (
     EXPLICIT_LE_ENC,
@@ -29,7 +29,7 @@ from tasks.dicomio import (
     read_dicom,
     tag_str,
 )
-from tasks.edit import Chunk, EditPlan, render_parts, transcode
+from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
 from tasks.errors import CryptoError, DicomFormatError
 from tasks.fileio import Piece
 from tasks.payload import ENCRYPTED_ATTRIBUTES, Payload, open_payload
@@ -123,14 +123,33 @@ def _reidentified(df: DicomFile, settings: ReidentifySettings,
         plan.replace[stand_in[0]] = stand_in[1]
     pieces = render_parts(df.body, df.elements, plan, df.enc)
     meta = payload.meta(df.transfer_syntax)
-    if meta is None:
+    if meta is None:  # gdcmanon's output, or ours from before the meta was rebuilt
         meta = expected_meta(df, sop_uid)
+    prefix = df.raw_prefix
+    preamble = payload.preamble()
+    if preamble is not None and len(prefix) == len(preamble) + 4:
+        prefix = preamble + prefix[len(preamble):]
     if df.deflated:
         body = b"".join(pieces) + df.trailer
         stream = payload.deflated_stream()
         body = stream if stream is not None and _inflates_to(stream, body) else deflate(body)
-        return [df.raw_prefix, meta, body]
-    return [df.raw_prefix, meta, *pieces, df.trailer]
+        return [prefix, meta, body]
+    return [prefix, meta, *pieces, df.trailer]
+
+
+def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
+    """The meta re-identification derives without a record: ``df``'s, (0002,0003) set from
+    the restored (0008,0018) and (0002,0000) recomputed (what gdcmanon -d does too)."""
+    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
+    if media is None or sop_uid is None:
+        return df.meta_bytes
+    encoded = encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "),
+                             EXPLICIT_LE_ENC)
+    if encoded == df.meta_bytes[media.start:media.end]:
+        return df.meta_bytes  # already what it would be (the usual case): nothing to render
+    plan = EditPlan()
+    plan.set(media, encoded, [])
+    return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
 
 
 def _reparses(encoded: bytes, tag: int, df: DicomFile) -> bool:
