@@ -48,11 +48,13 @@ from tasks.edit import Chunk, EditPlan, encode_element, render_parts
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
 from tasks.filemeta import is_uid, preamble_data, rebuilt_meta, zeroed_prefix
+from tasks.overlay import cleared_pixel_data, removed_planes_in_pixel_bits
 from tasks.payload import (
     ENCRYPTED_ATTRIBUTES,
     ENCRYPTED_CONTENT,  # noqa: F401 - part of this module's interface (tests)
     build_payload,
     encrypted_attributes_element,
+    keep_original,
     restore_record,
 )
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
@@ -489,9 +491,13 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings
     copy (``tasks.pixeltail``).  None (or the file's bytes, when already read) when the
     file does not split: de-identify it whole."""
     profile = settings.compiled_profile()
-    return split_rendered(
-        fd, size, lambda df, stand_in: _deidentified(df, b"", profile, settings, None, stand_in),
-        _private_runs(profile, None))
+
+    def render(df: DicomFile, stand_in: tuple[int, bytes]) -> list[Chunk] | None:
+        if _overlay_planes(df, profile):
+            return None  # the pixel words change (tasks.overlay): read whole
+        return _deidentified(df, b"", profile, settings, None, stand_in)
+
+    return split_rendered(fd, size, render, _private_runs(profile, None))
 
 
 def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:
@@ -511,6 +517,8 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
         check_burned_in(df, profile, settings)
     work = _Deidentifier(df, profile, settings, trace)
     work.walk(df.elements, df.enc, [])
+    if trace is None:
+        _clear_overlay_planes(df, work)
     enc = df.enc
     plan = work.plan
     added: dict[int, bytes] = {}
@@ -583,6 +591,32 @@ def _tags(df: DicomFile) -> list[int]:
     if df.tags is None:
         df.tags = [el.tag for el in df.elements]
     return df.tags
+
+
+def _overlay_planes(df: DicomFile, profile: CompiledProfile) -> list[int]:
+    """The overlay groups in unused Pixel Data bits that ``profile`` removes."""
+    return removed_planes_in_pixel_bits(
+        df, profile.resolver(df.top_text(SOP_CLASS_UID)).decide)
+
+
+def _clear_overlay_planes(df: DicomFile, work: _Deidentifier) -> None:
+    """Removed overlay planes must not stay readable in the pixel words (tasks.overlay):
+    their bits are cleared, the original Pixel Data goes into the payload."""
+    if not removed_planes_in_pixel_bits(df, work.resolver.decide):
+        return
+    pixels = df.top(PIXEL_DATA)
+    if pixels is None:
+        return  # no pixel words to clear
+    current = work.plan.replace.get(pixels.start)
+    if current == b"":
+        return  # the profile removes Pixel Data itself
+    header = df.body[pixels.start:pixels.value_start]
+    pixels, value = cleared_pixel_data(
+        df, None if current is None else current[len(header):])
+    if current is None and value == pixels.value(df.body):
+        return  # nothing was set in those bits
+    work.plan.set(pixels, header + value, [])
+    keep_original(work.payload, pixels)
 
 
 def _restore_record(df: DicomFile, original: bytes, added: list[int] | None = None) -> bytes:
