@@ -32,6 +32,9 @@ MEDIA_SOP_INSTANCE = 0x00020003
 TRANSFER_SYNTAX = 0x00020010
 IMPLEMENTATION_CLASS = 0x00020012
 IMPLEMENTATION_VERSION = 0x00020013
+#: what a user is told of a preamble that held data (pass 1 counts them, -W shows it)
+PREAMBLE_NOTE = ("data in the 128-byte preamble (a TIFF view, say) is written as zeros "
+                 "(PS3.15 E.1.1)")
 _UID = re.compile(rb"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
