@@ -13,6 +13,7 @@ the profile's business (tasks.profile); the values come from tasks.actions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import struct
@@ -452,6 +453,15 @@ def check_burned_in(df: DicomFile, profile: CompiledProfile, settings: Deidentif
             "(--allow-burned-in processes it anyway)")
 
 
+@functools.lru_cache(maxsize=64)
+def _markers(profile: CompiledProfile, enc: Encoding) -> tuple[bytes, bytes, bytes | None]:
+    """(0012,0062) YES, (0012,0063) and (0012,0064) (None: the profile adds none), encoded
+    once per profile and encoding (the profile is compiled once and held: keyed by it)."""
+    return (encode_element(PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc),
+            encode_element(DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc),
+            _method_codes(profile, enc))
+
+
 def _method_codes(profile: CompiledProfile, enc: Encoding) -> bytes | None:
     """(0012,0064) De-identification Method Code Sequence: one CID 7050 item per code."""
     codes = profile.method_codes()
@@ -527,11 +537,9 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
             LONGITUDINAL_MODIFIED, "CS",
             b"MODIFIED" if profile.dates == "modified" else b"UNMODIFIED", enc)
     # PS3.15 E.1.1: every de-identified instance says so, with or without a payload
-    plan.insert[PATIENT_IDENTITY_REMOVED] = encode_element(
-        PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc)
-    plan.insert[DEIDENTIFICATION_METHOD] = encode_element(
-        DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc)
-    codes = _method_codes(profile, enc)
+    removed, method, codes = _markers(profile, enc)
+    plan.insert[PATIENT_IDENTITY_REMOVED] = removed
+    plan.insert[DEIDENTIFICATION_METHOD] = method
     if codes is not None:
         added[DEIDENTIFICATION_METHOD_CODES] = codes
     if settings.irreversible:

@@ -13,6 +13,7 @@ byte.  Built from bytes: it is a handful of elements per file.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from importlib import metadata
@@ -25,7 +26,6 @@ from tasks.edit import encode_element
 IMPLEMENTATION_CLASS_UID = b"2.25.267730145263015617374534399116721534223"
 PREAMBLE_LENGTH = 128
 ZERO_PREAMBLE = bytes(PREAMBLE_LENGTH)
-GROUP_LENGTH = 0x00020000
 VERSION = 0x00020001
 MEDIA_SOP_CLASS = 0x00020002
 MEDIA_SOP_INSTANCE = 0x00020003
@@ -69,15 +69,27 @@ def rebuilt_meta(sop_class: bytes | None, sop_instance: bytes | None,
     is not known to be safe.  ``transfer_syntax`` is the one the file was read with.
     """
     body = _VERSION
-    for tag, value in ((MEDIA_SOP_CLASS, sop_class), (MEDIA_SOP_INSTANCE, sop_instance)):
-        if value is not None:
-            value = value.rstrip(b"\0 ")
-            if is_uid(value):
-                body += encode_element(tag, "UI", value, EXPLICIT_LE_ENC)
-    body += encode_element(TRANSFER_SYNTAX, "UI", transfer_syntax.encode("ascii"),
-                           EXPLICIT_LE_ENC) + _TAIL
-    return (encode_element(GROUP_LENGTH, "UL", struct.pack("<I", len(body)), EXPLICIT_LE_ENC)
-            + body)
+    if sop_class is not None:
+        body += _uid_element(MEDIA_SOP_CLASS, sop_class)
+    if sop_instance is not None:
+        body += _uid_element(MEDIA_SOP_INSTANCE, sop_instance)
+    body += _syntax_and_tail(transfer_syntax)
+    return _GROUP_LENGTH.pack(0x0002, 0x0000, b"UL", 4, len(body)) + body
+
+
+#: (0002,0000) UL, explicit VR little endian, then its value
+_GROUP_LENGTH = struct.Struct("<HH2sHI")
+
+
+def _uid_element(tag: int, value: bytes) -> bytes:
+    value = value.rstrip(b"\0 ")
+    return encode_element(tag, "UI", value, EXPLICIT_LE_ENC) if is_uid(value) else b""
+
+
+@functools.lru_cache(maxsize=64)
+def _syntax_and_tail(transfer_syntax: str) -> bytes:
+    return encode_element(TRANSFER_SYNTAX, "UI", transfer_syntax.encode("ascii"),
+                          EXPLICIT_LE_ENC) + _TAIL
 
 
 def preamble_data(raw_prefix: bytes) -> bytes | None:
