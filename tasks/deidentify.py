@@ -5,9 +5,11 @@ ranges, put the original top-level elements (whole sequences where a change lies
 into one Modified Attributes Sequence item, CMS-encrypt it into the Encrypted Attributes
 Sequence (0400,0500) exactly as gdcmanon lays it out, set (0012,0062)/(0012,0063) (and,
 for profiles based on PS3.15 Table E.1-1, (0012,0064) with the CID 7050 codes applied and
-(0028,0303) when a Longitudinal option keeps dates), and re-sync (0002,0003).  Everything
-else - preamble, meta, pixel data - keeps its bytes.  Which attribute gets which action is
-the profile's business (tasks.profile); the values come from tasks.actions.
+(0028,0303) when a Longitudinal option keeps dates), rebuild the file meta and zero the
+preamble (tasks.filemeta), and clear overlay planes the profile removes from unused pixel
+bits (tasks.overlay).  Everything else - pixel data included - keeps its bytes.  The
+payload's layout is tasks.payload's; which attribute gets which action is the profile's
+business (tasks.profile); the values come from tasks.actions.
 """
 
 from __future__ import annotations

@@ -174,3 +174,11 @@ def test_rebuilt_meta_leaves_out_values_that_are_not_uids() -> None:
     meta = rebuilt_meta(b"DOE^JOHN", b"1.2.3\0", ExplicitVRLittleEndian)
     assert b"DOE" not in meta
     assert b"1.2.3\0" in meta
+
+
+def test_retained_uids_keep_meta_and_data_set_in_step(settings: DeidentifySettings) -> None:
+    """--retain-uids keeps (0008,0018): (0002,0003) keeps it too (PS3.10 7.1)."""
+    out = deidentify_bytes(planted(ExplicitVRLittleEndian), DeidentifySettings(
+        secret=SECRET, encryptor=settings.encryptor, options=("retain_uids",)))
+    ds = pydicom.dcmread(io.BytesIO(out))
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID == "1.2.3.4.5.6"
