@@ -160,3 +160,13 @@ def test_large_file_is_read_whole_and_cleared(settings: DeidentifySettings,
 def test_clear_unused_bits_keeps_a_trailing_byte() -> None:
     assert clear_unused_bits(b"\xff\xff\xff", 2, 0x0FFF, True) == b"\xff\x0f\xff"
     assert clear_unused_bits(b"\xff\xff", 2, 0x0FFF, False) == b"\x0f\xff"
+
+
+def test_explain_names_the_plane_and_the_preamble() -> None:
+    from tasks.explain import explain_bytes
+
+    text = explain_bytes(make(), DeidentifySettings(secret=SECRET))
+    assert "overlay planes 6000 lie in unused Pixel Data bits" in text
+    assert "file meta: rebuilt" in text and "preamble holds data" not in text
+    kept = explain_bytes(make(), DeidentifySettings(secret=SECRET, profile="gdcmanon"))
+    assert "overlay planes" not in kept
