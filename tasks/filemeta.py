@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import re
 import struct
-from importlib import metadata
 
 from tasks.dicomio import EXPLICIT_LE_ENC
 from tasks.edit import encode_element
@@ -38,16 +37,10 @@ PREAMBLE_NOTE = ("data in the 128-byte preamble (a TIFF view, say) is written as
 _UID = re.compile(rb"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
 
-def _version_name() -> bytes:
-    """(0002,0013): "ANONPIPE " and the installed version, SH (16 characters at most)."""
-    try:
-        version = metadata.version("anonpipe")
-    except metadata.PackageNotFoundError:
-        version = ""
-    return f"ANONPIPE {version}".strip()[:16].encode("ascii", "replace")
-
-
-IMPLEMENTATION_VERSION_NAME = _version_name()
+#: (0002,0013) Implementation Version Name (SH, 16 characters at most): the package version,
+#: written out rather than read from the package metadata at import (that costs a worker
+#: ~50 ms); tests/tasks/test_filemeta.py checks that the two agree
+IMPLEMENTATION_VERSION_NAME = b"ANONPIPE 0.1.0"
 #: the elements every rebuilt meta ends with (PS3.10 Table 7.1-1 order: after (0002,0010))
 _TAIL = (encode_element(IMPLEMENTATION_CLASS, "UI", IMPLEMENTATION_CLASS_UID, EXPLICIT_LE_ENC)
          + encode_element(IMPLEMENTATION_VERSION, "SH", IMPLEMENTATION_VERSION_NAME,

@@ -182,3 +182,10 @@ def test_retained_uids_keep_meta_and_data_set_in_step(settings: DeidentifySettin
         secret=SECRET, encryptor=settings.encryptor, options=("retain_uids",)))
     ds = pydicom.dcmread(io.BytesIO(out))
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID == "1.2.3.4.5.6"
+
+
+def test_implementation_version_name_is_the_package_version() -> None:
+    from importlib import metadata
+
+    assert IMPLEMENTATION_VERSION_NAME == f"ANONPIPE {metadata.version('anonpipe')}".encode()
+    assert len(IMPLEMENTATION_VERSION_NAME) <= 16  # SH
