@@ -43,3 +43,20 @@ def test_gdcmanon_restores_the_data_set_of_a_rebuilt_meta(syntax: str, pki: Pki,
     assert restored.body == source.body
     assert main(["-k", str(pki.key), "-d", str(deid), str(ours)]) == 0
     assert ours.read_bytes() == original.read_bytes()
+
+
+def test_gdcmanon_restores_pixel_data_whose_overlay_bits_were_cleared(pki: Pki,
+                                                                       tmp_path: Path) -> None:
+    import pydicom
+
+    from tests.tasks.test_overlay import make
+
+    original, deid, back = tmp_path / "in.dcm", tmp_path / "deid.dcm", tmp_path / "back.dcm"
+    original.write_bytes(make())
+    assert main(["-c", str(pki.cert), "-e", str(original), str(deid)]) == 0
+    before = pydicom.dcmread(original).PixelData
+    assert pydicom.dcmread(deid).PixelData != before
+    proc = subprocess.run(["gdcmanon", "-k", str(pki.key), "-d", str(deid), str(back)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert pydicom.dcmread(back).PixelData == before
