@@ -88,12 +88,11 @@ def build_run(args: argparse.Namespace) -> Run:
             dst = dst / src.name
         if _same_file(src, dst):
             raise UsageError("output is the input file: inputs are never modified")
-        pending = None if args.force else _check_overwrite(args, mode, dst)
+        if not args.force:
+            _check_overwrite(dst)
     operation, extra = _operation(args, mode)
     if src.is_dir():
         return _tree_job(args, mode, src, dst, operation, verbosity, extra)
-    if pending is not None and not _output_of(operation, src, pending):
-        raise _not_overwritten(dst)
     return SingleFileRun(MODE_NAMES[mode], src, dst, operation, verbosity)
 
 
@@ -119,45 +118,20 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
     return source, Path(dst)
 
 
-def _check_overwrite(args: argparse.Namespace, mode: str, dst: Path) -> str | None:
-    """Single-file mode writes over an existing ``dst`` only when it is an output of ours:
-    swapped arguments (``anonpipe out.dcm original.dcm``) would otherwise destroy the
-    original.  Ours: de-identified ((0400,0500), or (0012,0062) YES), or, for ``-e``, an
-    output of this very input under the run's secret (an ``--irreversible`` one carries no
-    mark): then its SOP Instance UID is returned for :func:`_output_of` to compare once
-    the secret is loaded (an existing one only: no new secret is made for a refusal)."""
+def _check_overwrite(dst: Path) -> None:
+    """Single-file mode writes over an existing ``dst`` only when it is a de-identified
+    file ((0400,0500), or (0012,0062) YES, as every ``-e`` output has): swapped arguments
+    (``anonpipe out.dcm original.dcm``) would otherwise destroy the original."""
     from tasks.inventory import scan_file
 
     if not os.path.lexists(dst):
-        return None
+        return
     if dst.is_symlink() or not dst.is_file():
         raise UsageError(f"output {dst} exists and is not a regular file: refused "
                          "(--force replaces it)")
-    row = scan_file(dst)
-    if row.get("deidentified"):
-        return None
-    if mode == "e" and row.get("sop") and _secret_path(args)[0].exists():
-        return str(row["sop"])
-    raise _not_overwritten(dst)
-
-
-def _not_overwritten(dst: Path) -> UsageError:
-    return UsageError(f"output {dst} exists and is not a de-identified file: not "
-                      "overwritten (swapped arguments? --force overwrites it)")
-
-
-def _output_of(operation: FileOperation, src: Path, sop: str) -> bool:
-    """Whether a file whose SOP Instance UID is ``sop`` is this operation's output of
-    ``src`` (its UID is the HMAC replacement of the input's)."""
-    from tasks.inventory import scan_file
-    from tasks.uids import new_uid
-
-    settings = getattr(operation, "settings", None)
-    secret = getattr(settings, "secret", None)
-    original = scan_file(src).get("sop")
-    return bool(secret and original and
-                new_uid(secret, str(getattr(settings, "root_uid", DEFAULT_ROOT)),
-                        str(original)) == sop)
+    if not scan_file(dst).get("deidentified"):
+        raise UsageError(f"output {dst} exists and is not a de-identified file: not "
+                         "overwritten (swapped arguments? --force overwrites it)")
 
 
 def _check_state_paths(args: argparse.Namespace, src: Path, dst: Path) -> None:
@@ -212,20 +186,16 @@ def _cipher(args: argparse.Namespace) -> Cipher:
     return Cipher(chosen[0]) if chosen else Cipher.AES256
 
 
-def _secret_path(args: argparse.Namespace) -> tuple[Path, bool]:
-    """Where the run's secret is, and whether it may be made there when missing."""
-    if args.secret_file:
-        return Path(args.secret_file), args.new_secret
-    if args.store:
-        return Path(args.store + ".secret"), True  # beside the store it keys
-    return default_secret_path(), True
-
-
 def _secret(args: argparse.Namespace) -> bytes:
     """The run's HMAC secret.  One named with --secret-file must exist unless --new-secret
     (a typo would otherwise silently start another set of pseudonyms); the one beside a
     --store and the per-user one are made on first use.  A new secret is always said."""
-    path, create = _secret_path(args)
+    if args.secret_file:
+        path, create = Path(args.secret_file), args.new_secret
+    elif args.store:
+        path, create = Path(args.store + ".secret"), True  # beside the store it keys
+    else:
+        path, create = default_secret_path(), True
     secret, created = load_secret(path, create=create)
     if created and (args.verbosity is None or args.verbosity >= 1):
         print(f"anonpipe: created a new secret in {path} (keep it: the same secret gives "
