@@ -13,6 +13,7 @@ the profile's business (tasks.profile); the values come from tasks.actions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import struct
@@ -31,6 +32,12 @@ from tasks.actions import (
     code_value_pseudonym,
     date_offset_days,
     dummy_value,
+)
+from tasks.codes import (
+    CODE_ITEM_SCHEME,
+    CODE_ITEM_VALUES,
+    CODING_SCHEME_DESIGNATOR,
+    standard_scheme,
 )
 from tasks.dicomio import (
     EXPLICIT_LE,
@@ -54,6 +61,8 @@ from tasks.fileio import Piece, write_atomic
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.profile import (
     DEFAULT_PROFILE,
+    DEFINITION_DATE_TAGS,
+    UID_RULE,
     Action,
     CompiledProfile,
     Decision,
@@ -61,7 +70,8 @@ from tasks.profile import (
     Rule,
     get_profile,
 )
-from tasks.uids import DEFAULT_ROOT, new_uid
+from tasks.uids import DEFAULT_ROOT, DEFINITION_UID_TAGS, instance_uids, new_uid, registered
+from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted, conforms
 
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
@@ -124,14 +134,38 @@ class DeidentifySettings:
 _dummy = dummy_value
 
 Trace = list[tuple[int, Element, str, str]]
-#: Free text (PS3.5 6.2) a sequence's D/C row covers when no row names the attribute.
-FREE_TEXT_VRS = frozenset({"ST", "LT", "UT", "UC", "PN"})
 _SCRUB_RULES = {
     Action.D: Rule("", "", "", "", "D", "", "free text inside a sequence whose row is D or "
                    "U*: dummy"),
     Action.C: Rule("", "", "", "", "C", "", "free text inside a sequence whose row is C: "
                    "cleaned"),
 }
+
+
+@functools.cache
+def _kept(why: str) -> Decision:
+    """A keep decision with its reason (for ``--explain``), one object per reason."""
+    return Decision(Action.K, Rule("", "", "", "", "K", "", why), None, "", Action.K)
+
+
+def _private_vr_problem(el: Element, listed: str, buf: bytes) -> str | None:
+    """Why a private element in a slot of the safe list (PS3.15 Table E.3.10-1) is not what
+    the list says the slot holds, or None.  An explicit VR must be the listed one; a value
+    of unknown VR (implicit files) must conform to it.  Never quotes the value."""
+    allowed = listed.split("/") if listed else []
+    if el.items is not None or el.vr == "SQ":
+        return None if "SQ" in allowed else f"a sequence where the list has {listed or 'no VR'}"
+    if el.vr != "UN":
+        if el.vr in allowed or (not listed and el.vr not in UNLISTED):
+            return None  # the listed VR, or a number where the list gives none
+        return f"VR {el.vr} where the list has {listed or 'no VR'}"
+    if not allowed:
+        return "a value of unknown VR where the list gives none"
+    if el.undefined:
+        return "an undefined length"
+    if "SQ" not in allowed and any(conforms(vr, el.value(buf)) for vr in allowed):
+        return None
+    return f"a value that is not {listed}"
 
 
 def _lazy_date_offset(secret: bytes, df: DicomFile) -> Callable[[], int]:
@@ -171,6 +205,7 @@ class _Deidentifier:
         self.trace = trace
         self.date_offset = _lazy_date_offset(settings.secret, df)
         self.clean = CleanContext(settings.secret, self.date_offset, dict(profile.clean_allow))
+        self.known_safe_only = profile.known_safe_only
 
     def walk(self, elements: list[Element], enc: Encoding, path: list[Element | Item],
              parent: int = 0, scrub: Action | None = None) -> None:
@@ -181,7 +216,11 @@ class _Deidentifier:
         the table leaves such content (e.g. an SR Text Value) to its sequence's row.
         """
         # the per-element path is inlined (decision cache, removal, _record): it runs for
-        # every element of every file (issue 6 measurements)
+        # every element of every file; an attribute no row names costs one more dict
+        # lookup, by its VR (tasks.vr: numbers, codes and times miss it and are kept)
+        kinds = self.profile.scrub_vrs if scrub is not None else self.profile.unlisted_vrs
+        code = (self._code_scheme(elements) if scrub is not None or self.known_safe_only
+                else None)
         resolver = self.resolver
         decide = resolver.decide
         cached = resolver._cache
@@ -205,8 +244,10 @@ class _Deidentifier:
                 decision = cached[key_base | tag]
             except KeyError:
                 decision = decide(tag, parent)
-            if decision is None and scrub is not None and el.vr in FREE_TEXT_VRS:
-                decision = self._scrub_decision(el, scrub)
+            if decision is None:
+                kind = kinds.get(el.vr)
+                if kind is not None:
+                    decision = self._unlisted(el, parent, kind, scrub, code)
             if decision is None or decision.action is keep:
                 if trace is not None:
                     trace.append((len(path) // 2, el, "K", decision.reason() if decision
@@ -235,6 +276,62 @@ class _Deidentifier:
     def _scrub_decision(self, el: Element, scrub: Action) -> Decision:
         rule = _SCRUB_RULES[scrub]
         return Decision(scrub, rule, None, "", Action.Z)
+
+    def _code_scheme(self, elements: list[Element]) -> bool | None:
+        """For a code item (PS3.3 Table 8.8-1): whether its scheme is a standard one; None
+        for any other data set."""
+        for el in elements:
+            if el.tag >= CODING_SCHEME_DESIGNATOR:
+                if el.tag == CODING_SCHEME_DESIGNATOR and not el.undefined:
+                    return standard_scheme(el.value(self.buf))
+                return None
+        return None
+
+    def _unlisted(self, el: Element, parent: int, kind: str, scrub: Action | None,
+                  code: bool | None) -> Decision | None:
+        """The decision for an attribute no row of the profile names, by its VR's kind
+        (tasks.vr.Unlisted): the rules past Table E.1-1 (PS3.15 E.1.1)."""
+        tag = el.tag
+        rules = self.profile.unlisted
+        if kind == Unlisted.UID:
+            if tag in DEFINITION_UID_TAGS:
+                return _kept("not in Table E.1-1: the UID names a definition, not an instance")
+            rule = rules[kind]
+            if rule is None:
+                return _kept("not in Table E.1-1: UIDs kept (retain_uids)")
+            if el.undefined or not instance_uids(el.value(self.buf)):
+                return _kept("not in Table E.1-1: a UID registered in PS3.6 Annex A")
+            return self.resolver.by_rule(tag, parent, rule)
+        if kind == Unlisted.NAME:
+            if not el.length:
+                return None
+            return self.resolver.by_rule(tag, parent, rules[kind] or _SCRUB_RULES[Action.D])
+        if kind == Unlisted.DATE:
+            if tag in DEFINITION_DATE_TAGS:
+                return _kept("not in Table E.1-1: the date versions a definition (a context "
+                             "group, a template), not an event")
+            rule = rules[kind]
+            if rule is None:
+                return _kept("not in Table E.1-1: dates kept (retain_long_full_dates)")
+            return self.resolver.by_rule(tag, parent, rule)
+        # free text and opaque bytes
+        if code is not None:
+            if tag in CODE_ITEM_SCHEME:
+                return _kept("names the coding scheme of a code item")
+            if tag in CODE_ITEM_VALUES:
+                if code:
+                    return _kept("code of a standard coding scheme (PS3.16 8): safe")
+                local = rules["code"]
+                assert local is not None
+                return self.resolver.by_rule(tag, parent, local)
+        if scrub is not None and kind == Unlisted.TEXT:
+            return self._scrub_decision(el, scrub)
+        rule = rules.get(kind)
+        if rule is None:
+            return None
+        if tag in self.profile.spec.known_safe:
+            return _kept(f"not in Table E.1-1: known safe (profile {self.profile.name})")
+        return self.resolver.by_rule(tag, parent, rule)
 
     def _enter(self, el: Element, enc: Encoding, path: list[Element | Item],
                scrub: Action | None = None) -> None:
@@ -288,6 +385,8 @@ class _Deidentifier:
             if el.length == 0:
                 return None, False
             return encode_element(el.tag, el.vr, b"", enc), False
+        if decision.rule is UID_RULE:
+            return encode_element(el.tag, el.vr, self.map_instance_uids(value), enc), False
         if action is Action.U or (action is Action.D and el.vr == "UI"):
             if not value.rstrip(b"\0 "):
                 return None, False
@@ -298,8 +397,8 @@ class _Deidentifier:
         return None, False
 
     def _clean(self, el: Element, decision: Decision, enc: Encoding) -> tuple[bytes | None, bool]:
-        if decision.rule.keyword in ("curve", "overlay_data"):
-            return None, False  # Clean Graphics: bitmaps kept (see tasks.actions)
+        if decision.rule.keyword in ("curve", "overlay_data") and el.vr not in FREE_TEXT_VRS:
+            return None, False  # Clean Graphics: bitmaps, codes, numbers kept (tasks.actions)
         value = el.value(self.buf)
         if not value.rstrip(b"\0 "):
             return None, False
@@ -360,21 +459,44 @@ class _Deidentifier:
             block = (group << 16) | (elem >> 8)
             creator = creators.get(block) if elem >> 8 >= 0x10 else None
             why = None
+            gone = f"{rule.why} (creator {creator!r})"
+            vr = el.vr
             if creator is not None:
                 if creator in profile.keep_creators:
                     why = f"profile {profile.name} keeps private creator {creator!r}"
-                elif (group, creator, elem & 0xFF) in profile.safe_private:
-                    why = f"{rule.why}: safe private (Table E.3.10-1, {creator!r})"
+                else:
+                    listed = profile.safe_private.get((group, creator, elem & 0xFF))
+                    problem = (None if listed is None
+                               else _private_vr_problem(el, listed, self.buf))
+                    if listed is None:
+                        pass
+                    elif problem is None:
+                        why = f"{rule.why}: safe private (Table E.3.10-1, {creator!r})"
+                        vr = listed.split("/")[0] if vr == "UN" and listed else vr
+                    else:
+                        gone = (f"{rule.why}: a safe private slot ({creator!r}) holding "
+                                f"{problem}: removed")
             if why is not None:
                 kept_blocks.add(block)
                 kept_groups.add(group)
+                kind = profile.unlisted_vrs.get(vr)
+                decision = (self._unlisted(el, 0, kind, None, None)
+                            if kind in (Unlisted.UID, Unlisted.NAME, Unlisted.DATE) else None)
+                if decision is not None and decision.action is not Action.K:
+                    # a kept private UID, name or date follows the rules of its VR
+                    new, _enter = self._apply(el, decision, enc)
+                    if trace is not None:
+                        trace.append((len(path) // 2, el, self._label(decision, new, False),
+                                      f"{why}; {decision.reason()}"))
+                    self._record(el, new, path)
+                    continue
                 if trace is not None:
                     trace.append((len(path) // 2, el, "K", why))
                 if el.items:
                     self._enter(el, enc, path)
                 continue
             if trace is not None:
-                trace.append((len(path) // 2, el, "X", f"{rule.why} (creator {creator!r})"))
+                trace.append((len(path) // 2, el, "X", gone))
             self._record(el, b"", path)
         for el in later:
             group, elem = el.tag >> 16, el.tag & 0xFFFF
@@ -405,6 +527,13 @@ class _Deidentifier:
             for el in elements:
                 payload[el.tag] = el
                 replace[el.start] = b""
+
+    def map_instance_uids(self, value: bytes) -> bytes:
+        """:meth:`map_uids` of the UIDs not registered in PS3.6 Annex A (kept as they are)."""
+        parts = value.rstrip(b"\0 ").split(b"\\")
+        return b"\\".join(
+            part if registered(part.strip(b"\0 ").decode("ascii", "replace")) is not None
+            else self.map_uids(part) for part in parts)
 
     def map_uids(self, value: bytes) -> bytes:
         cached = self.uid_cache.get(value)
