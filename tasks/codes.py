@@ -36,7 +36,7 @@ STANDARD_SCHEMES = frozenset({
     "GO", "HGNC", "HPC", "I10", "I10P", "I11", "I9", "I9C", "IBSI", "ISO3166_1", "ISO639_1",
     "ISO639_2", "ISO_OID", "ITIS_TSN", "LN", "MAYONRISBSASRG", "MDC", "MGI", "MSH", "NCBI",
     "NCDR", "NCIt", "NDC", "NEU", "NICIP", "NYUMCCG", "PATO", "POS", "PUBCHEM_CID",
-    "RADLEX", "RFC3066", "RFC5646", "RXNORM", "SCT", "SNM3", "SRT", "UBERON", "UCUM", "UMLS",
+    "RADLEX", "RFC3066", "RFC5646", "RXNORM", "SCPECG", "SCT", "SNM3", "SRT", "UBERON", "UCUM", "UMLS",
     "UNS", "UPC",
 })
 

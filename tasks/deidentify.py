@@ -48,6 +48,7 @@ from tasks.dicomio import (
     Element,
     Encoding,
     Item,
+    dictionary_vr,
     element_header,
     item_end,
     item_header,
@@ -315,6 +316,16 @@ class _Deidentifier:
                 return _kept("not in Table E.1-1: dates kept (retain_long_full_dates)")
             return self.resolver.by_rule(tag, parent, rule)
         # free text and opaque bytes
+        if el.items is not None:
+            return None  # a UN sequence (CP-246): its items are walked, each by its own rule
+        if el.vr == "UN" and not tag & 0x10000:
+            # a standard attribute its writer encoded as UN: the rule of its real VR
+            real = UNLISTED.get(dictionary_vr(tag), Unlisted.KEEP)
+            if real == Unlisted.KEEP or real not in rules:
+                return None
+            if real != Unlisted.TEXT:
+                return self._unlisted(el, parent, real, scrub, code)  # UID, name, date
+            kind = real
         if code is not None:
             if tag in CODE_ITEM_SCHEME:
                 return _kept("names the coding scheme of a code item")

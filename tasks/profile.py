@@ -500,6 +500,8 @@ def _compile(spec: ProfileSpec, options: frozenset[str]) -> CompiledProfile:
         safe = {(g, c, e): vr for g, c, e, vr, _m in table.SAFE_PRIVATE}
     unlisted = _unlisted_rules(spec, options) if spec.table else {}
     vrs = {vr: kind for vr, kind in UNLISTED.items() if kind in unlisted}
+    if unlisted:
+        vrs["UN"] = Unlisted.BULK  # a standard attribute encoded as UN: by its real VR
     scrub = {**vrs, **({vr: Unlisted.TEXT for vr in FREE_TEXT_VRS} if unlisted else {})}
     return CompiledProfile(
         spec=spec, options=options, rules=rules, patterns=patterns, safe_private=safe,
