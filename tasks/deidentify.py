@@ -252,7 +252,7 @@ class _Deidentifier:
             if decision is None or decision.action is keep:
                 if trace is not None:
                     trace.append((len(path) // 2, el, "K", decision.reason() if decision
-                                  else "not in the profile: kept"))
+                                  else self._kept_why(el)))
                 if el.items:
                     self._enter(el, enc, path, scrub)
                 continue
@@ -277,6 +277,18 @@ class _Deidentifier:
     def _scrub_decision(self, el: Element, scrub: Action) -> Decision:
         rule = _SCRUB_RULES[scrub]
         return Decision(scrub, rule, None, "", Action.Z)
+
+    def _kept_why(self, el: Element) -> str:
+        """Why an attribute no rule acts on is kept (``--explain`` only)."""
+        if not self.profile.unlisted:
+            return "not in the profile: kept"
+        kind = UNLISTED.get(el.vr, Unlisted.KEEP)
+        if el.vr == "SQ" or el.items is not None:
+            return "not in Table E.1-1: sequence kept, its items walked"
+        if kind == Unlisted.KEEP:
+            return f"not in Table E.1-1: VR {el.vr} (a number, code, time or age) kept"
+        return (f"not in Table E.1-1: VR {el.vr} kept (PS3.15 E.1.1; the strict profile keeps "
+                "only what is known safe)")
 
     def _code_scheme(self, elements: list[Element]) -> bool | None:
         """For a code item (PS3.3 Table 8.8-1): whether its scheme is a standard one; None
