@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tasks.dicomio import DicomFile, Element, read_header
 from tasks.errors import AnonpipeError
+from tasks.filemeta import preamble_data
 from tasks.profile import DEFAULT_PROFILE, Action, get_profile
 from tasks.uids import DEFINITION_UID_TAGS, registered
 
@@ -152,6 +152,8 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
     media_class = media.value(df.meta_bytes).rstrip(b"\0 ").decode("ascii", "replace") \
         if media is not None else None
     row["dicomdir"] = DICOMDIR_SOP_CLASS in (row["sop_class"], media_class)
+    if preamble_data(df.raw_prefix) is not None:
+        row["preamble"] = True  # -e writes zeros there (a TIFF view is lost): said in pass 1
     every: set[str] = set()
     mapped: set[str] = set()
     if replaced is None:
@@ -196,8 +198,3 @@ def scan_batch(batch: ScanBatch) -> dict[str, Any]:
         rows[rel] = json.dumps(row, separators=(",", ":"))
     return {"batch_id": batch.batch_id, "rows": rows, "bytes": nbytes, "errors": errors}
 
-
-def scan_paths(root: Path, rels: Iterable[str], replaced: frozenset[int] | None = None
-               ) -> dict[str, dict[str, Any]]:
-    """Convenience for tests and tools: rows for several files."""
-    return {rel: scan_file(root / rel, replaced) for rel in rels}
