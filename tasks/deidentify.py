@@ -70,7 +70,6 @@ from tasks.payload import (
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.profile import (
     DEFAULT_PROFILE,
-    DEFINITION_DATE_TAGS,
     UID_RULE,
     Action,
     CompiledProfile,
@@ -78,8 +77,9 @@ from tasks.profile import (
     ProfileSpec,
     Rule,
     get_profile,
+    kept_decision,
 )
-from tasks.uids import DEFAULT_ROOT, DEFINITION_UID_TAGS, instance_uids, new_uid, registered
+from tasks.uids import DEFAULT_ROOT, instance_uids, new_uid, registered
 from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted, conforms
 
 if TYPE_CHECKING:
@@ -137,10 +137,7 @@ _SCRUB_RULES = {
 }
 
 
-@functools.cache
-def _kept(why: str) -> Decision:
-    """A keep decision with its reason (for ``--explain``), one object per reason."""
-    return Decision(Action.K, Rule("", "", "", "", "K", "", why), None, "", Action.K)
+_kept = kept_decision
 
 
 def _private_vr_problem(el: Element, listed: str, buf: bytes) -> str | None:
@@ -301,8 +298,7 @@ class _Deidentifier:
         tag = el.tag
         rules = self.profile.unlisted
         if kind == Unlisted.UID:
-            if tag in DEFINITION_UID_TAGS:
-                return _kept("not in Table E.1-1: the UID names a definition, not an instance")
+            # (attributes naming a definition are kept by the resolver: tasks.profile)
             rule = rules[kind]
             if rule is None:
                 return _kept("not in Table E.1-1: UIDs kept (retain_uids)")
@@ -314,9 +310,6 @@ class _Deidentifier:
                 return None
             return self.resolver.by_rule(tag, parent, rules[kind] or _SCRUB_RULES[Action.D])
         if kind == Unlisted.DATE:
-            if tag in DEFINITION_DATE_TAGS:
-                return _kept("not in Table E.1-1: the date versions a definition (a context "
-                             "group, a template), not an event")
             rule = rules[kind]
             if rule is None:
                 return _kept("not in Table E.1-1: dates kept (retain_long_full_dates)")

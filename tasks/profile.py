@@ -31,6 +31,7 @@ from tasks import _profile_table as table
 from tasks.builtin import config_dir
 from tasks.errors import ProfileError
 from tasks.iod_types import attribute_type, iod_for_sop_class
+from tasks.uids import DEFINITION_UID_TAGS
 from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted
 
 
@@ -296,6 +297,23 @@ def resolve_code(code: str, kind: str | None) -> tuple[str, str]:
     return chosen, f"; Type {kind} -> {chosen}"
 
 
+@functools.cache
+def kept_decision(why: str) -> Decision:
+    """A keep decision with its reason (for ``--explain``), one object per reason."""
+    return Decision(Action.K, Rule("", "", "", "", "K", "", why), None, "", Action.K)
+
+
+def _definition_decision(tag: int) -> Decision | None:
+    """Unlisted UIDs and dates that name or version a definition are kept: decided once
+    per tag here, in the resolver's cache, not per element by value (tasks.deidentify)."""
+    if tag in DEFINITION_UID_TAGS:
+        return kept_decision("not in Table E.1-1: the UID names a definition, not an instance")
+    if tag in DEFINITION_DATE_TAGS:
+        return kept_decision("not in Table E.1-1: the date versions a definition (a context "
+                             "group, a template), not an event")
+    return None
+
+
 _CODE_ACTION = {"X": Action.X, "Z": Action.Z, "D": Action.D, "K": Action.K, "C": Action.C,
                 "U": Action.U, "U*": Action.U}
 
@@ -357,6 +375,8 @@ class Resolver:
                     rule = data_rule
                     note = "; Clean Graphics cleans the plane's text"
             if rule is None:
+                if profile.unlisted:
+                    return _definition_decision(tag)
                 return None
         kind = attribute_type(self.iod, parent, tag)
         code, how = resolve_code(rule.code, kind)
