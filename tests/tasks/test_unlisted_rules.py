@@ -18,7 +18,7 @@ from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.explain import explain_bytes
 from tasks.inventory import replaced_tags, scan_file
-from tasks.profile import OPTIONS
+from tasks.profile import OPTIONS, get_profile
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
 from tests.conftest import Pki
 from tests.tokens import without_encrypted_attributes
@@ -67,6 +67,7 @@ def _level(m: Markers, depth: int) -> Dataset:
     ds.add_new(0x00142006, "PN", m.add("name", f"PNMARK{depth}A^ONE"))  # Evaluator Name
     ds.add_new(0x00140104, "PN", m.add("name", f"PNMARK{depth}B^TWO"))  # Secondary Reviewer
     ds.add_new(0x00140102, "DA", m.add("date", f"197{depth}0203"))  # Secondary Review Date
+    ds.add_new(0x0008041F, "DT", m.add("date", f"198{depth}0405101500"))  # Study Update DT
     ds.add_new(0x00400400, "LT", m.add("text", f"TXTMARK{depth}A"))  # Comments on the SPS
     ds.add_new(0x00420010, "ST", m.add("text", f"TXTMARK{depth}B"))  # Document Title
     ds.add_new(0x00100033, "LO", m.add("text", f"TXTMARK{depth}C"))  # Birth Date Alt. Cal.
@@ -225,11 +226,42 @@ def test_inventory_records_every_instance_uid(tmp_path: Path) -> None:
     assert WELL_KNOWN_FRAME not in row["replace"]
     assert "1.2.840.10008.5.1.4.1.1.2" not in row["replace"]  # a SOP Class names a definition
     assert not m.of("uid") & set(scan_file(path, replaced_tags("gdcmanon"))["replace"])
-    retained = scan_file(path, replaced_tags(get_retaining_profile()))["replace"]
-    assert not m.of("uid") & set(retained)
+    retained = scan_file(path, replaced_tags(get_profile("basic", ["retain_uids"])))
+    assert not m.of("uid") & set(retained["replace"])
 
 
-def get_retaining_profile() -> object:
-    from tasks.profile import get_profile
+def test_private_block_kept_by_a_site_profile_follows_the_vr_rules(tmp_path: Path) -> None:
+    """keep_private_creators keeps a block: its UIDs are replaced, names and dates too."""
+    site = tmp_path / "site.yaml"
+    site.write_text(f"name: site\nextends: basic\nkeep_private_creators: [{UID_CREATOR}]\n")
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.SOPInstanceUID = "1.2.3.4.1"
+    ds.add_new(0x01290010, "LO", UID_CREATOR)
+    ds.add_new(0x01291002, "UI", f"{ROOT}.9002")
+    ds.add_new(0x01291003, "PN", "PRVNAME^MARK")
+    ds.add_new(0x01291004, "DA", "19650304")
+    ds.add_new(0x01291005, "LO", "KEPT TEXT")
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    out = deidentify_bytes(buffer.getvalue(), DeidentifySettings(secret=SECRET,
+                                                                 profile=str(site)))
+    assert surviving(out, {f"{ROOT}.9002", "PRVNAME", "19650304"}) == set()
+    assert b"KEPT TEXT" in out  # the profile keeps the block's text on purpose
 
-    return get_profile("basic", ["retain_uids"])
+
+@pytest.mark.parametrize("text, message", [
+    ("unlisted: drop\n", "unlisted must be one of keep, known-safe"),
+    ("known_safe: [NoSuchKeyword]\n", "unknown attribute 'NoSuchKeyword'"),
+    ("table: none\nunlisted: known-safe\n", "need the ps3.15-e1-1 table"),
+])
+def test_unlisted_policy_is_validated(tmp_path: Path, text: str, message: str) -> None:
+    from tasks.errors import ProfileError
+    from tasks.profile import load_profile
+
+    path = tmp_path / "p.yaml"
+    path.write_text("name: p\n" + text)
+    with pytest.raises(ProfileError, match=re.escape(message)):
+        load_profile(str(path))
