@@ -69,6 +69,14 @@ _KEYS = {
 #: ``keep`` them (PS3.15 E.1.1, the ``basic`` profile), or keep only the ``known_safe``
 #: attributes and remove/empty the others by Type (the ``strict`` profile).
 UNLISTED_POLICIES = ("keep", "known-safe")
+#: Attributes the built-in profiles give rows of their own outside Table E.1-1 (keyword,
+#: name, VR as in PS3.6): loading the default profile needs no data dictionary (start-up)
+BUILTIN_ROW_ATTRIBUTES: dict[int, tuple[str, str, str]] = {
+    0x00100033: ("PatientBirthDateInAlternativeCalendar",
+                 "Patient's Birth Date in Alternative Calendar", "LO"),
+    0x00100034: ("PatientDeathDateInAlternativeCalendar",
+                 "Patient's Death Date in Alternative Calendar", "LO"),
+}
 #: Dates that describe a definition (a context group's or template's version), not an
 #: event in a patient's care: kept by the unlisted-date rule (PS3.3 Table 8.8-1, C.18.8)
 DEFINITION_DATE_TAGS: dict[int, str] = {
@@ -115,7 +123,7 @@ def parse_attribute(text: object, where: str) -> int:
             return int(m.group(1) + m.group(2), 16)
         # the table's keywords first (they are pydicom's): a profile naming only Table E.1-1
         # attributes never loads pydicom's dictionary (start-up time)
-        tag = _row_keywords().get(text)
+        tag = _row_keywords().get(text) or _BUILTIN_KEYWORDS.get(text)
         if tag is None:
             from pydicom.datadict import tag_for_keyword
 
@@ -123,6 +131,9 @@ def parse_attribute(text: object, where: str) -> int:
         if tag is not None:
             return tag
     raise ProfileError(f"{where}: unknown attribute {text!r} (use a DICOM keyword or (gggg,eeee))")
+
+
+_BUILTIN_KEYWORDS = {keyword: tag for tag, (keyword, _n, _v) in BUILTIN_ROW_ATTRIBUTES.items()}
 
 
 def _resolve_path(name_or_path: str) -> Path:
@@ -505,14 +516,23 @@ def _compile(spec: ProfileSpec, options: frozenset[str]) -> CompiledProfile:
             rules[tag] = Rule(old.tag_text, old.keyword, old.name, old.vr, code, old.basic,
                               f"{old.why}; profile {spec.name} {code}")
         else:
-            from pydicom.datadict import dictionary_description, dictionary_keyword, dictionary_VR
-
             tag_text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-            try:
-                keyword, name, vr = (dictionary_keyword(tag), dictionary_description(tag),
-                                     dictionary_VR(tag))
-            except KeyError:
-                keyword, name, vr = (row[2], row[3], row[4]) if row else (tag_text, tag_text, "")
+            known = BUILTIN_ROW_ATTRIBUTES.get(tag)
+            if known is not None:
+                keyword, name, vr = known
+            else:
+                from pydicom.datadict import (
+                    dictionary_description,
+                    dictionary_keyword,
+                    dictionary_VR,
+                )
+
+                try:
+                    keyword, name, vr = (dictionary_keyword(tag), dictionary_description(tag),
+                                         dictionary_VR(tag))
+                except KeyError:
+                    keyword, name, vr = ((row[2], row[3], row[4]) if row
+                                         else (tag_text, tag_text, ""))
             rules[tag] = Rule(tag_text, keyword, name, vr, code, "",
                               f"profile {spec.name} {code}")
     safe: dict[tuple[int, str, int], str] = {}

@@ -70,8 +70,9 @@ def _level(m: Markers, depth: int) -> Dataset:
     ds.add_new(0x0008041F, "DT", m.add("date", f"198{depth}0405101500"))  # Study Update DT
     ds.add_new(0x00400400, "LT", m.add("text", f"TXTMARK{depth}A"))  # Comments on the SPS
     ds.add_new(0x00420010, "ST", m.add("text", f"TXTMARK{depth}B"))  # Document Title
-    ds.add_new(0x00100033, "LO", m.add("text", f"TXTMARK{depth}C"))  # Birth Date Alt. Cal.
-    ds.add_new(0x00100034, "LO", m.add("text", f"TXTMARK{depth}D"))  # Death Date Alt. Cal.
+    # dates in another calendar (LO): removed by basic's own rows, whatever the Options
+    ds.add_new(0x00100033, "LO", m.add("altdate", f"ALTMARK{depth}C"))  # Birth Date Alt. Cal.
+    ds.add_new(0x00100034, "LO", m.add("altdate", f"ALTMARK{depth}D"))  # Death Date Alt. Cal.
     ds.add_new(0x0040A160, "UT", m.add("text", f"TXTMARK{depth}E"))  # Text Value
     return ds
 
