@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
@@ -142,11 +147,14 @@ def build(m: Markers, syntax: str) -> bytes:
     return buffer.getvalue()
 
 
-SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
+            DeflatedExplicitVRLittleEndian)
+SYNTAX_IDS = ["explicit", "implicit", "big", "deflated"]
 _DERIVED_UID = re.compile(rb"2\.25\.[0-9]+")
 
 
 def surviving(out: bytes, markers: set[str]) -> set[str]:
+    """Markers in ``out`` (inflated) outside (0400,0500) and the UIDs made under 2.25."""
     clear = _DERIVED_UID.sub(b"", without_encrypted_attributes(out))
     return {m for m in markers if m.encode() in clear}
 
@@ -172,7 +180,7 @@ def expected_survivors(m: Markers, profile: str, option: str | None) -> set[str]
     return kept
 
 
-@pytest.mark.parametrize("syntax", SYNTAXES, ids=["explicit", "implicit", "big"])
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=SYNTAX_IDS)
 @pytest.mark.parametrize("profile", ["basic", "strict"])
 def test_no_marker_survives_and_restore_is_byte_exact(syntax: str, profile: str,
                                                       encryptor: EnvelopeEncryptor,
@@ -180,18 +188,19 @@ def test_no_marker_survives_and_restore_is_byte_exact(syntax: str, profile: str,
     m = Markers()
     data = build(m, syntax)
     every = m.of(*m.places)
-    assert surviving(data, every) == every  # the file holds each marker before
+    assert surviving(data, every) == every  # the file holds each marker before (inflated)
     for option in (None, *OPTIONS):
         settings = DeidentifySettings(secret=SECRET, encryptor=encryptor, profile=profile,
                                       options=(option,) if option else ())
         out = deidentify_bytes(data, settings)
         assert surviving(out, every) == expected_survivors(m, profile, option), option
-        assert STANDARD_MEANING.encode() in out  # codes of a standard scheme are kept
-        assert WELL_KNOWN_FRAME.encode() in out  # a registered UID is not an instance UID
+        clear = without_encrypted_attributes(out)  # inflated
+        assert STANDARD_MEANING.encode() in clear  # codes of a standard scheme are kept
+        assert WELL_KNOWN_FRAME.encode() in clear  # a registered UID is not an instance UID
         assert reidentify_bytes(out, reid) == data, option
 
 
-@pytest.mark.parametrize("syntax", SYNTAXES, ids=["explicit", "implicit", "big"])
+@pytest.mark.parametrize("syntax", SYNTAXES, ids=SYNTAX_IDS)
 def test_safe_private_keeps_only_values_of_the_listed_vr(syntax: str) -> None:
     data = build(Markers(), syntax)
     settings = DeidentifySettings(secret=SECRET, options=("retain_safe_private",))
