@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ def _collect_uids(df: DicomFile, elements: list[Element], replaced: frozenset[in
                 _collect_uids(df, item.elements, replaced, every, mapped)
             continue
         if el.vr != "UI" or el.undefined or not el.length:
+            if instances and el.vr == "UN" and el.tag & 0x10000 and 0 < el.length <= 64:
+                _private_uid(el.value(body), mapped)
             continue
         tag = el.tag
         listed = tag in replaced
@@ -86,6 +89,19 @@ def _collect_uids(df: DicomFile, elements: list[Element], replaced: frozenset[in
                 every.add(uid)
                 if listed or (unlisted and registered(uid) is None):
                     mapped.add(uid)
+
+
+_UID_VALUE = re.compile(rb"[0-9]+(\.[0-9]+)+[\0 ]?")
+
+
+def _private_uid(value: bytes, mapped: set[str]) -> None:
+    """A private value of unknown VR (implicit files) that is a UID: an option or a site
+    profile may keep its slot, and the de-identifier then replaces it (a slot of the safe
+    list that defines a UI), so the mapping records it; one kept nowhere costs a row."""
+    if _UID_VALUE.fullmatch(value):
+        uid = value.rstrip(b"\0 ").decode("ascii")
+        if registered(uid) is None:
+            mapped.add(uid)
 
 
 def _other_ids(df: DicomFile) -> list[str]:

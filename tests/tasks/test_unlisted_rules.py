@@ -233,6 +233,7 @@ def test_inventory_records_every_instance_uid(tmp_path: Path) -> None:
     path.write_bytes(build(m, ImplicitVRLittleEndian))
     row = scan_file(path, replaced_tags("basic"))
     assert m.of("uid") <= set(row["replace"])
+    assert f"{ROOT}.9001" in row["replace"]  # a private UI of unknown VR a slot may keep
     assert WELL_KNOWN_FRAME not in row["replace"]
     assert "1.2.840.10008.5.1.4.1.1.2" not in row["replace"]  # a SOP Class names a definition
     assert not m.of("uid") & set(scan_file(path, replaced_tags("gdcmanon"))["replace"])
