@@ -51,6 +51,15 @@ from tasks.dicomio import (
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
+from tasks.pixels.clean import (
+    CLEAN_PIXEL_CODE,
+    CLEAN_PIXEL_METHOD,
+    DEFAULT_POLICY,
+    PixelResult,
+    candidate,
+    pixel_policy,
+)
+from tasks.pixels.preview import write_preview
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.profile import (
     DEFAULT_PROFILE,
@@ -107,8 +116,17 @@ class DeidentifySettings:
     encryptor: EnvelopeEncryptor | None = None  # None: irreversible, no (0400,0500)
     #: PS3.15 Options (tasks.profile.OPTIONS names) on top of the profile's own
     options: tuple[str, ...] = ()
-    #: process files the profile would refuse for burned-in annotation (pixels not cleaned)
+    #: process files the profile would refuse for burned-in annotation (pixels not cleaned):
+    #: the older name of ``pixels="keep"``
     allow_burned_in: bool = False
+    #: what to do with pixels that may show text: clean, refuse or keep (tasks.pixels.clean)
+    pixels: str = DEFAULT_POLICY
+    #: a folder for before/after PNGs of every file cleaned (a person checks a sample)
+    pixels_preview: str | None = None
+
+    @property
+    def pixel_policy(self) -> str:
+        return "keep" if self.allow_burned_in else self.pixels
 
     @property
     def irreversible(self) -> bool:
@@ -498,23 +516,32 @@ def check_deidentifiable(df: DicomFile) -> None:
         )
 
 
-def check_burned_in(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings) -> None:
-    """Refuse pixel data that may show identifying text: we do not clean pixels."""
-    if settings.allow_burned_in:
-        return
+def pixel_step(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings
+               ) -> PixelResult | None:
+    """Clean Pixel Data (tasks.pixels) for files whose pixels may show text, under the
+    settings' policy: None when the pixels stay as they are; refusals raise."""
+    return pixel_policy(df, profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
+                                                     df.top_text(BURNED_IN_ANNOTATION)),
+                        profile.spec.pixel_rules, settings.pixel_policy, df.enc)
+
+
+def _pixels_wanted(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings
+                   ) -> bool:
+    """Whether ``df``'s pixels will be decoded (then it is read whole, not split)."""
+    if settings.pixel_policy != "clean":
+        return False
     reason = profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
                                       df.top_text(BURNED_IN_ANNOTATION))
-    if reason is not None:
-        raise UnsupportedFileError(
-            f"burned-in annotation: {reason}; anonpipe does not clean pixel data "
-            "(--allow-burned-in processes it anyway)")
+    return candidate(df, reason, profile.spec.pixel_rules)[0] is not None
 
 
-def _method_codes(profile: CompiledProfile, enc: Encoding) -> bytes | None:
+def _method_codes(profile: CompiledProfile, enc: Encoding, pixels: bool = False) -> bytes | None:
     """(0012,0064) De-identification Method Code Sequence: one CID 7050 item per code."""
     codes = profile.method_codes()
     if not codes:
         return None
+    if pixels:
+        codes = [*codes, CLEAN_PIXEL_CODE]
     items = b""
     for value, scheme, meaning in codes:
         body = (encode_element(CODE_VALUE, "SH", value.encode(), enc)
@@ -550,7 +577,8 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings
     file does not split: de-identify it whole."""
     profile = settings.compiled_profile()
     return split_rendered(
-        fd, size, lambda df, stand_in: _deidentified(df, b"", profile, settings, None, stand_in),
+        fd, size, lambda df, stand_in: None if _pixels_wanted(df, profile, settings)
+        else _deidentified(df, b"", profile, settings, None, stand_in),
         _private_runs(profile, None))
 
 
@@ -567,8 +595,7 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
     files only).  ``stand_in``: the body offset of a Pixel Data stand-in
     (``tasks.pixeltail``) and the object to render in its place, a piece of its own."""
     check_deidentifiable(df)
-    if trace is None:
-        check_burned_in(df, profile, settings)
+    pixels = pixel_step(df, profile, settings) if trace is None else None
     work = _Deidentifier(df, profile, settings, trace)
     work.walk(df.elements, df.enc, [])
     enc = df.enc
@@ -594,10 +621,16 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
         plan.insert[PATIENT_IDENTITY_REMOVED] = encode_element(
             PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc)
         plan.insert[DEIDENTIFICATION_METHOD] = encode_element(
-            DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc)
-        codes = _method_codes(profile, enc)
+            DEIDENTIFICATION_METHOD, "LO", profile.method.encode()
+            + (b"\\" + CLEAN_PIXEL_METHOD if pixels is not None else b""), enc)
+        codes = _method_codes(profile, enc, pixels is not None)
         if codes is not None:
             added[DEIDENTIFICATION_METHOD_CODES] = codes
+    if pixels is not None:  # the cleaned Pixel Data, (0028,0301) NO, ...: originals to the payload
+        added.update(pixels.elements)
+        if settings.pixels_preview:
+            write_preview(settings.pixels_preview, work.map_uids(
+                df.top_value(SOP_INSTANCE_UID) or b"").rstrip(b"\0 ").decode(), pixels)
     for tag, encoded in added.items():
         el = df.top(tag)
         if el is not None:

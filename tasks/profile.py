@@ -60,6 +60,7 @@ _KEYS = {
     "name": str, "description": str, "extends": str, "table": str, "method": str,
     "options": list, "actions": dict, "keep_private_creators": list, "clean_allow": dict,
     "burned_in_check": bool, "burned_in_sop_classes": list, "method_code_sequence": bool,
+    "pixel_rules": list,
 }
 
 
@@ -82,6 +83,8 @@ class ProfileSpec:
     burned_in_check: bool = True
     burned_in_sop_classes: frozenset[str] = frozenset()
     method_code_sequence: bool = True
+    #: region rule files (tasks.pixels.rules), resolved paths; a profile adds to its base's
+    pixel_rules: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -189,6 +192,14 @@ def load_profile(name_or_path: str | ProfileSpec, _seen: tuple[str, ...] = ()) -
     for uid in sop_classes or []:
         if not isinstance(uid, str) or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid):
             raise ProfileError(f"{where}: burned_in_sop_classes: {uid!r} is not a UID")
+    pixel_rules = list(base.pixel_rules if base else ())
+    for rule_file in data.get("pixel_rules") or []:
+        from tasks.pixels.rules import load_rules, resolve_rule_file
+
+        resolved = str(resolve_rule_file(str(rule_file), path.parent))
+        load_rules(resolved)  # validated here, at the boundary
+        if resolved not in pixel_rules:
+            pixel_rules.append(resolved)
     spec = ProfileSpec(
         name=str(name),
         source=where,
@@ -205,6 +216,7 @@ def load_profile(name_or_path: str | ProfileSpec, _seen: tuple[str, ...] = ()) -
                                         else (base.burned_in_sop_classes if base else ())),
         method_code_sequence=bool(data.get("method_code_sequence",
                                            base.method_code_sequence if base else True)),
+        pixel_rules=tuple(pixel_rules),
     )
     if options and not spec.table:
         raise ProfileError(f"{where}: options need the {TABLE_NAME} table")

@@ -1,0 +1,263 @@
+"""Frames out of a Pixel Data element and back into the same transfer syntax.
+
+- native (uncompressed) pixels, 8 to 32 bits allocated, any photometric interpretation with
+  one or three samples (either planar configuration), little or big endian: edited in place,
+  so only the blanked pixels change;
+- RLE Lossless: decoded and re-encoded losslessly (pydicom's RLE codec);
+- JPEG Baseline (Process 1): decoded and re-encoded with Pillow (quality 95, the original
+  chroma subsampling).  This is lossy: every pixel may change slightly, and the file says so
+  in (0028,2110) Lossy Image Compression, (0028,2112) Ratio and (0028,2114) Method.
+- anything else (JPEG-LS, JPEG 2000, 1-bit, YBR_*_422 native, ...) raises
+  :class:`PixelCodecError` with the reason: the file is refused, never written half-clean.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tasks.dicomio import PIXEL_DATA, DicomFile, Element, Encoding, element_header
+from tasks.edit import encode_element
+
+NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
+          "1.2.840.10008.1.2.1.99"}
+RLE = "1.2.840.10008.1.2.5"
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\0\0\0\0"
+LOSSY_IMAGE_COMPRESSION = 0x00282110
+LOSSY_RATIO = 0x00282112
+LOSSY_METHOD = 0x00282114
+#: JPEG Baseline re-encoding quality (Pillow's scale): visually lossless on US/SC images
+JPEG_QUALITY = 95
+
+
+class PixelCodecError(Exception):
+    """The pixel data cannot be decoded and re-encoded here (the reason, no patient data)."""
+
+
+def _us(df: DicomFile, tag: int, default: int | None = None) -> int:
+    from tasks.pixels.rules import header_value
+
+    value = header_value(df, tag)
+    if value is None or value == "":
+        if default is None:
+            raise PixelCodecError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) is missing")
+        return default
+    try:
+        return int(str(value).split("\\")[0].strip())
+    except ValueError:
+        raise PixelCodecError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) is not a number") from None
+
+
+@dataclass
+class Frames:
+    """Decoded frames, (rows, columns) or (rows, columns, samples), and how to put them
+    back.  ``frames`` are writable; :meth:`encode` returns the new top-level elements."""
+
+    transfer_syntax: str
+    photometric: str
+    bits_stored: int
+    signed: bool
+    frames: list[np.ndarray]
+    element: Element
+    header: bytes  # the original element's header (native: same length after editing)
+    lossy: bool = False
+    original_size: int = 0
+    range: tuple[float, float] | None = None
+
+    def blank_value(self, frame: np.ndarray) -> np.ndarray | int:
+        """Black in this photometric interpretation."""
+        if self.photometric == "MONOCHROME1":
+            return int(frame.max())
+        if self.photometric.startswith("YBR") and frame.ndim == 3:
+            return np.array([0, 1 << (self.bits_stored - 1), 1 << (self.bits_stored - 1)],
+                            dtype=frame.dtype)
+        if frame.ndim == 3:
+            return 0
+        return int(frame.min())
+
+    def gray8(self, index: int) -> np.ndarray:
+        """Frame ``index`` as 8-bit grey, bright meaning bright on screen (what OCR reads),
+        scaled by the range the frames had when decoded (:meth:`fix_range`): after blanking
+        the text the brightest pixels left are not promoted to text's brightness."""
+        grey = self._grey(self.frames[index])
+        if self.range is None:
+            self.fix_range()
+        assert self.range is not None
+        lo, hi = self.range
+        scaled = np.clip((grey - lo) * (255.0 / (hi - lo)), 0, 255) if hi > lo else grey * 0
+        if self.photometric == "MONOCHROME1":
+            scaled = 255.0 - scaled
+        return scaled.astype(np.uint8)
+
+    def fix_range(self, indices: list[int] | None = None) -> None:
+        """Fix the grey range (of ``indices``, default all frames) before anything changes."""
+        chosen = [self.frames[i] for i in (indices or range(len(self.frames)))]
+        greys = [self._grey(frame) for frame in chosen]
+        self.range = min(float(g.min()) for g in greys), max(float(g.max()) for g in greys)
+
+    def _grey(self, frame: np.ndarray) -> np.ndarray:
+        if frame.ndim == 3:
+            return (frame[..., 0].astype(np.float32) if self.photometric.startswith("YBR")
+                    else frame.max(axis=2).astype(np.float32))
+        return frame.astype(np.float32)
+
+    def encode(self, enc: Encoding) -> dict[int, bytes]:
+        """The new Pixel Data element (and the lossy attributes when re-encoded lossy)."""
+        if self.transfer_syntax in NATIVE:
+            stacked = np.stack(self.frames)
+            if self._planar:
+                stacked = np.moveaxis(stacked, 3, 1)
+            value = stacked.tobytes()
+            if len(value) % 2:
+                value += b"\0"
+            if len(value) != self.element.length:
+                value = value[:self.element.length]
+            return {PIXEL_DATA: self.header + value}
+        fragments = [self._encode_frame(frame) for frame in self.frames]
+        from pydicom.encaps import encapsulate
+
+        value = encapsulate(fragments, has_bot=len(fragments) > 1) + SEQUENCE_DELIMITER
+        out = {PIXEL_DATA: element_header(PIXEL_DATA, "OB", 0xFFFFFFFF, enc) + value}
+        if self.lossy:
+            total = sum(len(f) for f in fragments)
+            ratio = f"{self.original_size / max(total, 1):.2f}".encode()
+            out[LOSSY_IMAGE_COMPRESSION] = encode_element(LOSSY_IMAGE_COMPRESSION, "CS", b"01",
+                                                          enc)
+            out[LOSSY_RATIO] = encode_element(LOSSY_RATIO, "DS", ratio, enc)
+            out[LOSSY_METHOD] = encode_element(LOSSY_METHOD, "CS", b"ISO_10918_1", enc)
+        return out
+
+    _planar: bool = False
+    _subsampling: int = 2
+
+    def _encode_frame(self, frame: np.ndarray) -> bytes:
+        if self.transfer_syntax == JPEG_BASELINE:
+            from PIL import Image
+
+            image = Image.fromarray(frame, "RGB" if frame.ndim == 3 else "L")
+            out = io.BytesIO()
+            image.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=self._subsampling)
+            data = out.getvalue()
+            return data + b"\0" if len(data) % 2 else data
+        from pydicom.pixels.encoders.base import RLELosslessEncoder
+
+        samples = 1 if frame.ndim == 2 else frame.shape[2]
+        bits = frame.dtype.itemsize * 8
+        data = RLELosslessEncoder.encode(
+            frame, encoding_plugin="pydicom", rows=frame.shape[0], columns=frame.shape[1],
+            samples_per_pixel=samples, bits_allocated=bits, bits_stored=bits,
+            pixel_representation=0, photometric_interpretation=self.photometric,
+            number_of_frames=1, planar_configuration=0)
+        return data + b"\0" if len(data) % 2 else data
+
+
+def decode(df: DicomFile, transfer_syntax: str) -> Frames:
+    """The frames of ``df``'s top-level Pixel Data, editable."""
+    el = df.top(PIXEL_DATA)
+    if el is None:
+        raise PixelCodecError("no Pixel Data")
+    rows, columns = _us(df, 0x00280010), _us(df, 0x00280011)
+    samples = _us(df, 0x00280002, 1)
+    allocated = _us(df, 0x00280100)
+    stored = _us(df, 0x00280101, allocated)
+    signed = _us(df, 0x00280103, 0) == 1
+    planar = _us(df, 0x00280006, 0) == 1
+    count = _us(df, 0x00280008, 1) or 1
+    photometric = (df.top_text(0x00280004) or "").strip().upper()
+    if samples not in (1, 3) or rows == 0 or columns == 0:
+        raise PixelCodecError(f"{samples} samples per pixel of {rows}x{columns} not supported")
+    header = df.body[el.start:el.value_start]
+    if transfer_syntax in NATIVE:
+        if el.undefined:
+            raise PixelCodecError("native pixel data of undefined length")
+        if allocated not in (8, 16, 32):
+            raise PixelCodecError(f"{allocated}-bit allocated pixels are not supported")
+        if photometric.endswith(("_422", "_420")):
+            raise PixelCodecError(f"native {photometric} pixels are not supported")
+        endian = "<" if df.enc.little else ">"
+        dtype = np.dtype(f"{endian}{'i' if signed else 'u'}{allocated // 8}")
+        per_frame = rows * columns * samples
+        value = el.value(df.body)
+        if len(value) < per_frame * count * dtype.itemsize:
+            raise PixelCodecError("Pixel Data is shorter than its rows, columns and frames say")
+        flat = np.frombuffer(value, dtype, per_frame * count).copy()
+        if samples == 1:
+            frames = list(flat.reshape(count, rows, columns))
+        elif planar:
+            frames = list(np.moveaxis(flat.reshape(count, samples, rows, columns), 1, 3))
+        else:
+            frames = list(flat.reshape(count, rows, columns, samples))
+        out = Frames(transfer_syntax, photometric, stored, signed, frames, el, header)
+        out._planar = planar and samples > 1
+        return out
+    if not el.undefined:
+        raise PixelCodecError("encapsulated pixel data of defined length")
+    from pydicom.encaps import generate_frames
+
+    value = df.body[el.value_start:el.end]
+    try:
+        encoded = list(generate_frames(value, number_of_frames=count))
+    except Exception as exc:  # noqa: BLE001 - a malformed encapsulation, whatever pydicom says
+        raise PixelCodecError(f"encapsulated pixel data is malformed ({type(exc).__name__})"
+                              ) from None
+    if transfer_syntax == JPEG_BASELINE:
+        return _decode_jpeg(encoded, photometric, el, header, rows, columns, samples)
+    if transfer_syntax == RLE:
+        return _decode_rle(encoded, photometric, el, header, rows, columns, samples, allocated,
+                           stored, signed)
+    raise PixelCodecError(f"transfer syntax {transfer_syntax} cannot be re-encoded here "
+                          "(native, RLE Lossless and JPEG Baseline can)")
+
+
+def _decode_jpeg(encoded: list[bytes], photometric: str, el: Element, header: bytes,
+                 rows: int, columns: int, samples: int) -> Frames:
+    from PIL import Image
+
+    frames = []
+    subsampling = 2
+    for data in encoded:
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except Exception as exc:  # noqa: BLE001 - Pillow's many decoder errors
+            raise PixelCodecError(f"JPEG frame cannot be decoded ({type(exc).__name__})"
+                                  ) from None
+        if image.size != (columns, rows):
+            raise PixelCodecError("JPEG frame size differs from Rows/Columns")
+        from PIL import JpegImagePlugin
+
+        if isinstance(image, JpegImagePlugin.JpegImageFile):
+            found = JpegImagePlugin.get_sampling(image)
+            subsampling = found if found in (0, 1, 2) else 2
+        frames.append(np.array(image.convert("RGB" if samples == 3 else "L")))
+    out = Frames(JPEG_BASELINE, photometric if samples == 1 else "RGB", 8, False, frames, el,
+                 header, lossy=True,
+                 original_size=rows * columns * samples * len(encoded))
+    out._subsampling = subsampling
+    return out
+
+
+def _decode_rle(encoded: list[bytes], photometric: str, el: Element, header: bytes,
+                rows: int, columns: int, samples: int, allocated: int, stored: int,
+                signed: bool) -> Frames:
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels.decoders.base import RLELosslessDecoder
+
+    options: dict[str, Any] = {
+        "rows": rows, "columns": columns, "samples_per_pixel": samples,
+        "bits_allocated": allocated, "bits_stored": stored, "pixel_representation": 0,
+        "photometric_interpretation": photometric, "number_of_frames": 1,
+        "planar_configuration": 0}
+    frames = []
+    for data in encoded:
+        try:
+            array, _ = RLELosslessDecoder.as_array(encapsulate([data]), **options)
+        except Exception as exc:  # noqa: BLE001 - pydicom's RLE errors
+            raise PixelCodecError(f"RLE frame cannot be decoded ({type(exc).__name__})") from None
+        frames.append(np.array(array))
+    return Frames(RLE, photometric, stored, signed, frames, el, header)
+
