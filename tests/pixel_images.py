@@ -109,7 +109,7 @@ def us_multiframe(path: Path, frames: int = 9) -> Path:
     stack = []
     for index in range(frames):
         image = _canvas(240, 400, 10 + index)
-        _draw(image, 255, size=16)
+        _draw(image, 255)
         stack.append(np.asarray(image))
     ds = _dataset(US_MULTIFRAME, 240, 400, ExplicitVRLittleEndian)
     ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 8, 8, 7

@@ -1,0 +1,205 @@
+"""Clean Pixel Data (tasks.pixels): images with names, IDs and dates drawn into their
+pixels are accepted by the default run, the output reads none of the drawn words, only the
+blanked boxes change, and re-identification (ours and gdcmanon's) restores the input."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes, pixel_step
+from tasks.dicomio import PIXEL_DATA, read_dicom
+from tasks.errors import ProfileError, UnsupportedFileError
+from tasks.pixels import clean as pixel_clean
+from tasks.pixels import codecs
+from tasks.pixels.clean import BurnedInTextError, sample
+from tasks.pixels.rules import load_rules
+from tasks.reidentify import Reidentify, ReidentifySettings
+from tests import pixel_images
+from tests.conftest import Pki
+
+SECRET = b"p" * 32
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE_RULES = REPO / "configs" / "pixels" / "example.yaml"
+KINDS = sorted(pixel_images.ALL)
+
+
+def _text(path: Path) -> str:
+    """Every frame of ``path`` (decoded by pydicom, not by the code under test) through
+    Tesseract: bright pixels, black on white, twice the size."""
+    ds = pydicom.dcmread(path)
+    frames = ds.pixel_array if int(ds.get("NumberOfFrames", 1) or 1) > 1 else [ds.pixel_array]
+    text = []
+    for frame in frames:
+        grey = frame.max(axis=2) if frame.ndim == 3 else frame
+        grey = grey.astype(np.float64)
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            grey = grey.max() - grey
+        top = float((1 << int(ds.BitsStored)) - 1)
+        mask = grey > 0.55 * top
+        image = Image.fromarray(np.where(mask, 0, 255).astype(np.uint8))
+        image = image.resize((image.width * 2, image.height * 2), Image.Resampling.NEAREST)
+        png = io.BytesIO()
+        image.save(png, "PNG")
+        done = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "11"],
+                              input=png.getvalue(), capture_output=True, check=True)
+        text.append(done.stdout.decode())
+    return " ".join(text).upper()
+
+
+def _site_profile(tmp_path: Path) -> Path:
+    profile = tmp_path / "site.yaml"
+    profile.write_text(f"name: site\nextends: basic\npixel_rules: [default, {EXAMPLE_RULES}]\n")
+    return profile
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("pixel-images")
+    return {kind: make(folder / f"{kind}.dcm") for kind, make in pixel_images.ALL.items()}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cleaned_output_reads_no_drawn_word_and_restores(kind: str, images: dict[str, Path],
+                                                         pki: Pki, tmp_path: Path) -> None:
+    src = images[kind]
+    before = _text(src)
+    assert all(word in before for word in pixel_images.WORDS), before  # OCR reads the input
+    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+    settings = DeidentifySettings(secret=SECRET, encryptor=encryptor,
+                                  profile=str(_site_profile(tmp_path)))
+    out = tmp_path / "out.dcm"
+    Deidentify(settings)(src, out)  # the default policy: clean
+    after = _text(out)
+    assert not [word for word in pixel_images.WORDS if word in after], after
+
+    ds_in, ds_out = pydicom.dcmread(src), pydicom.dcmread(out)
+    assert ds_out.BurnedInAnnotation == "NO"
+    codes = [item.CodeValue for item in ds_out.DeidentificationMethodCodeSequence]
+    assert "113101" in codes
+    assert "Clean Pixel Data" in str(ds_out[0x00120063].value)
+
+    # only the blanked boxes differ (JPEG Baseline is re-encoded: nearly, and said so)
+    result = pixel_step(read_dicom(src.read_bytes()), settings.compiled_profile(), settings)
+    assert result is not None and (result.rule_boxes or result.ocr_boxes)
+    boxed = np.zeros((int(ds_in.Rows), int(ds_in.Columns)), dtype=bool)
+    for x, y, w, h in result.rule_boxes + result.ocr_boxes:
+        boxed[y:y + h, x:x + w] = True
+    a, b = ds_in.pixel_array.astype(np.int64), ds_out.pixel_array.astype(np.int64)
+    changed = a != b
+    while changed.ndim > 2:  # frames, samples
+        changed = changed.any(axis=0 if changed.shape[0] != boxed.shape[0] else -1)
+    if kind == "us_jpeg":
+        assert ds_out.LossyImageCompression == "01"
+        assert ds_out.LossyImageCompressionMethod == "ISO_10918_1"
+        assert float(ds_out.LossyImageCompressionRatio) > 1
+        assert np.abs(a - b)[..., ~boxed, :].mean() < 2.0
+    else:
+        assert changed.any() and not (changed & ~boxed).any()
+    if kind.startswith("us_rgb"):
+        assert "example-us-640x480-banner" in result.rules
+
+    back = tmp_path / "back.dcm"
+    Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes()))(out, back)
+    assert back.read_bytes() == src.read_bytes()
+
+
+@pytest.mark.gdcm
+def test_gdcmanon_restores_the_original_pixel_data(require_tool, images: dict[str, Path],  # type: ignore[no-untyped-def]
+                                                   pki: Pki, tmp_path: Path) -> None:
+    gdcmanon = require_tool("gdcmanon")
+    src = images["us_multiframe"]
+    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+    out = tmp_path / "out.dcm"
+    Deidentify(DeidentifySettings(secret=SECRET, encryptor=encryptor))(src, out)
+    assert pydicom.dcmread(out).PixelData != pydicom.dcmread(src).PixelData
+    back = tmp_path / "back.dcm"
+    subprocess.run([gdcmanon, "-k", str(pki.key), "-d", str(out), str(back)], check=True,
+                   capture_output=True)
+    assert pydicom.dcmread(back).PixelData == pydicom.dcmread(src).PixelData
+
+
+def test_refuse_and_keep_policies(images: dict[str, Path]) -> None:
+    data = images["xa_burned_in"].read_bytes()
+    with pytest.raises(UnsupportedFileError, match="Burned In Annotation .* YES"):
+        deidentify_bytes(data, DeidentifySettings(secret=SECRET, pixels="refuse"))
+    for settings in (DeidentifySettings(secret=SECRET, pixels="keep"),
+                     DeidentifySettings(secret=SECRET, allow_burned_in=True)):
+        out = read_dicom(deidentify_bytes(data, settings))
+        original = read_dicom(data)
+        assert out.top_value(PIXEL_DATA) == original.top_value(PIXEL_DATA)
+        assert out.top_text(0x00280301) == "YES"
+
+
+def test_text_left_after_cleaning_refuses(images: dict[str, Path],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verification: with no round of blanking allowed, the text is still there."""
+    monkeypatch.setattr(pixel_clean, "ROUNDS", 0)
+    with pytest.raises(BurnedInTextError, match=r"word\(s\) still read after cleaning"):
+        deidentify_bytes(images["sc_12bit"].read_bytes(), DeidentifySettings(secret=SECRET))
+
+
+def test_pixels_that_cannot_be_reencoded_are_refused_with_the_reason() -> None:
+    data = (Path(pydicom.__file__).parent / "data" / "test_files" / "JPEG2000.dcm").read_bytes()
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ds.BurnedInAnnotation = "YES"
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(BurnedInTextError, match="cannot be re-encoded here"):
+        deidentify_bytes(buffer.getvalue(), DeidentifySettings(secret=SECRET))
+
+
+def test_files_without_burned_in_text_take_no_pixel_work(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """A CT slice no rule names: its pixels are never decoded, and kept byte for byte."""
+    def no_decoding(*_: object) -> None:
+        raise AssertionError("pixel data decoded")
+
+    monkeypatch.setattr(codecs, "decode", no_decoding)
+    src = pixel_images.ct_plain(tmp_path / "ct.dcm")
+    out = read_dicom(deidentify_bytes(src.read_bytes(), DeidentifySettings(secret=SECRET)))
+    assert out.top_value(PIXEL_DATA) == read_dicom(src.read_bytes()).top_value(PIXEL_DATA)
+
+
+def test_cine_sample_spreads_detection_and_verification() -> None:
+    assert sample(4) == ([0, 1, 2, 3], [0, 1, 2, 3])
+    detect, verify = sample(100)
+    assert detect[0] == 0 and detect[-1] == 99 and len(detect) == pixel_clean.SAMPLE
+    assert verify and not set(verify) & set(detect)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("rules: [{name: a, match: {}, boxes: []}]", "names at least one attribute"),
+    ("rules: [{name: a, match: {Rows: 1}, boxes: [[0, 0, 0, 4]]}]", "a box is"),
+    ("rules: [{name: a, match: {NoSuchKeyword: 1}}]", "unknown attribute"),
+    ("rules: [{name: a, match: {Rows: 1}, colour: red}]", "unknown key"),
+    ("rules: 3", "a mapping with a 'rules' list"),
+])
+def test_rule_files_are_validated(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text)
+    with pytest.raises(ProfileError, match=message):
+        load_rules(str(path))
+    profile = tmp_path / "p.yaml"
+    profile.write_text("name: p\nextends: basic\npixel_rules: [rules.yaml]\n")
+    with pytest.raises(ProfileError, match=message):
+        DeidentifySettings(secret=SECRET, profile=str(profile)).compiled_profile()
+
+
+def test_preview_shows_before_and_after(images: dict[str, Path], tmp_path: Path) -> None:
+    preview = tmp_path / "preview"
+    out = deidentify_bytes(images["sc_12bit"].read_bytes(),
+                           DeidentifySettings(secret=SECRET, pixels_preview=str(preview)))
+    uid = read_dicom(out).top_text(0x00080018)
+    png = Image.open(preview / f"{uid}.png")
+    assert png.size == (512 * 2 + 8, 400)
+    red = np.all(np.asarray(png.convert("RGB")) == (255, 0, 0), axis=2)
+    assert red[:, :512].any() and red[:, 520:].any()  # OCR boxes outlined on both halves
