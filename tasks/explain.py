@@ -18,8 +18,12 @@ from tasks.deidentify import (
     DeidentifySettings,
     Trace,
     deidentify_bytes,
+    pixel_step,
 )
-from tasks.dicomio import read_dicom, tag_str
+from tasks.dicomio import DicomFile, read_dicom, tag_str
+from tasks.errors import UnsupportedFileError
+from tasks.pixels.clean import candidate
+from tasks.profile import CompiledProfile
 
 ACTION_WORDS = {
     "X": "remove", "Z": "empty", "D": "dummy", "K": "keep", "C": "clean", "U": "new UID",
@@ -33,6 +37,47 @@ def _keyword(tag: int) -> str:
         return dictionary_keyword(tag) or ""
     except KeyError:
         return ""
+
+
+def _pixel_lines(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings
+                 ) -> list[str]:
+    """What Clean Pixel Data does to this file: the rules and boxes (never the text read)."""
+    reason, rules = candidate(df, profile.burned_in_reason(
+        df.top_text(SOP_CLASS_UID), df.top_text(BURNED_IN_ANNOTATION)), profile.spec.pixel_rules)
+    if reason is None:
+        return []
+    policy = settings.pixel_policy
+    lines = [f"pixels: {reason}; --pixels {policy}"]
+    if policy == "refuse":
+        return lines + ["pixels: the file is refused"]
+    if policy == "keep":
+        return lines + ["pixels: kept as they are (burned-in text is not cleaned)"]
+    for rule in rules:
+        lines.append(f"pixels: rule {rule.name} ({rule.source or 'no source named'}) blanks "
+                     + ", ".join(_box(box) for box in rule.boxes))
+    try:
+        result = pixel_step(df, profile, settings)
+    except UnsupportedFileError as exc:
+        return lines + [f"pixels: refused: {exc}"]
+    if result is None:
+        return lines
+    if result.ocr_boxes:
+        lines.append(f"pixels: OCR boxes (frames {_frames(result.detect_frames)} read, blanked "
+                     f"on all {result.frames}): " + ", ".join(_box(b) for b in result.ocr_boxes))
+    else:
+        lines.append(f"pixels: OCR read no text (frames {_frames(result.detect_frames)})")
+    lines.append(f"pixels: verified by OCR on frames {_frames(result.verify_frames)}: no text "
+                 "left" + ("; JPEG Baseline re-encoded (lossy)" if result.lossy else ""))
+    return lines
+
+
+def _box(box: tuple[int, int, int, int]) -> str:
+    x, y, w, h = box
+    return f"[x={x} y={y} w={w} h={h}]"
+
+
+def _frames(indices: list[int]) -> str:
+    return ",".join(str(i + 1) for i in indices)
 
 
 def explain_bytes(data: bytes, settings: DeidentifySettings) -> str:
@@ -52,10 +97,7 @@ def explain_bytes(data: bytes, settings: DeidentifySettings) -> str:
         (f"SOP Class {sop_class or '(none)'} -> IOD "
          f"{resolver.iod or 'unknown (conditional codes take the code valid for any Type)'}"),
     ]
-    reason = profile.burned_in_reason(sop_class, df.top_text(BURNED_IN_ANNOTATION))
-    if reason is not None:
-        lines.append(f"burned-in annotation: {reason}: refused unless --allow-burned-in "
-                     "(pixel data is never cleaned)")
+    lines += _pixel_lines(df, profile, settings)
     if profile.dates == "modified":
         lines.append("dates: shifted by a per-patient whole-day offset; (0028,0303) = MODIFIED")
     lines.append("")

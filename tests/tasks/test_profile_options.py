@@ -281,7 +281,8 @@ def test_explain_prints_the_decisions_the_walk_takes() -> None:
 def test_explain_reports_burned_in(tmp_path: Path) -> None:
     text = explain_bytes(pydicom_file("SC_rgb_rle.dcm").read_bytes(),
                          DeidentifySettings(secret=SECRET))
-    assert "refused unless --allow-burned-in" in text
+    assert "pixels: SOP Class 1.2.840.10008.5.1.4.1.1.7 usually carries" in text
+    assert "pixels: OCR read no text" in text
     site = explain_bytes(pydicom_file("CT_small.dcm").read_bytes(),
                          DeidentifySettings(secret=SECRET,
                                             profile=str(PROFILE_DIR / "site-example.yaml")))
