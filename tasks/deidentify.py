@@ -51,6 +51,7 @@ from tasks.dicomio import (
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
+from tasks.model import Written
 from tasks.pixels.clean import (
     CLEAN_PIXEL_CODE,
     CLEAN_PIXEL_METHOD,
@@ -561,12 +562,14 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings,
 
 
 def deidentify_parts(data: bytes, settings: DeidentifySettings,
-                     trace: Trace | None = None) -> list[Chunk]:
+                     trace: Trace | None = None,
+                     cleaned: list[PixelResult] | None = None) -> list[Chunk]:
     """:func:`deidentify_bytes` as the pieces of the new file, in order (pixel data as a
-    view of ``data``'s buffer, not a copy: see ``tasks.fileio.write_atomic``)."""
+    view of ``data``'s buffer, not a copy: see ``tasks.fileio.write_atomic``).  What Clean
+    Pixel Data did, if anything, is appended to ``cleaned``."""
     profile = settings.compiled_profile()
     df = read_dicom(data, private_runs=_private_runs(profile, trace))
-    return _deidentified(df, data, profile, settings, trace)
+    return _deidentified(df, data, profile, settings, trace, cleaned=cleaned)
 
 
 def deidentify_split(fd: int, size: int, settings: DeidentifySettings
@@ -590,7 +593,8 @@ def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:
 
 def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
                   settings: DeidentifySettings, trace: Trace | None,
-                  stand_in: tuple[int, bytes] | None = None) -> list[Chunk]:
+                  stand_in: tuple[int, bytes] | None = None,
+                  cleaned: list[PixelResult] | None = None) -> list[Chunk]:
     """The pieces of ``df`` de-identified (``data``: the file's bytes, needed for deflated
     files only).  ``stand_in``: the body offset of a Pixel Data stand-in
     (``tasks.pixeltail``) and the object to render in its place, a piece of its own."""
@@ -628,6 +632,8 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
             added[DEIDENTIFICATION_METHOD_CODES] = codes
     if pixels is not None:  # the cleaned Pixel Data, (0028,0301) NO, ...: originals to the payload
         added.update(pixels.elements)
+        if cleaned is not None:
+            cleaned.append(pixels)
         if settings.pixels_preview:
             write_preview(settings.pixels_preview, work.map_uids(
                 df.top_value(SOP_INSTANCE_UID) or b"").rstrip(b"\0 ").decode(), pixels)
@@ -761,10 +767,13 @@ class Deidentify:
 
     settings: DeidentifySettings
 
-    def __call__(self, src: Path, dst: Path) -> int:
-        return apply_to_file(src, dst, lambda data: deidentify_parts(data, self.settings),
+    def __call__(self, src: Path, dst: Path) -> int | Written:
+        cleaned: list[PixelResult] = []
+        size = apply_to_file(src, dst,
+                             lambda data: deidentify_parts(data, self.settings, cleaned=cleaned),
                              lambda fd, size: deidentify_split(fd, size, self.settings),
                              SPLIT_FROM)
+        return Written(size, cleaned[-1].how) if cleaned else size
 
 
 def apply_to_file(src: Path, dst: Path, whole: Callable[[bytes], Sequence[Piece] | bytes],

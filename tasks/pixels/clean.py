@@ -41,7 +41,7 @@ BURNED_IN_ANNOTATION = 0x00280301
 
 
 class BurnedInTextError(UnsupportedFileError):
-    """Text is still read in the pixels after cleaning (or they cannot be cleaned)."""
+    """Text is still read in the pixels after cleaning (verification refused the file)."""
 
 
 @dataclass
@@ -115,7 +115,7 @@ def clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) ->
     try:
         frames = decode(df, transfer_syntax)
     except PixelCodecError as exc:
-        raise BurnedInTextError(f"burned-in annotation: {reason}; pixel data cannot be "
+        raise UnsupportedFileError(f"burned-in annotation: {reason}; pixel data cannot be "
                                 f"cleaned: {exc} (--pixels keep processes it anyway)") from None
     result.decoded = frames
     result.before = frames.frames[0].copy()
@@ -137,7 +137,7 @@ def clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) ->
         left = [word for index in verify for word in ocr.read_words(frames.gray8(index))
                 if ocr.is_text(word)]
     except ocr.OcrUnavailable as exc:
-        raise BurnedInTextError(f"burned-in annotation: {reason}; OCR unavailable: {exc}"
+        raise UnsupportedFileError(f"burned-in annotation: {reason}; OCR unavailable: {exc}"
                                 ) from None
     if left:
         raise BurnedInTextError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pydicom
@@ -29,11 +31,17 @@ def archive(tmp_path: Path) -> Path:
     return folder
 
 
-def test_default_run_cleans_and_previews(archive: Path, pki: Pki, tmp_path: Path) -> None:
+def test_default_run_cleans_and_previews(archive: Path, pki: Pki, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     preview = tmp_path / "preview"
     out = tmp_path / "out"
     assert main(["-c", str(pki.cert), "--workers", "0", "--pixels-preview", str(preview),
                  str(archive), str(out)]) == 0
+    report = json.loads(Path(re.findall(r"report: (\S+)", capsys.readouterr().err)[-1])
+                        .read_text())
+    assert report["counts"]["pixels"] == {"rule": 0, "ocr": 1, "checked": 0,
+                                          "refused_after_verification": 0}
+    assert report["options"]["pixels"] == "clean"
     assert pydicom.dcmread(out / "sc.dcm").BurnedInAnnotation == "NO"
     assert "BurnedInAnnotation" not in pydicom.dcmread(out / "ct.dcm")
     previews = list(preview.glob("*.png"))
