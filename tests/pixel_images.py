@@ -13,7 +13,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ExplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
+    JPEGLSLossless,
     RLELossless,
     generate_uid,
 )
@@ -121,21 +123,25 @@ def us_multiframe(path: Path, frames: int = 9) -> Path:
     return _save(ds, path)
 
 
-def secondary_capture(path: Path, bits_stored: int = 12, monochrome1: bool = False) -> Path:
+def secondary_capture(path: Path, bits_stored: int = 12, monochrome1: bool = False,
+                      transfer_syntax: str = ExplicitVRLittleEndian) -> Path:
     """A 16-bit allocated grey screen capture (12 or 16 bits stored); MONOCHROME1 draws the
-    text dark in stored values, bright on screen."""
+    text dark in stored values, bright on screen; native or JPEG-LS / JPEG 2000 Lossless."""
     image = _canvas(400, 512, 3)
     _draw(image, 255)
     top = (1 << bits_stored) - 1
     array = np.asarray(image).astype(np.uint32) * top // 255
     if monochrome1:
         array = top - array
-    ds = _dataset(SECONDARY_CAPTURE, 400, 512, ExplicitVRLittleEndian)
+    ds = _dataset(SECONDARY_CAPTURE, 400, 512, transfer_syntax)
     ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored = 1, 16, bits_stored
     ds.HighBit, ds.PixelRepresentation = bits_stored - 1, 0
     ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
     ds.ConversionType = "WSD"
-    ds.PixelData = array.astype("<u2").tobytes()
+    if transfer_syntax == ExplicitVRLittleEndian:
+        ds.PixelData = array.astype("<u2").tobytes()
+    else:
+        ds.compress(transfer_syntax, array.astype("<u2"))
     return _save(ds, path)
 
 
@@ -172,5 +178,7 @@ ALL = {
     "us_multiframe": us_multiframe,
     "sc_12bit": secondary_capture,
     "sc_16bit_monochrome1": lambda p: secondary_capture(p, 16, True),
+    "sc_12bit_jpegls": lambda p: secondary_capture(p, 12, False, JPEGLSLossless),
+    "sc_12bit_j2k": lambda p: secondary_capture(p, 12, False, JPEG2000Lossless),
     "xa_burned_in": xa_burned_in,
 }

@@ -3,11 +3,15 @@
 - native (uncompressed) pixels, 8 to 32 bits allocated, any photometric interpretation with
   one or three samples (either planar configuration), little or big endian: edited in place,
   so only the blanked pixels change;
-- RLE Lossless: decoded and re-encoded losslessly (pydicom's RLE codec);
+- RLE Lossless, JPEG-LS (lossless and near-lossless) and JPEG 2000 (lossless and lossy; one
+  sample per pixel: the colour transform of colour JPEG 2000 is not reproduced): decoded and
+  re-encoded losslessly with pydicom's codecs (its own RLE, pyjpegls, pylibjpeg-openjpeg),
+  so only the blanked pixels change (a lossless code stream is valid in the lossy syntaxes);
 - JPEG Baseline (Process 1): decoded and re-encoded with Pillow (quality 95, the original
   chroma subsampling).  This is lossy: every pixel may change slightly, and the file says so
   in (0028,2110) Lossy Image Compression, (0028,2112) Ratio and (0028,2114) Method.
-- anything else (JPEG-LS, JPEG 2000, 1-bit, YBR_*_422 native, ...) raises
+- anything else (JPEG Extended and JPEG Lossless, colour JPEG 2000, 1-bit, native
+  YBR_*_422, ...) raises
   :class:`PixelCodecError` with the reason: the file is refused, never written half-clean.
 """
 
@@ -25,6 +29,18 @@ from tasks.edit import encode_element
 NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
           "1.2.840.10008.1.2.1.99"}
 RLE = "1.2.840.10008.1.2.5"
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+JPEG_2000 = "1.2.840.10008.1.2.4.91"
+#: decoded and re-encoded without loss by pydicom's codecs: the syntax's name, and the
+#: syntax whose encoder writes the new frames (a lossless JPEG-LS or JPEG 2000 code stream
+#: is valid in the near-lossless and lossy syntaxes too: no further loss)
+LOSSLESS = {RLE: ("RLE Lossless", RLE),
+            JPEG_LS_LOSSLESS: ("JPEG-LS Lossless", JPEG_LS_LOSSLESS),
+            JPEG_LS_NEAR_LOSSLESS: ("JPEG-LS Near-Lossless", JPEG_LS_LOSSLESS),
+            JPEG_2000_LOSSLESS: ("JPEG 2000 Lossless", JPEG_2000_LOSSLESS),
+            JPEG_2000: ("JPEG 2000", JPEG_2000_LOSSLESS)}
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\0\0\0\0"
 LOSSY_IMAGE_COMPRESSION = 0x00282110
@@ -143,15 +159,15 @@ class Frames:
             image.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=self._subsampling)
             data = out.getvalue()
             return data + b"\0" if len(data) % 2 else data
-        from pydicom.pixels.encoders.base import RLELosslessEncoder
+        from pydicom.pixels.encoders.base import get_encoder
 
-        samples = 1 if frame.ndim == 2 else frame.shape[2]
         bits = frame.dtype.itemsize * 8
-        data = RLELosslessEncoder.encode(
-            frame, encoding_plugin="pydicom", rows=frame.shape[0], columns=frame.shape[1],
-            samples_per_pixel=samples, bits_allocated=bits, bits_stored=bits,
-            pixel_representation=0, photometric_interpretation=self.photometric,
-            number_of_frames=1, planar_configuration=0)
+        options = _codec_options(frame.shape[0], frame.shape[1],
+                                 1 if frame.ndim == 2 else frame.shape[2], bits,
+                                 bits if self.transfer_syntax == RLE else self.bits_stored,
+                                 self.photometric,
+                                 self.signed and self.transfer_syntax != RLE)
+        data = get_encoder(LOSSLESS[self.transfer_syntax][1]).encode(frame, **options)
         return data + b"\0" if len(data) % 2 else data
 
 
@@ -206,11 +222,16 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
                               ) from None
     if transfer_syntax == JPEG_BASELINE:
         return _decode_jpeg(encoded, photometric, el, header, rows, columns, samples)
-    if transfer_syntax == RLE:
-        return _decode_rle(encoded, photometric, el, header, rows, columns, samples, allocated,
-                           stored, signed)
+    if transfer_syntax in LOSSLESS:
+        if transfer_syntax in (JPEG_2000_LOSSLESS, JPEG_2000) and samples != 1:
+            raise PixelCodecError("colour JPEG 2000 cannot be re-encoded here (its colour "
+                                  "transform is not reproduced)")
+        return _decode_lossless(transfer_syntax, encoded, photometric, el, header,
+                                _codec_options(rows, columns, samples, allocated, stored,
+                                               photometric, signed and transfer_syntax != RLE),
+                                stored, signed)
     raise PixelCodecError(f"transfer syntax {transfer_syntax} cannot be re-encoded here "
-                          "(native, RLE Lossless and JPEG Baseline can)")
+                          "(native, RLE, JPEG-LS, grey JPEG 2000 and JPEG Baseline can)")
 
 
 def _decode_jpeg(encoded: list[bytes], photometric: str, el: Element, header: bytes,
@@ -241,23 +262,31 @@ def _decode_jpeg(encoded: list[bytes], photometric: str, el: Element, header: by
     return out
 
 
-def _decode_rle(encoded: list[bytes], photometric: str, el: Element, header: bytes,
-                rows: int, columns: int, samples: int, allocated: int, stored: int,
-                signed: bool) -> Frames:
-    from pydicom.encaps import encapsulate
-    from pydicom.pixels.decoders.base import RLELosslessDecoder
+def _codec_options(rows: int, columns: int, samples: int, allocated: int, stored: int,
+                   photometric: str, signed: bool) -> dict[str, Any]:
+    """One frame's description for pydicom's decoders and encoders."""
+    return {"rows": rows, "columns": columns, "samples_per_pixel": samples,
+            "bits_allocated": allocated, "bits_stored": stored,
+            "pixel_representation": int(signed),
+            "photometric_interpretation": photometric, "number_of_frames": 1,
+            "planar_configuration": 0}
 
-    options: dict[str, Any] = {
-        "rows": rows, "columns": columns, "samples_per_pixel": samples,
-        "bits_allocated": allocated, "bits_stored": stored, "pixel_representation": 0,
-        "photometric_interpretation": photometric, "number_of_frames": 1,
-        "planar_configuration": 0}
+
+def _decode_lossless(transfer_syntax: str, encoded: list[bytes], photometric: str,
+                     el: Element, header: bytes, options: dict[str, Any], stored: int,
+                     signed: bool) -> Frames:
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels.decoders.base import get_decoder
+
+    decoder = get_decoder(transfer_syntax)
+    if not decoder.is_available:
+        raise PixelCodecError(f"no decoder for {LOSSLESS[transfer_syntax][0]} is installed")
     frames = []
     for data in encoded:
         try:
-            array, _ = RLELosslessDecoder.as_array(encapsulate([data]), **options)
-        except Exception as exc:  # noqa: BLE001 - pydicom's RLE errors
-            raise PixelCodecError(f"RLE frame cannot be decoded ({type(exc).__name__})") from None
+            array, _ = decoder.as_array(encapsulate([data]), **options)
+        except Exception as exc:  # noqa: BLE001 - the codecs' many errors
+            raise PixelCodecError(f"{LOSSLESS[transfer_syntax][0]} frame cannot be decoded "
+                                  f"({type(exc).__name__})") from None
         frames.append(np.array(array))
-    return Frames(RLE, photometric, stored, signed, frames, el, header)
-
+    return Frames(transfer_syntax, photometric, stored, signed, frames, el, header)
