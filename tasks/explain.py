@@ -67,7 +67,8 @@ def _pixel_lines(df: DicomFile, profile: CompiledProfile, settings: DeidentifySe
     else:
         lines.append(f"pixels: OCR read no text (frames {_frames(result.detect_frames)})")
     lines.append(f"pixels: verified by OCR on frames {_frames(result.verify_frames)}: no text "
-                 "left" + ("; JPEG Baseline re-encoded (lossy)" if result.lossy else ""))
+                 "left" + (f"; JPEG Baseline re-encoded, lossy ({result.reencoded})"
+                           if result.lossy else ""))
     return lines
 
 

@@ -81,9 +81,11 @@ def _save(ds: Dataset, path: Path) -> Path:
     return path
 
 
-def us_rgb(path: Path, transfer_syntax: str = ExplicitVRLittleEndian) -> Path:
+def us_rgb(path: Path, transfer_syntax: str = ExplicitVRLittleEndian,
+           progressive: bool = False) -> Path:
     """Ultrasound, 640x480 RGB, text in the banner the example rule names and in a footer
-    only OCR finds; native, RLE or JPEG Baseline."""
+    only OCR finds; native, RLE or JPEG Baseline (``progressive``: a code stream that is
+    not baseline, as some writers put under the Baseline syntax)."""
     image = _canvas(480, 640, 1).convert("RGB")
     _draw(image, (255, 255, 0))
     ds = _dataset(US, 480, 640, transfer_syntax)
@@ -92,7 +94,7 @@ def us_rgb(path: Path, transfer_syntax: str = ExplicitVRLittleEndian) -> Path:
     array = np.asarray(image)
     if transfer_syntax == JPEGBaseline8Bit:
         out = io.BytesIO()
-        image.save(out, "JPEG", quality=90, subsampling=1)
+        image.save(out, "JPEG", quality=90, subsampling=1, progressive=progressive)
         ds.PhotometricInterpretation = "YBR_FULL_422"
         ds.LossyImageCompression = "01"
         ds.PixelData = encapsulate([out.getvalue()])

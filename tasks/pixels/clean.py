@@ -56,6 +56,8 @@ class PixelResult:
     detect_frames: list[int] = field(default_factory=list)
     verify_frames: list[int] = field(default_factory=list)
     lossy: bool = False
+    #: why JPEG Baseline frames were re-encoded, not blanked in the code stream
+    reencoded: str | None = None
     #: new top-level elements, tag -> encoded (Pixel Data when changed, (0028,0301), ...)
     elements: dict[int, bytes] = field(default_factory=dict)
     decoded: Frames | None = None
@@ -99,6 +101,7 @@ def _grow(box: Box, shape: tuple[int, ...]) -> Box:
 
 
 def _blank(frames: Frames, boxes: list[Box]) -> None:
+    frames.boxes += boxes
     for frame in frames.frames:
         value = frames.blank_value(frame)
         for x, y, w, h in boxes:
@@ -121,14 +124,14 @@ def clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) ->
     result.before = frames.frames[0].copy()
     result.frames = len(frames.frames)
     shape = frames.frames[0].shape
-    result.rule_boxes = [box for rule in rules for box in rule.boxes]
+    result.rule_boxes = [frames.aligned(box) for rule in rules for box in rule.boxes]
     detect, verify = sample(len(frames.frames))
     frames.fix_range(sorted(set(detect + verify)))
     _blank(frames, result.rule_boxes)
     result.detect_frames, result.verify_frames = detect, verify
     try:
         for _ in range(ROUNDS):
-            found = sorted({_grow(word.box, shape) for index in detect
+            found = sorted({frames.aligned(_grow(word.box, shape)) for index in detect
                             for word in ocr.read_words(frames.gray8(index))})
             if not found:
                 break
@@ -146,6 +149,7 @@ def clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) ->
     if result.rule_boxes or result.ocr_boxes:
         result.elements.update(frames.encode(enc))
         result.lossy = frames.lossy
+        result.reencoded = frames.reencoded if frames.lossy else None
     result.elements[BURNED_IN_ANNOTATION] = encode_element(
         BURNED_IN_ANNOTATION, "CS", b"NO", enc)
     return result

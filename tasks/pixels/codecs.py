@@ -7,9 +7,11 @@
   sample per pixel: the colour transform of colour JPEG 2000 is not reproduced): decoded and
   re-encoded losslessly with pydicom's codecs (its own RLE, pyjpegls, pylibjpeg-openjpeg),
   so only the blanked pixels change (a lossless code stream is valid in the lossy syntaxes);
-- JPEG Baseline (Process 1): decoded and re-encoded with Pillow (quality 95, the original
-  chroma subsampling).  This is lossy: every pixel may change slightly, and the file says so
-  in (0028,2110) Lossy Image Compression, (0028,2112) Ratio and (0028,2114) Method.
+- JPEG Baseline (Process 1): blanked in the compressed domain (``tasks.pixels.jpegblocks``:
+  the boxes widened to whole MCUs, every other block keeps its bits, no further loss); when
+  a code stream does not allow that, decoded and re-encoded with Pillow (quality 95, the
+  original chroma subsampling), which is lossy over the whole frame, and the file says so in
+  (0028,2110) Lossy Image Compression, (0028,2112) Ratio and (0028,2114) Method.
 - anything else (JPEG Extended and JPEG Lossless, colour JPEG 2000, 1-bit, native
   YBR_*_422, ...) raises
   :class:`PixelCodecError` with the reason: the file is refused, never written half-clean.
@@ -18,7 +20,7 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -83,6 +85,13 @@ class Frames:
     lossy: bool = False
     original_size: int = 0
     range: tuple[float, float] | None = None
+    #: every box blanked so far (JPEG Baseline blanks them again in the code stream)
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: JPEG Baseline: the original code streams, and the MCU size when they can be edited
+    encoded: list[bytes] = field(default_factory=list)
+    mcu: tuple[int, int] | None = None
+    #: why the frames were re-encoded rather than blanked block by block (JPEG Baseline)
+    reencoded: str | None = None
 
     def blank_value(self, frame: np.ndarray) -> np.ndarray | int:
         """Black in this photometric interpretation."""
@@ -121,8 +130,27 @@ class Frames:
                     else frame.max(axis=2).astype(np.float32))
         return frame.astype(np.float32)
 
+    def aligned(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """``box`` as it will be blanked: widened to whole MCUs for JPEG Baseline."""
+        if self.mcu is None:
+            return box
+        from tasks.pixels.jpegblocks import align
+
+        rows, columns = self.frames[0].shape[:2]
+        return align(box, self.mcu, columns, rows)
+
     def encode(self, enc: Encoding) -> dict[int, bytes]:
         """The new Pixel Data element (and the lossy attributes when re-encoded lossy)."""
+        if self.transfer_syntax == JPEG_BASELINE and self.mcu is not None:
+            from tasks.pixels.jpegblocks import JpegBlockError, blank
+
+            try:
+                fragments = [blank(code, self.boxes) for code in self.encoded]
+            except JpegBlockError as exc:
+                self.reencoded = str(exc)
+            else:
+                self.lossy = False
+                return {PIXEL_DATA: _encapsulated(fragments, enc)}
         if self.transfer_syntax in NATIVE:
             stacked = np.stack(self.frames)
             if self._planar:
@@ -134,10 +162,7 @@ class Frames:
                 value = value[:self.element.length]
             return {PIXEL_DATA: self.header + value}
         fragments = [self._encode_frame(frame) for frame in self.frames]
-        from pydicom.encaps import encapsulate
-
-        value = encapsulate(fragments, has_bot=len(fragments) > 1) + SEQUENCE_DELIMITER
-        out = {PIXEL_DATA: element_header(PIXEL_DATA, "OB", 0xFFFFFFFF, enc) + value}
+        out = {PIXEL_DATA: _encapsulated(fragments, enc)}
         if self.lossy:
             total = sum(len(f) for f in fragments)
             ratio = f"{self.original_size / max(total, 1):.2f}".encode()
@@ -169,6 +194,15 @@ class Frames:
                                  self.signed and self.transfer_syntax != RLE)
         data = get_encoder(LOSSLESS[self.transfer_syntax][1]).encode(frame, **options)
         return data + b"\0" if len(data) % 2 else data
+
+
+def _encapsulated(fragments: list[bytes], enc: Encoding) -> bytes:
+    """A Pixel Data element of one fragment per frame (PS3.5 A.4), even lengths."""
+    from pydicom.encaps import encapsulate
+
+    fragments = [f + b"\0" if len(f) % 2 else f for f in fragments]
+    value = encapsulate(fragments, has_bot=len(fragments) > 1) + SEQUENCE_DELIMITER
+    return element_header(PIXEL_DATA, "OB", 0xFFFFFFFF, enc) + value
 
 
 def decode(df: DicomFile, transfer_syntax: str) -> Frames:
@@ -259,6 +293,17 @@ def _decode_jpeg(encoded: list[bytes], photometric: str, el: Element, header: by
                  header, lossy=True,
                  original_size=rows * columns * samples * len(encoded))
     out._subsampling = subsampling
+    out.encoded = encoded
+    from tasks.pixels.jpegblocks import JpegBlockError, mcu_size
+
+    try:
+        sizes = {mcu_size(code) for code in encoded}
+    except JpegBlockError as exc:
+        out.reencoded = str(exc)
+    else:
+        out.mcu = sizes.pop() if len(sizes) == 1 else None
+        if out.mcu is None:
+            out.reencoded = "frames with different MCU sizes"
     return out
 
 
