@@ -152,14 +152,14 @@ class Frames:
                 self.lossy = False
                 return {PIXEL_DATA: _encapsulated(fragments, enc)}
         if self.transfer_syntax in NATIVE:
-            stacked = np.stack(self.frames)
+            # np.stack gives native byte order: back to the file's (big endian files)
+            stacked = np.stack(self.frames).astype(self.frames[0].dtype, copy=False)
             if self._planar:
                 stacked = np.moveaxis(stacked, 3, 1)
-            value = stacked.tobytes()
-            if len(value) % 2:
-                value += b"\0"
-            if len(value) != self.element.length:
-                value = value[:self.element.length]
+            # the same length: bytes past the last frame (padding) as they were
+            value = stacked.tobytes() + self._tail
+            if self._swapped:
+                value = _swap_pairs(value)
             return {PIXEL_DATA: self.header + value}
         fragments = [self._encode_frame(frame) for frame in self.frames]
         out = {PIXEL_DATA: _encapsulated(fragments, enc)}
@@ -173,6 +173,8 @@ class Frames:
         return out
 
     _planar: bool = False
+    _swapped: bool = False
+    _tail: bytes = b""
     _subsampling: int = 2
 
     def _encode_frame(self, frame: np.ndarray) -> bytes:
@@ -194,6 +196,12 @@ class Frames:
                                  self.signed and self.transfer_syntax != RLE)
         data = get_encoder(LOSSLESS[self.transfer_syntax][1]).encode(frame, **options)
         return data + b"\0" if len(data) % 2 else data
+
+
+def _swap_pairs(value: bytes) -> bytes:
+    swapped = bytearray(value)
+    swapped[0::2], swapped[1::2] = value[1::2], value[0::2]
+    return bytes(swapped)
 
 
 def _encapsulated(fragments: list[bytes], enc: Encoding) -> bytes:
@@ -232,8 +240,13 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
         dtype = np.dtype(f"{endian}{'i' if signed else 'u'}{allocated // 8}")
         per_frame = rows * columns * samples
         value = el.value(df.body)
-        if len(value) < per_frame * count * dtype.itemsize:
+        size = per_frame * count * dtype.itemsize
+        if len(value) < size:
             raise PixelCodecError("Pixel Data is shorter than its rows, columns and frames say")
+        # 8-bit samples in an OW value of a big endian file are swapped in pairs (PS3.5 8.1.1)
+        swapped = not df.enc.little and allocated == 8 and el.vr == "OW"
+        if swapped:
+            value = _swap_pairs(value)  # the whole (even) value, padding included
         flat = np.frombuffer(value, dtype, per_frame * count).copy()
         if samples == 1:
             frames = list(flat.reshape(count, rows, columns))
@@ -243,6 +256,8 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
             frames = list(flat.reshape(count, rows, columns, samples))
         out = Frames(transfer_syntax, photometric, stored, signed, frames, el, header)
         out._planar = planar and samples > 1
+        out._swapped = swapped
+        out._tail = value[size:]
         return out
     if not el.undefined:
         raise PixelCodecError("encapsulated pixel data of defined length")

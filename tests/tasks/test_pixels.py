@@ -252,3 +252,22 @@ def test_every_flagged_pydicom_test_file_is_cleaned_or_refused_with_a_reason() -
     assert all(o == "cleaned: (0028,0301) NO" or "burned-in annotation:" in o
                for o in outcomes.values()), outcomes
     assert sum(o.startswith("cleaned") for o in outcomes.values()) >= len(outcomes) // 2, outcomes
+
+
+NATIVE_FILES = ["MR_small_bigendian.dcm", "SC_rgb_small_odd_big_endian.dcm", "ExplVR_BigEnd.dcm",
+                "SC_rgb_small_odd.dcm", "examples_palette.dcm", "SC_rgb_rle_2frame.dcm",
+                "MR_small_RLE.dcm", "JPEGLSNearLossless_16.dcm", "JPEG2000.dcm"]
+
+
+@pytest.mark.parametrize("name", NATIVE_FILES)
+def test_frames_decode_as_pydicom_does_and_native_ones_encode_back_unchanged(name: str) -> None:
+    """Byte order (big endian, 8-bit OW pairs), odd lengths, planar and palette layouts."""
+    path = Path(pydicom.__file__).parent / "data" / "test_files" / name
+    df = read_dicom(path.read_bytes())
+    frames = codecs.decode(df, pixel_clean.transfer_syntax_of(df))
+    reference = pydicom.dcmread(path).pixel_array
+    assert (np.stack(frames.frames).reshape(reference.shape) == reference).all()
+    if frames.transfer_syntax in codecs.NATIVE:
+        el = df.top(PIXEL_DATA)
+        assert el is not None
+        assert frames.encode(df.enc)[PIXEL_DATA] == df.body[el.start:el.end]
