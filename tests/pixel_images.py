@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -142,6 +143,9 @@ def secondary_capture(path: Path, bits_stored: int = 12, monochrome1: bool = Fal
     ds.ConversionType = "WSD"
     if transfer_syntax == ExplicitVRLittleEndian:
         ds.PixelData = array.astype("<u2").tobytes()
+    elif transfer_syntax == ExplicitVRBigEndian:
+        ds.PixelData = array.astype(">u2").tobytes()
+        ds["PixelData"].VR = "OW"
     else:
         ds.compress(transfer_syntax, array.astype("<u2"))
     return _save(ds, path)
@@ -180,6 +184,7 @@ ALL = {
     "us_multiframe": us_multiframe,
     "sc_12bit": secondary_capture,
     "sc_16bit_monochrome1": lambda p: secondary_capture(p, 16, True),
+    "sc_12bit_big_endian": lambda p: secondary_capture(p, 12, False, ExplicitVRBigEndian),
     "sc_12bit_jpegls": lambda p: secondary_capture(p, 12, False, JPEGLSLossless),
     "sc_12bit_j2k": lambda p: secondary_capture(p, 12, False, JPEG2000Lossless),
     "xa_burned_in": xa_burned_in,
