@@ -57,8 +57,8 @@ from tasks.pixels.clean import (
     CLEAN_PIXEL_METHOD,
     DEFAULT_POLICY,
     PixelResult,
-    candidate,
-    pixel_policy,
+    pixel_step,
+    pixels_wanted,
 )
 from tasks.pixels.preview import write_preview
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
@@ -517,25 +517,6 @@ def check_deidentifiable(df: DicomFile) -> None:
         )
 
 
-def pixel_step(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings
-               ) -> PixelResult | None:
-    """Clean Pixel Data (tasks.pixels) for files whose pixels may show text, under the
-    settings' policy: None when the pixels stay as they are; refusals raise."""
-    return pixel_policy(df, profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
-                                                     df.top_text(BURNED_IN_ANNOTATION)),
-                        profile.spec.pixel_rules, settings.pixel_policy, df.enc)
-
-
-def _pixels_wanted(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings
-                   ) -> bool:
-    """Whether ``df``'s pixels will be decoded (then it is read whole, not split)."""
-    if settings.pixel_policy != "clean":
-        return False
-    reason = profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
-                                      df.top_text(BURNED_IN_ANNOTATION))
-    return candidate(df, reason, profile.spec.pixel_rules)[0] is not None
-
-
 def _method_codes(profile: CompiledProfile, enc: Encoding, pixels: bool = False) -> bytes | None:
     """(0012,0064) De-identification Method Code Sequence: one CID 7050 item per code."""
     codes = profile.method_codes()
@@ -580,7 +561,7 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings
     file does not split: de-identify it whole."""
     profile = settings.compiled_profile()
     return split_rendered(
-        fd, size, lambda df, stand_in: None if _pixels_wanted(df, profile, settings)
+        fd, size, lambda df, stand_in: None if pixels_wanted(df, profile, settings.pixel_policy)
         else _deidentified(df, b"", profile, settings, None, stand_in),
         _private_runs(profile, None))
 
@@ -599,7 +580,7 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
     files only).  ``stand_in``: the body offset of a Pixel Data stand-in
     (``tasks.pixeltail``) and the object to render in its place, a piece of its own."""
     check_deidentifiable(df)
-    pixels = pixel_step(df, profile, settings) if trace is None else None
+    pixels = pixel_step(df, profile, settings.pixel_policy) if trace is None else None
     work = _Deidentifier(df, profile, settings, trace)
     work.walk(df.elements, df.enc, [])
     enc = df.enc

@@ -18,11 +18,10 @@ from tasks.deidentify import (
     DeidentifySettings,
     Trace,
     deidentify_bytes,
-    pixel_step,
 )
 from tasks.dicomio import DicomFile, read_dicom, tag_str
 from tasks.errors import UnsupportedFileError
-from tasks.pixels.clean import candidate
+from tasks.pixels.clean import candidate, pixel_step
 from tasks.profile import CompiledProfile
 
 ACTION_WORDS = {
@@ -56,7 +55,7 @@ def _pixel_lines(df: DicomFile, profile: CompiledProfile, settings: DeidentifySe
         lines.append(f"pixels: rule {rule.name} ({rule.source or 'no source named'}) blanks "
                      + ", ".join(_box(box) for box in rule.boxes))
     try:
-        result = pixel_step(df, profile, settings)
+        result = pixel_step(df, profile, settings.pixel_policy)
     except UnsupportedFileError as exc:
         return lines + [f"pixels: refused: {exc}"]
     if result is None:

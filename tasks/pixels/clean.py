@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # numpy, Pillow and the codecs load with the first file clean
     import numpy as np
 
     from tasks.pixels.codecs import Frames
+    from tasks.profile import CompiledProfile
 
 POLICIES = ("clean", "refuse", "keep")
 DEFAULT_POLICY = "clean"
@@ -162,15 +163,25 @@ def transfer_syntax_of(df: DicomFile) -> str:
     return el.value(df.meta_bytes).rstrip(b"\0 ").decode("latin-1")
 
 
-def pixel_policy(df: DicomFile, burned_in_reason: str | None, rule_files: tuple[str, ...],
-                 policy: str, enc: Encoding) -> PixelResult | None:
-    """The pixel step of de-identification: None when the pixels stay as they are."""
+def _burned_in_reason(df: DicomFile, profile: CompiledProfile) -> str | None:
+    return profile.burned_in_reason(df.top_text(SOP_CLASS_UID), df.top_text(BURNED_IN_ANNOTATION))
+
+
+def pixels_wanted(df: DicomFile, profile: CompiledProfile, policy: str) -> bool:
+    """Whether ``df``'s pixels will be decoded (then it is read whole, not split)."""
+    return policy == "clean" and candidate(df, _burned_in_reason(df, profile),
+                                           profile.spec.pixel_rules)[0] is not None
+
+
+def pixel_step(df: DicomFile, profile: CompiledProfile, policy: str) -> PixelResult | None:
+    """The pixel step of de-identification under ``policy`` (clean, refuse, keep): None
+    when the pixels stay as they are; refusals raise."""
     if policy == "keep":
         return None
-    reason, rules = candidate(df, burned_in_reason, rule_files)
+    reason, rules = candidate(df, _burned_in_reason(df, profile), profile.spec.pixel_rules)
     if reason is None:
         return None
     if policy == "refuse":
         raise UnsupportedFileError(
             f"burned-in annotation: {reason}; --pixels refuse (--pixels clean blanks it)")
-    return clean(df, reason, rules, enc)
+    return clean(df, reason, rules, df.enc)
