@@ -2,7 +2,7 @@
 
 Why Tesseract and not an ONNX OCR from the wheels (rapidocr-onnxruntime 1.4.4, measured on
 the same 640x480 RGB ultrasound frame with two lines of drawn text): both read every line,
-Tesseract in about 140 CPU ms against 700-900 for RapidOCR, as word boxes (which blank less
+Tesseract in 140-180 CPU ms against 700-900 for RapidOCR, as word boxes (which blank less
 of the image than RapidOCR's line boxes), and it adds nothing to the Python environment where
 the ONNX engine brings about 500 MB (onnxruntime, OpenCV).
 RapidOCR reads text on a noisy background without help; Tesseract needs the frame binarized
