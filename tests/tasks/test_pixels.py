@@ -21,7 +21,7 @@ from tasks.errors import DicomFormatError, ProfileError, UnsupportedFileError
 from tasks.pixels import clean as pixel_clean
 from tasks.pixels import codecs
 from tasks.pixels.clean import BurnedInTextError, PixelResult, sample
-from tasks.pixels.rules import load_rules
+from tasks.pixels.rules import load_rules, matching_rules
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tests import pixel_images
 from tests.conftest import Pki
@@ -271,3 +271,26 @@ def test_frames_decode_as_pydicom_does_and_native_ones_encode_back_unchanged(nam
         el = df.top(PIXEL_DATA)
         assert el is not None
         assert frames.encode(df.enc)[PIXEL_DATA] == df.body[el.start:el.end]
+
+
+@pytest.mark.parametrize("manufacturer,model,rows,columns,rule", [
+    ("Philips Medical Systems", "iU22", 480, 640, "philips-iu22-us-480"),
+    ("GE Healthcare", "LOGIQ9", 480, 640, "ge-logiq9-us"),
+    ("SIEMENS", "ACUSON Antares", 768, 1024, "siemens-antares-us-1024x768"),
+    ("Philips Medical Systems", "iU22", 512, 640, None),  # no rule for this size
+    ("ACME", "iU22", 480, 640, None),
+])
+def test_shipped_rules_match_their_devices(manufacturer: str, model: str, rows: int,
+                                           columns: int, rule: str | None) -> None:
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = pixel_images.US, "1.2.3"
+    ds.Modality, ds.Manufacturer, ds.ManufacturerModelName = "US", manufacturer, model
+    ds.Rows, ds.Columns = rows, columns
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    profile = DeidentifySettings(secret=SECRET).compiled_profile()
+    found = matching_rules(read_dicom(buffer.getvalue()), profile.spec.pixel_rules)
+    assert [r.name for r in found] == ([rule] if rule else [])
+    assert all(r.source and r.boxes for r in found)
