@@ -16,6 +16,7 @@ raises :class:`JpegBlockError`; the caller then re-encodes the frame instead.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -161,26 +162,12 @@ def _scan_end(code: bytes, start: int) -> int:
 
 def _intervals(data: bytes) -> list[str]:
     """The entropy-coded data as bit strings, one per restart interval (unstuffed)."""
-    out = []
-    chunk = bytearray()
-    pos = 0
-    while pos < len(data):
-        byte = data[pos]
-        if byte == 0xFF and pos + 1 < len(data):
-            following = data[pos + 1]
-            if following == 0:
-                chunk.append(0xFF)
-                pos += 2
-                continue
-            if 0xD0 <= following <= 0xD7:
-                out.append(chunk)
-                chunk = bytearray()
-                pos += 2
-                continue
-        chunk.append(byte)
-        pos += 1
-    out.append(chunk)
-    return [format(int.from_bytes(c, "big"), f"0{8 * len(c)}b") if c else "" for c in out]
+    chunks = _RESTART.split(data)
+    return [format(int.from_bytes(c, "big"), f"0{8 * len(c)}b") if c else ""
+            for c in (chunk.replace(b"\xff\x00", b"\xff") for chunk in chunks)]
+
+
+_RESTART = re.compile(rb"\xff[\xd0-\xd7]")
 
 
 def align(box: Box, mcu: tuple[int, int], width: int, height: int) -> Box:
@@ -249,8 +236,12 @@ def _recode_interval(stream: _Stream, bits: str, first_mcu: int, count: int, hit
             ac_table = stream.ac.get(component.ta)
             if dc_table is None or ac_table is None:
                 raise JpegBlockError("a Huffman table is missing")
+            dc_lookup, ac_lookup = dc_table.lookup, ac_table.lookup
             for _ in range(component.h * component.v):
-                symbol, length = _decode(dc_table, padded, pos)
+                found = dc_lookup[int(padded[pos:pos + 16], 2)]
+                if found is None:
+                    raise JpegBlockError("invalid Huffman code")
+                symbol, length = found
                 pos += length
                 diff = _extend(padded[pos:pos + symbol], symbol)
                 pos += symbol
@@ -258,7 +249,10 @@ def _recode_interval(stream: _Stream, bits: str, first_mcu: int, count: int, hit
                 ac_start = pos
                 k = 1
                 while k < 64:
-                    rs, length = _decode(ac_table, padded, pos)
+                    found = ac_lookup[int(padded[pos:pos + 16], 2)]
+                    if found is None:
+                        raise JpegBlockError("invalid Huffman code")
+                    rs, length = found
                     pos += length
                     run, size = rs >> 4, rs & 15
                     if size == 0:
@@ -275,13 +269,6 @@ def _recode_interval(stream: _Stream, bits: str, first_mcu: int, count: int, hit
                 new_predictor[index] = value
                 pieces.append(_eob(ac_table) if blanked else bits[ac_start:pos])
     return "".join(pieces)
-
-
-def _decode(table: _Huffman, bits: str, pos: int) -> tuple[int, int]:
-    found = table.lookup[int(bits[pos:pos + 16], 2)]
-    if found is None:
-        raise JpegBlockError("invalid Huffman code")
-    return found
 
 
 def _extend(text: str, size: int) -> int:
