@@ -181,11 +181,21 @@ def align(box: Box, mcu: tuple[int, int], width: int, height: int) -> Box:
 
 
 def mcu_size(code: bytes) -> tuple[int, int]:
-    return _parse(code).mcu
+    try:
+        return _parse(code).mcu
+    except (IndexError, ValueError, KeyError, struct.error):
+        raise JpegBlockError("malformed JPEG header") from None
 
 
 def blank(code: bytes, boxes: list[Box]) -> bytes:
     """``code`` with the MCUs under ``boxes`` (already aligned) flat black."""
+    try:
+        return _blank(code, boxes)
+    except (IndexError, ValueError, KeyError, ZeroDivisionError, struct.error):
+        raise JpegBlockError("malformed JPEG data") from None
+
+
+def _blank(code: bytes, boxes: list[Box]) -> bytes:
     stream = _parse(code)
     mx, my = stream.mcu
     across = -(-stream.width // mx)

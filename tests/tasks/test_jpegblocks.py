@@ -56,3 +56,19 @@ def test_streams_it_cannot_edit_say_why() -> None:
         blank(out.getvalue(), [(0, 0, 8, 8)])
     with pytest.raises(JpegBlockError, match="not a JPEG"):
         mcu_size(b"\0\0\0\0")
+
+
+def test_damaged_streams_raise_only_jpeg_block_errors() -> None:
+    """Whatever the damage, the caller gets JpegBlockError (and falls back), nothing else."""
+    code = _jpeg("RGB", 1)
+    rng = np.random.default_rng(3)
+    for _ in range(15):
+        damaged = bytearray(code)
+        for at in rng.integers(2, len(code), size=3):
+            damaged[at] = int(rng.integers(0, 256))
+        cut = bytes(damaged[:int(rng.integers(4, len(code) + 1))])
+        for data in (bytes(damaged), cut):
+            try:
+                blank(data, [(0, 0, 16, 8)])
+            except JpegBlockError:
+                pass
