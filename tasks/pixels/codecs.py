@@ -225,6 +225,8 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
     signed = _us(df, 0x00280103, 0) == 1
     planar = _us(df, 0x00280006, 0) == 1
     count = _us(df, 0x00280008, 1) or 1
+    if count < 1:
+        raise PixelCodecError(f"Number of Frames {count}")
     photometric = (df.top_text(0x00280004) or "").strip().upper()
     if samples not in (1, 3) or rows == 0 or columns == 0:
         raise PixelCodecError(f"{samples} samples per pixel of {rows}x{columns} not supported")

@@ -294,3 +294,19 @@ def test_shipped_rules_match_their_devices(manufacturer: str, model: str, rows: 
     found = matching_rules(read_dicom(buffer.getvalue()), profile.spec.pixel_rules)
     assert [r.name for r in found] == ([rule] if rule else [])
     assert all(r.source and r.boxes for r in found)
+
+
+@pytest.mark.parametrize("change", [
+    {"NumberOfFrames": "-3"}, {"NumberOfFrames": "100000"}, {"Rows": 4000},
+    {"BitsAllocated": 12}, {"SamplesPerPixel": 4}, {"PixelData": b""},
+    {"PhotometricInterpretation": "YBR_FULL_422"}, {"BitsAllocated": 1},
+])
+def test_damaged_pixel_attributes_are_refused_with_a_reason(change: dict[str, object],
+                                                            images: dict[str, Path]) -> None:
+    ds = pydicom.dcmread(images["xa_burned_in"])
+    for keyword, value in change.items():
+        setattr(ds, keyword, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    with pytest.raises(UnsupportedFileError, match="pixel data cannot be cleaned"):
+        deidentify_bytes(buffer.getvalue(), DeidentifySettings(secret=SECRET))
