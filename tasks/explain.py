@@ -21,12 +21,18 @@ from tasks.deidentify import (
 )
 from tasks.dicomio import DicomFile, read_dicom, tag_str
 from tasks.errors import UnsupportedFileError
+from tasks.filemeta import preamble_data
+from tasks.overlay import removed_planes_in_pixel_bits
 from tasks.pixels.clean import candidate, pixel_step
 from tasks.profile import CompiledProfile
 
 ACTION_WORDS = {
     "X": "remove", "Z": "empty", "D": "dummy", "K": "keep", "C": "clean", "U": "new UID",
 }
+
+
+_META_LINE = ("file meta: rebuilt (version, SOP Class and new SOP Instance UID, transfer "
+              "syntax, anonpipe's implementation); preamble: zeros")
 
 
 def _keyword(tag: int) -> str:
@@ -48,7 +54,10 @@ def _pixel_lines(df: DicomFile, profile: CompiledProfile, settings: DeidentifySe
     policy = settings.pixel_policy
     lines = [f"pixels: {reason}; --pixels {policy}"]
     if policy == "refuse":
-        return lines + ["pixels: the file is refused"]
+        flagged = profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
+                                           df.top_text(BURNED_IN_ANNOTATION))
+        return lines + ["pixels: the file is refused" if flagged else
+                        "pixels: kept as they are (--pixels refuse refuses flagged files only)"]
     if policy == "keep":
         return lines + ["pixels: kept as they are (burned-in text is not cleaned)"]
     for rule in rules:
@@ -100,6 +109,12 @@ def explain_bytes(data: bytes, settings: DeidentifySettings) -> str:
     lines += _pixel_lines(df, profile, settings)
     if profile.dates == "modified":
         lines.append("dates: shifted by a per-patient whole-day offset; (0028,0303) = MODIFIED")
+    lines.append(_META_LINE + (" (this file's preamble holds data, a TIFF view say: it is "
+                               "lost)" if preamble_data(df.raw_prefix) else ""))
+    planes = removed_planes_in_pixel_bits(df, resolver.decide)
+    if planes:
+        lines.append(f"overlay planes {', '.join(f'{g:04X}' for g in planes)} lie in unused "
+                     "Pixel Data bits: every bit outside the stored bits is cleared")
     lines.append("")
     for depth, el, action, why in sorted(trace, key=lambda entry: entry[1].start):
         word = ACTION_WORDS.get(action[:1], action)

@@ -175,13 +175,17 @@ def pixels_wanted(df: DicomFile, profile: CompiledProfile, policy: str) -> bool:
 
 def pixel_step(df: DicomFile, profile: CompiledProfile, policy: str) -> PixelResult | None:
     """The pixel step of de-identification under ``policy`` (clean, refuse, keep): None
-    when the pixels stay as they are; refusals raise."""
+    when the pixels stay as they are; refusals raise.  ``refuse`` refuses what the
+    burned-in check flags, as before cleaning existed; region rules name files to clean."""
     if policy == "keep":
+        return None
+    if policy == "refuse":
+        flagged = _burned_in_reason(df, profile)
+        if flagged is not None:
+            raise UnsupportedFileError(
+                f"burned-in annotation: {flagged}; --pixels refuse (--pixels clean blanks it)")
         return None
     reason, rules = candidate(df, _burned_in_reason(df, profile), profile.spec.pixel_rules)
     if reason is None:
         return None
-    if policy == "refuse":
-        raise UnsupportedFileError(
-            f"burned-in annotation: {reason}; --pixels refuse (--pixels clean blanks it)")
     return clean(df, reason, rules, df.enc)

@@ -32,6 +32,16 @@ from tasks.dicomio import DicomFile
 from tasks.errors import ProfileError
 
 RULES_DIR = config_dir("pixels")
+#: the attributes device signatures name, so that loading the rules needs no dictionary
+#: (pydicom's, with numpy behind it, would load in every worker)
+SIGNATURE_KEYWORDS = {
+    "ImageType": 0x00080008, "SOPClassUID": 0x00080016, "Modality": 0x00080060,
+    "Manufacturer": 0x00080070, "StationName": 0x00081010, "SeriesDescription": 0x0008103E,
+    "ManufacturerModelName": 0x00081090, "SoftwareVersions": 0x00181020,
+    "SamplesPerPixel": 0x00280002, "PhotometricInterpretation": 0x00280004,
+    "NumberOfFrames": 0x00280008, "Rows": 0x00280010, "Columns": 0x00280011,
+    "BitsAllocated": 0x00280100, "BurnedInAnnotation": 0x00280301,
+}
 DEFAULT_RULES = "default"
 _NUMERIC_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 
@@ -121,8 +131,8 @@ def load_rules(path: str) -> tuple[RegionRule, ...]:
             raise ProfileError(f"{where}: 'match' names at least one attribute")
         rules.append(RegionRule(
             name=str(entry["name"]), source=str(entry.get("source", "")),
-            match=tuple((parse_attribute(attr, f"{where}: match"), _wanted(want, where))
-                        for attr, want in match.items()),
+            match=tuple((SIGNATURE_KEYWORDS.get(attr) or parse_attribute(attr, f"{where}: match"),
+                         _wanted(want, where)) for attr, want in match.items()),
             boxes=tuple(_box(box, where) for box in entry.get("boxes") or [])))
     return tuple(rules)
 

@@ -310,3 +310,11 @@ def test_damaged_pixel_attributes_are_refused_with_a_reason(change: dict[str, ob
     ds.save_as(buffer)
     with pytest.raises(UnsupportedFileError, match="pixel data cannot be cleaned"):
         deidentify_bytes(buffer.getvalue(), DeidentifySettings(secret=SECRET))
+
+
+def test_signature_keywords_are_pydicom_s() -> None:
+    from pydicom.datadict import tag_for_keyword
+
+    from tasks.pixels.rules import SIGNATURE_KEYWORDS
+
+    assert all(tag_for_keyword(k) == tag for k, tag in SIGNATURE_KEYWORDS.items())
