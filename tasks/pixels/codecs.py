@@ -125,6 +125,10 @@ class Frames:
         self.range = min(float(g.min()) for g in greys), max(float(g.max()) for g in greys)
 
     def _grey(self, frame: np.ndarray) -> np.ndarray:
+        """What a viewer shows: the stored bits only (bits above them may hold an overlay
+        plane, PS3.5 8.1.2, and would hide the image's range from OCR)."""
+        if frame.dtype.kind == "u" and self.bits_stored < frame.dtype.itemsize * 8:
+            frame = (frame >> self._low_bit) & ((1 << self.bits_stored) - 1)
         if frame.ndim == 3:
             return (frame[..., 0].astype(np.float32) if self.photometric.startswith("YBR")
                     else frame.max(axis=2).astype(np.float32))
@@ -173,6 +177,7 @@ class Frames:
         return out
 
     _planar: bool = False
+    _low_bit: int = 0  # High Bit + 1 - Bits Stored: where the stored bits start
     _swapped: bool = False
     _tail: bytes = b""
     _subsampling: int = 2
@@ -259,6 +264,7 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
         out = Frames(transfer_syntax, photometric, stored, signed, frames, el, header)
         out._planar = planar and samples > 1
         out._swapped = swapped
+        out._low_bit = max(0, _us(df, 0x00280102, stored - 1) + 1 - stored)
         out._tail = value[size:]
         return out
     if not el.undefined:

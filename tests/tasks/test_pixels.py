@@ -318,3 +318,30 @@ def test_signature_keywords_are_pydicom_s() -> None:
     from tasks.pixels.rules import SIGNATURE_KEYWORDS
 
     assert all(tag_for_keyword(k) == tag for k, tag in SIGNATURE_KEYWORDS.items())
+
+
+def test_overlay_bits_are_cleared_in_the_cleaned_pixels(images: dict[str, Path], pki: Pki,
+                                                        tmp_path: Path) -> None:
+    """An overlay plane in the unused bits of a screen capture with burned-in text: the text
+    is blanked and the plane's bits cleared, in one new Pixel Data; -d restores both."""
+    ds = pydicom.dcmread(images["sc_12bit"])
+    words = np.frombuffer(ds.PixelData, "<u2").copy()
+    words[::7] |= 1 << 12  # the overlay bitmap, in bit 12
+    ds.PixelData = words.tobytes()
+    ds.add_new(0x60000010, "US", int(ds.Rows))
+    ds.add_new(0x60000011, "US", int(ds.Columns))
+    ds.add_new(0x60000040, "CS", "G")
+    ds.add_new(0x60000050, "SS", [1, 1])
+    ds.add_new(0x60000100, "US", 16)
+    ds.add_new(0x60000102, "US", 12)
+    src = tmp_path / "overlay.dcm"
+    ds.save_as(src)
+    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+    out = tmp_path / "out.dcm"
+    Deidentify(DeidentifySettings(secret=SECRET, encryptor=encryptor))(src, out)
+    cleaned = np.frombuffer(pydicom.dcmread(out).PixelData, "<u2")
+    assert not (cleaned >> 12).any()
+    assert not [word for word in pixel_images.WORDS if word in _text(out)]
+    back = tmp_path / "back.dcm"
+    Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes()))(out, back)
+    assert back.read_bytes() == src.read_bytes()
