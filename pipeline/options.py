@@ -115,6 +115,11 @@ def _check_state_paths(args: argparse.Namespace, src: Path, dst: Path) -> None:
             if where.is_relative_to(folder.resolve()):
                 raise UsageError(f"the {what} {path} must not be inside the {name} folder "
                                  "(it links originals to pseudonyms)")
+    preview = getattr(args, "pixels_preview", None)
+    for name, folder in (("output", dst), ("input", src)):
+        if preview and Path(preview).resolve().is_relative_to(folder.resolve()):
+            raise UsageError(f"--pixels-preview {preview} must not be inside the {name} folder "
+                             "(its images show the burned-in text)")
 
 
 def _same_file(a: Path, b: Path) -> bool:

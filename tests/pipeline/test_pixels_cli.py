@@ -61,9 +61,11 @@ def test_refuse_policy_fails_the_flagged_file_only(archive: Path, pki: Pki, tmp_
     (["--allow-burned-in", "--pixels", "clean"], "--allow-burned-in is --pixels keep"),
     (["--pixels", "keep", "--pixels-preview", "p"], "--pixels-preview shows what"),
     (["--pixels", "blank"], "invalid choice"),
+    (["--pixels-preview", "{out}/preview"], "must not be inside the output folder"),
 ])
 def test_pixel_options_are_checked(args: list[str], message: str, archive: Path, pki: Pki,
                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [arg.replace("{out}", str(tmp_path / "out")) for arg in args]
     assert _exit(["-c", str(pki.cert), *args, str(archive), str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
