@@ -58,6 +58,7 @@ from tasks.edit import Chunk, EditPlan, encode_element, render_parts
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
 from tasks.filemeta import is_uid, preamble_data, rebuilt_meta, zeroed_prefix
+from tasks.model import Written
 from tasks.overlay import cleared_pixel_data, removed_planes_in_pixel_bits
 from tasks.payload import (
     ENCRYPTED_ATTRIBUTES,
@@ -67,6 +68,15 @@ from tasks.payload import (
     keep_original,
     restore_record,
 )
+from tasks.pixels.clean import (
+    CLEAN_PIXEL_CODE,
+    CLEAN_PIXEL_METHOD,
+    DEFAULT_POLICY,
+    PixelResult,
+    pixel_step,
+    pixels_wanted,
+)
+from tasks.pixels.preview import write_preview
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.profile import (
     DEFAULT_PROFILE,
@@ -112,8 +122,17 @@ class DeidentifySettings:
     encryptor: EnvelopeEncryptor | None = None  # None: irreversible, no (0400,0500)
     #: PS3.15 Options (tasks.profile.OPTIONS names) on top of the profile's own
     options: tuple[str, ...] = ()
-    #: process files the profile would refuse for burned-in annotation (pixels not cleaned)
+    #: process files the profile would refuse for burned-in annotation (pixels not cleaned):
+    #: the older name of ``pixels="keep"``
     allow_burned_in: bool = False
+    #: what to do with pixels that may show text: clean, refuse or keep (tasks.pixels.clean)
+    pixels: str = DEFAULT_POLICY
+    #: a folder for before/after PNGs of every file cleaned (a person checks a sample)
+    pixels_preview: str | None = None
+
+    @property
+    def pixel_policy(self) -> str:
+        return "keep" if self.allow_burned_in else self.pixels
 
     @property
     def irreversible(self) -> bool:
@@ -587,32 +606,25 @@ def check_deidentifiable(df: DicomFile) -> None:
         )
 
 
-def check_burned_in(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings) -> None:
-    """Refuse pixel data that may show identifying text: we do not clean pixels."""
-    if settings.allow_burned_in:
-        return
-    reason = profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
-                                      df.top_text(BURNED_IN_ANNOTATION))
-    if reason is not None:
-        raise UnsupportedFileError(
-            f"burned-in annotation: {reason}; anonpipe does not clean pixel data "
-            "(--allow-burned-in processes it anyway)")
-
-
 @functools.lru_cache(maxsize=64)
-def _markers(profile: CompiledProfile, enc: Encoding) -> tuple[bytes, bytes, bytes | None]:
+def _markers(profile: CompiledProfile, enc: Encoding, pixels: bool = False
+             ) -> tuple[bytes, bytes, bytes | None]:
     """(0012,0062) YES, (0012,0063) and (0012,0064) (None: the profile adds none), encoded
-    once per profile and encoding (the profile is compiled once and held: keyed by it)."""
+    once per profile and encoding (the profile is compiled once and held: keyed by it);
+    ``pixels``: Clean Pixel Data was applied too (a second method value, code 113101)."""
+    method = profile.method.encode() + (b"\\" + CLEAN_PIXEL_METHOD if pixels else b"")
     return (encode_element(PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc),
-            encode_element(DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc),
-            _method_codes(profile, enc))
+            encode_element(DEIDENTIFICATION_METHOD, "LO", method, enc),
+            _method_codes(profile, enc, pixels))
 
 
-def _method_codes(profile: CompiledProfile, enc: Encoding) -> bytes | None:
+def _method_codes(profile: CompiledProfile, enc: Encoding, pixels: bool = False) -> bytes | None:
     """(0012,0064) De-identification Method Code Sequence: one CID 7050 item per code."""
     codes = profile.method_codes()
     if not codes:
         return None
+    if pixels:
+        codes = [*codes, CLEAN_PIXEL_CODE]
     items = b""
     for value, scheme, meaning in codes:
         body = (encode_element(CODE_VALUE, "SH", value.encode(), enc)
@@ -632,12 +644,14 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings,
 
 
 def deidentify_parts(data: bytes, settings: DeidentifySettings,
-                     trace: Trace | None = None) -> list[Chunk]:
+                     trace: Trace | None = None,
+                     cleaned: list[PixelResult] | None = None) -> list[Chunk]:
     """:func:`deidentify_bytes` as the pieces of the new file, in order (pixel data as a
-    view of ``data``'s buffer, not a copy: see ``tasks.fileio.write_atomic``)."""
+    view of ``data``'s buffer, not a copy: see ``tasks.fileio.write_atomic``).  What Clean
+    Pixel Data did, if anything, is appended to ``cleaned``."""
     profile = settings.compiled_profile()
     df = read_dicom(data, private_runs=_private_runs(profile, trace))
-    return _deidentified(df, data, profile, settings, trace)
+    return _deidentified(df, data, profile, settings, trace, cleaned=cleaned)
 
 
 def deidentify_split(fd: int, size: int, settings: DeidentifySettings
@@ -649,8 +663,8 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings
     profile = settings.compiled_profile()
 
     def render(df: DicomFile, stand_in: tuple[int, bytes]) -> list[Chunk] | None:
-        if _overlay_planes(df, profile):
-            return None  # the pixel words change (tasks.overlay): read whole
+        if _overlay_planes(df, profile) or pixels_wanted(df, profile, settings.pixel_policy):
+            return None  # the pixel words change (tasks.overlay, tasks.pixels): read whole
         return _deidentified(df, b"", profile, settings, None, stand_in)
 
     return split_rendered(fd, size, render, _private_runs(profile, None))
@@ -664,26 +678,28 @@ def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:
 
 def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
                   settings: DeidentifySettings, trace: Trace | None,
-                  stand_in: tuple[int, bytes] | None = None) -> list[Chunk]:
+                  stand_in: tuple[int, bytes] | None = None,
+                  cleaned: list[PixelResult] | None = None) -> list[Chunk]:
     """The pieces of ``df`` de-identified (``data``: the file's bytes, needed for deflated
     files only).  ``stand_in``: the body offset of a Pixel Data stand-in
     (``tasks.pixeltail``) and the object to render in its place, a piece of its own."""
     check_deidentifiable(df)
-    if trace is None:
-        check_burned_in(df, profile, settings)
+    pixels = pixel_step(df, profile, settings.pixel_policy) if trace is None else None
     work = _Deidentifier(df, profile, settings, trace)
     work.walk(df.elements, df.enc, [])
+    added: dict[int, bytes] = {}
+    if pixels is not None:
+        _take_cleaned_pixels(df, work, pixels, added, settings, cleaned)
     if trace is None:
         _clear_overlay_planes(df, work)
     enc = df.enc
     plan = work.plan
-    added: dict[int, bytes] = {}
     if profile.dates is not None and profile.spec.table:
         added[LONGITUDINAL_MODIFIED] = encode_element(
             LONGITUDINAL_MODIFIED, "CS",
             b"MODIFIED" if profile.dates == "modified" else b"UNMODIFIED", enc)
     # PS3.15 E.1.1: every de-identified instance says so, with or without a payload
-    removed, method, codes = _markers(profile, enc)
+    removed, method, codes = _markers(profile, enc, pixels is not None)
     plan.insert[PATIENT_IDENTITY_REMOVED] = removed
     plan.insert[DEIDENTIFICATION_METHOD] = method
     if codes is not None:
@@ -751,6 +767,28 @@ def _overlay_planes(df: DicomFile, profile: CompiledProfile) -> list[int]:
     """The overlay groups in unused Pixel Data bits that ``profile`` removes."""
     return removed_planes_in_pixel_bits(
         df, profile.resolver(df.top_text(SOP_CLASS_UID)).decide)
+
+
+def _take_cleaned_pixels(df: DicomFile, work: _Deidentifier, pixels: PixelResult,
+                         added: dict[int, bytes], settings: DeidentifySettings,
+                         cleaned: list[PixelResult] | None) -> None:
+    """Clean Pixel Data's elements into the edit: the new Pixel Data replaces the old
+    (which goes into the payload; overlay bits are then cleared in the new words), the
+    others ((0028,0301) NO, lossy attributes) are set like the engine's own additions."""
+    for tag, encoded in pixels.elements.items():
+        el = df.top(tag)
+        if tag == PIXEL_DATA and el is not None:
+            if el.start in work.plan.replace:
+                continue  # the profile acts on Pixel Data itself: its action stands
+            work.plan.set(el, encoded, [])
+            keep_original(work.payload, el)
+        else:
+            added[tag] = encoded
+    if cleaned is not None:
+        cleaned.append(pixels)
+    if settings.pixels_preview:
+        uid = work.map_uids(df.top_value(SOP_INSTANCE_UID) or b"").rstrip(b"\0 ").decode()
+        write_preview(settings.pixels_preview, uid, pixels)
 
 
 def _clear_overlay_planes(df: DicomFile, work: _Deidentifier) -> None:
@@ -836,10 +874,13 @@ class Deidentify:
 
     settings: DeidentifySettings
 
-    def __call__(self, src: Path, dst: Path) -> int:
-        return apply_to_file(src, dst, lambda data: deidentify_parts(data, self.settings),
+    def __call__(self, src: Path, dst: Path) -> int | Written:
+        cleaned: list[PixelResult] = []
+        size = apply_to_file(src, dst,
+                             lambda data: deidentify_parts(data, self.settings, cleaned=cleaned),
                              lambda fd, size: deidentify_split(fd, size, self.settings),
                              SPLIT_FROM)
+        return Written(size, cleaned[-1].how) if cleaned else size
 
 
 def apply_to_file(src: Path, dst: Path, whole: Callable[[bytes], Sequence[Piece] | bytes],

@@ -62,7 +62,7 @@ _KEYS = {
     "name": str, "description": str, "extends": str, "table": str, "method": str,
     "options": list, "actions": dict, "keep_private_creators": list, "clean_allow": dict,
     "burned_in_check": bool, "burned_in_sop_classes": list, "method_code_sequence": bool,
-    "unlisted": str, "known_safe": list,
+    "unlisted": str, "known_safe": list, "pixel_rules": list,
 }
 #: What a table-based profile does with free text and opaque bytes of attributes Table
 #: E.1-1 does not list (names, dates and UIDs follow their VR's rule in both, tasks.vr):
@@ -108,6 +108,8 @@ class ProfileSpec:
     method_code_sequence: bool = True
     unlisted: str = "keep"
     known_safe: frozenset[int] = frozenset()
+    #: region rule files (tasks.pixels.rules), resolved paths; a profile adds to its base's
+    pixel_rules: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -225,6 +227,14 @@ def load_profile(name_or_path: str | ProfileSpec, _seen: tuple[str, ...] = ()) -
     for uid in sop_classes or []:
         if not isinstance(uid, str) or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid):
             raise ProfileError(f"{where}: burned_in_sop_classes: {uid!r} is not a UID")
+    pixel_rules = list(base.pixel_rules if base else ())
+    for rule_file in data.get("pixel_rules") or []:
+        from tasks.pixels.rules import load_rules, resolve_rule_file
+
+        resolved = str(resolve_rule_file(str(rule_file), path.parent))
+        load_rules(resolved)  # validated here, at the boundary
+        if resolved not in pixel_rules:
+            pixel_rules.append(resolved)
     spec = ProfileSpec(
         name=str(name),
         source=where,
@@ -243,6 +253,7 @@ def load_profile(name_or_path: str | ProfileSpec, _seen: tuple[str, ...] = ()) -
                                            base.method_code_sequence if base else True)),
         unlisted=unlisted,
         known_safe=frozenset(known_safe),
+        pixel_rules=tuple(pixel_rules),
     )
     if options and not spec.table:
         raise ProfileError(f"{where}: options need the {TABLE_NAME} table")
