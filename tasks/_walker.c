@@ -488,6 +488,59 @@ static PyObject *walk(PyObject *self, PyObject *args) {
                          w.at_pixels ? Py_True : Py_False);
 }
 
+PyDoc_STRVAR(meta_doc,
+"meta(buf, pos, shift) -> (elements, end): the group 0002 elements from pos (explicit VR\n"
+"little endian), their offsets plus shift; None where _meta_elements would raise.");
+
+static PyObject *meta(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t pos, shift;
+    if (element_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tasks._walker.setup() not called");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "y*nn", &view, &pos, &shift)) return NULL;
+    const unsigned char *buf = view.buf;
+    Py_ssize_t size = view.len;
+    PyObject *elements = PyList_New(0);
+    if (elements == NULL || pos < 0) goto fail;
+    while (pos + 8 <= size) {
+        const unsigned char *p = buf + pos;
+        unsigned group = u16(p, 1), elem = u16(p + 2, 1);
+        if (group != 0x0002) break;
+        int index = vr_index(p + 4);
+        if (index < 0 || !vr_kind[index]) goto refuse;
+        uint32_t length;
+        Py_ssize_t vstart;
+        if (vr_kind[index] == 2) {
+            if (pos + 12 > size) goto refuse;
+            length = u32(p + 8, 1);
+            vstart = pos + 12;
+        } else {
+            length = u16(p + 6, 1);
+            vstart = pos + 8;
+        }
+        if (length == UNDEFINED || vstart + (Py_ssize_t)length > size) goto refuse;
+        PyObject *el = new_element(((uint32_t)group << 16) | elem, vr_str[index], pos + shift,
+                                   vstart + shift, length, vstart + (Py_ssize_t)length + shift);
+        if (el == NULL) goto fail;
+        int rc = PyList_Append(elements, el);
+        Py_DECREF(el);
+        if (rc) goto fail;
+        pos = vstart + (Py_ssize_t)length;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("(Nn)", elements, pos);
+refuse:
+    Py_DECREF(elements);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(elements);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 /* the byte offset of a slot of ``cls`` named ``name`` (a member descriptor of a slots class) */
 static int slot_offset(PyObject *cls, const char *name, Py_ssize_t *offset) {
     PyObject *descr = PyObject_GetAttrString(cls, name);
@@ -530,6 +583,7 @@ static PyObject *setup(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, walk_doc},
+    {"meta", meta, METH_VARARGS, meta_doc},
     {"setup", setup, METH_VARARGS, setup_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -532,8 +532,19 @@ class DicomFile:
         return None
 
 
-def _meta_elements(data: bytes, pos: int) -> tuple[list[Element], int]:
-    """Read group 0002 elements one by one (explicit VR LE) without overrunning the body."""
+def _meta_elements(data: bytes, pos: int, shift: int = 0) -> tuple[list[Element], int]:
+    """Read group 0002 elements one by one (explicit VR LE) without overrunning the body;
+    their offsets plus ``shift``.  By the compiled walker when there is one (see
+    :func:`walk`)."""
+    if _WALKER is not None:
+        found = _WALKER.meta(data, pos, shift)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    elements, pos = _meta_elements_python(data, pos)
+    return [_shift(el, shift) for el in elements] if shift else elements, pos
+
+
+def _meta_elements_python(data: bytes, pos: int) -> tuple[list[Element], int]:
     elements: list[Element] = []
     size = len(data)
     while pos + 8 <= size:
@@ -572,23 +583,27 @@ def _headerless_syntax(data: bytes) -> str:
     raise DicomFormatError("not a DICOM file (no DICM prefix, no recognisable header)")
 
 
-def split_file(data: bytes) -> tuple[bytes, list[Element], bytes, str, int]:
-    """Locate preamble, meta and body start.  Returns prefix, meta, meta bytes, TS, offset."""
+def split_file(data: bytes, meta_relative: bool = False
+               ) -> tuple[bytes, list[Element], bytes, str, int]:
+    """Locate preamble, meta and body start.  Returns prefix, meta, meta bytes, TS, offset.
+    The meta's offsets index ``data``, or the meta bytes with ``meta_relative``."""
     if len(data) >= 132 and data[128:132] == b"DICM":
         prefix_end = 132
     elif data[:4] == b"DICM":
         prefix_end = 4
     else:
         prefix_end = 0
-    meta, meta_end = _meta_elements(data, prefix_end)
+    meta, meta_end = _meta_elements(data, prefix_end, -prefix_end if meta_relative else 0)
     if prefix_end and not meta:
         raise DicomFormatError("no file meta information after the DICM prefix")
     if prefix_end == 0 and not meta:
         return b"", [], b"", _headerless_syntax(data), 0
     ts = ""
+    shift = prefix_end if meta_relative else 0
     for el in meta:
         if el.tag == 0x00020010:
-            ts = el.value(data).rstrip(b"\0 ").decode("ascii", "replace")
+            start = el.value_start + shift
+            ts = data[start:start + el.length].rstrip(b"\0 ").decode("ascii", "replace")
     if not ts:
         if meta_end + 8 > len(data):  # the file ends inside group 0002
             raise DicomFormatError("truncated file meta information (no transfer syntax)")
@@ -622,8 +637,7 @@ def read_to_pixels(data: bytes, private_runs: bool = False) -> tuple[DicomFile, 
 def _read_dicom(data: bytes, stop_at_pixels: bool, private_runs: bool = False
                 ) -> tuple[DicomFile, bool]:
     """:func:`read_dicom`, and whether the walk stopped because it reached the pixel data."""
-    prefix, meta, meta_bytes, ts, body_start = split_file(data)
-    meta = [_shift(el, -len(prefix)) for el in meta]
+    prefix, meta, meta_bytes, ts, body_start = split_file(data, meta_relative=True)
     enc = encoding_for(ts)
     deflated = ts == DEFLATED_LE
     body = data[body_start:]

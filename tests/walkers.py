@@ -1,4 +1,5 @@
-"""The compiled element walker against the Python one: the same trees, or both refuse."""
+"""The compiled element walker and meta reader against the Python ones: the same trees,
+or both refuse."""
 
 from __future__ import annotations
 
@@ -37,6 +38,16 @@ def compare(data: bytes) -> int:
     where they differ.  Returns how many walks the compiled walker completed itself."""
     walker = dicomio._WALKER
     assert walker is not None, "the compiled walker is not built (make install)"
+    for start in (0, 4, 132):  # the file meta information, after each possible prefix
+        meta = walker.meta(data, start, -start)
+        try:
+            elements, end = dicomio._meta_elements_python(data, start)
+        except DicomFormatError:
+            assert meta is None, f"only the Python reader refused the meta at {start}"
+            continue
+        assert meta is not None, f"only the compiled reader refused the meta at {start}"
+        shifted = [dicomio._shift(el, -start) for el in elements]
+        assert (tree(meta[0]), meta[1]) == (tree(shifted), end), f"meta differs at {start}"
     found = data_set(data)
     if found is None:
         return 0
