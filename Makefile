@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= build/demo
 
-.PHONY: install lint demo test system-deps bench fuzz tables clean
+.PHONY: install lint demo test system-deps bench bench-scale fuzz tables clean
 
 install: $(STAMP)
 
@@ -47,6 +47,11 @@ test: install system-deps lint
 
 bench: install system-deps
 	$(BIN)/python benchmarks/run.py
+
+# a million tiny files (SCALE_FILES=N for another size): gdcmanon, anonpipe, a no-op rerun,
+# the audit; driver memory and store size per file
+bench-scale: install system-deps
+	$(BIN)/python benchmarks/scale.py
 
 fuzz: install
 	ANONPIPE_FUZZ_SECONDS=$${ANONPIPE_FUZZ_SECONDS:-600} $(BIN)/python -m pytest tests/fuzz -q
