@@ -46,11 +46,11 @@ def template() -> tuple[bytes, dict[str, int]]:
     ds.StudyTime = "101010"
     ds.AccessionNumber = "A" + marks["study"][:8]
     ds.Modality = "CT"
-    ds.Manufacturer = "Scale"
-    ds.InstitutionName = "Scale General Hospital"
+    ds.Manufacturer = "Acme"
+    ds.InstitutionName = "General Hospital"
     ds.ReferringPhysicianName = "Doe^Referring"
     ds.StudyDescription = "CT chest scale benchmark"
-    ds.PatientName = "Scale^P" + marks["patient"]
+    ds.PatientName = "Tiny^P" + marks["patient"]
     ds.PatientID = "ID" + marks["patient"]
     ds.PatientBirthDate = "19700101"
     ds.PatientSex = "O"
