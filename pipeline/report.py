@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +88,11 @@ def build_report(
             "failed": summary.failed,
             "bytes_in": summary.bytes_in,
             "bytes_out": summary.bytes_out,
+            # Clean Pixel Data: files cleaned by a region rule (and no OCR box), by OCR,
+            # checked with nothing to blank, refused because OCR still read text
+            "pixels": {"rule": summary.pixels.get("rule", 0), "ocr": summary.pixels.get("ocr", 0),
+                       "checked": summary.pixels.get("checked", 0),
+                       "refused_after_verification": errors.get("BurnedInTextError", (0, []))[0]},
         },
         "findings": findings,
         "passes": [_pass(p) for p in passes],
@@ -124,10 +128,6 @@ def write_report(report: dict[str, Any], folder: Path | None = None) -> Path:
     return path
 
 
-def load_report(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
 def summary_table(report: dict[str, Any]) -> Group:
     """Files done/skipped/failed by kind, bytes, wall time per pass, then the reasons.
 
@@ -148,6 +148,10 @@ def summary_table(report: dict[str, Any]) -> Group:
     counts = report["counts"]
     table.add_section()
     table.add_row("done", f"{counts['done']:,}", f"{counts['bytes_out'] / 1e6:,.1f}", "", "")
+    pixels = counts.get("pixels") or {}
+    for how, label in (("rule", "  pixels cleaned by rule"), ("ocr", "  pixels cleaned by OCR")):
+        if pixels.get(how):
+            table.add_row(label, f"{pixels[how]:,}", "", "", "")
     table.add_row("skipped", f"{counts['skipped']:,}", "", "", "")
     table.add_row("failed", f"{counts['failed']:,}", "", "", "",
                   style="red" if counts["failed"] else None)
@@ -163,7 +167,3 @@ def summary_table(report: dict[str, Any]) -> Group:
                               "report"))
     return Group(table, *lines)
 
-
-def summary_from_dict(values: dict[str, Any]) -> RunSummary:
-    """Rebuild a :class:`RunSummary` (tests and tools)."""
-    return RunSummary(**{k: v for k, v in values.items() if k in asdict(RunSummary())})

@@ -5,14 +5,17 @@ ranges, put the original top-level elements (whole sequences where a change lies
 into one Modified Attributes Sequence item, CMS-encrypt it into the Encrypted Attributes
 Sequence (0400,0500) exactly as gdcmanon lays it out, set (0012,0062)/(0012,0063) (and,
 for profiles based on PS3.15 Table E.1-1, (0012,0064) with the CID 7050 codes applied and
-(0028,0303) when a Longitudinal option keeps dates), and re-sync (0002,0003).  Everything
-else - preamble, meta, pixel data - keeps its bytes.  Which attribute gets which action is
-the profile's business (tasks.profile); the values come from tasks.actions.
+(0028,0303) when a Longitudinal option keeps dates), rebuild the file meta and zero the
+preamble (tasks.filemeta), and clear overlay planes the profile removes from unused pixel
+bits (tasks.overlay).  Everything else - pixel data included - keeps its bytes.  The
+payload's layout is tasks.payload's; which attribute gets which action is the profile's
+business (tasks.profile); the values come from tasks.actions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import struct
@@ -32,44 +35,66 @@ from tasks.actions import (
     date_offset_days,
     dummy_value,
 )
+from tasks.codes import (
+    CODE_ITEM_SCHEME,
+    CODE_ITEM_VALUES,
+    CODING_SCHEME_DESIGNATOR,
+    standard_scheme,
+)
 from tasks.dicomio import (
-    EXPLICIT_LE,
-    EXPLICIT_LE_ENC,
     PIXEL_DATA,
-    UNDEFINED,
     DicomFile,
     Element,
     Encoding,
     Item,
+    dictionary_vr,
     element_header,
-    item_end,
     item_header,
     pad_value,
     read_dicom,
     sequence_end,
 )
-from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
+from tasks.edit import Chunk, EditPlan, encode_element, render_parts
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
+from tasks.filemeta import is_uid, preamble_data, rebuilt_meta, zeroed_prefix
+from tasks.model import Written
+from tasks.overlay import cleared_pixel_data, removed_planes_in_pixel_bits
+from tasks.payload import (
+    ENCRYPTED_ATTRIBUTES,
+    ENCRYPTED_CONTENT,  # noqa: F401 - part of this module's interface (tests)
+    build_payload,
+    encrypted_attributes_element,
+    keep_original,
+    restore_record,
+)
+from tasks.pixels.clean import (
+    CLEAN_PIXEL_CODE,
+    CLEAN_PIXEL_METHOD,
+    DEFAULT_POLICY,
+    PixelResult,
+    pixel_step,
+    pixels_wanted,
+)
+from tasks.pixels.preview import write_preview
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.profile import (
     DEFAULT_PROFILE,
+    UID_RULE,
     Action,
     CompiledProfile,
     Decision,
     ProfileSpec,
     Rule,
     get_profile,
+    kept_decision,
 )
-from tasks.uids import DEFAULT_ROOT, new_uid
+from tasks.uids import DEFAULT_ROOT, instance_uids, new_uid, registered
+from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted, conforms
 
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
 
-ENCRYPTED_ATTRIBUTES = 0x04000500
-ENCRYPTED_CONTENT_TS = 0x04000510
-ENCRYPTED_CONTENT = 0x04000520
-MODIFIED_ATTRIBUTES = 0x04000550
 PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD = 0x00120063
 DEIDENTIFICATION_METHOD_CODES = 0x00120064
@@ -81,19 +106,9 @@ CODING_SCHEME = 0x00080102
 CODE_MEANING = 0x00080104
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
+MEDIA_SOP_CLASS_UID = 0x00020002
 MEDIA_SOP_INSTANCE_UID = 0x00020003
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-#: A private record appended after the (0400,0550) element in the payload.  gdcmanon -d
-#: parses only the first element and ignores what follows (reference §3.4), so this carries
-#: what gdcmanon's layout cannot: original file meta that (0008,0018) does not determine.
-RESTORE_CREATOR_TAG = 0x04010010
-RESTORE_CREATOR = b"ANONPIPE RESTORE"
-RESTORE_META_TAG = 0x04011001
-RESTORE_DEFLATED_TAG = 0x04011002
-RESTORE_DEFLATED_LENGTH_TAG = 0x04011003  # OB values are padded to even length
-#: UL list of top-level tags -e added that the original did not have ((0012,0064),
-#: (0028,0303)): our -d removes them; gdcmanon -d leaves them behind.
-RESTORE_ADDED_TAG = 0x04011004
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +122,17 @@ class DeidentifySettings:
     encryptor: EnvelopeEncryptor | None = None  # None: irreversible, no (0400,0500)
     #: PS3.15 Options (tasks.profile.OPTIONS names) on top of the profile's own
     options: tuple[str, ...] = ()
-    #: process files the profile would refuse for burned-in annotation (pixels not cleaned)
+    #: process files the profile would refuse for burned-in annotation (pixels not cleaned):
+    #: the older name of ``pixels="keep"``
     allow_burned_in: bool = False
+    #: what to do with pixels that may show text: clean, refuse or keep (tasks.pixels.clean)
+    pixels: str = DEFAULT_POLICY
+    #: a folder for before/after PNGs of every file cleaned (a person checks a sample)
+    pixels_preview: str | None = None
+
+    @property
+    def pixel_policy(self) -> str:
+        return "keep" if self.allow_burned_in else self.pixels
 
     @property
     def irreversible(self) -> bool:
@@ -124,14 +148,35 @@ class DeidentifySettings:
 _dummy = dummy_value
 
 Trace = list[tuple[int, Element, str, str]]
-#: Free text (PS3.5 6.2) a sequence's D/C row covers when no row names the attribute.
-FREE_TEXT_VRS = frozenset({"ST", "LT", "UT", "UC", "PN"})
 _SCRUB_RULES = {
     Action.D: Rule("", "", "", "", "D", "", "free text inside a sequence whose row is D or "
                    "U*: dummy"),
     Action.C: Rule("", "", "", "", "C", "", "free text inside a sequence whose row is C: "
                    "cleaned"),
 }
+
+
+_kept = kept_decision
+
+
+def _private_vr_problem(el: Element, listed: str, buf: bytes) -> str | None:
+    """Why a private element in a slot of the safe list (PS3.15 Table E.3.10-1) is not what
+    the list says the slot holds, or None.  An explicit VR must be the listed one; a value
+    of unknown VR (implicit files) must conform to it.  Never quotes the value."""
+    allowed = listed.split("/") if listed else []
+    if el.items is not None or el.vr == "SQ":
+        return None if "SQ" in allowed else f"a sequence where the list has {listed or 'no VR'}"
+    if el.vr != "UN":
+        if el.vr in allowed or (not listed and el.vr not in UNLISTED):
+            return None  # the listed VR, or a number where the list gives none
+        return f"VR {el.vr} where the list has {listed or 'no VR'}"
+    if not allowed:
+        return "a value of unknown VR where the list gives none"
+    if el.undefined:
+        return "an undefined length"
+    if "SQ" not in allowed and any(conforms(vr, el.value(buf)) for vr in allowed):
+        return None
+    return f"a value that is not {listed}"
 
 
 def _lazy_date_offset(secret: bytes, df: DicomFile) -> Callable[[], int]:
@@ -171,6 +216,7 @@ class _Deidentifier:
         self.trace = trace
         self.date_offset = _lazy_date_offset(settings.secret, df)
         self.clean = CleanContext(settings.secret, self.date_offset, dict(profile.clean_allow))
+        self.known_safe_only = profile.known_safe_only
 
     def walk(self, elements: list[Element], enc: Encoding, path: list[Element | Item],
              parent: int = 0, scrub: Action | None = None) -> None:
@@ -181,7 +227,11 @@ class _Deidentifier:
         the table leaves such content (e.g. an SR Text Value) to its sequence's row.
         """
         # the per-element path is inlined (decision cache, removal, _record): it runs for
-        # every element of every file (issue 6 measurements)
+        # every element of every file; an attribute no row names costs one more dict
+        # lookup, by its VR (tasks.vr: numbers, codes and times miss it and are kept)
+        kinds = self.profile.scrub_vrs if scrub is not None else self.profile.unlisted_vrs
+        code = (self._code_scheme(elements) if scrub is not None or self.known_safe_only
+                else None)
         resolver = self.resolver
         decide = resolver.decide
         cached = resolver._cache
@@ -205,12 +255,14 @@ class _Deidentifier:
                 decision = cached[key_base | tag]
             except KeyError:
                 decision = decide(tag, parent)
-            if decision is None and scrub is not None and el.vr in FREE_TEXT_VRS:
-                decision = self._scrub_decision(el, scrub)
+            if decision is None:
+                kind = kinds.get(el.vr)
+                if kind is not None:
+                    decision = self._unlisted(el, parent, kind, scrub, code)
             if decision is None or decision.action is keep:
                 if trace is not None:
                     trace.append((len(path) // 2, el, "K", decision.reason() if decision
-                                  else "not in the profile: kept"))
+                                  else self._kept_why(el)))
                 if el.items:
                     self._enter(el, enc, path, scrub)
                 continue
@@ -235,6 +287,80 @@ class _Deidentifier:
     def _scrub_decision(self, el: Element, scrub: Action) -> Decision:
         rule = _SCRUB_RULES[scrub]
         return Decision(scrub, rule, None, "", Action.Z)
+
+    def _kept_why(self, el: Element) -> str:
+        """Why an attribute no rule acts on is kept (``--explain`` only)."""
+        if not self.profile.unlisted:
+            return "not in the profile: kept"
+        kind = UNLISTED.get(el.vr, Unlisted.KEEP)
+        if el.vr == "SQ" or el.items is not None:
+            return "not in Table E.1-1: sequence kept, its items walked"
+        if kind == Unlisted.KEEP:
+            return f"not in Table E.1-1: VR {el.vr} (a number, code, time or age) kept"
+        return (f"not in Table E.1-1: VR {el.vr} kept (PS3.15 E.1.1; the strict profile keeps "
+                "only what is known safe)")
+
+    def _code_scheme(self, elements: list[Element]) -> bool | None:
+        """For a code item (PS3.3 Table 8.8-1): whether its scheme is a standard one; None
+        for any other data set."""
+        for el in elements:
+            if el.tag >= CODING_SCHEME_DESIGNATOR:
+                if el.tag == CODING_SCHEME_DESIGNATOR and not el.undefined:
+                    return standard_scheme(el.value(self.buf))
+                return None
+        return None
+
+    def _unlisted(self, el: Element, parent: int, kind: str, scrub: Action | None,
+                  code: bool | None) -> Decision | None:
+        """The decision for an attribute no row of the profile names, by its VR's kind
+        (tasks.vr.Unlisted): the rules past Table E.1-1 (PS3.15 E.1.1)."""
+        tag = el.tag
+        rules = self.profile.unlisted
+        if kind == Unlisted.UID:
+            # (attributes naming a definition are kept by the resolver: tasks.profile)
+            rule = rules[kind]
+            if rule is None:
+                return _kept("not in Table E.1-1: UIDs kept (retain_uids)")
+            if el.undefined or not instance_uids(el.value(self.buf)):
+                return _kept("not in Table E.1-1: a UID registered in PS3.6 Annex A")
+            return self.resolver.by_rule(tag, parent, rule)
+        if kind == Unlisted.NAME:
+            if not el.length:
+                return None
+            return self.resolver.by_rule(tag, parent, rules[kind] or _SCRUB_RULES[Action.D])
+        if kind == Unlisted.DATE:
+            rule = rules[kind]
+            if rule is None:
+                return _kept("not in Table E.1-1: dates kept (retain_long_full_dates)")
+            return self.resolver.by_rule(tag, parent, rule)
+        # free text and opaque bytes
+        if el.items is not None:
+            return None  # a UN sequence (CP-246): its items are walked, each by its own rule
+        if el.vr == "UN" and not tag & 0x10000:
+            # a standard attribute its writer encoded as UN: the rule of its real VR
+            real = UNLISTED.get(dictionary_vr(tag), Unlisted.KEEP)
+            if real == Unlisted.KEEP or real not in rules:
+                return None
+            if real != Unlisted.TEXT:
+                return self._unlisted(el, parent, real, scrub, code)  # UID, name, date
+            kind = real
+        if code is not None:
+            if tag in CODE_ITEM_SCHEME:
+                return _kept("names the coding scheme of a code item")
+            if tag in CODE_ITEM_VALUES:
+                if code:
+                    return _kept("code of a standard coding scheme (PS3.16 8): safe")
+                local = rules["code"]
+                assert local is not None
+                return self.resolver.by_rule(tag, parent, local)
+        if scrub is not None and kind == Unlisted.TEXT:
+            return self._scrub_decision(el, scrub)
+        rule = rules.get(kind)
+        if rule is None:
+            return None
+        if tag in self.profile.spec.known_safe:
+            return _kept(f"not in Table E.1-1: known safe (profile {self.profile.name})")
+        return self.resolver.by_rule(tag, parent, rule)
 
     def _enter(self, el: Element, enc: Encoding, path: list[Element | Item],
                scrub: Action | None = None) -> None:
@@ -288,6 +414,8 @@ class _Deidentifier:
             if el.length == 0:
                 return None, False
             return encode_element(el.tag, el.vr, b"", enc), False
+        if decision.rule is UID_RULE:
+            return encode_element(el.tag, el.vr, self.map_instance_uids(value), enc), False
         if action is Action.U or (action is Action.D and el.vr == "UI"):
             if not value.rstrip(b"\0 "):
                 return None, False
@@ -298,8 +426,8 @@ class _Deidentifier:
         return None, False
 
     def _clean(self, el: Element, decision: Decision, enc: Encoding) -> tuple[bytes | None, bool]:
-        if decision.rule.keyword in ("curve", "overlay_data"):
-            return None, False  # Clean Graphics: bitmaps kept (see tasks.actions)
+        if decision.rule.keyword in ("curve", "overlay_data") and el.vr not in FREE_TEXT_VRS:
+            return None, False  # Clean Graphics: bitmaps, codes, numbers kept (tasks.actions)
         value = el.value(self.buf)
         if not value.rstrip(b"\0 "):
             return None, False
@@ -360,21 +488,44 @@ class _Deidentifier:
             block = (group << 16) | (elem >> 8)
             creator = creators.get(block) if elem >> 8 >= 0x10 else None
             why = None
+            gone = f"{rule.why} (creator {creator!r})"
+            vr = el.vr
             if creator is not None:
                 if creator in profile.keep_creators:
                     why = f"profile {profile.name} keeps private creator {creator!r}"
-                elif (group, creator, elem & 0xFF) in profile.safe_private:
-                    why = f"{rule.why}: safe private (Table E.3.10-1, {creator!r})"
+                else:
+                    listed = profile.safe_private.get((group, creator, elem & 0xFF))
+                    problem = (None if listed is None
+                               else _private_vr_problem(el, listed, self.buf))
+                    if listed is None:
+                        pass
+                    elif problem is None:
+                        why = f"{rule.why}: safe private (Table E.3.10-1, {creator!r})"
+                        vr = listed.split("/")[0] if vr == "UN" and listed else vr
+                    else:
+                        gone = (f"{rule.why}: a safe private slot ({creator!r}) holding "
+                                f"{problem}: removed")
             if why is not None:
                 kept_blocks.add(block)
                 kept_groups.add(group)
+                kind = profile.unlisted_vrs.get(vr)
+                decision = (self._unlisted(el, 0, kind, None, None)
+                            if kind in (Unlisted.UID, Unlisted.NAME, Unlisted.DATE) else None)
+                if decision is not None and decision.action is not Action.K:
+                    # a kept private UID, name or date follows the rules of its VR
+                    new, _enter = self._apply(el, decision, enc)
+                    if trace is not None:
+                        trace.append((len(path) // 2, el, self._label(decision, new, False),
+                                      f"{why}; {decision.reason()}"))
+                    self._record(el, new, path)
+                    continue
                 if trace is not None:
                     trace.append((len(path) // 2, el, "K", why))
                 if el.items:
                     self._enter(el, enc, path)
                 continue
             if trace is not None:
-                trace.append((len(path) // 2, el, "X", f"{rule.why} (creator {creator!r})"))
+                trace.append((len(path) // 2, el, "X", gone))
             self._record(el, b"", path)
         for el in later:
             group, elem = el.tag >> 16, el.tag & 0xFFFF
@@ -406,6 +557,13 @@ class _Deidentifier:
                 payload[el.tag] = el
                 replace[el.start] = b""
 
+    def map_instance_uids(self, value: bytes) -> bytes:
+        """:meth:`map_uids` of the UIDs not registered in PS3.6 Annex A (kept as they are)."""
+        parts = value.rstrip(b"\0 ").split(b"\\")
+        return b"\\".join(
+            part if registered(part.strip(b"\0 ").decode("ascii", "replace")) is not None
+            else self.map_uids(part) for part in parts)
+
     def map_uids(self, value: bytes) -> bytes:
         cached = self.uid_cache.get(value)
         if cached is None:
@@ -424,56 +582,6 @@ def _zero_length_header(header: bytes, enc: Encoding) -> bytes:
     if len(header) == 12:
         return header[:8] + struct.pack(enc.endian + "I", 0)
     return header[:4] + struct.pack(enc.endian + "I", 0)
-
-
-# --------------------------------------------------------------------------- payload
-
-
-def build_payload(buf: bytes, elements: list[Element], enc: Encoding) -> bytes:
-    """The Encrypted Attributes Data Set: (0400,0550) SQ, one item, Explicit VR LE.
-
-    Layout as gdcmanon writes it (reference §3.3): undefined-length sequence and item,
-    the original elements in ascending tag order, values little-endian.
-    """
-    if enc == EXPLICIT_LE_ENC:  # no transcoding: adjacent elements go as one slice
-        chunks: list[bytes] = []
-        start = end = -1
-        for el in elements:
-            if el.start != end:
-                if start >= 0:
-                    chunks.append(buf[start:end])
-                start = el.start
-            end = el.end
-        if start >= 0:
-            chunks.append(buf[start:end])
-        body = b"".join(chunks)
-    else:
-        body = b"".join(transcode(buf, el, enc, EXPLICIT_LE_ENC) for el in elements)
-    return (
-        element_header(MODIFIED_ATTRIBUTES, "SQ", UNDEFINED, EXPLICIT_LE_ENC)
-        + item_header(UNDEFINED, EXPLICIT_LE_ENC)
-        + body
-        + item_end(EXPLICIT_LE_ENC)
-        + sequence_end(EXPLICIT_LE_ENC)
-    )
-
-
-def encrypted_attributes_element(cms_der: bytes, enc: Encoding) -> bytes:
-    """(0400,0500) with one item holding (0400,0510) and (0400,0520), gdcmanon's layout."""
-    if len(cms_der) % 2:
-        cms_der += b"\0"  # gdcmanon pads an odd DER with one NUL; readers ignore it
-    item = (
-        encode_element(ENCRYPTED_CONTENT_TS, "UI", EXPLICIT_LE.encode(), enc)
-        + element_header(ENCRYPTED_CONTENT, "OB", len(cms_der), enc)
-        + cms_der
-    )
-    return (
-        element_header(ENCRYPTED_ATTRIBUTES, "SQ", UNDEFINED, enc)
-        + item_header(UNDEFINED, enc)
-        + item
-        + item_end(enc)
-        + sequence_end(enc)
-    )
 
 
 # --------------------------------------------------------------------------- file level
@@ -498,23 +606,25 @@ def check_deidentifiable(df: DicomFile) -> None:
         )
 
 
-def check_burned_in(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings) -> None:
-    """Refuse pixel data that may show identifying text: we do not clean pixels."""
-    if settings.allow_burned_in:
-        return
-    reason = profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
-                                      df.top_text(BURNED_IN_ANNOTATION))
-    if reason is not None:
-        raise UnsupportedFileError(
-            f"burned-in annotation: {reason}; anonpipe does not clean pixel data "
-            "(--allow-burned-in processes it anyway)")
+@functools.lru_cache(maxsize=64)
+def _markers(profile: CompiledProfile, enc: Encoding, pixels: bool = False
+             ) -> tuple[bytes, bytes, bytes | None]:
+    """(0012,0062) YES, (0012,0063) and (0012,0064) (None: the profile adds none), encoded
+    once per profile and encoding (the profile is compiled once and held: keyed by it);
+    ``pixels``: Clean Pixel Data was applied too (a second method value, code 113101)."""
+    method = profile.method.encode() + (b"\\" + CLEAN_PIXEL_METHOD if pixels else b"")
+    return (encode_element(PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc),
+            encode_element(DEIDENTIFICATION_METHOD, "LO", method, enc),
+            _method_codes(profile, enc, pixels))
 
 
-def _method_codes(profile: CompiledProfile, enc: Encoding) -> bytes | None:
+def _method_codes(profile: CompiledProfile, enc: Encoding, pixels: bool = False) -> bytes | None:
     """(0012,0064) De-identification Method Code Sequence: one CID 7050 item per code."""
     codes = profile.method_codes()
     if not codes:
         return None
+    if pixels:
+        codes = [*codes, CLEAN_PIXEL_CODE]
     items = b""
     for value, scheme, meaning in codes:
         body = (encode_element(CODE_VALUE, "SH", value.encode(), enc)
@@ -534,12 +644,14 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings,
 
 
 def deidentify_parts(data: bytes, settings: DeidentifySettings,
-                     trace: Trace | None = None) -> list[Chunk]:
+                     trace: Trace | None = None,
+                     cleaned: list[PixelResult] | None = None) -> list[Chunk]:
     """:func:`deidentify_bytes` as the pieces of the new file, in order (pixel data as a
-    view of ``data``'s buffer, not a copy: see ``tasks.fileio.write_atomic``)."""
+    view of ``data``'s buffer, not a copy: see ``tasks.fileio.write_atomic``).  What Clean
+    Pixel Data did, if anything, is appended to ``cleaned``."""
     profile = settings.compiled_profile()
     df = read_dicom(data, private_runs=_private_runs(profile, trace))
-    return _deidentified(df, data, profile, settings, trace)
+    return _deidentified(df, data, profile, settings, trace, cleaned=cleaned)
 
 
 def deidentify_split(fd: int, size: int, settings: DeidentifySettings
@@ -549,9 +661,13 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings
     copy (``tasks.pixeltail``).  None (or the file's bytes, when already read) when the
     file does not split: de-identify it whole."""
     profile = settings.compiled_profile()
-    return split_rendered(
-        fd, size, lambda df, stand_in: _deidentified(df, b"", profile, settings, None, stand_in),
-        _private_runs(profile, None))
+
+    def render(df: DicomFile, stand_in: tuple[int, bytes]) -> list[Chunk] | None:
+        if _overlay_planes(df, profile) or pixels_wanted(df, profile, settings.pixel_policy):
+            return None  # the pixel words change (tasks.overlay, tasks.pixels): read whole
+        return _deidentified(df, b"", profile, settings, None, stand_in)
+
+    return split_rendered(fd, size, render, _private_runs(profile, None))
 
 
 def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:
@@ -562,28 +678,36 @@ def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:
 
 def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
                   settings: DeidentifySettings, trace: Trace | None,
-                  stand_in: tuple[int, bytes] | None = None) -> list[Chunk]:
+                  stand_in: tuple[int, bytes] | None = None,
+                  cleaned: list[PixelResult] | None = None) -> list[Chunk]:
     """The pieces of ``df`` de-identified (``data``: the file's bytes, needed for deflated
     files only).  ``stand_in``: the body offset of a Pixel Data stand-in
     (``tasks.pixeltail``) and the object to render in its place, a piece of its own."""
     check_deidentifiable(df)
-    if trace is None:
-        check_burned_in(df, profile, settings)
+    pixels = pixel_step(df, profile, settings.pixel_policy) if trace is None else None
     work = _Deidentifier(df, profile, settings, trace)
     work.walk(df.elements, df.enc, [])
+    added: dict[int, bytes] = {}
+    if pixels is not None:
+        _take_cleaned_pixels(df, work, pixels, added, settings, cleaned)
+    if trace is None:
+        _clear_overlay_planes(df, work)
     enc = df.enc
     plan = work.plan
-    added: dict[int, bytes] = {}
     if profile.dates is not None and profile.spec.table:
         added[LONGITUDINAL_MODIFIED] = encode_element(
             LONGITUDINAL_MODIFIED, "CS",
             b"MODIFIED" if profile.dates == "modified" else b"UNMODIFIED", enc)
+    # PS3.15 E.1.1: every de-identified instance says so, with or without a payload
+    removed, method, codes = _markers(profile, enc, pixels is not None)
+    plan.insert[PATIENT_IDENTITY_REMOVED] = removed
+    plan.insert[DEIDENTIFICATION_METHOD] = method
+    if codes is not None:
+        added[DEIDENTIFICATION_METHOD_CODES] = codes
     if settings.irreversible:
-        for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD,
-                    DEIDENTIFICATION_METHOD_CODES):
-            el = df.top(tag)
-            if el is not None:
-                plan.set(el, b"", [])
+        old_codes = df.top(DEIDENTIFICATION_METHOD_CODES)
+        if codes is None and old_codes is not None:
+            plan.set(old_codes, b"", [])  # no payload keeps it, and it was not ours
     else:
         # (0008,0018) always travels: -d (ours and gdcmanon's) requires it, even when
         # --retain-uids keeps it unchanged
@@ -591,13 +715,6 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
             el = df.top(tag)
             if el is not None:
                 work.payload[tag] = el
-        plan.insert[PATIENT_IDENTITY_REMOVED] = encode_element(
-            PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc)
-        plan.insert[DEIDENTIFICATION_METHOD] = encode_element(
-            DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc)
-        codes = _method_codes(profile, enc)
-        if codes is not None:
-            added[DEIDENTIFICATION_METHOD_CODES] = codes
     for tag, encoded in added.items():
         el = df.top(tag)
         if el is not None:
@@ -610,23 +727,23 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
     body: list[Chunk] = []
     if settings.irreversible or not all(map(_ELEMENT_NUMBER, _tags(df))):
         body = render_parts(df.body, df.elements, plan, enc)
-    meta = _resync_meta(df, work)
+    meta = _new_meta(df, work)
+    prefix = zeroed_prefix(df.raw_prefix)
     if not settings.irreversible:
         assert settings.encryptor is not None
         for el in plan.changed_group_lengths:
             work.payload[el.tag] = el
         originals = [work.payload[tag] for tag in sorted(work.payload)]
         new_tags = sorted(tag for tag in added if df.top(tag) is None)
-        payload = build_payload(df.body, originals, enc) + _restore_record(df, data, meta,
-                                                                           new_tags)
+        payload = build_payload(df.body, originals, enc) + _restore_record(df, data, new_tags)
         cms = settings.encryptor.encrypt(payload)
         plan.insert[ENCRYPTED_ATTRIBUTES] = encrypted_attributes_element(cms, enc)
         plan.changed_group_lengths.clear()
         body = render_parts(df.body, df.elements, plan, enc)
     trailer = df.trailer
     if df.deflated:
-        return [df.raw_prefix, meta, deflate(b"".join(body) + trailer)]
-    return [df.raw_prefix, meta, *body, trailer]
+        return [prefix, meta, deflate(b"".join(body) + trailer)]
+    return [prefix, meta, *body, trailer]
 
 
 _ELEMENT_NUMBER = (0xFFFF).__and__  # zero for a group length (gggg,0000)
@@ -646,73 +763,102 @@ def _tags(df: DicomFile) -> list[int]:
     return df.tags
 
 
-def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
-    """The meta re-identification derives: (0002,0003) set from the restored (0008,0018)."""
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
-    if media is None or sop_uid is None:
-        return df.meta_bytes
-    encoded = _media_sop_uid(sop_uid)
-    if encoded == df.meta_bytes[media.start:media.end]:
-        return df.meta_bytes  # already what it would be (the usual case): nothing to render
-    return _meta_with_media(df, media, encoded)
+def _overlay_planes(df: DicomFile, profile: CompiledProfile) -> list[int]:
+    """The overlay groups in unused Pixel Data bits that ``profile`` removes."""
+    return removed_planes_in_pixel_bits(
+        df, profile.resolver(df.top_text(SOP_CLASS_UID)).decide)
 
 
-def _media_sop_uid(sop_uid: bytes) -> bytes:
-    return encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "), EXPLICIT_LE_ENC)
+def _take_cleaned_pixels(df: DicomFile, work: _Deidentifier, pixels: PixelResult,
+                         added: dict[int, bytes], settings: DeidentifySettings,
+                         cleaned: list[PixelResult] | None) -> None:
+    """Clean Pixel Data's elements into the edit: the new Pixel Data replaces the old
+    (which goes into the payload; overlay bits are then cleared in the new words), the
+    others ((0028,0301) NO, lossy attributes) are set like the engine's own additions."""
+    for tag, encoded in pixels.elements.items():
+        el = df.top(tag)
+        if tag == PIXEL_DATA and el is not None:
+            if el.start in work.plan.replace:
+                continue  # the profile acts on Pixel Data itself: its action stands
+            work.plan.set(el, encoded, [])
+            keep_original(work.payload, el)
+        else:
+            added[tag] = encoded
+    if cleaned is not None:
+        cleaned.append(pixels)
+    if settings.pixels_preview:
+        uid = work.map_uids(df.top_value(SOP_INSTANCE_UID) or b"").rstrip(b"\0 ").decode()
+        write_preview(settings.pixels_preview, uid, pixels)
 
 
-def _meta_with_media(df: DicomFile, media: Element, encoded: bytes) -> bytes:
-    """``df``'s meta with (0002,0003) as ``encoded``, rendered: (0002,0000) recomputed."""
-    plan = EditPlan()
-    plan.set(media, encoded, [])
-    return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
+def _clear_overlay_planes(df: DicomFile, work: _Deidentifier) -> None:
+    """Removed overlay planes must not stay readable in the pixel words (tasks.overlay):
+    their bits are cleared, the original Pixel Data goes into the payload."""
+    if not removed_planes_in_pixel_bits(df, work.resolver.decide):
+        return
+    pixels = df.top(PIXEL_DATA)
+    if pixels is None:
+        return  # no pixel words to clear
+    current = work.plan.replace.get(pixels.start)
+    if current == b"":
+        return  # the profile removes Pixel Data itself
+    header = df.body[pixels.start:pixels.value_start]
+    pixels, value = cleared_pixel_data(
+        df, None if current is None else current[len(header):])
+    if current is None and value == pixels.value(df.body):
+        return  # nothing was set in those bits
+    work.plan.set(pixels, header + value, [])
+    keep_original(work.payload, pixels)
 
 
-def _restore_record(df: DicomFile, original: bytes, new_meta: bytes,
-                    added: list[int] | None = None) -> bytes:
-    """What re-identification cannot derive, for a byte-identical restore; often nothing.
-
-    The original meta when re-identification would not derive it from the meta written
-    (``new_meta``): (0002,0003) is not the (0008,0018) value, or (0002,0000) does not
-    measure the group (rendering recomputes it); the original deflate stream when our
-    compressor would not reproduce it, and the tags -e added.
-    """
-    record = b""
-    sop = df.top(SOP_INSTANCE_UID)
-    sop_uid = None if sop is None or sop.undefined else sop.value(df.body)
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
-    derived = new_meta
-    if sop_uid is not None and media is not None:
-        # what -d derives from ``new_meta`` is the original meta rendered with this UID,
-        # (0002,0000) recomputed (or, where -e kept (0002,0003), a meta equal to it):
-        # rendered here too, as expected_meta's short cut would hide a wrong group length
-        derived = _meta_with_media(df, media, _media_sop_uid(sop_uid))
-    if derived != df.meta_bytes:
-        record += encode_element(RESTORE_META_TAG, "OB", df.meta_bytes, EXPLICIT_LE_ENC)
+def _restore_record(df: DicomFile, original: bytes, added: list[int] | None = None) -> bytes:
+    """What re-identification cannot derive, for a byte-identical restore: the original
+    file meta and preamble (-e writes new ones, PS3.15 E.1.1), the original deflate stream
+    when our compressor would not reproduce it, and the tags -e added."""
+    stream = None
     if df.deflated:
         stream = original[len(df.raw_prefix) + len(df.meta_bytes):]
-        if deflate(df.body) != stream:
-            record += encode_element(RESTORE_DEFLATED_TAG, "OB", stream, EXPLICIT_LE_ENC)
-            record += encode_element(RESTORE_DEFLATED_LENGTH_TAG, "UL",
-                                     struct.pack("<I", len(stream)), EXPLICIT_LE_ENC)
-    if added:
-        record += encode_element(RESTORE_ADDED_TAG, "UL",
-                                 struct.pack(f"<{len(added)}I", *added), EXPLICIT_LE_ENC)
-    if not record:
-        return b""
-    return encode_element(RESTORE_CREATOR_TAG, "LO", RESTORE_CREATOR, EXPLICIT_LE_ENC) + record
+        if deflate(df.body) == stream:
+            stream = None
+    return restore_record(meta=df.meta_bytes or None, preamble=preamble_data(df.raw_prefix),
+                          deflated=stream, added=added)
 
 
-def _resync_meta(df: DicomFile, work: _Deidentifier) -> bytes:
-    """(0002,0003) follows the new (0008,0018); (0002,0000) is recomputed by render."""
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
-    if media is None:
+def _new_meta(df: DicomFile, work: _Deidentifier) -> bytes:
+    """The file meta of the output (tasks.filemeta): (0002,0002) and (0002,0003) as the
+    output's (0008,0016) and (0008,0018); a file without meta gets none."""
+    if not df.meta:
         return df.meta_bytes
-    original = media.value(df.meta_bytes)
-    if not original.rstrip(b"\0 "):
-        return df.meta_bytes
-    return _meta_with_media(df, media, encode_element(
-        MEDIA_SOP_INSTANCE_UID, "UI", work.map_uids(original), EXPLICIT_LE_ENC))
+    syntax = df.transfer_syntax.encode("ascii", "replace")
+    if not is_uid(syntax):
+        raise UnsupportedFileError("the transfer syntax (0002,0010) is not a UID")
+    plan = work.plan
+    sop_class = _output_value(df, plan, SOP_CLASS_UID)
+    if sop_class is None:
+        sop_class = _meta_value(df, MEDIA_SOP_CLASS_UID)
+    instance = _output_value(df, plan, SOP_INSTANCE_UID)
+    if instance is None:  # no (0008,0018): the original (0002,0003) as the profile has it
+        instance = _meta_value(df, MEDIA_SOP_INSTANCE_UID)
+        decision = work.resolver.decide(SOP_INSTANCE_UID, 0)
+        if instance and decision is not None and decision.action is not Action.K:
+            instance = work.map_uids(instance)
+    return rebuilt_meta(sop_class, instance, df.transfer_syntax)
+
+
+def _output_value(df: DicomFile, plan: EditPlan, tag: int) -> bytes | None:
+    """The value a top-level UI element has in the output (None: absent or removed)."""
+    el = df.top(tag)
+    if el is None or el.undefined:
+        return None
+    new = plan.replace.get(el.start)
+    if new is None:
+        return el.value(df.body)
+    return new[8:] if new else None  # a UI element's header is 8 bytes in every encoding
+
+
+def _meta_value(df: DicomFile, tag: int) -> bytes | None:
+    el = df.meta_element(tag)
+    return None if el is None else el.value(df.meta_bytes)
 
 
 def deflate(body: bytes) -> bytes:
@@ -728,10 +874,13 @@ class Deidentify:
 
     settings: DeidentifySettings
 
-    def __call__(self, src: Path, dst: Path) -> int:
-        return apply_to_file(src, dst, lambda data: deidentify_parts(data, self.settings),
+    def __call__(self, src: Path, dst: Path) -> int | Written:
+        cleaned: list[PixelResult] = []
+        size = apply_to_file(src, dst,
+                             lambda data: deidentify_parts(data, self.settings, cleaned=cleaned),
                              lambda fd, size: deidentify_split(fd, size, self.settings),
                              SPLIT_FROM)
+        return Written(size, cleaned[-1].how) if cleaned else size
 
 
 def apply_to_file(src: Path, dst: Path, whole: Callable[[bytes], Sequence[Piece] | bytes],

@@ -31,9 +31,12 @@ class FileResult:
     error_kind: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    #: what Clean Pixel Data did (tasks.pixels.clean.PixelResult.how), None: nothing
+    pixels: str | None = None
 
     def as_row(self) -> dict[str, object]:
         """A JSON-ready dict (what dask tasks return and the store journals)."""
+        extra: dict[str, object] = {} if self.pixels is None else {"pixels": self.pixels}
         return {
             "source": self.source,
             "status": self.status.value,
@@ -42,27 +45,16 @@ class FileResult:
             "error_kind": self.error_kind,
             "error": self.error,
             "seconds": round(self.seconds, 6),  # a row per file in the store: no noise digits
+            **extra,
         }
 
-    @classmethod
-    def from_row(cls, row: dict[str, object]) -> FileResult:
-        def number(key: str) -> float:
-            value = row.get(key)
-            return float(value) if isinstance(value, int | float) else 0.0
 
-        def text(key: str) -> str | None:
-            value = row.get(key)
-            return None if value is None else str(value)
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What an operation wrote when it has more to say than the byte count."""
 
-        return cls(
-            source=str(row["source"]),
-            status=Status(row["status"]),
-            bytes_in=int(number("bytes_in")),
-            bytes_out=int(number("bytes_out")),
-            error_kind=text("error_kind"),
-            error=text("error"),
-            seconds=number("seconds"),
-        )
+    size: int
+    pixels: str | None = None  # rule, ocr or checked: Clean Pixel Data was applied
 
 
 class FileOperation(Protocol):
@@ -72,7 +64,7 @@ class FileOperation(Protocol):
     them into a failed :class:`FileResult`.  Returns the number of bytes written.
     """
 
-    def __call__(self, src: Path, dst: Path) -> int: ...
+    def __call__(self, src: Path, dst: Path) -> int | Written: ...
 
 
 @dataclass(frozen=True, slots=True)
