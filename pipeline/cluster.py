@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline.job import TreeJob
+from pipeline.jobqueue import JOBQUEUE_KINDS, JobQueue, make_cluster
+from pipeline.tls import check_scheduler_address, configured_security, run_security
 from tasks.builtin import config_dir
 from tasks.errors import UsageError
 
@@ -58,14 +60,6 @@ BATCHES_PER_WORKER = 8
 PARENT_POLL_SECONDS = 0.5  # a pool worker checks this often that its driver is alive
 MIN_BATCH_FILES = 20
 CONFIG_DIR = config_dir("cluster")  # built-in cluster definitions (tasks.builtin)
-JOBQUEUE_KINDS = {
-    "slurm": "SLURMCluster",
-    "pbs": "PBSCluster",
-    "sge": "SGECluster",
-    "lsf": "LSFCluster",
-    "oar": "OARCluster",
-    "htcondor": "HTCondorCluster",
-}
 KINDS = ("local", "scheduler", *JOBQUEUE_KINDS)
 
 
@@ -521,7 +515,8 @@ def load_cluster_config(name: str) -> ClusterConfig:
                     None)
         if path is None:
             known = sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")})
-            raise UsageError(f"unknown cluster {name!r}; known: {', '.join(known) or 'none'}")
+            raise UsageError(f"unknown cluster {name!r}; known: {', '.join(known) or 'none'} "
+                             "(or the path of a cluster config: --cluster PATH.yaml)")
     assert path is not None
     import yaml
 
@@ -549,28 +544,13 @@ def load_cluster_config(name: str) -> ClusterConfig:
     return ClusterConfig(name, kind, dict(options), workers, address, path)
 
 
-def _jobqueue_cluster(config: ClusterConfig) -> Any:
-    import dask_jobqueue
-
-    cls = getattr(dask_jobqueue, JOBQUEUE_KINDS[config.kind])
-    options = dict(config.options)
-    options.setdefault("silence_logs", logging.ERROR)
-    # a random port: the default 8787 may be taken (and serves nothing without bokeh)
-    options["scheduler_options"] = {"dashboard_address": ":0",
-                                    **(options.get("scheduler_options") or {})}
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"cluster config {config.source}: {exc}") from None
-
-
 def print_job_script(name: str) -> str:
     """The batch script a job-queue cluster would submit (``--print-job-script``)."""
     config = load_cluster_config(name)
     if config.kind not in JOBQUEUE_KINDS:
         raise UsageError(f"cluster {name!r} is of kind {config.kind}, not a job queue: "
                          "it has no job script")
-    cluster = _jobqueue_cluster(config)
+    cluster = make_cluster(config)
     try:
         return str(cluster.job_script())
     finally:
@@ -590,18 +570,22 @@ LEAN_DASK_CONFIG = {
 }
 
 
-def _lean_local_cluster(options: dict[str, Any], dashboard: bool) -> Any:
+def _lean_local_cluster(options: dict[str, Any], dashboard: bool, security: Any = None
+                        ) -> Any:
     """A LocalCluster without what nobody looks at: unless ``dashboard``, no dashboard
     (its HTTP server still answers health checks, on a free port) and the quieter
     :data:`LEAN_DASK_CONFIG`.  Why: on 2 cores the dashboard (bokeh) costs ~0.3 s of
     start-up and ~0.4 s of CPU (benchmarks/README.md), and every CPU-second the driver
     spends is one the workers lack.  Workers inherit the driver's dask config through
-    their nannies."""
+    their nannies.  ``security``: TLS for every connection (pipeline.tls); the dashboard
+    listens on 127.0.0.1 only."""
     import dask
     from distributed import LocalCluster
 
+    if security is not None:
+        options = {**options, "security": security}
     if not dashboard:
-        options = {**options, "dashboard_address": ":0",
+        options = {**options, "dashboard_address": "127.0.0.1:0",
                    "scheduler_kwargs": {"dashboard": False,
                                         **(options.get("scheduler_kwargs") or {})}}
     settings = {} if dashboard else LEAN_DASK_CONFIG
@@ -615,8 +599,9 @@ def _lean_local_cluster(options: dict[str, Any], dashboard: bool) -> Any:
 class Backend:
     """Hands out pools; starts dask only when a pass needs it, and stops it at exit."""
 
-    def __init__(self, job: TreeJob) -> None:
+    def __init__(self, job: TreeJob, say: Callable[[str], None] | None = None) -> None:
         self.job = job
+        self.say = say or _to_stderr  # lines about the cluster (workers waited for, lost, replaced)
         self.config = load_cluster_config(job.cluster) if job.cluster else None
         self._stack = contextlib.ExitStack()
         self._dask: DaskPool | None = None
@@ -762,22 +747,57 @@ class Backend:
         job, config = self.job, self.config
         retries = job.retries
         if job.scheduler is not None or (config is not None and config.kind == "scheduler"):
-            address = job.scheduler or (config.address if config else None)
+            address = str(job.scheduler or (config.address if config else None))
+            check_scheduler_address(address, job.insecure_scheduler)
             try:
-                client = self._stack.enter_context(Client(address, set_as_default=False,
-                                                          timeout="20s"))
-            except OSError as exc:
+                client = self._stack.enter_context(Client(
+                    address, security=configured_security(), set_as_default=False,
+                    timeout="20s"))
+            except (OSError, TypeError, ValueError) as exc:
                 raise UsageError(f"cannot reach dask scheduler {address}: {exc}") from None
             self._dask = DaskPool(client, retries, f"scheduler {address}")
         elif config is not None and config.kind in JOBQUEUE_KINDS:
-            cluster = self._stack.enter_context(_jobqueue_cluster(config))
-            workers = job.workers if job.workers else (config.workers or 1)
-            cluster.scale(n=workers)
-            client = self._stack.enter_context(Client(cluster, set_as_default=False))
-            self._dask = DaskPool(client, retries, f"{config.kind} cluster {config.name}")
+            self._dask = self._jobs(config)
         else:
             self._dask = self._local(config, retries)
         return self._dask
+
+    def _jobs(self, config: ClusterConfig) -> DaskPool:
+        """Worker jobs on a batch system, with TLS whose certificates are written for the
+        jobs (0600, in a private folder removed at the end) where the nodes see them: the
+        config's ``shared_temp_directory``, else the state folder."""
+        import tempfile
+
+        from distributed import Client
+
+        from pipeline.state import state_dir
+
+        job = self.job
+        shared = Path(os.path.expandvars(str(config.options.get("shared_temp_directory")
+                                             or state_dir()))).expanduser()
+        shared.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tls_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="anonpipe-tls-", dir=shared)))
+        security = run_security()
+        workers = job.workers if job.workers else (config.workers or 1)
+        queue = JobQueue(config, workers, self.say, job.worker_timeout)
+        cluster = self._stack.enter_context(make_cluster(config, security, tls_dir,
+                                                         job.dashboard))
+        queue.submit(cluster)
+        client = self._stack.enter_context(Client(cluster, security=security,
+                                                  set_as_default=False))
+        self._stack.callback(queue.stop)
+        queue.wait(client)
+        queue.watch(client)
+        return DaskPool(client, job.retries, f"{config.kind} cluster {config.name}",
+                        dashboard=job.dashboard is not None)
+
+    def connect(self) -> None:
+        """Reach the scheduler or submit the worker jobs the user named, now: a refusal
+        or a timeout is then reported before anything is written."""
+        if self.job.scheduler is not None or (
+                self.config is not None and self.config.kind != "local"):
+            self._start()
 
     def _local(self, config: ClusterConfig | None, retries: int) -> DaskPool:
         from distributed import Client
@@ -791,8 +811,10 @@ class Backend:
         n = self.local_workers()
         options["n_workers"] = n
         options.setdefault("silence_logs", logging.ERROR)
-        cluster = self._stack.enter_context(_lean_local_cluster(options, dashboard))
-        client = self._stack.enter_context(Client(cluster, set_as_default=False))
+        security = run_security()
+        cluster = self._stack.enter_context(_lean_local_cluster(options, dashboard, security))
+        client = self._stack.enter_context(Client(cluster, security=security,
+                                                  set_as_default=False))
         return DaskPool(client, retries, f"local cluster of {n} workers", dashboard=dashboard)
 
     def describe(self) -> str:
@@ -812,11 +834,19 @@ class Backend:
         self._dask = None
 
 
+def _to_stderr(text: str) -> None:
+    import sys
+
+    print(f"anonpipe: {text}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def open_client(job: TreeJob) -> Iterator[Backend]:
-    """The cluster for one run; torn down (workers stopped) when the run ends."""
-    backend = Backend(job)
+def open_client(job: TreeJob, say: Callable[[str], None] | None = None) -> Iterator[Backend]:
+    """The cluster for one run; torn down (workers stopped, jobs cancelled) when the run
+    ends.  A scheduler or job queue the user named is reached first (:meth:`Backend.connect`)."""
+    backend = Backend(job, say or _to_stderr)
     try:
+        backend.connect()
         yield backend
     finally:
         backend.close()

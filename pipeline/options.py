@@ -138,6 +138,23 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
     if args.dashboard and (args.workers == 0 or args.local_pool == "processes"):
         raise UsageError("--dashboard shows a dask cluster: not with --workers 0 or "
                          "--local-pool processes")
+    _check_cluster_options(args)
+
+
+def _check_cluster_options(args: argparse.Namespace) -> None:
+    """The scheduler and cluster config exist and are reached with TLS (pipeline.tls)."""
+    from pipeline.cluster import load_cluster_config
+    from pipeline.tls import check_scheduler_address
+
+    if args.worker_timeout is not None and not args.worker_timeout > 0:
+        raise UsageError(f"--worker-timeout must be a number of seconds > 0, "
+                         f"not {args.worker_timeout:g}")
+    address = args.scheduler
+    if args.cluster:
+        config = load_cluster_config(args.cluster)
+        address = address or (config.address if config.kind == "scheduler" else None)
+    if address:
+        check_scheduler_address(address, args.insecure_scheduler)
 
 
 def _cipher(args: argparse.Namespace) -> Cipher:
@@ -269,8 +286,9 @@ def _tree_job(args: argparse.Namespace, mode: str, src: Path, dst: Path,
         root_uid=str(extra.get("root_uid", DEFAULT_ROOT)),
         profile=str(extra.get("profile", DEFAULT_PROFILE)),
         workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
+        insecure_scheduler=args.insecure_scheduler, worker_timeout=args.worker_timeout,
         scan_only=args.scan_only, dry_run=args.dry_run, verbosity=verbosity,
-        dashboard=":0" if args.dashboard else None,
+        dashboard="127.0.0.1:0" if args.dashboard else None,
         **_local_pool(args.local_pool),
         report_options={"mode": MODE_NAMES[mode], "recursive": args.recursive,
                         "continue": args.continue_on_error, **extra},

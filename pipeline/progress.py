@@ -198,6 +198,10 @@ class RunProgress:
         self._stats, self._task = None, None
         return stats
 
+    def interrupt(self) -> list[PassStats]:
+        """The pass under way when the run was interrupted (ended here), if any."""
+        return [self.end()] if self._stats is not None else []
+
     # ------------------------------------------------------------------ text
 
     def message(self, text: str, level: int = INFO) -> None:

@@ -40,6 +40,8 @@ def _single(run: SingleFileRun) -> int:
 
 def _tree(job: TreeJob) -> int:
     from pipeline.runner import run_tree
+    from pipeline.signals import terminate_as_interrupt
 
-    summary = run_tree(job)
+    with terminate_as_interrupt():
+        summary = run_tree(job)
     return EXIT_FAILED if summary.failed else EXIT_OK
