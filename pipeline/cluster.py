@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline.job import TreeJob
-from pipeline.jobqueue import JOBQUEUE_KINDS, JobQueue, make_cluster
+from pipeline.jobqueue import JOBQUEUE_KINDS, JobQueue, make_cluster, remove_tls_files
 from pipeline.tls import check_scheduler_address, configured_security, run_security
 from tasks.builtin import config_dir
 from tasks.errors import UsageError
@@ -776,13 +776,17 @@ class Backend:
         shared = Path(os.path.expandvars(str(config.options.get("shared_temp_directory")
                                              or state_dir()))).expanduser()
         shared.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tls_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(
-            prefix="anonpipe-tls-", dir=shared)))
+        tls_dir = Path(tempfile.mkdtemp(prefix="anonpipe-tls-", dir=shared))  # 0700
         security = run_security()
         workers = job.workers if job.workers else (config.workers or 1)
         queue = JobQueue(config, workers, self.say, job.worker_timeout)
-        cluster = self._stack.enter_context(make_cluster(config, security, tls_dir,
-                                                         job.dashboard))
+        try:
+            made = make_cluster(config, security, tls_dir, job.dashboard)
+        except BaseException:
+            remove_tls_files(None, tls_dir)
+            raise
+        self._stack.callback(remove_tls_files, made, tls_dir)  # once the cluster is closed
+        cluster = self._stack.enter_context(made)
         queue.submit(cluster)
         client = self._stack.enter_context(Client(cluster, security=security,
                                                   set_as_default=False))

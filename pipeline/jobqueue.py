@@ -98,6 +98,37 @@ def make_cluster(config: ClusterConfig, security: Any = None, tls_dir: Path | No
         raise UsageError(f"cluster config {config.source}: {exc}") from None
 
 
+def remove_tls_files(cluster: Any, folder: Path) -> None:
+    """Delete the certificate files written for the jobs, and their folder."""
+    import shutil
+
+    for name, value in list(vars(cluster).items()) if cluster is not None else ():
+        if name.startswith("_job_") and hasattr(value, "close"):
+            with contextlib.suppress(OSError):
+                value.close()  # a NamedTemporaryFile: deleted on close
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _open_jobs(cluster: Any, jobs: int) -> None:
+    """Submit ``jobs`` jobs and wait for the submissions, raising the first failure.
+
+    Why not ``cluster.scale()``: it submits in a callback whose failure is only logged (a
+    traceback per job) while the run waits forever for workers that will never come."""
+    from distributed.core import Status
+
+    while len(cluster.worker_spec) < jobs:
+        cluster.worker_spec.update(cluster.new_worker_spec())
+    try:
+        await cluster._correct_state()
+    except BaseException:
+        for name, job in list(cluster.workers.items()):
+            if getattr(job, "job_id", None) is None:  # never submitted: nothing to cancel
+                job.status = Status.failed
+                del cluster.workers[name]
+                cluster.worker_spec.pop(name, None)
+        raise
+
+
 def _stderr_of(exc: RuntimeError) -> str:
     """The stderr dask-jobqueue quotes in a failed command's RuntimeError, on one line."""
     text = str(exc)
@@ -132,9 +163,9 @@ class JobQueue:
 
         A refusal is one line (exit 2): the command and what it printed on stderr."""
         self.cluster = cluster
-        cluster.scale(n=self.workers)
+        jobs = -(-self.workers // max(1, int(cluster._dummy_job.worker_processes)))
         try:
-            cluster.sync(cluster._correct_state)
+            cluster.sync(_open_jobs, cluster, jobs)
         except OSError as exc:  # no such command
             raise UsageError(f"cannot submit worker jobs: {self.submit_command}: "
                              f"{exc.strerror or exc}") from None
