@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                       "local, scheduler: configs/cluster/NAME.yaml) or the path of one")
     pipe.add_argument("--print-job-script", action="store_true",
                       help="print the job script --cluster would submit, then exit")
+    pipe.add_argument("--driver", action="store_true",
+                      help="with --print-job-script and IN OUT: print a batch script (sbatch "
+                      "or qsub) that runs this whole command as a job, which submits the "
+                      "worker jobs itself")
     pipe.add_argument("--scan-only", action="store_true", help="stop after pass 1 (scan)")
     pipe.add_argument("--dry-run", action="store_true",
                       help="scan and plan, print planned output paths, write nothing")
@@ -189,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage or help
         return int(exc.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for --driver job scripts
     try:
         if args.explain is not None:
             return _explain(args)

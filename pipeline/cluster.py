@@ -489,6 +489,7 @@ class ClusterConfig:
     workers: int | None = None  # workers to request (jobqueue scale(n=...), local n_workers)
     address: str | None = None  # kind "scheduler"
     source: Path | None = None
+    driver: dict[str, Any] = field(default_factory=dict)  # the driver's own job (--driver)
 
 
 def config_dirs() -> list[Path]:
@@ -538,15 +539,23 @@ def load_cluster_config(name: str) -> ClusterConfig:
     address = data.get("address")
     if kind == "scheduler" and not address:
         raise UsageError(f"cluster config {path}: kind scheduler needs an 'address'")
-    unknown = set(data) - {"kind", "options", "workers", "address", "description"}
+    unknown = set(data) - {"kind", "options", "workers", "address", "description", "driver"}
     if unknown:
         raise UsageError(f"cluster config {path}: unknown keys {', '.join(sorted(unknown))}")
-    return ClusterConfig(name, kind, dict(options), workers, address, path)
+    driver = data.get("driver") or {}
+    if not isinstance(driver, dict) or set(driver) - {"cores", "memory", "walltime"}:
+        raise UsageError(f"cluster config {path}: 'driver' takes cores, memory and walltime")
+    return ClusterConfig(name, kind, dict(options), workers, address, path, dict(driver))
 
 
-def print_job_script(name: str) -> str:
-    """The batch script a job-queue cluster would submit (``--print-job-script``)."""
+def print_job_script(name: str, driver_command: list[str] | None = None) -> str:
+    """The batch script a job-queue cluster would submit (``--print-job-script``), or with
+    ``driver_command`` the script that runs that whole command as a job (``--driver``)."""
     config = load_cluster_config(name)
+    if driver_command is not None:
+        from pipeline.jobqueue import driver_script
+
+        return driver_script(config, driver_command, Path.cwd())
     if config.kind not in JOBQUEUE_KINDS:
         raise UsageError(f"cluster {name!r} is of kind {config.kind}, not a job queue: "
                          "it has no job script")

@@ -129,6 +129,61 @@ async def _open_jobs(cluster: Any, jobs: int) -> None:
         raise
 
 
+#: what the driver job asks for unless the cluster config's ``driver`` says otherwise: it
+#: walks the tree, journals results in sqlite and submits batches (one or two cores; memory
+#: for the store's cache and the report), and runs until the last batch is done
+DRIVER_DEFAULTS = {"cores": 2, "memory": "4GiB"}
+#: SIGTERM this many seconds before the driver job's walltime: time to cancel the worker
+#: jobs and write the report (pipeline.signals)
+DRIVER_GRACE_SECONDS = 120
+
+
+def driver_script(config: ClusterConfig, command: list[str], cwd: Path) -> str:
+    """A batch script that runs ``command`` (a whole anonpipe run) as a job of its own,
+    from which the worker jobs of ``config`` are submitted (sbatch or qsub)."""
+    import shlex
+
+    from dask.utils import parse_bytes
+
+    driver = {**DRIVER_DEFAULTS, **config.driver}
+    options = config.options
+    walltime = driver.get("walltime") or options.get("walltime")
+    memory_mb = max(1, parse_bytes(str(driver["memory"])) // 2**20)
+    queue, account = options.get("queue"), options.get("account")
+    if config.kind == "slurm":
+        head = ["#SBATCH --job-name=anonpipe-driver", "#SBATCH --ntasks=1",
+                f"#SBATCH --cpus-per-task={driver['cores']}", f"#SBATCH --mem={memory_mb}M",
+                f"#SBATCH --signal=B:TERM@{DRIVER_GRACE_SECONDS}",
+                "#SBATCH --output=anonpipe-driver-%j.log"]
+        head += [f"#SBATCH --time={walltime}"] if walltime else []
+        head += [f"#SBATCH --partition={queue}"] if queue else []
+        head += [f"#SBATCH --account={account}"] if account else []
+        submit = "sbatch"
+    elif config.kind == "pbs":
+        head = ["#PBS -N anonpipe-driver", "#PBS -j oe",
+                f"#PBS -l select=1:ncpus={driver['cores']}:mem={memory_mb}MB"]
+        head += [f"#PBS -l walltime={walltime}"] if walltime else []
+        head += [f"#PBS -q {queue}"] if queue else []
+        head += [f"#PBS -A {account}"] if account else []
+        submit = "qsub"
+    else:
+        raise UsageError(f"--driver writes sbatch or qsub scripts: cluster {config.name!r} "
+                         f"is of kind {config.kind}")
+    prologue = [str(line) for line in options.get("job_script_prologue") or []]
+    return "\n".join([
+        "#!/usr/bin/env bash",
+        f"# The anonpipe driver as a batch job: submit with `{submit} THIS_FILE`.  It",
+        "# submits the worker jobs itself, replaces lost ones, cancels them when it ends",
+        "# (also on SIGTERM at its walltime) and writes the report; rerun it to resume.",
+        *head,
+        "set -euo pipefail",
+        *prologue,
+        f"cd {shlex.quote(str(cwd))}",
+        f"exec {shlex.join(command)}",
+        "",
+    ])
+
+
 def _stderr_of(exc: RuntimeError) -> str:
     """The stderr dask-jobqueue quotes in a failed command's RuntimeError, on one line."""
     text = str(exc)

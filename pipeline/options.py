@@ -46,6 +46,7 @@ class SingleFileRun:
 @dataclass(frozen=True)
 class PrintJobScript:
     cluster: str
+    driver_command: list[str] | None = None  # --driver: the run to wrap in a job
 
 
 Run = SingleFileRun | TreeJob | PrintJobScript
@@ -53,10 +54,12 @@ Run = SingleFileRun | TreeJob | PrintJobScript
 
 def build_run(args: argparse.Namespace) -> Run:
     """Turn parsed arguments into a validated run."""
+    if args.driver and not args.print_job_script:
+        raise UsageError("--driver goes with --print-job-script")
     if args.print_job_script:
         if not args.cluster:
             raise UsageError("--print-job-script needs --cluster NAME")
-        return PrintJobScript(args.cluster)
+        return PrintJobScript(args.cluster, _driver_command(args) if args.driver else None)
     mode = _mode(args)
     src, dst = _paths(args)
     verbosity = 1 if args.verbosity is None else args.verbosity
@@ -76,6 +79,15 @@ def build_run(args: argparse.Namespace) -> Run:
     if _same_file(src, dst):
         raise UsageError("output is the input file: inputs are never modified")
     return SingleFileRun(MODE_NAMES[mode], src, dst, operation, verbosity)
+
+
+def _driver_command(args: argparse.Namespace) -> list[str]:
+    """This command line without the printing flags, run by this interpreter; its input
+    must exist (the rest is checked when the job runs it)."""
+    _mode(args)
+    _paths(args)
+    argv = [arg for arg in args.argv if arg not in ("--print-job-script", "--driver")]
+    return [sys.executable, "-m", "pipeline.cli", *argv]
 
 
 def _mode(args: argparse.Namespace) -> str:

@@ -17,7 +17,7 @@ def execute(run: Run) -> int:
     if isinstance(run, PrintJobScript):
         from pipeline.cluster import print_job_script
 
-        print(print_job_script(run.cluster))
+        print(print_job_script(run.cluster, run.driver_command))
         return EXIT_OK
     if isinstance(run, SingleFileRun):
         return _single(run)

@@ -422,3 +422,24 @@ def test_a_pass_with_nothing_to_run_starts_no_cluster(archive: Path, tmp_path: P
         assert backend.describe() != "inline (no dask)"  # asked to start by that payload
     finally:
         backend.close()
+
+
+def test_driver_job_scripts(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--print-job-script --driver``: the whole command as a PBS job; refused alone, for
+    a cluster that is not a batch system, and for an input that does not exist."""
+    from pipeline.cli import main
+
+    assert main(["--print-job-script", "--driver", "--cluster", "pbs", "-r", "--irreversible",
+                 str(archive), "out dir"]) == 0
+    script = capsys.readouterr().out
+    assert "#PBS -l select=1:ncpus=2:mem=4096MB" in script and "#PBS -q workq" in script
+    assert script.rstrip().endswith(
+        f"-m pipeline.cli --cluster pbs -r --irreversible {archive} 'out dir'")
+    for args, message, status in (
+            (["--driver", "--cluster", "pbs", str(archive), "out"], "goes with --print-job", 2),
+            (["--print-job-script", "--driver", "--cluster", "local", str(archive), "out"],
+             "sbatch or qsub scripts", 2),
+            (["--print-job-script", "--driver", "--cluster", "slurm", "/nonexistent", "out"],
+             "Could not find file", 1)):  # as gdcmanon: a missing input is exit 1
+        assert main(args) == status
+        assert message in capsys.readouterr().err

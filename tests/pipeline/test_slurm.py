@@ -29,14 +29,16 @@ REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 240  # seconds a whole run may take on a loaded machine (a hang fails the test)
 
 
-def _config(folder: Path, name: str, workers: int = 2, **options: object) -> Path:
+def _config(folder: Path, name: str, workers: int = 2, driver: dict[str, object] | None = None,
+            **options: object) -> Path:
     """A cluster config of single-core, single-worker jobs on the test SLURM."""
     values: dict[str, object] = {
         "queue": "debug", "cores": 1, "processes": 1, "memory": "1GiB",
         "walltime": "00:15:00", "job_name": name, "log_directory": str(folder / "logs"),
         "local_directory": str(folder / "work"), **options}
     path = folder / f"{name}.yaml"
-    path.write_text(json.dumps({"kind": "slurm", "workers": workers, "options": values}))
+    data = {"kind": "slurm", "workers": workers, "options": values, "driver": driver or {}}
+    path.write_text(json.dumps(data))
     return path
 
 
@@ -255,3 +257,34 @@ def test_an_unknown_cluster_name_points_at_config_paths() -> None:
     with pytest.raises(UsageError, match=r"--cluster PATH\.yaml"):
         load_cluster_config("nosuchcluster")
     assert os.path.exists(REPO / "configs" / "cluster" / "slurm.yaml")
+
+
+def test_the_driver_runs_as_a_job_of_its_own(slurm: Slurm, archive: Path, tmp_path: Path,
+                                            secret_file: Path) -> None:
+    """``--print-job-script --driver``: a script that sbatch accepts, whose job runs the
+    whole command, submitting its worker job from inside; the output is the inline run's."""
+    env = _env(slurm)
+    common = ["--irreversible", "--secret-file", str(secret_file), "-r"]
+    local = _anonpipe([*common, "--workers", "0", str(archive), str(tmp_path / "local")],
+                      env, tmp_path)
+    assert local.returncode == 0, local.stderr
+    # the node has 2 cores: one for the driver job, one for its worker job
+    config = _config(tmp_path, "anonpipe-from-driver", workers=1,
+                     driver={"cores": 1, "memory": "1GiB", "walltime": "00:10:00"})
+    printed = _anonpipe(["--print-job-script", "--driver", *common, "--cluster", str(config),
+                         str(archive), "out"], env, tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    script = printed.stdout
+    assert script.startswith("#!/usr/bin/env bash\n") and "#SBATCH --cpus-per-task=1" in script
+    assert "--print-job-script" not in script and "--driver" not in script
+    (tmp_path / "driver.sh").write_text(script)
+    submitted = subprocess.run(["sbatch", "--parsable", "driver.sh"], env=env, cwd=tmp_path,
+                               capture_output=True, text=True, timeout=30, check=True)
+    job_id = submitted.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while job_id in slurm.squeue() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    log = (tmp_path / f"anonpipe-driver-{job_id}.log").read_text()
+    assert "report: " in log, log
+    assert tree_digest(tmp_path / "out") == tree_digest(tmp_path / "local")
+    assert _wait_gone(slurm, "anonpipe-from-driver") == []
