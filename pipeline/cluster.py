@@ -559,11 +559,17 @@ def print_job_script(name: str, driver_command: list[str] | None = None) -> str:
     if config.kind not in JOBQUEUE_KINDS:
         raise UsageError(f"cluster {name!r} is of kind {config.kind}, not a job queue: "
                          "it has no job script")
-    cluster = make_cluster(config)
-    try:
-        return str(cluster.job_script())
-    finally:
-        cluster.close()
+    import tempfile
+
+    # as submitted: with TLS, whose certificates are made for each run (the paths shown
+    # are those of this printing's, removed again)
+    with tempfile.TemporaryDirectory(prefix="anonpipe-tls-") as folder:
+        cluster = make_cluster(config, run_security(), Path(folder))
+        try:
+            return str(cluster.job_script())
+        finally:
+            cluster.close()
+            remove_tls_files(cluster, Path(folder))
 
 
 #: dask settings of a LocalCluster nobody watches (no dashboard): no worker profiler (a stack

@@ -314,6 +314,7 @@ def test_print_job_script_slurm_and_pbs() -> None:
     assert slurm.startswith("#!/usr/bin/env bash") and "#SBATCH" in slurm
     assert "#SBATCH --cpus-per-task=8" in slurm and "distributed.cli.dask_worker" in slurm
     assert "--nthreads 1" in slurm and "--nworkers 8" in slurm
+    assert "tls://" in slurm and "--tls-ca-file" in slurm  # as a run submits it
     pbs = print_job_script("pbs")
     assert "#PBS -q workq" in pbs and "#PBS -l walltime=04:00:00" in pbs
     assert "distributed.cli.dask_worker" in pbs
