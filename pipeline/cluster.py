@@ -15,7 +15,9 @@ process pool below when it holds at least ``job.processes_from`` files or
 time starting dask, or use one core of two).  A local pool of one worker is no pool at
 all: ``--workers 1`` (or one core) runs inline (:attr:`Backend.one_local_worker`).  An
 explicit ``--scheduler`` or job-queue ``--cluster`` is always used, and waited for (the
-user chose where the work runs).
+user chose where the work runs).  Every dask cluster started here speaks TLS with
+credentials made for the run (pipeline.tls); worker jobs on a batch system are submitted,
+waited for and replaced by pipeline.jobqueue.
 
 Local processes (``job.local_pool == "processes"``, ``--local-pool processes``): a
 ``concurrent.futures`` pool of spawned interpreters that import only ``tasks``.  Why: a
@@ -238,10 +240,20 @@ class _DaskWindow(_SlidingWindow[P]):
     def _limit(self) -> int:
         return max(2, PER_WORKER_IN_FLIGHT * max(self.pool.workers_alive(), 1))
 
+    def _next(self) -> Any:
+        """The next finished future, asking the pool meanwhile whether to give up (as
+        ``as_completed`` itself waits: on its condition, 0.1 s at a time)."""
+        completed = self.completed
+        while not completed.has_ready():
+            self.pool.check()
+            with completed.thread_condition:
+                completed.thread_condition.wait(timeout=0.1)
+        return next(completed)
+
     def __iter__(self) -> Iterator[Outcome[P]]:
         self._fill()
         while self.in_flight:
-            future = next(self.completed)
+            future = self._next()
             payload = self.in_flight.pop(future)
             try:
                 outcome: Outcome[P] = Outcome(payload, future.result())
@@ -260,8 +272,9 @@ class DaskPool:
     kind = "dask"
 
     def __init__(self, client: Any, retries: int, description: str,
-                 dashboard: bool = True) -> None:
+                 dashboard: bool = True, check: Callable[[], None] = lambda: None) -> None:
         self.client = client
+        self.check = check  # raises when the run must stop (no worker jobs for too long)
         self.retries = retries
         self.description = description
         self._alive = (0.0, 0)
@@ -809,7 +822,7 @@ class Backend:
         queue.wait(client)
         queue.watch(client)
         return DaskPool(client, job.retries, f"{config.kind} cluster {config.name}",
-                        dashboard=job.dashboard is not None)
+                        dashboard=job.dashboard is not None, check=queue.check)
 
     def connect(self) -> None:
         """Reach the scheduler or submit the worker jobs the user named, now: a refusal

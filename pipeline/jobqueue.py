@@ -208,6 +208,7 @@ class JobQueue:
         self.cluster: Any = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._failure: WorkersUnavailable | None = None
 
     @property
     def submit_command(self) -> str:
@@ -242,8 +243,10 @@ class JobQueue:
         if command is None:
             return f"{_plural(len(ids), 'job')} submitted"
         try:
+            # not checked: squeue fails on an id it has already forgotten (an ended job),
+            # and still lists the others
             out = subprocess.run([*command, ",".join(ids)], capture_output=True, text=True,
-                                 timeout=STATUS_TIMEOUT, check=True).stdout
+                                 timeout=STATUS_TIMEOUT, check=False).stdout
         except (OSError, subprocess.SubprocessError):
             return f"{_plural(len(ids), 'job')} submitted"
         states: Counter[str] = Counter()
@@ -284,14 +287,27 @@ class JobQueue:
                                          name="anonpipe-worker-watch")
         self._watcher.start()
 
+    def check(self) -> None:
+        """Raise, in the driver, what the watch found: no worker for ``worker_timeout``."""
+        if self._failure is not None:
+            raise self._failure
+
     def _watch(self, client: Any) -> None:
         previous = len(client.nthreads())
         lost = False
+        none_since: float | None = None
         while not self._stop.wait(WATCH_EVERY):
             try:
                 alive = len(client.nthreads())
             except Exception:  # noqa: BLE001 - the client is closing: nothing left to watch
                 return
+            now = time.monotonic()
+            none_since = (none_since or now) if alive == 0 else None
+            if (none_since is not None and self.worker_timeout is not None
+                    and now - none_since >= self.worker_timeout and self._failure is None):
+                self._failure = WorkersUnavailable(
+                    f"no worker for {self.worker_timeout:g} s ({self.queue_state()}): the "
+                    "run stops; rerun the same command to resume")
             if alive < previous:
                 lost = True
                 self.say(f"lost {previous - alive} of {self.workers} workers (their jobs "

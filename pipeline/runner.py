@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.cluster import Backend, Outcome, balanced_batch, open_client
 from pipeline.job import RunSummary, TreeJob
+from pipeline.jobqueue import WorkersUnavailable
 from pipeline.plan import (
     Event,
     MappingStats,
@@ -233,6 +234,11 @@ def _dry_run(planner: Planner, progress: RunProgress) -> None:
     planner.flush()
 
 
+def _why(stop: BaseException) -> str:
+    """A stopped run's cause, for its report: the signal, or the lost workers."""
+    return signal_name(stop) if isinstance(stop, KeyboardInterrupt) else "no workers"
+
+
 def run_tree(job: TreeJob, console: Console | None = None,
              clock: Callable[[], float] = time.monotonic) -> RunSummary:
     """Run ``job`` over its input tree; the store and report are left in the state folder."""
@@ -258,7 +264,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
         findings: dict[str, Any] = {}
         mapping = MappingStats()
         stopped_early = False
-        interrupted: KeyboardInterrupt | None = None
+        interrupted: KeyboardInterrupt | WorkersUnavailable | None = None
         try:
             passes.append(run_scan(job, store, backend, progress))
             findings = store.counts()
@@ -294,7 +300,8 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                              nbytes=_count(findings["bytes"])))
                     stopped_early = second.failed_seen
                 errors = store.journal_errors()
-        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the report says how far it got
+        except (KeyboardInterrupt, WorkersUnavailable) as exc:  # Ctrl-C, SIGTERM, no
+            # worker jobs left: the report says how far the run got
             interrupted, stopped_early = exc, True
             passes.extend(progress.interrupt())
             findings = findings or store.counts()
@@ -309,7 +316,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
             store_path, stopped_early,
             extra={"mapping": {"uids": mapping.uids, "patients": mapping.patients,
                                "identifiers": mapping.identifiers},
-                   "interrupted": signal_name(interrupted) if interrupted else None},
+                   "interrupted": _why(interrupted) if interrupted else None},
         )
         summary.report_path = write_report(report)
         status = "interrupted" if interrupted else "stopped" if stopped_early else "finished"
@@ -319,8 +326,8 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                "report": str(summary.report_path),
                                "secret_fingerprint": job.secret_fingerprint})
         if interrupted is not None:  # the cluster is closed (jobs cancelled) on the way out
-            progress.message(f"stopped by {signal_name(interrupted)}: "
-                             f"report: {summary.report_path}", ERROR)
+            progress.message(f"stopped ({_why(interrupted)}): report: {summary.report_path}",
+                             ERROR)
             raise interrupted
     if job.verbosity >= WARNING:
         if console is None:

@@ -193,7 +193,7 @@ def start_slurm(root: Path) -> tuple[Slurm, list[subprocess.Popen[bytes]]]:
 
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
-    """A single-node SLURM for the session (skipped where it cannot run; see the module)."""
+    """A single-node SLURM shared by the tests (skipped where it cannot run: see the module)."""
     reason = _unavailable()
     if reason is not None:
         if os.environ.get("ANONPIPE_REQUIRE_SLURM") == "1":

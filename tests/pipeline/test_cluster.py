@@ -293,7 +293,7 @@ def _listening_sockets() -> list[Any]:
 
 def test_a_plain_tcp_scheduler_is_refused_unless_insecure(archive: Path, tmp_path: Path
                                                          ) -> None:
-    from pipeline.cli import main
+    from pipeline.tls import check_scheduler_address
 
     out = tmp_path / "out"
     args = ["--irreversible", "--secret-file", str(tmp_path / "s.secret"), "-r",
@@ -304,9 +304,9 @@ def test_a_plain_tcp_scheduler_is_refused_unless_insecure(archive: Path, tmp_pat
     assert result.stderr.startswith("anonpipe: refusing the unencrypted scheduler "
                                     "tcp://127.0.0.1:1") and result.stderr.count("\n") == 1
     assert not out.exists() and not (tmp_path / "s.secret").exists()
-    # accepted with --insecure-scheduler: then it is reached (here: nothing listens)
-    assert main(["--insecure-scheduler", *args]) == 2
-    assert not out.exists()
+    check_scheduler_address("tcp://127.0.0.1:1", insecure=True)  # the user accepts it
+    with pytest.raises(UsageError, match="unknown scheme"):
+        check_scheduler_address("http://127.0.0.1:1", insecure=True)
 
 
 def test_print_job_script_slurm_and_pbs() -> None:

@@ -13,6 +13,7 @@ import time
 from io import StringIO
 from pathlib import Path
 
+import dask
 import pytest
 
 from pipeline.cluster import load_cluster_config
@@ -139,6 +140,9 @@ def test_every_worker_job_cancelled_mid_run_is_replaced(
             result["summary"] = exc
 
     import_jobqueue()  # dask_jobqueue sets a signal handler on import: main thread only
+    # dask replaces a lost worker's job 15 s after the loss by default: 2 s here
+    monkeypatch.setitem(dask.config.config["distributed"]["deploy"], "lost-worker-timeout",
+                        "2s")
     thread = threading.Thread(target=drive)
     thread.start()
     deadline = time.monotonic() + RUN_TIMEOUT
@@ -288,3 +292,42 @@ def test_the_driver_runs_as_a_job_of_its_own(slurm: Slurm, archive: Path, tmp_pa
     assert "report: " in log, log
     assert tree_digest(tmp_path / "out") == tree_digest(tmp_path / "local")
     assert _wait_gone(slurm, "anonpipe-from-driver") == []
+
+
+def test_workers_lost_for_good_stop_the_run_at_the_worker_timeout(
+        slurm: Slurm, tmp_path: Path, secret_file: Path) -> None:
+    """The worker job is cancelled mid-run and its replacement cannot start (partition
+    down): after --worker-timeout the run stops (exit 1) with a report, no job left."""
+    archive = tmp_path / "in"
+    generate_archive(archive, patients=4, studies=2, series=3, instances=25, seed=5)
+    name = "anonpipe-gone"
+    out, store = tmp_path / "out", tmp_path / "run.store.sqlite"
+    # dask closes a lost worker's job (and so replaces it) 15 s after the loss by default,
+    # in case it comes back: 2 s here
+    env = {**_env(slurm), "DASK_DISTRIBUTED__DEPLOY__LOST_WORKER_TIMEOUT": "2s"}
+    args = ["--irreversible", "--secret-file", str(secret_file), "-r", "--store", str(store),
+            "--worker-timeout", "8", "--cluster", str(_config(tmp_path, name, workers=1)),
+            str(archive), str(out)]
+    proc = subprocess.Popen(_cli(args, env, tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    partition = ["scontrol", "update", f"PartitionName={slurm.partition}"]
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < deadline and proc.poll() is None and not (
+                out.is_dir() and any(out.rglob("*.dcm"))):
+            time.sleep(0.02)
+        subprocess.run([*partition, "State=DOWN"], env=env, check=True, timeout=30)
+        subprocess.run(["scancel", "--name", name], env=env, check=True, timeout=30)
+        _, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        subprocess.run([*partition, "State=UP"], env=env, check=True, timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, stderr
+    assert "lost 1 of 1 workers" in stderr
+    assert "anonpipe: no worker for 8 s (1 job pending: PartitionDown): the run stops; " \
+           "rerun the same command to resume" in stderr, stderr
+    report = json.loads(Path(stderr.split("report: ", 1)[1].split()[0]).read_text())
+    assert report["interrupted"] == "no workers"
+    assert _wait_gone(slurm, name) == []
