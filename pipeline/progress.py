@@ -12,6 +12,7 @@ DEBUG (3) and only shown with ``-D``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -141,6 +142,8 @@ class RunProgress:
         self._last_line = 0.0
         self._last_sample = -1.0
         self._workers = "-"
+        #: asked by the ticker for a fresh count when nothing finishes (a lost worker job)
+        self.count_workers: Callable[[], int] | None = None
         self._dashboard_shown: str | None = None
 
     @property
@@ -188,6 +191,11 @@ class RunProgress:
             stats = self._stats
             now = self.clock()
             if stats is not None and now - self._last_line >= self.interval:
+                count = self.count_workers
+                if count is not None:
+                    # a pool that is closing: the last count stays
+                    with contextlib.suppress(Exception):
+                        self._workers = str(count())
                 self._plain_line(stats, now)
 
     def _plain_line(self, stats: PassStats, now: float) -> None:

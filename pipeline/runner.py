@@ -166,6 +166,7 @@ class _Pass2:
                            not job.continue_on_error)
         window.start()
         meanwhile()
+        self.progress.count_workers = pool.workers_alive if pool.kind != "inline" else None
         for outcome in window:
             self.progress.set_workers(pool.workers_alive() if pool.kind != "inline" else None,
                                       pool.dashboard)

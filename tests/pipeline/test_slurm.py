@@ -255,11 +255,15 @@ def test_pending_jobs_are_explained_until_the_worker_timeout(
     assert _wait_gone(slurm, name) == []
 
 
-def test_an_unknown_cluster_name_points_at_config_paths() -> None:
+def test_cluster_config_paths_are_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--cluster PATH.yaml`` is named in --help and in the error for an unknown name."""
+    from pipeline.cli import main
     from tasks.errors import UsageError
 
     with pytest.raises(UsageError, match=r"--cluster PATH\.yaml"):
         load_cluster_config("nosuchcluster")
+    assert main(["--help"]) == 0
+    assert "--cluster NAME|PATH.yaml" in capsys.readouterr().out
     assert os.path.exists(REPO / "configs" / "cluster" / "slurm.yaml")
 
 
