@@ -79,3 +79,5 @@ class RunSummary:
     bytes_out: int = 0
     report_path: Path | None = None
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (rel path, kind, reason)
+    #: files Clean Pixel Data changed or checked, by how (rule, ocr, checked)
+    pixels: dict[str, int] = field(default_factory=dict)
