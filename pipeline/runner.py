@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.cluster import Backend, Outcome, balanced_batch, open_client
 from pipeline.job import RunSummary, TreeJob
+from pipeline.jobqueue import WorkersUnavailable
 from pipeline.plan import (
     Event,
     MappingStats,
     Planner,
+    mapping_steps,
     op_fingerprint,
     profile_of,
-    record_mapping,
 )
 from pipeline.progress import DEBUG, ERROR, INFO, WARNING, PassStats, RunProgress
 from pipeline.report import build_report, summary_table, write_report
 from pipeline.scan import run_scan
+from pipeline.signals import signal_name
 from pipeline.store import Store, job_store_path
 from pipeline.walk import check_locations
 from tasks.batch import run_batch
@@ -155,10 +157,10 @@ class _Pass2:
                                   "(--continue goes on past failures)", WARNING)
 
     def run(self, backend: Backend, expected: int, total: int,
-            meanwhile: Callable[[], None] = lambda: None, nbytes: int | None = None
-            ) -> PassStats:
-        """Pass 2; ``meanwhile`` runs in the driver once the first batches are submitted
-        (driver-side bookkeeping that the workers need not wait for)."""
+            meanwhile: Iterable[None] = (), nbytes: int | None = None) -> PassStats:
+        """Pass 2; ``meanwhile`` is driver-side bookkeeping that the workers need not wait
+        for, in steps: one step between two results once the first batches are submitted,
+        the rest after the last."""
         job = self.job
         pool = backend.pool(expected, nbytes)
         self.planner.batch_files = balanced_batch(job.batch_files, expected,
@@ -167,11 +169,15 @@ class _Pass2:
         window = pool.imap(run_batch, self.planner.batches(), job.operation,
                            not job.continue_on_error)
         window.start()
-        meanwhile()
+        steps = iter(meanwhile)
+        self.progress.count_workers = pool.workers_alive if pool.kind != "inline" else None
         for outcome in window:
             self.progress.set_workers(pool.workers_alive() if pool.kind != "inline" else None,
                                       pool.dashboard)
             self.consume(outcome, window)
+            next(steps, None)
+        for _ in steps:
+            pass
         self.planner.flush()
         return self.progress.end()
 
@@ -239,6 +245,11 @@ def _dry_run(planner: Planner, progress: RunProgress) -> None:
     planner.flush()
 
 
+def _why(stop: BaseException) -> str:
+    """A stopped run's cause, for its report: the signal, or the lost workers."""
+    return signal_name(stop) if isinstance(stop, KeyboardInterrupt) else "no workers"
+
+
 def run_tree(job: TreeJob, console: Console | None = None,
              clock: Callable[[], float] = time.monotonic) -> RunSummary:
     """Run ``job`` over its input tree; the store and report are left in the state folder."""
@@ -247,9 +258,9 @@ def run_tree(job: TreeJob, console: Console | None = None,
     summary = RunSummary()
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     started = time.time()
-    with Store(store_path) as store, \
-            RunProgress(console, job.verbosity, clock) as progress, \
-            open_client(job) as backend:
+    with RunProgress(console, job.verbosity, clock) as progress, \
+            open_client(job, lambda text: progress.message(text, WARNING)) as backend, \
+            Store(store_path) as store:
         _adopt(store, job, progress)
         store.put_run(run_id, {"status": "running", "started": started, "mode": job.mode,
                                "options": job.report_options,
@@ -260,41 +271,56 @@ def run_tree(job: TreeJob, console: Console | None = None,
             if swept:
                 progress.message(f"removed {swept} temporary files left by an interrupted run",
                                  INFO)
-        passes = [run_scan(job, store, backend, progress)]
-        findings = store.counts()
-        _show_findings(findings, store, progress, job.mode)
+        passes: list[PassStats] = []
+        findings: dict[str, Any] = {}
         mapping = MappingStats()
         stopped_early = False
+        interrupted: KeyboardInterrupt | WorkersUnavailable | None = None
+        try:
+            passes.append(run_scan(job, store, backend, progress))
+            findings = store.counts()
+            _show_findings(findings, store, progress, job.mode)
 
-        def map_now() -> None:
-            nonlocal mapping
-            if job.mode == "deidentify" and job.secret and not job.scan_only:
-                assert job.secret is not None
-                mapping = record_mapping(store, job.secret, job.root_uid, profile_of(job))
+            def map_steps() -> Iterator[None]:
+                if job.mode == "deidentify" and job.secret and not job.scan_only:
+                    assert job.secret is not None
+                    yield from mapping_steps(store, job.secret, job.root_uid,
+                                             profile_of(job), mapping)
 
-        if job.scan_only:
-            errors = store.inventory_errors()
-        elif job.dry_run:
-            map_now()
-            _dry_run(Planner(job, store, op_fingerprint(job.operation)), progress)
-            errors = store.inventory_errors()
-        else:
-            second = _Pass2(job, store, progress, summary)
-            rejected = store.count_rejected(job.mode == "deidentify")
-            total = int(findings["files"])
-            if rejected and not job.continue_on_error:
+            def map_now() -> None:
+                for _ in map_steps():
+                    pass
+
+            if job.scan_only:
+                errors = store.inventory_errors()
+            elif job.dry_run:
                 map_now()
-                progress.message(
-                    f"{rejected:,} files cannot be processed (see the report): nothing is "
-                    "written; use --continue to skip them", ERROR)
-                passes.append(second.reject_only(total))
-                stopped_early = True
+                _dry_run(Planner(job, store, op_fingerprint(job.operation)), progress)
+                errors = store.inventory_errors()
             else:
-                # the workers derive replacements themselves: the recorded mapping is
-                # written while they start on the first batches
-                passes.append(second.run(backend, total - rejected, total, meanwhile=map_now,
-                                         nbytes=_count(findings["bytes"])))
-                stopped_early = second.failed_seen
+                second = _Pass2(job, store, progress, summary)
+                rejected = store.count_rejected(job.mode == "deidentify")
+                total = int(findings["files"])
+                if rejected and not job.continue_on_error:
+                    map_now()
+                    progress.message(
+                        f"{rejected:,} files cannot be processed (see the report): nothing is "
+                        "written; use --continue to skip them", ERROR)
+                    passes.append(second.reject_only(total))
+                    stopped_early = True
+                else:
+                    # the workers derive replacements themselves: the recorded mapping is
+                    # written step by step while they work
+                    passes.append(second.run(backend, total - rejected, total,
+                                             meanwhile=map_steps(),
+                                             nbytes=_count(findings["bytes"])))
+                    stopped_early = second.failed_seen
+                errors = store.journal_errors()
+        except (KeyboardInterrupt, WorkersUnavailable) as exc:  # Ctrl-C, SIGTERM, no
+            # worker jobs left: the report says how far the run got
+            interrupted, stopped_early = exc, True
+            passes.extend(progress.interrupt())
+            findings = findings or store.counts()
             errors = store.journal_errors()
         if job.scan_only or job.dry_run:
             for kind, (_, rows) in errors.items():
@@ -305,14 +331,20 @@ def run_tree(job: TreeJob, console: Console | None = None,
             job, run_id, started, summary, passes, findings, errors, backend.describe(),
             store_path, stopped_early,
             extra={"mapping": {"uids": mapping.uids, "patients": mapping.patients,
-                               "identifiers": mapping.identifiers}},
+                               "identifiers": mapping.identifiers},
+                   "interrupted": _why(interrupted) if interrupted else None},
         )
         summary.report_path = write_report(report)
-        store.put_run(run_id, {"status": "stopped" if stopped_early else "finished",
+        status = "interrupted" if interrupted else "stopped" if stopped_early else "finished"
+        store.put_run(run_id, {"status": status,
                                "started": started, "mode": job.mode,
                                "counts": report["counts"], "seconds": report["seconds"],
                                "report": str(summary.report_path),
                                "secret_fingerprint": job.secret_fingerprint})
+        if interrupted is not None:  # the cluster is closed (jobs cancelled) on the way out
+            progress.message(f"stopped ({_why(interrupted)}): report: {summary.report_path}",
+                             ERROR)
+            raise interrupted
     if job.verbosity >= WARNING:
         if console is None:
             from rich.console import Console
