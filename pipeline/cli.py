@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     dumb.add_argument("--replace", action="append", default=[], metavar="g,e[,CREATOR]=VALUE",
                       help="DICOM tag(s) to replace (g,e=VALUE or g,e,VALUE)")
     dumb.add_argument("--force", action="store_true",
-                      help="allow emptying/removing Type 1 attributes in dumb mode")
+                      help="allow emptying/removing Type 1 attributes in dumb mode; in "
+                      "directory mode, run into an output holding files this store did not "
+                      "write (they are removed)")
 
     prof = parser.add_argument_group("Profile options (anonpipe)")
     prof.add_argument("--profile", action=_Once, metavar="NAME|PATH",
@@ -149,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--cluster", action=_Once, help="job queue from configs/cluster/NAME.yaml")
     pipe.add_argument("--print-job-script", action="store_true",
                       help="print the job script --cluster would submit, then exit")
+    pipe.add_argument("--output-names", choices=("mirror", "uid"), default=None,
+                      help="mirror: the input's folder and file names (the default; refused "
+                      "when one holds a patient identifier); uid: PSEUDONYM/STUDY/SERIES/"
+                      "INSTANCE.dcm, named by the replacement values")
+    pipe.add_argument("--keep-names", action="store_true",
+                      help="mirror the input's names even when they hold patient identifiers")
     pipe.add_argument("--scan-only", action="store_true", help="stop after pass 1 (scan)")
     pipe.add_argument("--dry-run", action="store_true",
                       help="scan and plan, print planned output paths, write nothing")

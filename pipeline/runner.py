@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.cluster import Backend, Outcome, balanced_batch, open_client
 from pipeline.job import RunSummary, TreeJob
+from pipeline.leftovers import check_before, remove_after
+from pipeline.names import mirrored_paths_holding
 from pipeline.plan import (
     Event,
     MappingStats,
@@ -214,6 +216,40 @@ def _show_findings(findings: dict[str, Any], store: Store, progress: RunProgress
             progress.message(f"  Patient ID {pid}: names {names}, birth dates {dates}", DEBUG)
 
 
+def _check_names(job: TreeJob, store: Store, progress: RunProgress) -> None:
+    """Stop before writing when mirrored output names would hold patient identifiers."""
+    if job.output_names != "mirror" or job.keep_names:
+        return
+    count, first = mirrored_paths_holding(store)
+    if not count:
+        return
+    for rel in first:
+        progress.message(f"  {rel}", DEBUG)
+    raise UsageError(
+        f"{count:,} output paths would hold a patient name, ID, accession number or birth "
+        "date in their folder or file names: rerun with --output-names uid (outputs named "
+        "PSEUDONYM/STUDY/SERIES/INSTANCE.dcm by the replacement values) or --keep-names "
+        "(mirror the input names anyway)" + ("" if job.verbosity >= DEBUG else
+                                             "; -D lists the paths"))
+
+
+def _planned(job: TreeJob, store: Store, op: str) -> Iterator[str]:
+    """The output paths of the inventory's files (relative to the output)."""
+    planner = Planner(job, store, op)
+    for rel, row, _ in store.work_pages():
+        yield planner.output_rel(rel, row)
+
+
+def _remove_stale(job: TreeJob, store: Store, op: str, progress: RunProgress) -> None:
+    removed = remove_after(job.output, store, op)
+    if removed:
+        progress.message(f"removed {len(removed):,} files from the output that the current "
+                         "settings did not produce (earlier runs with other settings, or "
+                         "other programs)", WARNING)
+        for rel in removed[:MAX_SUMMARY_ERRORS]:
+            progress.message(f"  removed {rel}", DEBUG)
+
+
 def _dry_run(planner: Planner, progress: RunProgress) -> None:
     """Print the planned output of every file (--dry-run asks for paths)."""
     def show(events: list[Event]) -> None:
@@ -258,6 +294,11 @@ def run_tree(job: TreeJob, console: Console | None = None,
         _show_findings(findings, store, progress)
         mapping = MappingStats()
         stopped_early = False
+        if job.mode == "deidentify" and not job.scan_only:
+            _check_names(job, store, progress)
+        op = op_fingerprint(job.operation)
+        stale_possible = writing and check_before(job.output, store, job.force,
+                                                  lambda: _planned(job, store, op))
 
         def map_now() -> None:
             nonlocal mapping
@@ -269,7 +310,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
             errors = store.inventory_errors()
         elif job.dry_run:
             map_now()
-            _dry_run(Planner(job, store, op_fingerprint(job.operation)), progress)
+            _dry_run(Planner(job, store, op), progress)
             errors = store.inventory_errors()
         else:
             second = _Pass2(job, store, progress, summary)
@@ -289,6 +330,8 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                          nbytes=_count(findings["bytes"])))
                 stopped_early = second.failed_seen
             errors = store.journal_errors()
+            if stale_possible:
+                _remove_stale(job, store, op, progress)
         if job.scan_only or job.dry_run:
             for kind, (_, rows) in errors.items():
                 for rel, reason in rows:
