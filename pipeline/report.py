@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,10 +124,6 @@ def write_report(report: dict[str, Any], folder: Path | None = None) -> Path:
     return path
 
 
-def load_report(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
 def summary_table(report: dict[str, Any]) -> Group:
     """Files done/skipped/failed by kind, bytes, wall time per pass, then the reasons.
 
@@ -164,7 +159,3 @@ def summary_table(report: dict[str, Any]) -> Group:
                               "report"))
     return Group(table, *lines)
 
-
-def summary_from_dict(values: dict[str, Any]) -> RunSummary:
-    """Rebuild a :class:`RunSummary` (tests and tools)."""
-    return RunSummary(**{k: v for k, v in values.items() if k in asdict(RunSummary())})
