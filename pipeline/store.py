@@ -452,6 +452,13 @@ class Store:
                 row["other_ids"] = json.loads(row["other_ids"])
             yield row
 
+    def output_sources(self) -> dict[str, str]:
+        """Output path -> input path of the journal's outputs named otherwise than their
+        input (``--output-names uid``)."""
+        output = "json_extract(value, '$.output')"
+        return {out: key for out, key in self._query(
+            f"SELECT {output}, key FROM journal WHERE {output} IS NOT NULL AND {output} != key")}
+
     def readable_paths(self) -> Iterator[str]:
         """Paths of the readable inventory in path order (streamed)."""
         for (key,) in self._stream("SELECT key FROM files WHERE "
