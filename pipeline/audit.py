@@ -508,16 +508,31 @@ def _collect(df: DicomFile, elements: list[Element], tags: frozenset[int], out: 
                     out.add(uid)
 
 
+_WORD = re.compile(rb"[0-9A-Z\x80-\xff]+")
+
+
 def _context_words(df: DicomFile | None) -> set[bytes]:
-    """Upper-cased words of the output's kept descriptive attributes (CONTEXT_TAGS)."""
+    """Upper-cased words of the output's kept descriptive attributes (CONTEXT_TAGS) and of
+    its standard codes ("FINDING"): a name part equal to one of them is no leak there."""
     words: set[bytes] = set()
     if df is None:
         return words
     for tag in CONTEXT_TAGS:
         value = df.top_value(tag)
         if value:
-            words.update(re.findall(rb"[0-9A-Z\x80-\xff]+", value.upper()))
+            words.update(_WORD.findall(value.upper()))
+    _code_words(df.elements, df.body, words)
     return words
+
+
+def _code_words(elements: list[Element], body: bytes, words: set[bytes]) -> None:
+    if any(el.tag == CODING_SCHEME for el in elements) and not _local_code(elements, body):
+        for el in elements:
+            if el.tag in (CODE_VALUE, CODE_MEANING) and not el.undefined and el.length:
+                words.update(_WORD.findall(el.value(body).upper()))
+    for el in elements:
+        for item in el.items or ():
+            _code_words(item.elements, body, words)
 
 
 class Auditor:
