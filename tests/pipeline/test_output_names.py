@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -134,3 +135,16 @@ def test_name_parts_are_whole_tokens_in_any_case_and_charset() -> None:
     clear = ["CLINIC/x.dcm", "a/lina/b", "ab12x/y", "1970-01-03/x", "MUELLERS/x", "山田太郎/x"]
     assert list(paths_holding(held + clear, ids)) == held
     assert {"19700102", "02011970", "1970-1-2", "2.1.1970"} <= set(date_spellings("19700102"))
+
+
+def test_the_run_report_holds_the_roots_only_with_debug(exported: Path, tmp_path: Path) -> None:
+    reports = Path(os.environ["ANONPIPE_STATE_DIR"]) / "reports"
+    for debug, args in ((False, ()), (True, ("-D",))):
+        before = set(reports.glob("*.json")) if reports.is_dir() else set()
+        out = tmp_path / f"out-{debug}"
+        code, _ = _run("--store", str(tmp_path / f"s{debug}.sqlite"), "--output-names", "uid",
+                       *args, str(exported), str(out))
+        assert code == 0
+        (report,) = set(reports.glob("*.json")) - before
+        text = report.read_text()
+        assert (str(exported) in text, str(out) in text) == (debug, debug)
