@@ -12,12 +12,12 @@ Failures list the surviving markers by class and place.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,8 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
+from pipeline.audit import audit
+from pipeline.cli import main
 from tasks.profile import OPTIONS
 from tests.conftest import Pki
 from tests.corpus import (
@@ -46,7 +48,6 @@ class Tree:
     corpus: PrivacyCorpus
     input: Path
     base: Path
-    env: dict[str, str]
 
 
 @dataclass
@@ -60,17 +61,33 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Tree:
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
+    """The corpus written under ``in/``; stores, secrets and reports under ``state/``."""
     base = tmp_path_factory.mktemp("privacy")
     corpus = build_privacy_corpus()
     corpus.write(base / "in")
-    env = {**os.environ, "ANONPIPE_STATE_DIR": str(base / "state")}
-    return Tree(corpus, base / "in", base, env)
+    previous = os.environ.get("ANONPIPE_STATE_DIR")
+    os.environ["ANONPIPE_STATE_DIR"] = str(base / "state")
+    yield Tree(corpus, base / "in", base)
+    if previous is None:
+        os.environ.pop("ANONPIPE_STATE_DIR", None)
+    else:
+        os.environ["ANONPIPE_STATE_DIR"] = previous
 
 
-def _cli(tree: Tree, module: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", module, *argv], env=tree.env, text=True,
-                          capture_output=True, timeout=300, check=False)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli(*argv: str) -> Ran:
+    """``anonpipe ARGV`` in process, its stdout and stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 def _deidentify(tree: Tree, pki: Pki, profile: str, options: tuple[str, ...]) -> Outcome:
@@ -79,7 +96,7 @@ def _deidentify(tree: Tree, pki: Pki, profile: str, options: tuple[str, ...]) ->
     reports = tree.base / "state" / "reports"
     before = set(reports.glob("*.json")) if reports.is_dir() else set()
     flags = [f"--{option.replace('_', '-')}" for option in options]
-    proc = _cli(tree, "pipeline.cli", "-e", "-r", "-c", str(pki.cert), "--workers", "0",
+    proc = _cli("-e", "-r", "-c", str(pki.cert), "--workers", "0",
                 "--output-names", "uid", "--profile", profile, *flags, "--store", str(store),
                 str(tree.input), str(out))
     texts = [p.read_text() for p in sorted(set(reports.glob("*.json")) - before)]
@@ -155,7 +172,7 @@ def test_no_marker_leaves(tree: Tree, pki: Pki, default_run: Outcome, profile: s
 def test_reidentification_restores_every_file_byte_for_byte(tree: Tree, pki: Pki,
                                                             default_run: Outcome) -> None:
     restored = tree.base / "restored"
-    proc = _cli(tree, "pipeline.cli", "-d", "-r", "-k", str(pki.key), "--workers", "0",
+    proc = _cli("-d", "-r", "-k", str(pki.key), "--workers", "0",
                 "--store", str(tree.base / "store-restore.sqlite"), str(default_run.out),
                 str(restored))
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -166,9 +183,11 @@ def test_reidentification_restores_every_file_byte_for_byte(tree: Tree, pki: Pki
     assert digests(restored) == digests(tree.input)
 
 
-def _audit(tree: Tree, run: Outcome, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return _cli(tree, "pipeline.audit", str(out), "--store", str(run.store),
-                "--input", str(tree.input), "--limit", "0", *extra)
+def _audit(tree: Tree, run: Outcome, out: Path, *extra: str) -> Ran:
+    """``anonpipe-audit OUT --store S --input IN --limit 0 [-D]``, in process."""
+    stream = io.StringIO()
+    code = audit(out, run.store, tree.input, debug="-D" in extra, limit=0, stream=stream)
+    return Ran(code, stream.getvalue(), "")
 
 
 def _finding_lines(stdout: str) -> set[str]:
