@@ -28,6 +28,8 @@ PATIENT_ID_VR = "LO"
 #: a PN value's components that name the person (prefix and suffix are "DR", "JR"...)
 NAME_COMPONENTS = 3
 MIN_NAME_PART = 2
+#: an ID of digits only is searched from 3 digits: "12" is a series folder more often
+MIN_DIGITS = 3
 _TOKEN = re.compile(r"[^\W_]+")
 _PN_SPLIT = re.compile(r"[\^=]")
 
@@ -98,7 +100,8 @@ class PathIdentifiers:
 
     def add(self, text: str) -> None:
         seq = tokens(text)
-        if seq and len("".join(seq)) >= MIN_NAME_PART:
+        joined = "".join(seq)
+        if len(joined) >= (MIN_DIGITS if joined.isdigit() else MIN_NAME_PART):
             self.by_length.setdefault(len(seq), set()).add(seq)
 
     def add_row(self, row: dict[str, object]) -> None:
