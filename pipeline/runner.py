@@ -38,6 +38,7 @@ from pipeline.walk import check_locations
 from tasks.batch import run_batch
 from tasks.errors import UsageError
 from tasks.fileio import remove_temp_files_of, sweep_temp_files
+from tasks.filemeta import PREAMBLE_NOTE
 from tasks.model import Batch, FileResult, Status
 
 if TYPE_CHECKING:
@@ -186,7 +187,8 @@ class _Pass2:
         return self.progress.end()
 
 
-def _show_findings(findings: dict[str, Any], store: Store, progress: RunProgress) -> None:
+def _show_findings(findings: dict[str, Any], store: Store, progress: RunProgress,
+                   mode: str = "") -> None:
     f = findings
     progress.message(
         f"found {f['files']:,} files ({f['bytes'] / 1e6:,.1f} MB): {f['patients']:,} patients, "
@@ -200,6 +202,8 @@ def _show_findings(findings: dict[str, Any], store: Store, progress: RunProgress
          f"SOP Instance UIDs shared by {f['files_with_duplicate_sop_uid']} files"),
         (f["conflicting_patients"], "Patient IDs with conflicting names or birth dates"),
     ]
+    if mode == "deidentify":
+        problems.append((f.get("preamble_data", 0), f"files: {PREAMBLE_NOTE}"))
     for count, what in problems:
         if count:
             progress.message(f"  {count:,} {what}", WARNING)
@@ -291,7 +295,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                  INFO)
         passes = [run_scan(job, store, backend, progress)]
         findings = store.counts()
-        _show_findings(findings, store, progress)
+        _show_findings(findings, store, progress, job.mode)
         mapping = MappingStats()
         stopped_early = False
         if job.mode == "deidentify" and not job.scan_only:
