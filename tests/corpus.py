@@ -77,6 +77,7 @@ class Marker:
     place: str
     kind: str
     tag: int | None = None  # the attribute whose action decides (E.1-1 rows, unlisted)
+    vr: str = ""
 
     def kept_by(self, profile: str, options: tuple[str, ...]) -> bool:
         """Whether ``profile`` with ``options`` keeps this place on purpose."""
@@ -84,11 +85,15 @@ class Marker:
             return False
         compiled = get_profile(profile, options)
         if self.kind in (TABLE, CODED) and self.tag is not None:
-            return compiled.actions.get(self.tag) is Action.K
+            action = compiled.actions.get(self.tag)
+            # clean (C) keeps a time: the date options shift dates, not times of day
+            return action is Action.K or (action is Action.C and self.vr == "TM")
         if self.kind == UNLISTED_UID:
             return "retain_uids" in options
         if self.kind == FREE_TEXT:  # PS3.15 keeps what the table does not list: basic does
             return profile == "basic"
+        if self.kind == OVERLAY_BITS:  # Clean Graphics keeps the planes (bitmaps)
+            return "clean_graphics" in options
         if self.kind == OPTION_TEXT and self.tag is not None:
             return compiled.actions.get(self.tag) is Action.K or (
                 self.tag >> 16 in (0x6000, 0x5000) and self.tag & 0xFFFF == 0x3000
@@ -116,10 +121,11 @@ class PrivacyCorpus:
         self.markers[value.encode()] = Marker(value.encode(), place, kind, tag)
         return value
 
-    def add(self, value: str | bytes, place: str, kind: str, tag: int | None = None) -> None:
+    def add(self, value: str | bytes, place: str, kind: str, tag: int | None = None,
+            vr: str = "") -> None:
         raw = value.encode() if isinstance(value, str) else value
         assert raw not in self.markers, raw
-        self.markers[raw] = Marker(raw, place, kind, tag)
+        self.markers[raw] = Marker(raw, place, kind, tag, vr)
 
     def value(self, vr: str, place: str, kind: str, tag: int | None, tail: str) -> object:
         """A marker-carrying value of ``vr`` (None for VRs that hold no searchable text)."""
@@ -156,7 +162,7 @@ class PrivacyCorpus:
             return text.encode() + b"\0"
         else:
             raise AssertionError(f"no marker for VR {vr}")
-        self.add(value, place, kind, tag)
+        self.add(value, place, kind, tag, vr)
         return value
 
 
