@@ -88,8 +88,9 @@ REMOVING = frozenset({Action.X, Action.Z, Action.D, Action.U})
 KEEPING = frozenset({Action.K, Action.C})
 
 _DIGIT_RUN = re.compile(rb"(?<![0-9.])[0-9][0-9.]{7,}")
-#: a token must start and end with a letter or digit (ASCII or not) for a boundary check
-_WORDISH = re.compile(rb"[0-9A-Z\x80-\xff]")
+#: a token must start and end with a letter or digit (ASCII or not, or an ISO 2022
+#: escape) for a boundary check
+_WORDISH = re.compile(rb"[0-9A-Z\x1b\x80-\xff]")
 #: UIDs registered in PS3.6 Annex A (SOP classes, transfer syntaxes, coding schemes...)
 REGISTERED_ROOT = "1.2.840.10008."
 #: code item attributes (PS3.3 8.8): a standard scheme's values are no identifier
@@ -141,7 +142,7 @@ class Identifiers:
         for part in value.split("\\"):
             for token in _text_tokens(part.encode("latin-1", "replace"), person):
                 self.text.setdefault(token, label)
-            for text in decode_text(part, charset)[1:]:
+            for text in decode_text(part, charset or "ISO_IR 100")[-1:]:
                 for encoded in _encodings(text):
                     for token in _text_tokens(encoded, person):
                         self.text.setdefault(token, label)

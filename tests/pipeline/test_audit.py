@@ -296,3 +296,18 @@ def test_no_false_alarm_on_standard_codes_manufacturer_or_method_words(
     ds.save_as(planted)
     rc, text = check(out, store, "--input", str(src))
     assert rc == 1 and "patient name" in text
+
+
+def test_search_terms_of_names_in_other_character_sets() -> None:
+    """Terms are the file's bytes and the decoded name in UTF-8 and Latin-1, upper-cased
+    like the data (ASCII letters only)."""
+    ids = audit.Identifiers()
+    ids.add_text("M\xfcller^Anna", "patient name", person=True, charset="ISO_IR 100")
+    ids.add_text("\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B", "patient name", person=True,
+                 charset="\\ISO 2022 IR 87")
+    ids.add_text("J\xc3\xb6rg^Lee", "patient name", person=True, charset="ISO_IR 192")
+    search = audit.Searcher(ids)
+    for data in ("dr. müller".encode("latin-1"), "DR MüLLER".encode("utf-8"),
+                 "山田".encode(), b"x \x1b$B;3ED\x1b(B y", "jörg".encode()):
+        assert search.find(b" " + data + b" "), data
+    assert not search.find("MUELLERS JORGE".encode())
