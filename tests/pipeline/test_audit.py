@@ -307,7 +307,7 @@ def test_search_terms_of_names_in_other_character_sets() -> None:
                  charset="\\ISO 2022 IR 87")
     ids.add_text("J\xc3\xb6rg^Lee", "patient name", person=True, charset="ISO_IR 192")
     search = audit.Searcher(ids)
-    for data in ("dr. müller".encode("latin-1"), "DR MüLLER".encode("utf-8"),
+    for data in ("dr. müller".encode("latin-1"), "DR MüLLER".encode(),
                  "山田".encode(), b"x \x1b$B;3ED\x1b(B y", "jörg".encode()):
         assert search.find(b" " + data + b" "), data
-    assert not search.find("MUELLERS JORGE".encode())
+    assert not search.find(b"MUELLERS JORGE")
