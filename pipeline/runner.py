@@ -298,11 +298,16 @@ def run_tree(job: TreeJob, console: Console | None = None,
         _show_findings(findings, store, progress, job.mode)
         mapping = MappingStats()
         stopped_early = False
-        if job.mode == "deidentify" and not job.scan_only:
-            _check_names(job, store, progress)
         op = op_fingerprint(job.operation)
-        stale_possible = writing and check_before(job.output, store, job.force,
-                                                  lambda: _planned(job, store, op))
+        try:
+            if job.mode == "deidentify" and not job.scan_only:
+                _check_names(job, store, progress)
+            stale_possible = writing and check_before(job.output, store, job.force,
+                                                      lambda: _planned(job, store, op))
+        except UsageError:
+            store.put_run(run_id, {"status": "refused", "started": started, "mode": job.mode,
+                                   "secret_fingerprint": job.secret_fingerprint})
+            raise
 
         def map_now() -> None:
             nonlocal mapping

@@ -298,11 +298,13 @@ class Store:
         return bool(self._query(f'SELECT 1 FROM "{table}" LIMIT 1'))
 
     def last_run(self, mode: str) -> Row | None:
-        """The record of the latest run (by start) in ``mode``; the job identity is no run."""
+        """The record of the latest run (by start) in ``mode``; the job identity is no run,
+        and a run refused before it wrote anything (status "refused") is none either."""
         best: Row | None = None
         for key, value in self._query('SELECT key, value FROM "runs"'):
             record = json.loads(value)
-            if key == _JOB_KEY or not isinstance(record, dict) or record.get("mode") != mode:
+            if key == _JOB_KEY or not isinstance(record, dict) or record.get("mode") != mode \
+                    or record.get("status") == "refused":
                 continue
             started = float(record.get("started") or 0)
             if best is None or started >= float(best.get("started") or 0):
