@@ -10,7 +10,8 @@ operation (settings fingerprint) that wrote it, so:
 * after pass 2, every file not journaled done by the current operation is removed, and
   the folders it leaves empty; the run says how many (paths only with ``-D``).
 
-A run into an empty or new output folder skips both walks.
+The output is walked once, before pass 2; a run into an empty or new output folder has
+nothing to check at the end.
 """
 
 from __future__ import annotations
@@ -25,28 +26,39 @@ from tasks.fileio import TEMP_MARKER
 
 
 def output_files(root: Path) -> Iterator[str]:
-    """Every file under ``root`` (relative, POSIX), temp files of a running write aside."""
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        base = Path(folder).relative_to(root)
-        for name in sorted(files):
-            if TEMP_MARKER not in name:
-                yield (base / name).as_posix()
+    """Every file under ``root`` (relative, POSIX), temp files of a running write aside.
+
+    Plain string joins over ``os.scandir``: the walk runs on every rerun into a filled
+    output, so it costs what a listing costs.
+    """
+    stack = [("", str(root))]
+    while stack:
+        prefix, folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((prefix + entry.name + "/", entry.path))
+            elif TEMP_MARKER not in entry.name:
+                yield prefix + entry.name
 
 
 def check_before(root: Path, store: Store, force: bool,
-                 planned: Callable[[], Iterable[str]]) -> bool:
+                 planned: Callable[[], Iterable[str]]) -> list[str]:
     """Refuse an output holding files no run of this store wrote (unless ``force``);
-    returns whether the output holds any file (so whether :func:`remove_after` has work).
+    returns the files the output holds (what :func:`remove_after` checks again: every file
+    the run adds is the current settings' own).
 
     ``planned`` lists the outputs this run writes: a run killed before it journaled its
     last batches left those files, and its rerun writes them again.
     """
     if not root.is_dir():
-        return False
+        return []
     listed = list(output_files(root))
     if not listed:
-        return False
+        return []
     unknown = set(store.not_journaled_outputs(listed))
     if unknown:
         for rel in planned():
@@ -55,12 +67,13 @@ def check_before(root: Path, store: Store, force: bool,
         raise UsageError(
             f"the output folder holds {len(unknown):,} files that no run of this store wrote: "
             "choose an empty output folder, or --force to remove them at the end of the run")
-    return True
+    return listed
 
 
-def remove_after(root: Path, store: Store, op: str) -> list[str]:
-    """Remove the files the current operation did not produce; returns their paths."""
-    stale = store.not_journaled_outputs(output_files(root), op)
+def remove_after(root: Path, store: Store, op: str, listed: list[str]) -> list[str]:
+    """Remove the files of ``listed`` (the output before the run) that the current
+    operation did not produce; returns their paths."""
+    stale = store.not_journaled_outputs(listed, op)
     for rel in stale:
         path = root / rel
         try:

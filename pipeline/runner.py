@@ -244,8 +244,9 @@ def _planned(job: TreeJob, store: Store, op: str) -> Iterator[str]:
         yield planner.output_rel(rel, row)
 
 
-def _remove_stale(job: TreeJob, store: Store, op: str, progress: RunProgress) -> None:
-    removed = remove_after(job.output, store, op)
+def _remove_stale(job: TreeJob, store: Store, op: str, before: list[str],
+                  progress: RunProgress) -> None:
+    removed = remove_after(job.output, store, op, before)
     if removed:
         progress.message(f"removed {len(removed):,} files from the output that the current "
                          "settings did not produce (earlier runs with other settings, or "
@@ -302,8 +303,8 @@ def run_tree(job: TreeJob, console: Console | None = None,
         try:
             if job.mode == "deidentify" and not job.scan_only:
                 _check_names(job, store, progress)
-            stale_possible = writing and check_before(job.output, store, job.force,
-                                                      lambda: _planned(job, store, op))
+            before = check_before(job.output, store, job.force,
+                                  lambda: _planned(job, store, op)) if writing else []
         except UsageError:
             store.put_run(run_id, {"status": "refused", "started": started, "mode": job.mode,
                                    "secret_fingerprint": job.secret_fingerprint})
@@ -339,8 +340,8 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                          nbytes=_count(findings["bytes"])))
                 stopped_early = second.failed_seen
             errors = store.journal_errors()
-            if stale_possible:
-                _remove_stale(job, store, op, progress)
+            if before:
+                _remove_stale(job, store, op, before, progress)
         if job.scan_only or job.dry_run:
             for kind, (_, rows) in errors.items():
                 for rel, reason in rows:
