@@ -148,3 +148,14 @@ def test_the_run_report_holds_the_roots_only_with_debug(exported: Path, tmp_path
         (report,) = set(reports.glob("*.json")) - before
         text = report.read_text()
         assert (str(exported) in text, str(out) in text) == (debug, debug)
+
+
+def test_name_options_are_validated_once(exported: Path, tmp_path: Path) -> None:
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert main(["-d", "-p", "pw", "--output-names", "uid", str(exported),
+                     str(tmp_path / "o")]) == 2
+        assert main(["-e", "--irreversible", "--keep-names", "--output-names", "uid",
+                     str(exported), str(tmp_path / "o")]) == 2
+    assert "apply to -e only" in err.getvalue() and "choose one" in err.getvalue()
+    assert not (tmp_path / "o").exists()
