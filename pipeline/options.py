@@ -20,6 +20,7 @@ from tasks.crypto import Cipher, EnvelopeEncryptor, certificate_fingerprint, loa
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.errors import InputNotFoundError, ProfileError, UsageError
 from tasks.model import FileOperation
+from tasks.pixels.clean import DEFAULT_POLICY as DEFAULT_PIXEL_POLICY
 from tasks.profile import DEFAULT_PROFILE, ProfileSpec, get_profile, load_profile
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.uids import DEFAULT_ROOT, secret_fingerprint, validate_root
@@ -46,6 +47,7 @@ class SingleFileRun:
 @dataclass(frozen=True)
 class PrintJobScript:
     cluster: str
+    driver_command: list[str] | None = None  # --driver: the run to wrap in a job
 
 
 Run = SingleFileRun | TreeJob | PrintJobScript
@@ -53,10 +55,12 @@ Run = SingleFileRun | TreeJob | PrintJobScript
 
 def build_run(args: argparse.Namespace) -> Run:
     """Turn parsed arguments into a validated run."""
+    if args.driver and not args.print_job_script:
+        raise UsageError("--driver goes with --print-job-script")
     if args.print_job_script:
         if not args.cluster:
             raise UsageError("--print-job-script needs --cluster NAME")
-        return PrintJobScript(args.cluster)
+        return PrintJobScript(args.cluster, _driver_command(args) if args.driver else None)
     mode = _mode(args)
     src, dst = _paths(args)
     verbosity = 1 if args.verbosity is None else args.verbosity
@@ -76,6 +80,15 @@ def build_run(args: argparse.Namespace) -> Run:
     if _same_file(src, dst):
         raise UsageError("output is the input file: inputs are never modified")
     return SingleFileRun(MODE_NAMES[mode], src, dst, operation, verbosity)
+
+
+def _driver_command(args: argparse.Namespace) -> list[str]:
+    """This command line without the printing flags, run by this interpreter; its input
+    must exist (the rest is checked when the job runs it)."""
+    _mode(args)
+    _paths(args)
+    argv = [arg for arg in args.argv if arg not in ("--print-job-script", "--driver")]
+    return [sys.executable, "-m", "pipeline.cli", *argv]
 
 
 def _mode(args: argparse.Namespace) -> str:
@@ -114,6 +127,11 @@ def _check_state_paths(args: argparse.Namespace, src: Path, dst: Path) -> None:
             if where.is_relative_to(folder.resolve()):
                 raise UsageError(f"the {what} {path} must not be inside the {name} folder "
                                  "(it links originals to pseudonyms)")
+    preview = getattr(args, "pixels_preview", None)
+    for name, folder in (("output", dst), ("input", src)):
+        if preview and Path(preview).resolve().is_relative_to(folder.resolve()):
+            raise UsageError(f"--pixels-preview {preview} must not be inside the {name} folder "
+                             "(its images show the burned-in text)")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -127,9 +145,10 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
     dumb_ops = args.empty or args.clear or args.remove or args.replace
     if mode != "dumb" and dumb_ops:
         raise UsageError("--empty/--clear/--remove/--replace need --dumb")
-    profile_flags = args.profile or args.profile_options or args.allow_burned_in
+    profile_flags = (args.profile or args.profile_options or args.allow_burned_in
+                     or args.pixels or args.pixels_preview)
     if mode != "e" and (args.ciphers or args.irreversible or profile_flags):
-        raise UsageError("cipher, profile (--profile, --retain-*, --clean-*, "
+        raise UsageError("cipher, profile (--profile, --retain-*, --clean-*, --pixels*, "
                          "--allow-burned-in) and --irreversible options apply to -e only")
     if mode != "e" and (args.output_names or args.keep_names):
         raise UsageError("--output-names and --keep-names apply to -e only")
@@ -142,6 +161,23 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
     if args.dashboard and (args.workers == 0 or args.local_pool == "processes"):
         raise UsageError("--dashboard shows a dask cluster: not with --workers 0 or "
                          "--local-pool processes")
+    _check_cluster_options(args)
+
+
+def _check_cluster_options(args: argparse.Namespace) -> None:
+    """The scheduler and cluster config exist and are reached with TLS (pipeline.tls)."""
+    from pipeline.cluster import load_cluster_config
+    from pipeline.tls import check_scheduler_address
+
+    if args.worker_timeout is not None and not args.worker_timeout > 0:
+        raise UsageError(f"--worker-timeout must be a number of seconds > 0, "
+                         f"not {args.worker_timeout:g}")
+    address = args.scheduler
+    if args.cluster:
+        config = load_cluster_config(args.cluster)
+        address = address or (config.address if config.kind == "scheduler" else None)
+    if address:
+        check_scheduler_address(address, args.insecure_scheduler)
 
 
 def _cipher(args: argparse.Namespace) -> Cipher:
@@ -184,14 +220,16 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
         elif args.certificate or password is not None:
             raise UsageError("--irreversible keeps no payload: drop -c/-p")
         secret = _secret(args)
+        pixels, preview = _pixels(args)
         settings = DeidentifySettings(secret=secret, root_uid=_root_uid(args), profile=spec,
                                       encryptor=encryptor, options=options,
-                                      allow_burned_in=args.allow_burned_in)
+                                      pixels=pixels, pixels_preview=preview)
         return Deidentify(settings), {
             # a name, or the YAML path for a site profile (scan workers load it by that)
             "profile": args.profile or DEFAULT_PROFILE,
             "profile_options": sorted(get_profile(spec, options).options),
-            "allow_burned_in": args.allow_burned_in,
+            "allow_burned_in": pixels == "keep",
+            "pixels": pixels,
             "irreversible": encryptor is None,
             "cipher": _cipher(args).value if encryptor else None,
             "certificates": fingerprints, "password_recipient": password is not None,
@@ -237,8 +275,23 @@ def explain_settings(args: argparse.Namespace) -> DeidentifySettings:
     if args.explain and not Path(args.explain).exists():
         raise UsageError(f"Could not find file: {args.explain}")
     spec, options = _profile(args)
-    return DeidentifySettings(secret=b"explain", profile=spec, options=options,
-                              allow_burned_in=args.allow_burned_in)
+    pixels, _ = _pixels(args)
+    return DeidentifySettings(secret=b"explain", profile=spec, options=options, pixels=pixels)
+
+
+def _pixels(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The pixel policy (--allow-burned-in is --pixels keep) and the preview folder."""
+    if args.allow_burned_in and args.pixels not in (None, "keep"):
+        raise UsageError(f"--allow-burned-in is --pixels keep: not with --pixels {args.pixels}")
+    policy = "keep" if args.allow_burned_in else (args.pixels or DEFAULT_PIXEL_POLICY)
+    preview = args.pixels_preview
+    if preview is not None:
+        if policy != "clean":
+            raise UsageError("--pixels-preview shows what --pixels clean blanks")
+        if Path(preview).exists() and not Path(preview).is_dir():
+            raise UsageError(f"--pixels-preview {preview} is not a directory")
+        preview = str(Path(preview).resolve())
+    return policy, preview
 
 
 def _read_key(path: Path, password: bytes | None) -> bytes:
@@ -275,8 +328,9 @@ def _tree_job(args: argparse.Namespace, mode: str, src: Path, dst: Path,
         workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
         output_names=args.output_names or "mirror", keep_names=args.keep_names,
         force=args.force,
+        insecure_scheduler=args.insecure_scheduler, worker_timeout=args.worker_timeout,
         scan_only=args.scan_only, dry_run=args.dry_run, verbosity=verbosity,
-        dashboard=":0" if args.dashboard else None,
+        dashboard="127.0.0.1:0" if args.dashboard else None,
         **_local_pool(args.local_pool),
         report_options={"mode": MODE_NAMES[mode], "recursive": args.recursive,
                         "continue": args.continue_on_error, **extra},

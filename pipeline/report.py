@@ -89,6 +89,11 @@ def build_report(
             "failed": summary.failed,
             "bytes_in": summary.bytes_in,
             "bytes_out": summary.bytes_out,
+            # Clean Pixel Data: files cleaned by a region rule (and no OCR box), by OCR,
+            # checked with nothing to blank, refused because OCR still read text
+            "pixels": {"rule": summary.pixels.get("rule", 0), "ocr": summary.pixels.get("ocr", 0),
+                       "checked": summary.pixels.get("checked", 0),
+                       "refused_after_verification": errors.get("BurnedInTextError", (0, []))[0]},
         },
         "findings": findings,
         "passes": [_pass(p) for p in passes],
@@ -144,6 +149,10 @@ def summary_table(report: dict[str, Any]) -> Group:
     counts = report["counts"]
     table.add_section()
     table.add_row("done", f"{counts['done']:,}", f"{counts['bytes_out'] / 1e6:,.1f}", "", "")
+    pixels = counts.get("pixels") or {}
+    for how, label in (("rule", "  pixels cleaned by rule"), ("ocr", "  pixels cleaned by OCR")):
+        if pixels.get(how):
+            table.add_row(label, f"{pixels[how]:,}", "", "", "")
     table.add_row("skipped", f"{counts['skipped']:,}", "", "", "")
     table.add_row("failed", f"{counts['failed']:,}", "", "", "",
                   style="red" if counts["failed"] else None)

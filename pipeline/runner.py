@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.cluster import Backend, Outcome, balanced_batch, open_client
 from pipeline.job import RunSummary, TreeJob
+from pipeline.jobqueue import WorkersUnavailable
 from pipeline.leftovers import check_before, remove_after
 from pipeline.names import mirrored_paths_holding
 from pipeline.plan import (
@@ -33,6 +34,7 @@ from pipeline.plan import (
 from pipeline.progress import DEBUG, ERROR, INFO, WARNING, PassStats, RunProgress
 from pipeline.report import build_report, summary_table, write_report
 from pipeline.scan import run_scan
+from pipeline.signals import signal_name
 from pipeline.store import Store, job_store_path
 from pipeline.walk import check_locations
 from tasks.batch import run_batch
@@ -140,6 +142,9 @@ class _Pass2:
                 done += 1
                 self.summary.bytes_in += size
                 self.summary.bytes_out += written
+                if row.get("pixels"):
+                    how = str(row["pixels"])
+                    self.summary.pixels[how] = self.summary.pixels.get(how, 0) + 1
             else:
                 failed += 1
                 self.note_error(rel, str(row.get("error_kind")), str(row.get("error") or ""))
@@ -167,6 +172,7 @@ class _Pass2:
                            not job.continue_on_error)
         window.start()
         meanwhile()
+        self.progress.count_workers = pool.workers_alive if pool.kind != "inline" else None
         for outcome in window:
             self.progress.set_workers(pool.workers_alive() if pool.kind != "inline" else None,
                                       pool.dashboard)
@@ -273,6 +279,11 @@ def _dry_run(planner: Planner, progress: RunProgress) -> None:
     planner.flush()
 
 
+def _why(stop: BaseException) -> str:
+    """A stopped run's cause, for its report: the signal, or the lost workers."""
+    return signal_name(stop) if isinstance(stop, KeyboardInterrupt) else "no workers"
+
+
 def run_tree(job: TreeJob, console: Console | None = None,
              clock: Callable[[], float] = time.monotonic) -> RunSummary:
     """Run ``job`` over its input tree; the store and report are left in the state folder."""
@@ -281,9 +292,9 @@ def run_tree(job: TreeJob, console: Console | None = None,
     summary = RunSummary()
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     started = time.time()
-    with Store(store_path) as store, \
-            RunProgress(console, job.verbosity, clock) as progress, \
-            open_client(job) as backend:
+    with RunProgress(console, job.verbosity, clock) as progress, \
+            open_client(job, lambda text: progress.message(text, WARNING)) as backend, \
+            Store(store_path) as store:
         _adopt(store, job, progress)
         store.put_run(run_id, {"status": "running", "started": started, "mode": job.mode,
                                "options": job.report_options,
@@ -294,54 +305,65 @@ def run_tree(job: TreeJob, console: Console | None = None,
             if swept:
                 progress.message(f"removed {swept} temporary files left by an interrupted run",
                                  INFO)
-        passes = [run_scan(job, store, backend, progress)]
-        findings = store.counts()
-        _show_findings(findings, store, progress, job.mode)
+        passes: list[PassStats] = []
+        findings: dict[str, Any] = {}
         mapping = MappingStats()
         stopped_early = False
-        op = op_fingerprint(job.operation)
+        interrupted: KeyboardInterrupt | WorkersUnavailable | None = None
         try:
-            if job.mode == "deidentify" and not job.scan_only:
-                _check_names(job, store, progress)
-            before = check_before(job.output, store, job.force,
-                                  lambda: _planned(job, store, op)) if writing else []
-        except UsageError:
-            store.put_run(run_id, {"status": "refused", "started": started, "mode": job.mode,
-                                   "secret_fingerprint": job.secret_fingerprint})
-            raise
+            passes.append(run_scan(job, store, backend, progress))
+            findings = store.counts()
+            _show_findings(findings, store, progress, job.mode)
+            op = op_fingerprint(job.operation)
+            try:
+                if job.mode == "deidentify" and not job.scan_only:
+                    _check_names(job, store, progress)
+                before = check_before(job.output, store, job.force,
+                                      lambda: _planned(job, store, op)) if writing else []
+            except UsageError:
+                store.put_run(run_id, {"status": "refused", "started": started,
+                                       "mode": job.mode,
+                                       "secret_fingerprint": job.secret_fingerprint})
+                raise
 
-        def map_now() -> None:
-            nonlocal mapping
-            if job.mode == "deidentify" and job.secret and not job.scan_only:
-                assert job.secret is not None
-                mapping = record_mapping(store, job.secret, job.root_uid, profile_of(job))
+            def map_now() -> None:
+                nonlocal mapping
+                if job.mode == "deidentify" and job.secret and not job.scan_only:
+                    assert job.secret is not None
+                    mapping = record_mapping(store, job.secret, job.root_uid, profile_of(job))
 
-        if job.scan_only:
-            errors = store.inventory_errors()
-        elif job.dry_run:
-            map_now()
-            _dry_run(Planner(job, store, op), progress)
-            errors = store.inventory_errors()
-        else:
-            second = _Pass2(job, store, progress, summary)
-            rejected = store.count_rejected(job.mode == "deidentify")
-            total = int(findings["files"])
-            if rejected and not job.continue_on_error:
+            if job.scan_only:
+                errors = store.inventory_errors()
+            elif job.dry_run:
                 map_now()
-                progress.message(
-                    f"{rejected:,} files cannot be processed (see the report): nothing is "
-                    "written; use --continue to skip them", ERROR)
-                passes.append(second.reject_only(total))
-                stopped_early = True
+                _dry_run(Planner(job, store, op), progress)
+                errors = store.inventory_errors()
             else:
-                # the workers derive replacements themselves: the recorded mapping is
-                # written while they start on the first batches
-                passes.append(second.run(backend, total - rejected, total, meanwhile=map_now,
-                                         nbytes=_count(findings["bytes"])))
-                stopped_early = second.failed_seen
+                second = _Pass2(job, store, progress, summary)
+                rejected = store.count_rejected(job.mode == "deidentify")
+                total = int(findings["files"])
+                if rejected and not job.continue_on_error:
+                    map_now()
+                    progress.message(
+                        f"{rejected:,} files cannot be processed (see the report): nothing is "
+                        "written; use --continue to skip them", ERROR)
+                    passes.append(second.reject_only(total))
+                    stopped_early = True
+                else:
+                    # the workers derive replacements themselves: the recorded mapping is
+                    # written while they start on the first batches
+                    passes.append(second.run(backend, total - rejected, total, meanwhile=map_now,
+                                             nbytes=_count(findings["bytes"])))
+                    stopped_early = second.failed_seen
+                errors = store.journal_errors()
+                if before:
+                    _remove_stale(job, store, op, before, progress)
+        except (KeyboardInterrupt, WorkersUnavailable) as exc:  # Ctrl-C, SIGTERM, no
+            # worker jobs left: the report says how far the run got
+            interrupted, stopped_early = exc, True
+            passes.extend(progress.interrupt())
+            findings = findings or store.counts()
             errors = store.journal_errors()
-            if before:
-                _remove_stale(job, store, op, before, progress)
         if job.scan_only or job.dry_run:
             for kind, (_, rows) in errors.items():
                 for rel, reason in rows:
@@ -351,14 +373,20 @@ def run_tree(job: TreeJob, console: Console | None = None,
             job, run_id, started, summary, passes, findings, errors, backend.describe(),
             store_path, stopped_early,
             extra={"mapping": {"uids": mapping.uids, "patients": mapping.patients,
-                               "identifiers": mapping.identifiers}},
+                               "identifiers": mapping.identifiers},
+                   "interrupted": _why(interrupted) if interrupted else None},
         )
         summary.report_path = write_report(report)
-        store.put_run(run_id, {"status": "stopped" if stopped_early else "finished",
+        status = "interrupted" if interrupted else "stopped" if stopped_early else "finished"
+        store.put_run(run_id, {"status": status,
                                "started": started, "mode": job.mode,
                                "counts": report["counts"], "seconds": report["seconds"],
                                "report": str(summary.report_path),
                                "secret_fingerprint": job.secret_fingerprint})
+        if interrupted is not None:  # the cluster is closed (jobs cancelled) on the way out
+            progress.message(f"stopped ({_why(interrupted)}): report: {summary.report_path}",
+                             ERROR)
+            raise interrupted
     if job.verbosity >= WARNING:
         if console is None:
             from rich.console import Console
