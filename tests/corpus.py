@@ -90,6 +90,8 @@ class Marker:
             return action is Action.K or (action is Action.C and self.vr == "TM")
         if self.kind == UNLISTED_UID:
             return "retain_uids" in options
+        if self.kind == UNLISTED_PN_DA and self.vr in ("DA", "DT"):  # the run's date policy
+            return "retain_long_full_dates" in options
         if self.kind == FREE_TEXT:  # PS3.15 keeps what the table does not list: basic does
             return profile == "basic"
         if self.kind == OVERLAY_BITS:  # Clean Graphics keeps the planes (bitmaps)
@@ -294,7 +296,7 @@ UNLISTED = (
     (0x00142006, UNLISTED_PN_DA), (0x00140104, UNLISTED_PN_DA), (0x00140102, UNLISTED_PN_DA),
     (0x00100033, UNLISTED_PN_DA), (0x00100034, UNLISTED_PN_DA),
     (0x00400400, FREE_TEXT), (0x00420010, FREE_TEXT), (TEXT_VALUE, FREE_TEXT),
-    (0x00181020, FREE_TEXT), (0x00280301, FREE_TEXT),
+    (0x00700081, FREE_TEXT),  # Content Description (LO)
 )
 
 
@@ -307,7 +309,7 @@ def _unlisted_file(corpus: PrivacyCorpus) -> None:
             place = f"({tag >> 16:04X},{tag & 0xFFFF:04X}), depth {depth}"
             if kind == UNLISTED_PN_DA and tag in (0x00100033, 0x00100034):
                 place += " (a date in another calendar)"
-            holder.add_new(tag, vr, corpus.value(vr, place, kind, tag, "Müller"))
+            holder.add_new(tag, vr, corpus.value(vr, place, kind, tag, "Straße"))
         holder.add_new(0x00090010, "LO", "CORPUS PRIVATE")
         holder.add_new(0x00091010, "UI", corpus.value("UI", f"private UI, depth {depth}",
                                                       UNLISTED_UID, None, ""))
@@ -340,7 +342,7 @@ def _coded_file(corpus: PrivacyCorpus) -> None:
             item.ValueType = "CODE"
             item.ConceptNameCodeSequence = Sequence([_standard_code("121071", "DCM",
                                                                     "Finding")])
-        codes = [_code_item(corpus, f"({outer:08X}) > ({inner:08X})", "Müller"),
+        codes = [_code_item(corpus, f"({outer:08X}) > ({inner:08X})", "Straße"),
                  _code_item(corpus, f"({outer:08X}) > ({inner:08X}), scheme L", "", "L")]
         item.add_new(inner, "SQ", Sequence(codes))
         ds.add_new(outer, "SQ", Sequence([item]))

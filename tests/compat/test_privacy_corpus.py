@@ -294,7 +294,7 @@ def test_audit_finds_each_leak_class_planted(tree: Tree, default_run: Outcome) -
                                                    unlisted_uid.text.decode())),
         "local-code": edit(lambda ds: (setattr(ds, "SpecificCharacterSet", "ISO_IR 100"),
                                        ds.add_new(0x00400400, "LT",
-                                                  f"{local_code.text.decode()} Müller"))),
+                                                  f"{local_code.text.decode()} Straße"))),
         "path": name_in_path,
         "short-name-part-in-path": short_name_in_path,
         "symlinked-folder": symlinked,
