@@ -91,8 +91,6 @@ _DIGIT_RUN = re.compile(rb"(?<![0-9.])[0-9][0-9.]{7,}")
 #: a token must start and end with a letter or digit (ASCII or not, or an ISO 2022
 #: escape) for a boundary check
 _WORDISH = re.compile(rb"[0-9A-Z\x1b\x80-\xff]")
-#: UIDs registered in PS3.6 Annex A (SOP classes, transfer syntaxes, coding schemes...)
-REGISTERED_ROOT = "1.2.840.10008."
 #: code item attributes (PS3.3 8.8): a standard scheme's values are no identifier
 CODE_VALUE, CODING_SCHEME, CODE_MEANING = 0x00080100, 0x00080102, 0x00080104
 CODE_ATTRIBUTES = frozenset({CODE_VALUE, CODING_SCHEME, CODE_MEANING, 0x00080103,
@@ -292,16 +290,13 @@ def collect_identifiers(store: Store, profile: CompiledProfile | None) -> Identi
     why = kept_on_purpose(profile, 0x0020000D)  # Study Instance UID stands for them all
     if why is not None:
         ids.kept[UID_LABEL] = why  # and pass 1 recorded none to replace
-    every_uid = UID_LABEL not in ids.kept
     for _rel, row in store.inventory():
         if row.get("error_kind"):
             continue
+        # the table-based profiles replace every UID not registered in PS3.6 Annex A,
+        # listed by the table or not: pass 1 records them all
         for uid in row.get("replace") or ():
             ids.add_uid(uid)
-        if every_uid:  # a UID the table does not list is an instance UID all the same
-            for uid in row.get("uids") or ():
-                if not str(uid).startswith(REGISTERED_ROOT):
-                    ids.add_uid(str(uid), "UID not listed by the table")
         charset = row.get("charset") if isinstance(row.get("charset"), str) else None
         for name, label in fields.items():
             value = row.get(name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +27,9 @@ from pipeline.plan import (
     Event,
     MappingStats,
     Planner,
+    mapping_steps,
     op_fingerprint,
     profile_of,
-    record_mapping,
 )
 from pipeline.progress import DEBUG, ERROR, INFO, WARNING, PassStats, RunProgress
 from pipeline.report import build_report, summary_table, write_report
@@ -159,10 +159,10 @@ class _Pass2:
                                   "(--continue goes on past failures)", WARNING)
 
     def run(self, backend: Backend, expected: int, total: int,
-            meanwhile: Callable[[], None] = lambda: None, nbytes: int | None = None
-            ) -> PassStats:
-        """Pass 2; ``meanwhile`` runs in the driver once the first batches are submitted
-        (driver-side bookkeeping that the workers need not wait for)."""
+            meanwhile: Iterable[None] = (), nbytes: int | None = None) -> PassStats:
+        """Pass 2; ``meanwhile`` is driver-side bookkeeping that the workers need not wait
+        for, in steps: one step between two results once the first batches are submitted,
+        the rest after the last."""
         job = self.job
         pool = backend.pool(expected, nbytes)
         self.planner.batch_files = balanced_batch(job.batch_files, expected,
@@ -171,12 +171,15 @@ class _Pass2:
         window = pool.imap(run_batch, self.planner.batches(), job.operation,
                            not job.continue_on_error)
         window.start()
-        meanwhile()
+        steps = iter(meanwhile)
         self.progress.count_workers = pool.workers_alive if pool.kind != "inline" else None
         for outcome in window:
             self.progress.set_workers(pool.workers_alive() if pool.kind != "inline" else None,
                                       pool.dashboard)
             self.consume(outcome, window)
+            next(steps, None)
+        for _ in steps:
+            pass
         self.planner.flush()
         return self.progress.end()
 
@@ -326,11 +329,15 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                        "secret_fingerprint": job.secret_fingerprint})
                 raise
 
-            def map_now() -> None:
-                nonlocal mapping
+            def map_steps() -> Iterator[None]:
                 if job.mode == "deidentify" and job.secret and not job.scan_only:
                     assert job.secret is not None
-                    mapping = record_mapping(store, job.secret, job.root_uid, profile_of(job))
+                    yield from mapping_steps(store, job.secret, job.root_uid,
+                                             profile_of(job), mapping)
+
+            def map_now() -> None:
+                for _ in map_steps():
+                    pass
 
             if job.scan_only:
                 errors = store.inventory_errors()
@@ -351,8 +358,9 @@ def run_tree(job: TreeJob, console: Console | None = None,
                     stopped_early = True
                 else:
                     # the workers derive replacements themselves: the recorded mapping is
-                    # written while they start on the first batches
-                    passes.append(second.run(backend, total - rejected, total, meanwhile=map_now,
+                    # written step by step while they work
+                    passes.append(second.run(backend, total - rejected, total,
+                                             meanwhile=map_steps(),
                                              nbytes=_count(findings["bytes"])))
                     stopped_early = second.failed_seen
                 errors = store.journal_errors()
