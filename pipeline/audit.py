@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.names import PathIdentifiers, decode_text, paths_holding
 from pipeline.store import Store, job_store_path
 from tasks.dicomio import DicomFile, Element, read_dicom, read_header
 from tasks.errors import AnonpipeError, UsageError
@@ -87,7 +88,19 @@ REMOVING = frozenset({Action.X, Action.Z, Action.D, Action.U})
 KEEPING = frozenset({Action.K, Action.C})
 
 _DIGIT_RUN = re.compile(rb"(?<![0-9.])[0-9][0-9.]{7,}")
-_ALNUM = re.compile(rb"[0-9A-Z]")
+#: a token must start and end with a letter or digit (ASCII or not, or an ISO 2022
+#: escape) for a boundary check
+_WORDISH = re.compile(rb"[0-9A-Z\x1b\x80-\xff]")
+#: code item attributes (PS3.3 8.8): a standard scheme's values are no identifier
+CODE_VALUE, CODING_SCHEME, CODE_MEANING = 0x00080100, 0x00080102, 0x00080104
+CODE_ATTRIBUTES = frozenset({CODE_VALUE, CODING_SCHEME, CODE_MEANING, 0x00080103,
+                             0x00080119, 0x00080120})
+#: kept descriptive attributes whose words a name part may equal ("SIEMENS^ANNA" and a
+#: Siemens scanner, a patient named like a word of the de-identification method)
+CONTEXT_TAGS = (0x00080070, 0x00081090, 0x00120063, 0x00181020)
+#: file meta attributes that may carry site names (PS3.10 7.1): searched with --input
+META_TEXT_TAGS = (0x00020013, 0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102)
+_PRINTABLE_RUN = re.compile(rb"[\x21-\x7e][\x20-\x7e]{3,}[\x21-\x7e]")
 
 
 # --------------------------------------------------------------------------- identifiers
@@ -117,11 +130,20 @@ class Identifiers:
             if len(token) >= 8 and token[:8].isdigit() and token[:8] not in DUMMIES:
                 self.dates.setdefault(token[:8], label)
 
-    def add_text(self, value: str, label: str, person: bool = False) -> None:
-        """A text value (multi-valued: each value); ``person``: also each name component."""
+    def add_text(self, value: str, label: str, person: bool = False,
+                 charset: str | None = None) -> None:
+        """A text value (multi-valued: each value); ``person``: also each name component.
+
+        ``value`` holds the file's bytes as Latin-1 text; with ``charset`` (its Specific
+        Character Set) the decoded text is searched in UTF-8 and Latin-1 too.
+        """
         for part in value.split("\\"):
-            for token in _text_tokens(part, person):
+            for token in _text_tokens(part.encode("latin-1", "replace"), person):
                 self.text.setdefault(token, label)
+            for text in decode_text(part, charset or "ISO_IR 100")[-1:]:
+                for encoded in _encodings(text):
+                    for token in _text_tokens(encoded, person):
+                        self.text.setdefault(token, label)
 
     def discard(self, tokens: Iterable[bytes]) -> None:
         for token in tokens:
@@ -130,8 +152,18 @@ class Identifiers:
             self.uids.pop(token, None)
 
 
-def _text_tokens(value: str, person: bool) -> Iterator[bytes]:
-    raw = value.strip("\0 ").upper().encode("latin-1", "replace")
+def _encodings(text: str) -> Iterator[bytes]:
+    yield text.encode("utf-8")
+    try:
+        yield text.encode("latin-1")
+    except UnicodeEncodeError:
+        pass
+
+
+def _text_tokens(value: bytes, person: bool) -> Iterator[bytes]:
+    """Search tokens of a value's bytes, upper-cased as :meth:`Searcher.find` upper-cases
+    the data (``bytes.upper``: ASCII letters only, so "Müller" matches "MüLLER")."""
+    raw = value.strip(b"\0 ").upper()
     candidates = [raw]
     if person:  # PN: Family^Given^Middle^Prefix^Suffix, alphabetic=ideographic=phonetic
         candidates.append(raw.strip(b"^="))
@@ -142,7 +174,7 @@ def _text_tokens(value: str, person: bool) -> Iterator[bytes]:
             token = token[:MAX_TEXT].rsplit(b" ", 1)[0].strip()
         if len(token) < (MIN_DIGITS if token.isdigit() else MIN_TEXT) or token in DUMMIES:
             continue
-        if not _ALNUM.search(token[:1]) or not _ALNUM.search(token[-1:]):
+        if not _WORDISH.match(token[:1]) or not _WORDISH.match(token[-1:]):
             continue  # a boundary check needs a letter or digit at both ends
         yield token
 
@@ -261,8 +293,11 @@ def collect_identifiers(store: Store, profile: CompiledProfile | None) -> Identi
     for _rel, row in store.inventory():
         if row.get("error_kind"):
             continue
+        # the table-based profiles replace every UID not registered in PS3.6 Annex A,
+        # listed by the table or not: pass 1 records them all
         for uid in row.get("replace") or ():
             ids.add_uid(uid)
+        charset = row.get("charset") if isinstance(row.get("charset"), str) else None
         for name, label in fields.items():
             value = row.get(name)
             if not value:
@@ -272,17 +307,32 @@ def collect_identifiers(store: Store, profile: CompiledProfile | None) -> Identi
                 if name in DATE_FIELDS:
                     ids.add_date(str(v), label)
                 else:
-                    ids.add_text(str(v), label, person=name == "patient_name")
+                    ids.add_text(str(v), label, person=name == "patient_name",
+                                 charset=charset)
     return ids
 
 
 # --------------------------------------------------------------------------- --input
 
 
+def _local_code(elements: list[Element], body: bytes) -> bool:
+    """Whether these elements are a code item of a private or local scheme ("99...", "L":
+    PS3.16 8.2); a standard scheme's code (DCM, SCT, LN, UCUM...) is no identifier."""
+    for el in elements:
+        if el.tag == CODING_SCHEME and not el.undefined:
+            scheme = el.value(body).strip(b"\0 ").upper()
+            return scheme.startswith(b"99") or scheme == b"L"
+    return False
+
+
 def _walk(elements: list[Element], body: bytes, actions: dict[int, Action | None],
           profile: CompiledProfile, removed: bool,
           out_removed: dict[tuple[str, str], str], out_kept: set[str]) -> None:
+    standard_code = any(el.tag == CODING_SCHEME for el in elements) and \
+        not _local_code(elements, body)
     for el in elements:
+        if el.tag in CODE_ATTRIBUTES and (standard_code or el.tag == CODING_SCHEME):
+            continue
         action = actions.get(el.tag, ...)
         if action is ...:
             action = actions[el.tag] = _action(profile, el.tag)
@@ -323,6 +373,19 @@ def _keyword(tag: int) -> str:
     return name or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
+def _meta_values(df: DicomFile, out: dict[tuple[str, str], str]) -> None:
+    """Site names in the original's file meta and text in its preamble (PS3.15 E.1.1:
+    both are replaced): an output must not carry them."""
+    for tag in META_TEXT_TAGS:
+        el = df.meta_element(tag)
+        if el is not None and el.length:
+            text = el.value(df.meta_bytes).strip(b"\0 ").decode("latin-1")
+            vr = "UI" if tag == 0x00020100 else "LO"
+            out[(vr, text)] = f"file meta {_keyword(tag)}"
+    for run in _PRINTABLE_RUN.findall(df.raw_prefix[:128]):
+        out[("LO", run.decode("latin-1"))] = "preamble text"
+
+
 def add_input_values(ids: Identifiers, store: Store, input_dir: Path,
                      profile: CompiledProfile | None) -> tuple[int, int]:
     """Add the values the profile removes from each original; returns (read, unreadable).
@@ -345,9 +408,12 @@ def add_input_values(ids: Identifiers, store: Store, input_dir: Path,
             continue
         read += 1
         _walk(df.elements, df.body, actions, profile, False, removed, kept)
+        _meta_values(df, removed)
     extra = Identifiers()
     for (vr, text), label in removed.items():
-        if vr in ("DA", "DT"):
+        if vr == "UI":
+            extra.add_uid(text, label)
+        elif vr in ("DA", "DT"):
             extra.add_date(text, label)
         else:
             extra.add_text(text, label, person=vr == "PN")
@@ -358,6 +424,8 @@ def add_input_values(ids: Identifiers, store: Store, input_dir: Path,
         ids.text.setdefault(token, label)
     for token, label in extra.dates.items():
         ids.dates.setdefault(token, label)
+    for token, label in extra.uids.items():
+        ids.uids.setdefault(token, label)
     return read, failed
 
 
@@ -436,6 +504,33 @@ def _collect(df: DicomFile, elements: list[Element], tags: frozenset[int], out: 
                     out.add(uid)
 
 
+_WORD = re.compile(rb"[0-9A-Z\x80-\xff]+")
+
+
+def _context_words(df: DicomFile | None) -> set[bytes]:
+    """Upper-cased words of the output's kept descriptive attributes (CONTEXT_TAGS) and of
+    its standard codes ("FINDING"): a name part equal to one of them is no leak there."""
+    words: set[bytes] = set()
+    if df is None:
+        return words
+    for tag in CONTEXT_TAGS:
+        value = df.top_value(tag)
+        if value:
+            words.update(_WORD.findall(value.upper()))
+    _code_words(df.elements, df.body, words)
+    return words
+
+
+def _code_words(elements: list[Element], body: bytes, words: set[bytes]) -> None:
+    if any(el.tag == CODING_SCHEME for el in elements) and not _local_code(elements, body):
+        for el in elements:
+            if el.tag in (CODE_VALUE, CODE_MEANING) and not el.undefined and el.length:
+                words.update(_WORD.findall(el.value(body).upper()))
+    for el in elements:
+        for item in el.items or ():
+            _code_words(item.elements, body, words)
+
+
 class Auditor:
     def __init__(self, out: Path, store: Store, ids: Identifiers,
                  profile: CompiledProfile | None) -> None:
@@ -444,6 +539,12 @@ class Auditor:
         self.replaced = replaced_tags(profile) if profile is not None else replaced_tags()
         self.with_mapping = store.has_rows("uids")
         self.findings = Findings()
+        #: output path -> input path (outputs named by replacement values: --output-names)
+        self.sources = store.output_sources()
+        #: name parts of any length, IDs and birth dates as whole tokens of path components
+        self.path_ids = PathIdentifiers()
+        for row in store.distinct_identifiers():
+            self.path_ids.add_row(row)
 
     def run(self) -> Findings:
         for rel, path in iter_output(self.out):
@@ -453,6 +554,8 @@ class Auditor:
     def audit_file(self, rel: str, path: Path) -> None:
         f = self.findings
         found_in_path = self.searcher.find(rel.encode("utf-8", "surrogateescape"))
+        if not found_in_path and self.path_ids and any(paths_holding([rel], self.path_ids)):
+            found_in_path = {b"": "name part, ID or birth date in a folder or file name"}
         if found_in_path:
             f.path_leaks[rel] = found_in_path
         try:
@@ -465,8 +568,12 @@ class Auditor:
         clear, df = searchable(data)
         found = self.searcher.find(clear)
         if found:
+            context = _context_words(df)
+            found = {token: label for token, label in found.items()
+                     if token not in context or label != "patient name"}
+        if found:
             f.leaks[rel] = found
-        row = self.store.get("files", rel)
+        row = self.store.get("files", self.sources.get(rel, rel))
         if not isinstance(row, dict) or row.get("error_kind"):
             f.not_from_run += 1
             return
@@ -498,8 +605,18 @@ class Auditor:
 
 
 def iter_output(root: Path) -> Iterator[tuple[str, Path]]:
-    """Every regular file under ``root`` (hidden and temp files too: they get released)."""
-    for folder, dirs, files in os.walk(root):
+    """Every regular file under ``root`` (hidden and temp files too: they get released).
+
+    Symbolic links to folders are followed (what they hold is released with the tree),
+    each folder once: a link back to an ancestor does not loop.
+    """
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirs.sort()
         for name in sorted(files):
             path = Path(folder) / name

@@ -117,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="DICOM tag(s) to replace (g,e=VALUE or g,e,VALUE)")
     dumb.add_argument("--force", action="store_true",
                       help="allow emptying/removing Type 1 attributes in dumb mode; in "
-                      "single-file mode, overwrite an output file that is not de-identified")
+                      "single-file mode, overwrite an output file that is not de-identified; in "
+                      "directory mode, run into an output holding files this store did not "
+                      "write (they are removed)")
 
     prof = parser.add_argument_group("Profile options (anonpipe)")
     prof.add_argument("--profile", action=_Once, metavar="NAME|PATH",
@@ -168,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
                       "local, scheduler: configs/cluster/NAME.yaml) or the path of one")
     pipe.add_argument("--print-job-script", action="store_true",
                       help="print the job script --cluster would submit, then exit")
+    pipe.add_argument("--output-names", choices=("mirror", "uid"), default=None,
+                      help="mirror: the input's folder and file names (the default; refused "
+                      "when one holds a patient identifier); uid: PSEUDONYM/STUDY/SERIES/"
+                      "INSTANCE.dcm, named by the replacement values")
+    pipe.add_argument("--keep-names", action="store_true",
+                      help="mirror the input's names even when they hold patient identifiers")
     pipe.add_argument("--driver", action="store_true",
                       help="with --print-job-script and IN OUT: print a batch script (sbatch "
                       "or qsub) that runs this whole command as a job, which submits the "

@@ -41,6 +41,11 @@ class TreeJob:
     #: address a local dask cluster serves its dashboard on (":0": any free port); None:
     #: no dashboard, and no worker profiler feeding it (pipeline.cluster)
     dashboard: str | None = None
+    #: "mirror" (input names, checked for identifiers) or "uid" (pipeline.names)
+    output_names: str = "mirror"
+    keep_names: bool = False  # mirror even names that hold identifiers
+    #: run into an output holding files this store did not write (removed at the end)
+    force: bool = False
     scan_only: bool = False
     dry_run: bool = False
     verbosity: int = 1  # 0 errors only, 1 warnings, 2 verbose, 3 debug (may show PHI)

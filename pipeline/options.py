@@ -187,6 +187,10 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
     if mode != "e" and (args.ciphers or args.irreversible or profile_flags):
         raise UsageError("cipher, profile (--profile, --retain-*, --clean-*, --pixels*, "
                          "--allow-burned-in) and --irreversible options apply to -e only")
+    if mode != "e" and (args.output_names or args.keep_names):
+        raise UsageError("--output-names and --keep-names apply to -e only")
+    if args.keep_names and args.output_names == "uid":
+        raise UsageError("choose one: --output-names uid or --keep-names")
     if mode == "d" and args.certificate:
         raise UsageError("-d needs the private key (-k), not a certificate")
     if args.new_secret and not args.secret_file:
@@ -417,6 +421,8 @@ def _tree_job(args: argparse.Namespace, mode: str, src: Path, dst: Path,
         root_uid=str(extra.get("root_uid", DEFAULT_ROOT)),
         profile=str(extra.get("profile", DEFAULT_PROFILE)),
         workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
+        output_names=args.output_names or "mirror", keep_names=args.keep_names,
+        force=args.force,
         insecure_scheduler=args.insecure_scheduler, worker_timeout=args.worker_timeout,
         scan_only=args.scan_only, dry_run=args.dry_run, verbosity=verbosity,
         dashboard="127.0.0.1:0" if args.dashboard else None,

@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.job import TreeJob
+from pipeline.names import OutputNames, uid_name
 from pipeline.store import Store
 from pipeline.walk import LINK_OUTSIDE
 from tasks.actions import date_offset_days, dummy_value
 from tasks.dicomio import dictionary_vr
+from tasks.inventory import replaced_tags
 from tasks.model import Batch, Status, WorkItem
 from tasks.profile import Action, get_profile
 from tasks.uids import new_uid
@@ -33,6 +35,7 @@ MAPPING_STEP = 1_000
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 STUDY_ID = 0x00200010
+SOP_INSTANCE_UID = 0x00080018
 
 
 def op_fingerprint(operation: object) -> str:
@@ -226,12 +229,26 @@ class Planner:
     events: list[Event] = field(default_factory=list)
     next_id: int = 0
     #: (size, mtime) of files handed out and not yet journaled: bounded by the window
-    pending: dict[str, tuple[int, int | None]] = field(default_factory=dict)
+    pending: dict[str, tuple[int, int | None, str]] = field(default_factory=dict)
     #: files per batch (default ``job.batch_files``; the runner may balance it smaller)
     batch_files: int | None = None
 
-    def dst(self, rel: str) -> Path:
-        return self.job.output / rel
+    #: output names by replacement values (``--output-names uid``); set up on first use
+    _naming: tuple[bytes, str, bool, frozenset[str]] | None = None
+
+    def output_rel(self, rel: str, row: dict[str, Any]) -> str:
+        """Where the output of input ``rel`` goes, relative to the output root."""
+        if self.job.output_names != OutputNames.UID.value or self.job.mode != "deidentify":
+            return rel
+        if self._naming is None:
+            replace = SOP_INSTANCE_UID in replaced_tags(profile_of(self.job))
+            shared = frozenset(uid for uid, _ in self.store.duplicate_sops(limit=-1))
+            self._naming = (self.job.secret or b"", self.job.root_uid, replace, shared)
+        secret, root, replace, shared = self._naming
+        return uid_name(secret, root, row, replace, rel if row.get("sop") in shared else None)
+
+    def dst(self, rel: str, row: dict[str, Any] | None = None) -> Path:
+        return self.job.output / (rel if row is None else self.output_rel(rel, row))
 
     def batches(self) -> Iterator[Batch]:
         job = self.job
@@ -252,11 +269,12 @@ class Planner:
                 status = Status.SKIPPED if rejected[0] == LINK_OUTSIDE else reject_status
                 self.events.append(Event(rel, status, size, mtime, *rejected))
                 continue
-            dst = dst_root + rel
+            out_rel = self.output_rel(rel, row)
+            dst = dst_root + out_rel
             if journaled is not None and is_done(row, journaled, dst, self.op):
                 self.events.append(Event(rel, Status.SKIPPED, size, mtime))
                 continue
-            self.pending[rel] = (size, mtime)
+            self.pending[rel] = (size, mtime, out_rel)
             if items and (len(items) >= limit or nbytes + size > job.batch_bytes):
                 yield self._batch(items)
                 items, nbytes = [], 0
@@ -289,8 +307,10 @@ class Planner:
 
     def journal_row(self, result: dict[str, Any]) -> dict[str, Any]:
         """A worker's result row plus what the resume rule compares."""
-        size, mtime = self.pending.pop(str(result["source"]), (None, None))
-        return {**result, "op": self.op, "src_size": size, "src_mtime_ns": mtime}
+        rel = str(result["source"])
+        size, mtime, out_rel = self.pending.pop(rel, (None, None, rel))
+        return {**result, "op": self.op, "src_size": size, "src_mtime_ns": mtime,
+                "output": out_rel}
 
     def event_row(self, event: Event) -> dict[str, Any]:
         return {"source": event.rel, "status": event.status.value, "bytes_in": event.size,

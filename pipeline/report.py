@@ -55,10 +55,11 @@ def build_report(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything worth keeping about one run, as plain JSON values."""
+    debug = job.verbosity >= DEBUG
     options = {
         "mode": job.mode,
-        "input": str(job.input),
-        "output": str(job.output),
+        # folder names may carry patient names (PS3.15 E.1.1): the roots only with -D
+        **({"input": str(job.input), "output": str(job.output)} if debug else {}),
         "recursive": job.recursive,
         "continue_on_error": job.continue_on_error,
         "profile": job.profile,
@@ -97,7 +98,7 @@ def build_report(
         "findings": findings,
         "passes": [_pass(p) for p in passes],
         "seconds": round(wall, 3),
-        "errors": {kind: _errors(count, rows, job.verbosity >= DEBUG)
+        "errors": {kind: _errors(count, rows, debug)
                    for kind, (count, rows) in errors.items()},
         **(extra or {}),
     }

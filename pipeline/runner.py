@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from pipeline.cluster import Backend, Outcome, balanced_batch, open_client
 from pipeline.job import RunSummary, TreeJob
 from pipeline.jobqueue import WorkersUnavailable
+from pipeline.leftovers import check_before, remove_after
+from pipeline.names import mirrored_paths_holding
 from pipeline.plan import (
     Event,
     MappingStats,
@@ -227,6 +229,41 @@ def _show_findings(findings: dict[str, Any], store: Store, progress: RunProgress
             progress.message(f"  Patient ID {pid}: names {names}, birth dates {dates}", DEBUG)
 
 
+def _check_names(job: TreeJob, store: Store, progress: RunProgress) -> None:
+    """Stop before writing when mirrored output names would hold patient identifiers."""
+    if job.output_names != "mirror" or job.keep_names:
+        return
+    count, first = mirrored_paths_holding(store)
+    if not count:
+        return
+    for rel in first:
+        progress.message(f"  {rel}", DEBUG)
+    raise UsageError(
+        f"{count:,} output paths would hold a patient name, ID, accession number or birth "
+        "date in their folder or file names: rerun with --output-names uid (outputs named "
+        "PSEUDONYM/STUDY/SERIES/INSTANCE.dcm by the replacement values) or --keep-names "
+        "(mirror the input names anyway)" + ("" if job.verbosity >= DEBUG else
+                                             "; -D lists the paths"))
+
+
+def _planned(job: TreeJob, store: Store, op: str) -> Iterator[str]:
+    """The output paths of the inventory's files (relative to the output)."""
+    planner = Planner(job, store, op)
+    for rel, row, _ in store.work_pages():
+        yield planner.output_rel(rel, row)
+
+
+def _remove_stale(job: TreeJob, store: Store, op: str, before: list[str],
+                  progress: RunProgress) -> None:
+    removed = remove_after(job.output, store, op, before)
+    if removed:
+        progress.message(f"removed {len(removed):,} files from the output that the current "
+                         "settings did not produce (earlier runs with other settings, or "
+                         "other programs)", WARNING)
+        for rel in removed[:MAX_SUMMARY_ERRORS]:
+            progress.message(f"  removed {rel}", DEBUG)
+
+
 def _dry_run(planner: Planner, progress: RunProgress) -> None:
     """Print the planned output of every file (--dry-run asks for paths)."""
     def show(events: list[Event]) -> None:
@@ -280,6 +317,17 @@ def run_tree(job: TreeJob, console: Console | None = None,
             passes.append(run_scan(job, store, backend, progress))
             findings = store.counts()
             _show_findings(findings, store, progress, job.mode)
+            op = op_fingerprint(job.operation)
+            try:
+                if job.mode == "deidentify" and not job.scan_only:
+                    _check_names(job, store, progress)
+                before = check_before(job.output, store, job.force,
+                                      lambda: _planned(job, store, op)) if writing else []
+            except UsageError:
+                store.put_run(run_id, {"status": "refused", "started": started,
+                                       "mode": job.mode,
+                                       "secret_fingerprint": job.secret_fingerprint})
+                raise
 
             def map_steps() -> Iterator[None]:
                 if job.mode == "deidentify" and job.secret and not job.scan_only:
@@ -295,7 +343,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
                 errors = store.inventory_errors()
             elif job.dry_run:
                 map_now()
-                _dry_run(Planner(job, store, op_fingerprint(job.operation)), progress)
+                _dry_run(Planner(job, store, op), progress)
                 errors = store.inventory_errors()
             else:
                 second = _Pass2(job, store, progress, summary)
@@ -316,6 +364,8 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                              nbytes=_count(findings["bytes"])))
                     stopped_early = second.failed_seen
                 errors = store.journal_errors()
+                if before:
+                    _remove_stale(job, store, op, before, progress)
         except (KeyboardInterrupt, WorkersUnavailable) as exc:  # Ctrl-C, SIGTERM, no
             # worker jobs left: the report says how far the run got
             interrupted, stopped_early = exc, True

@@ -302,11 +302,13 @@ class Store:
         return bool(self._query(f'SELECT 1 FROM "{table}" LIMIT 1'))
 
     def last_run(self, mode: str) -> Row | None:
-        """The record of the latest run (by start) in ``mode``; the job identity is no run."""
+        """The record of the latest run (by start) in ``mode``; the job identity is no run,
+        and a run refused before it wrote anything (status "refused") is none either."""
         best: Row | None = None
         for key, value in self._query('SELECT key, value FROM "runs"'):
             record = json.loads(value)
-            if key == _JOB_KEY or not isinstance(record, dict) or record.get("mode") != mode:
+            if key == _JOB_KEY or not isinstance(record, dict) or record.get("mode") != mode \
+                    or record.get("status") == "refused":
                 continue
             started = float(record.get("started") or 0)
             if best is None or started >= float(best.get("started") or 0):
@@ -444,6 +446,49 @@ class Store:
         expr = f"json_extract(value, '$.{field}')"
         for (value,) in self._stream(f"SELECT DISTINCT {expr} FROM files WHERE {expr} IS NOT NULL"):
             yield value
+
+    def distinct_identifiers(self) -> Iterator[Row]:
+        """The identifier fields of the readable inventory, each combination once (streamed):
+        what output names are checked against (pipeline.names)."""
+        fields = ("patient_name", "patient_id", "accession", "other_ids", "birth_date",
+                  "charset")
+        columns = ", ".join(f"json_extract(value, '$.{name}')" for name in fields)
+        for values in self._stream(f"SELECT DISTINCT {columns} FROM files "
+                                   "WHERE json_extract(value, '$.error_kind') IS NULL"):
+            row = dict(zip(fields, values, strict=True))
+            if isinstance(row["other_ids"], str):
+                row["other_ids"] = json.loads(row["other_ids"])
+            yield row
+
+    def output_sources(self) -> dict[str, str]:
+        """Output path -> input path of the journal's outputs named otherwise than their
+        input (``--output-names uid``)."""
+        output = "json_extract(value, '$.output')"
+        return {out: key for out, key in self._query(
+            f"SELECT {output}, key FROM journal WHERE {output} IS NOT NULL AND {output} != key")}
+
+    def readable_paths(self) -> Iterator[str]:
+        """Paths of the readable inventory in path order (streamed)."""
+        for (key,) in self._stream("SELECT key FROM files WHERE "
+                                   "json_extract(value, '$.error_kind') IS NULL ORDER BY key"):
+            yield key
+
+    def not_journaled_outputs(self, rels: Iterable[str], op: str | None = None) -> list[str]:
+        """Of ``rels`` (files found in the output folder), those that no journal row names
+        as a done output; with ``op``, as a done output of that operation."""
+        writer = self._writer
+        writer.execute("CREATE TEMP TABLE IF NOT EXISTS listed (rel TEXT PRIMARY KEY)")
+        writer.execute("DELETE FROM listed")
+        writer.executemany("INSERT OR IGNORE INTO listed VALUES (?)", ((r,) for r in rels))
+        j = "json_extract(value, '$.{}')".format
+        where = f"{j('status')} = 'done'" + (f" AND {j('op')} = ?" if op is not None else "")
+        rows = writer.execute(
+            "SELECT rel FROM listed WHERE rel NOT IN (SELECT "
+            f"coalesce({j('output')}, key) FROM journal WHERE {where}) ORDER BY rel",
+            (op,) if op is not None else ()).fetchall()
+        writer.execute("DELETE FROM listed")
+        writer.commit()
+        return [rel for (rel,) in rows]
 
     def journal_counts(self) -> dict[str, int]:
         return {status: n for status, n in self._query(

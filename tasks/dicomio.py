@@ -318,7 +318,7 @@ class _Parser:
                     if tag == 0 and depth == 0 and not buf[pos:limit].strip(b"\0"):
                         break
                     raise DicomFormatError(
-                        f"invalid VR {vrb!r} for element {tag_str(tag)} at byte {pos}"
+                        f"invalid VR for element {tag_str(tag)} at byte {pos} (not a known VR)"
                     )
                 vr, is_long = info
                 if is_long:
@@ -552,7 +552,7 @@ def _meta_elements_python(data: bytes, pos: int) -> tuple[list[Element], int]:
             (length,) = struct.unpack_from("<H", data, pos + 6)
             value_start = pos + 8
         else:
-            raise DicomFormatError(f"invalid VR {vrb!r} in file meta information")
+            raise DicomFormatError("invalid VR in file meta information (not a known VR)")
         if length == UNDEFINED or value_start + length > size:
             raise DicomFormatError("truncated file meta information")
         elements.append(

@@ -39,10 +39,11 @@ ACCESSION_NUMBER = 0x00080050
 PATIENT_IDENTITY_REMOVED = 0x00120062
 ENCRYPTED_ATTRIBUTES = 0x04000500
 MEDIA_STORAGE_SOP_CLASS = 0x00020002
+SPECIFIC_CHARACTER_SET = 0x00080005
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: the version of :func:`scan_file`'s row: a store's rows are reused by a later pass 1 only
 #: when it is the same (pipeline.scan), so change it with what a row holds
-ROW_FORMAT = 3
+ROW_FORMAT = 4
 #: In a set of replaced tags: every UID not registered in PS3.6 Annex A is replaced too,
 #: whatever its tag (the rule of table-based profiles without --retain-uids); not a tag
 EVERY_INSTANCE_UID = 0xFFFFFFFF
@@ -61,6 +62,8 @@ TOP_FIELDS = {
     # identifiers only ``anonpipe-audit`` reads (searched for in the outputs)
     "accession": ACCESSION_NUMBER,
     "study_date": STUDY_DATE,
+    # how the text values of the row decode (names in UTF-8, ISO 2022...): path check, audit
+    "charset": SPECIFIC_CHARACTER_SET,
 }
 
 

@@ -250,3 +250,64 @@ def test_encrypted_payload_is_cut_and_deflate_inflated(tmp_path: Path) -> None:
     leaky = (tmp_path / "c.dcm").read_bytes()
     assert b"SMITH" not in leaky  # the name hides in the compressed stream
     assert s.find(audit.searchable(leaky)[0]) == {b"SMITH^JOHN": "name"}
+
+
+def _sr(path: Path, name: str, manufacturer: str) -> None:
+    """A Comprehensive SR with a standard-scheme finding; its meta names no implementation
+    version (the outputs' meta is the engine's to rebuild, not this test's subject)."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"
+    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.10.543.{abs(hash(name)) % 10**8}"
+    ds.StudyInstanceUID = ds.SOPInstanceUID + ".1"
+    ds.SeriesInstanceUID = ds.SOPInstanceUID + ".2"
+    ds.PatientName, ds.PatientID, ds.Modality = name, "PID0001X", "SR"
+    ds.Manufacturer = manufacturer
+    ds.ValueType = "CONTAINER"
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "F-01000", "SRT", "FINDING"
+    item = Dataset()
+    item.RelationshipType, item.ValueType = "CONTAINS", "CODE"
+    item.ConceptCodeSequence = DicomSequence([code])
+    ds.ContentSequence = DicomSequence([item])
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.ImplementationClassUID = "1.2.826.0.1.3680043.10.543.1"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.preamble = b"\0" * 128
+    ds.save_as(path, enforce_file_format=False)
+
+
+def test_no_false_alarm_on_standard_codes_manufacturer_or_method_words(
+        pki: Pki, tmp_path: Path) -> None:
+    """"FINDING" (a standard code the engine keeps), a patient named like the scanner's
+    Manufacturer, name parts equal to words of (0012,0063): none is a leak."""
+    src = tmp_path / "in"
+    _sr(src / "a" / "1.dcm", "FINDING^ANNA", "ACMESCAN")
+    _sr(src / "b" / "2.dcm", "ACMESCAN^CONFIDENTIALITY", "ACMESCAN")
+    out, store = deidentify(src, tmp_path, pki, "--output-names", "uid")
+    rc, text = check(out, store, "--input", str(src))
+    assert rc == 0, text
+    planted = next(out.rglob("*.dcm"))
+    ds = pydicom.dcmread(planted)
+    ds.add_new(0x00400400, "LT", "seen by Anna")  # a real leak is still found
+    ds.save_as(planted)
+    rc, text = check(out, store, "--input", str(src))
+    assert rc == 1 and "patient name" in text
+
+
+def test_search_terms_of_names_in_other_character_sets() -> None:
+    """Terms are the file's bytes and the decoded name in UTF-8 and Latin-1, upper-cased
+    like the data (ASCII letters only)."""
+    ids = audit.Identifiers()
+    ids.add_text("M\xfcller^Anna", "patient name", person=True, charset="ISO_IR 100")
+    ids.add_text("\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B", "patient name", person=True,
+                 charset="\\ISO 2022 IR 87")
+    ids.add_text("J\xc3\xb6rg^Lee", "patient name", person=True, charset="ISO_IR 192")
+    search = audit.Searcher(ids)
+    for data in ("dr. müller".encode("latin-1"), "DR MüLLER".encode(),
+                 "山田".encode(), b"x \x1b$B;3ED\x1b(B y", "jörg".encode()):
+        assert search.find(b" " + data + b" "), data
+    assert not search.find(b"MUELLERS JORGE")

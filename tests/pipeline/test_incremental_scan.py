@@ -91,7 +91,7 @@ def test_another_profile_or_input_reads_every_header(archive: Path, tmp_path: Pa
     shutil.copytree(archive, other)
     scanned.clear()
     run_tree(deid_job(other, tmp_path / "out", store=store, operation=gdcmanon,
-                      profile="gdcmanon"))
+                      profile="gdcmanon", force=True))  # a new journal: the outputs unknown
     assert len(scanned) == FILES
 
 

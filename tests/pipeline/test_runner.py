@@ -125,11 +125,17 @@ def test_pass_one_rejections_stop_before_writing(archive: Path, tmp_path: Path) 
 def test_first_failure_stops_submission_continue_goes_on(archive: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    (out / "P0002").write_bytes(b"a file where a folder must go")
-    stop = run_tree(deid_job(archive, out, batch_files=5))
+    obstacle = out / "P0002"
+    obstacle.write_bytes(b"a file where a folder must go")
+    with pytest.raises(UsageError, match="no run of this store wrote"):
+        run_tree(deid_job(archive, out, batch_files=5))  # a file it did not write: --force
+    stop = run_tree(deid_job(archive, out, batch_files=5, force=True))
     assert stop.failed == 1 and stop.done < FILES
     assert stop.errors[0][1] == "OutputError"
-    goes_on = run_tree(deid_job(archive, out, batch_files=5, continue_on_error=True))
+    assert not obstacle.exists()  # not produced by these settings: removed at the end
+    obstacle.write_bytes(b"a file where a folder must go")
+    goes_on = run_tree(deid_job(archive, out, batch_files=5, continue_on_error=True,
+                                force=True))
     assert goes_on.failed == 40 and goes_on.done + goes_on.skipped == 80
     assert not list(out.rglob(f"*{TEMP_MARKER}*"))
 

@@ -448,3 +448,21 @@ def test_regression_meta_group_length_that_does_not_measure_the_meta(
     damage(data)
     out = deidentify_bytes(bytes(data), settings)
     assert reidentify_bytes(out, reid) == data
+
+
+def test_an_invalid_vr_is_named_by_its_tag_never_by_its_bytes() -> None:
+    """A name shifted into the VR field ("SMITH^" read as VR b'H^') must not be quoted."""
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.PatientName = "SMITH^JOHN"
+    ds.PatientID = "ID1"
+    buffer = pydicom.filebase.DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(buffer, ds)
+    body = bytearray(buffer.getvalue())
+    at = body.index(b"PN")
+    body[at:at + 2] = b"H^"
+    with pytest.raises(DicomFormatError) as caught:
+        dicomio.read_dicom(bytes(body))
+    text = str(caught.value)
+    assert "invalid VR" in text and "(0010,0010)" in text and "H^" not in text

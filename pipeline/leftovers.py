@@ -1,0 +1,94 @@
+"""Files in the output folder that the current settings did not produce.
+
+A stricter rerun must not leave the outputs of a laxer one behind (a file the gdcmanon
+profile wrote stays when ``basic`` refuses it; a mirrored ``DOE^JOHN/`` stays beside the
+``--output-names uid`` tree).  The store's journal names every output a run wrote and the
+operation (settings fingerprint) that wrote it, so:
+
+* before pass 2, files in the output that no journal row names and this run does not
+  write (another program's, another store's) stop the run with exit 2, unless ``--force``;
+* after pass 2, every file not journaled done by the current operation is removed, and
+  the folders it leaves empty; the run says how many (paths only with ``-D``).
+
+The output is walked once, before pass 2; a run into an empty or new output folder has
+nothing to check at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from pipeline.store import Store
+from tasks.errors import UsageError
+from tasks.fileio import TEMP_MARKER
+
+
+def output_files(root: Path) -> Iterator[str]:
+    """Every file under ``root`` (relative, POSIX), temp files of a running write aside.
+
+    Plain string joins over ``os.scandir``: the walk runs on every rerun into a filled
+    output, so it costs what a listing costs.
+    """
+    stack = [("", str(root))]
+    while stack:
+        prefix, folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((prefix + entry.name + "/", entry.path))
+            elif TEMP_MARKER not in entry.name:
+                yield prefix + entry.name
+
+
+def check_before(root: Path, store: Store, force: bool,
+                 planned: Callable[[], Iterable[str]]) -> list[str]:
+    """Refuse an output holding files no run of this store wrote (unless ``force``);
+    returns the files the output holds (what :func:`remove_after` checks again: every file
+    the run adds is the current settings' own).
+
+    ``planned`` lists the outputs this run writes: a run killed before it journaled its
+    last batches left those files, and its rerun writes them again.
+    """
+    if not root.is_dir():
+        return []
+    listed = list(output_files(root))
+    if not listed:
+        return []
+    unknown = set(store.not_journaled_outputs(listed))
+    if unknown:
+        for rel in planned():
+            unknown.discard(rel)
+    if unknown and not force:
+        raise UsageError(
+            f"the output folder holds {len(unknown):,} files that no run of this store wrote: "
+            "choose an empty output folder, or --force to remove them at the end of the run")
+    return listed
+
+
+def remove_after(root: Path, store: Store, op: str, listed: list[str]) -> list[str]:
+    """Remove the files of ``listed`` (the output before the run) that the current
+    operation did not produce; returns their paths."""
+    stale = store.not_journaled_outputs(listed, op)
+    for rel in stale:
+        path = root / rel
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        _prune(path.parent, root)
+    return stale
+
+
+def _prune(folder: Path, root: Path) -> None:
+    """Remove ``folder`` and its parents up to ``root`` while they are empty."""
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
