@@ -151,7 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print the job script --cluster would submit, then exit")
     pipe.add_argument("--scan-only", action="store_true", help="stop after pass 1 (scan)")
     pipe.add_argument("--dry-run", action="store_true",
-                      help="scan and plan, print planned output paths, write nothing")
+                      help="scan and plan, write no output: the sorted plan (input -> output "
+                      "paths) goes to --plan FILE or beside the report (0600), or to stdout "
+                      "with -D")
+    pipe.add_argument("--plan", action=_Once, metavar="FILE",
+                      help="--dry-run: write the plan to FILE (0600)")
+    pipe.add_argument("--files-from", action=_Once, metavar="LIST",
+                      help="run only the files LIST names (paths relative to the input, one "
+                      "a line; text after a tab is ignored, so a run's failed list works)")
+    pipe.add_argument("--retry-failed", action="store_true",
+                      help="run only the files the store's last run did not write (failed, "
+                      "refused, not DICOM), with the options given now")
 
     general = parser.add_argument_group("General Options")
     general.add_argument("-V", "--verbose", dest="verbosity", action="store_const", const=2,

@@ -245,6 +245,54 @@ def _read_key(path: Path, password: bytes | None) -> bytes:
     return path.read_bytes()
 
 
+def _plan(args: argparse.Namespace) -> Path | None:
+    if args.plan is None:
+        return None
+    if not args.dry_run:
+        raise UsageError("--plan FILE goes with --dry-run")
+    plan = Path(args.plan)
+    if plan.exists() and plan.is_dir():
+        raise UsageError(f"--plan {plan} is a folder")
+    return plan
+
+
+def _listed_files(args: argparse.Namespace, dst: Path) -> tuple[str, ...] | None:
+    """The paths of ``--files-from LIST`` or ``--retry-failed`` (validated here, once)."""
+    from pipeline.walk import check_listed
+
+    if args.files_from and args.retry_failed:
+        raise UsageError("choose --files-from or --retry-failed")
+    if args.retry_failed:
+        from pipeline.store import Store, job_store_path
+
+        store = Path(args.store) if args.store else job_store_path(dst)
+        if not store.exists():
+            raise UsageError(f"--retry-failed: no store {store} (run without it first)")
+        with Store(store, read_only=True) as opened:
+            rels = tuple(opened.failed_paths())
+        if not rels:
+            raise UsageError("--retry-failed: the last run left no file unwritten")
+        return rels
+    if not args.files_from:
+        return None
+    try:
+        text = Path(args.files_from).read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise UsageError(f"--files-from {args.files_from}: {exc.strerror or exc}") from None
+    listed: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        rel = line.split("\t", 1)[0]
+        if not rel.strip():
+            continue
+        why = check_listed(rel)
+        if why is not None:  # the line number only: the path may hold a name
+            raise UsageError(f"--files-from {args.files_from}, line {number}: {why}")
+        listed.append(rel)
+    if not listed:
+        raise UsageError(f"--files-from {args.files_from} lists no file")
+    return tuple(listed)
+
+
 def _local_pool(kind: str) -> dict[str, Any]:
     """TreeJob settings for the local workers of big passes: a dask LocalCluster (the
     default) or ``processes``, the process pool that smaller passes use anyway, which
@@ -270,6 +318,7 @@ def _tree_job(args: argparse.Namespace, mode: str, src: Path, dst: Path,
         profile=str(extra.get("profile", DEFAULT_PROFILE)),
         workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
         scan_only=args.scan_only, dry_run=args.dry_run, verbosity=verbosity,
+        plan=_plan(args), files=_listed_files(args, dst),
         dashboard=":0" if args.dashboard else None,
         **_local_pool(args.local_pool),
         report_options={"mode": MODE_NAMES[mode], "recursive": args.recursive,

@@ -165,7 +165,21 @@ def rejection(job: TreeJob, row: dict[str, Any]) -> tuple[str, str] | None:
             return "UnsupportedFileError", "already de-identified"
         if row.get("dicomdir"):
             return "UnsupportedFileError", "DICOMDIR: rebuild it from the outputs"
+        burned = burned_in_check(job)
+        if burned is not None:
+            why = burned.burned_in_reason(row.get("sop_class"), row.get("burned_in"))
+            if why is not None:  # the words tasks.deidentify.check_burned_in uses
+                return ("UnsupportedFileError", (f"burned-in annotation: {why}; anonpipe does "
+                        "not clean pixel data (--allow-burned-in processes it anyway)"))
     return None
+
+
+def burned_in_check(job: TreeJob) -> Any:
+    """The compiled profile when -e refuses burned-in files (no ``--allow-burned-in``)."""
+    settings = getattr(job.operation, "settings", None)
+    if job.mode != "deidentify" or getattr(settings, "allow_burned_in", True):
+        return None
+    return profile_of(job)
 
 
 def is_done(row: dict[str, Any], journaled: dict[str, Any] | None, dst: Path | str,

@@ -42,4 +42,4 @@ def _tree(job: TreeJob) -> int:
     from pipeline.runner import run_tree
 
     summary = run_tree(job)
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    return EXIT_OK if summary.ok else EXIT_FAILED

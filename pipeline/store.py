@@ -465,13 +465,29 @@ class Store:
             out[name] = (count, [(k, r or "") for k, r in rows])
         return out
 
-    def count_rejected(self, deidentify: bool) -> int:
+    def failed_paths(self) -> Iterator[str]:
+        """Paths the journal holds as not written (failed, refused, not DICOM), sorted:
+        what ``--retry-failed`` runs again."""
+        for (key,) in self._stream("SELECT key FROM journal WHERE "
+                                   "json_extract(value, '$.error_kind') IS NOT NULL ORDER BY key"):
+            yield key
+
+    def count_rejected(self, deidentify: bool,
+                       burned_in_classes: Sequence[str] | None = None) -> int:
         """Files pass 1 shows cannot be processed (unreadable; for -e also de-identified
-        already or a DICOMDIR).  Must agree with :func:`pipeline.plan.rejection`."""
+        already or a DICOMDIR; with ``burned_in_classes``, burned-in annotation YES or
+        absent on one of those SOP classes).  Must agree with
+        :func:`pipeline.plan.rejection`."""
         j = "json_extract(value, '$.{}')".format
         extra = f" OR {j('deidentified')} OR {j('dicomdir')}" if deidentify else ""
+        args: tuple[str, ...] = ()
+        if burned_in_classes is not None:
+            marks = ",".join("?" * len(burned_in_classes)) or "NULL"
+            extra += (f" OR upper(trim({j('burned_in')})) = 'YES' OR ({j('burned_in')} IS NULL"
+                      f" AND {j('sop_class')} IN ({marks}))")
+            args = tuple(burned_in_classes)
         return int(self._query(
-            f"SELECT count(*) FROM files WHERE {j('error_kind')} IS NOT NULL{extra}")[0][0])
+            f"SELECT count(*) FROM files WHERE {j('error_kind')} IS NOT NULL{extra}", args)[0][0])
 
     def table_size(self, table: str) -> int:
         """Row count (a full scan: for tests and reports, not hot paths)."""

@@ -34,13 +34,14 @@ OTHER_PATIENT_IDS = 0x00101000
 OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
 STUDY_DATE = 0x00080020
 ACCESSION_NUMBER = 0x00080050
+BURNED_IN_ANNOTATION = 0x00280301
 PATIENT_IDENTITY_REMOVED = 0x00120062
 ENCRYPTED_ATTRIBUTES = 0x04000500
 MEDIA_STORAGE_SOP_CLASS = 0x00020002
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: the version of :func:`scan_file`'s row: a store's rows are reused by a later pass 1 only
 #: when it is the same (pipeline.scan), so change it with what a row holds
-ROW_FORMAT = 1
+ROW_FORMAT = 2
 
 #: top-level text fields of a row, by tag
 TOP_FIELDS = {
@@ -56,6 +57,8 @@ TOP_FIELDS = {
     # identifiers only ``anonpipe-audit`` reads (searched for in the outputs)
     "accession": ACCESSION_NUMBER,
     "study_date": STUDY_DATE,
+    # so pass 1 finds the files -e refuses for burned-in text (pipeline.plan.rejection)
+    "burned_in": BURNED_IN_ANNOTATION,
 }
 
 

@@ -24,8 +24,10 @@ def test_run_report_notebook_executes(workers: str, tmp_path: Path,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs)
-    assert "300 files: done 300, skipped 0, failed 0" in text
+    text = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert ("300 DICOM files: written 300, already done 0, not DICOM 1, refused 0, failed 0"
+            in text)
+    assert "not a DICOM file" in text
     expected = "local cluster" if workers == "2" else "inline (no dask)"
     assert expected in text
     assert any("image/png" in o.get("data", {}) for o in outputs)
