@@ -89,6 +89,8 @@ class RunSummary:
     #: the relative paths of the files not written, with outcome and reason (0600: paths
     #: may hold identifiers); None when every file was written
     failed_list: Path | None = None
+    #: per study, old -> new Patient ID and accession (0600; -e only)
+    study_list: Path | None = None
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (rel path, kind, reason)
 
     @property

@@ -31,6 +31,7 @@ WRITE_CHUNK = 10_000
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 STUDY_ID = 0x00200010
+ACCESSION_NUMBER = 0x00080050
 
 
 def op_fingerprint(operation: object) -> str:
@@ -127,10 +128,15 @@ def record_mapping(store: Store, secret: bytes, root: str, profile: Any) -> Mapp
     def identifier_rows() -> Iterator[tuple[str, str]]:
         for field_name, tag, label in (("patient_id", PATIENT_ID, "PatientID"),
                                        ("patient_name", PATIENT_NAME, "PatientName"),
-                                       ("study_id", STUDY_ID, "StudyID")):
+                                       ("study_id", STUDY_ID, "StudyID"),
+                                       ("accession", ACCESSION_NUMBER, "AccessionNumber")):
             if tag in pseudonymised:
                 for value in store.identifiers(field_name):
                     yield f"{label}:{value}", _dummy_for(secret, tag, value)
+            elif tag == ACCESSION_NUMBER:  # the crosswalk lists it whatever becomes of it
+                kept = compiled.actions.get(tag) in (None, Action.K)
+                for value in store.identifiers(field_name):
+                    yield f"{label}:{value}", value if kept else ""
 
     stats.patients = _put_chunked(store.put_patients, patient_rows())
     stats.identifiers = _put_chunked(store.put_ids, identifier_rows())

@@ -58,6 +58,11 @@ def failed_list_path(run_id: str, folder: Path | None = None) -> Path:
     return (folder or reports_dir()) / f"run-{run_id}.failed.tsv"
 
 
+def study_list_path(run_id: str, folder: Path | None = None) -> Path:
+    """``run-<id>.studies.tsv``: the per-study summary (old and new identifiers, 0600)."""
+    return (folder or reports_dir()) / f"run-{run_id}.studies.tsv"
+
+
 def plan_path(run_id: str, folder: Path | None = None) -> Path:
     """``run-<id>.plan.tsv``: where ``--dry-run`` writes its plan without ``--plan``."""
     return (folder or reports_dir()) / f"run-{run_id}.plan.tsv"
@@ -153,6 +158,7 @@ def build_report(
             "bytes_out": summary.bytes_out,
         },
         "failed_list": None if summary.failed_list is None else str(summary.failed_list),
+        "study_list": None if summary.study_list is None else str(summary.study_list),
         "findings": findings,
         "passes": [_pass(p) for p in passes],
         "seconds": round(wall, 3),

@@ -41,6 +41,7 @@ from pipeline.report import (
     plan_path,
     private_open,
     reason_lines,
+    study_list_path,
     summary_table,
     write_report,
 )
@@ -383,6 +384,8 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                          nbytes=_count(findings["bytes"])))
                 summary.stopped_early = second.failed_seen
         summary.failed_list = second.failed_list.close()
+        if job.mode == "deidentify" and not (job.scan_only or job.dry_run):
+            summary.study_list = _study_summary(job, store, progress, run_id)
         report = build_report(
             job, run_id, started, summary, passes, findings, second.reasons,
             backend.describe(), store_path,
@@ -399,6 +402,26 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                "secret_fingerprint": job.secret_fingerprint})
     _show_summary(job, console, report, summary)
     return summary
+
+
+def _study_summary(job: TreeJob, store: Store, progress: RunProgress,
+                   run_id: str) -> Path | None:
+    """Per study: old -> new Patient ID and accession, new Study UID, files (0600 TSV
+    beside the report; on the terminal with -D only: it links old and new)."""
+    from pipeline.crosswalk import STUDY_HEADER, study_rows
+
+    path = study_list_path(run_id)
+    rows = 0
+    with private_open(path) as fh:
+        fh.write("\t".join(STUDY_HEADER) + "\n")
+        for row in study_rows(store):
+            fh.write("\t".join(one_line(v) for v in row) + "\n")
+            rows += 1
+            progress.message("study: Patient ID {} -> {}, accession {} -> {}, Study UID {}, "
+                             "{} files, {} written".format(*row), DEBUG)
+    progress.message(f"{rows:,} studies, old -> new Patient ID and accession (0600): {path}",
+                     WARNING)
+    return path
 
 
 def _split(summary: RunSummary) -> str:
