@@ -203,12 +203,34 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
                                              password=password)), {}
     from tasks.dumb import DumbEdit, DumbSettings, parse_dumb_ops, type1_warnings
 
-    ops = parse_dumb_ops(args.empty, args.clear, args.remove, args.replace)
+    ops = parse_dumb_ops([_keyword_tag(t) for t in args.empty],
+                         [_keyword_tag(t) for t in args.clear],
+                         [_keyword_tag(t) for t in args.remove],
+                         [_keyword_tag(t, replace=True) for t in args.replace])
     if not args.force and (args.verbosity is None or args.verbosity >= 1):
         for message in type1_warnings(ops):  # once per run, not once per file
             print(f"anonpipe: warning: {message}", file=sys.stderr)
     return DumbEdit(DumbSettings(ops=ops, force=args.force), warn=_already_warned), {
         "operations": len(ops)}
+
+
+def _keyword_tag(text: str, replace: bool = False) -> str:
+    """A dumb-mode tag given by its PS3.6 keyword (``PatientName``, ``PatientID=ANON``) as
+    gdcmanon's ``g,e`` form; anything else is left to ``tasks.tagspec`` to check."""
+    from pydicom.datadict import keyword_dict, tag_for_keyword
+
+    head, sep, value = text.partition("=") if replace else (text, "", "")
+    name = head.strip()
+    if not name.isidentifier():
+        return text
+    tag = tag_for_keyword(name)
+    if tag is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(keyword_dict), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"{name} is no DICOM keyword (PS3.6){hint}; give the tag as g,e")
+    return f"{tag >> 16:04x},{tag & 0xFFFF:04x}{sep}{value}"
 
 
 def _already_warned(message: str) -> None:
