@@ -12,7 +12,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@# PYTHONWARNINGS reaches the build backend: setuptools warns that an editable install
+	@# of a mapped package (configs/ as anonpipe_configs) may import a same-named folder
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 # Debian tools the tests run for real (gdcmanon, dcmtk, dciodvfy, openssl, a single-node SLURM
