@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= build/demo
 
-.PHONY: install lint demo test system-deps bench fuzz tables clean
+.PHONY: install lint demo test system-deps bench fuzz tables notebooks clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ system-deps:
 
 demo: install
 	bash scripts/demo.sh $(DEMO)
+
+# notebooks/run_report.executed.ipynb: the run-report notebook with its outputs, for reading
+notebooks: install
+	$(BIN)/python scripts/execute_notebook.py
 
 lint: install
 	$(BIN)/ruff check .
