@@ -374,8 +374,9 @@ def run_tree(job: TreeJob, console: Console | None = None,
                 progress.message(
                     f"{rejected:,} files cannot be processed ({_split(summary)}): nothing is "
                     "written; --continue writes the others", ERROR)
-                progress.message("pass 1 reads headers only: pixel data cut short and "
-                                 "payloads that cannot be written show in pass 2", WARNING)
+                progress.message("pass 1 reads headers and element lengths: damage inside "
+                                 "encapsulated or deflated data and files that cannot be "
+                                 "written show in pass 2", WARNING)
                 summary.stopped_early = True
             else:
                 # the workers derive replacements themselves: the recorded mapping is
@@ -384,7 +385,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                          nbytes=_count(findings["bytes"])))
                 summary.stopped_early = second.failed_seen
         summary.failed_list = second.failed_list.close()
-        if job.mode == "deidentify" and not (job.scan_only or job.dry_run):
+        if job.mode == "deidentify" and (summary.done or summary.already_done):
             summary.study_list = _study_summary(job, store, progress, run_id)
         report = build_report(
             job, run_id, started, summary, passes, findings, second.reasons,

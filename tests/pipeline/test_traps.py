@@ -34,13 +34,15 @@ def flat(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 DICOM files in patient folders, a text file, a truncated and a burned-in file."""
+    """12 DICOM files in patient folders, a text file, a burned-in file and two cut short
+    (in the header, and in the pixel data)."""
     root = tmp_path_factory.mktemp("mixed") / "in"
     generate_archive(root, patients=2, studies=1, series=2, instances=3, seed=3)
     sample = root / "P0001/ST01/SE01/IM0001.dcm"
     data = sample.read_bytes()
     (root / "P0001" / "readme.txt").write_text("exported by the PACS")
     (root / "P0002" / "cut.dcm").write_bytes(data[:700])  # cut inside the header
+    (root / "P0002" / "short.dcm").write_bytes(data[:-400])  # cut in the pixel data
     import pydicom
 
     ds = pydicom.dcmread(sample)
@@ -63,34 +65,35 @@ def test_counts_add_up_in_one_vocabulary(mixed: Path, tmp_path: Path) -> None:
     proc = run("--irreversible", "-r", str(mixed), str(tmp_path / "out"))
     text = flat(proc.stderr)
     assert proc.returncode == 1, text
-    assert "3 files cannot be processed (1 not DICOM, 1 refused, 1 failed): nothing is written" \
+    assert "4 files cannot be processed (1 not DICOM, 1 refused, 2 failed): nothing is written" \
         in text
-    assert "pass 1 reads headers only" in text  # what pass 1 cannot find, it says
+    assert "pass 1 reads headers and element lengths" in text  # what it cannot see, it says
     for name, n in (("written", 0), ("already done", 0), ("not DICOM", 1), ("refused", 1),
-                    ("failed", 1)):
+                    ("failed", 2)):
         assert re.search(rf"│ {name}\s+│\s+{n} │", text), (name, text)
     assert "not DICOM: DicomFormatError: not a DICOM file" in text
     assert "refused: UnsupportedFileError: burned-in annotation: Burned In Annotation " \
         "(0028,0301) is YES" in text
-    assert re.search(r"failed: DicomFormatError: truncated[^(]*\(1\)", text)
+    assert re.search(r"failed: DicomFormatError: truncated: element \(7FE0,0010\) declares "
+                     r"\d+ bytes, only \d+ remain \(1\)", text), text
     report = json.loads(Path(re.findall(r"report: (\S+)", text)[-1]).read_text())
     counts = report["counts"]
     assert (counts["written"], counts["not_dicom"], counts["refused"], counts["failed"]) == (
-        0, 1, 1, 1)
-    assert sum(r["files"] for r in report["reasons"]) == 3
+        0, 1, 1, 2)
+    assert sum(r["files"] for r in report["reasons"]) == 4
     listed = Path(report["failed_list"])
     assert f"files not written (paths, 0600): {listed}" in text
     assert stat.S_IMODE(listed.stat().st_mode) == 0o600
     rows = [line.split("\t") for line in listed.read_text().splitlines()]
     assert sorted((r[0], r[1]) for r in rows) == [
         ("P0001/readme.txt", "not DICOM"), ("P0002/burned.dcm", "refused"),
-        ("P0002/cut.dcm", "failed")]
+        ("P0002/cut.dcm", "failed"), ("P0002/short.dcm", "failed")]
     assert "readme.txt" not in json.dumps(report)  # paths stay out of the report
 
     goes_on = run("--irreversible", "-r", "--continue", str(mixed), str(tmp_path / "out"))
     text = flat(goes_on.stderr)
     assert goes_on.returncode == 1  # a file failed
-    assert re.search(r"│ written\s+│\s+12 │", text) and re.search(r"│ failed\s+│\s+1 │", text)
+    assert re.search(r"│ written\s+│\s+12 │", text) and re.search(r"│ failed\s+│\s+2 │", text)
     again = run("--irreversible", "-r", "--continue", str(mixed), str(tmp_path / "out"))
     assert re.search(r"│ already done\s+│\s+12 │", flat(again.stderr))
 
@@ -131,7 +134,7 @@ def test_dry_run_plan_to_a_file_or_stdout(mixed: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0 and "P0001" not in proc.stderr + proc.stdout
     assert stat.S_IMODE(plan.stat().st_mode) == 0o600
     lines = plan.read_text().splitlines()
-    assert lines == sorted(lines) and len(lines) == 15
+    assert lines == sorted(lines) and len(lines) == 16
     assert "P0001/ST01/SE01/IM0001.dcm\tP0001/ST01/SE01/IM0001.dcm" in lines
     assert any(line.startswith("P0001/readme.txt\t(not written: not DICOM") for line in lines)
     debug = run("--irreversible", "-r", "--dry-run", "-D", str(mixed), str(tmp_path / "out"))
@@ -153,13 +156,13 @@ def test_retry_failed_and_files_from(mixed: Path, tmp_path: Path) -> None:
                 "--store", str(store), str(src), str(out))
     text = flat(retry.stderr)
     assert retry.returncode == 1  # readme.txt is gone: failed, by name in the new list
-    assert "found 3 files" in text and re.search(r"│ written\s+│\s+2 │", text), text
+    assert "found 4 files" in text and re.search(r"│ written\s+│\s+2 │", text), text
     assert (out / "P0002" / "cut.dcm").exists() and (out / "P0002" / "burned.dcm").exists()
     assert "listed file not found" in text
     # the failed list of a run is a valid --files-from list (text after a tab is ignored)
     only = run("--irreversible", "-r", "--continue", "--files-from", str(listed),
                str(src), str(tmp_path / "out2"))
-    assert "found 3 files" in flat(only.stderr)
+    assert "found 4 files" in flat(only.stderr)
     bad = tmp_path / "bad.txt"
     bad.write_text("P0001/ST01/SE01/IM0001.dcm\n../etc/passwd\n")
     refused = run("--irreversible", "--files-from", str(bad), str(src), str(tmp_path / "o3"))
