@@ -55,9 +55,9 @@ fuzz: install
 	ANONPIPE_FUZZ_SECONDS=$${ANONPIPE_FUZZ_SECONDS:-600} $(BIN)/python -m pytest tests/fuzz -q
 
 # Regenerate tasks/_profile_table.py and tasks/data/iod_types.json from the PS3.15 tables in
-# ../shared/standard (STANDARD=...) and highdicom's copy of PS3.3 (the wheel, not installed).
+# scripts/standard (STANDARD=...) and highdicom's copy of PS3.3 (the wheel, not installed).
 HIGHDICOM ?= 0.28.2
-STANDARD  ?= ../shared/standard
+STANDARD  ?= scripts/standard
 tables: install
 	mkdir -p build/tables
 	$(BIN)/python -m pip download -q --no-deps -d build/tables highdicom==$(HIGHDICOM)

@@ -187,12 +187,6 @@ class RunProgress:
         self._latest = None
         self._sample(now, force=True)
 
-    def set_total(self, total: int | None) -> None:
-        if self._stats is not None:
-            self._stats.total = total
-        if self._progress is not None and self._task is not None:
-            self._progress.update(self._task, total=total)
-
     def advance(self, files: int = 0, nbytes: int = 0, errors: int = 0, skipped: int = 0) -> None:
         stats = self._stats
         if stats is None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,10 +179,6 @@ def write_report(report: dict[str, Any], folder: Path | None = None) -> Path:
     return path
 
 
-def load_report(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
-
-
 def reason_lines(report: dict[str, Any]) -> list[str]:
     """``outcome: kind: reason (files)``, the commonest first, at most ``MAX_REASONS`` per
     outcome (the report has them all); per outcome they add up to its count."""
@@ -232,7 +227,3 @@ def summary_table(report: dict[str, Any]) -> Group:
                       style="red" if n and name in outcomes.NOT_WRITTEN else None)
     return Group(table, *(Text(line) for line in reason_lines(report)))
 
-
-def summary_from_dict(values: dict[str, Any]) -> RunSummary:
-    """Rebuild a :class:`RunSummary` (tests and tools)."""
-    return RunSummary(**{k: v for k, v in values.items() if k in asdict(RunSummary())})

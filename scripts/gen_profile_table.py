@@ -13,8 +13,8 @@ Outputs (both committed; regenerate with ``make tables``):
 
 Inputs:
 
-* ``--standard DIR``: the three JSON tables described in ``shared/standard/README.md``
-  (default ``../shared/standard`` beside the checkout).  The E.1-1 rows are checked against
+* ``--standard DIR``: the three JSON tables described in ``scripts/standard/README.md``
+  (default ``scripts/standard``).  The E.1-1 rows are checked against
   the SHA-256 the README records for the source before anything is written.
 * ``--highdicom-wheel FILE``: a highdicom wheel (MIT licence); its ``_standard/`` JSON files
   hold PS3.3 as parsed by the innolitics dicom-standard project.  ``make tables`` fetches
@@ -233,7 +233,7 @@ HEADER = '''"""PS3.15 Table E.1-1, Table E.3.10-1 and PS3.16 CID 7050 as data.  
 
 Do not edit: run ``make tables`` (scripts/gen_profile_table.py).
 
-Provenance (see shared/standard/README.md for the conversion and cross-checks):
+Provenance (see scripts/standard/README.md for the conversion and cross-checks):
 {provenance}
 ROWS: (tag text, tag or None for a pattern row, keyword, name, VR, retired,
 in standard IOD, Basic Profile code, option codes in OPTIONS order ("" = no code)).
@@ -244,7 +244,7 @@ Pattern rows use keyword "curve", "overlay_data", "overlay_comments" or "private
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--standard", type=Path, default=ROOT.parent / "shared" / "standard")
+    parser.add_argument("--standard", type=Path, default=ROOT / "scripts" / "standard")
     parser.add_argument("--highdicom-wheel", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "tasks")
     args = parser.parse_args(argv)

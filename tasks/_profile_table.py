@@ -2,7 +2,7 @@
 
 Do not edit: run ``make tables`` (scripts/gen_profile_table.py).
 
-Provenance (see shared/standard/README.md for the conversion and cross-checks):
+Provenance (see scripts/standard/README.md for the conversion and cross-checks):
     edition: 2026d
     e1_1: {'file': 'ps3.15-e1-1.json', 'rows': 657, 'file_sha256': 'c5fa6ce3d1f1784cd4210a913327f4846f3d52013aee98536965feae930e47cb', 'source_rows_sha256': 'e257bc5e1cfecb3156ad3b871c43e6d73581cba6e80df460f4a4a87694e89442'}
     safe_private: {'file': 'ps3.15-safe-private.json', 'rows': 479, 'file_sha256': '65f6347cdcb45fc5207273e0ca5173845aef95d25ef451d7c607afad8ecda2c3', 'rows_sha256': '7acb26dbab0e3124c02d075cbf8c5510354a20ded9f89ee4765976a905d92f63'}

@@ -379,15 +379,6 @@ class _Parser:
             raise DicomFormatError("truncated: missing item delimiter")
         return elements, pos
 
-    def _looks_like_sequence(self, el: Element, enc: Encoding) -> bool:
-        """An unknown-VR value that starts with an item tag may hide a sequence (PHI inside)."""
-        if el.vr != "UN":
-            return False
-        if el.tag == PIXEL_DATA:
-            return False
-        first = bytes(self.buf[el.value_start:el.value_start + 4])
-        return first in (b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00")
-
     def _undefined(self, el: Element, enc: Encoding, depth: int) -> int:
         """Parse an undefined-length value; returns the offset after its delimiter."""
         if el.tag == PIXEL_DATA or el.vr in ("OB", "OW"):
@@ -672,14 +663,6 @@ def _check_order(elements: list[Element]) -> list[int]:
                 raise DicomFormatError(f"elements out of order or repeated at {tag_str(tag)}")
             previous = tag
     return tags
-
-
-def read_file(path: Path) -> DicomFile:
-    """Read and parse ``path`` entirely (pixel data stays raw bytes)."""
-    data = path.read_bytes()
-    if not data:
-        raise DicomFormatError("empty file")
-    return read_dicom(data)
 
 
 def cut_element_end(data: bytes) -> int:

@@ -13,7 +13,6 @@ import functools
 import json
 import os
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,8 +230,3 @@ def scan_batch(batch: ScanBatch) -> dict[str, Any]:
         rows[rel] = json.dumps(row, separators=(",", ":"))
     return {"batch_id": batch.batch_id, "rows": rows, "bytes": nbytes, "errors": errors}
 
-
-def scan_paths(root: Path, rels: Iterable[str], replaced: frozenset[int] | None = None
-               ) -> dict[str, dict[str, Any]]:
-    """Convenience for tests and tools: rows for several files."""
-    return {rel: scan_file(root / rel, replaced) for rel in rels}

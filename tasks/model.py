@@ -44,27 +44,6 @@ class FileResult:
             "seconds": self.seconds,
         }
 
-    @classmethod
-    def from_row(cls, row: dict[str, object]) -> FileResult:
-        def number(key: str) -> float:
-            value = row.get(key)
-            return float(value) if isinstance(value, int | float) else 0.0
-
-        def text(key: str) -> str | None:
-            value = row.get(key)
-            return None if value is None else str(value)
-
-        return cls(
-            source=str(row["source"]),
-            status=Status(row["status"]),
-            bytes_in=int(number("bytes_in")),
-            bytes_out=int(number("bytes_out")),
-            error_kind=text("error_kind"),
-            error=text("error"),
-            seconds=number("seconds"),
-        )
-
-
 class FileOperation(Protocol):
     """A picklable per-file operation: read ``src``, write ``dst`` atomically.
 
