@@ -87,3 +87,15 @@ def test_the_skip_list_names_only_examples_that_exist() -> None:
     commands = [c for c, _ in examples((REPO / "README.md").read_text())]
     for marker in SKIPPED:
         assert any(marker in c for c in commands), marker
+
+
+def test_make_demo_is_quiet_and_works(tmp_path: Path) -> None:
+    """What a newcomer sees: the demo's steps, no warnings, the restored file identical."""
+    proc = subprocess.run(["bash", "scripts/demo.sh", str(tmp_path / "demo")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text
+    assert "restored file is byte-identical to the original" in text
+    assert "anonpipe-crosswalk:" in text and "written 80" in text
+    assert not re.search(r"warning", text, re.IGNORECASE), text
+    assert len(text.splitlines()) < 60

@@ -140,3 +140,31 @@ def test_status_of_a_running_run(tmp_path: Path) -> None:
         proc.wait()
     after = tool("anonpipe-status", str(store))
     assert "interrupted (rerun the same command to resume)" in after.stdout
+
+
+def test_per_study_summary_in_a_private_list_and_with_debug(run: tuple[Path, Path, Path],
+                                                           tmp_path: Path) -> None:
+    src, _out, store = run
+    out = tmp_path / "again"
+    proc = tool("anonpipe", "--irreversible", "-r", "--continue", "--retain-long-modified-dates",
+                "--store", str(store), str(src), str(out))
+    text = " ".join(proc.stderr.split())
+    listed = Path(re.findall(r"4 studies, old -> new Patient ID and accession \(0600\): (\S+)",
+                             text)[0])
+    assert stat.S_IMODE(listed.stat().st_mode) == 0o600
+    assert "study: Patient ID" not in text  # it links old and new: -D only
+    lines = [line.split("\t") for line in listed.read_text().splitlines()]
+    assert lines[0] == ["patient_id_old", "patient_id_new", "accession_old", "accession_new",
+                        "study_uid_new", "files", "written"]
+    originals = {}
+    for path in src.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        new = pydicom.dcmread(out / path.relative_to(src), stop_before_pixels=True)
+        originals[new.StudyInstanceUID] = (ds.PatientID, new.PatientID, ds.AccessionNumber)
+    assert len(lines) == 5
+    for old_pid, new_pid, accession, _new_accession, study, files, written in lines[1:]:
+        assert originals[study] == (old_pid, new_pid, accession)
+        assert (files, written) == ("2", "2")
+    debug = tool("anonpipe", "--irreversible", "-r", "--continue", "-D",
+                 "--retain-long-modified-dates", "--store", str(store), str(src), str(out))
+    assert f"study: Patient ID {lines[1][0]} -> {lines[1][1]}" in debug.stderr
