@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +66,16 @@ def build_run(args: argparse.Namespace) -> Run:
         raise UsageError(f"Cryptography library id not recognized: {args.crypto} "
                          f"(use {' or '.join(CRYPTO_BACKENDS)})")
     _check_mode_options(args, mode)
+    listed: tuple[tuple[str, ...] | None, Path | None] = (None, None)
     if src.is_dir():
         _check_state_paths(args, src, dst)  # before the secret is created
+        listed = _listed_files(args, dst), _plan(args)  # ... and so are these
+    elif args.files_from or args.retry_failed or args.plan:
+        raise UsageError("--files-from, --retry-failed and --plan are for directory runs")
     operation, extra = _operation(args, mode)
     if src.is_dir():
-        return _tree_job(args, mode, src, dst, operation, verbosity, extra)
+        return replace(_tree_job(args, mode, src, dst, operation, verbosity, extra),
+                       files=listed[0], plan=listed[1])
     if dst.exists() and dst.is_dir():
         dst = dst / src.name
     if _same_file(src, dst):
@@ -340,7 +345,6 @@ def _tree_job(args: argparse.Namespace, mode: str, src: Path, dst: Path,
         profile=str(extra.get("profile", DEFAULT_PROFILE)),
         workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
         scan_only=args.scan_only, dry_run=args.dry_run, verbosity=verbosity,
-        plan=_plan(args), files=_listed_files(args, dst),
         dashboard=":0" if args.dashboard else None,
         **_local_pool(args.local_pool),
         report_options={"mode": MODE_NAMES[mode], "recursive": args.recursive,

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 MODES = ("deidentify", "reidentify", "dumb")
 MAX_SUMMARY_ERRORS = 1000
-MAX_REASONS = 10_000  # distinct (outcome, kind, reason) counted; the rest as "other reasons"
+MAX_DISTINCT_REASONS = 10_000  # distinct (outcome, kind, reason) counted; the rest as "other reasons"
 
 
 def _count(value: object) -> int:
@@ -126,7 +126,7 @@ class _Pass2:
             self.failed_list.add(rel, name, str(kind), reason or "")
             self.progress.set_latest(name if name != outcomes.FAILED else str(kind))
             line = (name, str(kind), reason or "")
-            if line in self.reasons or len(self.reasons) < MAX_REASONS:
+            if line in self.reasons or len(self.reasons) < MAX_DISTINCT_REASONS:
                 self.reasons[line] = self.reasons.get(line, 0) + 1
             else:
                 other = (name, str(kind), "other reasons")

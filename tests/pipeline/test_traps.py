@@ -193,3 +193,17 @@ def test_files_are_private(mixed: Path, tmp_path: Path) -> None:
     listed = Path(re.findall(r"files not written \(paths, 0600\): (\S+)",
                              flat(proc.stderr))[0])
     assert stat.S_IMODE(listed.stat().st_mode) == 0o600
+
+
+def test_list_options_are_checked_before_anything_is_written(mixed: Path, tmp_path: Path) -> None:
+    secret = tmp_path / "s.secret"
+    missing = run("--irreversible", "--secret-file", str(secret), "--files-from",
+                  str(tmp_path / "nope.txt"), str(mixed), str(tmp_path / "out"))
+    assert missing.returncode == 2 and "--files-from" in missing.stderr
+    assert not secret.exists() and not (tmp_path / "out").exists()
+    single = run("--irreversible", "--plan", str(tmp_path / "p.tsv"), "--dry-run",
+                 str(mixed / "P0001/ST01/SE01/IM0001.dcm"), str(tmp_path / "one.dcm"))
+    assert single.returncode == 2 and "for directory runs" in single.stderr
+    plan_alone = run("--irreversible", "-r", "--plan", str(tmp_path / "p.tsv"), str(mixed),
+                     str(tmp_path / "out"))
+    assert plan_alone.returncode == 2 and "--plan FILE goes with --dry-run" in plan_alone.stderr
