@@ -155,6 +155,8 @@ def build_report(
             "failed": summary.failed,
             "bytes_in": summary.bytes_in,
             "bytes_out": summary.bytes_out,
+            # files found that a stopped run never reached (they have no outcome yet)
+            "not_attempted": _not_attempted(summary, findings),
         },
         "failed_list": None if summary.failed_list is None else str(summary.failed_list),
         "study_list": None if summary.study_list is None else str(summary.study_list),
@@ -170,6 +172,14 @@ def build_report(
     }
 
 
+def _not_attempted(summary: RunSummary, findings: dict[str, Any] | None) -> int:
+    if summary.preview or not findings:
+        return 0
+    settled = (summary.done + summary.already_done + summary.not_dicom + summary.refused
+               + summary.failed)
+    return max(int(findings.get("files") or 0) - settled, 0)
+
+
 def write_report(report: dict[str, Any], folder: Path | None = None) -> Path:
     """Write ``report`` as ``reports/run-<id>.json`` (0600) and return its path."""
     path = (folder or reports_dir()) / f"run-{report['run_id']}.json"
@@ -181,7 +191,8 @@ def write_report(report: dict[str, Any], folder: Path | None = None) -> Path:
 
 def reason_lines(report: dict[str, Any]) -> list[str]:
     """``outcome: kind: reason (files)``, the commonest first, at most ``MAX_REASONS`` per
-    outcome (the report has them all); per outcome they add up to its count."""
+    outcome (the report has them all); per outcome they add up to its count.  Then the
+    files a stopped run never reached, so the counts add up to the files found."""
     lines: list[str] = []
     by_outcome: dict[str, list[dict[str, Any]]] = {}
     for entry in report.get("reasons", []):
@@ -194,6 +205,10 @@ def reason_lines(report: dict[str, Any]) -> list[str]:
             rest = sum(e["files"] for e in entries[MAX_REASONS:])
             lines.append(f"{name}: {rest:,} more files for {len(entries) - MAX_REASONS:,} "
                          "more reasons (in the report)")
+    skipped = report["counts"].get("not_attempted")
+    if skipped:
+        lines.append(f"the run stopped: {skipped:,} more files were not attempted (fix the "
+                     "files above or use --continue, then rerun)")
     return lines
 
 

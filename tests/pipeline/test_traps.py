@@ -81,6 +81,8 @@ def test_counts_add_up_in_one_vocabulary(mixed: Path, tmp_path: Path) -> None:
     assert (counts["written"], counts["not_dicom"], counts["refused"], counts["failed"]) == (
         0, 1, 1, 2)
     assert sum(r["files"] for r in report["reasons"]) == 4
+    assert counts["not_attempted"] == 12 and report["findings"]["files"] == 16
+    assert "the run stopped: 12 more files were not attempted" in text
     listed = Path(report["failed_list"])
     assert f"files not written (paths, 0600): {listed}" in text
     assert stat.S_IMODE(listed.stat().st_mode) == 0o600
