@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from pipeline.job import TreeJob
 from pipeline.options import PrintJobScript, Run, SingleFileRun
 from tasks.errors import AnonpipeError
+from tasks.filemeta import PREAMBLE_NOTE, preamble_data
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -32,10 +34,20 @@ def _single(run: SingleFileRun) -> int:
     except AnonpipeError as exc:
         print(f"anonpipe: {run.src.name}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    if run.mode == "deidentify" and run.verbosity >= 1 and _preamble_has_data(run.src):
+        print(f"anonpipe: warning: {PREAMBLE_NOTE}", file=sys.stderr)
     if run.verbosity >= 2:
         print(f"anonpipe: {run.mode}: wrote {written} bytes in "
               f"{time.perf_counter() - started:.3f} s", file=sys.stderr)
     return EXIT_OK
+
+
+def _preamble_has_data(src: Path) -> bool:
+    try:
+        with open(src, "rb") as stream:
+            return preamble_data(stream.read(132)) is not None
+    except OSError:
+        return False
 
 
 def _tree(job: TreeJob) -> int:

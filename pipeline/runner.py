@@ -51,6 +51,7 @@ from pipeline.walk import check_locations, subfolders_with_dicom
 from tasks.batch import run_batch
 from tasks.errors import UsageError
 from tasks.fileio import remove_temp_files_of, sweep_temp_files
+from tasks.filemeta import PREAMBLE_NOTE
 from tasks.model import Batch, FileResult, Status
 
 if TYPE_CHECKING:
@@ -262,6 +263,7 @@ def _show_findings(job: TreeJob, findings: dict[str, Any], store: Store,
          f"SOP Instance UIDs shared by {f['files_with_duplicate_sop_uid']} files"),
         (f["conflicting_patients"], "Patient IDs with conflicting names or birth dates"),
     ]
+    problems.append((f.get("preamble_data", 0), f"files: {PREAMBLE_NOTE}"))  # -e only here
     for count, what in problems:
         if count:
             progress.message(f"  {count:,} {what}", WARNING)

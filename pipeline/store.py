@@ -351,11 +351,12 @@ class Store:
     def counts(self) -> Row:
         """Pass-1 findings as counts, from one scan of the inventory plus a few group-bys."""
         j = "json_extract(value, '$.{}')".format
-        (files, errors, size, patients, studies, series, deidentified, dicomdir) = self._query(
+        (files, errors, size, patients, studies, series, deidentified, dicomdir,
+         preamble) = self._query(
             f"SELECT count(*), count({j('error_kind')}), coalesce(sum({j('size')}), 0), "
             f"count(DISTINCT {j('patient_id')}), count(DISTINCT {j('study')}), "
             f"count(DISTINCT {j('series')}), coalesce(sum({j('deidentified')}), 0), "
-            f"coalesce(sum({j('dicomdir')}), 0) FROM files"
+            f"coalesce(sum({j('dicomdir')}), 0), coalesce(sum({j('preamble')}), 0) FROM files"
         )[0]
         by = self._grouped("sop_class", "ts", "error_kind")
         dup_uids, dup_files = self._query(
@@ -374,6 +375,7 @@ class Store:
             "errors_by_kind": by["error_kind"],
             "already_deidentified": deidentified,
             "dicomdir": dicomdir,
+            "preamble_data": preamble,
             "duplicate_sop_uids": dup_uids,
             "files_with_duplicate_sop_uid": dup_files,
             "conflicting_patients": len(self.conflicting_patients()),

@@ -5,14 +5,17 @@ ranges, put the original top-level elements (whole sequences where a change lies
 into one Modified Attributes Sequence item, CMS-encrypt it into the Encrypted Attributes
 Sequence (0400,0500) exactly as gdcmanon lays it out, set (0012,0062)/(0012,0063) (and,
 for profiles based on PS3.15 Table E.1-1, (0012,0064) with the CID 7050 codes applied and
-(0028,0303) when a Longitudinal option keeps dates), and re-sync (0002,0003).  Everything
-else - preamble, meta, pixel data - keeps its bytes.  Which attribute gets which action is
-the profile's business (tasks.profile); the values come from tasks.actions.
+(0028,0303) when a Longitudinal option keeps dates), rebuild the file meta and zero the
+preamble (tasks.filemeta), and clear overlay planes the profile removes from unused pixel
+bits (tasks.overlay).  Everything else - pixel data included - keeps its bytes.  The
+payload's layout is tasks.payload's; which attribute gets which action is the profile's
+business (tasks.profile); the values come from tasks.actions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import struct
@@ -33,24 +36,30 @@ from tasks.actions import (
     dummy_value,
 )
 from tasks.dicomio import (
-    EXPLICIT_LE,
-    EXPLICIT_LE_ENC,
     PIXEL_DATA,
-    UNDEFINED,
     DicomFile,
     Element,
     Encoding,
     Item,
     element_header,
-    item_end,
     item_header,
     pad_value,
     read_dicom,
     sequence_end,
 )
-from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
+from tasks.edit import Chunk, EditPlan, encode_element, render_parts
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
+from tasks.filemeta import is_uid, preamble_data, rebuilt_meta, zeroed_prefix
+from tasks.overlay import cleared_pixel_data, removed_planes_in_pixel_bits
+from tasks.payload import (
+    ENCRYPTED_ATTRIBUTES,
+    ENCRYPTED_CONTENT,  # noqa: F401 - part of this module's interface (tests)
+    build_payload,
+    encrypted_attributes_element,
+    keep_original,
+    restore_record,
+)
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.profile import (
     DEFAULT_PROFILE,
@@ -66,10 +75,6 @@ from tasks.uids import DEFAULT_ROOT, new_uid
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
 
-ENCRYPTED_ATTRIBUTES = 0x04000500
-ENCRYPTED_CONTENT_TS = 0x04000510
-ENCRYPTED_CONTENT = 0x04000520
-MODIFIED_ATTRIBUTES = 0x04000550
 PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD = 0x00120063
 DEIDENTIFICATION_METHOD_CODES = 0x00120064
@@ -81,19 +86,9 @@ CODING_SCHEME = 0x00080102
 CODE_MEANING = 0x00080104
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
+MEDIA_SOP_CLASS_UID = 0x00020002
 MEDIA_SOP_INSTANCE_UID = 0x00020003
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-#: A private record appended after the (0400,0550) element in the payload.  gdcmanon -d
-#: parses only the first element and ignores what follows (reference §3.4), so this carries
-#: what gdcmanon's layout cannot: original file meta that (0008,0018) does not determine.
-RESTORE_CREATOR_TAG = 0x04010010
-RESTORE_CREATOR = b"ANONPIPE RESTORE"
-RESTORE_META_TAG = 0x04011001
-RESTORE_DEFLATED_TAG = 0x04011002
-RESTORE_DEFLATED_LENGTH_TAG = 0x04011003  # OB values are padded to even length
-#: UL list of top-level tags -e added that the original did not have ((0012,0064),
-#: (0028,0303)): our -d removes them; gdcmanon -d leaves them behind.
-RESTORE_ADDED_TAG = 0x04011004
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,56 +421,6 @@ def _zero_length_header(header: bytes, enc: Encoding) -> bytes:
     return header[:4] + struct.pack(enc.endian + "I", 0)
 
 
-# --------------------------------------------------------------------------- payload
-
-
-def build_payload(buf: bytes, elements: list[Element], enc: Encoding) -> bytes:
-    """The Encrypted Attributes Data Set: (0400,0550) SQ, one item, Explicit VR LE.
-
-    Layout as gdcmanon writes it (reference §3.3): undefined-length sequence and item,
-    the original elements in ascending tag order, values little-endian.
-    """
-    if enc == EXPLICIT_LE_ENC:  # no transcoding: adjacent elements go as one slice
-        chunks: list[bytes] = []
-        start = end = -1
-        for el in elements:
-            if el.start != end:
-                if start >= 0:
-                    chunks.append(buf[start:end])
-                start = el.start
-            end = el.end
-        if start >= 0:
-            chunks.append(buf[start:end])
-        body = b"".join(chunks)
-    else:
-        body = b"".join(transcode(buf, el, enc, EXPLICIT_LE_ENC) for el in elements)
-    return (
-        element_header(MODIFIED_ATTRIBUTES, "SQ", UNDEFINED, EXPLICIT_LE_ENC)
-        + item_header(UNDEFINED, EXPLICIT_LE_ENC)
-        + body
-        + item_end(EXPLICIT_LE_ENC)
-        + sequence_end(EXPLICIT_LE_ENC)
-    )
-
-
-def encrypted_attributes_element(cms_der: bytes, enc: Encoding) -> bytes:
-    """(0400,0500) with one item holding (0400,0510) and (0400,0520), gdcmanon's layout."""
-    if len(cms_der) % 2:
-        cms_der += b"\0"  # gdcmanon pads an odd DER with one NUL; readers ignore it
-    item = (
-        encode_element(ENCRYPTED_CONTENT_TS, "UI", EXPLICIT_LE.encode(), enc)
-        + element_header(ENCRYPTED_CONTENT, "OB", len(cms_der), enc)
-        + cms_der
-    )
-    return (
-        element_header(ENCRYPTED_ATTRIBUTES, "SQ", UNDEFINED, enc)
-        + item_header(UNDEFINED, enc)
-        + item
-        + item_end(enc)
-        + sequence_end(enc)
-    )
-
-
 # --------------------------------------------------------------------------- file level
 
 
@@ -508,6 +453,15 @@ def check_burned_in(df: DicomFile, profile: CompiledProfile, settings: Deidentif
         raise UnsupportedFileError(
             f"burned-in annotation: {reason}; anonpipe does not clean pixel data "
             "(--allow-burned-in processes it anyway)")
+
+
+@functools.lru_cache(maxsize=64)
+def _markers(profile: CompiledProfile, enc: Encoding) -> tuple[bytes, bytes, bytes | None]:
+    """(0012,0062) YES, (0012,0063) and (0012,0064) (None: the profile adds none), encoded
+    once per profile and encoding (the profile is compiled once and held: keyed by it)."""
+    return (encode_element(PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc),
+            encode_element(DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc),
+            _method_codes(profile, enc))
 
 
 def _method_codes(profile: CompiledProfile, enc: Encoding) -> bytes | None:
@@ -549,9 +503,13 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings
     copy (``tasks.pixeltail``).  None (or the file's bytes, when already read) when the
     file does not split: de-identify it whole."""
     profile = settings.compiled_profile()
-    return split_rendered(
-        fd, size, lambda df, stand_in: _deidentified(df, b"", profile, settings, None, stand_in),
-        _private_runs(profile, None))
+
+    def render(df: DicomFile, stand_in: tuple[int, bytes]) -> list[Chunk] | None:
+        if _overlay_planes(df, profile):
+            return None  # the pixel words change (tasks.overlay): read whole
+        return _deidentified(df, b"", profile, settings, None, stand_in)
+
+    return split_rendered(fd, size, render, _private_runs(profile, None))
 
 
 def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:
@@ -571,6 +529,8 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
         check_burned_in(df, profile, settings)
     work = _Deidentifier(df, profile, settings, trace)
     work.walk(df.elements, df.enc, [])
+    if trace is None:
+        _clear_overlay_planes(df, work)
     enc = df.enc
     plan = work.plan
     added: dict[int, bytes] = {}
@@ -578,12 +538,16 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
         added[LONGITUDINAL_MODIFIED] = encode_element(
             LONGITUDINAL_MODIFIED, "CS",
             b"MODIFIED" if profile.dates == "modified" else b"UNMODIFIED", enc)
+    # PS3.15 E.1.1: every de-identified instance says so, with or without a payload
+    removed, method, codes = _markers(profile, enc)
+    plan.insert[PATIENT_IDENTITY_REMOVED] = removed
+    plan.insert[DEIDENTIFICATION_METHOD] = method
+    if codes is not None:
+        added[DEIDENTIFICATION_METHOD_CODES] = codes
     if settings.irreversible:
-        for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD,
-                    DEIDENTIFICATION_METHOD_CODES):
-            el = df.top(tag)
-            if el is not None:
-                plan.set(el, b"", [])
+        old_codes = df.top(DEIDENTIFICATION_METHOD_CODES)
+        if codes is None and old_codes is not None:
+            plan.set(old_codes, b"", [])  # no payload keeps it, and it was not ours
     else:
         # (0008,0018) always travels: -d (ours and gdcmanon's) requires it, even when
         # --retain-uids keeps it unchanged
@@ -591,13 +555,6 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
             el = df.top(tag)
             if el is not None:
                 work.payload[tag] = el
-        plan.insert[PATIENT_IDENTITY_REMOVED] = encode_element(
-            PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc)
-        plan.insert[DEIDENTIFICATION_METHOD] = encode_element(
-            DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc)
-        codes = _method_codes(profile, enc)
-        if codes is not None:
-            added[DEIDENTIFICATION_METHOD_CODES] = codes
     for tag, encoded in added.items():
         el = df.top(tag)
         if el is not None:
@@ -610,23 +567,23 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
     body: list[Chunk] = []
     if settings.irreversible or not all(map(_ELEMENT_NUMBER, _tags(df))):
         body = render_parts(df.body, df.elements, plan, enc)
-    meta = _resync_meta(df, work)
+    meta = _new_meta(df, work)
+    prefix = zeroed_prefix(df.raw_prefix)
     if not settings.irreversible:
         assert settings.encryptor is not None
         for el in plan.changed_group_lengths:
             work.payload[el.tag] = el
         originals = [work.payload[tag] for tag in sorted(work.payload)]
         new_tags = sorted(tag for tag in added if df.top(tag) is None)
-        payload = build_payload(df.body, originals, enc) + _restore_record(df, data, meta,
-                                                                           new_tags)
+        payload = build_payload(df.body, originals, enc) + _restore_record(df, data, new_tags)
         cms = settings.encryptor.encrypt(payload)
         plan.insert[ENCRYPTED_ATTRIBUTES] = encrypted_attributes_element(cms, enc)
         plan.changed_group_lengths.clear()
         body = render_parts(df.body, df.elements, plan, enc)
     trailer = df.trailer
     if df.deflated:
-        return [df.raw_prefix, meta, deflate(b"".join(body) + trailer)]
-    return [df.raw_prefix, meta, *body, trailer]
+        return [prefix, meta, deflate(b"".join(body) + trailer)]
+    return [prefix, meta, *body, trailer]
 
 
 _ELEMENT_NUMBER = (0xFFFF).__and__  # zero for a group length (gggg,0000)
@@ -646,73 +603,80 @@ def _tags(df: DicomFile) -> list[int]:
     return df.tags
 
 
-def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
-    """The meta re-identification derives: (0002,0003) set from the restored (0008,0018)."""
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
-    if media is None or sop_uid is None:
-        return df.meta_bytes
-    encoded = _media_sop_uid(sop_uid)
-    if encoded == df.meta_bytes[media.start:media.end]:
-        return df.meta_bytes  # already what it would be (the usual case): nothing to render
-    return _meta_with_media(df, media, encoded)
+def _overlay_planes(df: DicomFile, profile: CompiledProfile) -> list[int]:
+    """The overlay groups in unused Pixel Data bits that ``profile`` removes."""
+    return removed_planes_in_pixel_bits(
+        df, profile.resolver(df.top_text(SOP_CLASS_UID)).decide)
 
 
-def _media_sop_uid(sop_uid: bytes) -> bytes:
-    return encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "), EXPLICIT_LE_ENC)
+def _clear_overlay_planes(df: DicomFile, work: _Deidentifier) -> None:
+    """Removed overlay planes must not stay readable in the pixel words (tasks.overlay):
+    their bits are cleared, the original Pixel Data goes into the payload."""
+    if not removed_planes_in_pixel_bits(df, work.resolver.decide):
+        return
+    pixels = df.top(PIXEL_DATA)
+    if pixels is None:
+        return  # no pixel words to clear
+    current = work.plan.replace.get(pixels.start)
+    if current == b"":
+        return  # the profile removes Pixel Data itself
+    header = df.body[pixels.start:pixels.value_start]
+    pixels, value = cleared_pixel_data(
+        df, None if current is None else current[len(header):])
+    if current is None and value == pixels.value(df.body):
+        return  # nothing was set in those bits
+    work.plan.set(pixels, header + value, [])
+    keep_original(work.payload, pixels)
 
 
-def _meta_with_media(df: DicomFile, media: Element, encoded: bytes) -> bytes:
-    """``df``'s meta with (0002,0003) as ``encoded``, rendered: (0002,0000) recomputed."""
-    plan = EditPlan()
-    plan.set(media, encoded, [])
-    return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
-
-
-def _restore_record(df: DicomFile, original: bytes, new_meta: bytes,
-                    added: list[int] | None = None) -> bytes:
-    """What re-identification cannot derive, for a byte-identical restore; often nothing.
-
-    The original meta when re-identification would not derive it from the meta written
-    (``new_meta``): (0002,0003) is not the (0008,0018) value, or (0002,0000) does not
-    measure the group (rendering recomputes it); the original deflate stream when our
-    compressor would not reproduce it, and the tags -e added.
-    """
-    record = b""
-    sop = df.top(SOP_INSTANCE_UID)
-    sop_uid = None if sop is None or sop.undefined else sop.value(df.body)
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
-    derived = new_meta
-    if sop_uid is not None and media is not None:
-        # what -d derives from ``new_meta`` is the original meta rendered with this UID,
-        # (0002,0000) recomputed (or, where -e kept (0002,0003), a meta equal to it):
-        # rendered here too, as expected_meta's short cut would hide a wrong group length
-        derived = _meta_with_media(df, media, _media_sop_uid(sop_uid))
-    if derived != df.meta_bytes:
-        record += encode_element(RESTORE_META_TAG, "OB", df.meta_bytes, EXPLICIT_LE_ENC)
+def _restore_record(df: DicomFile, original: bytes, added: list[int] | None = None) -> bytes:
+    """What re-identification cannot derive, for a byte-identical restore: the original
+    file meta and preamble (-e writes new ones, PS3.15 E.1.1), the original deflate stream
+    when our compressor would not reproduce it, and the tags -e added."""
+    stream = None
     if df.deflated:
         stream = original[len(df.raw_prefix) + len(df.meta_bytes):]
-        if deflate(df.body) != stream:
-            record += encode_element(RESTORE_DEFLATED_TAG, "OB", stream, EXPLICIT_LE_ENC)
-            record += encode_element(RESTORE_DEFLATED_LENGTH_TAG, "UL",
-                                     struct.pack("<I", len(stream)), EXPLICIT_LE_ENC)
-    if added:
-        record += encode_element(RESTORE_ADDED_TAG, "UL",
-                                 struct.pack(f"<{len(added)}I", *added), EXPLICIT_LE_ENC)
-    if not record:
-        return b""
-    return encode_element(RESTORE_CREATOR_TAG, "LO", RESTORE_CREATOR, EXPLICIT_LE_ENC) + record
+        if deflate(df.body) == stream:
+            stream = None
+    return restore_record(meta=df.meta_bytes or None, preamble=preamble_data(df.raw_prefix),
+                          deflated=stream, added=added)
 
 
-def _resync_meta(df: DicomFile, work: _Deidentifier) -> bytes:
-    """(0002,0003) follows the new (0008,0018); (0002,0000) is recomputed by render."""
-    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
-    if media is None:
+def _new_meta(df: DicomFile, work: _Deidentifier) -> bytes:
+    """The file meta of the output (tasks.filemeta): (0002,0002) and (0002,0003) as the
+    output's (0008,0016) and (0008,0018); a file without meta gets none."""
+    if not df.meta:
         return df.meta_bytes
-    original = media.value(df.meta_bytes)
-    if not original.rstrip(b"\0 "):
-        return df.meta_bytes
-    return _meta_with_media(df, media, encode_element(
-        MEDIA_SOP_INSTANCE_UID, "UI", work.map_uids(original), EXPLICIT_LE_ENC))
+    syntax = df.transfer_syntax.encode("ascii", "replace")
+    if not is_uid(syntax):
+        raise UnsupportedFileError("the transfer syntax (0002,0010) is not a UID")
+    plan = work.plan
+    sop_class = _output_value(df, plan, SOP_CLASS_UID)
+    if sop_class is None:
+        sop_class = _meta_value(df, MEDIA_SOP_CLASS_UID)
+    instance = _output_value(df, plan, SOP_INSTANCE_UID)
+    if instance is None:  # no (0008,0018): the original (0002,0003) as the profile has it
+        instance = _meta_value(df, MEDIA_SOP_INSTANCE_UID)
+        decision = work.resolver.decide(SOP_INSTANCE_UID, 0)
+        if instance and decision is not None and decision.action is not Action.K:
+            instance = work.map_uids(instance)
+    return rebuilt_meta(sop_class, instance, df.transfer_syntax)
+
+
+def _output_value(df: DicomFile, plan: EditPlan, tag: int) -> bytes | None:
+    """The value a top-level UI element has in the output (None: absent or removed)."""
+    el = df.top(tag)
+    if el is None or el.undefined:
+        return None
+    new = plan.replace.get(el.start)
+    if new is None:
+        return el.value(df.body)
+    return new[8:] if new else None  # a UI element's header is 8 bytes in every encoding
+
+
+def _meta_value(df: DicomFile, tag: int) -> bytes | None:
+    el = df.meta_element(tag)
+    return None if el is None else el.value(df.meta_bytes)
 
 
 def deflate(body: bytes) -> bytes:

@@ -20,10 +20,16 @@ from tasks.deidentify import (
     deidentify_bytes,
 )
 from tasks.dicomio import read_dicom, tag_str
+from tasks.filemeta import preamble_data
+from tasks.overlay import removed_planes_in_pixel_bits
 
 ACTION_WORDS = {
     "X": "remove", "Z": "empty", "D": "dummy", "K": "keep", "C": "clean", "U": "new UID",
 }
+
+
+_META_LINE = ("file meta: rebuilt (version, SOP Class and new SOP Instance UID, transfer "
+              "syntax, anonpipe's implementation); preamble: zeros")
 
 
 def _keyword(tag: int) -> str:
@@ -58,6 +64,12 @@ def explain_bytes(data: bytes, settings: DeidentifySettings) -> str:
                      "(pixel data is never cleaned)")
     if profile.dates == "modified":
         lines.append("dates: shifted by a per-patient whole-day offset; (0028,0303) = MODIFIED")
+    lines.append(_META_LINE + (" (this file's preamble holds data, a TIFF view say: it is "
+                               "lost)" if preamble_data(df.raw_prefix) else ""))
+    planes = removed_planes_in_pixel_bits(df, resolver.decide)
+    if planes:
+        lines.append(f"overlay planes {', '.join(f'{g:04X}' for g in planes)} lie in unused "
+                     "Pixel Data bits: every bit outside the stored bits is cleared")
     lines.append("")
     for depth, el, action, why in sorted(trace, key=lambda entry: entry[1].start):
         word = ACTION_WORDS.get(action[:1], action)

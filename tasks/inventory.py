@@ -19,6 +19,7 @@ from typing import Any
 
 from tasks.dicomio import LONG_VRS, DicomFile, Element, read_header
 from tasks.errors import AnonpipeError
+from tasks.filemeta import preamble_data
 from tasks.profile import DEFAULT_PROFILE, Action, get_profile
 
 SOP_CLASS_UID = 0x00080016
@@ -145,6 +146,8 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
     media_class = media.value(df.meta_bytes).rstrip(b"\0 ").decode("ascii", "replace") \
         if media is not None else None
     row["dicomdir"] = DICOMDIR_SOP_CLASS in (row["sop_class"], media_class)
+    if preamble_data(df.raw_prefix) is not None:
+        row["preamble"] = True  # -e writes zeros there (a TIFF view is lost): said in pass 1
     every: set[str] = set()
     mapped: set[str] = set()
     if replaced is None:

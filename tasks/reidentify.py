@@ -8,47 +8,33 @@ anonpipe comes back byte for byte, preamble and meta included.
 
 from __future__ import annotations
 
-import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.crypto import decrypt_envelope, load_private_key, load_private_key_bytes
+from tasks.crypto import load_private_key, load_private_key_bytes
 from tasks.deidentify import (
     DEIDENTIFICATION_METHOD,
-    ENCRYPTED_ATTRIBUTES,
-    ENCRYPTED_CONTENT,
-    ENCRYPTED_CONTENT_TS,
-    MODIFIED_ATTRIBUTES,
+    MEDIA_SOP_INSTANCE_UID,
     PATIENT_IDENTITY_REMOVED,
-    RESTORE_ADDED_TAG,
-    RESTORE_CREATOR_TAG,
-    RESTORE_DEFLATED_LENGTH_TAG,
-    RESTORE_DEFLATED_TAG,
-    RESTORE_META_TAG,
     SOP_INSTANCE_UID,
     apply_to_file,
     deflate,
-    expected_meta,
 )
 from tasks.dicomio import (
-    EXPLICIT_LE,
     EXPLICIT_LE_ENC,
     DicomFile,
-    Element,
-    _meta_elements,
     _Parser,
     read_dicom,
     tag_str,
 )
-from tasks.edit import Chunk, EditPlan, render_parts, transcode
-from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
+from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
+from tasks.errors import CryptoError, DicomFormatError
 from tasks.fileio import Piece
+from tasks.payload import ENCRYPTED_ATTRIBUTES, Payload, open_payload
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 
-RESTORE_TAGS = (RESTORE_CREATOR_TAG, RESTORE_META_TAG, RESTORE_DEFLATED_TAG,
-                RESTORE_DEFLATED_LENGTH_TAG, RESTORE_ADDED_TAG)
 _KEYS: dict[tuple[bytes, bytes | None], Any] = {}
 
 
@@ -79,36 +65,11 @@ class ReidentifySettings:
         return key
 
 
-def extract_payload(df: DicomFile, settings: ReidentifySettings) -> tuple[bytes, list[Element]]:
-    """Decrypt (0400,0500); returns the plaintext and its elements, (0400,0550) first."""
-    encrypted = df.top(ENCRYPTED_ATTRIBUTES)
-    if encrypted is None or not encrypted.items:
-        raise UnsupportedFileError(
-            "not de-identified: no Encrypted Attributes Sequence (0400,0500)")
-    item = encrypted.items[0]
-    ts_el = next((e for e in item.elements if e.tag == ENCRYPTED_CONTENT_TS), None)
-    blob_el = next((e for e in item.elements if e.tag == ENCRYPTED_CONTENT), None)
-    if ts_el is None or blob_el is None or blob_el.undefined or blob_el.length == 0:
-        raise CryptoError("Encrypted Attributes item lacks (0400,0510) or (0400,0520)")
-    ts = ts_el.value(df.body).rstrip(b"\0 ").decode("ascii", "replace")
-    if ts != EXPLICIT_LE:
-        raise CryptoError(f"unsupported payload transfer syntax {ts} (only Explicit VR LE)")
-    if settings.key_pem is None and settings.password is None:
-        raise CryptoError("no private key (-k) or password (-p) given")
-    plaintext = decrypt_envelope(blob_el.value(df.body), settings.private_key(),
-                                 settings.password)
-    try:
-        elements = _Parser(plaintext).parse(0, len(plaintext), EXPLICIT_LE_ENC)
-    except DicomFormatError as exc:
-        raise CryptoError(f"decrypted payload is not a DICOM data set: {exc}") from None
-    if not elements or elements[0].tag != MODIFIED_ATTRIBUTES or not elements[0].items:
-        raise CryptoError("decrypted payload is not one Modified Attributes Sequence (0400,0550)")
-    if any(el.tag not in RESTORE_TAGS for el in elements[1:]):
-        raise CryptoError("decrypted payload holds more than the Modified Attributes Sequence")
-    if len(elements[0].items) != 1:
-        raise CryptoError(
-            f"Modified Attributes Sequence has {len(elements[0].items)} items, expected 1")
-    return plaintext, elements
+def extract_payload(df: DicomFile, settings: ReidentifySettings) -> Payload:
+    """Decrypt and check (0400,0500) (see :func:`tasks.payload.open_payload`)."""
+    return open_payload(df.top(ENCRYPTED_ATTRIBUTES), df.body,
+                        settings.private_key() if settings.key_pem is not None else None,
+                        settings.password)
 
 
 def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
@@ -128,19 +89,15 @@ def _reidentified(df: DicomFile, settings: ReidentifySettings,
                   stand_in: tuple[int, bytes] | None = None) -> list[Chunk]:
     """The restored file as pieces; ``stand_in``: a Pixel Data stand-in's body offset and
     the object to render in its place (see :func:`reidentify_split`)."""
-    plaintext, payload = extract_payload(df, settings)
-    modified = payload[0]
-    assert modified.items is not None
-    restored = modified.items[0].elements
+    payload = extract_payload(df, settings)
+    plaintext, restored = payload.plaintext, payload.restored
     tags = {el.tag for el in restored}
     if SOP_INSTANCE_UID not in tags and df.top(SOP_INSTANCE_UID) is not None:
         raise CryptoError("payload does not contain the SOP Instance UID (0008,0018)")
     plan = EditPlan()
     # what -e added ((0012,0064), (0028,0303)) goes, unless the payload restores an original
-    added = next((el.value(plaintext) for el in payload[1:] if el.tag == RESTORE_ADDED_TAG), b"")
-    added_tags = struct.unpack(f"<{len(added) // 4}I", added[:len(added) // 4 * 4])
     for tag in (PATIENT_IDENTITY_REMOVED, DEIDENTIFICATION_METHOD, ENCRYPTED_ATTRIBUTES,
-                *added_tags):
+                *payload.added_tags):
         el = df.top(tag)
         if el is not None and tag not in tags:
             plan.set(el, b"", [])
@@ -165,20 +122,34 @@ def _reidentified(df: DicomFile, settings: ReidentifySettings,
         # leaves no place for it: the caller then reads the file whole
         plan.replace[stand_in[0]] = stand_in[1]
     pieces = render_parts(df.body, df.elements, plan, df.enc)
-    records = {el.tag: el.value(plaintext) for el in payload[1:]}
-    meta = records.get(RESTORE_META_TAG)
-    if meta:
-        meta = _checked_meta(meta, df.transfer_syntax)
-    else:
+    meta = payload.meta(df.transfer_syntax)
+    if meta is None:  # gdcmanon's output, or ours from before the meta was rebuilt
         meta = expected_meta(df, sop_uid)
+    prefix = df.raw_prefix
+    preamble = payload.preamble()
+    if preamble is not None and len(prefix) == len(preamble) + 4:
+        prefix = preamble + prefix[len(preamble):]
     if df.deflated:
         body = b"".join(pieces) + df.trailer
-        stream = records.get(RESTORE_DEFLATED_TAG)
-        if stream is not None and RESTORE_DEFLATED_LENGTH_TAG in records:
-            stream = stream[:int.from_bytes(records[RESTORE_DEFLATED_LENGTH_TAG], "little")]
+        stream = payload.deflated_stream()
         body = stream if stream is not None and _inflates_to(stream, body) else deflate(body)
-        return [df.raw_prefix, meta, body]
-    return [df.raw_prefix, meta, *pieces, df.trailer]
+        return [prefix, meta, body]
+    return [prefix, meta, *pieces, df.trailer]
+
+
+def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
+    """The meta re-identification derives without a record: ``df``'s, (0002,0003) set from
+    the restored (0008,0018) and (0002,0000) recomputed (what gdcmanon -d does too)."""
+    media = df.meta_element(MEDIA_SOP_INSTANCE_UID)
+    if media is None or sop_uid is None:
+        return df.meta_bytes
+    encoded = encode_element(MEDIA_SOP_INSTANCE_UID, "UI", sop_uid.rstrip(b" "),
+                             EXPLICIT_LE_ENC)
+    if encoded == df.meta_bytes[media.start:media.end]:
+        return df.meta_bytes  # already what it would be (the usual case): nothing to render
+    plan = EditPlan()
+    plan.set(media, encoded, [])
+    return render(df.meta_bytes, df.meta, plan, EXPLICIT_LE_ENC)
 
 
 def _reparses(encoded: bytes, tag: int, df: DicomFile) -> bool:
@@ -187,28 +158,6 @@ def _reparses(encoded: bytes, tag: int, df: DicomFile) -> bool:
     except DicomFormatError:
         return False
     return len(parsed) == 1 and parsed[0].tag == tag and parsed[0].end == len(encoded)
-
-
-def _checked_meta(meta: bytes, transfer_syntax: str) -> bytes:
-    """The payload's original meta, which must be whole group 0002 for this file's syntax.
-
-    CBC has no integrity: a damaged ciphertext block decrypts to damaged plaintext, and a
-    damaged meta would make an unreadable output.  An odd-length meta comes back with the
-    OB pad byte, which is dropped.
-    """
-    try:
-        elements, end = _meta_elements(meta, 0)
-    except DicomFormatError:
-        elements, end = [], -1
-    syntax = None
-    for el in elements:  # the last (0002,0010) counts, as in dicomio.split_file
-        if el.tag == 0x00020010:
-            syntax = el.value(meta).rstrip(b"\0 ").decode("ascii", "replace")
-    if end == len(meta) - 1 and meta[-1:] == b"\0":
-        meta = meta[:-1]
-    if end != len(meta) or syntax != transfer_syntax:
-        raise CryptoError("decrypted payload holds a damaged file meta record")
-    return meta
 
 
 @dataclass(frozen=True, slots=True)

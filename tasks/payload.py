@@ -1,0 +1,233 @@
+"""The encrypted payload of PS3.15 E.1.1/E.1.2, in both directions.
+
+De-identification puts the original top-level elements it changed into one Modified
+Attributes Sequence (0400,0550) item, CMS-encrypts that data set and stores it in the
+Encrypted Attributes Sequence (0400,0500), laid out exactly as gdcmanon lays it out, so that
+either tool's ``-d`` restores the other's output.  After the (0400,0550) element comes
+anonpipe's restore record: a private block that gdcmanon ``-d`` ignores (it parses the
+first element only) and that carries what the data set cannot: the original file meta
+and preamble, the original deflate stream, the tags de-identification added.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.crypto import decrypt_envelope
+from tasks.dicomio import (
+    EXPLICIT_LE,
+    EXPLICIT_LE_ENC,
+    UNDEFINED,
+    Element,
+    Encoding,
+    _meta_elements,
+    _Parser,
+    element_header,
+    item_end,
+    item_header,
+    sequence_end,
+)
+from tasks.edit import encode_element, transcode
+from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
+
+ENCRYPTED_ATTRIBUTES = 0x04000500
+ENCRYPTED_CONTENT_TS = 0x04000510
+ENCRYPTED_CONTENT = 0x04000520
+MODIFIED_ATTRIBUTES = 0x04000550
+#: A private record appended after the (0400,0550) element in the payload.  gdcmanon -d
+#: parses only the first element and ignores what follows (reference §3.4), so this carries
+#: what gdcmanon's layout cannot.
+RESTORE_CREATOR_TAG = 0x04010010
+RESTORE_CREATOR = b"ANONPIPE RESTORE"
+RESTORE_META_TAG = 0x04011001
+RESTORE_DEFLATED_TAG = 0x04011002
+RESTORE_DEFLATED_LENGTH_TAG = 0x04011003  # OB values are padded to even length
+#: UL list of top-level tags -e added that the original did not have ((0012,0064),
+#: (0028,0303)): our -d removes them; gdcmanon -d leaves them behind.
+RESTORE_ADDED_TAG = 0x04011004
+#: the original 128-byte preamble, when it was not all zeros (-e writes zeros)
+RESTORE_PREAMBLE_TAG = 0x04011005
+RESTORE_TAGS = (RESTORE_CREATOR_TAG, RESTORE_META_TAG, RESTORE_DEFLATED_TAG,
+                RESTORE_DEFLATED_LENGTH_TAG, RESTORE_ADDED_TAG, RESTORE_PREAMBLE_TAG)
+
+
+# --------------------------------------------------------------------------- forward (E.1.1)
+
+
+def keep_original(payload: dict[int, Element], element: Element) -> None:
+    """Put the original top-level ``element`` into the Modified Attributes item.
+
+    For every step that changes a top-level element outside the attribute walk (pixel
+    data cleaned, overlay bits cleared): re-identification puts it back as it was.  The
+    element must be one of the file's parsed top-level elements (its bytes are copied from
+    the file's body when the payload is built).
+    """
+    payload[element.tag] = element
+
+
+def build_payload(buf: bytes, elements: list[Element], enc: Encoding) -> bytes:
+    """The Encrypted Attributes Data Set: (0400,0550) SQ, one item, Explicit VR LE.
+
+    Layout as gdcmanon writes it (reference §3.3): undefined-length sequence and item,
+    the original elements in ascending tag order, values little-endian.
+    """
+    if enc == EXPLICIT_LE_ENC:  # no transcoding: adjacent elements go as one slice
+        chunks: list[bytes] = []
+        start = end = -1
+        for el in elements:
+            if el.start != end:
+                if start >= 0:
+                    chunks.append(buf[start:end])
+                start = el.start
+            end = el.end
+        if start >= 0:
+            chunks.append(buf[start:end])
+        body = b"".join(chunks)
+    else:
+        body = b"".join(transcode(buf, el, enc, EXPLICIT_LE_ENC) for el in elements)
+    return (
+        element_header(MODIFIED_ATTRIBUTES, "SQ", UNDEFINED, EXPLICIT_LE_ENC)
+        + item_header(UNDEFINED, EXPLICIT_LE_ENC)
+        + body
+        + item_end(EXPLICIT_LE_ENC)
+        + sequence_end(EXPLICIT_LE_ENC)
+    )
+
+
+def restore_record(*, meta: bytes | None = None, preamble: bytes | None = None,
+                   deflated: bytes | None = None, added: list[int] | None = None) -> bytes:
+    """The private block after (0400,0550) that makes our -d byte-exact; b"" when empty.
+
+    ``meta``: the original file meta (group 0002) when re-identification cannot derive it;
+    ``preamble``: the original 128 bytes when they were not zeros; ``deflated``: the
+    original deflate stream when our compressor would not reproduce it; ``added``: the
+    top-level tags de-identification added that the original did not have.
+    """
+    record = b""
+    if meta:
+        record += encode_element(RESTORE_META_TAG, "OB", meta, EXPLICIT_LE_ENC)
+    if deflated is not None:
+        record += encode_element(RESTORE_DEFLATED_TAG, "OB", deflated, EXPLICIT_LE_ENC)
+        record += encode_element(RESTORE_DEFLATED_LENGTH_TAG, "UL",
+                                 struct.pack("<I", len(deflated)), EXPLICIT_LE_ENC)
+    if added:
+        record += encode_element(RESTORE_ADDED_TAG, "UL",
+                                 struct.pack(f"<{len(added)}I", *added), EXPLICIT_LE_ENC)
+    if preamble is not None:
+        record += encode_element(RESTORE_PREAMBLE_TAG, "OB", preamble, EXPLICIT_LE_ENC)
+    if not record:
+        return b""
+    return encode_element(RESTORE_CREATOR_TAG, "LO", RESTORE_CREATOR, EXPLICIT_LE_ENC) + record
+
+
+def encrypted_attributes_element(cms_der: bytes, enc: Encoding) -> bytes:
+    """(0400,0500) with one item holding (0400,0510) and (0400,0520), gdcmanon's layout."""
+    if len(cms_der) % 2:
+        cms_der += b"\0"  # gdcmanon pads an odd DER with one NUL; readers ignore it
+    item = (
+        encode_element(ENCRYPTED_CONTENT_TS, "UI", EXPLICIT_LE.encode(), enc)
+        + element_header(ENCRYPTED_CONTENT, "OB", len(cms_der), enc)
+        + cms_der
+    )
+    return (
+        element_header(ENCRYPTED_ATTRIBUTES, "SQ", UNDEFINED, enc)
+        + item_header(UNDEFINED, enc)
+        + item
+        + item_end(enc)
+        + sequence_end(enc)
+    )
+
+
+# --------------------------------------------------------------------------- inverse (E.1.2)
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """A decrypted payload: the originals to restore and anonpipe's restore record."""
+
+    plaintext: bytes
+    #: the Modified Attributes item's elements (offsets into ``plaintext``)
+    restored: list[Element]
+    #: restore record values by tag (RESTORE_*), padding as stored
+    records: dict[int, bytes]
+
+    @property
+    def added_tags(self) -> tuple[int, ...]:
+        added = self.records.get(RESTORE_ADDED_TAG, b"")
+        return struct.unpack(f"<{len(added) // 4}I", added[:len(added) // 4 * 4])
+
+    def deflated_stream(self) -> bytes | None:
+        stream = self.records.get(RESTORE_DEFLATED_TAG)
+        if stream is not None and RESTORE_DEFLATED_LENGTH_TAG in self.records:
+            length = int.from_bytes(self.records[RESTORE_DEFLATED_LENGTH_TAG], "little")
+            stream = stream[:length]
+        return stream
+
+    def meta(self, transfer_syntax: str) -> bytes | None:
+        """The original file meta, checked (None: the record holds none)."""
+        meta = self.records.get(RESTORE_META_TAG)
+        return checked_meta(meta, transfer_syntax) if meta else None
+
+    def preamble(self) -> bytes | None:
+        """The original 128-byte preamble (None: it was zeros, or an older record)."""
+        preamble = self.records.get(RESTORE_PREAMBLE_TAG)
+        if preamble is not None and len(preamble) != 128:
+            raise CryptoError("decrypted payload holds a damaged preamble record")
+        return preamble
+
+
+def open_payload(encrypted: Element | None, body: bytes, private_key: Any,
+                 password: bytes | None) -> Payload:
+    """Decrypt the Encrypted Attributes Sequence ``encrypted`` (found in ``body``) and
+    check its layout: one (0400,0550) item, then at most our restore record."""
+    if encrypted is None or not encrypted.items:
+        raise UnsupportedFileError(
+            "not de-identified: no Encrypted Attributes Sequence (0400,0500)")
+    item = encrypted.items[0]
+    ts_el = next((e for e in item.elements if e.tag == ENCRYPTED_CONTENT_TS), None)
+    blob_el = next((e for e in item.elements if e.tag == ENCRYPTED_CONTENT), None)
+    if ts_el is None or blob_el is None or blob_el.undefined or blob_el.length == 0:
+        raise CryptoError("Encrypted Attributes item lacks (0400,0510) or (0400,0520)")
+    ts = ts_el.value(body).rstrip(b"\0 ").decode("ascii", "replace")
+    if ts != EXPLICIT_LE:
+        raise CryptoError(f"unsupported payload transfer syntax {ts} (only Explicit VR LE)")
+    if private_key is None and password is None:
+        raise CryptoError("no private key (-k) or password (-p) given")
+    plaintext = decrypt_envelope(blob_el.value(body), private_key, password)
+    try:
+        elements = _Parser(plaintext).parse(0, len(plaintext), EXPLICIT_LE_ENC)
+    except DicomFormatError as exc:
+        raise CryptoError(f"decrypted payload is not a DICOM data set: {exc}") from None
+    if not elements or elements[0].tag != MODIFIED_ATTRIBUTES or not elements[0].items:
+        raise CryptoError("decrypted payload is not one Modified Attributes Sequence (0400,0550)")
+    if any(el.tag not in RESTORE_TAGS for el in elements[1:]):
+        raise CryptoError("decrypted payload holds more than the Modified Attributes Sequence")
+    if len(elements[0].items) != 1:
+        raise CryptoError(
+            f"Modified Attributes Sequence has {len(elements[0].items)} items, expected 1")
+    return Payload(plaintext, elements[0].items[0].elements,
+                   {el.tag: el.value(plaintext) for el in elements[1:]})
+
+
+def checked_meta(meta: bytes, transfer_syntax: str) -> bytes:
+    """The payload's original meta, which must be whole group 0002 for this file's syntax.
+
+    CBC has no integrity: a damaged ciphertext block decrypts to damaged plaintext, and a
+    damaged meta would make an unreadable output.  An odd-length meta comes back with the
+    OB pad byte, which is dropped.
+    """
+    try:
+        elements, end = _meta_elements(meta, 0)
+    except DicomFormatError:
+        elements, end = [], -1
+    syntax = None
+    for el in elements:  # the last (0002,0010) counts, as in dicomio.split_file
+        if el.tag == 0x00020010:
+            syntax = el.value(meta).rstrip(b"\0 ").decode("ascii", "replace")
+    if end == len(meta) - 1 and meta[-1:] == b"\0":
+        meta = meta[:-1]
+    if end != len(meta) or syntax != transfer_syntax:
+        raise CryptoError("decrypted payload holds a damaged file meta record")
+    return meta
