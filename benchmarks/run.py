@@ -443,6 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     notes = scaling(results)
     for line in notes:
         print(f"  scaling  {line}")
+    import pixels  # benchmarks/pixels.py, beside this script: the pixel path (--pixels clean)
+
+    pixel_figures = pixels.bench(args.work)
+    print("  " + pixels.line(pixel_figures))
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     path = args.results / f"bench-{stamp}.json"
@@ -452,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "outputs": {"folder": str(outputs), "file_system": _file_system(outputs)},
         "results": [r.summary() for r in results],
         "targets": [{"target": t, "met": ok, "measured": d} for t, ok, d in checks],
-        "scaling": notes, "load_average": {"start": load_start, "end": os.getloadavg()},
+        "scaling": notes, "pixels": pixel_figures, "load_average": {"start": load_start, "end": os.getloadavg()},
         "raw": [asdict(s) | {"archive": r.archive, "command": r.command}
                 for r in results for s in r.samples],
     }, indent=2))

@@ -176,9 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, text in OPTION_FLAGS:
         prof.add_argument(flag, dest="profile_options", action="append_const",
                           const=flag[2:].replace("-", "_"), help=text)
+    prof.add_argument("--pixels", choices=("clean", "refuse", "keep"), action=_Once,
+                      help="files whose pixels may show text (burned-in check, region rules): "
+                      "clean (default: blank rule boxes and OCR-found text, verify by OCR), "
+                      "refuse them, or keep their pixels as they are")
     prof.add_argument("--allow-burned-in", action="store_true",
-                      help="process files that may show burned-in text (pixel data is never "
-                      "cleaned; refused by default)")
+                      help="the older name of --pixels keep")
+    prof.add_argument("--pixels-preview", action=_Once, metavar="DIR",
+                      help="write a before/after PNG of each file cleaned, blanked boxes "
+                      "outlined (it shows the burned-in text: protect DIR)")
     prof.add_argument("--explain", action=_Once, metavar="FILE",
                       help="print what the profile does to each attribute of FILE and why, "
                       "then exit (no output file, no values shown)")

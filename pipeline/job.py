@@ -92,6 +92,8 @@ class RunSummary:
     #: per study, old -> new Patient ID and accession (0600; -e only)
     study_list: Path | None = None
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (rel path, kind, reason)
+    #: files Clean Pixel Data changed or checked, by how (rule, ocr, checked)
+    pixels: dict[str, int] = field(default_factory=dict)
 
     @property
     def skipped(self) -> int:

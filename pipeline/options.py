@@ -20,6 +20,7 @@ from tasks.crypto import Cipher, EnvelopeEncryptor, certificate_fingerprint, loa
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.errors import InputNotFoundError, ProfileError, UsageError
 from tasks.model import FileOperation
+from tasks.pixels.clean import DEFAULT_POLICY as DEFAULT_PIXEL_POLICY
 from tasks.profile import DEFAULT_PROFILE, ProfileSpec, get_profile, load_profile
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.uids import DEFAULT_ROOT, secret_fingerprint, validate_root
@@ -119,6 +120,11 @@ def _check_state_paths(args: argparse.Namespace, src: Path, dst: Path) -> None:
             if where.is_relative_to(folder.resolve()):
                 raise UsageError(f"the {what} {path} must not be inside the {name} folder "
                                  "(it links originals to pseudonyms)")
+    preview = getattr(args, "pixels_preview", None)
+    for name, folder in (("output", dst), ("input", src)):
+        if preview and Path(preview).resolve().is_relative_to(folder.resolve()):
+            raise UsageError(f"--pixels-preview {preview} must not be inside the {name} folder "
+                             "(its images show the burned-in text)")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -132,9 +138,10 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
     dumb_ops = args.empty or args.clear or args.remove or args.replace
     if mode != "dumb" and dumb_ops:
         raise UsageError("--empty/--clear/--remove/--replace need --dumb")
-    profile_flags = args.profile or args.profile_options or args.allow_burned_in
+    profile_flags = (args.profile or args.profile_options or args.allow_burned_in
+                     or args.pixels or args.pixels_preview)
     if mode != "e" and (args.ciphers or args.irreversible or profile_flags):
-        raise UsageError("cipher, profile (--profile, --retain-*, --clean-*, "
+        raise UsageError("cipher, profile (--profile, --retain-*, --clean-*, --pixels*, "
                          "--allow-burned-in) and --irreversible options apply to -e only")
     if mode == "d" and args.certificate:
         raise UsageError("-d needs the private key (-k), not a certificate")
@@ -185,14 +192,16 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
         elif args.certificate or password is not None:
             raise UsageError("--irreversible keeps no payload: drop -c/-p")
         secret = _secret(args)
+        pixels, preview = _pixels(args)
         settings = DeidentifySettings(secret=secret, root_uid=_root_uid(args), profile=spec,
                                       encryptor=encryptor, options=options,
-                                      allow_burned_in=args.allow_burned_in)
+                                      pixels=pixels, pixels_preview=preview)
         return Deidentify(settings), {
             # a name, or the YAML path for a site profile (scan workers load it by that)
             "profile": args.profile or DEFAULT_PROFILE,
             "profile_options": sorted(get_profile(spec, options).options),
-            "allow_burned_in": args.allow_burned_in,
+            "allow_burned_in": pixels == "keep",
+            "pixels": pixels,
             "irreversible": encryptor is None,
             "cipher": _cipher(args).value if encryptor else None,
             "certificates": fingerprints, "password_recipient": password is not None,
@@ -260,8 +269,23 @@ def explain_settings(args: argparse.Namespace) -> DeidentifySettings:
     if args.explain and not Path(args.explain).exists():
         raise UsageError(f"Could not find file: {args.explain}")
     spec, options = _profile(args)
-    return DeidentifySettings(secret=b"explain", profile=spec, options=options,
-                              allow_burned_in=args.allow_burned_in)
+    pixels, _ = _pixels(args)
+    return DeidentifySettings(secret=b"explain", profile=spec, options=options, pixels=pixels)
+
+
+def _pixels(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The pixel policy (--allow-burned-in is --pixels keep) and the preview folder."""
+    if args.allow_burned_in and args.pixels not in (None, "keep"):
+        raise UsageError(f"--allow-burned-in is --pixels keep: not with --pixels {args.pixels}")
+    policy = "keep" if args.allow_burned_in else (args.pixels or DEFAULT_PIXEL_POLICY)
+    preview = args.pixels_preview
+    if preview is not None:
+        if policy != "clean":
+            raise UsageError("--pixels-preview shows what --pixels clean blanks")
+        if Path(preview).exists() and not Path(preview).is_dir():
+            raise UsageError(f"--pixels-preview {preview} is not a directory")
+        preview = str(Path(preview).resolve())
+    return policy, preview
 
 
 def _read_key(path: Path, password: bytes | None) -> bytes:

@@ -8,7 +8,8 @@ list and the exit code all count with this one function.
 - already done: an earlier run wrote it and the output is intact (resume);
 - not DICOM: the file is no DICOM file at all (no preamble, no recognisable header);
 - refused: DICOM, but not processed on purpose (already de-identified, a DICOMDIR,
-  burned-in annotation without ``--allow-burned-in``: ``UnsupportedFileError``);
+  burned-in annotation under ``--pixels refuse``, text OCR still reads after cleaning
+  the pixels: ``UnsupportedFileError``, ``BurnedInTextError``);
 - failed: anything else (damaged or truncated DICOM, wrong key, unreadable entry, I/O).
 """
 
@@ -29,6 +30,7 @@ NOT_WRITTEN: Final = (NOT_DICOM, REFUSED, FAILED)
 RULES: Final = (
     ("DicomFormatError", "not a DICOM file", NOT_DICOM),
     ("UnsupportedFileError", "", REFUSED),
+    ("BurnedInTextError", "", REFUSED),  # Clean Pixel Data: OCR still reads text after it
 )
 
 

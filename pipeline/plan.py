@@ -174,16 +174,17 @@ def rejection(job: TreeJob, row: dict[str, Any]) -> tuple[str, str] | None:
         burned = burned_in_check(job)
         if burned is not None:
             why = burned.burned_in_reason(row.get("sop_class"), row.get("burned_in"))
-            if why is not None:  # the words tasks.deidentify.check_burned_in uses
-                return ("UnsupportedFileError", (f"burned-in annotation: {why}; anonpipe does "
-                        "not clean pixel data (--allow-burned-in processes it anyway)"))
+            if why is not None:  # the words of tasks.pixels.clean.pixel_step
+                reason = f"burned-in annotation: {why}; --pixels refuse (--pixels clean blanks it)"
+                return "UnsupportedFileError", reason
     return None
 
 
 def burned_in_check(job: TreeJob) -> Any:
-    """The compiled profile when -e refuses burned-in files (no ``--allow-burned-in``)."""
+    """The compiled profile when -e refuses burned-in files (``--pixels refuse``; ``clean``
+    blanks the text in pass 2, ``keep`` and ``--allow-burned-in`` leave it)."""
     settings = getattr(job.operation, "settings", None)
-    if job.mode != "deidentify" or getattr(settings, "allow_burned_in", True):
+    if job.mode != "deidentify" or getattr(settings, "pixel_policy", "keep") != "refuse":
         return None
     return profile_of(job)
 

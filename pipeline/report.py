@@ -157,6 +157,12 @@ def build_report(
             "bytes_out": summary.bytes_out,
             # files found that a stopped run never reached (they have no outcome yet)
             "not_attempted": _not_attempted(summary, findings),
+            # Clean Pixel Data: files cleaned by a region rule (and no OCR box), by OCR,
+            # checked with nothing to blank, refused because OCR still read text
+            "pixels": {"rule": summary.pixels.get("rule", 0), "ocr": summary.pixels.get("ocr", 0),
+                       "checked": summary.pixels.get("checked", 0),
+                       "refused_after_verification": sum(
+                           n for (_, kind, _), n in reasons.items() if kind == "BurnedInTextError")},
         },
         "failed_list": None if summary.failed_list is None else str(summary.failed_list),
         "study_list": None if summary.study_list is None else str(summary.study_list),
@@ -232,6 +238,7 @@ def summary_table(report: dict[str, Any]) -> Group:
     counts = report["counts"]
     preview = bool(report.get("preview"))
     table.add_section()
+    pixels = counts.get("pixels") or {}
     for name in outcomes.OUTCOMES:
         if preview and name not in outcomes.NOT_WRITTEN:
             continue  # --scan-only, --dry-run: what pass 2 would not write
@@ -240,5 +247,10 @@ def summary_table(report: dict[str, Any]) -> Group:
         label = f"{name} (would be)" if preview else name
         table.add_row(label, f"{n:,}", mb, "", "",
                       style="red" if n and name in outcomes.NOT_WRITTEN else None)
+        if name == outcomes.WRITTEN:  # Clean Pixel Data: how many of them, and how
+            for how, text in (("rule", "  pixels cleaned by rule"),
+                              ("ocr", "  pixels cleaned by OCR")):
+                if pixels.get(how):
+                    table.add_row(text, f"{pixels[how]:,}", "", "", "")
     return Group(table, *(Text(line) for line in reason_lines(report)))
 

@@ -199,6 +199,9 @@ class _Pass2:
                 done += 1
                 self.summary.bytes_in += size
                 self.summary.bytes_out += written
+                if row.get("pixels"):
+                    how = str(row["pixels"])
+                    self.summary.pixels[how] = self.summary.pixels.get(how, 0) + 1
             else:
                 failed += 1
         self.store.journal(journal)

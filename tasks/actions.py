@@ -1,7 +1,7 @@
 """Replacement values per VR: dummies (D), clean rules (C) and date shifting (PS3.15 E.1-1a).
 
-Rules as data: :data:`FIXED_DUMMIES` maps a VR to its dummy, :data:`CLEAN_RULES` a VR to its
-clean rule.  Every value derived from an original comes from HMAC-SHA256 under the project
+Rules as data: the VR table (``tasks.vr``) gives each VR its fixed dummy and the name of its
+clean rule; :data:`CLEAN_RULES` maps those names to the rules.  Every value derived from an original comes from HMAC-SHA256 under the project
 secret (``tasks.uids``), so the same original gives the same replacement on every worker.
 
 Clean (C) rules, conservative by design:
@@ -26,15 +26,8 @@ import hmac
 from collections.abc import Callable
 
 from tasks.uids import pseudonym
+from tasks.vr import BINARY_VRS, FIXED_DUMMIES, VRS
 
-#: VRs whose value is binary; a dummy keeps the length and zeroes the bytes.
-BINARY_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "OB", "OW", "OF", "OD", "OL",
-                        "OV", "SV", "UV", "UN", "AT"})
-FIXED_DUMMIES: dict[str, bytes] = {
-    "DA": b"19000101", "TM": b"000000", "DT": b"19000101000000", "AS": b"000D",
-    "DS": b"0", "IS": b"0", "UR": b"urn:anonpipe:dummy",
-}
-TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "CS", "PN"})
 #: Private coding scheme of the dummy code items (PS3.16 8.2: "99" prefix).
 DUMMY_SCHEME = b"99ANONPIPE"
 DUMMY_MEANING = b"de-identified"
@@ -54,9 +47,7 @@ def dummy_value(secret: bytes, vr: str, original: bytes) -> bytes:
     if vr in ("SH", "CS", "AE"):
         return f"ANON{pseudonym(secret, 'id', key, 12)}".encode()[:16]
     if vr in BINARY_VRS:
-        width = {"US": 2, "SS": 2, "AT": 4, "UL": 4, "SL": 4, "FL": 4, "FD": 8, "SV": 8,
-                 "UV": 8}.get(vr, 2)
-        return b"\0" * max(len(original), width)
+        return b"\0" * max(len(original), VRS[vr].width or 2)
     return FIXED_DUMMIES.get(vr, b"ANONYMIZED")
 
 
@@ -154,13 +145,13 @@ def _clean_text(ctx: CleanContext, tag: int, vr: str, value: bytes, type_: str |
 
 
 CleanRule = Callable[[CleanContext, int, str, bytes, "str | None"], object]
-CLEAN_RULES: dict[str, CleanRule] = {
-    "DA": _clean_date,
-    "DT": _clean_datetime,
-    "TM": _clean_time,
-    "AE": _clean_ae,
-    **{vr: _clean_text for vr in TEXT_VRS},
+_CLEAN_BY_NAME: dict[str, CleanRule] = {
+    "date": _clean_date, "datetime": _clean_datetime, "time": _clean_time, "ae": _clean_ae,
+    "text": _clean_text,
 }
+#: VR -> its clean rule (the ``clean`` column of the VR table)
+CLEAN_RULES: dict[str, CleanRule] = {name: _CLEAN_BY_NAME[row.clean]
+                                     for name, row in VRS.items() if row.clean}
 
 
 def clean_value(ctx: CleanContext, tag: int, vr: str, value: bytes, type_: str | None) -> object:

@@ -14,7 +14,7 @@ from typing import Any
 
 from tasks.errors import AnonpipeError, OutputError
 from tasks.fileio import deferred_durability
-from tasks.model import Batch, FileOperation, FileResult, Status
+from tasks.model import Batch, FileOperation, FileResult, Status, Written
 
 
 def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int) -> FileResult:
@@ -29,6 +29,9 @@ def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int) 
         return FileResult(rel, Status.FAILED, size, 0, "InternalError",
                           f"unexpected {type(exc).__name__} (a bug: please report it)",
                           time.perf_counter() - started)
+    if isinstance(written, Written):
+        return FileResult(rel, Status.DONE, size, written.size,
+                          seconds=time.perf_counter() - started, pixels=written.pixels)
     return FileResult(rel, Status.DONE, size, written, seconds=time.perf_counter() - started)
 
 

@@ -35,12 +35,19 @@ from tasks.actions import (
     date_offset_days,
     dummy_value,
 )
+from tasks.codes import (
+    CODE_ITEM_SCHEME,
+    CODE_ITEM_VALUES,
+    CODING_SCHEME_DESIGNATOR,
+    standard_scheme,
+)
 from tasks.dicomio import (
     PIXEL_DATA,
     DicomFile,
     Element,
     Encoding,
     Item,
+    dictionary_vr,
     element_header,
     item_header,
     pad_value,
@@ -51,6 +58,7 @@ from tasks.edit import Chunk, EditPlan, encode_element, render_parts
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece, write_atomic
 from tasks.filemeta import is_uid, preamble_data, rebuilt_meta, zeroed_prefix
+from tasks.model import Written
 from tasks.overlay import cleared_pixel_data, removed_planes_in_pixel_bits
 from tasks.payload import (
     ENCRYPTED_ATTRIBUTES,
@@ -60,17 +68,29 @@ from tasks.payload import (
     keep_original,
     restore_record,
 )
+from tasks.pixels.clean import (
+    CLEAN_PIXEL_CODE,
+    CLEAN_PIXEL_METHOD,
+    DEFAULT_POLICY,
+    PixelResult,
+    pixel_step,
+    pixels_wanted,
+)
+from tasks.pixels.preview import write_preview
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.profile import (
     DEFAULT_PROFILE,
+    UID_RULE,
     Action,
     CompiledProfile,
     Decision,
     ProfileSpec,
     Rule,
     get_profile,
+    kept_decision,
 )
-from tasks.uids import DEFAULT_ROOT, new_uid
+from tasks.uids import DEFAULT_ROOT, instance_uids, new_uid, registered
+from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted, conforms
 
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
@@ -102,8 +122,17 @@ class DeidentifySettings:
     encryptor: EnvelopeEncryptor | None = None  # None: irreversible, no (0400,0500)
     #: PS3.15 Options (tasks.profile.OPTIONS names) on top of the profile's own
     options: tuple[str, ...] = ()
-    #: process files the profile would refuse for burned-in annotation (pixels not cleaned)
+    #: process files the profile would refuse for burned-in annotation (pixels not cleaned):
+    #: the older name of ``pixels="keep"``
     allow_burned_in: bool = False
+    #: what to do with pixels that may show text: clean, refuse or keep (tasks.pixels.clean)
+    pixels: str = DEFAULT_POLICY
+    #: a folder for before/after PNGs of every file cleaned (a person checks a sample)
+    pixels_preview: str | None = None
+
+    @property
+    def pixel_policy(self) -> str:
+        return "keep" if self.allow_burned_in else self.pixels
 
     @property
     def irreversible(self) -> bool:
@@ -119,14 +148,35 @@ class DeidentifySettings:
 _dummy = dummy_value
 
 Trace = list[tuple[int, Element, str, str]]
-#: Free text (PS3.5 6.2) a sequence's D/C row covers when no row names the attribute.
-FREE_TEXT_VRS = frozenset({"ST", "LT", "UT", "UC", "PN"})
 _SCRUB_RULES = {
     Action.D: Rule("", "", "", "", "D", "", "free text inside a sequence whose row is D or "
                    "U*: dummy"),
     Action.C: Rule("", "", "", "", "C", "", "free text inside a sequence whose row is C: "
                    "cleaned"),
 }
+
+
+_kept = kept_decision
+
+
+def _private_vr_problem(el: Element, listed: str, buf: bytes) -> str | None:
+    """Why a private element in a slot of the safe list (PS3.15 Table E.3.10-1) is not what
+    the list says the slot holds, or None.  An explicit VR must be the listed one; a value
+    of unknown VR (implicit files) must conform to it.  Never quotes the value."""
+    allowed = listed.split("/") if listed else []
+    if el.items is not None or el.vr == "SQ":
+        return None if "SQ" in allowed else f"a sequence where the list has {listed or 'no VR'}"
+    if el.vr != "UN":
+        if el.vr in allowed or (not listed and el.vr not in UNLISTED):
+            return None  # the listed VR, or a number where the list gives none
+        return f"VR {el.vr} where the list has {listed or 'no VR'}"
+    if not allowed:
+        return "a value of unknown VR where the list gives none"
+    if el.undefined:
+        return "an undefined length"
+    if "SQ" not in allowed and any(conforms(vr, el.value(buf)) for vr in allowed):
+        return None
+    return f"a value that is not {listed}"
 
 
 def _lazy_date_offset(secret: bytes, df: DicomFile) -> Callable[[], int]:
@@ -166,6 +216,7 @@ class _Deidentifier:
         self.trace = trace
         self.date_offset = _lazy_date_offset(settings.secret, df)
         self.clean = CleanContext(settings.secret, self.date_offset, dict(profile.clean_allow))
+        self.known_safe_only = profile.known_safe_only
 
     def walk(self, elements: list[Element], enc: Encoding, path: list[Element | Item],
              parent: int = 0, scrub: Action | None = None) -> None:
@@ -176,7 +227,11 @@ class _Deidentifier:
         the table leaves such content (e.g. an SR Text Value) to its sequence's row.
         """
         # the per-element path is inlined (decision cache, removal, _record): it runs for
-        # every element of every file (issue 6 measurements)
+        # every element of every file; an attribute no row names costs one more dict
+        # lookup, by its VR (tasks.vr: numbers, codes and times miss it and are kept)
+        kinds = self.profile.scrub_vrs if scrub is not None else self.profile.unlisted_vrs
+        code = (self._code_scheme(elements) if scrub is not None or self.known_safe_only
+                else None)
         resolver = self.resolver
         decide = resolver.decide
         cached = resolver._cache
@@ -200,12 +255,14 @@ class _Deidentifier:
                 decision = cached[key_base | tag]
             except KeyError:
                 decision = decide(tag, parent)
-            if decision is None and scrub is not None and el.vr in FREE_TEXT_VRS:
-                decision = self._scrub_decision(el, scrub)
+            if decision is None:
+                kind = kinds.get(el.vr)
+                if kind is not None:
+                    decision = self._unlisted(el, parent, kind, scrub, code)
             if decision is None or decision.action is keep:
                 if trace is not None:
                     trace.append((len(path) // 2, el, "K", decision.reason() if decision
-                                  else "not in the profile: kept"))
+                                  else self._kept_why(el)))
                 if el.items:
                     self._enter(el, enc, path, scrub)
                 continue
@@ -230,6 +287,80 @@ class _Deidentifier:
     def _scrub_decision(self, el: Element, scrub: Action) -> Decision:
         rule = _SCRUB_RULES[scrub]
         return Decision(scrub, rule, None, "", Action.Z)
+
+    def _kept_why(self, el: Element) -> str:
+        """Why an attribute no rule acts on is kept (``--explain`` only)."""
+        if not self.profile.unlisted:
+            return "not in the profile: kept"
+        kind = UNLISTED.get(el.vr, Unlisted.KEEP)
+        if el.vr == "SQ" or el.items is not None:
+            return "not in Table E.1-1: sequence kept, its items walked"
+        if kind == Unlisted.KEEP:
+            return f"not in Table E.1-1: VR {el.vr} (a number, code, time or age) kept"
+        return (f"not in Table E.1-1: VR {el.vr} kept (PS3.15 E.1.1; the strict profile keeps "
+                "only what is known safe)")
+
+    def _code_scheme(self, elements: list[Element]) -> bool | None:
+        """For a code item (PS3.3 Table 8.8-1): whether its scheme is a standard one; None
+        for any other data set."""
+        for el in elements:
+            if el.tag >= CODING_SCHEME_DESIGNATOR:
+                if el.tag == CODING_SCHEME_DESIGNATOR and not el.undefined:
+                    return standard_scheme(el.value(self.buf))
+                return None
+        return None
+
+    def _unlisted(self, el: Element, parent: int, kind: str, scrub: Action | None,
+                  code: bool | None) -> Decision | None:
+        """The decision for an attribute no row of the profile names, by its VR's kind
+        (tasks.vr.Unlisted): the rules past Table E.1-1 (PS3.15 E.1.1)."""
+        tag = el.tag
+        rules = self.profile.unlisted
+        if kind == Unlisted.UID:
+            # (attributes naming a definition are kept by the resolver: tasks.profile)
+            rule = rules[kind]
+            if rule is None:
+                return _kept("not in Table E.1-1: UIDs kept (retain_uids)")
+            if el.undefined or not instance_uids(el.value(self.buf)):
+                return _kept("not in Table E.1-1: a UID registered in PS3.6 Annex A")
+            return self.resolver.by_rule(tag, parent, rule)
+        if kind == Unlisted.NAME:
+            if not el.length:
+                return None
+            return self.resolver.by_rule(tag, parent, rules[kind] or _SCRUB_RULES[Action.D])
+        if kind == Unlisted.DATE:
+            rule = rules[kind]
+            if rule is None:
+                return _kept("not in Table E.1-1: dates kept (retain_long_full_dates)")
+            return self.resolver.by_rule(tag, parent, rule)
+        # free text and opaque bytes
+        if el.items is not None:
+            return None  # a UN sequence (CP-246): its items are walked, each by its own rule
+        if el.vr == "UN" and not tag & 0x10000:
+            # a standard attribute its writer encoded as UN: the rule of its real VR
+            real = UNLISTED.get(dictionary_vr(tag), Unlisted.KEEP)
+            if real == Unlisted.KEEP or real not in rules:
+                return None
+            if real != Unlisted.TEXT:
+                return self._unlisted(el, parent, real, scrub, code)  # UID, name, date
+            kind = real
+        if code is not None:
+            if tag in CODE_ITEM_SCHEME:
+                return _kept("names the coding scheme of a code item")
+            if tag in CODE_ITEM_VALUES:
+                if code:
+                    return _kept("code of a standard coding scheme (PS3.16 8): safe")
+                local = rules["code"]
+                assert local is not None
+                return self.resolver.by_rule(tag, parent, local)
+        if scrub is not None and kind == Unlisted.TEXT:
+            return self._scrub_decision(el, scrub)
+        rule = rules.get(kind)
+        if rule is None:
+            return None
+        if tag in self.profile.spec.known_safe:
+            return _kept(f"not in Table E.1-1: known safe (profile {self.profile.name})")
+        return self.resolver.by_rule(tag, parent, rule)
 
     def _enter(self, el: Element, enc: Encoding, path: list[Element | Item],
                scrub: Action | None = None) -> None:
@@ -283,6 +414,8 @@ class _Deidentifier:
             if el.length == 0:
                 return None, False
             return encode_element(el.tag, el.vr, b"", enc), False
+        if decision.rule is UID_RULE:
+            return encode_element(el.tag, el.vr, self.map_instance_uids(value), enc), False
         if action is Action.U or (action is Action.D and el.vr == "UI"):
             if not value.rstrip(b"\0 "):
                 return None, False
@@ -293,8 +426,8 @@ class _Deidentifier:
         return None, False
 
     def _clean(self, el: Element, decision: Decision, enc: Encoding) -> tuple[bytes | None, bool]:
-        if decision.rule.keyword in ("curve", "overlay_data"):
-            return None, False  # Clean Graphics: bitmaps kept (see tasks.actions)
+        if decision.rule.keyword in ("curve", "overlay_data") and el.vr not in FREE_TEXT_VRS:
+            return None, False  # Clean Graphics: bitmaps, codes, numbers kept (tasks.actions)
         value = el.value(self.buf)
         if not value.rstrip(b"\0 "):
             return None, False
@@ -355,21 +488,44 @@ class _Deidentifier:
             block = (group << 16) | (elem >> 8)
             creator = creators.get(block) if elem >> 8 >= 0x10 else None
             why = None
+            gone = f"{rule.why} (creator {creator!r})"
+            vr = el.vr
             if creator is not None:
                 if creator in profile.keep_creators:
                     why = f"profile {profile.name} keeps private creator {creator!r}"
-                elif (group, creator, elem & 0xFF) in profile.safe_private:
-                    why = f"{rule.why}: safe private (Table E.3.10-1, {creator!r})"
+                else:
+                    listed = profile.safe_private.get((group, creator, elem & 0xFF))
+                    problem = (None if listed is None
+                               else _private_vr_problem(el, listed, self.buf))
+                    if listed is None:
+                        pass
+                    elif problem is None:
+                        why = f"{rule.why}: safe private (Table E.3.10-1, {creator!r})"
+                        vr = listed.split("/")[0] if vr == "UN" and listed else vr
+                    else:
+                        gone = (f"{rule.why}: a safe private slot ({creator!r}) holding "
+                                f"{problem}: removed")
             if why is not None:
                 kept_blocks.add(block)
                 kept_groups.add(group)
+                kind = profile.unlisted_vrs.get(vr)
+                decision = (self._unlisted(el, 0, kind, None, None)
+                            if kind in (Unlisted.UID, Unlisted.NAME, Unlisted.DATE) else None)
+                if decision is not None and decision.action is not Action.K:
+                    # a kept private UID, name or date follows the rules of its VR
+                    new, _enter = self._apply(el, decision, enc)
+                    if trace is not None:
+                        trace.append((len(path) // 2, el, self._label(decision, new, False),
+                                      f"{why}; {decision.reason()}"))
+                    self._record(el, new, path)
+                    continue
                 if trace is not None:
                     trace.append((len(path) // 2, el, "K", why))
                 if el.items:
                     self._enter(el, enc, path)
                 continue
             if trace is not None:
-                trace.append((len(path) // 2, el, "X", f"{rule.why} (creator {creator!r})"))
+                trace.append((len(path) // 2, el, "X", gone))
             self._record(el, b"", path)
         for el in later:
             group, elem = el.tag >> 16, el.tag & 0xFFFF
@@ -400,6 +556,13 @@ class _Deidentifier:
             for el in elements:
                 payload[el.tag] = el
                 replace[el.start] = b""
+
+    def map_instance_uids(self, value: bytes) -> bytes:
+        """:meth:`map_uids` of the UIDs not registered in PS3.6 Annex A (kept as they are)."""
+        parts = value.rstrip(b"\0 ").split(b"\\")
+        return b"\\".join(
+            part if registered(part.strip(b"\0 ").decode("ascii", "replace")) is not None
+            else self.map_uids(part) for part in parts)
 
     def map_uids(self, value: bytes) -> bytes:
         cached = self.uid_cache.get(value)
@@ -443,32 +606,25 @@ def check_deidentifiable(df: DicomFile) -> None:
         )
 
 
-def check_burned_in(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings) -> None:
-    """Refuse pixel data that may show identifying text: we do not clean pixels."""
-    if settings.allow_burned_in:
-        return
-    reason = profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
-                                      df.top_text(BURNED_IN_ANNOTATION))
-    if reason is not None:
-        raise UnsupportedFileError(
-            f"burned-in annotation: {reason}; anonpipe does not clean pixel data "
-            "(--allow-burned-in processes it anyway)")
-
-
 @functools.lru_cache(maxsize=64)
-def _markers(profile: CompiledProfile, enc: Encoding) -> tuple[bytes, bytes, bytes | None]:
+def _markers(profile: CompiledProfile, enc: Encoding, pixels: bool = False
+             ) -> tuple[bytes, bytes, bytes | None]:
     """(0012,0062) YES, (0012,0063) and (0012,0064) (None: the profile adds none), encoded
-    once per profile and encoding (the profile is compiled once and held: keyed by it)."""
+    once per profile and encoding (the profile is compiled once and held: keyed by it);
+    ``pixels``: Clean Pixel Data was applied too (a second method value, code 113101)."""
+    method = profile.method.encode() + (b"\\" + CLEAN_PIXEL_METHOD if pixels else b"")
     return (encode_element(PATIENT_IDENTITY_REMOVED, "CS", b"YES", enc),
-            encode_element(DEIDENTIFICATION_METHOD, "LO", profile.method.encode(), enc),
-            _method_codes(profile, enc))
+            encode_element(DEIDENTIFICATION_METHOD, "LO", method, enc),
+            _method_codes(profile, enc, pixels))
 
 
-def _method_codes(profile: CompiledProfile, enc: Encoding) -> bytes | None:
+def _method_codes(profile: CompiledProfile, enc: Encoding, pixels: bool = False) -> bytes | None:
     """(0012,0064) De-identification Method Code Sequence: one CID 7050 item per code."""
     codes = profile.method_codes()
     if not codes:
         return None
+    if pixels:
+        codes = [*codes, CLEAN_PIXEL_CODE]
     items = b""
     for value, scheme, meaning in codes:
         body = (encode_element(CODE_VALUE, "SH", value.encode(), enc)
@@ -488,12 +644,14 @@ def deidentify_bytes(data: bytes, settings: DeidentifySettings,
 
 
 def deidentify_parts(data: bytes, settings: DeidentifySettings,
-                     trace: Trace | None = None) -> list[Chunk]:
+                     trace: Trace | None = None,
+                     cleaned: list[PixelResult] | None = None) -> list[Chunk]:
     """:func:`deidentify_bytes` as the pieces of the new file, in order (pixel data as a
-    view of ``data``'s buffer, not a copy: see ``tasks.fileio.write_atomic``)."""
+    view of ``data``'s buffer, not a copy: see ``tasks.fileio.write_atomic``).  What Clean
+    Pixel Data did, if anything, is appended to ``cleaned``."""
     profile = settings.compiled_profile()
     df = read_dicom(data, private_runs=_private_runs(profile, trace))
-    return _deidentified(df, data, profile, settings, trace)
+    return _deidentified(df, data, profile, settings, trace, cleaned=cleaned)
 
 
 def deidentify_split(fd: int, size: int, settings: DeidentifySettings
@@ -505,8 +663,8 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings
     profile = settings.compiled_profile()
 
     def render(df: DicomFile, stand_in: tuple[int, bytes]) -> list[Chunk] | None:
-        if _overlay_planes(df, profile):
-            return None  # the pixel words change (tasks.overlay): read whole
+        if _overlay_planes(df, profile) or pixels_wanted(df, profile, settings.pixel_policy):
+            return None  # the pixel words change (tasks.overlay, tasks.pixels): read whole
         return _deidentified(df, b"", profile, settings, None, stand_in)
 
     return split_rendered(fd, size, render, _private_runs(profile, None))
@@ -520,26 +678,28 @@ def _private_runs(profile: CompiledProfile, trace: Trace | None) -> bool:
 
 def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
                   settings: DeidentifySettings, trace: Trace | None,
-                  stand_in: tuple[int, bytes] | None = None) -> list[Chunk]:
+                  stand_in: tuple[int, bytes] | None = None,
+                  cleaned: list[PixelResult] | None = None) -> list[Chunk]:
     """The pieces of ``df`` de-identified (``data``: the file's bytes, needed for deflated
     files only).  ``stand_in``: the body offset of a Pixel Data stand-in
     (``tasks.pixeltail``) and the object to render in its place, a piece of its own."""
     check_deidentifiable(df)
-    if trace is None:
-        check_burned_in(df, profile, settings)
+    pixels = pixel_step(df, profile, settings.pixel_policy) if trace is None else None
     work = _Deidentifier(df, profile, settings, trace)
     work.walk(df.elements, df.enc, [])
+    added: dict[int, bytes] = {}
+    if pixels is not None:
+        _take_cleaned_pixels(df, work, pixels, added, settings, cleaned)
     if trace is None:
         _clear_overlay_planes(df, work)
     enc = df.enc
     plan = work.plan
-    added: dict[int, bytes] = {}
     if profile.dates is not None and profile.spec.table:
         added[LONGITUDINAL_MODIFIED] = encode_element(
             LONGITUDINAL_MODIFIED, "CS",
             b"MODIFIED" if profile.dates == "modified" else b"UNMODIFIED", enc)
     # PS3.15 E.1.1: every de-identified instance says so, with or without a payload
-    removed, method, codes = _markers(profile, enc)
+    removed, method, codes = _markers(profile, enc, pixels is not None)
     plan.insert[PATIENT_IDENTITY_REMOVED] = removed
     plan.insert[DEIDENTIFICATION_METHOD] = method
     if codes is not None:
@@ -607,6 +767,28 @@ def _overlay_planes(df: DicomFile, profile: CompiledProfile) -> list[int]:
     """The overlay groups in unused Pixel Data bits that ``profile`` removes."""
     return removed_planes_in_pixel_bits(
         df, profile.resolver(df.top_text(SOP_CLASS_UID)).decide)
+
+
+def _take_cleaned_pixels(df: DicomFile, work: _Deidentifier, pixels: PixelResult,
+                         added: dict[int, bytes], settings: DeidentifySettings,
+                         cleaned: list[PixelResult] | None) -> None:
+    """Clean Pixel Data's elements into the edit: the new Pixel Data replaces the old
+    (which goes into the payload; overlay bits are then cleared in the new words), the
+    others ((0028,0301) NO, lossy attributes) are set like the engine's own additions."""
+    for tag, encoded in pixels.elements.items():
+        el = df.top(tag)
+        if tag == PIXEL_DATA and el is not None:
+            if el.start in work.plan.replace:
+                continue  # the profile acts on Pixel Data itself: its action stands
+            work.plan.set(el, encoded, [])
+            keep_original(work.payload, el)
+        else:
+            added[tag] = encoded
+    if cleaned is not None:
+        cleaned.append(pixels)
+    if settings.pixels_preview:
+        uid = work.map_uids(df.top_value(SOP_INSTANCE_UID) or b"").rstrip(b"\0 ").decode()
+        write_preview(settings.pixels_preview, uid, pixels)
 
 
 def _clear_overlay_planes(df: DicomFile, work: _Deidentifier) -> None:
@@ -692,10 +874,13 @@ class Deidentify:
 
     settings: DeidentifySettings
 
-    def __call__(self, src: Path, dst: Path) -> int:
-        return apply_to_file(src, dst, lambda data: deidentify_parts(data, self.settings),
+    def __call__(self, src: Path, dst: Path) -> int | Written:
+        cleaned: list[PixelResult] = []
+        size = apply_to_file(src, dst,
+                             lambda data: deidentify_parts(data, self.settings, cleaned=cleaned),
                              lambda fd, size: deidentify_split(fd, size, self.settings),
                              SPLIT_FROM)
+        return Written(size, cleaned[-1].how) if cleaned else size
 
 
 def apply_to_file(src: Path, dst: Path, whole: Callable[[bytes], Sequence[Piece] | bytes],

@@ -19,9 +19,12 @@ from tasks.deidentify import (
     Trace,
     deidentify_bytes,
 )
-from tasks.dicomio import read_dicom, tag_str
+from tasks.dicomio import DicomFile, read_dicom, tag_str
+from tasks.errors import UnsupportedFileError
 from tasks.filemeta import preamble_data
 from tasks.overlay import removed_planes_in_pixel_bits
+from tasks.pixels.clean import candidate, pixel_step
+from tasks.profile import CompiledProfile
 
 ACTION_WORDS = {
     "X": "remove", "Z": "empty", "D": "dummy", "K": "keep", "C": "clean", "U": "new UID",
@@ -41,6 +44,51 @@ def _keyword(tag: int) -> str:
         return ""
 
 
+def _pixel_lines(df: DicomFile, profile: CompiledProfile, settings: DeidentifySettings
+                 ) -> list[str]:
+    """What Clean Pixel Data does to this file: the rules and boxes (never the text read)."""
+    reason, rules = candidate(df, profile.burned_in_reason(
+        df.top_text(SOP_CLASS_UID), df.top_text(BURNED_IN_ANNOTATION)), profile.spec.pixel_rules)
+    if reason is None:
+        return []
+    policy = settings.pixel_policy
+    lines = [f"pixels: {reason}; --pixels {policy}"]
+    if policy == "refuse":
+        flagged = profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
+                                           df.top_text(BURNED_IN_ANNOTATION))
+        return lines + ["pixels: the file is refused" if flagged else
+                        "pixels: kept as they are (--pixels refuse refuses flagged files only)"]
+    if policy == "keep":
+        return lines + ["pixels: kept as they are (burned-in text is not cleaned)"]
+    for rule in rules:
+        lines.append(f"pixels: rule {rule.name} ({rule.source or 'no source named'}) blanks "
+                     + ", ".join(_box(box) for box in rule.boxes))
+    try:
+        result = pixel_step(df, profile, settings.pixel_policy)
+    except UnsupportedFileError as exc:
+        return lines + [f"pixels: refused: {exc}"]
+    if result is None:
+        return lines
+    if result.ocr_boxes:
+        lines.append(f"pixels: OCR boxes (frames {_frames(result.detect_frames)} read, blanked "
+                     f"on all {result.frames}): " + ", ".join(_box(b) for b in result.ocr_boxes))
+    else:
+        lines.append(f"pixels: OCR read no text (frames {_frames(result.detect_frames)})")
+    lines.append(f"pixels: verified by OCR on frames {_frames(result.verify_frames)}: no text "
+                 "left" + (f"; JPEG Baseline re-encoded, lossy ({result.reencoded})"
+                           if result.lossy else ""))
+    return lines
+
+
+def _box(box: tuple[int, int, int, int]) -> str:
+    x, y, w, h = box
+    return f"[x={x} y={y} w={w} h={h}]"
+
+
+def _frames(indices: list[int]) -> str:
+    return ",".join(str(i + 1) for i in indices)
+
+
 def explain_bytes(data: bytes, settings: DeidentifySettings) -> str:
     """The explanation of one file as text (one line per attribute, nested items indented)."""
     irreversible = replace(settings, encryptor=None)
@@ -58,10 +106,7 @@ def explain_bytes(data: bytes, settings: DeidentifySettings) -> str:
         (f"SOP Class {sop_class or '(none)'} -> IOD "
          f"{resolver.iod or 'unknown (conditional codes take the code valid for any Type)'}"),
     ]
-    reason = profile.burned_in_reason(sop_class, df.top_text(BURNED_IN_ANNOTATION))
-    if reason is not None:
-        lines.append(f"burned-in annotation: {reason}: refused unless --allow-burned-in "
-                     "(pixel data is never cleaned)")
+    lines += _pixel_lines(df, profile, settings)
     if profile.dates == "modified":
         lines.append("dates: shifted by a per-patient whole-day offset; (0028,0303) = MODIFIED")
     lines.append(_META_LINE + (" (this file's preamble holds data, a TIFF view say: it is "

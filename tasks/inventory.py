@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tasks.dicomio import LONG_VRS, DicomFile, Element, read_header
 from tasks.errors import AnonpipeError
 from tasks.filemeta import preamble_data
 from tasks.profile import DEFAULT_PROFILE, Action, get_profile
+from tasks.uids import DEFINITION_UID_TAGS, registered
 
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
@@ -43,6 +45,9 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: the version of :func:`scan_file`'s row: a store's rows are reused by a later pass 1 only
 #: when it is the same (pipeline.scan), so change it with what a row holds
 ROW_FORMAT = 3
+#: In a set of replaced tags: every UID not registered in PS3.6 Annex A is replaced too,
+#: whatever its tag (the rule of table-based profiles without --retain-uids); not a tag
+EVERY_INSTANCE_UID = 0xFFFFFFFF
 
 #: top-level text fields of a row, by tag
 TOP_FIELDS = {
@@ -65,21 +70,42 @@ TOP_FIELDS = {
 
 def _collect_uids(df: DicomFile, elements: list[Element], replaced: frozenset[int],
                   every: set[str], mapped: set[str]) -> None:
-    """UI values at any depth; those under a U-action tag are the ones the plan maps."""
+    """UI values at any depth; those the de-identifier replaces are the ones the plan maps:
+    under a U-action tag, and (:data:`EVERY_INSTANCE_UID`) every UID not registered in
+    PS3.6 Annex A outside the attributes that name a definition (tasks.uids)."""
     body = df.body
+    instances = EVERY_INSTANCE_UID in replaced
     for el in elements:
         if el.items is not None:
             for item in el.items:
                 _collect_uids(df, item.elements, replaced, every, mapped)
             continue
         if el.vr != "UI" or el.undefined or not el.length:
+            if instances and el.vr == "UN" and el.tag & 0x10000 and 0 < el.length <= 64:
+                _private_uid(el.value(body), mapped)
             continue
+        tag = el.tag
+        listed = tag in replaced
+        unlisted = instances and not listed and tag not in DEFINITION_UID_TAGS
         for part in el.value(body).split(b"\\"):
             uid = part.strip(b"\0 ").decode("ascii", "replace")
             if uid:
                 every.add(uid)
-                if el.tag in replaced:
+                if listed or (unlisted and registered(uid) is None):
                     mapped.add(uid)
+
+
+_UID_VALUE = re.compile(rb"[0-9]+(\.[0-9]+)+[\0 ]?")
+
+
+def _private_uid(value: bytes, mapped: set[str]) -> None:
+    """A private value of unknown VR (implicit files) that is a UID: an option or a site
+    profile may keep its slot, and the de-identifier then replaces it (a slot of the safe
+    list that defines a UI), so the mapping records it; one kept nowhere costs a row."""
+    if _UID_VALUE.fullmatch(value):
+        uid = value.rstrip(b"\0 ").decode("ascii")
+        if registered(uid) is None:
+            mapped.add(uid)
 
 
 def _other_ids(df: DicomFile) -> list[str]:
@@ -97,9 +123,13 @@ def _other_ids(df: DicomFile) -> list[str]:
 
 
 def replaced_tags(profile: Any = DEFAULT_PROFILE) -> frozenset[int]:
-    """Tags whose UIDs the profile replaces (action U): a profile name, spec or compiled."""
-    actions = get_profile(profile).actions
-    return frozenset(tag for tag, action in actions.items() if action is Action.U)
+    """Tags whose UIDs the profile replaces (action U): a profile name, spec or compiled;
+    with :data:`EVERY_INSTANCE_UID` when every unregistered UID is replaced too."""
+    compiled = get_profile(profile)
+    tags = {tag for tag, action in compiled.actions.items() if action is Action.U}
+    if compiled.maps_every_instance_uid:
+        tags.add(EVERY_INSTANCE_UID)
+    return frozenset(tags)
 
 
 @functools.cache
@@ -110,8 +140,8 @@ def _default_replaced() -> frozenset[int]:
 def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, Any]:
     """One inventory row for ``path``; a row with ``error_kind``/``error`` if unreadable.
 
-    ``uids`` is every UID (VR UI) at any depth, ``replace`` the subset under the tags in
-    ``replaced`` (default: the default profile's action-U tags); ``deidentified`` is true
+    ``uids`` is every UID (VR UI) at any depth, ``replace`` the subset the profile replaces
+    (``replaced``, default: the default profile's, see :func:`replaced_tags`); ``deidentified`` is true
     when (0400,0500) is present or (0012,0062) is YES.  ``accession``, ``study_date`` and
     ``other_ids`` (only when present) are for ``anonpipe-audit``, which searches the outputs
     for every identifier the inventory records.

@@ -31,9 +31,12 @@ class FileResult:
     error_kind: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    #: what Clean Pixel Data did (tasks.pixels.clean.PixelResult.how), None: nothing
+    pixels: str | None = None
 
     def as_row(self) -> dict[str, object]:
         """A JSON-ready dict (what dask tasks return and the store journals)."""
+        extra: dict[str, object] = {} if self.pixels is None else {"pixels": self.pixels}
         return {
             "source": self.source,
             "status": self.status.value,
@@ -42,7 +45,17 @@ class FileResult:
             "error_kind": self.error_kind,
             "error": self.error,
             "seconds": self.seconds,
+            **extra,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What an operation wrote when it has more to say than the byte count."""
+
+    size: int
+    pixels: str | None = None  # rule, ocr or checked: Clean Pixel Data was applied
+
 
 class FileOperation(Protocol):
     """A picklable per-file operation: read ``src``, write ``dst`` atomically.
@@ -51,7 +64,7 @@ class FileOperation(Protocol):
     them into a failed :class:`FileResult`.  Returns the number of bytes written.
     """
 
-    def __call__(self, src: Path, dst: Path) -> int: ...
+    def __call__(self, src: Path, dst: Path) -> int | Written: ...
 
 
 @dataclass(frozen=True, slots=True)

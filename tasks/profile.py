@@ -31,6 +31,8 @@ from tasks import _profile_table as table
 from tasks.builtin import config_dir
 from tasks.errors import ProfileError
 from tasks.iod_types import attribute_type, iod_for_sop_class
+from tasks.uids import DEFINITION_UID_TAGS
+from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted
 
 
 class Action(str, enum.Enum):
@@ -60,6 +62,28 @@ _KEYS = {
     "name": str, "description": str, "extends": str, "table": str, "method": str,
     "options": list, "actions": dict, "keep_private_creators": list, "clean_allow": dict,
     "burned_in_check": bool, "burned_in_sop_classes": list, "method_code_sequence": bool,
+    "unlisted": str, "known_safe": list, "pixel_rules": list,
+}
+#: What a table-based profile does with free text and opaque bytes of attributes Table
+#: E.1-1 does not list (names, dates and UIDs follow their VR's rule in both, tasks.vr):
+#: ``keep`` them (PS3.15 E.1.1, the ``basic`` profile), or keep only the ``known_safe``
+#: attributes and remove/empty the others by Type (the ``strict`` profile).
+UNLISTED_POLICIES = ("keep", "known-safe")
+#: Attributes the built-in profiles give rows of their own outside Table E.1-1 (keyword,
+#: name, VR as in PS3.6): loading the default profile needs no data dictionary (start-up)
+BUILTIN_ROW_ATTRIBUTES: dict[int, tuple[str, str, str]] = {
+    0x00100033: ("PatientBirthDateInAlternativeCalendar",
+                 "Patient's Birth Date in Alternative Calendar", "LO"),
+    0x00100034: ("PatientDeathDateInAlternativeCalendar",
+                 "Patient's Death Date in Alternative Calendar", "LO"),
+}
+#: Dates that describe a definition (a context group's or template's version), not an
+#: event in a patient's care: kept by the unlisted-date rule (PS3.3 Table 8.8-1, C.18.8)
+DEFINITION_DATE_TAGS: dict[int, str] = {
+    0x00080106: "ContextGroupVersion",
+    0x00080107: "ContextGroupLocalVersion",
+    0x0040DB06: "TemplateVersion",
+    0x0040DB07: "TemplateLocalVersion",
 }
 
 
@@ -82,6 +106,10 @@ class ProfileSpec:
     burned_in_check: bool = True
     burned_in_sop_classes: frozenset[str] = frozenset()
     method_code_sequence: bool = True
+    unlisted: str = "keep"
+    known_safe: frozenset[int] = frozenset()
+    #: region rule files (tasks.pixels.rules), resolved paths; a profile adds to its base's
+    pixel_rules: tuple[str, ...] = ()
 
 
 @functools.cache
@@ -97,7 +125,7 @@ def parse_attribute(text: object, where: str) -> int:
             return int(m.group(1) + m.group(2), 16)
         # the table's keywords first (they are pydicom's): a profile naming only Table E.1-1
         # attributes never loads pydicom's dictionary (start-up time)
-        tag = _row_keywords().get(text)
+        tag = _row_keywords().get(text) or _BUILTIN_KEYWORDS.get(text)
         if tag is None:
             from pydicom.datadict import tag_for_keyword
 
@@ -105,6 +133,9 @@ def parse_attribute(text: object, where: str) -> int:
         if tag is not None:
             return tag
     raise ProfileError(f"{where}: unknown attribute {text!r} (use a DICOM keyword or (gggg,eeee))")
+
+
+_BUILTIN_KEYWORDS = {keyword: tag for tag, (keyword, _n, _v) in BUILTIN_ROW_ATTRIBUTES.items()}
 
 
 def _resolve_path(name_or_path: str) -> Path:
@@ -185,10 +216,25 @@ def load_profile(name_or_path: str | ProfileSpec, _seen: tuple[str, ...] = ()) -
     method = data.get("method", base.method if base else f"anonpipe profile {name}")
     if len(method) > 64:
         raise ProfileError(f"{where}: method is {len(method)} characters; (0012,0063) is LO (64)")
+    unlisted = data.get("unlisted", base.unlisted if base else "keep")
+    if unlisted not in UNLISTED_POLICIES:
+        raise ProfileError(f"{where}: unlisted must be one of {', '.join(UNLISTED_POLICIES)}, "
+                           f"got {unlisted!r}")
+    known_safe = set(base.known_safe if base else ())
+    for attr in data.get("known_safe") or []:
+        known_safe.add(parse_attribute(attr, f"{where}: known_safe"))
     sop_classes = data.get("burned_in_sop_classes")
     for uid in sop_classes or []:
         if not isinstance(uid, str) or not re.fullmatch(r"[0-9]+(\.[0-9]+)*", uid):
             raise ProfileError(f"{where}: burned_in_sop_classes: {uid!r} is not a UID")
+    pixel_rules = list(base.pixel_rules if base else ())
+    for rule_file in data.get("pixel_rules") or []:
+        from tasks.pixels.rules import load_rules, resolve_rule_file
+
+        resolved = str(resolve_rule_file(str(rule_file), path.parent))
+        load_rules(resolved)  # validated here, at the boundary
+        if resolved not in pixel_rules:
+            pixel_rules.append(resolved)
     spec = ProfileSpec(
         name=str(name),
         source=where,
@@ -205,9 +251,14 @@ def load_profile(name_or_path: str | ProfileSpec, _seen: tuple[str, ...] = ()) -
                                         else (base.burned_in_sop_classes if base else ())),
         method_code_sequence=bool(data.get("method_code_sequence",
                                            base.method_code_sequence if base else True)),
+        unlisted=unlisted,
+        known_safe=frozenset(known_safe),
+        pixel_rules=tuple(pixel_rules),
     )
     if options and not spec.table:
         raise ProfileError(f"{where}: options need the {TABLE_NAME} table")
+    if (unlisted != "keep" or known_safe) and not spec.table:
+        raise ProfileError(f"{where}: unlisted and known_safe need the {TABLE_NAME} table")
     return spec
 
 
@@ -268,6 +319,23 @@ def resolve_code(code: str, kind: str | None) -> tuple[str, str]:
     return chosen, f"; Type {kind} -> {chosen}"
 
 
+@functools.cache
+def kept_decision(why: str) -> Decision:
+    """A keep decision with its reason (for ``--explain``), one object per reason."""
+    return Decision(Action.K, Rule("", "", "", "", "K", "", why), None, "", Action.K)
+
+
+def _definition_decision(tag: int) -> Decision | None:
+    """Unlisted UIDs and dates that name or version a definition are kept: decided once
+    per tag here, in the resolver's cache, not per element by value (tasks.deidentify)."""
+    if tag in DEFINITION_UID_TAGS:
+        return kept_decision("not in Table E.1-1: the UID names a definition, not an instance")
+    if tag in DEFINITION_DATE_TAGS:
+        return kept_decision("not in Table E.1-1: the date versions a definition (a context "
+                             "group, a template), not an event")
+    return None
+
+
 _CODE_ACTION = {"X": Action.X, "Z": Action.Z, "D": Action.D, "K": Action.K, "C": Action.C,
                 "U": Action.U, "U*": Action.U}
 
@@ -280,6 +348,7 @@ class Resolver:
         self.sop_class = sop_class
         self.iod = iod_for_sop_class(sop_class)
         self._cache: dict[int, Decision | None] = {}  # races only compute twice
+        self._by_rule: dict[tuple[int, int], Decision] = {}
 
     def decide(self, tag: int, parent: int) -> Decision | None:
         key = parent << 32 | tag
@@ -290,6 +359,19 @@ class Resolver:
         decision = self._decide(tag, parent)
         self._cache[key] = decision
         return decision
+
+    def by_rule(self, tag: int, parent: int, rule: Rule) -> Decision:
+        """The decision of ``rule`` (an unlisted-attribute rule) for ``tag`` here, its
+        conditional code resolved by Type like a row's (cached)."""
+        key = (id(rule), parent << 32 | tag)
+        found = self._by_rule.get(key)
+        if found is None:
+            kind = attribute_type(self.iod, parent, tag)
+            code, how = resolve_code(rule.code, kind)
+            fallback_code, _ = resolve_code(rule.basic or "Z", kind)
+            found = self._by_rule[key] = Decision(_CODE_ACTION[code], rule, kind, how,
+                                                  _CODE_ACTION[fallback_code])
+        return found
 
     def _decide(self, tag: int, parent: int) -> Decision | None:
         profile = self.profile
@@ -309,7 +391,14 @@ class Resolver:
                     # an overlay without its data is invalid: the plane goes whole
                     rule = data_rule
                     note = "; the overlay plane goes whole with its Overlay Data"
+                elif rule is None and data_rule is not None and data_rule.code == "C":
+                    # Clean Graphics cleans the plane's text too (Overlay Description,
+                    # Label...); its bitmap and codes are kept (tasks.deidentify)
+                    rule = data_rule
+                    note = "; Clean Graphics cleans the plane's text"
             if rule is None:
+                if profile.unlisted:
+                    return _definition_decision(tag)
                 return None
         kind = attribute_type(self.iod, parent, tag)
         code, how = resolve_code(rule.code, kind)
@@ -327,9 +416,17 @@ class CompiledProfile:
     options: frozenset[str]
     rules: dict[int, Rule]
     patterns: dict[str, Rule]
-    safe_private: frozenset[tuple[int, str, int]]
+    #: (group, creator, element byte) -> the VR Table E.3.10-1 gives the safe attribute
+    safe_private: Mapping[tuple[int, str, int], str]
     keep_creators: frozenset[str]
     clean_allow: Mapping[int, frozenset[bytes]]
+    #: rules for attributes Table E.1-1 does not list, by kind (tasks.vr.Unlisted, plus
+    #: "code" for coded entries of local schemes); a kind mapped to None is kept
+    unlisted: Mapping[str, Rule | None] = field(default_factory=dict)
+    #: VR -> unlisted kind the walk acts on (VRs absent: kept, the fast path)
+    unlisted_vrs: Mapping[str, str] = field(default_factory=dict)
+    #: the same inside a sequence whose row is D, U* or C: free text is scrubbed too
+    scrub_vrs: Mapping[str, str] = field(default_factory=dict)
     _resolvers: dict[str | None, Resolver] = field(default_factory=dict)
 
     @property
@@ -343,6 +440,17 @@ class CompiledProfile:
     @property
     def private_rule(self) -> Rule | None:
         return self.patterns.get("private")
+
+    @property
+    def known_safe_only(self) -> bool:
+        """Whether unlisted free text and bytes are removed unless known safe (strict)."""
+        return self.spec.unlisted == "known-safe"
+
+    @property
+    def maps_every_instance_uid(self) -> bool:
+        """Whether every unregistered UID is replaced, whatever its tag (the inventory then
+        records them all for the plan's mapping)."""
+        return self.unlisted.get(Unlisted.UID) is not None
 
     @property
     def actions(self) -> dict[int, Action]:
@@ -419,25 +527,77 @@ def _compile(spec: ProfileSpec, options: frozenset[str]) -> CompiledProfile:
             rules[tag] = Rule(old.tag_text, old.keyword, old.name, old.vr, code, old.basic,
                               f"{old.why}; profile {spec.name} {code}")
         else:
-            from pydicom.datadict import dictionary_description, dictionary_keyword, dictionary_VR
-
             tag_text = f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-            try:
-                keyword, name, vr = (dictionary_keyword(tag), dictionary_description(tag),
-                                     dictionary_VR(tag))
-            except KeyError:
-                keyword, name, vr = (row[2], row[3], row[4]) if row else (tag_text, tag_text, "")
+            known = BUILTIN_ROW_ATTRIBUTES.get(tag)
+            if known is not None:
+                keyword, name, vr = known
+            else:
+                from pydicom.datadict import (
+                    dictionary_description,
+                    dictionary_keyword,
+                    dictionary_VR,
+                )
+
+                try:
+                    keyword, name, vr = (dictionary_keyword(tag), dictionary_description(tag),
+                                         dictionary_VR(tag))
+                except KeyError:
+                    keyword, name, vr = ((row[2], row[3], row[4]) if row
+                                         else (tag_text, tag_text, ""))
             rules[tag] = Rule(tag_text, keyword, name, vr, code, "",
                               f"profile {spec.name} {code}")
-    safe: frozenset[tuple[int, str, int]] = frozenset()
+    safe: dict[tuple[int, str, int], str] = {}
     if "retain_safe_private" in options:
-        safe = frozenset((g, c, e) for g, c, e, _vr, _m in table.SAFE_PRIVATE)
+        safe = {(g, c, e): vr for g, c, e, vr, _m in table.SAFE_PRIVATE}
+    unlisted = _unlisted_rules(spec, options) if spec.table else {}
+    vrs = {vr: kind for vr, kind in UNLISTED.items() if kind in unlisted}
+    if unlisted:
+        vrs["UN"] = Unlisted.BULK  # a standard attribute encoded as UN: by its real VR
+    scrub = {**vrs, **({vr: Unlisted.TEXT for vr in FREE_TEXT_VRS} if unlisted else {})}
     return CompiledProfile(
         spec=spec, options=options, rules=rules, patterns=patterns, safe_private=safe,
         keep_creators=spec.keep_private_creators,
         clean_allow={tag: frozenset(v.encode("latin-1", "replace") for v in values)
                      for tag, values in spec.clean_allow},
+        unlisted=unlisted, unlisted_vrs=vrs, scrub_vrs=scrub,
     )
+
+
+def _unlisted_rule(code: str, why: str, basic: str = "") -> Rule:
+    return Rule("", "", "", "", code, basic, why)
+
+
+#: The rules past Table E.1-1 (PS3.15 E.1.1 leaves attributes the table does not list to the
+#: profile: a name, a date or an instance UID identifies wherever it sits)
+UID_RULE = _unlisted_rule("U", "not in Table E.1-1: a UI value not registered in PS3.6 "
+                          "Annex A is an instance UID: replaced")
+NAME_RULE = _unlisted_rule("D", "not in Table E.1-1: a PN value is never kept: consistent "
+                           "pseudonym")
+DATE_RULE = _unlisted_rule("X/Z/D", "not in Table E.1-1: a DA/DT value is never kept: "
+                           "removed, emptied or dummy by Type", "X/Z/D")
+DATE_SHIFT_RULE = _unlisted_rule("C", "not in Table E.1-1: a DA/DT value is never kept: "
+                                 "shifted (retain_long_modified_dates)", "X/Z/D")
+STRICT_RULE = _unlisted_rule("X/Z/D", "not in Table E.1-1 and not known safe: removed, "
+                             "emptied or dummy by Type", "X/Z/D")
+LOCAL_CODE_RULE = _unlisted_rule("D", "code of a private or local coding scheme (PS3.16 "
+                                 "8.2): dummy")
+
+
+def _unlisted_rules(spec: ProfileSpec, options: frozenset[str]) -> dict[str, Rule | None]:
+    rules: dict[str, Rule | None] = {
+        Unlisted.UID: None if "retain_uids" in options else UID_RULE,
+        Unlisted.NAME: NAME_RULE,
+        "code": LOCAL_CODE_RULE,
+    }
+    if "retain_long_modified_dates" in options:
+        rules[Unlisted.DATE] = DATE_SHIFT_RULE
+    elif "retain_long_full_dates" in options:
+        rules[Unlisted.DATE] = None
+    else:
+        rules[Unlisted.DATE] = DATE_RULE
+    if spec.unlisted == "known-safe":
+        rules[Unlisted.TEXT] = rules[Unlisted.BULK] = STRICT_RULE
+    return rules
 
 
 _COMPILED: dict[tuple[ProfileSpec, frozenset[str]], CompiledProfile] = {}

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import hmac
 import re
+from collections.abc import Mapping
 
 from tasks.errors import UsageError
 
@@ -79,3 +80,73 @@ def _pseudonym(secret: bytes, domain: str, original: bytes, length: int) -> str:
 def secret_fingerprint(secret: bytes) -> str:
     """A short public fingerprint of the secret, for reports (never the secret)."""
     return hashlib.sha256(b"anonpipe-secret-fingerprint\0" + secret).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- registered UIDs
+
+#: PS3.5 9.1: the DICOM root, reserved for the UIDs PS3.6 Annex A registers
+DICOM_ROOT = "1.2.840.10008."
+
+#: Attributes whose UID names a definition (a SOP Class, a Transfer Syntax, a coding scheme,
+#: a context group or template's creator, the software that made the instance), never an
+#: instance: kept whatever the value, a private SOP Class included (PS3.3 C.12.1, PS3.3
+#: Table 8.8-1, PS3.10 7.1).  Every other UI value is an instance UID unless registered.
+DEFINITION_UID_TAGS: dict[int, str] = {
+    0x00000002: "AffectedSOPClassUID",
+    0x00000003: "RequestedSOPClassUID",
+    0x00020002: "MediaStorageSOPClassUID",
+    0x00020010: "TransferSyntaxUID",
+    0x00020012: "ImplementationClassUID",
+    0x00020032: "RTVCommunicationSOPClassUID",
+    0x00041510: "ReferencedSOPClassUIDInFile",
+    0x00041512: "ReferencedTransferSyntaxUIDInFile",
+    0x0004151A: "ReferencedRelatedGeneralSOPClassUIDInFile",
+    0x00080016: "SOPClassUID",
+    0x0008001A: "RelatedGeneralSOPClassUID",
+    0x0008001B: "OriginalSpecializedSOPClassUID",
+    0x00080062: "SOPClassesInStudy",
+    0x0008010C: "CodingSchemeUID",
+    0x0008010D: "ContextGroupExtensionCreatorUID",
+    0x00080117: "ContextUID",
+    0x00080118: "MappingResourceUID",
+    0x0008040E: "StoredInstanceTransferSyntaxUID",
+    0x00081150: "ReferencedSOPClassUID",
+    0x0008115A: "SOPClassesSupported",
+    0x00083002: "AvailableTransferSyntaxUID",
+    0x00089123: "CreatorVersionUID",
+    0x00340003: "FlowTransferSyntaxUID",
+    0x04000010: "MACCalculationTransferSyntaxUID",
+    0x04000510: "EncryptedContentTransferSyntaxUID",
+    0x0040DB0C: "TemplateExtensionOrganizationUID",
+    0x0040DB0D: "TemplateExtensionCreatorUID",
+    0x30100052: "PertinentSOPClassesInStudy",
+    0x30100053: "PertinentSOPClassesInSeries",
+}
+
+
+@functools.cache
+def _registry() -> Mapping[str, tuple[str, ...]]:
+    """PS3.6 Annex A as pydicom ships it (loaded on first need: only UIDs under the DICOM
+    root are looked up, so most runs never load it)."""
+    from pydicom._uid_dict import UID_dictionary
+
+    return UID_dictionary
+
+
+def registered(uid: str) -> str | None:
+    """The PS3.6 Annex A name of ``uid`` (a SOP Class, a Transfer Syntax, a well-known frame
+    of reference or SOP instance, a coding scheme...), or None: then it is an instance UID."""
+    if not uid.startswith(DICOM_ROOT):
+        return None  # PS3.5 9.1: registered UIDs live under the DICOM root
+    entry = _registry().get(uid)
+    return None if entry is None else f"{entry[1]}: {entry[0]}"
+
+
+def instance_uids(value: bytes) -> bool:
+    """Whether a UI value holds at least one UID that is not registered (an instance UID)."""
+    for part in value.rstrip(b"\0 ").split(b"\\"):
+        uid = part.strip(b"\0 ")
+        if uid and (not uid.startswith(b"1.2.840.10008.")
+                    or registered(uid.decode("ascii", "replace")) is None):
+            return True
+    return False

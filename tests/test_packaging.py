@@ -36,7 +36,7 @@ def test_the_wheel_ships_and_finds_the_built_in_configs(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         archive.extractall(tmp_path / "site")
-    expected = {f"anonpipe_configs/profiles/{n}.yaml" for n in ("basic", "gdcmanon",
+    expected = {f"anonpipe_configs/profiles/{n}.yaml" for n in ("basic", "gdcmanon", "strict",
                                                                  "site-example")}
     expected |= {f"anonpipe_configs/cluster/{n}.yaml" for n in ("local", "scheduler", "slurm",
                                                                 "pbs")}

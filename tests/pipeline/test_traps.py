@@ -62,7 +62,7 @@ def test_folder_of_folders_without_r_says_r_and_fails(mixed: Path, tmp_path: Pat
 def test_counts_add_up_in_one_vocabulary(mixed: Path, tmp_path: Path) -> None:
     """Without --continue: nothing written, exit 1, every file named by its outcome; the
     table, the reason lines, the report and the failed list agree."""
-    proc = run("--irreversible", "-r", str(mixed), str(tmp_path / "out"))
+    proc = run("--irreversible", "-r", "--pixels", "refuse", str(mixed), str(tmp_path / "out"))
     text = flat(proc.stderr)
     assert proc.returncode == 1, text
     assert "4 files cannot be processed (1 not DICOM, 1 refused, 2 failed): nothing is written" \
@@ -73,7 +73,7 @@ def test_counts_add_up_in_one_vocabulary(mixed: Path, tmp_path: Path) -> None:
         assert re.search(rf"│ {name}\s+│\s+{n} │", text), (name, text)
     assert "not DICOM: DicomFormatError: not a DICOM file" in text
     assert "refused: UnsupportedFileError: burned-in annotation: Burned In Annotation " \
-        "(0028,0301) is YES" in text
+        "(0028,0301) is YES; --pixels refuse" in text
     assert re.search(r"failed: DicomFormatError: truncated: element \(7FE0,0010\) declares "
                      r"\d+ bytes, only \d+ remain \(1\)", text), text
     report = json.loads(Path(re.findall(r"report: (\S+)", text)[-1]).read_text())
@@ -92,11 +92,13 @@ def test_counts_add_up_in_one_vocabulary(mixed: Path, tmp_path: Path) -> None:
         ("P0002/cut.dcm", "failed"), ("P0002/short.dcm", "failed")]
     assert "readme.txt" not in json.dumps(report)  # paths stay out of the report
 
-    goes_on = run("--irreversible", "-r", "--continue", str(mixed), str(tmp_path / "out"))
+    goes_on = run("--irreversible", "-r", "--continue", "--pixels", "refuse", str(mixed),
+                  str(tmp_path / "out"))
     text = flat(goes_on.stderr)
     assert goes_on.returncode == 1  # a file failed
     assert re.search(r"│ written\s+│\s+12 │", text) and re.search(r"│ failed\s+│\s+2 │", text)
-    again = run("--irreversible", "-r", "--continue", str(mixed), str(tmp_path / "out"))
+    again = run("--irreversible", "-r", "--continue", "--pixels", "refuse", str(mixed),
+                str(tmp_path / "out"))
     assert re.search(r"│ already done\s+│\s+12 │", flat(again.stderr))
 
 
@@ -131,15 +133,16 @@ def test_wrong_key_names_the_certificate_needed(pki: Pki, tmp_path: Path) -> Non
 
 def test_dry_run_plan_to_a_file_or_stdout(mixed: Path, tmp_path: Path) -> None:
     plan = tmp_path / "plan.tsv"
-    proc = run("--irreversible", "-r", "--dry-run", "--plan", str(plan), str(mixed),
-               str(tmp_path / "out"))
+    proc = run("--irreversible", "-r", "--pixels", "refuse", "--dry-run", "--plan", str(plan),
+               str(mixed), str(tmp_path / "out"))
     assert proc.returncode == 0 and "P0001" not in proc.stderr + proc.stdout
     assert stat.S_IMODE(plan.stat().st_mode) == 0o600
     lines = plan.read_text().splitlines()
     assert lines == sorted(lines) and len(lines) == 16
     assert "P0001/ST01/SE01/IM0001.dcm\tP0001/ST01/SE01/IM0001.dcm" in lines
     assert any(line.startswith("P0001/readme.txt\t(not written: not DICOM") for line in lines)
-    debug = run("--irreversible", "-r", "--dry-run", "-D", str(mixed), str(tmp_path / "out"))
+    debug = run("--irreversible", "-r", "--pixels", "refuse", "--dry-run", "-D", str(mixed),
+                str(tmp_path / "out"))
     assert debug.stdout.splitlines() == lines  # `> plan.txt` works
     assert not (tmp_path / "out").exists()
 
@@ -148,7 +151,8 @@ def test_retry_failed_and_files_from(mixed: Path, tmp_path: Path) -> None:
     src = tmp_path / "in"
     shutil.copytree(mixed, src)
     out, store = tmp_path / "out", tmp_path / "run.sqlite"
-    first = run("--irreversible", "-r", "--continue", "--store", str(store), str(src), str(out))
+    first = run("--irreversible", "-r", "--continue", "--pixels", "refuse", "--store",
+                str(store), str(src), str(out))
     assert first.returncode == 1
     listed = Path(re.findall(r"files not written \(paths, 0600\): (\S+)",
                              flat(first.stderr))[0])
@@ -162,7 +166,8 @@ def test_retry_failed_and_files_from(mixed: Path, tmp_path: Path) -> None:
     assert (out / "P0002" / "cut.dcm").exists() and (out / "P0002" / "burned.dcm").exists()
     assert "listed file not found" in text
     # the failed list of a run is a valid --files-from list (text after a tab is ignored)
-    only = run("--irreversible", "-r", "--continue", "--files-from", str(listed),
+    only = run("--irreversible", "-r", "--continue", "--pixels", "refuse", "--files-from",
+               str(listed),
                str(src), str(tmp_path / "out2"))
     assert "found 4 files" in flat(only.stderr)
     bad = tmp_path / "bad.txt"

@@ -214,8 +214,8 @@ BURNED_IN = [
 
 
 @pytest.mark.parametrize("name,flag,message", BURNED_IN)
-def test_burned_in_annotation_is_refused_unless_allowed(name: str, flag: str | None,
-                                                        message: str) -> None:
+def test_burned_in_annotation_is_refused_under_pixels_refuse(name: str, flag: str | None,
+                                                             message: str) -> None:
     ds = pydicom.dcmread(pydicom_file(name))
     if flag is not None:
         ds.BurnedInAnnotation = flag
@@ -223,14 +223,18 @@ def test_burned_in_annotation_is_refused_unless_allowed(name: str, flag: str | N
     ds.save_as(buffer)
     data = buffer.getvalue()
     with pytest.raises(UnsupportedFileError, match=message):
-        deidentify_bytes(data, DeidentifySettings(secret=SECRET))
+        deidentify_bytes(data, DeidentifySettings(secret=SECRET, pixels="refuse"))
+    deidentify_bytes(data, DeidentifySettings(secret=SECRET))  # clean: OCR finds no text
     deidentify_bytes(data, DeidentifySettings(secret=SECRET, allow_burned_in=True))
     deidentify_bytes(data, DeidentifySettings(secret=SECRET, profile="gdcmanon"))
     if flag is None:
         ds.BurnedInAnnotation = "NO"
         buffer = io.BytesIO()
         ds.save_as(buffer)
-        deidentify_bytes(buffer.getvalue(), DeidentifySettings(secret=SECRET))
+        deidentify_bytes(buffer.getvalue(), DeidentifySettings(secret=SECRET, pixels="refuse"))
+        # examples_palette is a Philips CX50 ultrasound: a shipped region rule still cleans it
+        out = deidentify_bytes(buffer.getvalue(), DeidentifySettings(secret=SECRET))
+        assert (b"113101" in out) == (name == "examples_palette.dcm")  # Clean Pixel Data code
 
 
 ROUND_TRIP = ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
@@ -280,7 +284,8 @@ def test_explain_prints_the_decisions_the_walk_takes() -> None:
 def test_explain_reports_burned_in(tmp_path: Path) -> None:
     text = explain_bytes(pydicom_file("SC_rgb_rle.dcm").read_bytes(),
                          DeidentifySettings(secret=SECRET))
-    assert "refused unless --allow-burned-in" in text
+    assert "pixels: SOP Class 1.2.840.10008.5.1.4.1.1.7 usually carries" in text
+    assert "pixels: OCR read no text" in text
     site = explain_bytes(pydicom_file("CT_small.dcm").read_bytes(),
                          DeidentifySettings(secret=SECRET,
                                             profile=str(PROFILE_DIR / "site-example.yaml")))

@@ -1,0 +1,191 @@
+"""The Clean Pixel Data policy for one file (PS3.15 E.3.1; CID 7050 code 113101).
+
+``--pixels clean`` (the default): files the burned-in check flags or a region rule names
+have the rule's rectangles blanked on every frame, then OCR looks for text left, blanks each
+word's box with a margin, and looks again (up to ``ROUNDS`` times); text still read after
+that refuses the file (:class:`BurnedInTextError`, nothing written).  A long cine is read on
+a sample: up to ``SAMPLE`` frames spread evenly from the first to the last for detection, the
+boxes found blanked on every frame (device annotations stay in one place through a cine),
+and up to ``SAMPLE`` other frames, between those, for verification.  ``refuse`` refuses
+flagged files (the behaviour before cleaning existed); ``keep`` passes their pixels through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from tasks.dicomio import DicomFile, Encoding
+from tasks.edit import encode_element
+from tasks.errors import UnsupportedFileError
+from tasks.pixels.rules import Box, RegionRule, matching_rules
+
+if TYPE_CHECKING:  # numpy, Pillow and the codecs load with the first file cleaned
+    import numpy as np
+
+    from tasks.pixels.codecs import Frames
+    from tasks.profile import CompiledProfile
+
+POLICIES = ("clean", "refuse", "keep")
+DEFAULT_POLICY = "clean"
+#: CID 7050 (PS3.16): what (0012,0064) gains when pixels were cleaned
+CLEAN_PIXEL_CODE = ("113101", "DCM", "Clean Pixel Data Option")
+#: the value (0012,0063) De-identification Method gains
+CLEAN_PIXEL_METHOD = b"Clean Pixel Data: region rules, OCR, verified by OCR"
+SAMPLE = 6
+ROUNDS = 3
+#: pixels added around each OCR word box (and at least a quarter of its height)
+MARGIN = 3
+SOP_CLASS_UID = 0x00080016
+TRANSFER_SYNTAX = 0x00020010
+BURNED_IN_ANNOTATION = 0x00280301
+
+
+class BurnedInTextError(UnsupportedFileError):
+    """Text is still read in the pixels after cleaning (verification refused the file)."""
+
+
+@dataclass
+class PixelResult:
+    """What cleaning did to one file (boxes only: never the text read)."""
+
+    reason: str
+    rules: list[str] = field(default_factory=list)
+    rule_boxes: list[Box] = field(default_factory=list)
+    ocr_boxes: list[Box] = field(default_factory=list)
+    frames: int = 0
+    detect_frames: list[int] = field(default_factory=list)
+    verify_frames: list[int] = field(default_factory=list)
+    lossy: bool = False
+    #: why JPEG Baseline frames were re-encoded, not blanked in the code stream
+    reencoded: str | None = None
+    #: new top-level elements, tag -> encoded (Pixel Data when changed, (0028,0301), ...)
+    elements: dict[int, bytes] = field(default_factory=dict)
+    decoded: Frames | None = None
+    #: the first frame before cleaning (for --pixels-preview)
+    before: np.ndarray | None = None
+
+    @property
+    def how(self) -> str:
+        """``rule``, ``ocr`` (some box came from OCR) or ``checked`` (nothing to blank)."""
+        if self.ocr_boxes:
+            return "ocr"
+        return "rule" if self.rule_boxes else "checked"
+
+
+def candidate(df: DicomFile, reason: str | None, rule_files: tuple[str, ...]
+              ) -> tuple[str | None, list[RegionRule]]:
+    """Why ``df``'s pixels are looked at (the burned-in check's reason, or the rules that
+    match), and the matching rules; (None, []) for every other file: no pixel work."""
+    rules = matching_rules(df, rule_files) if rule_files else []
+    if reason is None and rules:
+        reason = "region rule " + ", ".join(rule.name for rule in rules)
+    return reason, rules
+
+
+def sample(count: int, size: int = SAMPLE) -> tuple[list[int], list[int]]:
+    """Frames read for detection and, disjoint where there are enough, for verification."""
+    if count <= size:
+        return list(range(count)), list(range(count))
+    step = (count - 1) / (size - 1)
+    detect = sorted({round(i * step) for i in range(size)})
+    verify = sorted({round((i + 0.5) * step) for i in range(size - 1)} - set(detect))
+    return detect, verify or detect
+
+
+def _grow(box: Box, shape: tuple[int, ...]) -> Box:
+    x, y, w, h = box
+    margin = max(MARGIN, h // 4)
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    x1, y1 = min(shape[1], x + w + margin), min(shape[0], y + h + margin)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def _blank(frames: Frames, boxes: list[Box]) -> None:
+    frames.boxes += boxes
+    for frame in frames.frames:
+        value = frames.blank_value(frame)
+        for x, y, w, h in boxes:
+            frame[y:y + h, x:x + w] = value
+
+
+def clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) -> PixelResult:
+    """Blank ``df``'s burned-in text; the new elements, or BurnedInTextError."""
+    from tasks.pixels import ocr
+    from tasks.pixels.codecs import PixelCodecError, decode
+
+    result = PixelResult(reason, rules=[rule.name for rule in rules])
+    transfer_syntax = transfer_syntax_of(df)
+    try:
+        frames = decode(df, transfer_syntax)
+    except PixelCodecError as exc:
+        raise UnsupportedFileError(f"burned-in annotation: {reason}; pixel data cannot be "
+                                f"cleaned: {exc} (--pixels keep processes it anyway)") from None
+    result.decoded = frames
+    result.before = frames.frames[0].copy()
+    result.frames = len(frames.frames)
+    shape = frames.frames[0].shape
+    result.rule_boxes = [frames.aligned(box) for rule in rules for box in rule.boxes]
+    detect, verify = sample(len(frames.frames))
+    frames.fix_range(sorted(set(detect + verify)))
+    _blank(frames, result.rule_boxes)
+    result.detect_frames, result.verify_frames = detect, verify
+    try:
+        for _ in range(ROUNDS):
+            found = sorted({frames.aligned(_grow(word.box, shape)) for index in detect
+                            for word in ocr.read_words(frames.gray8(index))})
+            if not found:
+                break
+            result.ocr_boxes += found
+            _blank(frames, found)
+        left = [word for index in verify for word in ocr.read_words(frames.gray8(index))
+                if ocr.is_text(word)]
+    except ocr.OcrUnavailable as exc:
+        raise UnsupportedFileError(f"burned-in annotation: {reason}; OCR unavailable: {exc}"
+                                ) from None
+    if left:
+        raise BurnedInTextError(
+            f"burned-in annotation: {reason}; {len(left)} word(s) still read after cleaning "
+            f"(--explain shows the boxes; --pixels keep processes it anyway)")
+    if result.rule_boxes or result.ocr_boxes:
+        result.elements.update(frames.encode(enc))
+        result.lossy = frames.lossy
+        result.reencoded = frames.reencoded if frames.lossy else None
+    result.elements[BURNED_IN_ANNOTATION] = encode_element(
+        BURNED_IN_ANNOTATION, "CS", b"NO", enc)
+    return result
+
+
+def transfer_syntax_of(df: DicomFile) -> str:
+    el = df.meta_element(TRANSFER_SYNTAX)
+    if el is None:
+        return "1.2.840.10008.1.2"  # no meta: PS3.10 7.1 default (Implicit VR Little Endian)
+    return el.value(df.meta_bytes).rstrip(b"\0 ").decode("latin-1")
+
+
+def _burned_in_reason(df: DicomFile, profile: CompiledProfile) -> str | None:
+    return profile.burned_in_reason(df.top_text(SOP_CLASS_UID), df.top_text(BURNED_IN_ANNOTATION))
+
+
+def pixels_wanted(df: DicomFile, profile: CompiledProfile, policy: str) -> bool:
+    """Whether ``df``'s pixels will be decoded (then it is read whole, not split)."""
+    return policy == "clean" and candidate(df, _burned_in_reason(df, profile),
+                                           profile.spec.pixel_rules)[0] is not None
+
+
+def pixel_step(df: DicomFile, profile: CompiledProfile, policy: str) -> PixelResult | None:
+    """The pixel step of de-identification under ``policy`` (clean, refuse, keep): None
+    when the pixels stay as they are; refusals raise.  ``refuse`` refuses what the
+    burned-in check flags, as before cleaning existed; region rules name files to clean."""
+    if policy == "keep":
+        return None
+    if policy == "refuse":
+        flagged = _burned_in_reason(df, profile)
+        if flagged is not None:
+            raise UnsupportedFileError(
+                f"burned-in annotation: {flagged}; --pixels refuse (--pixels clean blanks it)")
+        return None
+    reason, rules = candidate(df, _burned_in_reason(df, profile), profile.spec.pixel_rules)
+    if reason is None:
+        return None
+    return clean(df, reason, rules, df.enc)

@@ -1,0 +1,360 @@
+"""Frames out of a Pixel Data element and back into the same transfer syntax.
+
+- native (uncompressed) pixels, 8 to 32 bits allocated, any photometric interpretation with
+  one or three samples (either planar configuration), little or big endian: edited in place,
+  so only the blanked pixels change;
+- RLE Lossless, JPEG-LS (lossless and near-lossless) and JPEG 2000 (lossless and lossy; one
+  sample per pixel: the colour transform of colour JPEG 2000 is not reproduced): decoded and
+  re-encoded losslessly with pydicom's codecs (its own RLE, pyjpegls, pylibjpeg-openjpeg),
+  so only the blanked pixels change (a lossless code stream is valid in the lossy syntaxes);
+- JPEG Baseline (Process 1): blanked in the compressed domain (``tasks.pixels.jpegblocks``:
+  the boxes widened to whole MCUs, every other block keeps its bits, no further loss); when
+  a code stream does not allow that, decoded and re-encoded with Pillow (quality 95, the
+  original chroma subsampling), which is lossy over the whole frame, and the file says so in
+  (0028,2110) Lossy Image Compression, (0028,2112) Ratio and (0028,2114) Method.
+- anything else (JPEG Extended and JPEG Lossless, colour JPEG 2000, 1-bit, native
+  YBR_*_422, ...) raises
+  :class:`PixelCodecError` with the reason: the file is refused, never written half-clean.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tasks.dicomio import PIXEL_DATA, DicomFile, Element, Encoding, element_header
+from tasks.edit import encode_element
+
+NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
+          "1.2.840.10008.1.2.1.99"}
+RLE = "1.2.840.10008.1.2.5"
+JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
+JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+JPEG_2000 = "1.2.840.10008.1.2.4.91"
+#: decoded and re-encoded without loss by pydicom's codecs: the syntax's name, and the
+#: syntax whose encoder writes the new frames (a lossless JPEG-LS or JPEG 2000 code stream
+#: is valid in the near-lossless and lossy syntaxes too: no further loss)
+LOSSLESS = {RLE: ("RLE Lossless", RLE),
+            JPEG_LS_LOSSLESS: ("JPEG-LS Lossless", JPEG_LS_LOSSLESS),
+            JPEG_LS_NEAR_LOSSLESS: ("JPEG-LS Near-Lossless", JPEG_LS_LOSSLESS),
+            JPEG_2000_LOSSLESS: ("JPEG 2000 Lossless", JPEG_2000_LOSSLESS),
+            JPEG_2000: ("JPEG 2000", JPEG_2000_LOSSLESS)}
+JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\0\0\0\0"
+LOSSY_IMAGE_COMPRESSION = 0x00282110
+LOSSY_RATIO = 0x00282112
+LOSSY_METHOD = 0x00282114
+#: JPEG Baseline re-encoding quality (Pillow's scale): visually lossless on US/SC images
+JPEG_QUALITY = 95
+
+
+class PixelCodecError(Exception):
+    """The pixel data cannot be decoded and re-encoded here (the reason, no patient data)."""
+
+
+def _us(df: DicomFile, tag: int, default: int | None = None) -> int:
+    from tasks.pixels.rules import header_value
+
+    value = header_value(df, tag)
+    if value is None or value == "":
+        if default is None:
+            raise PixelCodecError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) is missing")
+        return default
+    try:
+        return int(str(value).split("\\")[0].strip())
+    except ValueError:
+        raise PixelCodecError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) is not a number") from None
+
+
+@dataclass
+class Frames:
+    """Decoded frames, (rows, columns) or (rows, columns, samples), and how to put them
+    back.  ``frames`` are writable; :meth:`encode` returns the new top-level elements."""
+
+    transfer_syntax: str
+    photometric: str
+    bits_stored: int
+    signed: bool
+    frames: list[np.ndarray]
+    element: Element
+    header: bytes  # the original element's header (native: same length after editing)
+    lossy: bool = False
+    original_size: int = 0
+    range: tuple[float, float] | None = None
+    #: every box blanked so far (JPEG Baseline blanks them again in the code stream)
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    #: JPEG Baseline: the original code streams, and the MCU size when they can be edited
+    encoded: list[bytes] = field(default_factory=list)
+    mcu: tuple[int, int] | None = None
+    #: why the frames were re-encoded rather than blanked block by block (JPEG Baseline)
+    reencoded: str | None = None
+
+    def blank_value(self, frame: np.ndarray) -> np.ndarray | int:
+        """Black in this photometric interpretation."""
+        if self.photometric == "MONOCHROME1":
+            return int(frame.max())
+        if self.photometric.startswith("YBR") and frame.ndim == 3:
+            return np.array([0, 1 << (self.bits_stored - 1), 1 << (self.bits_stored - 1)],
+                            dtype=frame.dtype)
+        if frame.ndim == 3:
+            return 0
+        return int(frame.min())
+
+    def gray8(self, index: int) -> np.ndarray:
+        """Frame ``index`` as 8-bit grey, bright meaning bright on screen (what OCR reads),
+        scaled by the range the frames had when decoded (:meth:`fix_range`): after blanking
+        the text the brightest pixels left are not promoted to text's brightness."""
+        grey = self._grey(self.frames[index])
+        if self.range is None:
+            self.fix_range()
+        assert self.range is not None
+        lo, hi = self.range
+        scaled = np.clip((grey - lo) * (255.0 / (hi - lo)), 0, 255) if hi > lo else grey * 0
+        if self.photometric == "MONOCHROME1":
+            scaled = 255.0 - scaled
+        return scaled.astype(np.uint8)
+
+    def fix_range(self, indices: list[int] | None = None) -> None:
+        """Fix the grey range (of ``indices``, default all frames) before anything changes."""
+        chosen = [self.frames[i] for i in (indices or range(len(self.frames)))]
+        greys = [self._grey(frame) for frame in chosen]
+        self.range = min(float(g.min()) for g in greys), max(float(g.max()) for g in greys)
+
+    def _grey(self, frame: np.ndarray) -> np.ndarray:
+        """What a viewer shows: the stored bits only (bits above them may hold an overlay
+        plane, PS3.5 8.1.2, and would hide the image's range from OCR)."""
+        if frame.dtype.kind == "u" and self.bits_stored < frame.dtype.itemsize * 8:
+            frame = (frame >> self._low_bit) & ((1 << self.bits_stored) - 1)
+        if frame.ndim == 3:
+            return (frame[..., 0].astype(np.float32) if self.photometric.startswith("YBR")
+                    else frame.max(axis=2).astype(np.float32))
+        return frame.astype(np.float32)
+
+    def aligned(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """``box`` as it will be blanked: widened to whole MCUs for JPEG Baseline."""
+        if self.mcu is None:
+            return box
+        from tasks.pixels.jpegblocks import align
+
+        rows, columns = self.frames[0].shape[:2]
+        return align(box, self.mcu, columns, rows)
+
+    def encode(self, enc: Encoding) -> dict[int, bytes]:
+        """The new Pixel Data element (and the lossy attributes when re-encoded lossy)."""
+        if self.transfer_syntax == JPEG_BASELINE and self.mcu is not None:
+            from tasks.pixels.jpegblocks import JpegBlockError, blank
+
+            try:
+                fragments = [blank(code, self.boxes) for code in self.encoded]
+            except JpegBlockError as exc:
+                self.reencoded = str(exc)
+            else:
+                self.lossy = False
+                return {PIXEL_DATA: _encapsulated(fragments, enc)}
+        if self.transfer_syntax in NATIVE:
+            # np.stack gives native byte order: back to the file's (big endian files)
+            stacked = np.stack(self.frames).astype(self.frames[0].dtype, copy=False)
+            if self._planar:
+                stacked = np.moveaxis(stacked, 3, 1)
+            # the same length: bytes past the last frame (padding) as they were
+            value = stacked.tobytes() + self._tail
+            if self._swapped:
+                value = _swap_pairs(value)
+            return {PIXEL_DATA: self.header + value}
+        fragments = [self._encode_frame(frame) for frame in self.frames]
+        out = {PIXEL_DATA: _encapsulated(fragments, enc)}
+        if self.lossy:
+            total = sum(len(f) for f in fragments)
+            ratio = f"{self.original_size / max(total, 1):.2f}".encode()
+            out[LOSSY_IMAGE_COMPRESSION] = encode_element(LOSSY_IMAGE_COMPRESSION, "CS", b"01",
+                                                          enc)
+            out[LOSSY_RATIO] = encode_element(LOSSY_RATIO, "DS", ratio, enc)
+            out[LOSSY_METHOD] = encode_element(LOSSY_METHOD, "CS", b"ISO_10918_1", enc)
+        return out
+
+    _planar: bool = False
+    _low_bit: int = 0  # High Bit + 1 - Bits Stored: where the stored bits start
+    _swapped: bool = False
+    _tail: bytes = b""
+    _subsampling: int = 2
+
+    def _encode_frame(self, frame: np.ndarray) -> bytes:
+        if self.transfer_syntax == JPEG_BASELINE:
+            from PIL import Image
+
+            image = Image.fromarray(frame, "RGB" if frame.ndim == 3 else "L")
+            out = io.BytesIO()
+            image.save(out, "JPEG", quality=JPEG_QUALITY, subsampling=self._subsampling)
+            data = out.getvalue()
+            return data + b"\0" if len(data) % 2 else data
+        from pydicom.pixels.encoders.base import get_encoder
+
+        bits = frame.dtype.itemsize * 8
+        options = _codec_options(frame.shape[0], frame.shape[1],
+                                 1 if frame.ndim == 2 else frame.shape[2], bits,
+                                 bits if self.transfer_syntax == RLE else self.bits_stored,
+                                 self.photometric,
+                                 self.signed and self.transfer_syntax != RLE)
+        data = get_encoder(LOSSLESS[self.transfer_syntax][1]).encode(frame, **options)
+        return data + b"\0" if len(data) % 2 else data
+
+
+def _swap_pairs(value: bytes) -> bytes:
+    swapped = bytearray(value)
+    swapped[0::2], swapped[1::2] = value[1::2], value[0::2]
+    return bytes(swapped)
+
+
+def _encapsulated(fragments: list[bytes], enc: Encoding) -> bytes:
+    """A Pixel Data element of one fragment per frame (PS3.5 A.4), even lengths."""
+    from pydicom.encaps import encapsulate
+
+    fragments = [f + b"\0" if len(f) % 2 else f for f in fragments]
+    value = encapsulate(fragments, has_bot=len(fragments) > 1) + SEQUENCE_DELIMITER
+    return element_header(PIXEL_DATA, "OB", 0xFFFFFFFF, enc) + value
+
+
+def decode(df: DicomFile, transfer_syntax: str) -> Frames:
+    """The frames of ``df``'s top-level Pixel Data, editable."""
+    el = df.top(PIXEL_DATA)
+    if el is None:
+        raise PixelCodecError("no Pixel Data")
+    rows, columns = _us(df, 0x00280010), _us(df, 0x00280011)
+    samples = _us(df, 0x00280002, 1)
+    allocated = _us(df, 0x00280100)
+    stored = _us(df, 0x00280101, allocated)
+    signed = _us(df, 0x00280103, 0) == 1
+    planar = _us(df, 0x00280006, 0) == 1
+    count = _us(df, 0x00280008, 1) or 1
+    if count < 1:
+        raise PixelCodecError(f"Number of Frames {count}")
+    photometric = (df.top_text(0x00280004) or "").strip().upper()
+    if samples not in (1, 3) or rows == 0 or columns == 0:
+        raise PixelCodecError(f"{samples} samples per pixel of {rows}x{columns} not supported")
+    header = df.body[el.start:el.value_start]
+    if transfer_syntax in NATIVE:
+        if el.undefined:
+            raise PixelCodecError("native pixel data of undefined length")
+        if allocated not in (8, 16, 32):
+            raise PixelCodecError(f"{allocated}-bit allocated pixels are not supported")
+        if photometric.endswith(("_422", "_420")):
+            raise PixelCodecError(f"native {photometric} pixels are not supported")
+        endian = "<" if df.enc.little else ">"
+        dtype = np.dtype(f"{endian}{'i' if signed else 'u'}{allocated // 8}")
+        per_frame = rows * columns * samples
+        value = el.value(df.body)
+        size = per_frame * count * dtype.itemsize
+        if len(value) < size:
+            raise PixelCodecError("Pixel Data is shorter than its rows, columns and frames say")
+        # 8-bit samples in an OW value of a big endian file are swapped in pairs (PS3.5 8.1.1)
+        swapped = not df.enc.little and allocated == 8 and el.vr == "OW"
+        if swapped:
+            value = _swap_pairs(value)  # the whole (even) value, padding included
+        flat = np.frombuffer(value, dtype, per_frame * count).copy()
+        if samples == 1:
+            frames = list(flat.reshape(count, rows, columns))
+        elif planar:
+            frames = list(np.moveaxis(flat.reshape(count, samples, rows, columns), 1, 3))
+        else:
+            frames = list(flat.reshape(count, rows, columns, samples))
+        out = Frames(transfer_syntax, photometric, stored, signed, frames, el, header)
+        out._planar = planar and samples > 1
+        out._swapped = swapped
+        out._low_bit = max(0, _us(df, 0x00280102, stored - 1) + 1 - stored)
+        out._tail = value[size:]
+        return out
+    if not el.undefined:
+        raise PixelCodecError("encapsulated pixel data of defined length")
+    from pydicom.encaps import generate_frames
+
+    value = df.body[el.value_start:el.end]
+    try:
+        encoded = list(generate_frames(value, number_of_frames=count))
+    except Exception as exc:  # noqa: BLE001 - a malformed encapsulation, whatever pydicom says
+        raise PixelCodecError(f"encapsulated pixel data is malformed ({type(exc).__name__})"
+                              ) from None
+    if transfer_syntax == JPEG_BASELINE:
+        return _decode_jpeg(encoded, photometric, el, header, rows, columns, samples)
+    if transfer_syntax in LOSSLESS:
+        if transfer_syntax in (JPEG_2000_LOSSLESS, JPEG_2000) and samples != 1:
+            raise PixelCodecError("colour JPEG 2000 cannot be re-encoded here (its colour "
+                                  "transform is not reproduced)")
+        return _decode_lossless(transfer_syntax, encoded, photometric, el, header,
+                                _codec_options(rows, columns, samples, allocated, stored,
+                                               photometric, signed and transfer_syntax != RLE),
+                                stored, signed)
+    raise PixelCodecError(f"transfer syntax {transfer_syntax} cannot be re-encoded here "
+                          "(native, RLE, JPEG-LS, grey JPEG 2000 and JPEG Baseline can)")
+
+
+def _decode_jpeg(encoded: list[bytes], photometric: str, el: Element, header: bytes,
+                 rows: int, columns: int, samples: int) -> Frames:
+    from PIL import Image
+
+    frames = []
+    subsampling = 2
+    for data in encoded:
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except Exception as exc:  # noqa: BLE001 - Pillow's many decoder errors
+            raise PixelCodecError(f"JPEG frame cannot be decoded ({type(exc).__name__})"
+                                  ) from None
+        if image.size != (columns, rows):
+            raise PixelCodecError("JPEG frame size differs from Rows/Columns")
+        from PIL import JpegImagePlugin
+
+        if isinstance(image, JpegImagePlugin.JpegImageFile):
+            found = JpegImagePlugin.get_sampling(image)
+            subsampling = found if found in (0, 1, 2) else 2
+        frames.append(np.array(image.convert("RGB" if samples == 3 else "L")))
+    out = Frames(JPEG_BASELINE, photometric if samples == 1 else "RGB", 8, False, frames, el,
+                 header, lossy=True,
+                 original_size=rows * columns * samples * len(encoded))
+    out._subsampling = subsampling
+    out.encoded = encoded
+    from tasks.pixels.jpegblocks import JpegBlockError, mcu_size
+
+    try:
+        sizes = {mcu_size(code) for code in encoded}
+    except JpegBlockError as exc:
+        out.reencoded = str(exc)
+    else:
+        out.mcu = sizes.pop() if len(sizes) == 1 else None
+        if out.mcu is None:
+            out.reencoded = "frames with different MCU sizes"
+    return out
+
+
+def _codec_options(rows: int, columns: int, samples: int, allocated: int, stored: int,
+                   photometric: str, signed: bool) -> dict[str, Any]:
+    """One frame's description for pydicom's decoders and encoders."""
+    return {"rows": rows, "columns": columns, "samples_per_pixel": samples,
+            "bits_allocated": allocated, "bits_stored": stored,
+            "pixel_representation": int(signed),
+            "photometric_interpretation": photometric, "number_of_frames": 1,
+            "planar_configuration": 0}
+
+
+def _decode_lossless(transfer_syntax: str, encoded: list[bytes], photometric: str,
+                     el: Element, header: bytes, options: dict[str, Any], stored: int,
+                     signed: bool) -> Frames:
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels.decoders.base import get_decoder
+
+    decoder = get_decoder(transfer_syntax)
+    if not decoder.is_available:
+        raise PixelCodecError(f"no decoder for {LOSSLESS[transfer_syntax][0]} is installed")
+    frames = []
+    for data in encoded:
+        try:
+            array, _ = decoder.as_array(encapsulate([data]), **options)
+        except Exception as exc:  # noqa: BLE001 - the codecs' many errors
+            raise PixelCodecError(f"{LOSSLESS[transfer_syntax][0]} frame cannot be decoded "
+                                  f"({type(exc).__name__})") from None
+        frames.append(np.array(array))
+    return Frames(transfer_syntax, photometric, stored, signed, frames, el, header)

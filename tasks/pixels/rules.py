@@ -1,0 +1,157 @@
+"""Region rules: rectangles to blank on every frame of files whose header matches.
+
+A rule file is YAML (``configs/pixels/*.yaml``, or a site file a profile names under
+``pixel_rules``)::
+
+    rules:
+      - name: acme-us-640x480            # shown by --explain and counted in the report
+        source: where the coordinates come from
+        match:                            # every key must match (header, top level)
+          Modality: US                    # text: shell pattern, case-insensitive
+          Manufacturer: "ACME*"
+          Rows: 480                       # numbers: equal
+          Columns: [640, 800]             # a list: any of them
+        boxes:                            # [x, y, width, height], pixels, top-left origin
+          - [0, 0, 640, 40]
+
+The attributes a rule reads are known when the file loads, so matching costs a few header
+look-ups: files no rule names and the burned-in check does not flag take no pixel work.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tasks.builtin import config_dir
+from tasks.dicomio import DicomFile
+from tasks.errors import ProfileError
+
+RULES_DIR = config_dir("pixels")
+#: the attributes device signatures name, so that loading the rules needs no dictionary
+#: (pydicom's, with numpy behind it, would load in every worker)
+SIGNATURE_KEYWORDS = {
+    "ImageType": 0x00080008, "SOPClassUID": 0x00080016, "Modality": 0x00080060,
+    "Manufacturer": 0x00080070, "StationName": 0x00081010, "SeriesDescription": 0x0008103E,
+    "ManufacturerModelName": 0x00081090, "SoftwareVersions": 0x00181020,
+    "SamplesPerPixel": 0x00280002, "PhotometricInterpretation": 0x00280004,
+    "NumberOfFrames": 0x00280008, "Rows": 0x00280010, "Columns": 0x00280011,
+    "BitsAllocated": 0x00280100, "BurnedInAnnotation": 0x00280301,
+}
+DEFAULT_RULES = "default"
+_NUMERIC_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
+
+Box = tuple[int, int, int, int]  # x, y, width, height
+
+
+@dataclass(frozen=True, slots=True)
+class RegionRule:
+    """One rule: header signature -> rectangles."""
+
+    name: str
+    source: str
+    match: tuple[tuple[int, tuple[str | int, ...]], ...]
+    boxes: tuple[Box, ...]
+
+    def matches(self, df: DicomFile) -> bool:
+        for tag, wanted in self.match:
+            value = header_value(df, tag)
+            if value is None or not any(_equal(value, want) for want in wanted):
+                return False
+        return True
+
+
+def _equal(value: str | int, want: str | int) -> bool:
+    if isinstance(want, int):
+        try:
+            return int(str(value).strip()) == want
+        except ValueError:
+            return False
+    return fnmatch.fnmatchcase(str(value).strip().upper(), want.upper())
+
+
+def header_value(df: DicomFile, tag: int) -> str | int | None:
+    """A top-level value as text, or as a number for binary integer VRs (Rows, Columns)."""
+    el = df.top(tag)
+    if el is None or el.undefined:
+        return None
+    raw = el.value(df.body)
+    code = _NUMERIC_VRS.get(el.vr)
+    if code is None and el.vr == "UN" and el.length == 2 and tag >> 16 == 0x0028:
+        code = "H"  # implicit VR files parse without VRs: group 0028 counts are US
+    if code is not None:
+        size = struct.calcsize(code)
+        if len(raw) < size:
+            return None
+        return int(struct.unpack_from(df.enc.endian + code, raw)[0])
+    return raw.rstrip(b"\0 ").decode("latin-1")
+
+
+def resolve_rule_file(name_or_path: str, relative_to: Path | None = None) -> Path:
+    """A rule file by name (``configs/pixels/NAME.yaml``) or path (relative to the profile
+    that names it)."""
+    if name_or_path.endswith((".yaml", ".yml")) or "/" in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_absolute() and relative_to is not None:
+            path = relative_to / path
+    else:
+        path = RULES_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ProfileError(f"pixel rule file not found: {name_or_path}")
+    return path.resolve()
+
+
+@functools.cache
+def load_rules(path: str) -> tuple[RegionRule, ...]:
+    """The validated rules of one file (cached per worker)."""
+    import yaml
+
+    from tasks.profile import parse_attribute
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ProfileError(f"{path}: cannot read pixel rules: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rules", []), list):
+        raise ProfileError(f"{path}: a pixel rule file is a mapping with a 'rules' list")
+    rules = []
+    for index, entry in enumerate(data.get("rules") or []):
+        where = f"{path}: rules[{index}]"
+        if not isinstance(entry, dict) or not entry.get("name"):
+            raise ProfileError(f"{where}: a rule is a mapping with a name")
+        unknown = sorted(set(entry) - {"name", "source", "match", "boxes"})
+        if unknown:
+            raise ProfileError(f"{where}: unknown key {unknown[0]!r}")
+        match = entry.get("match")
+        if not isinstance(match, dict) or not match:
+            raise ProfileError(f"{where}: 'match' names at least one attribute")
+        rules.append(RegionRule(
+            name=str(entry["name"]), source=str(entry.get("source", "")),
+            match=tuple((SIGNATURE_KEYWORDS.get(attr) or parse_attribute(attr, f"{where}: match"),
+                         _wanted(want, where)) for attr, want in match.items()),
+            boxes=tuple(_box(box, where) for box in entry.get("boxes") or [])))
+    return tuple(rules)
+
+
+def _wanted(want: Any, where: str) -> tuple[str | int, ...]:
+    values = want if isinstance(want, list) else [want]
+    if not values or not all(isinstance(v, str | int) and not isinstance(v, bool)
+                             for v in values):
+        raise ProfileError(f"{where}: match values are text, numbers, or lists of them")
+    return tuple(values)
+
+
+def _box(box: Any, where: str) -> Box:
+    if (not isinstance(box, list) or len(box) != 4
+            or not all(isinstance(v, int) and v >= 0 for v in box) or box[2] <= 0 or box[3] <= 0):
+        raise ProfileError(f"{where}: a box is [x, y, width, height] in pixels, got {box!r}")
+    return box[0], box[1], box[2], box[3]
+
+
+def matching_rules(df: DicomFile, files: tuple[str, ...]) -> list[RegionRule]:
+    """The rules of ``files`` whose signature ``df`` matches."""
+    return [rule for path in files for rule in load_rules(path) if rule.matches(df)]
