@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="local workers (default: all cores; 1: the work runs in this "
                       "process, as with 0 unless --dashboard asks for a cluster; 0: inline, "
                       "no dask)")
-    pipe.add_argument("--scheduler", action=_Once, help="tcp://HOST:PORT of a dask scheduler")
+    pipe.add_argument("--scheduler", action=_Once,
+                      help="tls://HOST:PORT of a dask scheduler (TLS settings from dask's "
+                      "configuration, distributed.comm.tls)")
     pipe.add_argument("--local-pool", choices=("dask", "processes"), default="dask",
                       help="local workers for passes of 5,000 files or more: a dask "
                       "LocalCluster (default) or the process pool smaller passes use (less "
@@ -209,9 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
                       "its dashboard on a free port, and print the address (a fixed one: "
                       "dashboard_address in a cluster config); off by default: it costs "
                       "~0.3 s of start-up")
-    pipe.add_argument("--cluster", action=_Once, help="job queue from configs/cluster/NAME.yaml")
+    pipe.add_argument("--cluster", action=_Once, metavar="NAME|PATH.yaml",
+                      help="workers as batch jobs: a cluster config by name (slurm, pbs, "
+                      "local, scheduler: configs/cluster/NAME.yaml) or the path of one")
     pipe.add_argument("--print-job-script", action="store_true",
                       help="print the job script --cluster would submit, then exit")
+    pipe.add_argument("--driver", action="store_true",
+                      help="with --print-job-script and IN OUT: print a batch script (sbatch "
+                      "or qsub) that runs this whole command as a job, which submits the "
+                      "worker jobs itself")
     pipe.add_argument("--scan-only", action="store_true", help="stop after pass 1 (scan)")
     pipe.add_argument("--dry-run", action="store_true",
                       help="scan and plan, write no output: the sorted plan (input -> output "
@@ -225,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--retry-failed", action="store_true",
                       help="run only the files the store's last run did not write (failed, "
                       "refused, not DICOM), with the options given now")
+    pipe.add_argument("--insecure-scheduler", action="store_true",
+                      help="accept a plain tcp:// --scheduler (anyone who reaches it can run "
+                      "code in its workers and read the secret)")
+    pipe.add_argument("--worker-timeout", type=float, action=_Once, metavar="SECONDS",
+                      help="stop the run when no worker job has connected after SECONDS, or "
+                      "none has been left for SECONDS (default: wait, saying why every few "
+                      "seconds)")
 
     general = parser.add_argument_group("General Options")
     general.add_argument("-V", "--verbose", dest="verbosity", action="store_const", const=2,
@@ -252,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage or help
         return int(exc.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for --driver job scripts
     try:
         if args.explain is not None:
             return _explain(args)
@@ -263,9 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AnonpipeError as exc:
         print(f"anonpipe: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("anonpipe: interrupted; rerun the same command to resume", file=sys.stderr)
-        return EXIT_FAILED
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (pipeline.signals)
+        from pipeline.signals import exit_status, signal_name
+
+        print(f"anonpipe: interrupted by {signal_name(exc)}; rerun the same command to "
+              "resume", file=sys.stderr)
+        return exit_status(exc)
 
 
 def _explain(args: argparse.Namespace) -> int:

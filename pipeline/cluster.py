@@ -15,7 +15,9 @@ process pool below when it holds at least ``job.processes_from`` files or
 time starting dask, or use one core of two).  A local pool of one worker is no pool at
 all: ``--workers 1`` (or one core) runs inline (:attr:`Backend.one_local_worker`).  An
 explicit ``--scheduler`` or job-queue ``--cluster`` is always used, and waited for (the
-user chose where the work runs).
+user chose where the work runs).  Every dask cluster started here speaks TLS with
+credentials made for the run (pipeline.tls); worker jobs on a batch system are submitted,
+waited for and replaced by pipeline.jobqueue.
 
 Local processes (``job.local_pool == "processes"``, ``--local-pool processes``): a
 ``concurrent.futures`` pool of spawned interpreters that import only ``tasks``.  Why: a
@@ -47,6 +49,8 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline.job import TreeJob
+from pipeline.jobqueue import JOBQUEUE_KINDS, JobQueue, make_cluster, remove_tls_files
+from pipeline.tls import check_scheduler_address, configured_security, run_security
 from tasks.builtin import config_dir
 from tasks.errors import UsageError
 
@@ -58,14 +62,6 @@ BATCHES_PER_WORKER = 8
 PARENT_POLL_SECONDS = 0.5  # a pool worker checks this often that its driver is alive
 MIN_BATCH_FILES = 20
 CONFIG_DIR = config_dir("cluster")  # built-in cluster definitions (tasks.builtin)
-JOBQUEUE_KINDS = {
-    "slurm": "SLURMCluster",
-    "pbs": "PBSCluster",
-    "sge": "SGECluster",
-    "lsf": "LSFCluster",
-    "oar": "OARCluster",
-    "htcondor": "HTCondorCluster",
-}
 KINDS = ("local", "scheduler", *JOBQUEUE_KINDS)
 
 
@@ -244,10 +240,20 @@ class _DaskWindow(_SlidingWindow[P]):
     def _limit(self) -> int:
         return max(2, PER_WORKER_IN_FLIGHT * max(self.pool.workers_alive(), 1))
 
+    def _next(self) -> Any:
+        """The next finished future, asking the pool meanwhile whether to give up (as
+        ``as_completed`` itself waits: on its condition, 0.1 s at a time)."""
+        completed = self.completed
+        while not completed.has_ready():
+            self.pool.check()
+            with completed.thread_condition:
+                completed.thread_condition.wait(timeout=0.1)
+        return next(completed)
+
     def __iter__(self) -> Iterator[Outcome[P]]:
         self._fill()
         while self.in_flight:
-            future = next(self.completed)
+            future = self._next()
             payload = self.in_flight.pop(future)
             try:
                 outcome: Outcome[P] = Outcome(payload, future.result())
@@ -266,8 +272,9 @@ class DaskPool:
     kind = "dask"
 
     def __init__(self, client: Any, retries: int, description: str,
-                 dashboard: bool = True) -> None:
+                 dashboard: bool = True, check: Callable[[], None] = lambda: None) -> None:
         self.client = client
+        self.check = check  # raises when the run must stop (no worker jobs for too long)
         self.retries = retries
         self.description = description
         self._alive = (0.0, 0)
@@ -495,6 +502,7 @@ class ClusterConfig:
     workers: int | None = None  # workers to request (jobqueue scale(n=...), local n_workers)
     address: str | None = None  # kind "scheduler"
     source: Path | None = None
+    driver: dict[str, Any] = field(default_factory=dict)  # the driver's own job (--driver)
 
 
 def config_dirs() -> list[Path]:
@@ -521,7 +529,8 @@ def load_cluster_config(name: str) -> ClusterConfig:
                     None)
         if path is None:
             known = sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")})
-            raise UsageError(f"unknown cluster {name!r}; known: {', '.join(known) or 'none'}")
+            raise UsageError(f"unknown cluster {name!r}; known: {', '.join(known) or 'none'} "
+                             "(or the path of a cluster config: --cluster PATH.yaml)")
     assert path is not None
     import yaml
 
@@ -543,38 +552,37 @@ def load_cluster_config(name: str) -> ClusterConfig:
     address = data.get("address")
     if kind == "scheduler" and not address:
         raise UsageError(f"cluster config {path}: kind scheduler needs an 'address'")
-    unknown = set(data) - {"kind", "options", "workers", "address", "description"}
+    unknown = set(data) - {"kind", "options", "workers", "address", "description", "driver"}
     if unknown:
         raise UsageError(f"cluster config {path}: unknown keys {', '.join(sorted(unknown))}")
-    return ClusterConfig(name, kind, dict(options), workers, address, path)
+    driver = data.get("driver") or {}
+    if not isinstance(driver, dict) or set(driver) - {"cores", "memory", "walltime"}:
+        raise UsageError(f"cluster config {path}: 'driver' takes cores, memory and walltime")
+    return ClusterConfig(name, kind, dict(options), workers, address, path, dict(driver))
 
 
-def _jobqueue_cluster(config: ClusterConfig) -> Any:
-    import dask_jobqueue
-
-    cls = getattr(dask_jobqueue, JOBQUEUE_KINDS[config.kind])
-    options = dict(config.options)
-    options.setdefault("silence_logs", logging.ERROR)
-    # a random port: the default 8787 may be taken (and serves nothing without bokeh)
-    options["scheduler_options"] = {"dashboard_address": ":0",
-                                    **(options.get("scheduler_options") or {})}
-    try:
-        return cls(**options)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"cluster config {config.source}: {exc}") from None
-
-
-def print_job_script(name: str) -> str:
-    """The batch script a job-queue cluster would submit (``--print-job-script``)."""
+def print_job_script(name: str, driver_command: list[str] | None = None) -> str:
+    """The batch script a job-queue cluster would submit (``--print-job-script``), or with
+    ``driver_command`` the script that runs that whole command as a job (``--driver``)."""
     config = load_cluster_config(name)
+    if driver_command is not None:
+        from pipeline.jobqueue import driver_script
+
+        return driver_script(config, driver_command, Path.cwd())
     if config.kind not in JOBQUEUE_KINDS:
         raise UsageError(f"cluster {name!r} is of kind {config.kind}, not a job queue: "
                          "it has no job script")
-    cluster = _jobqueue_cluster(config)
-    try:
-        return str(cluster.job_script())
-    finally:
-        cluster.close()
+    import tempfile
+
+    # as submitted: with TLS, whose certificates are made for each run (the paths shown
+    # are those of this printing's, removed again)
+    with tempfile.TemporaryDirectory(prefix="anonpipe-tls-") as folder:
+        cluster = make_cluster(config, run_security(), Path(folder))
+        try:
+            return str(cluster.job_script())
+        finally:
+            cluster.close()
+            remove_tls_files(cluster, Path(folder))
 
 
 #: dask settings of a LocalCluster nobody watches (no dashboard): no worker profiler (a stack
@@ -590,18 +598,22 @@ LEAN_DASK_CONFIG = {
 }
 
 
-def _lean_local_cluster(options: dict[str, Any], dashboard: bool) -> Any:
+def _lean_local_cluster(options: dict[str, Any], dashboard: bool, security: Any = None
+                        ) -> Any:
     """A LocalCluster without what nobody looks at: unless ``dashboard``, no dashboard
     (its HTTP server still answers health checks, on a free port) and the quieter
     :data:`LEAN_DASK_CONFIG`.  Why: on 2 cores the dashboard (bokeh) costs ~0.3 s of
     start-up and ~0.4 s of CPU (benchmarks/README.md), and every CPU-second the driver
     spends is one the workers lack.  Workers inherit the driver's dask config through
-    their nannies."""
+    their nannies.  ``security``: TLS for every connection (pipeline.tls); the dashboard
+    listens on 127.0.0.1 only."""
     import dask
     from distributed import LocalCluster
 
+    if security is not None:
+        options = {**options, "security": security}
     if not dashboard:
-        options = {**options, "dashboard_address": ":0",
+        options = {**options, "dashboard_address": "127.0.0.1:0",
                    "scheduler_kwargs": {"dashboard": False,
                                         **(options.get("scheduler_kwargs") or {})}}
     settings = {} if dashboard else LEAN_DASK_CONFIG
@@ -615,8 +627,9 @@ def _lean_local_cluster(options: dict[str, Any], dashboard: bool) -> Any:
 class Backend:
     """Hands out pools; starts dask only when a pass needs it, and stops it at exit."""
 
-    def __init__(self, job: TreeJob) -> None:
+    def __init__(self, job: TreeJob, say: Callable[[str], None] | None = None) -> None:
         self.job = job
+        self.say = say or _to_stderr  # lines about the cluster (workers waited for, lost, replaced)
         self.config = load_cluster_config(job.cluster) if job.cluster else None
         self._stack = contextlib.ExitStack()
         self._dask: DaskPool | None = None
@@ -762,22 +775,61 @@ class Backend:
         job, config = self.job, self.config
         retries = job.retries
         if job.scheduler is not None or (config is not None and config.kind == "scheduler"):
-            address = job.scheduler or (config.address if config else None)
+            address = str(job.scheduler or (config.address if config else None))
+            check_scheduler_address(address, job.insecure_scheduler)
             try:
-                client = self._stack.enter_context(Client(address, set_as_default=False,
-                                                          timeout="20s"))
-            except OSError as exc:
+                client = self._stack.enter_context(Client(
+                    address, security=configured_security(), set_as_default=False,
+                    timeout="20s"))
+            except (OSError, TypeError, ValueError) as exc:
                 raise UsageError(f"cannot reach dask scheduler {address}: {exc}") from None
             self._dask = DaskPool(client, retries, f"scheduler {address}")
         elif config is not None and config.kind in JOBQUEUE_KINDS:
-            cluster = self._stack.enter_context(_jobqueue_cluster(config))
-            workers = job.workers if job.workers else (config.workers or 1)
-            cluster.scale(n=workers)
-            client = self._stack.enter_context(Client(cluster, set_as_default=False))
-            self._dask = DaskPool(client, retries, f"{config.kind} cluster {config.name}")
+            self._dask = self._jobs(config)
         else:
             self._dask = self._local(config, retries)
         return self._dask
+
+    def _jobs(self, config: ClusterConfig) -> DaskPool:
+        """Worker jobs on a batch system, with TLS whose certificates are written for the
+        jobs (0600, in a private folder removed at the end) where the nodes see them: the
+        config's ``shared_temp_directory``, else the state folder."""
+        import tempfile
+
+        from distributed import Client
+
+        from pipeline.state import state_dir
+
+        job = self.job
+        shared = Path(os.path.expandvars(str(config.options.get("shared_temp_directory")
+                                             or state_dir()))).expanduser()
+        shared.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tls_dir = Path(tempfile.mkdtemp(prefix="anonpipe-tls-", dir=shared))  # 0700
+        security = run_security()
+        workers = job.workers if job.workers else (config.workers or 1)
+        queue = JobQueue(config, workers, self.say, job.worker_timeout)
+        try:
+            made = make_cluster(config, security, tls_dir, job.dashboard)
+        except BaseException:
+            remove_tls_files(None, tls_dir)
+            raise
+        self._stack.callback(remove_tls_files, made, tls_dir)  # once the cluster is closed
+        cluster = self._stack.enter_context(made)
+        queue.submit(cluster)
+        client = self._stack.enter_context(Client(cluster, security=security,
+                                                  set_as_default=False))
+        self._stack.callback(queue.stop)
+        queue.wait(client)
+        queue.watch(client)
+        return DaskPool(client, job.retries, f"{config.kind} cluster {config.name}",
+                        dashboard=job.dashboard is not None, check=queue.check)
+
+    def connect(self) -> None:
+        """Reach the scheduler or submit the worker jobs the user named, now: a refusal
+        or a timeout is then reported before anything is written."""
+        if self.job.scheduler is not None or (
+                self.config is not None and self.config.kind != "local"):
+            self._start()
 
     def _local(self, config: ClusterConfig | None, retries: int) -> DaskPool:
         from distributed import Client
@@ -791,8 +843,10 @@ class Backend:
         n = self.local_workers()
         options["n_workers"] = n
         options.setdefault("silence_logs", logging.ERROR)
-        cluster = self._stack.enter_context(_lean_local_cluster(options, dashboard))
-        client = self._stack.enter_context(Client(cluster, set_as_default=False))
+        security = run_security()
+        cluster = self._stack.enter_context(_lean_local_cluster(options, dashboard, security))
+        client = self._stack.enter_context(Client(cluster, security=security,
+                                                  set_as_default=False))
         return DaskPool(client, retries, f"local cluster of {n} workers", dashboard=dashboard)
 
     def describe(self) -> str:
@@ -812,11 +866,19 @@ class Backend:
         self._dask = None
 
 
+def _to_stderr(text: str) -> None:
+    import sys
+
+    print(f"anonpipe: {text}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
-def open_client(job: TreeJob) -> Iterator[Backend]:
-    """The cluster for one run; torn down (workers stopped) when the run ends."""
-    backend = Backend(job)
+def open_client(job: TreeJob, say: Callable[[str], None] | None = None) -> Iterator[Backend]:
+    """The cluster for one run; torn down (workers stopped, jobs cancelled) when the run
+    ends.  A scheduler or job queue the user named is reached first (:meth:`Backend.connect`)."""
+    backend = Backend(job, say or _to_stderr)
     try:
+        backend.connect()
         yield backend
     finally:
         backend.close()

@@ -32,7 +32,9 @@ class TreeJob:
     root_uid: str = "2.25"
     profile: str = "gdcmanon"
     workers: int | None = None  # None: all cores; 0: inline, no dask
-    scheduler: str | None = None  # tcp://host:port of an existing dask scheduler
+    scheduler: str | None = None  # tls://host:port of an existing dask scheduler
+    insecure_scheduler: bool = False  # a plain tcp:// scheduler is accepted (pipeline.tls)
+    worker_timeout: float | None = None  # seconds to wait for a first worker job; None: ever
     cluster: str | None = None  # name of configs/cluster/NAME.yaml (dask-jobqueue)
     #: address a local dask cluster serves its dashboard on (":0": any free port); None:
     #: no dashboard, and no worker profiler feeding it (pipeline.cluster)

@@ -47,6 +47,7 @@ class SingleFileRun:
 @dataclass(frozen=True)
 class PrintJobScript:
     cluster: str
+    driver_command: list[str] | None = None  # --driver: the run to wrap in a job
 
 
 Run = SingleFileRun | TreeJob | PrintJobScript
@@ -54,10 +55,12 @@ Run = SingleFileRun | TreeJob | PrintJobScript
 
 def build_run(args: argparse.Namespace) -> Run:
     """Turn parsed arguments into a validated run."""
+    if args.driver and not args.print_job_script:
+        raise UsageError("--driver goes with --print-job-script")
     if args.print_job_script:
         if not args.cluster:
             raise UsageError("--print-job-script needs --cluster NAME")
-        return PrintJobScript(args.cluster)
+        return PrintJobScript(args.cluster, _driver_command(args) if args.driver else None)
     mode = _mode(args)
     src, dst = _paths(args)
     verbosity = 1 if args.verbosity is None else args.verbosity
@@ -82,6 +85,15 @@ def build_run(args: argparse.Namespace) -> Run:
     if _same_file(src, dst):
         raise UsageError("output is the input file: inputs are never modified")
     return SingleFileRun(MODE_NAMES[mode], src, dst, operation, verbosity)
+
+
+def _driver_command(args: argparse.Namespace) -> list[str]:
+    """This command line without the printing flags, run by this interpreter; its input
+    must exist (the rest is checked when the job runs it)."""
+    _mode(args)
+    _paths(args)
+    argv = [arg for arg in args.argv if arg not in ("--print-job-script", "--driver")]
+    return [sys.executable, "-m", "pipeline.cli", *argv]
 
 
 def _mode(args: argparse.Namespace) -> str:
@@ -150,6 +162,23 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
     if args.dashboard and (args.workers == 0 or args.local_pool == "processes"):
         raise UsageError("--dashboard shows a dask cluster: not with --workers 0 or "
                          "--local-pool processes")
+    _check_cluster_options(args)
+
+
+def _check_cluster_options(args: argparse.Namespace) -> None:
+    """The scheduler and cluster config exist and are reached with TLS (pipeline.tls)."""
+    from pipeline.cluster import load_cluster_config
+    from pipeline.tls import check_scheduler_address
+
+    if args.worker_timeout is not None and not args.worker_timeout > 0:
+        raise UsageError(f"--worker-timeout must be a number of seconds > 0, "
+                         f"not {args.worker_timeout:g}")
+    address = args.scheduler
+    if args.cluster:
+        config = load_cluster_config(args.cluster)
+        address = address or (config.address if config.kind == "scheduler" else None)
+    if address:
+        check_scheduler_address(address, args.insecure_scheduler)
 
 
 def _cipher(args: argparse.Namespace) -> Cipher:
@@ -368,8 +397,9 @@ def _tree_job(args: argparse.Namespace, mode: str, src: Path, dst: Path,
         root_uid=str(extra.get("root_uid", DEFAULT_ROOT)),
         profile=str(extra.get("profile", DEFAULT_PROFILE)),
         workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
+        insecure_scheduler=args.insecure_scheduler, worker_timeout=args.worker_timeout,
         scan_only=args.scan_only, dry_run=args.dry_run, verbosity=verbosity,
-        dashboard=":0" if args.dashboard else None,
+        dashboard="127.0.0.1:0" if args.dashboard else None,
         **_local_pool(args.local_pool),
         report_options={"mode": MODE_NAMES[mode], "recursive": args.recursive,
                         "continue": args.continue_on_error, **extra},

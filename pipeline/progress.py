@@ -1,5 +1,9 @@
 """Live progress of the two passes: rich bars on a terminal, plain log lines elsewhere.
 
+Not on a terminal (a batch job's log, a CI log, a pipe), a timestamped line comes every
+``interval`` seconds (30 by default, ``$ANONPIPE_PROGRESS_SECONDS``), also while nothing
+finishes: a multi-hour job log whose last line is an hour old looks hung, one whose last
+line says "0 files/s, workers 0" says why.
 The console and the clock are injected (STYLE.md 11) so tests render deterministic text.
 What is shown is counts only - files, bytes, rates, errors, workers - never a file name or
 a header value: paths may carry patient names.  Messages with PHI are passed at level
@@ -8,7 +12,10 @@ DEBUG (3) and only shown with ``-D``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +28,32 @@ if TYPE_CHECKING:  # rich is imported when something is shown (~20 ms of start-u
 ERROR, WARNING, INFO, DEBUG = 0, 1, 2, 3
 MAX_SAMPLES = 2000
 SAMPLE_EVERY = 0.25  # seconds between timeline samples
+PLAIN_INTERVAL = 30.0  # seconds between two progress lines when not on a terminal
+INTERVAL_ENV = "ANONPIPE_PROGRESS_SECONDS"
+
+
+def plain_interval() -> float:
+    """``$ANONPIPE_PROGRESS_SECONDS`` if it is a positive number, else 30."""
+    try:
+        value = float(os.environ.get(INTERVAL_ENV, ""))
+    except ValueError:
+        return PLAIN_INTERVAL
+    return value if value > 0 else PLAIN_INTERVAL
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 20 s``, ``2 h 05 min``: an ETA a person reads at a glance."""
+    if seconds < 100:
+        return f"{seconds:,.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _wall_time() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
 @dataclass
@@ -103,15 +136,24 @@ class RunProgress:
         verbosity: int = 1,
         clock: Callable[[], float] = time.monotonic,
         live: bool | None = None,
-        interval: float = 5.0,
+        interval: float | None = None,
+        timestamp: Callable[[], str] = _wall_time,
+        ticking: bool | None = None,
     ) -> None:
+        """``interval``: seconds between plain lines (None: :func:`plain_interval`);
+        ``ticking``: a thread writes them even when nothing advances (default: with the
+        real clock only, so tests with an injected clock stay deterministic)."""
         self._console = console
         self.verbosity = verbosity
         self.clock = clock
         if live is None:  # a console is only made (rich imported) when it may be used
             live = verbosity >= WARNING and self.console.is_terminal
         self.live = live
-        self.interval = interval
+        self.interval = plain_interval() if interval is None else interval
+        self.timestamp = timestamp
+        self.ticking = (clock is time.monotonic) if ticking is None else ticking
+        self._ticker: threading.Thread | None = None
+        self._closed = threading.Event()
         self.origin = clock()
         self._progress: Progress | None = None
         self._task: Any = None
@@ -120,6 +162,8 @@ class RunProgress:
         self._last_sample = -1.0
         self._workers = "-"
         self._latest: str | None = None
+        #: asked by the ticker for a fresh count when nothing finishes (a lost worker job)
+        self.count_workers: Callable[[], int] | None = None
         self._dashboard_shown: str | None = None
 
     @property
@@ -167,9 +211,35 @@ class RunProgress:
                 transient=False,
             )
             self._progress.start()
+        elif self.ticking and self.verbosity >= WARNING:
+            self._ticker = threading.Thread(target=self._tick, daemon=True,
+                                            name="anonpipe-progress")
+            self._ticker.start()
         return self
 
+    def _tick(self) -> None:
+        """Write the line that is due even when no batch finishes (waiting on workers)."""
+        while not self._closed.wait(min(self.interval, 1.0)):
+            stats = self._stats
+            now = self.clock()
+            if stats is not None and now - self._last_line >= self.interval:
+                count = self.count_workers
+                if count is not None:
+                    # a pool that is closing: the last count stays
+                    with contextlib.suppress(Exception):
+                        self._workers = str(count())
+                self._plain_line(stats, now)
+
+    def _plain_line(self, stats: PassStats, now: float) -> None:
+        self._last_line = now
+        self.console.print(f"{self.timestamp()} {self._line(stats, now)}", highlight=False,
+                           soft_wrap=True, markup=False)
+
     def __exit__(self, *exc: object) -> None:
+        self._closed.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+            self._ticker = None
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -199,9 +269,8 @@ class RunProgress:
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=stats.files + stats.skipped,
                                   bytes=stats.bytes, errors=stats.errors, workers=self._workers)
-        elif self.verbosity >= INFO and now - self._last_line >= self.interval:
-            self._last_line = now
-            self.console.print(self._line(stats, now), highlight=False, soft_wrap=True)
+        elif self.verbosity >= WARNING and now - self._last_line >= self.interval:
+            self._plain_line(stats, now)
         self._sample(now)
 
     def set_latest(self, kind: str) -> None:
@@ -216,7 +285,7 @@ class RunProgress:
             self._dashboard_shown = dashboard
             self.message(f"dask dashboard: {dashboard}", WARNING)
 
-    def end(self) -> PassStats:
+    def end(self, word: str = "finished") -> PassStats:
         stats = self._stats or PassStats(name="?")
         now = self.clock()
         stats.seconds = now - self.origin - stats.started
@@ -227,10 +296,14 @@ class RunProgress:
                                   errors=stats.errors, workers=self._workers)
             self._progress.stop_task(self._task)  # the rate and elapsed time stop with the pass
         elif self.verbosity >= WARNING:
-            self.console.print(self._line(stats, now, final=True), highlight=False,
-                               soft_wrap=True)
+            self.console.print(f"{self.timestamp()} {self._line(stats, now, final=word)}",
+                               highlight=False, soft_wrap=True, markup=False)
         self._stats, self._task = None, None
         return stats
+
+    def interrupt(self) -> list[PassStats]:
+        """The pass under way when the run was interrupted (ended here), if any."""
+        return [self.end("stopped at")] if self._stats is not None else []
 
     # ------------------------------------------------------------------ text
 
@@ -240,14 +313,14 @@ class RunProgress:
             target = self._progress.console if self._progress is not None else self.console
             target.print(text, highlight=False, soft_wrap=True, markup=False)
 
-    def _line(self, stats: PassStats, now: float, final: bool = False) -> str:
+    def _line(self, stats: PassStats, now: float, final: str = "") -> str:
         elapsed = max(now - self.origin - stats.started, 1e-9)
         total = f"/{stats.total:,}" if stats.total is not None else ""
         eta = ""
         seen = stats.files + stats.skipped
         if not final and stats.total and seen:
-            eta = f", ETA {max(stats.total - seen, 0) * elapsed / seen:,.0f} s"
-        head = "finished" if final else "…"
+            eta = f", ETA {_duration(max(stats.total - seen, 0) * elapsed / seen)}"
+        head = final or "…"
         return (
             f"{stats.name}: {head} {seen:,}{total} files, "
             f"{stats.files / elapsed:,.0f} files/s, {stats.bytes / 1e6 / elapsed:,.1f} MB/s, "

@@ -19,7 +19,7 @@ def execute(run: Run) -> int:
     if isinstance(run, PrintJobScript):
         from pipeline.cluster import print_job_script
 
-        print(print_job_script(run.cluster))
+        print(print_job_script(run.cluster, run.driver_command))
         return EXIT_OK
     if isinstance(run, SingleFileRun):
         return _single(run)
@@ -52,6 +52,8 @@ def _preamble_has_data(src: Path) -> bool:
 
 def _tree(job: TreeJob) -> int:
     from pipeline.runner import run_tree
+    from pipeline.signals import terminate_as_interrupt
 
-    summary = run_tree(job)
+    with terminate_as_interrupt():
+        summary = run_tree(job)
     return EXIT_OK if summary.ok else EXIT_FAILED

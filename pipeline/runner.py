@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline import outcomes
 from pipeline.cluster import Backend, Outcome, balanced_batch, open_client
 from pipeline.job import RunSummary, TreeJob
+from pipeline.jobqueue import WorkersUnavailable
 from pipeline.plan import (
     Event,
     MappingStats,
@@ -46,6 +47,7 @@ from pipeline.report import (
     write_report,
 )
 from pipeline.scan import run_scan
+from pipeline.signals import signal_name
 from pipeline.store import Store, job_store_path
 from pipeline.walk import check_locations, subfolders_with_dicom
 from tasks.batch import run_batch
@@ -226,6 +228,7 @@ class _Pass2:
                            not job.continue_on_error)
         window.start()
         meanwhile()
+        self.progress.count_workers = pool.workers_alive if pool.kind != "inline" else None
         for outcome in window:
             self.progress.set_workers(pool.workers_alive() if pool.kind != "inline" else None,
                                       pool.dashboard)
@@ -329,6 +332,11 @@ def _rejected(job: TreeJob, store: Store) -> int:
     return store.count_rejected(job.mode == "deidentify", classes)
 
 
+def _why(stop: BaseException) -> str:
+    """A stopped run's cause, for its report: the signal, or the lost workers."""
+    return signal_name(stop) if isinstance(stop, KeyboardInterrupt) else "no workers"
+
+
 def run_tree(job: TreeJob, console: Console | None = None,
              clock: Callable[[], float] = time.monotonic) -> RunSummary:
     """Run ``job`` over its input tree; the store and report are left in the state folder."""
@@ -337,9 +345,9 @@ def run_tree(job: TreeJob, console: Console | None = None,
     summary = RunSummary(preview=job.scan_only or job.dry_run)
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     started = time.time()
-    with Store(store_path) as store, \
-            RunProgress(console, job.verbosity, clock) as progress, \
-            open_client(job) as backend:
+    with RunProgress(console, job.verbosity, clock) as progress, \
+            open_client(job, lambda text: progress.message(text, WARNING)) as backend, \
+            Store(store_path) as store:
         _adopt(store, job, progress)
         store.put_run(run_id, {"status": "running", "started": started, "mode": job.mode,
                                "options": job.report_options,
@@ -350,45 +358,56 @@ def run_tree(job: TreeJob, console: Console | None = None,
             if swept:
                 progress.message(f"removed {swept} temporary files left by an interrupted run",
                                  INFO)
-        passes = [run_scan(job, store, backend, progress)]
-        findings = store.counts()
-        _show_findings(job, findings, store, progress)
+        passes: list[PassStats] = []
+        findings: dict[str, Any] = {}
         mapping = MappingStats()
+        interrupted: KeyboardInterrupt | WorkersUnavailable | None = None
         second = _Pass2(job, store, progress, summary)
         second.failed_list.path = failed_list_path(run_id)
+        try:
+            passes.append(run_scan(job, store, backend, progress))
+            findings = store.counts()
+            _show_findings(job, findings, store, progress)
 
-        def map_now() -> None:
-            nonlocal mapping
-            if job.mode == "deidentify" and job.secret and not job.scan_only:
-                assert job.secret is not None
-                mapping = record_mapping(store, job.secret, job.root_uid, profile_of(job))
+            def map_now() -> None:
+                nonlocal mapping
+                if job.mode == "deidentify" and job.secret and not job.scan_only:
+                    assert job.secret is not None
+                    mapping = record_mapping(store, job.secret, job.root_uid, profile_of(job))
 
-        if job.scan_only or job.dry_run:
-            if job.dry_run:
-                map_now()
-                _dry_run(job, Planner(job, store, op_fingerprint(job.operation)), progress,
-                         run_id)
-            for event in second.planner.rejections():  # what pass 2 would not write
-                second.record(event.rel, Status.FAILED.value, event.kind, event.reason)
-        else:
-            rejected = _rejected(job, store)
-            total = int(findings["files"])
-            if rejected and not job.continue_on_error:
-                map_now()
-                passes.append(second.reject_only(total))
-                progress.message(
-                    f"{rejected:,} files cannot be processed ({_split(summary)}): nothing is "
-                    "written; --continue writes the others", ERROR)
-                progress.message("pass 1 reads headers and element lengths: damage inside "
-                                 "encapsulated or deflated data and files that cannot be "
-                                 "written show in pass 2", WARNING)
-                summary.stopped_early = True
+            if job.scan_only or job.dry_run:
+                if job.dry_run:
+                    map_now()
+                    _dry_run(job, Planner(job, store, op_fingerprint(job.operation)),
+                             progress, run_id)
+                for event in second.planner.rejections():  # what pass 2 would not write
+                    second.record(event.rel, Status.FAILED.value, event.kind, event.reason)
             else:
-                # the workers derive replacements themselves: the recorded mapping is
-                # written while they start on the first batches
-                passes.append(second.run(backend, total - rejected, total, meanwhile=map_now,
-                                         nbytes=_count(findings["bytes"])))
-                summary.stopped_early = second.failed_seen
+                rejected = _rejected(job, store)
+                total = int(findings["files"])
+                if rejected and not job.continue_on_error:
+                    map_now()
+                    passes.append(second.reject_only(total))
+                    progress.message(
+                        f"{rejected:,} files cannot be processed ({_split(summary)}): nothing "
+                        "is written; --continue writes the others", ERROR)
+                    progress.message("pass 1 reads headers and element lengths: damage inside "
+                                     "encapsulated or deflated data and files that cannot be "
+                                     "written show in pass 2", WARNING)
+                    summary.stopped_early = True
+                else:
+                    # the workers derive replacements themselves: the recorded mapping is
+                    # written while they start on the first batches
+                    passes.append(second.run(backend, total - rejected, total,
+                                             meanwhile=map_now,
+                                             nbytes=_count(findings["bytes"])))
+                    summary.stopped_early = second.failed_seen
+        except (KeyboardInterrupt, WorkersUnavailable) as exc:  # Ctrl-C, SIGTERM, no
+            # worker jobs left: the report says how far the run got
+            interrupted = exc
+            summary.stopped_early = True
+            passes.extend(progress.interrupt())
+            findings = findings or store.counts()
         summary.failed_list = second.failed_list.close()
         if job.mode == "deidentify" and (summary.done or summary.already_done):
             summary.study_list = _study_summary(job, store, progress, run_id)
@@ -396,16 +415,23 @@ def run_tree(job: TreeJob, console: Console | None = None,
             job, run_id, started, summary, passes, findings, second.reasons,
             backend.describe(), store_path,
             extra={"mapping": {"uids": mapping.uids, "patients": mapping.patients,
-                               "identifiers": mapping.identifiers}},
+                               "identifiers": mapping.identifiers},
+                   "interrupted": _why(interrupted) if interrupted else None},
         )
         summary.report_path = write_report(report)
-        store.put_run(run_id, {"status": "stopped" if summary.stopped_early else "finished",
+        status = ("interrupted" if interrupted else "stopped" if summary.stopped_early
+                  else "finished")
+        store.put_run(run_id, {"status": status,
                                "started": started, "mode": job.mode,
                                "counts": report["counts"], "seconds": report["seconds"],
                                "report": str(summary.report_path),
                                "failed_list": None if summary.failed_list is None
                                else str(summary.failed_list),
                                "secret_fingerprint": job.secret_fingerprint})
+        if interrupted is not None:  # the cluster is closed (jobs cancelled) on the way out
+            progress.message(f"stopped ({_why(interrupted)}): report: {summary.report_path}",
+                             ERROR)
+            raise interrupted
     _show_summary(job, console, report, summary)
     return summary
 

@@ -13,6 +13,7 @@ import pytest
 from pipeline.job import TreeJob
 from pipeline.sample import generate_archive
 from tasks.deidentify import Deidentify, DeidentifySettings
+from tests.pipeline.slurm import slurm  # noqa: F401 - the single-node SLURM fixture
 
 SECRET = b"pipeline-tests-secret-0123456789"
 #: 3 patients x 2 studies x 2 series x 10 instances = 120 files

@@ -13,11 +13,19 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pipeline.cluster import Backend, load_cluster_config, open_client, print_job_script
+from pipeline.cluster import (
+    Backend,
+    DaskPool,
+    load_cluster_config,
+    open_client,
+    print_job_script,
+)
 from pipeline.job import RunSummary
 from pipeline.runner import run_tree
 from tasks.deidentify import Deidentify, DeidentifySettings
@@ -108,30 +116,64 @@ def _scheduler_address(scheduler_file: Path, proc: subprocess.Popen[bytes],
     raise TimeoutError(f"dask scheduler wrote no address to {scheduler_file}")
 
 
+@dataclass(frozen=True)
+class TlsScheduler:
+    """A TLS dask scheduler, and the dask configuration that holds its client credentials."""
+
+    address: str
+    config: dict[str, str]
+
+
+def _tls_files(folder: Path) -> dict[str, Path]:
+    """A CA certificate and a key pair signed by it, written 0600 (one pair serves the
+    scheduler, the workers and the client, as ``Security.temporary()`` makes them)."""
+    from distributed.security import Security
+
+    made = Security.temporary()
+    files = {}
+    for name, value in (("ca", made.tls_ca_file), ("cert", made.tls_client_cert),
+                        ("key", made.tls_client_key)):
+        path = folder / f"{name}.pem"
+        path.touch(mode=0o600)
+        path.write_text(str(value))
+        files[name] = path
+    return files
+
+
 @pytest.fixture(scope="module")
-def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``dask scheduler`` and two single-threaded workers (with nannies), as processes."""
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsScheduler]:
+    """``dask scheduler`` and two single-threaded workers (with nannies), as processes,
+    speaking TLS with certificates made for the test."""
+    import dask
+
     logs = tmp_path_factory.mktemp("dask")
+    tls = _tls_files(logs)
+    tls_args = ["--tls-ca-file", str(tls["ca"]), "--tls-cert", str(tls["cert"]),
+                "--tls-key", str(tls["key"])]
+    config = {"distributed.comm.tls.ca-file": str(tls["ca"]),
+              "distributed.comm.tls.client.cert": str(tls["cert"]),
+              "distributed.comm.tls.client.key": str(tls["key"])}
     scheduler_file = logs / "sched.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     scheduler_log = open(logs / "scheduler.log", "w")  # noqa: SIM115 - closed below
     workers_log = open(logs / "workers.log", "w")  # noqa: SIM115 - closed below
     procs = [subprocess.Popen(
         [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--protocol", "tls", *tls_args,
          "--scheduler-file", str(scheduler_file), "--no-dashboard"],
         stdout=scheduler_log, stderr=subprocess.STDOUT, env=env, start_new_session=True)]
     try:
         address = _scheduler_address(scheduler_file, procs[0])
-        assert address.startswith("tcp://127.0.0.1:"), address
+        assert address.startswith("tls://127.0.0.1:"), address
         procs.append(subprocess.Popen(
             [str(BIN / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
-             "--no-dashboard", "--local-directory", str(logs)],
+             *tls_args, "--no-dashboard", "--local-directory", str(logs)],
             stdout=workers_log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
         from distributed import Client
 
-        with Client(address, timeout="30s") as client:
+        with dask.config.set(config), Client(address, timeout="30s") as client:
             client.wait_for_workers(2, timeout=60)
-        yield address
+        yield TlsScheduler(address, config)
     finally:
         for proc in reversed(procs):
             os.killpg(proc.pid, signal.SIGTERM)  # our own process groups only
@@ -145,22 +187,26 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         workers_log.close()
 
 
-def test_external_scheduler_matches_inline(scheduler: str, archive: Path,
+def test_external_scheduler_matches_inline(scheduler: TlsScheduler, archive: Path,
                                            reference: dict[str, str], tmp_path: Path) -> None:
-    job = deid_job(archive, tmp_path / "out", scheduler=scheduler, batch_files=9)
-    summary = run_tree(job)
+    import dask
+
+    job = deid_job(archive, tmp_path / "out", scheduler=scheduler.address, batch_files=9)
+    with dask.config.set(scheduler.config):
+        summary = run_tree(job)
     assert (summary.done, summary.failed) == (FILES, 0)
     assert tree_digest(tmp_path / "out") == reference
 
 
-def test_a_worker_killed_mid_run_loses_nothing(scheduler: str, archive: Path,
+def test_a_worker_killed_mid_run_loses_nothing(scheduler: TlsScheduler, archive: Path,
                                                 reference: dict[str, str],
                                                 tmp_path: Path) -> None:
+    import dask
     from distributed import Client
 
     out = tmp_path / "out"
     op = SlowDeidentify(Deidentify(DeidentifySettings(secret=SECRET)), 0.04)
-    job = deid_job(archive, out, scheduler=scheduler, operation=op, batch_files=4)
+    job = deid_job(archive, out, scheduler=scheduler.address, operation=op, batch_files=4)
     result: dict[str, RunSummary | BaseException] = {}
 
     def drive() -> None:
@@ -171,7 +217,8 @@ def test_a_worker_killed_mid_run_loses_nothing(scheduler: str, archive: Path,
 
     # the client and the victim's pid first: a handshake between the 20th file and the
     # kill could last as long as the rest of the run on a loaded machine
-    with Client(scheduler, timeout="30s", set_as_default=False) as client:
+    with dask.config.set(scheduler.config), \
+            Client(scheduler.address, timeout="30s", set_as_default=False) as client:
         pids = client.run(os.getpid)
         victim = min(pids.values())
         thread = threading.Thread(target=drive)
@@ -191,11 +238,83 @@ def test_a_worker_killed_mid_run_loses_nothing(scheduler: str, archive: Path,
     assert tree_digest(out) == reference
 
 
+#: another process on the machine: connects without credentials, then with a CA and a
+#: certificate of its own, and prints how each attempt ended
+STRANGER = """
+import sys
+from distributed import Client
+from distributed.security import Security
+
+for security in (None, Security.temporary()):
+    try:
+        with Client(sys.argv[1], security=security, timeout="3s", set_as_default=False) as c:
+            print("connected", c.run(lambda: 1))
+    except Exception as exc:
+        print("refused", type(exc).__name__)
+"""
+
+
+def _stranger_fails(address: str) -> list[str]:
+    """How a stranger's two attempts on ``address`` ended (each must be refused)."""
+    result = subprocess.run([sys.executable, "-c", STRANGER, address], capture_output=True,
+                            text=True, timeout=120, check=True)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("refused ") for line in lines), lines
+    return lines
+
+
+def test_a_stranger_cannot_use_the_external_scheduler(scheduler: TlsScheduler) -> None:
+    assert len(_stranger_fails(scheduler.address)) == 2
+
+
+def test_a_stranger_cannot_use_the_runs_local_cluster(archive: Path, tmp_path: Path) -> None:
+    """The local cluster of a run speaks TLS with a CA made for the run: another process
+    on the machine cannot submit code to it, with or without certificates of its own;
+    the dashboard (when asked for) listens on 127.0.0.1 only."""
+    job = deid_job(archive, tmp_path / "out", workers=2, inline_below=0,
+                   inline_while_starting=False, dashboard="127.0.0.1:0")
+    with open_client(job) as backend:
+        pool = backend.pool(None)
+        assert isinstance(pool, DaskPool)
+        address = pool.client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:"), address
+        assert len(_stranger_fails(address)) == 2
+        assert pool.client.submit(sum, [1, 2]).result(timeout=30) == 3  # the run's own does
+        http = pool.client.scheduler_info()["services"]["dashboard"]
+        listening = {sock.laddr for sock in _listening_sockets() if sock.laddr[1] == http}
+        assert listening and all(addr[0] == "127.0.0.1" for addr in listening), listening
+
+
+def _listening_sockets() -> list[Any]:
+    import psutil
+
+    return [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+
+
+def test_a_plain_tcp_scheduler_is_refused_unless_insecure(archive: Path, tmp_path: Path
+                                                         ) -> None:
+    from pipeline.tls import check_scheduler_address
+
+    out = tmp_path / "out"
+    args = ["--irreversible", "--secret-file", str(tmp_path / "s.secret"), "-r",
+            "--scheduler", "tcp://127.0.0.1:1", str(archive), str(out)]
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
+                            text=True, timeout=120, cwd=REPO, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("anonpipe: refusing the unencrypted scheduler "
+                                    "tcp://127.0.0.1:1") and result.stderr.count("\n") == 1
+    assert not out.exists() and not (tmp_path / "s.secret").exists()
+    check_scheduler_address("tcp://127.0.0.1:1", insecure=True)  # the user accepts it
+    with pytest.raises(UsageError, match="unknown scheme"):
+        check_scheduler_address("http://127.0.0.1:1", insecure=True)
+
+
 def test_print_job_script_slurm_and_pbs() -> None:
     slurm = print_job_script("slurm")
     assert slurm.startswith("#!/usr/bin/env bash") and "#SBATCH" in slurm
     assert "#SBATCH --cpus-per-task=8" in slurm and "distributed.cli.dask_worker" in slurm
     assert "--nthreads 1" in slurm and "--nworkers 8" in slurm
+    assert "tls://" in slurm and "--tls-ca-file" in slurm  # as a run submits it
     pbs = print_job_script("pbs")
     assert "#PBS -q workq" in pbs and "#PBS -l walltime=04:00:00" in pbs
     assert "distributed.cli.dask_worker" in pbs
@@ -304,3 +423,24 @@ def test_a_pass_with_nothing_to_run_starts_no_cluster(archive: Path, tmp_path: P
         assert backend.describe() != "inline (no dask)"  # asked to start by that payload
     finally:
         backend.close()
+
+
+def test_driver_job_scripts(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--print-job-script --driver``: the whole command as a PBS job; refused alone, for
+    a cluster that is not a batch system, and for an input that does not exist."""
+    from pipeline.cli import main
+
+    assert main(["--print-job-script", "--driver", "--cluster", "pbs", "-r", "--irreversible",
+                 str(archive), "out dir"]) == 0
+    script = capsys.readouterr().out
+    assert "#PBS -l select=1:ncpus=2:mem=4096MB" in script and "#PBS -q workq" in script
+    assert script.rstrip().endswith(
+        f"-m pipeline.cli --cluster pbs -r --irreversible {archive} 'out dir'")
+    for args, message, status in (
+            (["--driver", "--cluster", "pbs", str(archive), "out"], "goes with --print-job", 2),
+            (["--print-job-script", "--driver", "--cluster", "local", str(archive), "out"],
+             "sbatch or qsub scripts", 2),
+            (["--print-job-script", "--driver", "--cluster", "slurm", "/nonexistent", "out"],
+             "Could not find file", 1)):  # as gdcmanon: a missing input is exit 1
+        assert main(args) == status
+        assert message in capsys.readouterr().err

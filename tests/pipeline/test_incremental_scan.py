@@ -96,13 +96,14 @@ def test_another_profile_or_input_reads_every_header(archive: Path, tmp_path: Pa
 
 
 class _Ticking:
-    """A clock that moves 10 s per reading: every progress update prints its line."""
+    """A clock that moves 40 s per reading (more than the 30 s between two plain progress
+    lines): every progress update prints its line."""
 
     def __init__(self) -> None:
         self.now = 0.0
 
     def __call__(self) -> float:
-        self.now += 10.0
+        self.now += 40.0
         return self.now
 
 

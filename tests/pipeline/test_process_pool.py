@@ -97,7 +97,7 @@ def test_command_line_chooses_the_local_pool(archive: Path, tmp_path: Path) -> N
     assert job.dashboard is None  # type: ignore[union-attr]
     job = build_run(build_parser().parse_args(
         [*base, "--dashboard", str(archive), str(tmp_path / "out")]))  # not taken as a value
-    assert job.dashboard == ":0" and job.input == archive  # type: ignore[union-attr]
+    assert job.dashboard == "127.0.0.1:0" and job.input == archive  # type: ignore[union-attr]
     for extra in (["--workers", "0"], ["--local-pool", "processes"]):
         with pytest.raises(UsageError, match="--dashboard shows a dask cluster"):
             build_run(build_parser().parse_args(

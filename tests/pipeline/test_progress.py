@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
+import pytest
 from rich.console import Console
 
 from pipeline.progress import MAX_SAMPLES, RunProgress
@@ -74,7 +76,8 @@ def test_an_80_column_bar_is_one_line_with_elapsed_time_and_latest_kind() -> Non
 def test_plain_lines_at_an_interval_when_not_a_terminal() -> None:
     console, buffer = _console(terminal=False)
     clock = Clock()
-    with RunProgress(console, verbosity=2, clock=clock, interval=5.0) as progress:
+    with RunProgress(console, verbosity=1, clock=clock, interval=5.0,
+                     timestamp=lambda: "2026-01-02 03:04:05") as progress:
         assert not progress.live
         progress.begin("pass 1 scan", total=1000)
         clock.now += 1.0
@@ -87,13 +90,49 @@ def test_plain_lines_at_an_interval_when_not_a_terminal() -> None:
         progress.end()
     lines = buffer.getvalue().splitlines()
     assert lines == [
-        ("pass 1 scan: … 500/1,000 files, 100 files/s, 1.0 MB/s, 1 not written, workers -, "
-         "5.0 s, ETA 5 s"),
-        ("pass 1 scan: … 1,000/1,000 files, 100 files/s, 1.0 MB/s, 1 not written, workers -, "
-         "10.0 s, ETA 0 s"),
-        ("pass 1 scan: finished 1,000/1,000 files, 100 files/s, 1.0 MB/s, 1 not written, "
-         "workers -, 10.0 s"),
+        ("2026-01-02 03:04:05 pass 1 scan: … 500/1,000 files, 100 files/s, 1.0 MB/s, "
+         "1 not written, workers -, 5.0 s, ETA 5 s"),
+        ("2026-01-02 03:04:05 pass 1 scan: … 1,000/1,000 files, 100 files/s, 1.0 MB/s, "
+         "1 not written, workers -, 10.0 s, ETA 0 s"),
+        ("2026-01-02 03:04:05 pass 1 scan: finished 1,000/1,000 files, 100 files/s, 1.0 MB/s, "
+         "1 not written, workers -, 10.0 s"),
     ]
+
+
+def test_plain_lines_come_while_nothing_finishes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a terminal a line is written every interval even when no batch finishes
+    (workers still starting): a batch job's log never looks hung."""
+    monkeypatch.setenv("ANONPIPE_PROGRESS_SECONDS", "0.05")
+    console, buffer = _console(terminal=False)
+    with RunProgress(console, verbosity=1) as progress:
+        assert progress.interval == 0.05 and progress.ticking
+        progress.count_workers = lambda: 7  # asked afresh: a lost worker shows at once
+        progress.begin("pass 2 deidentify", total=2_000_000)
+        progress.advance(files=1)
+        deadline = time.monotonic() + 30
+        while buffer.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) >= 2
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d pass 2 deidentify: … "
+                        r"1/2,000,000 files, [\d,]+ files/s, .* errors, workers 7, .*ETA .*",
+                        lines[0]), lines[0]
+
+
+def test_eta_reads_in_hours_and_minutes() -> None:
+    console, buffer = _console(terminal=False)
+    clock = Clock()
+    with RunProgress(console, verbosity=1, clock=clock, interval=1.0,
+                     timestamp=lambda: "T") as progress:
+        progress.begin("pass 2 deidentify", total=100_000)
+        clock.now += 10.0
+        progress.set_workers(3)
+        progress.advance(files=100)
+        clock.now += 10.0
+        progress.advance(files=9_900)
+    first, second = buffer.getvalue().splitlines()[:2]
+    assert first.endswith("workers 3, 10.0 s, ETA 2 h 46 min")
+    assert second.endswith("ETA 3 min 00 s")
 
 
 def test_quiet_levels_and_debug_messages() -> None:
@@ -106,7 +145,7 @@ def test_quiet_levels_and_debug_messages() -> None:
         progress.end()
     text = buffer.getvalue()
     assert "secret-name" not in text and "a warning" in text
-    assert text.count("pass 1 scan") == 1  # no periodic lines below -V
+    assert text.count("pass 1 scan") == 1  # the clock stood still: the final line only
 
 
 def test_timeline_is_bounded() -> None:
