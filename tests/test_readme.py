@@ -27,7 +27,7 @@ BIN = Path(sys.executable).parent
 #: examples that cannot run on one machine in a test, and why
 SKIPPED = {
     "make ": "the Makefile targets are what runs this test",
-    "tcp://10.0.0.5": "an example address: no scheduler listens there",
+    "10.0.0.5": "an example address: no scheduler listens there",
     "--cluster slurm in/": "submits SLURM jobs (tests/pipeline/test_cluster.py runs them)",
 }
 

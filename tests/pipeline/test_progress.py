@@ -115,7 +115,7 @@ def test_plain_lines_come_while_nothing_finishes(monkeypatch: pytest.MonkeyPatch
     lines = buffer.getvalue().splitlines()
     assert len(lines) >= 2
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d pass 2 deidentify: … "
-                        r"1/2,000,000 files, [\d,]+ files/s, .* errors, workers 7, .*ETA .*",
+                        r"1/2,000,000 files, [\d,]+ files/s, .* not written, workers 7, .*ETA .*",
                         lines[0]), lines[0]
 
 
