@@ -5,11 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= build/demo
 
-.PHONY: install lint demo test system-deps bench fuzz tables notebooks clean
+.PHONY: install lint demo test system-deps bench bench-scale fuzz tables notebooks clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# pip builds the compiled element walker (tasks/_walker.c) into tasks/ with the system's C
+# compiler and Python's headers.
+$(STAMP): pyproject.toml setup.py tasks/_walker.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# PYTHONWARNINGS reaches the build backend: setuptools warns that an editable install
@@ -17,10 +19,11 @@ $(STAMP): pyproject.toml
 	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# Debian tools the tests run for real (gdcmanon, dcmtk, dciodvfy, openssl, a single-node SLURM
-# with munge, tesseract): apt-get when root.
+# Debian tools the build and the tests need (gcc for the compiled walker; gdcmanon, dcmtk,
+# dciodvfy, openssl, a single-node SLURM with munge, tesseract): apt-get when root.
 system-deps:
 	@missing=""; \
+	command -v gcc      >/dev/null || missing="$$missing gcc"; \
 	command -v gdcmanon >/dev/null || missing="$$missing libgdcm-tools"; \
 	command -v dcmdump  >/dev/null || missing="$$missing dcmtk"; \
 	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
@@ -50,6 +53,11 @@ test: install system-deps lint
 
 bench: install system-deps
 	$(BIN)/python benchmarks/run.py
+
+# a million tiny files (SCALE_FILES=N for another size): gdcmanon, anonpipe, a no-op rerun,
+# the audit; driver memory and store size per file
+bench-scale: install system-deps
+	$(BIN)/python benchmarks/scale.py
 
 fuzz: install
 	ANONPIPE_FUZZ_SECONDS=$${ANONPIPE_FUZZ_SECONDS:-600} $(BIN)/python -m pytest tests/fuzz -q

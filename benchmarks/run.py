@@ -48,6 +48,9 @@ ARCHIVES = {
                                      "--instances", "10")),
     "large200": Archive("large200", ("--patients", "10", "--studies", "1", "--series", "2",
                                      "--instances", "10", "--kind", "large-ct")),
+    # a CT examination: 960 slices of 512x512, 16 bits (511 MB)
+    "ct960": Archive("ct960", ("--patients", "1", "--studies", "1", "--series", "4",
+                               "--instances", "240", "--kind", "large-ct")),
 }
 
 
@@ -217,8 +220,8 @@ def commands(archive: Path, work: Path, outputs: Path, cert: Path, key: Path, gd
     base = [anon, "-c", str(cert), "-e", "-r", "-E", "--secret-file", str(work / "secret")]
     cmds["anonpipe -e"] = (base + ["--store", str(work / "store-default.sqlite"),
                                    str(archive), str(out["anonpipe"])], out["anonpipe"])
-    cmds["anonpipe -e --local-pool processes"] = (
-        base + ["--local-pool", "processes", "--store", str(work / "store-pool.sqlite"),
+    cmds["anonpipe -e --local-pool dask"] = (
+        base + ["--local-pool", "dask", "--store", str(work / "store-pool.sqlite"),
                 str(archive), str(out["anonpipe-pool"])], out["anonpipe-pool"])
     cmds["anonpipe -e --workers 1"] = (
         base + ["--workers", "1", "--store", str(work / "store-w1.sqlite"), str(archive),
@@ -359,6 +362,19 @@ def targets(results: list[Result]) -> list[tuple[str, bool, str]]:
     if a and c:
         judge("large files within 2x of cp -r", a.wall <= 2 * c.wall,
               f"{a.wall / c.wall:.2f}x", a, c)
+    a, g, c = get("ct960", "anonpipe -e"), get("ct960", "gdcmanon -e"), get("ct960", "cp -r")
+    if a and g:
+        judge("CT 960: anonpipe >= 1.5x faster than gdcmanon", g.wall / a.wall >= 1.5,
+              f"speed-up {g.wall / a.wall:.2f}x", a, g)
+    if a and c:
+        judge("CT 960: within 2x of cp -r", a.wall <= 2 * c.wall, f"{a.wall / c.wall:.2f}x",
+              a, c)
+    for archive in ("small20k", "ct960"):
+        a, g = get(archive, "anonpipe -e"), get(archive, "gdcmanon -e")
+        if a and g:
+            judge(f"{archive}: CPU per file <= gdcmanon's",
+                  a.cpu_ms_per_file <= g.cpu_ms_per_file,
+                  f"{a.cpu_ms_per_file:.3f} vs {g.cpu_ms_per_file:.3f} ms", a, g)
     with_workers = [r for r in results if r.command.startswith("anonpipe")
                     and max(s.worker_rss_mb for s in r.samples) > 0]
     if with_workers:  # else no worker process ran (every pass inline): nothing to check
@@ -403,7 +419,7 @@ def _file_system(folder: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archives", default=os.environ.get(
-        "BENCH_ARCHIVES", "tiny20,small2k,large200,small20k"))
+        "BENCH_ARCHIVES", "tiny20,small2k,large200,ct960,small20k"))
     parser.add_argument("--reps", type=int, default=int(os.environ.get("BENCH_REPS", "3")))
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")

@@ -202,10 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--scheduler", action=_Once,
                       help="tls://HOST:PORT of a dask scheduler (TLS settings from dask's "
                       "configuration, distributed.comm.tls)")
-    pipe.add_argument("--local-pool", choices=("dask", "processes"), default="dask",
-                      help="local workers for passes of 5,000 files or more: a dask "
-                      "LocalCluster (default) or the process pool smaller passes use (less "
-                      "overhead: faster on a few cores)")
+    pipe.add_argument("--local-pool", choices=("dask", "processes"), default=None,
+                      help="local workers: the process pool (default: starts in ~0.1 s, "
+                      "least overhead per file) or a dask LocalCluster (the default with "
+                      "--dashboard)")
     pipe.add_argument("--dashboard", action="store_true",
                       help="run every pass with workers on a local dask cluster that serves "
                       "its dashboard on a free port, and print the address (a fixed one: "

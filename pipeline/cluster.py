@@ -19,7 +19,7 @@ user chose where the work runs).  Every dask cluster started here speaks TLS wit
 credentials made for the run (pipeline.tls); worker jobs on a batch system are submitted,
 waited for and replaced by pipeline.jobqueue.
 
-Local processes (``job.local_pool == "processes"``, ``--local-pool processes``): a
+Local processes (``job.local_pool == "processes"``, the command line's default): a
 ``concurrent.futures`` pool of spawned interpreters that import only ``tasks``.  Why: a
 dask LocalCluster costs ~0.7 s of wall time and ~2 CPU-seconds to import distributed,
 start the scheduler and the nannies and spawn its workers (measured on 2 cores); the
@@ -27,8 +27,8 @@ process pool starts in ~0.1 s, so it pays off from a few hundred files instead o
 ~10,000, and its per-task cost is a pickle over a pipe (no scheduler).  What it does not
 have: a dashboard, and a crash of one worker breaks the whole pool (the pool is rebuilt
 and the in-flight batches re-run, so the blame falls on every in-flight batch, and the
-runner's file-by-file quarantine finds the culprit).  ``--cluster local`` still gives a
-dask LocalCluster (of two workers or more).
+runner's file-by-file quarantine finds the culprit).  ``--local-pool dask``,
+``--dashboard`` and ``--cluster local`` give a dask LocalCluster (of two workers or more).
 """
 
 from __future__ import annotations

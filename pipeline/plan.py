@@ -27,7 +27,8 @@ from tasks.model import Batch, Status, WorkItem
 from tasks.profile import Action, get_profile
 from tasks.uids import new_uid
 
-WRITE_CHUNK = 10_000
+#: rows of the mapping written per step between two pass-2 results (~30 ms)
+MAPPING_STEP = 1_000
 PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 STUDY_ID = 0x00200010
@@ -106,8 +107,20 @@ def record_mapping(store: Store, secret: bytes, root: str, profile: Any) -> Mapp
     pseudonyms, and with Retain Longitudinal Modified Dates each patient's date offset.
     """
     stats = MappingStats()
-    stats.uids = _put_chunked(store.put_uids, ((uid, new_uid(secret, root, uid))
-                                               for uid in store.replaced_uids()))
+    for _ in mapping_steps(store, secret, root, profile, stats):
+        pass
+    return stats
+
+
+def mapping_steps(store: Store, secret: bytes, root: str, profile: Any,
+                  stats: MappingStats) -> Iterator[None]:
+    """:func:`record_mapping` in steps of at most MAPPING_STEP rows, counted into ``stats``.
+
+    Why steps: the mapping is for reports and audits, the workers derive every replacement
+    themselves; pass 2 takes one step between two results, so a million UIDs (~30 s of the
+    driver's time) never keep the workers waiting for their next batches."""
+    yield from _put_steps(store.put_uids, ((uid, new_uid(secret, root, uid))
+                                           for uid in store.replaced_uids()), stats, "uids")
     compiled = get_profile(profile)
     pseudonymised = {tag for tag, action in compiled.actions.items() if action is Action.D}
     shifted = getattr(compiled, "dates", None) == "modified"
@@ -138,25 +151,25 @@ def record_mapping(store: Store, secret: bytes, root: str, profile: Any) -> Mapp
                 for value in store.identifiers(field_name):
                     yield f"{label}:{value}", value if kept else ""
 
-    stats.patients = _put_chunked(store.put_patients, patient_rows())
-    stats.identifiers = _put_chunked(store.put_ids, identifier_rows())
-    return stats
+    yield from _put_steps(store.put_patients, patient_rows(), stats, "patients")
+    yield from _put_steps(store.put_ids, identifier_rows(), stats, "identifiers")
 
 
-def _put_chunked(put: Callable[[dict[str, Any]], None],
-                 pairs: Iterator[tuple[str, Any]]) -> int:
-    """Write ``pairs`` through ``put`` WRITE_CHUNK at a time (the driver's memory stays flat
-    however large the archive); returns how many were written."""
-    written = 0
+def _put_steps(put: Callable[[dict[str, Any]], None], pairs: Iterator[tuple[str, Any]],
+               stats: MappingStats, counter: str) -> Iterator[None]:
+    """Write ``pairs`` through ``put`` MAPPING_STEP at a time (the driver's memory stays
+    flat however large the archive), yielding after each, and count them in ``stats``."""
     chunk: dict[str, Any] = {}
     for key, value in pairs:
         chunk[key] = value
-        if len(chunk) >= WRITE_CHUNK:
+        if len(chunk) >= MAPPING_STEP:
             put(chunk)
-            written += len(chunk)
+            setattr(stats, counter, getattr(stats, counter) + len(chunk))
             chunk = {}
+            yield
     put(chunk)
-    return written + len(chunk)
+    setattr(stats, counter, getattr(stats, counter) + len(chunk))
+    yield
 
 
 # --------------------------------------------------------------------------- work list

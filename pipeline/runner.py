@@ -16,7 +16,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +29,9 @@ from pipeline.plan import (
     MappingStats,
     Planner,
     burned_in_check,
+    mapping_steps,
     op_fingerprint,
     profile_of,
-    record_mapping,
 )
 from pipeline.progress import DEBUG, ERROR, INFO, WARNING, PassStats, RunProgress
 from pipeline.report import (
@@ -215,10 +215,10 @@ class _Pass2:
                                   "(--continue goes on past failures)", WARNING)
 
     def run(self, backend: Backend, expected: int, total: int,
-            meanwhile: Callable[[], None] = lambda: None, nbytes: int | None = None
-            ) -> PassStats:
-        """Pass 2; ``meanwhile`` runs in the driver once the first batches are submitted
-        (driver-side bookkeeping that the workers need not wait for)."""
+            meanwhile: Iterable[None] = (), nbytes: int | None = None) -> PassStats:
+        """Pass 2; ``meanwhile`` is driver-side bookkeeping that the workers need not wait
+        for, in steps: one step between two results once the first batches are submitted,
+        the rest after the last."""
         job = self.job
         pool = backend.pool(expected, nbytes)
         self.planner.batch_files = balanced_batch(job.batch_files, expected,
@@ -227,12 +227,15 @@ class _Pass2:
         window = pool.imap(run_batch, self.planner.batches(), job.operation,
                            not job.continue_on_error)
         window.start()
-        meanwhile()
+        steps = iter(meanwhile)
         self.progress.count_workers = pool.workers_alive if pool.kind != "inline" else None
         for outcome in window:
             self.progress.set_workers(pool.workers_alive() if pool.kind != "inline" else None,
                                       pool.dashboard)
             self.consume(outcome, window)
+            next(steps, None)
+        for _ in steps:
+            pass
         self.planner.flush()
         return self.progress.end()
 
@@ -369,11 +372,15 @@ def run_tree(job: TreeJob, console: Console | None = None,
             findings = store.counts()
             _show_findings(job, findings, store, progress)
 
-            def map_now() -> None:
-                nonlocal mapping
+            def map_steps() -> Iterator[None]:
                 if job.mode == "deidentify" and job.secret and not job.scan_only:
                     assert job.secret is not None
-                    mapping = record_mapping(store, job.secret, job.root_uid, profile_of(job))
+                    yield from mapping_steps(store, job.secret, job.root_uid,
+                                             profile_of(job), mapping)
+
+            def map_now() -> None:
+                for _ in map_steps():
+                    pass
 
             if job.scan_only or job.dry_run:
                 if job.dry_run:
@@ -397,9 +404,9 @@ def run_tree(job: TreeJob, console: Console | None = None,
                     summary.stopped_early = True
                 else:
                     # the workers derive replacements themselves: the recorded mapping is
-                    # written while they start on the first batches
+                    # written step by step while they work
                     passes.append(second.run(backend, total - rejected, total,
-                                             meanwhile=map_now,
+                                             meanwhile=map_steps(),
                                              nbytes=_count(findings["bytes"])))
                     summary.stopped_early = second.failed_seen
         except (KeyboardInterrupt, WorkersUnavailable) as exc:  # Ctrl-C, SIGTERM, no

@@ -140,9 +140,11 @@ def _default_replaced() -> frozenset[int]:
 def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, Any]:
     """One inventory row for ``path``; a row with ``error_kind``/``error`` if unreadable.
 
-    ``uids`` is every UID (VR UI) at any depth, ``replace`` the subset the profile replaces
-    (``replaced``, default: the default profile's, see :func:`replaced_tags`); ``deidentified`` is true
-    when (0400,0500) is present or (0012,0062) is YES.  ``accession``, ``study_date`` and
+    ``replace`` is every UID (VR UI, at any depth) the profile replaces (``replaced``,
+    default: the default profile's, see :func:`replaced_tags`), ``kept_uids`` (only when
+    there are any) the other UIDs but the SOP Class UID: a row is what the store keeps per
+    file, so nothing is written twice (at a million files every 40-byte UID is 40 MB);
+    ``deidentified`` is true when (0400,0500) is present or (0012,0062) is YES.  ``accession``, ``study_date`` and
     ``other_ids`` (only when present) are for ``anonpipe-audit``, which searches the outputs
     for every identifier the inventory records.
     """
@@ -183,8 +185,10 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
     if replaced is None:
         replaced = _default_replaced()
     _collect_uids(df, df.elements, replaced, every, mapped)
-    row["uids"] = sorted(every)
     row["replace"] = sorted(mapped)
+    kept = every - mapped - {row["sop_class"]}
+    if kept:
+        row["kept_uids"] = sorted(kept)
     other = _other_ids(df)
     if other:
         row["other_ids"] = other

@@ -44,7 +44,7 @@ class FileResult:
             "bytes_out": self.bytes_out,
             "error_kind": self.error_kind,
             "error": self.error,
-            "seconds": self.seconds,
+            "seconds": round(self.seconds, 6),  # a row per file in the store: no noise digits
             **extra,
         }
 

@@ -52,7 +52,7 @@ from tests.fuzz.hostile import (
 FUZZ_SECONDS = float(os.environ.get("ANONPIPE_FUZZ_SECONDS") or 0)
 #: examples per target in the bounded run (tuned so all targets take ~20 s together)
 EXAMPLES = int(os.environ.get("ANONPIPE_FUZZ_EXAMPLES") or 1500)
-TARGETS = 7
+TARGETS = 8
 SECRET = b"fuzz-secret-0123456789abcdef0123"
 #: inputs of failing examples (build/ is not tracked)
 FAILURES = Path(__file__).resolve().parents[2] / "build" / "fuzz-failures"
@@ -399,6 +399,23 @@ def test_fuzz_header_read_matches_one_walk(corpus: dict[str, tuple[bytes, list[H
     run_target(check, strategy, fuzz_stats, "header read in chunks vs one walk")
 
 
+def test_fuzz_walkers_agree(corpus: dict[str, tuple[bytes, list[Header]]],
+                            fuzz_stats: FuzzStats) -> None:
+    """The compiled element walker and the Python one: the same trees on damaged files, or
+    both refuse (the compiled one then hands over to the Python one for the error)."""
+    from tests.walkers import compare
+
+    def check(case: tuple[str, list]) -> None:  # type: ignore[type-arg]
+        data = mutate(*corpus[case[0]], case[1])
+        try:
+            compare(data)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; input kept as {_keep_failing_input(data, None)}") \
+                from exc
+
+    run_target(check, cases(corpus), fuzz_stats, "compiled vs Python walker")
+
+
 # A grammar target: data sets built from elements, sequences and items of random shape, so
 # nesting, delimiters and lengths combine in ways byte mutations of six files rarely reach.
 
@@ -451,6 +468,7 @@ def test_fuzz_deidentify_generated_datasets(encryptor: EnvelopeEncryptor,
                                             fuzz_stats: FuzzStats) -> None:
     """-e on generated data sets; de-identified ones must round trip."""
     from tests.fuzz.hostile import dataset, file_meta
+    from tests.walkers import compare
 
     settings_ = DeidentifySettings(secret=SECRET, encryptor=encryptor, allow_burned_in=True,
                                    profile="gdcmanon")
@@ -459,6 +477,7 @@ def test_fuzz_deidentify_generated_datasets(encryptor: EnvelopeEncryptor,
         unique = {_sort_key(n): n for n in nodes if _sort_key(n) > 0x00080018}
         body = b"".join(_encode(unique[tag]) for tag in sorted(unique))
         data = file_meta() + dataset(body)
+        compare(data)  # the compiled walker agrees with the Python one here too
         out = expect_clean(lambda d: deidentify_bytes(d, settings_), data)
         if out is not None:
             expect_round_trip(out, data, reid)

@@ -22,8 +22,9 @@ def test_row_of_a_sample_file(archive: Path) -> None:
     assert row["deidentified"] is False and row["dicomdir"] is False
     previous = scan_file(archive / "P0001/ST01/SE01/IM0001.dcm")["sop"]
     # nested: ReferencedImageSequence > ReferencedSOPInstanceUID of the previous slice
-    assert previous in row["replace"] and previous in row["uids"]
-    assert row["sop_class"] in row["uids"] and row["sop_class"] not in row["replace"]
+    assert previous in row["replace"] and previous not in row.get("kept_uids", ())
+    assert row["sop_class"] not in row["replace"] + row.get("kept_uids", [])
+    assert row["kept_uids"] and not set(row["kept_uids"]) & set(row["replace"])
     assert {row["study"], row["series"], row["sop"], row["frame_of_reference"]} <= set(
         row["replace"])
 

@@ -90,14 +90,18 @@ def test_scan_only_through_the_pool(archive: Path, tmp_path: Path) -> None:
 
 
 def test_command_line_chooses_the_local_pool(archive: Path, tmp_path: Path) -> None:
-    """A dask LocalCluster by default (the product's promise); --local-pool processes opts in."""
+    """The process pool by default; a dask LocalCluster with --dashboard or --local-pool dask."""
     base = ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret")]
     job = build_run(build_parser().parse_args([*base, str(archive), str(tmp_path / "out")]))
-    assert job.local_pool == "dask"  # type: ignore[union-attr]
+    assert job.local_pool == "processes"  # type: ignore[union-attr]
     assert job.dashboard is None  # type: ignore[union-attr]
     job = build_run(build_parser().parse_args(
         [*base, "--dashboard", str(archive), str(tmp_path / "out")]))  # not taken as a value
     assert job.dashboard == "127.0.0.1:0" and job.input == archive  # type: ignore[union-attr]
+    assert job.local_pool == "dask"  # type: ignore[union-attr]
+    job = build_run(build_parser().parse_args(
+        [*base, "--local-pool", "dask", str(archive), str(tmp_path / "out")]))
+    assert job.local_pool == "dask"  # type: ignore[union-attr]
     for extra in (["--workers", "0"], ["--local-pool", "processes"]):
         with pytest.raises(UsageError, match="--dashboard shows a dask cluster"):
             build_run(build_parser().parse_args(

@@ -232,3 +232,33 @@ def test_plan_records_date_offsets_with_modified_dates(archive: Path, tmp_path: 
     with Store(store_path) as store:
         row = store.get("patients", pid)
     assert row["date_offset_days"] == date_offset_days(SECRET, pid.encode()) < 0
+
+
+def test_mapping_is_written_in_steps_between_results(archive: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pass 2 takes one step of the mapping between two results: the workers never wait
+    for all of it; every UID is recorded by the end, as by record_mapping in one go."""
+    from pipeline import plan
+
+    monkeypatch.setattr(plan, "MAPPING_STEP", 7)
+    journaled_at_step: list[int] = []
+    steps = plan.mapping_steps
+
+    def watched(store: Store, *args: object) -> object:
+        for step in steps(store, *args):  # type: ignore[arg-type]
+            journaled_at_step.append(sum(store.journal_counts().values()))
+            yield step
+
+    monkeypatch.setattr("pipeline.runner.mapping_steps", watched)
+    out = tmp_path / "out"
+    job = deid_job(_copy(archive, tmp_path), out, batch_files=4)
+    summary = run_tree(job)
+    assert summary.done == FILES
+    assert journaled_at_step[0] < FILES  # the first step came before the last result
+    assert len(journaled_at_step) > 3
+    with Store(job.store) as store:  # type: ignore[arg-type]
+        recorded = store.table_size("uids")
+        report = json.loads(summary.report_path.read_text())  # type: ignore[union-attr]
+        assert report["mapping"]["uids"] == recorded > FILES
+        for uid in store.replaced_uids():
+            assert store.get("uids", uid) == new_uid(SECRET, "2.25", uid)
