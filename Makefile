@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   ?= build/demo
 
-.PHONY: install lint demo test system-deps bench bench-scale fuzz tables clean
+.PHONY: install lint demo test system-deps bench bench-scale fuzz tables notebooks clean
 
 install: $(STAMP)
 
@@ -14,7 +14,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py tasks/_walker.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	@# PYTHONWARNINGS reaches the build backend: setuptools warns that an editable install
+	@# of a mapped package (configs/ as anonpipe_configs) may import a same-named folder
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
 # Debian tools the build and the tests need (gcc for the compiled walker; gdcmanon, dcmtk,
@@ -37,6 +39,10 @@ system-deps:
 
 demo: install
 	bash scripts/demo.sh $(DEMO)
+
+# notebooks/run_report.executed.ipynb: the run-report notebook with its outputs, for reading
+notebooks: install
+	$(BIN)/python scripts/execute_notebook.py
 
 lint: install
 	$(BIN)/ruff check .

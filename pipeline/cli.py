@@ -8,6 +8,7 @@ gdcmanon, unknown options, conflicting ciphers and repeated single-valued option
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,15 @@ OPTION_FLAGS = (
 )
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Wrapped help texts, the examples of the epilog as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples"):
+            return text
+        return super()._fill_text(text, width, indent)
+
+
 class _Once(argparse.Action):
     """Store an option that may be given once (gdcmanon aborts on a second -c, -k, ...)."""
 
@@ -50,13 +60,58 @@ class _Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+#: the epilog of --help: the manpage's examples, then the pipeline's (the README runs them)
+EXAMPLES = """\
+examples (gdcmanon's manpage):
+  anonpipe --certificate certificate.pem -e original.dcm original_anonymized.dcm
+  anonpipe --key privatekey.pem -d original_anonymized.dcm original_copy.dcm
+  anonpipe --dumb --empty 10,10 --clear 10,20 --remove 10,40 --remove 10,1010 \\
+      --replace 10,1030,10 012345.002.050.dcm out.dcm
+  anonpipe --dumb --clear "0029,20,SIEMENS MEDCOM HEADER" input.dcm output.dcm
+  anonpipe --dumb --remove PatientName --replace PatientID=ANON input.dcm output.dcm
+
+examples (directories):
+  anonpipe -c cert.pem -r --continue /data/in /data/out     # both passes, all cores
+  anonpipe -c cert.pem -r --dry-run --plan plan.tsv /data/in /data/out
+  anonpipe -c cert.pem -r --cluster slurm --store run.sqlite /data/in /data/out
+  anonpipe-status run.sqlite                                 # progress, from anywhere
+  anonpipe -c cert.pem -r --retry-failed --store run.sqlite /data/in /data/out
+  anonpipe-audit --store run.sqlite /data/out                # identifiers left?
+  anonpipe-crosswalk run.sqlite --csv crosswalk.csv          # original -> replacement
+
+exit status: 0 every file written (or already done; with --continue, files not DICOM
+or refused are skipped), 1 a file failed or the run stopped, 2 a usage error (nothing
+written)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus "did you mean" for a mistyped option."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            known = [o for action in self._actions for o in action.option_strings
+                     if o.startswith("--")]
+            hints = []
+            for word in message.split(":", 1)[1].split():
+                name = word.split("=", 1)[0]
+                if name.startswith("-"):
+                    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+                    if close:
+                        hints.append(f"{name}: did you mean {close[0]}?")
+            if hints:
+                message += " (" + "; ".join(hints) + ")"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="anonpipe",
         usage="anonpipe [options] file-in file-out\n       anonpipe [options] dir-in dir-out",
         description="PS3.15 E.1 Basic Application Level Confidentiality Profile: de-identify "
         "(-e), re-identify (-d) and dumb-mode edits, compatible with GDCM's gdcmanon, run as "
         "a two-pass parallel pipeline for directories.",
+        epilog=EXAMPLES,
+        formatter_class=_Formatter,
         allow_abbrev=False,
         add_help=False,
     )
@@ -107,14 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
         crypto.add_argument(flag, dest="ciphers", action="append_const", const=name, help=text)
 
     dumb = parser.add_argument_group("Dumb mode options")
-    dumb.add_argument("--empty", action="append", default=[], metavar="g,e[,CREATOR]",
+    dumb.add_argument("--empty", action="append", default=[], metavar="g,e[,CREATOR]|KEYWORD",
                       help="DICOM tag(s) to empty (created when absent)")
-    dumb.add_argument("--clear", action="append", default=[], metavar="g,e[,CREATOR]",
+    dumb.add_argument("--clear", action="append", default=[], metavar="g,e[,CREATOR]|KEYWORD",
                       help="DICOM tag(s) to clear (only when present)")
-    dumb.add_argument("--remove", action="append", default=[], metavar="g,e[,CREATOR]",
+    dumb.add_argument("--remove", action="append", default=[], metavar="g,e[,CREATOR]|KEYWORD",
                       help="DICOM tag(s) to remove")
-    dumb.add_argument("--replace", action="append", default=[], metavar="g,e[,CREATOR]=VALUE",
-                      help="DICOM tag(s) to replace (g,e=VALUE or g,e,VALUE)")
+    dumb.add_argument("--replace", action="append", default=[],
+                      metavar="g,e[,CREATOR]=VALUE|KEYWORD=VALUE",
+                      help="DICOM tag(s) to replace (g,e=VALUE or g,e,VALUE; a public "
+                      "attribute also by its keyword: PatientID=ANON)")
     dumb.add_argument("--force", action="store_true",
                       help="allow emptying/removing Type 1 attributes in dumb mode; in "
                       "single-file mode, overwrite an output file that is not de-identified; in "
@@ -185,7 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
                       "by default, with a reason)")
     pipe.add_argument("--scan-only", action="store_true", help="stop after pass 1 (scan)")
     pipe.add_argument("--dry-run", action="store_true",
-                      help="scan and plan, print planned output paths, write nothing")
+                      help="scan and plan, write no output: the sorted plan (input -> output "
+                      "paths) goes to --plan FILE or beside the report (0600), or to stdout "
+                      "with -D")
+    pipe.add_argument("--plan", action=_Once, metavar="FILE",
+                      help="--dry-run: write the plan to FILE (0600)")
+    pipe.add_argument("--files-from", action=_Once, metavar="LIST",
+                      help="run only the files LIST names (paths relative to the input, one "
+                      "a line; text after a tab is ignored, so a run's failed list works)")
+    pipe.add_argument("--retry-failed", action="store_true",
+                      help="run only the files the store's last run did not write (failed, "
+                      "refused, not DICOM), with the options given now")
     pipe.add_argument("--insecure-scheduler", action="store_true",
                       help="accept a plain tcp:// --scheduler (anyone who reaches it can run "
                       "code in its workers and read the secret)")

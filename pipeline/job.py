@@ -48,6 +48,9 @@ class TreeJob:
     force: bool = False
     scan_only: bool = False
     dry_run: bool = False
+    plan: Path | None = None  # --plan FILE: where --dry-run writes its plan (0600)
+    #: --files-from / --retry-failed: the input-relative paths to run instead of the walk
+    files: tuple[str, ...] | None = None
     verbosity: int = 1  # 0 errors only, 1 warnings, 2 verbose, 3 debug (may show PHI)
     report_options: dict[str, Any] = field(default_factory=dict)  # options echoed in the report
     # pipeline tuning (defaults suit 2-core machines; the CLI need not expose them)
@@ -77,14 +80,41 @@ class TreeJob:
 
 @dataclass
 class RunSummary:
-    """Counts of one run; the CLI turns ``failed`` into the exit code."""
+    """Counts of one run, by outcome (``pipeline.outcomes``); they add up to the files found.
+
+    ``done`` counts the files written.  The CLI turns :attr:`ok` into the exit code.
+    """
 
     done: int = 0
-    skipped: int = 0
+    already_done: int = 0
+    not_dicom: int = 0
+    refused: int = 0
     failed: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    stopped_early: bool = False
+    preview: bool = False  # --scan-only or --dry-run: the counts say what pass 2 would do
     report_path: Path | None = None
+    #: the relative paths of the files not written, with outcome and reason (0600: paths
+    #: may hold identifiers); None when every file was written
+    failed_list: Path | None = None
+    #: per study, old -> new Patient ID and accession (0600; -e only)
+    study_list: Path | None = None
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (rel path, kind, reason)
     #: files Clean Pixel Data changed or checked, by how (rule, ocr, checked)
     pixels: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> int:
+        """Files not written and not failed: already done, not DICOM or refused."""
+        return self.already_done + self.not_dicom + self.refused
+
+    @property
+    def not_written(self) -> int:
+        return self.not_dicom + self.refused + self.failed
+
+    @property
+    def ok(self) -> bool:
+        """Exit 0: nothing failed, and nothing stopped the run (without ``--continue``
+        a refused or not-DICOM file stops it before anything is written)."""
+        return self.preview or (not self.failed and not self.stopped_early)

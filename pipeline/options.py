@@ -11,7 +11,7 @@ import argparse
 import os
 import stat
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +85,13 @@ def build_run(args: argparse.Namespace) -> Run:
         raise UsageError(f"Cryptography library id not recognized: {args.crypto} "
                          f"(use {' or '.join(CRYPTO_BACKENDS)})")
     _check_mode_options(args, mode)
+    listed: tuple[tuple[str, ...] | None, Path | None] = (None, None)
     if src.is_dir():
         _check_state_paths(args, src, dst)  # before the secret is created
+        listed = _listed_files(args, dst), _plan(args)  # ... and so are these
     else:
+        if args.files_from or args.retry_failed or args.plan:
+            raise UsageError("--files-from, --retry-failed and --plan are for directory runs")
         if dst.exists() and dst.is_dir():
             dst = dst / src.name
         if _same_file(src, dst):
@@ -96,7 +100,8 @@ def build_run(args: argparse.Namespace) -> Run:
             _check_overwrite(dst)
     operation, extra = _operation(args, mode)
     if src.is_dir():
-        return _tree_job(args, mode, src, dst, operation, verbosity, extra)
+        return replace(_tree_job(args, mode, src, dst, operation, verbosity, extra),
+                       files=listed[0], plan=listed[1])
     return SingleFileRun(MODE_NAMES[mode], src, dst, operation, verbosity)
 
 
@@ -336,12 +341,34 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
                                              password=password)), {}
     from tasks.dumb import DumbEdit, DumbSettings, parse_dumb_ops, type1_warnings
 
-    ops = parse_dumb_ops(args.empty, args.clear, args.remove, args.replace)
+    ops = parse_dumb_ops([_keyword_tag(t) for t in args.empty],
+                         [_keyword_tag(t) for t in args.clear],
+                         [_keyword_tag(t) for t in args.remove],
+                         [_keyword_tag(t, replace=True) for t in args.replace])
     if not args.force and (args.verbosity is None or args.verbosity >= 1):
         for message in type1_warnings(ops):  # once per run, not once per file
             print(f"anonpipe: warning: {message}", file=sys.stderr)
     return DumbEdit(DumbSettings(ops=ops, force=args.force), warn=_already_warned), {
         "operations": len(ops)}
+
+
+def _keyword_tag(text: str, replace: bool = False) -> str:
+    """A dumb-mode tag given by its PS3.6 keyword (``PatientName``, ``PatientID=ANON``) as
+    gdcmanon's ``g,e`` form; anything else is left to ``tasks.tagspec`` to check."""
+    from pydicom.datadict import keyword_dict, tag_for_keyword
+
+    head, sep, value = text.partition("=") if replace else (text, "", "")
+    name = head.strip()
+    if not name.isidentifier():
+        return text
+    tag = tag_for_keyword(name)
+    if tag is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(keyword_dict), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise UsageError(f"{name} is no DICOM keyword (PS3.6){hint}; give the tag as g,e")
+    return f"{tag >> 16:04x},{tag & 0xFFFF:04x}{sep}{value}"
 
 
 def _already_warned(message: str) -> None:
@@ -391,6 +418,54 @@ def _read_key(path: Path, password: bytes | None) -> bytes:
 
     load_private_key(path, password)
     return path.read_bytes()
+
+
+def _plan(args: argparse.Namespace) -> Path | None:
+    if args.plan is None:
+        return None
+    if not args.dry_run:
+        raise UsageError("--plan FILE goes with --dry-run")
+    plan = Path(args.plan)
+    if plan.exists() and plan.is_dir():
+        raise UsageError(f"--plan {plan} is a folder")
+    return plan
+
+
+def _listed_files(args: argparse.Namespace, dst: Path) -> tuple[str, ...] | None:
+    """The paths of ``--files-from LIST`` or ``--retry-failed`` (validated here, once)."""
+    from pipeline.walk import check_listed
+
+    if args.files_from and args.retry_failed:
+        raise UsageError("choose --files-from or --retry-failed")
+    if args.retry_failed:
+        from pipeline.store import Store, job_store_path
+
+        store = Path(args.store) if args.store else job_store_path(dst)
+        if not store.exists():
+            raise UsageError(f"--retry-failed: no store {store} (run without it first)")
+        with Store(store, read_only=True) as opened:
+            rels = tuple(opened.failed_paths())
+        if not rels:
+            raise UsageError("--retry-failed: the last run left no file unwritten")
+        return rels
+    if not args.files_from:
+        return None
+    try:
+        text = Path(args.files_from).read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise UsageError(f"--files-from {args.files_from}: {exc.strerror or exc}") from None
+    listed: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        rel = line.split("\t", 1)[0]
+        if not rel.strip():
+            continue
+        why = check_listed(rel)
+        if why is not None:  # the line number only: the path may hold a name
+            raise UsageError(f"--files-from {args.files_from}, line {number}: {why}")
+        listed.append(rel)
+    if not listed:
+        raise UsageError(f"--files-from {args.files_from} lists no file")
+    return tuple(listed)
 
 
 def _local_pool(kind: str | None, dashboard: bool) -> dict[str, Any]:

@@ -36,6 +36,7 @@ PATIENT_ID = 0x00100020
 PATIENT_NAME = 0x00100010
 STUDY_ID = 0x00200010
 SOP_INSTANCE_UID = 0x00080018
+ACCESSION_NUMBER = 0x00080050
 
 
 def op_fingerprint(operation: object) -> str:
@@ -144,10 +145,15 @@ def mapping_steps(store: Store, secret: bytes, root: str, profile: Any,
     def identifier_rows() -> Iterator[tuple[str, str]]:
         for field_name, tag, label in (("patient_id", PATIENT_ID, "PatientID"),
                                        ("patient_name", PATIENT_NAME, "PatientName"),
-                                       ("study_id", STUDY_ID, "StudyID")):
+                                       ("study_id", STUDY_ID, "StudyID"),
+                                       ("accession", ACCESSION_NUMBER, "AccessionNumber")):
             if tag in pseudonymised:
                 for value in store.identifiers(field_name):
                     yield f"{label}:{value}", _dummy_for(secret, tag, value)
+            elif tag == ACCESSION_NUMBER:  # the crosswalk lists it whatever becomes of it
+                kept = compiled.actions.get(tag) in (None, Action.K)
+                for value in store.identifiers(field_name):
+                    yield f"{label}:{value}", value if kept else ""
 
     yield from _put_steps(store.put_patients, patient_rows(), stats, "patients")
     yield from _put_steps(store.put_ids, identifier_rows(), stats, "identifiers")
@@ -182,7 +188,22 @@ def rejection(job: TreeJob, row: dict[str, Any]) -> tuple[str, str] | None:
             return "UnsupportedFileError", "already de-identified"
         if row.get("dicomdir"):
             return "UnsupportedFileError", "DICOMDIR: rebuild it from the outputs"
+        burned = burned_in_check(job)
+        if burned is not None:
+            why = burned.burned_in_reason(row.get("sop_class"), row.get("burned_in"))
+            if why is not None:  # the words of tasks.pixels.clean.pixel_step
+                reason = f"burned-in annotation: {why}; --pixels refuse (--pixels clean blanks it)"
+                return "UnsupportedFileError", reason
     return None
+
+
+def burned_in_check(job: TreeJob) -> Any:
+    """The compiled profile when -e refuses burned-in files (``--pixels refuse``; ``clean``
+    blanks the text in pass 2, ``keep`` and ``--allow-burned-in`` leave it)."""
+    settings = getattr(job.operation, "settings", None)
+    if job.mode != "deidentify" or getattr(settings, "pixel_policy", "keep") != "refuse":
+        return None
+    return profile_of(job)
 
 
 def is_done(row: dict[str, Any], journaled: dict[str, Any] | None, dst: Path | str,

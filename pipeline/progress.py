@@ -83,26 +83,45 @@ class PassStats:
 def _columns() -> tuple[type, type]:
     """The two custom columns (classes made on first use: rich is imported lazily)."""
     from rich.progress import ProgressColumn, Task
+    from rich.table import Column
     from rich.text import Text
 
     class _RateColumn(ProgressColumn):
-        """files/s and MB/s since the pass began."""
+        """files/s (and MB/s when wide) over the pass; fixed once the pass ends (the task
+        is stopped, so its elapsed time stops growing)."""
+
+        def __init__(self, narrow: bool = False) -> None:
+            super().__init__(table_column=Column(no_wrap=True, overflow="crop"))
+            self.narrow = narrow
 
         def render(self, task: Task) -> Text:
             elapsed = task.elapsed or 0.0
             if elapsed <= 0:
-                return Text("- files/s  - MB/s", style="progress.data.speed")
+                return Text("- files/s", style="progress.data.speed")
             files = task.completed / elapsed
+            if self.narrow:
+                return Text(f"{files:,.0f}/s", style="progress.data.speed")
             mb = task.fields.get("bytes", 0) / 1e6 / elapsed
             return Text(f"{files:,.0f} files/s {mb:,.1f} MB/s", style="progress.data.speed")
 
     class _StateColumn(ProgressColumn):
+        """Files not written so far and the latest one's outcome (or error kind)."""
+
+        def __init__(self, narrow: bool = False) -> None:
+            super().__init__(table_column=Column(no_wrap=True, overflow="ellipsis"))
+            self.narrow = narrow
+
         def render(self, task: Task) -> Text:
             errors = task.fields.get("errors", 0)
-            workers = task.fields.get("workers", "-")
+            latest = task.fields.get("latest")
+            style = "red" if errors else "dim"
+            if self.narrow:
+                return Text(f"✗{errors:,}" + (f" {latest}" if latest and errors else ""),
+                            style=style)
             return Text.assemble(
-                (f"errors {errors}", "red" if errors else "dim"), "  ",
-                (f"workers {workers}", "dim"),
+                (f"not written {errors:,}", style),
+                (f" ({latest})" if latest and errors else "", "red"), "  ",
+                (f"workers {task.fields.get('workers', '-')}", "dim"),
             )
 
     return _RateColumn, _StateColumn
@@ -142,6 +161,7 @@ class RunProgress:
         self._last_line = 0.0
         self._last_sample = -1.0
         self._workers = "-"
+        self._latest: str | None = None
         #: asked by the ticker for a fresh count when nothing finishes (a lost worker job)
         self.count_workers: Callable[[], int] | None = None
         self._dashboard_shown: str | None = None
@@ -163,17 +183,29 @@ class RunProgress:
                 MofNCompleteColumn,
                 Progress,
                 TextColumn,
+                TimeElapsedColumn,
                 TimeRemainingColumn,
             )
+            from rich.table import Column
+
+            def fixed() -> Column:
+                return Column(no_wrap=True, overflow="crop")
 
             rate_column, state_column = _columns()
+            # one line per pass on an 80-column terminal: narrower than 120 columns, the
+            # bar is short, the rate is files/s alone, no ETA and no workers; no cell wraps
+            narrow = self.console.width < 120
+            columns = [
+                TextColumn("[bold]{task.description}", table_column=fixed()),
+                BarColumn(bar_width=10 if narrow else 30, table_column=fixed()),
+                MofNCompleteColumn(table_column=fixed()),
+                TimeElapsedColumn(table_column=fixed()),
+                *([] if narrow else [TimeRemainingColumn(table_column=fixed())]),
+                rate_column(narrow),
+                state_column(narrow),
+            ]
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                rate_column(),
-                TimeRemainingColumn(),
-                state_column(),
+                *columns,
                 console=self.console,
                 get_time=self.clock,
                 transient=False,
@@ -221,7 +253,8 @@ class RunProgress:
         self._last_sample = -1.0
         if self._progress is not None:
             self._task = self._progress.add_task(name, total=total, bytes=0, errors=0,
-                                                 workers=self._workers)
+                                                 workers=self._workers, latest=None)
+        self._latest = None
         self._sample(now, force=True)
 
     def advance(self, files: int = 0, nbytes: int = 0, errors: int = 0, skipped: int = 0) -> None:
@@ -240,13 +273,19 @@ class RunProgress:
             self._plain_line(stats, now)
         self._sample(now)
 
+    def set_latest(self, kind: str) -> None:
+        """The outcome (or error kind) of the latest file not written, for the live bar."""
+        self._latest = kind
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, latest=kind)
+
     def set_workers(self, alive: int | None, dashboard: str | None = None) -> None:
         self._workers = "-" if alive is None else str(alive)
         if dashboard and dashboard != self._dashboard_shown:
             self._dashboard_shown = dashboard
             self.message(f"dask dashboard: {dashboard}", WARNING)
 
-    def end(self, word: str = "done") -> PassStats:
+    def end(self, word: str = "finished") -> PassStats:
         stats = self._stats or PassStats(name="?")
         now = self.clock()
         stats.seconds = now - self.origin - stats.started
@@ -255,6 +294,7 @@ class RunProgress:
             self._progress.update(self._task, completed=stats.files + stats.skipped,
                                   total=stats.files + stats.skipped, bytes=stats.bytes,
                                   errors=stats.errors, workers=self._workers)
+            self._progress.stop_task(self._task)  # the rate and elapsed time stop with the pass
         elif self.verbosity >= WARNING:
             self.console.print(f"{self.timestamp()} {self._line(stats, now, final=word)}",
                                highlight=False, soft_wrap=True, markup=False)
@@ -276,16 +316,15 @@ class RunProgress:
     def _line(self, stats: PassStats, now: float, final: str = "") -> str:
         elapsed = max(now - self.origin - stats.started, 1e-9)
         total = f"/{stats.total:,}" if stats.total is not None else ""
-        skipped = f", {stats.skipped:,} skipped" if stats.skipped else ""
         eta = ""
-        if not final and stats.total and stats.files:
-            left = stats.total - stats.files - stats.skipped
-            eta = f", ETA {_duration(max(left, 0) * elapsed / stats.files)}"
+        seen = stats.files + stats.skipped
+        if not final and stats.total and seen:
+            eta = f", ETA {_duration(max(stats.total - seen, 0) * elapsed / seen)}"
         head = final or "…"
         return (
-            f"{stats.name}: {head} {stats.files:,}{total} files{skipped}, "
+            f"{stats.name}: {head} {seen:,}{total} files, "
             f"{stats.files / elapsed:,.0f} files/s, {stats.bytes / 1e6 / elapsed:,.1f} MB/s, "
-            f"{stats.errors:,} errors, workers {self._workers}, {elapsed:,.1f} s{eta}"
+            f"{stats.errors:,} not written, workers {self._workers}, {elapsed:,.1f} s{eta}"
         )
 
     def _sample(self, now: float, force: bool = False) -> None:

@@ -59,4 +59,4 @@ def _tree(job: TreeJob) -> int:
 
     with terminate_as_interrupt():
         summary = run_tree(job)
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    return EXIT_OK if summary.ok else EXIT_FAILED

@@ -12,12 +12,15 @@ unprocessable stop the run before pass 2 writes anything.
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline import outcomes
 from pipeline.cluster import Backend, Outcome, balanced_batch, open_client
 from pipeline.job import RunSummary, TreeJob
 from pipeline.jobqueue import WorkersUnavailable
@@ -27,16 +30,28 @@ from pipeline.plan import (
     Event,
     MappingStats,
     Planner,
+    burned_in_check,
     mapping_steps,
     op_fingerprint,
     profile_of,
 )
 from pipeline.progress import DEBUG, ERROR, INFO, WARNING, PassStats, RunProgress
-from pipeline.report import build_report, summary_table, write_report
+from pipeline.report import (
+    FailedList,
+    build_report,
+    failed_list_path,
+    one_line,
+    plan_path,
+    private_open,
+    reason_lines,
+    study_list_path,
+    summary_table,
+    write_report,
+)
 from pipeline.scan import run_scan
 from pipeline.signals import signal_name
 from pipeline.store import Store, job_store_path
-from pipeline.walk import check_locations
+from pipeline.walk import check_locations, subfolders_with_dicom
 from tasks.batch import run_batch
 from tasks.errors import UsageError
 from tasks.fileio import remove_temp_files_of, sweep_temp_files
@@ -48,6 +63,7 @@ if TYPE_CHECKING:
 
 MODES = ("deidentify", "reidentify", "dumb")
 MAX_SUMMARY_ERRORS = 1000
+MAX_DISTINCT_REASONS = 10_000  # distinct (outcome, kind, reason) counted; the rest as "other reasons"
 
 
 def _count(value: object) -> int:
@@ -58,6 +74,11 @@ def _check(job: TreeJob, store_path: Path) -> None:
     if job.mode not in MODES:
         raise UsageError(f"unknown mode {job.mode!r}; expected one of {', '.join(MODES)}")
     check_locations(job.input, job.output)
+    if not job.recursive and not job.files:
+        holding = subfolders_with_dicom(job.input)
+        if holding:
+            raise UsageError(f"{job.input} has no file at its top but {holding:,} sub-folders "
+                             "hold DICOM files: -r descends into sub-folders")
     if store_path.resolve().is_relative_to(job.output.resolve()):
         raise UsageError(f"the store {store_path} must not be inside the output folder "
                          "(it links originals to pseudonyms)")
@@ -87,30 +108,67 @@ class _Pass2:
         self.job, self.store, self.progress, self.summary = job, store, progress, summary
         self.planner = Planner(job, store, op_fingerprint(job.operation), sink=self.settle)
         self.failed_seen = False
+        self.key_hint_shown = False
+        self.failed_list = FailedList()
+        self.reasons: dict[tuple[str, str, str], int] = {}
 
     def note_error(self, rel: str, kind: str, reason: str) -> None:
         if len(self.summary.errors) < MAX_SUMMARY_ERRORS:
             self.summary.errors.append((rel, kind, reason))
         self.progress.message(f"{rel}: {kind}: {reason}", DEBUG)
 
+    def record(self, rel: str, status: str, kind: str | None, reason: str | None) -> str:
+        """Count one settled file under its outcome (the one vocabulary of the counts)."""
+        name = outcomes.outcome(status, kind, reason)
+        summary = self.summary
+        if name == outcomes.WRITTEN:
+            summary.done += 1
+        elif name == outcomes.ALREADY_DONE:
+            summary.already_done += 1
+        else:
+            setattr(summary, outcomes.key(name), getattr(summary, outcomes.key(name)) + 1)
+            self.note_error(rel, str(kind), reason or "")
+            self.failed_list.add(rel, name, str(kind), reason or "")
+            self.progress.set_latest(name if name != outcomes.FAILED else str(kind))
+            line = (name, str(kind), reason or "")
+            if line in self.reasons or len(self.reasons) < MAX_DISTINCT_REASONS:
+                self.reasons[line] = self.reasons.get(line, 0) + 1
+            else:
+                other = (name, str(kind), "other reasons")
+                self.reasons[other] = self.reasons.get(other, 0) + 1
+            if self.job.mode == "reidentify" and kind == "CryptoError":
+                self.wrong_key(rel, reason or "")
+        return name
+
+    def wrong_key(self, rel: str, reason: str) -> None:
+        """The first wrong-key failure with nothing written yet: name the certificate the
+        files were encrypted for (once)."""
+        if self.key_hint_shown or self.summary.done or not reason.startswith(
+                "cannot decrypt the payload: wrong key"):
+            return
+        from pipeline.recipients import recipients_of
+
+        self.key_hint_shown = True
+        needed = recipients_of(self.job.input / rel)
+        if needed:
+            self.progress.message(
+                "the key (-k) does not open these files: they were encrypted for "
+                + "; ".join(needed), ERROR)
+
     def settle(self, events: list[Event]) -> None:
         """Files settled without a worker: rejected by pass 1, or done by an earlier run."""
         rows: dict[str, Any] = {}
-        skipped = failed = 0
+        written = not_written = 0
         for event in events:
             if event.kind is None:  # resumed: already journaled done, keep that row
-                skipped += 1
+                self.record(event.rel, event.status.value, None, None)
+                written += 1
                 continue
             rows[event.rel] = self.planner.event_row(event)
-            self.note_error(event.rel, event.kind, event.reason or "")
-            if event.status is Status.FAILED:
-                failed += 1
-            else:
-                skipped += 1
+            self.record(event.rel, event.status.value, event.kind, event.reason)
+            not_written += 1
         self.store.journal(rows)
-        self.summary.skipped += skipped
-        self.summary.failed += failed
-        self.progress.advance(files=failed, errors=len(rows), skipped=skipped)
+        self.progress.advance(errors=not_written, skipped=written + not_written)
 
     def consume(self, outcome: Outcome[Batch], window: Any) -> None:
         batch = outcome.payload
@@ -138,6 +196,9 @@ class _Pass2:
             journal[rel] = self.planner.journal_row(row)
             size, written = _count(row.get("bytes_in")), _count(row.get("bytes_out"))
             nbytes += size
+            kind = row.get("error_kind")
+            self.record(rel, str(row["status"]), None if kind is None else str(kind),
+                        None if row.get("error") is None else str(row.get("error")))
             if row["status"] == Status.DONE.value:
                 done += 1
                 self.summary.bytes_in += size
@@ -147,10 +208,7 @@ class _Pass2:
                     self.summary.pixels[how] = self.summary.pixels.get(how, 0) + 1
             else:
                 failed += 1
-                self.note_error(rel, str(row.get("error_kind")), str(row.get("error") or ""))
         self.store.journal(journal)
-        self.summary.done += done
-        self.summary.failed += failed
         self.progress.advance(files=done + failed, nbytes=nbytes, errors=failed)
         if failed and not self.job.continue_on_error and not self.failed_seen:
             self.failed_seen = True
@@ -196,9 +254,14 @@ class _Pass2:
         return self.progress.end()
 
 
-def _show_findings(findings: dict[str, Any], store: Store, progress: RunProgress,
-                   mode: str = "") -> None:
+def _show_findings(job: TreeJob, findings: dict[str, Any], store: Store,
+                   progress: RunProgress) -> None:
     f = findings
+    if job.mode != "deidentify":  # -d and --dumb list files without reading headers
+        progress.message(f"found {f['files']:,} files ({f['bytes'] / 1e6:,.1f} MB)", WARNING)
+        if f["unreadable"]:
+            progress.message(f"  {f['unreadable']:,} unreadable", WARNING)
+        return
     progress.message(
         f"found {f['files']:,} files ({f['bytes'] / 1e6:,.1f} MB): {f['patients']:,} patients, "
         f"{f['studies']:,} studies, {f['series']:,} series, {len(f['sop_classes'])} SOP classes, "
@@ -211,8 +274,7 @@ def _show_findings(findings: dict[str, Any], store: Store, progress: RunProgress
          f"SOP Instance UIDs shared by {f['files_with_duplicate_sop_uid']} files"),
         (f["conflicting_patients"], "Patient IDs with conflicting names or birth dates"),
     ]
-    if mode == "deidentify":
-        problems.append((f.get("preamble_data", 0), f"files: {PREAMBLE_NOTE}"))
+    problems.append((f.get("preamble_data", 0), f"files: {PREAMBLE_NOTE}"))  # -e only here
     for count, what in problems:
         if count:
             progress.message(f"  {count:,} {what}", WARNING)
@@ -264,22 +326,50 @@ def _remove_stale(job: TreeJob, store: Store, op: str, before: list[str],
             progress.message(f"  removed {rel}", DEBUG)
 
 
-def _dry_run(planner: Planner, progress: RunProgress) -> None:
-    """Print the planned output of every file (--dry-run asks for paths)."""
+def _dry_run(job: TreeJob, planner: Planner, progress: RunProgress, run_id: str) -> None:
+    """The plan, sorted by input path: ``input<TAB>output`` per file to write,
+    ``input<TAB>(already done)`` or ``input<TAB>(not written: outcome: kind: reason)``.
+
+    Paths may hold identifiers: the plan goes to ``--plan FILE`` or beside the report
+    (0600), or to stdout with ``-D`` (``> plan.txt``); the terminal gets counts only.
+    """
+    lines: list[str] = []
+
     def show(events: list[Event]) -> None:
         for event in events:
-            if event.kind is not None:
-                progress.message(f"{event.rel}: not processed: {event.kind}: {event.reason}",
-                                 WARNING)
+            if event.kind is None:
+                lines.append(f"{one_line(event.rel)}\t(already done)")
             else:
-                progress.message(f"{event.rel}: already done", WARNING)
+                name = outcomes.outcome(Status.FAILED.value, event.kind, event.reason)
+                lines.append(f"{one_line(event.rel)}\t(not written: {name}: {event.kind}: "
+                             f"{one_line(event.reason or '')})")
 
     planner.sink = show
+    root = os.path.join(str(job.output), "")
     for batch in planner.batches():
         for item in batch.items:
-            progress.message(f"{item.rel} -> {item.dst}", WARNING)
+            dst = item.dst.removeprefix(root)
+            lines.append(f"{one_line(item.rel)}\t{one_line(dst)}")
         planner.forget(batch)
     planner.flush()
+    lines.sort()
+    if job.plan is None and job.verbosity >= DEBUG:
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+        return
+    path = job.plan or plan_path(run_id)
+    with private_open(path) as fh:
+        fh.writelines(line + "\n" for line in lines)
+    progress.message(f"plan of {len(lines):,} files (paths, 0600): {path}", ERROR)
+
+
+def _rejected(job: TreeJob, store: Store) -> int:
+    """Files pass 1 shows will not be written (pipeline.plan.rejection, counted in SQL)."""
+    profile = burned_in_check(job)
+    classes = None if profile is None else sorted(profile.spec.burned_in_sop_classes)
+    if profile is not None and not profile.spec.burned_in_check:
+        classes = None
+    return store.count_rejected(job.mode == "deidentify", classes)
 
 
 def _why(stop: BaseException) -> str:
@@ -292,7 +382,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
     """Run ``job`` over its input tree; the store and report are left in the state folder."""
     store_path = job.store or job_store_path(job.output)
     _check(job, store_path)
-    summary = RunSummary()
+    summary = RunSummary(preview=job.scan_only or job.dry_run)
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     started = time.time()
     with RunProgress(console, job.verbosity, clock) as progress, \
@@ -311,12 +401,13 @@ def run_tree(job: TreeJob, console: Console | None = None,
         passes: list[PassStats] = []
         findings: dict[str, Any] = {}
         mapping = MappingStats()
-        stopped_early = False
         interrupted: KeyboardInterrupt | WorkersUnavailable | None = None
+        second = _Pass2(job, store, progress, summary)
+        second.failed_list.path = failed_list_path(run_id)
         try:
             passes.append(run_scan(job, store, backend, progress))
             findings = store.counts()
-            _show_findings(findings, store, progress, job.mode)
+            _show_findings(job, findings, store, progress)
             op = op_fingerprint(job.operation)
             try:
                 if job.mode == "deidentify" and not job.scan_only:
@@ -339,68 +430,110 @@ def run_tree(job: TreeJob, console: Console | None = None,
                 for _ in map_steps():
                     pass
 
-            if job.scan_only:
-                errors = store.inventory_errors()
-            elif job.dry_run:
-                map_now()
-                _dry_run(Planner(job, store, op), progress)
-                errors = store.inventory_errors()
+            if job.scan_only or job.dry_run:
+                if job.dry_run:
+                    map_now()
+                    _dry_run(job, Planner(job, store, op), progress, run_id)
+                for event in second.planner.rejections():  # what pass 2 would not write
+                    second.record(event.rel, Status.FAILED.value, event.kind, event.reason)
             else:
-                second = _Pass2(job, store, progress, summary)
-                rejected = store.count_rejected(job.mode == "deidentify")
+                rejected = _rejected(job, store)
                 total = int(findings["files"])
                 if rejected and not job.continue_on_error:
                     map_now()
-                    progress.message(
-                        f"{rejected:,} files cannot be processed (see the report): nothing is "
-                        "written; use --continue to skip them", ERROR)
                     passes.append(second.reject_only(total))
-                    stopped_early = True
+                    progress.message(
+                        f"{rejected:,} files cannot be processed ({_split(summary)}): nothing "
+                        "is written; --continue writes the others", ERROR)
+                    progress.message("pass 1 reads headers and element lengths: damage inside "
+                                     "encapsulated or deflated data and files that cannot be "
+                                     "written show in pass 2", WARNING)
+                    summary.stopped_early = True
                 else:
                     # the workers derive replacements themselves: the recorded mapping is
                     # written step by step while they work
                     passes.append(second.run(backend, total - rejected, total,
                                              meanwhile=map_steps(),
                                              nbytes=_count(findings["bytes"])))
-                    stopped_early = second.failed_seen
-                errors = store.journal_errors()
+                    summary.stopped_early = second.failed_seen
                 if before:
                     _remove_stale(job, store, op, before, progress)
         except (KeyboardInterrupt, WorkersUnavailable) as exc:  # Ctrl-C, SIGTERM, no
             # worker jobs left: the report says how far the run got
-            interrupted, stopped_early = exc, True
+            interrupted = exc
+            summary.stopped_early = True
             passes.extend(progress.interrupt())
             findings = findings or store.counts()
-            errors = store.journal_errors()
-        if job.scan_only or job.dry_run:
-            for kind, (_, rows) in errors.items():
-                for rel, reason in rows:
-                    if len(summary.errors) < MAX_SUMMARY_ERRORS:
-                        summary.errors.append((rel, kind, reason))
+        summary.failed_list = second.failed_list.close()
+        if job.mode == "deidentify" and (summary.done or summary.already_done):
+            summary.study_list = _study_summary(job, store, progress, run_id)
         report = build_report(
-            job, run_id, started, summary, passes, findings, errors, backend.describe(),
-            store_path, stopped_early,
+            job, run_id, started, summary, passes, findings, second.reasons,
+            backend.describe(), store_path,
             extra={"mapping": {"uids": mapping.uids, "patients": mapping.patients,
                                "identifiers": mapping.identifiers},
                    "interrupted": _why(interrupted) if interrupted else None},
         )
         summary.report_path = write_report(report)
-        status = "interrupted" if interrupted else "stopped" if stopped_early else "finished"
+        status = ("interrupted" if interrupted else "stopped" if summary.stopped_early
+                  else "finished")
         store.put_run(run_id, {"status": status,
                                "started": started, "mode": job.mode,
                                "counts": report["counts"], "seconds": report["seconds"],
                                "report": str(summary.report_path),
+                               "failed_list": None if summary.failed_list is None
+                               else str(summary.failed_list),
                                "secret_fingerprint": job.secret_fingerprint})
         if interrupted is not None:  # the cluster is closed (jobs cancelled) on the way out
             progress.message(f"stopped ({_why(interrupted)}): report: {summary.report_path}",
                              ERROR)
             raise interrupted
-    if job.verbosity >= WARNING:
-        if console is None:
-            from rich.console import Console
-
-            console = Console(stderr=True)
-        out = console
-        out.print(summary_table(report))
-        out.print(f"report: {summary.report_path}", highlight=False, soft_wrap=True)
+    _show_summary(job, console, report, summary)
     return summary
+
+
+def _study_summary(job: TreeJob, store: Store, progress: RunProgress,
+                   run_id: str) -> Path | None:
+    """Per study: old -> new Patient ID and accession, new Study UID, files (0600 TSV
+    beside the report; on the terminal with -D only: it links old and new)."""
+    from pipeline.crosswalk import STUDY_HEADER, study_rows
+
+    path = study_list_path(run_id)
+    rows = 0
+    with private_open(path) as fh:
+        fh.write("\t".join(STUDY_HEADER) + "\n")
+        for row in study_rows(store):
+            fh.write("\t".join(one_line(v) for v in row) + "\n")
+            rows += 1
+            progress.message("study: Patient ID {} -> {}, accession {} -> {}, Study UID {}, "
+                             "{} files, {} written".format(*row), DEBUG)
+    progress.message(f"{rows:,} studies, old -> new Patient ID and accession (0600): {path}",
+                     WARNING)
+    return path
+
+
+def _split(summary: RunSummary) -> str:
+    parts = [(summary.not_dicom, outcomes.NOT_DICOM), (summary.refused, outcomes.REFUSED),
+             (summary.failed, outcomes.FAILED)]
+    return ", ".join(f"{n:,} {name}" for n, name in parts if n)
+
+
+def _show_summary(job: TreeJob, console: Console | None, report: dict[str, Any],
+                  summary: RunSummary) -> None:
+    """The table at default verbosity; with -E the reason lines alone, when files were not
+    written (an error-only run must still say why it exits 1)."""
+    if job.verbosity < WARNING and not summary.not_written:
+        return
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    if job.verbosity >= WARNING:
+        console.print(summary_table(report))
+    else:
+        for line in reason_lines(report):
+            console.print(line, highlight=False, soft_wrap=True)
+    if summary.failed_list is not None:
+        console.print(f"files not written (paths, 0600): {summary.failed_list}",
+                      highlight=False, soft_wrap=True)
+    console.print(f"report: {summary.report_path}", highlight=False, soft_wrap=True)

@@ -18,7 +18,7 @@ from pipeline.job import TreeJob
 from pipeline.plan import profile_of
 from pipeline.progress import INFO, PassStats, RunProgress
 from pipeline.store import Store
-from pipeline.walk import Entry, iter_files
+from pipeline.walk import Entry, iter_files, iter_listed
 from tasks.inventory import ROW_FORMAT, ScanBatch, replaced_tags, scan_batch
 
 LISTING_CHUNK = 5000
@@ -91,7 +91,8 @@ class _Batcher:
 def _sized_stream(job: TreeJob) -> tuple[Iterator[Entry], int | None, int | None]:
     """The entry stream and, when it is short, its length and bytes (at most
     ``inline_below`` entries held)."""
-    entries = iter_files(job.input, job.recursive, job.follow_symlinks)
+    entries = (iter_listed(job.input, job.files, job.follow_symlinks) if job.files is not None
+               else iter_files(job.input, job.recursive, job.follow_symlinks))
     head = list(itertools.islice(entries, job.inline_below + 1))
     if len(head) <= job.inline_below:
         return iter(head), len(head), sum(entry.size for entry in head)

@@ -68,11 +68,13 @@ def job_store_path(output: Path) -> Path:
 class Store:
     """The driver's handle on one store file.  Not shared with workers.
 
-    ``read_only``: open an existing store for reading only (see the module docstring).
+    ``read_only``: open an existing store for reading only (see the module docstring);
+    ``wait=False`` with it takes no lock, so a run in progress may be read while it writes
+    (``anonpipe-status``: each query sees the batches committed so far).
     """
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
-        self.path, self.read_only = path, read_only
+    def __init__(self, path: Path, *, read_only: bool = False, wait: bool = True) -> None:
+        self.path, self.read_only, self._wait = path, read_only, wait
         if read_only:
             if not os.path.lexists(path):
                 raise UsageError(f"store {path} not found (give the --store of the run)")
@@ -129,6 +131,8 @@ class Store:
         without a lock file was never opened by a run and gets none (creating it would write).
         """
         lock_path = self.path.with_name(self.path.name + ".lock")
+        if self.read_only and not self._wait:
+            return -1
         if self.read_only:
             try:
                 fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -516,15 +520,71 @@ class Store:
             out[name] = (count, [(k, r or "") for k, r in rows])
         return out
 
-    def count_rejected(self, deidentify: bool) -> int:
+    def rows(self, table: str) -> Iterator[tuple[str, Any]]:
+        """(key, value) of every row of ``table`` in key order (streamed)."""
+        assert table in TABLES
+        for key, value in self._stream(f'SELECT key, value FROM "{table}" ORDER BY key'):
+            yield key, json.loads(value)
+
+    def uid_roles(self) -> Iterator[tuple[str, str, str]]:
+        """(role, old UID, new UID) of the recorded mapping: ``study``, ``series`` and
+        ``sop`` for the inventory's Study/Series/SOP Instance UIDs, ``other`` for the rest."""
+        j = "json_extract(value, '$.{}')".format
+        roles = " UNION ".join(f"SELECT DISTINCT {j(role)} AS uid, '{role}' AS role FROM files "
+                               f"WHERE {j(role)} IS NOT NULL" for role in ("study", "series", "sop"))
+        for role, old, new in self._stream(
+                f"SELECT r.role, u.key, u.value FROM ({roles}) AS r JOIN uids AS u ON u.key = r.uid "
+                "ORDER BY r.role, u.key"):
+            yield role, old, json.loads(new)
+        for old, new in self._stream(
+                f"SELECT key, value FROM uids WHERE key NOT IN (SELECT uid FROM ({roles})) "
+                "ORDER BY key"):
+            yield "other", old, json.loads(new)
+
+    def studies(self) -> Iterator[tuple[str, str | None, str | None, int, int]]:
+        """(Study Instance UID, Patient ID, Accession Number, files, files written) per
+        study of the inventory (streamed; PHI: for the 0600 study list and -D only)."""
+        j = "json_extract(f.value, '$.{}')".format
+        for row in self._stream(
+                f"SELECT {j('study')}, min({j('patient_id')}), min({j('accession')}), count(*), "
+                "sum(json_extract(jr.value, '$.status') = 'done') FROM files AS f "
+                f"LEFT JOIN journal AS jr ON jr.key = f.key WHERE {j('study')} IS NOT NULL "
+                "GROUP BY 1 ORDER BY 2, 1"):
+            study, pid, accession, files, written = row
+            yield study, pid, accession, int(files), int(written or 0)
+
+    def journal_outcomes(self) -> list[tuple[str, str | None, str | None, int]]:
+        """(status, error kind, reason, files) of the journal, grouped."""
+        j = "json_extract(value, '$.{}')".format
+        return [(str(status), kind, reason, int(n)) for status, kind, reason, n in self._query(
+            f"SELECT {j('status')}, {j('error_kind')}, {j('error')}, count(*) FROM journal "
+            "GROUP BY 1, 2, 3")]
+
+    def failed_paths(self) -> Iterator[str]:
+        """Paths the journal holds as not written (failed, refused, not DICOM), sorted:
+        what ``--retry-failed`` runs again."""
+        for (key,) in self._stream("SELECT key FROM journal WHERE "
+                                   "json_extract(value, '$.error_kind') IS NOT NULL ORDER BY key"):
+            yield key
+
+    def count_rejected(self, deidentify: bool,
+                       burned_in_classes: Sequence[str] | None = None) -> int:
         """Files pass 1 shows cannot be processed (unreadable; for -e also de-identified
-        already or a DICOMDIR).  Must agree with :func:`pipeline.plan.rejection`."""
+        already or a DICOMDIR; with ``burned_in_classes``, burned-in annotation YES or
+        absent on one of those SOP classes).  Must agree with
+        :func:`pipeline.plan.rejection`."""
         j = "json_extract(value, '$.{}')".format
         extra = f" OR {j('deidentified')} OR {j('dicomdir')}" if deidentify else ""
         kind = j("error_kind")  # a link leading out of the input is skipped, not rejected
+        args: tuple[str, ...] = ()
+        if burned_in_classes is not None:
+            marks = ",".join("?" * len(burned_in_classes)) or "NULL"
+            extra += (f" OR upper(trim({j('burned_in')})) = 'YES' OR ({j('burned_in')} IS NULL"
+                      f" AND {j('sop_class')} IN ({marks}))")
+            args = tuple(burned_in_classes)
         return int(self._query(
             f"SELECT count(*) FROM files WHERE ({kind} IS NOT NULL AND {kind} != "
-            f"'{LINK_OUTSIDE}'){extra}")[0][0])
+            f"'{LINK_OUTSIDE}'){extra}", args)[0][0])
 
     def table_size(self, table: str) -> int:
         """Row count (a full scan: for tests and reports, not hot paths)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,3 +151,83 @@ def _kind_of(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "device"
     return "special file"
+
+
+def subfolders_with_dicom(root: Path, probe: int = 64) -> int | None:
+    """With no file at the top of ``root``: how many of its sub-folders hold a DICOM file
+    (a "DICM" prefix at byte 128 among the first ``probe`` files below each); None when
+    the top holds files (then a run without ``-r`` has something to do).
+
+    Why: without ``-r`` a folder of patient folders lists no file at all, and a run that
+    finds nothing would look like a success.
+    """
+    folders = []
+    try:
+        with os.scandir(root) as listing:
+            for item in listing:
+                if skipped_name(item.name):
+                    continue
+                if item.is_file():
+                    return None
+                if item.is_dir():
+                    folders.append(item.path)
+    except OSError:
+        return None
+    return sum(1 for folder in folders if _holds_dicom(folder, probe))
+
+
+def _holds_dicom(folder: str, probe: int) -> bool:
+    seen = 0
+    for top, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(top, name)
+            if skipped_name(name) or not os.path.isfile(path):  # a FIFO would block
+                continue
+            seen += 1
+            try:
+                with open(path, "rb") as fh:
+                    if fh.read(132)[128:] == b"DICM":
+                        return True
+            except OSError:
+                pass
+            if seen >= probe:
+                return False
+    return False
+
+
+def check_listed(rel: str) -> str | None:
+    """Why ``rel`` (a line of ``--files-from``) is no path inside the input, or None."""
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or ".." in parts or "" in parts or "." in parts:
+        return "not a relative path inside the input folder (no leading /, no . or ..)"
+    return None
+
+
+def iter_listed(root: Path, rels: Iterable[str], follow_outside: bool = False
+                ) -> Iterator[Entry]:
+    """The listed files (``--files-from``, ``--retry-failed``) as the walk would give them,
+    sorted; a listed path that is gone or no regular file comes back as an error entry, one
+    that resolves outside the input as :data:`LINK_OUTSIDE` (as in :func:`iter_files`)."""
+    real_root = os.path.join(os.path.realpath(root), "")
+    for rel in sorted(set(rels)):
+        path = os.path.join(str(root), rel)
+        try:
+            st = os.stat(path)
+            if not follow_outside and not os.path.realpath(path).startswith(real_root):
+                yield Entry(rel, error_kind=LINK_OUTSIDE,
+                            error="symbolic link to outside the input folder: skipped "
+                            "(--follow-symlinks follows it)")
+                continue
+        except FileNotFoundError:
+            yield Entry(rel, error_kind=UNREADABLE, error="listed file not found")
+            continue
+        except OSError as exc:
+            yield Entry(rel, error_kind=UNREADABLE, error=_reason(exc))
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield Entry(rel, st.st_size, st.st_mtime_ns)
+        else:
+            yield Entry(rel, error_kind=UNREADABLE,
+                        error=f"not a regular file ({_kind_of(st.st_mode)})"
+                        if not stat.S_ISDIR(st.st_mode) else "listed path is a folder")

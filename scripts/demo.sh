@@ -5,7 +5,8 @@ demo=${1:-build/demo}
 bin=.venv/bin
 rm -rf "$demo/archive" "$demo/deidentified" "$demo/restored"
 mkdir -p "$demo/keys"
-export ANONPIPE_STATE_DIR="$PWD/$demo/state"   # secret and store stay outside the output
+mkdir -p "$demo/state"
+export ANONPIPE_STATE_DIR="$(cd "$demo/state" && pwd)"   # secret and store outside the output
 
 echo "== 1. a synthetic archive of fake patients (anonpipe-sample)"
 "$bin/anonpipe-sample" "$demo/archive" --patients 4 --studies 2 --series 2 --instances 5 --seed 7
@@ -18,7 +19,13 @@ if [ ! -f "$demo/keys/cert.pem" ]; then
 fi
 
 echo "== 3. de-identify the archive (PS3.15 E.1.1, reversible)"
-"$bin/anonpipe" -c "$demo/keys/cert.pem" -e -r --continue "$demo/archive" "$demo/deidentified"
+"$bin/anonpipe" -c "$demo/keys/cert.pem" -e -r --continue --store "$demo/state/run.sqlite" \
+  "$demo/archive" "$demo/deidentified"
+
+echo "== 3b. the run's status and its crosswalk (original -> replacement, 0600) from the store"
+"$bin/anonpipe-status" "$demo/state/run.sqlite"
+"$bin/anonpipe-crosswalk" "$demo/state/run.sqlite" --csv "$demo/state/crosswalk.csv"
+head -n 3 "$demo/state/crosswalk.csv"
 
 first=$(cd "$demo/archive" && find . -name '*.dcm' | sort | head -n 1)
 echo "== 4. re-identify one file (E.1.2) and compare with the original: $first"

@@ -13,11 +13,12 @@ import functools
 import json
 import os
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.dicomio import DicomFile, Element, read_header
+from tasks.dicomio import LONG_VRS, DicomFile, Element, read_header
 from tasks.errors import AnonpipeError
 from tasks.filemeta import preamble_data
 from tasks.profile import DEFAULT_PROFILE, Action, get_profile
@@ -36,6 +37,7 @@ OTHER_PATIENT_IDS = 0x00101000
 OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
 STUDY_DATE = 0x00080020
 ACCESSION_NUMBER = 0x00080050
+BURNED_IN_ANNOTATION = 0x00280301
 PATIENT_IDENTITY_REMOVED = 0x00120062
 ENCRYPTED_ATTRIBUTES = 0x04000500
 MEDIA_STORAGE_SOP_CLASS = 0x00020002
@@ -43,7 +45,7 @@ SPECIFIC_CHARACTER_SET = 0x00080005
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: the version of :func:`scan_file`'s row: a store's rows are reused by a later pass 1 only
 #: when it is the same (pipeline.scan), so change it with what a row holds
-ROW_FORMAT = 4
+ROW_FORMAT = 5
 #: In a set of replaced tags: every UID not registered in PS3.6 Annex A is replaced too,
 #: whatever its tag (the rule of table-based profiles without --retain-uids); not a tag
 EVERY_INSTANCE_UID = 0xFFFFFFFF
@@ -64,6 +66,8 @@ TOP_FIELDS = {
     "study_date": STUDY_DATE,
     # how the text values of the row decode (names in UTF-8, ISO 2022...): path check, audit
     "charset": SPECIFIC_CHARACTER_SET,
+    # so pass 1 finds the files -e refuses for burned-in text (pipeline.plan.rejection)
+    "burned_in": BURNED_IN_ANNOTATION,
 }
 
 
@@ -153,6 +157,7 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
         row["size"] = st.st_size
         row["mtime_ns"] = st.st_mtime_ns
         df = read_header(path, private_runs=True)  # private non-UID elements: runs
+        cut = _pixel_data_cut(path, df, st.st_size)
     except AnonpipeError as exc:
         row.update(error_kind=type(exc).__name__, error=str(exc))
         return row
@@ -161,6 +166,9 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
         return row
     except Exception as exc:  # noqa: BLE001 - a walker bug must not lose the rest of the batch
         row.update(error_kind="InternalError", error=f"header scan failed: {type(exc).__name__}")
+        return row
+    if cut is not None:  # pass 1 finds what pass 2 would fail on, not the next run
+        row.update(error_kind="DicomFormatError", error=cut)
         return row
     row["ts"] = df.transfer_syntax
     for name, tag in TOP_FIELDS.items():
@@ -188,6 +196,47 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
     if other:
         row["other_ids"] = other
     return row
+
+
+#: elements after the header read checked for truncation (Pixel Data, trailing padding ...)
+TAIL_ELEMENTS = 64
+
+
+def _pixel_data_cut(path: Path, df: DicomFile, size: int) -> str | None:
+    """Why an element from Pixel Data on runs past the end of the file, or None.
+
+    The header read stops at Pixel Data; the elements from there on are checked by reading
+    their element headers alone (defined lengths, at most ``TAIL_ELEMENTS``), so a file cut
+    short is found in pass 1.  Encapsulated (undefined length) pixel data and deflated data
+    sets are left to pass 2.
+    """
+    if df.complete or df.deflated:
+        return None
+    pos = len(df.raw_prefix) + len(df.meta_bytes) + (df.elements[-1].end if df.elements else 0)
+    order = "<" if df.enc.little else ">"
+    with open(path, "rb") as fh:
+        for _ in range(TAIL_ELEMENTS):
+            if pos >= size:
+                return None
+            fh.seek(pos)
+            header = fh.read(12)
+            long_form = not df.enc.implicit and header[4:6] in LONG_VRS
+            if len(header) < (12 if long_form else 8):
+                return f"truncated element header at byte {pos}"
+            group, element = struct.unpack(order + "HH", header[:4])
+            if df.enc.implicit:
+                (length,), value_start = struct.unpack(order + "I", header[4:8]), pos + 8
+            elif long_form:
+                (length,), value_start = struct.unpack(order + "I", header[8:12]), pos + 12
+            else:
+                (length,), value_start = struct.unpack(order + "H", header[6:8]), pos + 8
+            if length == 0xFFFFFFFF:
+                return None
+            if value_start + length > size:
+                return (f"truncated: element ({group:04X},{element:04X}) declares {length} "
+                        f"bytes, only {max(size - value_start, 0)} remain")
+            pos = value_start + length
+    return None
 
 
 @dataclass(frozen=True, slots=True)

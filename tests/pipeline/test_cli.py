@@ -184,3 +184,36 @@ def test_secret_file_created_private_and_reused(pki: Pki, tmp_path: Path) -> Non
     secret.chmod(0o644)
     proc = run("--irreversible", "--secret-file", str(secret), str(src), str(tmp_path / "c.dcm"))
     assert proc.returncode != 0 and "readable by other users" in proc.stderr
+
+
+def test_help_shows_examples_and_exit_status() -> None:
+    text = run("--help").stdout
+    for example in ("anonpipe --certificate certificate.pem -e original.dcm",
+                    "anonpipe --key privatekey.pem -d original_anonymized.dcm",
+                    '--clear "0029,20,SIEMENS MEDCOM HEADER"', "--cluster slurm",
+                    "anonpipe-audit --store run.sqlite", "anonpipe-crosswalk run.sqlite --csv",
+                    "anonpipe-status run.sqlite", "--retry-failed", "exit status: 0"):
+        assert example in text, example
+
+
+def test_a_mistyped_option_gets_a_suggestion() -> None:
+    proc = run("--recursve", "--contineu", "a", "b")
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --recursve --contineu" in proc.stderr
+    assert "--recursve: did you mean --recursive?" in proc.stderr
+    assert "--contineu: did you mean --continue?" in proc.stderr
+
+
+def test_dumb_mode_tags_by_keyword(tmp_path: Path) -> None:
+    src = pydicom_file("CT_small.dcm")
+    by_keyword, by_tag = tmp_path / "k.dcm", tmp_path / "t.dcm"
+    assert run("--dumb", "--remove", "PatientName", "--replace", "PatientID=ANON",
+               str(src), str(by_keyword)).returncode == 0
+    assert run("--dumb", "--remove", "10,10", "--replace", "10,20=ANON",
+               str(src), str(by_tag)).returncode == 0
+    assert by_keyword.read_bytes() == by_tag.read_bytes()
+    ds = pydicom.dcmread(by_keyword)
+    assert "PatientName" not in ds and ds.PatientID == "ANON"
+    typo = run("--dumb", "--remove", "PatientNmae", str(src), str(tmp_path / "x.dcm"))
+    assert typo.returncode == 2 and "did you mean PatientName?" in typo.stderr
+    assert not (tmp_path / "x.dcm").exists()

@@ -49,7 +49,7 @@ def trees(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> dict[str, Path]
     # de-identified: an error) and the same bad files
     deid = base / "deid"
     assert main(["-c", str(pki.cert), "-e", "-r", "-E", "--continue", "--workers", "0",
-                 str(src), str(deid)]) == 0
+                 str(src), str(deid)]) == 1  # c.dcm failed (notes.dcm: not DICOM)
     shutil.copyfile(src / "a.dcm", deid / FOLDER / "original.dcm")
     for name in ("c.dcm", "notes.dcm"):
         shutil.copyfile(src / FOLDER / name, deid / FOLDER / name)

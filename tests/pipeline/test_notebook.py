@@ -24,8 +24,10 @@ def test_run_report_notebook_executes(workers: str, tmp_path: Path,
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs)
-    assert "300 files: done 300, skipped 0, failed 0" in text
+    text = "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert ("300 DICOM files: written 300, already done 0, not DICOM 1, refused 0, failed 0"
+            in text)
+    assert "not a DICOM file" in text
     expected = "local cluster" if workers == "2" else "inline (no dask)"
     assert expected in text
     assert any("image/png" in o.get("data", {}) for o in outputs)
@@ -65,3 +67,35 @@ def test_benchmarks_notebook_plots_every_result(which: str, tmp_path: Path,
     for target in newest["targets"]:
         assert f"{'PASS' if target['met'] else 'MISS'}  {target['target']}" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_the_executed_copy_is_of_this_notebook_and_shows_its_plots() -> None:
+    """A reader sees the plots without running anything; ``make notebooks`` remakes it."""
+    source = nbformat.read(NOTEBOOK, as_version=4)
+    executed = nbformat.read(NOTEBOOK.with_name("run_report.executed.ipynb"), as_version=4)
+    assert [c.source for c in executed.cells] == [c.source for c in source.cells]
+    outputs = [o for cell in executed.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert not [o for o in outputs if o.output_type == "error"]
+
+
+def test_the_report_to_plot_comes_from_the_environment(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """ANONPIPE_REPORT plots an existing report: no run, no edit of the notebook."""
+    from pipeline.runner import run_tree
+    from pipeline.sample import generate_archive
+    from tests.pipeline.conftest import deid_job
+
+    monkeypatch.setenv("ANONPIPE_STATE_DIR", str(tmp_path / "state"))
+    generate_archive(tmp_path / "in", patients=1, studies=1, series=1, instances=3, seed=4)
+    summary = run_tree(deid_job(tmp_path / "in", tmp_path / "out"))
+    monkeypatch.setenv("ANONPIPE_REPORT", str(summary.report_path))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(nb, timeout=240, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "DICOM files: written" not in text  # no demo run
+    assert "inline (no dask)" in text and any("image/png" in o.get("data", {}) for o in outputs)
+    assert len(list((tmp_path / "state" / "reports").glob("run-*.json"))) == 1

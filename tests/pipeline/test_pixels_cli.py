@@ -51,10 +51,16 @@ def test_default_run_cleans_and_previews(archive: Path, pki: Pki, tmp_path: Path
 def test_refuse_policy_fails_the_flagged_file_only(archive: Path, pki: Pki, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
+    # pass 1 finds it; with --continue a refused file is skipped (exit 0), without it the
+    # run stops before writing anything (exit 1)
     assert main(["-c", str(pki.cert), "--workers", "0", "--continue", "--pixels", "refuse",
-                 str(archive), str(out)]) == 1
+                 str(archive), str(out)]) == 0
     assert (out / "ct.dcm").exists() and not (out / "sc.dcm").exists()
-    assert "--pixels refuse" in capsys.readouterr().err
+    assert "refused: UnsupportedFileError: burned-in annotation" in capsys.readouterr().err
+    assert main(["-c", str(pki.cert), "--workers", "0", "--pixels", "refuse",
+                 str(archive), str(tmp_path / "out2")]) == 1
+    assert "--pixels refuse" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
 
 
 @pytest.mark.parametrize("args,message", [

@@ -38,8 +38,39 @@ def test_live_bars_show_rates_errors_and_workers() -> None:
     text = buffer.getvalue()
     assert "pass 2 deidentify" in text and "50/50" in text
     assert "25 files/s" in text and "5.0 MB/s" in text
-    assert "errors 3" in text and "workers 2" in text
+    assert "not written 3" in text and "workers 2" in text and "0:00:02" in text
     assert (stats.files, stats.bytes, stats.errors, stats.seconds) == (50, 10_000_000, 3, 2.0)
+
+
+def _last_frame(buffer: io.StringIO) -> str:
+    """The last drawn line of the bar (frames start with rich's erase-line code)."""
+    frames = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|[\r\n]", "", frame)
+              for frame in buffer.getvalue().split("\x1b[2K")]
+    return [frame for frame in frames if "pass 2" in frame][-1]
+
+
+def test_an_80_column_bar_is_one_line_with_elapsed_time_and_latest_kind() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=80, color_system=None)
+    clock = Clock()
+    with RunProgress(console, verbosity=1, clock=clock) as progress:
+        progress.begin("pass 2 deidentify", total=2006)
+        clock.now += 2.0
+        progress.advance(files=1500, nbytes=10_000_000, errors=3)
+        progress.set_latest("DicomFormatError")
+        assert progress._progress is not None
+        progress._progress.refresh()
+        frame = _last_frame(buffer)
+        progress.end()
+        clock.now += 60.0  # the pass has ended: its rate and elapsed time stay as they were
+        progress._progress.refresh()
+        final = _last_frame(buffer)
+    for line in (frame, final):
+        text = line.rstrip()
+        assert len(text) <= 80, text
+        assert "pass 2 deidentify" in text and "750/s" in text and "0:00:02" in text
+        assert "✗3 DicomFormatError" in text
+    assert "1500/2006" in frame and "1500/1500" in final
 
 
 def test_plain_lines_at_an_interval_when_not_a_terminal() -> None:
@@ -59,12 +90,12 @@ def test_plain_lines_at_an_interval_when_not_a_terminal() -> None:
         progress.end()
     lines = buffer.getvalue().splitlines()
     assert lines == [
-        ("2026-01-02 03:04:05 pass 1 scan: … 500/1,000 files, 100 files/s, 1.0 MB/s, 1 errors, "
-         "workers -, 5.0 s, ETA 5 s"),
+        ("2026-01-02 03:04:05 pass 1 scan: … 500/1,000 files, 100 files/s, 1.0 MB/s, "
+         "1 not written, workers -, 5.0 s, ETA 5 s"),
         ("2026-01-02 03:04:05 pass 1 scan: … 1,000/1,000 files, 100 files/s, 1.0 MB/s, "
-         "1 errors, workers -, 10.0 s, ETA 0 s"),
-        ("2026-01-02 03:04:05 pass 1 scan: done 1,000/1,000 files, 100 files/s, 1.0 MB/s, "
-         "1 errors, workers -, 10.0 s"),
+         "1 not written, workers -, 10.0 s, ETA 0 s"),
+        ("2026-01-02 03:04:05 pass 1 scan: finished 1,000/1,000 files, 100 files/s, 1.0 MB/s, "
+         "1 not written, workers -, 10.0 s"),
     ]
 
 
@@ -84,7 +115,7 @@ def test_plain_lines_come_while_nothing_finishes(monkeypatch: pytest.MonkeyPatch
     lines = buffer.getvalue().splitlines()
     assert len(lines) >= 2
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d pass 2 deidentify: … "
-                        r"1/2,000,000 files, [\d,]+ files/s, .* errors, workers 7, .*ETA .*",
+                        r"1/2,000,000 files, [\d,]+ files/s, .* not written, workers 7, .*ETA .*",
                         lines[0]), lines[0]
 
 

@@ -97,5 +97,5 @@ def test_the_same_command_twice_resumes(archive: Path, tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stderr
         path = proc.stderr.strip().splitlines()[-1].removeprefix("report: ")
         reports.append(json.loads(Path(path).read_text()))
-    assert reports[0]["counts"]["done"] == FILES
-    assert (reports[1]["counts"]["done"], reports[1]["counts"]["skipped"]) == (0, FILES)
+    assert reports[0]["counts"]["written"] == FILES
+    assert (reports[1]["counts"]["written"], reports[1]["counts"]["already_done"]) == (0, FILES)

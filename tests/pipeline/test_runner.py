@@ -107,19 +107,21 @@ def test_pass_one_rejections_stop_before_writing(archive: Path, tmp_path: Path) 
     (src / "P0001" / "notes.dcm").write_bytes(b"not DICOM")
     out = tmp_path / "out"
     summary = run_tree(deid_job(src, out))
-    assert (summary.done, summary.failed) == (0, 1)
+    assert (summary.done, summary.not_dicom, summary.failed) == (0, 1, 0) and not summary.ok
     assert summary.errors == [("P0001/notes.dcm", "DicomFormatError", summary.errors[0][2])]
     assert not out.exists() or not any(out.rglob("*"))
     report = json.loads(summary.report_path.read_text())  # type: ignore[union-attr]
-    entry = report["errors"]["DicomFormatError"]
-    assert report["stopped_early"] and entry["count"] == 1 and len(entry["reasons"]) == 1
+    assert report["stopped_early"] and report["counts"]["not_dicom"] == 1
+    assert report["reasons"] == [{"outcome": "not DICOM", "kind": "DicomFormatError",
+                                  "reason": summary.errors[0][2], "files": 1}]
     assert "notes.dcm" not in summary.report_path.read_text()  # type: ignore[union-attr]
+    assert summary.failed_list is not None and "notes.dcm" in summary.failed_list.read_text()
     debug = run_tree(deid_job(src, out, verbosity=3), console=Console(file=io.StringIO()))
     report = json.loads(debug.report_path.read_text())  # type: ignore[union-attr]
-    assert report["errors"]["DicomFormatError"]["files"][0]["path"] == "P0001/notes.dcm"
+    assert report["files"][0]["path"] == "P0001/notes.dcm"
 
     goes_on = run_tree(deid_job(src, out, continue_on_error=True))
-    assert (goes_on.done, goes_on.skipped, goes_on.failed) == (FILES, 1, 0)
+    assert (goes_on.done, goes_on.not_dicom, goes_on.failed) == (FILES, 1, 0) and goes_on.ok
 
 
 def test_first_failure_stops_submission_continue_goes_on(archive: Path, tmp_path: Path) -> None:
@@ -152,9 +154,12 @@ def test_scan_only_and_dry_run_write_nothing(archive: Path, tmp_path: Path) -> N
     assert report["findings"]["files"] == FILES and len(report["passes"]) == 1
 
     buffer.truncate(0)
-    run_tree(deid_job(archive, out, dry_run=True, verbosity=1), console=console)
-    assert f"P0001/ST01/SE01/IM0001.dcm -> {out / 'P0001/ST01/SE01/IM0001.dcm'}" in (
-        buffer.getvalue())
+    plan = tmp_path / "plan.tsv"
+    run_tree(deid_job(archive, out, dry_run=True, verbosity=1, plan=plan), console=console)
+    assert "P0001/" not in buffer.getvalue()  # paths may hold names: never on the terminal
+    lines = plan.read_text().splitlines()
+    assert stat.S_IMODE(plan.stat().st_mode) == 0o600 and lines == sorted(lines)
+    assert len(lines) == FILES and lines[0] == "P0001/ST01/SE01/IM0001.dcm\tP0001/ST01/SE01/IM0001.dcm"
     assert not out.exists()
 
 
@@ -185,7 +190,7 @@ def test_report_is_private_and_has_no_secret(archive: Path, tmp_path: Path) -> N
     assert SECRET.decode() not in text and SECRET.hex() not in text
     report = json.loads(text)
     assert report["secret_fingerprint"] == "fp-1234"
-    assert report["counts"]["done"] == FILES
+    assert report["counts"]["written"] == FILES
     assert [p["name"] for p in report["passes"]] == ["pass 1 scan", "pass 2 deidentify"]
     assert report["passes"][1]["files"] == FILES and report["passes"][1]["timeline"]
 
@@ -208,7 +213,8 @@ def test_reidentify_tree_restores_the_archive(archive: Path, tmp_path: Path, pki
     assert tree_digest(back) == tree_digest(archive)
     # a de-identified archive is refused by -e in pass 1, before anything is written
     again = run_tree(deid_job(deid, tmp_path / "twice", operation=op))
-    assert again.failed == FILES and again.errors[0][1] == "UnsupportedFileError"
+    assert again.refused == FILES and again.errors[0][1] == "UnsupportedFileError"
+    assert not again.ok
 
 
 def test_non_recursive_takes_top_level_files_only(archive: Path, tmp_path: Path) -> None:
