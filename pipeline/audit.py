@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.exits import Exit, of_argparse
 from pipeline.names import PathIdentifiers, decode_text, paths_holding
 from pipeline.store import Store, job_store_path
 from tasks.dicomio import DicomFile, Element, read_dicom, read_header
@@ -47,7 +48,7 @@ from tasks.inventory import replaced_tags
 from tasks.profile import DEFAULT_PROFILE, Action, CompiledProfile, get_profile
 
 PROG = "anonpipe-audit"
-EXIT_CLEAN, EXIT_LEAK, EXIT_USAGE = 0, 1, 2
+EXIT_CLEAN, EXIT_LEAK, EXIT_USAGE = Exit.OK, Exit.FAILED, Exit.USAGE
 
 #: shortest text identifier searched (names, IDs); all-digit IDs need MIN_DIGITS
 MIN_TEXT = 4
@@ -777,7 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
-        return EXIT_USAGE if exc.code else EXIT_CLEAN
+        return of_argparse(exc.code)
     out = Path(args.output)
     try:
         store = Path(args.store) if args.store else job_store_path(out)

@@ -14,11 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline import __version__
+from pipeline.exits import Exit, of_argparse
 from tasks.errors import AnonpipeError, UsageError
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 #: The ten PS3.15 E.1-1 Options (names as in tasks.profile.OPTIONS, dashes for underscores)
 OPTION_FLAGS = (
@@ -286,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage or help
-        return int(exc.code or 0)
+        return of_argparse(exc.code)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for --driver job scripts
     try:
         if args.explain is not None:
@@ -295,10 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return execute(run)
     except UsageError as exc:
         print(f"anonpipe: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     except AnonpipeError as exc:
         print(f"anonpipe: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return Exit.FAILED
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (pipeline.signals)
         from pipeline.signals import exit_status, signal_name
 
@@ -320,7 +317,7 @@ def _explain(args: argparse.Namespace) -> int:
     except AnonpipeError as exc:
         raise type(exc)(f"{args.explain}: {exc}") from None
     sys.stdout.write(text)
-    return EXIT_OK
+    return Exit.OK
 
 
 if __name__ == "__main__":  # pragma: no cover

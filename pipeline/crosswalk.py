@@ -23,6 +23,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from pipeline.exits import Exit, of_argparse
 from tasks.errors import AnonpipeError, UsageError
 
 #: kind of row -> what it maps (PS3.3 attribute keywords; DateOffsetDays: Patient ID -> days)
@@ -163,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
-        return int(exc.code or 0)
+        return of_argparse(exc.code)
     try:
         kinds = _kinds(args.kind)
         out = Path(args.csv)
@@ -195,13 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_private(out, data)
     except UsageError as exc:
         print(f"anonpipe-crosswalk: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     except (AnonpipeError, OSError) as exc:
         print(f"anonpipe-crosswalk: {exc}", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     how = "encrypted (CMS, DER)" if encryptor is not None else "0600"
     print(f"anonpipe-crosswalk: {count:,} rows written to {out} ({how})", file=sys.stderr)
-    return 0
+    return Exit.OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,14 +6,16 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.exits import Exit
 from pipeline.job import TreeJob
 from pipeline.options import PrintJobScript, Run, SingleFileRun
 from tasks.errors import AnonpipeError
 from tasks.fileio import output_policy
 from tasks.filemeta import PREAMBLE_NOTE, preamble_data
 
-EXIT_OK = 0
-EXIT_FAILED = 1
+
+class FileNotWritten(AnonpipeError):
+    """Single-file mode: the file failed (exit 1, as gdcmanon), named by its file name."""
 
 
 def execute(run: Run) -> int:
@@ -21,7 +23,7 @@ def execute(run: Run) -> int:
         from pipeline.cluster import print_job_script
 
         print(print_job_script(run.cluster, run.driver_command))
-        return EXIT_OK
+        return Exit.OK
     if isinstance(run, SingleFileRun):
         return _single(run)
     return _tree(run)
@@ -34,15 +36,14 @@ def _single(run: SingleFileRun) -> int:
         with output_policy() as policy:
             policy.like(run.src)  # never more readable than the input
             written = run.operation(run.src, run.dst)
-    except AnonpipeError as exc:
-        print(f"anonpipe: {run.src.name}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    except AnonpipeError as exc:  # a refused file is no usage error: exit 1 whatever it is
+        raise FileNotWritten(f"{run.src.name}: {exc}") from None
     if run.mode == "deidentify" and run.verbosity >= 1 and _preamble_has_data(run.src):
         print(f"anonpipe: warning: {PREAMBLE_NOTE}", file=sys.stderr)
     if run.verbosity >= 2:
         print(f"anonpipe: {run.mode}: wrote {written} bytes in "
               f"{time.perf_counter() - started:.3f} s", file=sys.stderr)
-    return EXIT_OK
+    return Exit.OK
 
 
 def _preamble_has_data(src: Path) -> bool:
@@ -59,4 +60,4 @@ def _tree(job: TreeJob) -> int:
 
     with terminate_as_interrupt():
         summary = run_tree(job)
-    return EXIT_OK if summary.ok else EXIT_FAILED
+    return Exit.OK if summary.ok else Exit.FAILED

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
+from pipeline.exits import interrupted
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (or another stopping signal) received by the driver."""
@@ -31,7 +33,7 @@ def signal_of(exc: KeyboardInterrupt) -> int:
 
 def exit_status(exc: KeyboardInterrupt) -> int:
     """What a shell reports for a process killed by that signal."""
-    return 128 + signal_of(exc)
+    return interrupted(signal_of(exc))
 
 
 def signal_name(exc: KeyboardInterrupt) -> str:

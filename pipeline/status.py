@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import outcomes
+from pipeline.exits import Exit, of_argparse
 from tasks.errors import AnonpipeError, UsageError
 
 MAX_REASONS = 10
@@ -111,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
-        return int(exc.code or 0)
+        return of_argparse(exc.code)
     try:
         store = store_of(Path(args.store))
         running = run_holds(store)
@@ -120,12 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             unwritten = bool(opened.journal_errors(limit_per_kind=1))
     except UsageError as exc:
         print(f"anonpipe-status: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     except (AnonpipeError, OSError) as exc:
         print(f"anonpipe-status: {exc}", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     print("\n".join(lines))
-    return 1 if unwritten else 0
+    return Exit.FAILED if unwritten else Exit.OK
 
 
 if __name__ == "__main__":  # pragma: no cover
