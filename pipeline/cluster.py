@@ -8,10 +8,10 @@ memory flat and means a lost worker only costs its in-flight batches (FACTS.md).
 
 Why lazy: a local cluster costs about a second to start and each worker imports the
 project, so the default local dask cluster is started only for a pass of at least
-``job.inline_below`` files, and then in the background while the driver works inline
-(``job.inline_while_starting``).  A smaller pass runs inline when it is tiny, and on the
-process pool below when it holds at least ``job.processes_from`` files or
-``job.processes_from_bytes`` bytes (a 2,000-file run would otherwise spend most of its
+``job.tuning.inline_below`` files, and then in the background while the driver works inline
+(``job.tuning.inline_while_starting``).  A smaller pass runs inline when it is tiny, and on the
+process pool below when it holds at least ``job.tuning.processes_from`` files or
+``job.tuning.processes_from_bytes`` bytes (a 2,000-file run would otherwise spend most of its
 time starting dask, or use one core of two).  A local pool of one worker is no pool at
 all: ``--workers 1`` (or one core) runs inline (:attr:`Backend.one_local_worker`).  An
 explicit ``--scheduler`` or job-queue ``--cluster`` is always used, and waited for (the
@@ -675,11 +675,11 @@ class Backend:
     def _middling(self, files: int | None, nbytes: int | None) -> bool:
         """Too small a pass for the default LocalCluster, big enough for local processes."""
         job = self.job
-        if not self.default_local or files is None or files >= job.inline_below:
+        if not self.default_local or files is None or files >= job.tuning.inline_below:
             return False
-        return ((job.processes_from is not None and files >= job.processes_from)
-                or (job.processes_from_bytes is not None and nbytes is not None
-                    and nbytes >= job.processes_from_bytes))
+        return ((job.tuning.processes_from is not None and files >= job.tuning.processes_from)
+                or (job.tuning.processes_from_bytes is not None and nbytes is not None
+                    and nbytes >= job.tuning.processes_from_bytes))
 
     @property
     def explicit(self) -> bool:
@@ -690,9 +690,9 @@ class Backend:
 
     def _small(self, files: int | None, nbytes: int | None) -> bool:
         job = self.job
-        if files is None or files >= job.inline_below:
+        if files is None or files >= job.tuning.inline_below:
             return False
-        return job.inline_below_bytes is None or nbytes is None or nbytes < job.inline_below_bytes
+        return job.tuning.inline_below_bytes is None or nbytes is None or nbytes < job.tuning.inline_below_bytes
 
     def pool(self, expected_files: int | None, expected_bytes: int | None = None) -> Pool:
         """The pool for a pass of ``expected_files`` (None: unknown, assume large) holding
@@ -703,7 +703,7 @@ class Backend:
             if self._small(expected_files, expected_bytes):  # even when prestarted for a
                 return self.inline  # later pass: they are still booting
             return self._process_pool()
-        below_cluster = expected_files is not None and expected_files < self.job.inline_below
+        below_cluster = expected_files is not None and expected_files < self.job.tuning.inline_below
         if below_cluster and not self.explicit and self._dask is None:
             if self._middling(expected_files, expected_bytes):
                 return self._process_pool()
@@ -711,7 +711,7 @@ class Backend:
         if self.ready():
             assert self._dask is not None
             return self._dask
-        if self.explicit or not self.job.inline_while_starting:
+        if self.explicit or not self.job.tuning.inline_while_starting:
             self._join()
             return self._start()
         return _StartingPool(self)  # the cluster starts with the pass's first payload
@@ -726,7 +726,7 @@ class Backend:
 
     def _process_pool(self) -> ProcessPool:
         if self._processes is None:
-            self._processes = ProcessPool(self.local_workers(), self.job.retries)
+            self._processes = ProcessPool(self.local_workers(), self.job.tuning.retries)
         return self._processes
 
     def prestart(self, expected_files: int | None, expected_bytes: int | None,
@@ -773,7 +773,7 @@ class Backend:
         from distributed import Client
 
         job, config = self.job, self.config
-        retries = job.retries
+        retries = job.tuning.retries
         if job.scheduler is not None or (config is not None and config.kind == "scheduler"):
             address = str(job.scheduler or (config.address if config else None))
             check_scheduler_address(address, job.insecure_scheduler)
@@ -821,7 +821,7 @@ class Backend:
         self._stack.callback(queue.stop)
         queue.wait(client)
         queue.watch(client)
-        return DaskPool(client, job.retries, f"{config.kind} cluster {config.name}",
+        return DaskPool(client, job.tuning.retries, f"{config.kind} cluster {config.name}",
                         dashboard=job.dashboard is not None, check=queue.check)
 
     def connect(self) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tasks.errors import UsageError
 from tasks.model import FileOperation
+
+if TYPE_CHECKING:
+    from tasks.profile import CompiledProfile
 
 #: a pass of at least this many files, or bytes, pays for starting local worker processes
 #: (ready in ~0.1 s, their imports ~0.1 CPU-s each): measured break-evens on 2 cores, the
@@ -16,51 +21,30 @@ PROCESSES_FROM = 256
 PROCESSES_FROM_BYTES = 192 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class TreeJob:
-    """A validated directory run (built once by ``pipeline.options``)."""
+class Mode(enum.StrEnum):
+    """The operating mode: gdcmanon's ``-e``, ``-d`` and ``--dumb``.  The value is what the
+    store's job identity, the run records and the report hold."""
 
-    mode: str  # "deidentify" | "reidentify" | "dumb"
-    input: Path
-    output: Path
-    operation: FileOperation  # picklable per-file callable: operation(src, dst) -> bytes written
-    recursive: bool = False
-    continue_on_error: bool = False
-    #: follow input links that point outside the input folder (else: skipped, with a reason)
-    follow_symlinks: bool = False
-    store: Path | None = None  # sqlitedict file; None -> default in the state folder
-    secret: bytes | None = None  # HMAC secret (de-identify); never logged
-    secret_fingerprint: str = ""
-    root_uid: str = "2.25"
-    profile: str = "gdcmanon"
-    workers: int | None = None  # None: all cores; 0: inline, no dask
-    scheduler: str | None = None  # tls://host:port of an existing dask scheduler
-    insecure_scheduler: bool = False  # a plain tcp:// scheduler is accepted (pipeline.tls)
-    worker_timeout: float | None = None  # seconds to wait for a first worker job; None: ever
-    cluster: str | None = None  # name of configs/cluster/NAME.yaml (dask-jobqueue)
-    #: address a local dask cluster serves its dashboard on (":0": any free port); None:
-    #: no dashboard, and no worker profiler feeding it (pipeline.cluster)
-    dashboard: str | None = None
-    #: "mirror" (input names, checked for identifiers) or "uid" (pipeline.names)
-    output_names: str = "mirror"
-    keep_names: bool = False  # mirror even names that hold identifiers
-    #: run into an output holding files this store did not write (removed at the end)
-    force: bool = False
-    scan_only: bool = False
-    dry_run: bool = False
-    plan: Path | None = None  # --plan FILE: where --dry-run writes its plan (0600)
-    #: --files-from / --retry-failed: the input-relative paths to run instead of the walk
-    files: tuple[str, ...] | None = None
-    verbosity: int = 1  # 0 errors only, 1 warnings, 2 verbose, 3 debug (may show PHI)
-    report_options: dict[str, Any] = field(default_factory=dict)  # options echoed in the report
-    # pipeline tuning (defaults suit 2-core machines; the CLI need not expose them)
+    DEIDENTIFY = "deidentify"
+    REIDENTIFY = "reidentify"
+    DUMB = "dumb"
+
+
+#: gdcmanon's mode flags (pipeline.cli) -> mode
+MODE_FLAGS = {"e": Mode.DEIDENTIFY, "d": Mode.REIDENTIFY, "dumb": Mode.DUMB}
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the pipeline cuts and places the work: no effect on any output byte.
+
+    The defaults suit 2-core machines; the command line sets the thresholds that go with
+    its ``--local-pool`` (pipeline.options), tests and benchmarks set the others.
+    """
+
     retries: int = 2  # re-runs of a batch whose task raised; a lost worker's batch is re-run too
-    #: local workers (no --scheduler/--cluster): "dask" (a distributed LocalCluster) or
-    #: "processes" (a process pool: starts in ~0.1 s instead of ~1 s; the command line's
-    #: choice, with ``inline_below`` lowered to match: pipeline.cluster)
-    local_pool: str = "dask"
     # a pass with fewer files runs inline instead of starting a local cluster: on 2 cores the
-    # cluster's start-up (~1.5 s of CPU) pays off only from ~10k files (measured, issue 5)
+    # cluster's start-up (~1.5 s of CPU) pays off only from ~10k files (measured)
     inline_below: int = 5000
     #: ... unless its files hold at least this many bytes (large images: the writes are
     #: what takes the time, and two processes write in parallel); None: files count only
@@ -76,6 +60,75 @@ class TreeJob:
     batch_files: int = 200  # pass-2 batch bound: files ...
     batch_bytes: int = 256 * 1024 * 1024  # ... and input bytes
     scan_batch_files: int = 500  # pass-1 batch size (header reads are cheap)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_files", "batch_bytes", "scan_batch_files"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TreeJob:
+    """A validated directory run (built once by ``pipeline.options``): what the user asked
+    for, the per-file operation, and the :class:`Tuning` of the pipeline."""
+
+    mode: Mode
+    input: Path
+    output: Path
+    #: picklable per-file callable: operation(src, dst) -> bytes written; it carries the
+    #: secret (never logged), the profile and the root UID (tasks.model.FileOperation)
+    operation: FileOperation
+    recursive: bool = False
+    continue_on_error: bool = False
+    #: follow input links that point outside the input folder (else: skipped, with a reason)
+    follow_symlinks: bool = False
+    store: Path | None = None  # sqlite file; None -> default in the state folder
+    workers: int | None = None  # None: all cores; 0: inline, no dask
+    scheduler: str | None = None  # tls://host:port of an existing dask scheduler
+    insecure_scheduler: bool = False  # a plain tcp:// scheduler is accepted (pipeline.tls)
+    worker_timeout: float | None = None  # seconds to wait for a first worker job; None: ever
+    cluster: str | None = None  # name of configs/cluster/NAME.yaml (dask-jobqueue)
+    #: local workers (no --scheduler/--cluster): "dask" (a distributed LocalCluster) or
+    #: "processes" (a process pool: starts in ~0.1 s instead of ~1 s; the command line's
+    #: choice, with ``Tuning.inline_below`` lowered to match: pipeline.options)
+    local_pool: str = "dask"
+    #: address a local dask cluster serves its dashboard on (":0": any free port); None:
+    #: no dashboard, and no worker profiler feeding it (pipeline.cluster)
+    dashboard: str | None = None
+    #: "mirror" (input names, checked for identifiers) or "uid" (pipeline.names)
+    output_names: str = "mirror"
+    keep_names: bool = False  # mirror even names that hold identifiers
+    #: run into an output holding files this store did not write (removed at the end)
+    force: bool = False
+    scan_only: bool = False
+    dry_run: bool = False
+    plan: Path | None = None  # --plan FILE: where --dry-run writes its plan (0600)
+    #: --files-from / --retry-failed: the input-relative paths to run instead of the walk
+    files: tuple[str, ...] | None = None
+    verbosity: int = 1  # 0 errors only, 1 warnings, 2 verbose, 3 debug (may show PHI)
+    report_options: dict[str, Any] = field(default_factory=dict)  # options echoed in the report
+    tuning: Tuning = field(default_factory=Tuning)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mode", Mode(self.mode))  # the mode's value is accepted too
+
+    @property
+    def secret(self) -> bytes | None:
+        """The HMAC secret of the replacements (-e); never logged."""
+        return self.operation.secret
+
+    @property
+    def secret_fingerprint(self) -> str:
+        return self.operation.secret_fingerprint
+
+    @property
+    def profile(self) -> CompiledProfile | None:
+        """The compiled profile the operation applies (-e; options included)."""
+        return self.operation.profile
+
+    @property
+    def root_uid(self) -> str | None:
+        return self.operation.root_uid
 
 
 @dataclass

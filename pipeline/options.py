@@ -13,9 +13,8 @@ import stat
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from pipeline.job import PROCESSES_FROM, PROCESSES_FROM_BYTES, TreeJob
+from pipeline.job import MODE_FLAGS, PROCESSES_FROM, PROCESSES_FROM_BYTES, Mode, TreeJob, Tuning
 from pipeline.state import (
     check_folder,
     default_secret_path,
@@ -38,7 +37,6 @@ from tasks.profile import DEFAULT_PROFILE, ProfileSpec, get_profile, load_profil
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.uids import DEFAULT_ROOT, secret_fingerprint, validate_root
 
-MODE_NAMES = {"e": "deidentify", "d": "reidentify", "dumb": "dumb"}
 #: with --local-pool processes, smaller passes stay inline: the same break-evens as the
 #: default's process-pool tier (pipeline.job)
 PROCESSES_INLINE_BELOW = PROCESSES_FROM
@@ -52,7 +50,7 @@ PASSWORD_ENV = "ANONPIPE_PASSWORD"
 class SingleFileRun:
     """One file, processed inline (no cluster start-up)."""
 
-    mode: str
+    mode: Mode
     src: Path
     dst: Path
     operation: FileOperation
@@ -102,7 +100,7 @@ def build_run(args: argparse.Namespace) -> Run:
     if src.is_dir():
         return replace(_tree_job(args, mode, src, dst, operation, verbosity, extra),
                        files=listed[0], plan=listed[1])
-    return SingleFileRun(MODE_NAMES[mode], src, dst, operation, verbosity)
+    return SingleFileRun(mode, src, dst, operation, verbosity)
 
 
 def _driver_command(args: argparse.Namespace) -> list[str]:
@@ -114,11 +112,12 @@ def _driver_command(args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", *argv]
 
 
-def _mode(args: argparse.Namespace) -> str:
+def _mode(args: argparse.Namespace) -> Mode:
+    """The one operating mode (-e when none is given)."""
     modes = sorted(set(args.mode or ["e"]))
     if len(modes) > 1:
         raise UsageError("choose one operating mode: -e, -d or --dumb")
-    return modes[0]
+    return MODE_FLAGS[modes[0]]
 
 
 def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -183,20 +182,20 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
+def _check_mode_options(args: argparse.Namespace, mode: Mode) -> None:
     dumb_ops = args.empty or args.clear or args.remove or args.replace
-    if mode != "dumb" and dumb_ops:
+    if mode is not Mode.DUMB and dumb_ops:
         raise UsageError("--empty/--clear/--remove/--replace need --dumb")
     profile_flags = (args.profile or args.profile_options or args.allow_burned_in
                      or args.pixels or args.pixels_preview)
-    if mode != "e" and (args.ciphers or args.irreversible or profile_flags):
+    if mode is not Mode.DEIDENTIFY and (args.ciphers or args.irreversible or profile_flags):
         raise UsageError("cipher, profile (--profile, --retain-*, --clean-*, --pixels*, "
                          "--allow-burned-in) and --irreversible options apply to -e only")
-    if mode != "e" and (args.output_names or args.keep_names):
+    if mode is not Mode.DEIDENTIFY and (args.output_names or args.keep_names):
         raise UsageError("--output-names and --keep-names apply to -e only")
     if args.keep_names and args.output_names == "uid":
         raise UsageError("choose one: --output-names uid or --keep-names")
-    if mode == "d" and args.certificate:
+    if mode is Mode.REIDENTIFY and args.certificate:
         raise UsageError("-d needs the private key (-k), not a certificate")
     if args.new_secret and not args.secret_file:
         raise UsageError("--new-secret creates the --secret-file: name it")
@@ -298,10 +297,10 @@ def _root_uid(args: argparse.Namespace) -> str:
     return validate_root(root)
 
 
-def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict[str, object]]:
+def _operation(args: argparse.Namespace, mode: Mode) -> tuple[FileOperation, dict[str, object]]:
     """The per-file operation and the (PHI-free) options to echo in reports."""
     password = _password(args)
-    if mode == "e":
+    if mode is Mode.DEIDENTIFY:
         spec, options = _profile(args)
         encryptor = None
         fingerprints: list[str] = []
@@ -331,7 +330,7 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
             "certificates": fingerprints, "password_recipient": password is not None,
             "root_uid": settings.root_uid, "secret_fingerprint": secret_fingerprint(secret),
         }
-    if mode == "d":
+    if mode is Mode.REIDENTIFY:
         key_pem = None
         if args.key is not None:
             key_pem = _read_key(Path(args.key), password)
@@ -388,7 +387,7 @@ def _profile(args: argparse.Namespace) -> tuple[ProfileSpec, tuple[str, ...]]:
 
 def explain_settings(args: argparse.Namespace) -> DeidentifySettings:
     """Settings for ``--explain FILE``: the profile options, a throw-away secret."""
-    if args.mode and set(args.mode) != {"e"}:
+    if args.mode and {MODE_FLAGS[flag] for flag in args.mode} != {Mode.DEIDENTIFY}:
         raise UsageError("--explain describes de-identification (-e)")
     if args.explain and not Path(args.explain).exists():
         raise UsageError(f"Could not find file: {args.explain}")
@@ -468,8 +467,8 @@ def _listed_files(args: argparse.Namespace, dst: Path) -> tuple[str, ...] | None
     return tuple(listed)
 
 
-def _local_pool(kind: str | None, dashboard: bool) -> dict[str, Any]:
-    """TreeJob settings for the local workers: the process pool by default (it starts in
+def _local_pool(kind: str | None, dashboard: bool) -> tuple[str, Tuning]:
+    """The local workers and their tuning: the process pool by default (it starts in
     ~0.1 s and costs less CPU per file than a LocalCluster: 20,000 small files 1.3-1.5x
     faster on 2 cores, benchmarks/README.md), a dask LocalCluster when asked for or when
     its dashboard is wanted (pipeline.cluster).  ``--scheduler`` and ``--cluster`` always
@@ -477,31 +476,28 @@ def _local_pool(kind: str | None, dashboard: bool) -> dict[str, Any]:
     if kind is None:
         kind = "dask" if dashboard else "processes"
     if kind == "processes":
-        return {"local_pool": "processes", "inline_below": PROCESSES_INLINE_BELOW,
-                "inline_below_bytes": PROCESSES_INLINE_BELOW_BYTES}
-    return {"local_pool": "dask"}
+        return "processes", Tuning(inline_below=PROCESSES_INLINE_BELOW,
+                                   inline_below_bytes=PROCESSES_INLINE_BELOW_BYTES)
+    return "dask", Tuning()
 
 
-def _tree_job(args: argparse.Namespace, mode: str, src: Path, dst: Path,
+def _tree_job(args: argparse.Namespace, mode: Mode, src: Path, dst: Path,
               operation: FileOperation, verbosity: int, extra: dict[str, object]) -> TreeJob:
     if dst.exists() and not dst.is_dir():
         raise UsageError(f"Could not create directory since {dst} is already a file")
-    secret = getattr(getattr(operation, "settings", None), "secret", None)
+    local_pool, tuning = _local_pool(args.local_pool, bool(args.dashboard))
     return TreeJob(
-        mode=MODE_NAMES[mode], input=src, output=dst, operation=operation,
+        mode=mode, input=src, output=dst, operation=operation,
         recursive=args.recursive, continue_on_error=args.continue_on_error,
         follow_symlinks=args.follow_symlinks,
-        store=Path(args.store) if args.store else None, secret=secret,
-        secret_fingerprint=str(extra.get("secret_fingerprint", "")),
-        root_uid=str(extra.get("root_uid", DEFAULT_ROOT)),
-        profile=str(extra.get("profile", DEFAULT_PROFILE)),
+        store=Path(args.store) if args.store else None,
         workers=args.workers, scheduler=args.scheduler, cluster=args.cluster,
         output_names=args.output_names or "mirror", keep_names=args.keep_names,
         force=args.force,
         insecure_scheduler=args.insecure_scheduler, worker_timeout=args.worker_timeout,
         scan_only=args.scan_only, dry_run=args.dry_run, verbosity=verbosity,
         dashboard="127.0.0.1:0" if args.dashboard else None,
-        **_local_pool(args.local_pool, bool(args.dashboard)),
-        report_options={"mode": MODE_NAMES[mode], "recursive": args.recursive,
+        local_pool=local_pool, tuning=tuning,
+        report_options={"mode": mode.value, "recursive": args.recursive,
                         "continue": args.continue_on_error, **extra},
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.job import TreeJob
+from pipeline.job import Mode, TreeJob
 from pipeline.names import OutputNames, uid_name
 from pipeline.store import Store
 from pipeline.walk import LINK_OUTSIDE
@@ -27,7 +27,7 @@ from tasks.actions import date_offset_days, dummy_value
 from tasks.dicomio import dictionary_vr
 from tasks.inventory import replaced_tags
 from tasks.model import Batch, Status, WorkItem
-from tasks.profile import Action, get_profile
+from tasks.profile import Action, CompiledProfile, get_profile
 from tasks.uids import new_uid
 
 #: rows of the mapping written per step between two pass-2 results (~30 ms)
@@ -86,17 +86,12 @@ class MappingStats:
     identifiers: int = 0
 
 
-def profile_of(job: TreeJob) -> Any:
-    """The compiled profile the job's operation applies (options included).
-
-    Read from the operation's settings when it has them, so the plan records what the
-    workers do; ``job.profile`` (a name) otherwise.
-    """
-    settings = getattr(job.operation, "settings", None)
-    compiled = getattr(settings, "compiled_profile", None)
-    if callable(compiled):
-        return compiled()
-    return get_profile(job.profile)
+def profile_of(job: TreeJob) -> CompiledProfile:
+    """The compiled profile a de-identification job's operation applies (options
+    included): the plan records what the workers do."""
+    if job.profile is None:
+        raise ValueError(f"a {job.mode} run has no profile")
+    return job.profile
 
 
 def _dummy_for(secret: bytes, tag: int, value: str) -> str:
@@ -183,7 +178,7 @@ def rejection(job: TreeJob, row: dict[str, Any]) -> tuple[str, str] | None:
     """(kind, reason) when pass 1 already shows the file cannot be processed."""
     if row.get("error_kind"):
         return str(row["error_kind"]), str(row.get("error") or "unreadable")
-    if job.mode == "deidentify":
+    if job.mode is Mode.DEIDENTIFY:
         if row.get("deidentified"):
             return "UnsupportedFileError", "already de-identified"
         if row.get("dicomdir"):
@@ -201,7 +196,7 @@ def burned_in_check(job: TreeJob) -> Any:
     """The compiled profile when -e refuses burned-in files (``--pixels refuse``; ``clean``
     blanks the text in pass 2, ``keep`` and ``--allow-burned-in`` leave it)."""
     settings = getattr(job.operation, "settings", None)
-    if job.mode != "deidentify" or getattr(settings, "pixel_policy", "keep") != "refuse":
+    if job.mode is not Mode.DEIDENTIFY or getattr(settings, "pixel_policy", "keep") != "refuse":
         return None
     return profile_of(job)
 
@@ -259,12 +254,12 @@ class Planner:
 
     def output_rel(self, rel: str, row: dict[str, Any]) -> str:
         """Where the output of input ``rel`` goes, relative to the output root."""
-        if self.job.output_names != OutputNames.UID.value or self.job.mode != "deidentify":
+        if self.job.output_names != OutputNames.UID.value or self.job.mode is not Mode.DEIDENTIFY:
             return rel
         if self._naming is None:
             replace = SOP_INSTANCE_UID in replaced_tags(profile_of(self.job))
             shared = frozenset(uid for uid, _ in self.store.duplicate_sops(limit=-1))
-            self._naming = (self.job.secret or b"", self.job.root_uid, replace, shared)
+            self._naming = (self.job.secret or b"", self.job.root_uid or "", replace, shared)
         secret, root, replace, shared = self._naming
         return uid_name(secret, root, row, replace, rel if row.get("sop") in shared else None)
 
@@ -279,7 +274,7 @@ class Planner:
         items: list[WorkItem] = []
         nbytes = 0
         reject_status = Status.SKIPPED if job.continue_on_error else Status.FAILED
-        limit = self.batch_files or job.batch_files
+        limit = self.batch_files or job.tuning.batch_files
         for rel, row, journaled in self.store.work_pages():
             if len(self.events) >= EVENT_CHUNK:
                 self.flush()
@@ -296,7 +291,7 @@ class Planner:
                 self.events.append(Event(rel, Status.SKIPPED, size, mtime))
                 continue
             self.pending[rel] = (size, mtime, out_rel)
-            if items and (len(items) >= limit or nbytes + size > job.batch_bytes):
+            if items and (len(items) >= limit or nbytes + size > job.tuning.batch_bytes):
                 yield self._batch(items)
                 items, nbytes = [], 0
             items.append(WorkItem(src_root + rel, dst, rel, size))

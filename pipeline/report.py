@@ -120,20 +120,20 @@ def build_report(
     """Everything worth keeping about one run, as plain JSON values."""
     debug = job.verbosity >= DEBUG
     options = {
-        "mode": job.mode,
+        "mode": job.mode.value,
         # folder names may carry patient names (PS3.15 E.1.1): the roots only with -D
         **({"input": str(job.input), "output": str(job.output)} if debug else {}),
         "recursive": job.recursive,
         "continue_on_error": job.continue_on_error,
-        "profile": job.profile,
+        "profile": job.profile.name if job.profile is not None else None,
         "root_uid": job.root_uid,
         "workers": job.workers,
         "scheduler": job.scheduler,
         "cluster": job.cluster,
         "scan_only": job.scan_only,
         "dry_run": job.dry_run,
-        "batch_files": job.batch_files,
-        "batch_bytes": job.batch_bytes,
+        "batch_files": job.tuning.batch_files,
+        "batch_bytes": job.tuning.batch_bytes,
         **job.report_options,
     }
     wall = sum(p.seconds for p in passes)

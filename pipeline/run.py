@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from pipeline.exits import Exit
-from pipeline.job import TreeJob
+from pipeline.job import Mode, TreeJob
 from pipeline.options import PrintJobScript, Run, SingleFileRun
 from tasks.errors import AnonpipeError
 from tasks.fileio import output_policy
@@ -38,7 +38,7 @@ def _single(run: SingleFileRun) -> int:
             written = run.operation(run.src, run.dst)
     except AnonpipeError as exc:  # a refused file is no usage error: exit 1 whatever it is
         raise FileNotWritten(f"{run.src.name}: {exc}") from None
-    if run.mode == "deidentify" and run.verbosity >= 1 and _preamble_has_data(run.src):
+    if run.mode is Mode.DEIDENTIFY and run.verbosity >= 1 and _preamble_has_data(run.src):
         print(f"anonpipe: warning: {PREAMBLE_NOTE}", file=sys.stderr)
     if run.verbosity >= 2:
         print(f"anonpipe: {run.mode}: wrote {written} bytes in "

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import outcomes
 from pipeline.cluster import Backend, Outcome, balanced_batch, open_client
-from pipeline.job import RunSummary, TreeJob
+from pipeline.job import Mode, RunSummary, TreeJob
 from pipeline.jobqueue import WorkersUnavailable
 from pipeline.leftovers import check_before, remove_after
 from pipeline.names import mirrored_paths_holding
@@ -61,7 +61,6 @@ from tasks.model import Batch, FileResult, Status
 if TYPE_CHECKING:
     from rich.console import Console
 
-MODES = ("deidentify", "reidentify", "dumb")
 MAX_SUMMARY_ERRORS = 1000
 MAX_DISTINCT_REASONS = 10_000  # distinct (outcome, kind, reason) counted; the rest as "other reasons"
 
@@ -71,8 +70,6 @@ def _count(value: object) -> int:
 
 
 def _check(job: TreeJob, store_path: Path) -> None:
-    if job.mode not in MODES:
-        raise UsageError(f"unknown mode {job.mode!r}; expected one of {', '.join(MODES)}")
     check_locations(job.input, job.output)
     if not job.recursive and not job.files:
         holding = subfolders_with_dicom(job.input)
@@ -82,15 +79,11 @@ def _check(job: TreeJob, store_path: Path) -> None:
     if store_path.resolve().is_relative_to(job.output.resolve()):
         raise UsageError(f"the store {store_path} must not be inside the output folder "
                          "(it links originals to pseudonyms)")
-    for name, value in (("batch_files", job.batch_files), ("batch_bytes", job.batch_bytes),
-                        ("scan_batch_files", job.scan_batch_files)):
-        if value < 1:
-            raise UsageError(f"{name} must be at least 1, not {value}")
 
 
 def _adopt(store: Store, job: TreeJob, progress: RunProgress) -> None:
     """A store reused for another input, output or mode starts a fresh journal."""
-    identity = {"mode": job.mode, "input": str(job.input.resolve()),
+    identity = {"mode": job.mode.value, "input": str(job.input.resolve()),
                 "output": str(job.output.resolve())}
     previous = store.job_identity()
     if previous is not None and previous != identity:
@@ -136,7 +129,7 @@ class _Pass2:
             else:
                 other = (name, str(kind), "other reasons")
                 self.reasons[other] = self.reasons.get(other, 0) + 1
-            if self.job.mode == "reidentify" and kind == "CryptoError":
+            if self.job.mode is Mode.REIDENTIFY and kind == "CryptoError":
                 self.wrong_key(rel, reason or "")
         return name
 
@@ -223,7 +216,7 @@ class _Pass2:
         the rest after the last."""
         job = self.job
         pool = backend.pool(expected, nbytes)
-        self.planner.batch_files = balanced_batch(job.batch_files, expected,
+        self.planner.batch_files = balanced_batch(job.tuning.batch_files, expected,
                                                   backend.planned_workers(pool))
         self.progress.begin(f"pass 2 {job.mode}", total=total)
         window = pool.imap(run_batch, self.planner.batches(), job.operation,
@@ -257,7 +250,7 @@ class _Pass2:
 def _show_findings(job: TreeJob, findings: dict[str, Any], store: Store,
                    progress: RunProgress) -> None:
     f = findings
-    if job.mode != "deidentify":  # -d and --dumb list files without reading headers
+    if job.mode is not Mode.DEIDENTIFY:  # -d and --dumb list files without reading headers
         progress.message(f"found {f['files']:,} files ({f['bytes'] / 1e6:,.1f} MB)", WARNING)
         if f["unreadable"]:
             progress.message(f"  {f['unreadable']:,} unreadable", WARNING)
@@ -369,7 +362,7 @@ def _rejected(job: TreeJob, store: Store) -> int:
     classes = None if profile is None else sorted(profile.spec.burned_in_sop_classes)
     if profile is not None and not profile.spec.burned_in_check:
         classes = None
-    return store.count_rejected(job.mode == "deidentify", classes)
+    return store.count_rejected(job.mode is Mode.DEIDENTIFY, classes)
 
 
 def _why(stop: BaseException) -> str:
@@ -389,7 +382,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
             open_client(job, lambda text: progress.message(text, WARNING)) as backend, \
             Store(store_path) as store:
         _adopt(store, job, progress)
-        store.put_run(run_id, {"status": "running", "started": started, "mode": job.mode,
+        store.put_run(run_id, {"status": "running", "started": started, "mode": job.mode.value,
                                "options": job.report_options,
                                "secret_fingerprint": job.secret_fingerprint})
         writing = not (job.scan_only or job.dry_run)
@@ -410,21 +403,20 @@ def run_tree(job: TreeJob, console: Console | None = None,
             _show_findings(job, findings, store, progress)
             op = op_fingerprint(job.operation)
             try:
-                if job.mode == "deidentify" and not job.scan_only:
+                if job.mode is Mode.DEIDENTIFY and not job.scan_only:
                     _check_names(job, store, progress)
                 before = check_before(job.output, store, job.force,
                                       lambda: _planned(job, store, op)) if writing else []
             except UsageError:
                 store.put_run(run_id, {"status": "refused", "started": started,
-                                       "mode": job.mode,
+                                       "mode": job.mode.value,
                                        "secret_fingerprint": job.secret_fingerprint})
                 raise
 
             def map_steps() -> Iterator[None]:
-                if job.mode == "deidentify" and job.secret and not job.scan_only:
-                    assert job.secret is not None
-                    yield from mapping_steps(store, job.secret, job.root_uid,
-                                             profile_of(job), mapping)
+                secret, root = job.secret, job.root_uid
+                if job.mode is Mode.DEIDENTIFY and secret and root and not job.scan_only:
+                    yield from mapping_steps(store, secret, root, profile_of(job), mapping)
 
             def map_now() -> None:
                 for _ in map_steps():
@@ -465,7 +457,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
             passes.extend(progress.interrupt())
             findings = findings or store.counts()
         summary.failed_list = second.failed_list.close()
-        if job.mode == "deidentify" and (summary.done or summary.already_done):
+        if job.mode is Mode.DEIDENTIFY and (summary.done or summary.already_done):
             summary.study_list = _study_summary(job, store, progress, run_id)
         report = build_report(
             job, run_id, started, summary, passes, findings, second.reasons,
@@ -478,7 +470,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
         status = ("interrupted" if interrupted else "stopped" if summary.stopped_early
                   else "finished")
         store.put_run(run_id, {"status": status,
-                               "started": started, "mode": job.mode,
+                               "started": started, "mode": job.mode.value,
                                "counts": report["counts"], "seconds": report["seconds"],
                                "report": str(summary.report_path),
                                "failed_list": None if summary.failed_list is None

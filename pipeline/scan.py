@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipeline.cluster import Backend, Pool, balanced_batch
-from pipeline.job import TreeJob
+from pipeline.job import Mode, TreeJob
 from pipeline.plan import profile_of
 from pipeline.progress import INFO, PassStats, RunProgress
 from pipeline.store import Store
@@ -45,7 +45,7 @@ class _Batcher:
         self.job = job
         self.entries = entries
         self.replaced = replaced
-        self.batch_files = batch_files or job.scan_batch_files
+        self.batch_files = batch_files or job.tuning.scan_batch_files
         self.walk_errors: dict[str, dict[str, Any]] = {}
         self.next_id = 0
         self.store = store if reuse else None
@@ -93,15 +93,15 @@ def _sized_stream(job: TreeJob) -> tuple[Iterator[Entry], int | None, int | None
     ``inline_below`` entries held)."""
     entries = (iter_listed(job.input, job.files, job.follow_symlinks) if job.files is not None
                else iter_files(job.input, job.recursive, job.follow_symlinks))
-    head = list(itertools.islice(entries, job.inline_below + 1))
-    if len(head) <= job.inline_below:
+    head = list(itertools.islice(entries, job.tuning.inline_below + 1))
+    if len(head) <= job.tuning.inline_below:
         return iter(head), len(head), sum(entry.size for entry in head)
     return itertools.chain(head, entries), None, None
 
 
 def run_scan(job: TreeJob, store: Store, backend: Backend, progress: RunProgress) -> PassStats:
     """Fill the store's inventory for ``job``; returns the pass statistics."""
-    scanning = job.mode == "deidentify"  # -d and --dumb need the listing alone
+    scanning = job.mode is Mode.DEIDENTIFY  # -d and --dumb need the listing alone
     replaced = replaced_tags(profile_of(job)) if scanning else frozenset()
     reuse = scanning and store.begin_inventory(_scan_key(job, replaced))
     if not scanning:
@@ -115,7 +115,7 @@ def run_scan(job: TreeJob, store: Store, backend: Backend, progress: RunProgress
     else:
         pool = backend.pool(expected)
         progress.begin("pass 1 scan", total=expected)
-        size = balanced_batch(job.scan_batch_files, expected, backend.planned_workers(pool))
+        size = balanced_batch(job.tuning.scan_batch_files, expected, backend.planned_workers(pool))
         batcher = _Batcher(job, stream, replaced, size, store, reuse,
                            on_reused=lambda files, nbytes: progress.advance(files, nbytes))
         _scan(job, batcher, pool, store, progress)

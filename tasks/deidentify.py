@@ -89,7 +89,7 @@ from tasks.profile import (
     get_profile,
     kept_decision,
 )
-from tasks.uids import DEFAULT_ROOT, instance_uids, new_uid, registered
+from tasks.uids import DEFAULT_ROOT, instance_uids, new_uid, registered, secret_fingerprint
 from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted, conforms
 
 if TYPE_CHECKING:
@@ -873,6 +873,22 @@ class Deidentify:
     """The per-file operation the pipeline ships to workers."""
 
     settings: DeidentifySettings
+
+    @property
+    def secret(self) -> bytes:
+        return self.settings.secret
+
+    @property
+    def secret_fingerprint(self) -> str:
+        return secret_fingerprint(self.settings.secret)
+
+    @property
+    def profile(self) -> CompiledProfile:
+        return self.settings.compiled_profile()
+
+    @property
+    def root_uid(self) -> str:
+        return self.settings.root_uid
 
     def __call__(self, src: Path, dst: Path) -> int | Written:
         cleaned: list[PixelResult] = []

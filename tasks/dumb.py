@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import ClassVar
 
 from pydicom.charset import encode_string, python_encoding
 from pydicom.datadict import get_entry, get_private_entry, private_dictionaries
@@ -863,6 +864,12 @@ class DumbEdit:
 
     settings: DumbSettings
     warn: Callable[[str], None] | None = None
+
+    # no secret, no profile, no new UIDs: the driver has nothing to record (FileOperation)
+    secret: ClassVar[bytes | None] = None
+    secret_fingerprint: ClassVar[str] = ""
+    profile: ClassVar[None] = None
+    root_uid: ClassVar[str | None] = None
 
     def __call__(self, src: Path, dst: Path) -> int:
         return apply_to_file(src, dst, lambda data: _dumb_parts(data, self.settings, self.warn),

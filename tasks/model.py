@@ -9,7 +9,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from tasks.profile import CompiledProfile
 
 
 class Status(str, enum.Enum):
@@ -65,6 +68,23 @@ class FileOperation(Protocol):
     """
 
     def __call__(self, src: Path, dst: Path) -> int | Written: ...
+
+    # what the driver needs of the operation's settings (None: the operation has none)
+    @property
+    def secret(self) -> bytes | None:
+        """The HMAC secret of the replacements (tasks.uids); never logged."""
+
+    @property
+    def secret_fingerprint(self) -> str:
+        """Its public fingerprint, for reports ("" without a secret)."""
+
+    @property
+    def profile(self) -> CompiledProfile | None:
+        """The compiled profile applied (options included)."""
+
+    @property
+    def root_uid(self) -> str | None:
+        """The root of the new UIDs."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tasks.crypto import load_private_key, load_private_key_bytes
 from tasks.deidentify import (
@@ -165,6 +165,12 @@ class Reidentify:
     """The per-file re-identification operation."""
 
     settings: ReidentifySettings
+
+    # no secret, no profile, no new UIDs: the driver has nothing to record (FileOperation)
+    secret: ClassVar[bytes | None] = None
+    secret_fingerprint: ClassVar[str] = ""
+    profile: ClassVar[None] = None
+    root_uid: ClassVar[str | None] = None
 
     def __call__(self, src: Path, dst: Path) -> int:
         return apply_to_file(src, dst,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.job import TreeJob
+from pipeline.job import Mode, TreeJob, Tuning
 from pipeline.sample import generate_archive
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tests.pipeline.slurm import slurm  # noqa: F401 - the single-node SLURM fixture
@@ -44,11 +45,14 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def deid_job(src: Path, out: Path, store: Path | None = None, secret: bytes = SECRET,
              **overrides: Any) -> TreeJob:
-    """An irreversible de-identification job (deterministic bytes, no certificate)."""
+    """An irreversible de-identification job (deterministic bytes, no certificate);
+    ``overrides`` may name :class:`Tuning` fields as well as :class:`TreeJob` ones."""
+    knobs = {f.name for f in dataclasses.fields(Tuning)}
+    tuning = Tuning(**{k: overrides.pop(k) for k in list(overrides) if k in knobs})
     values: dict[str, Any] = {
-        "mode": "deidentify", "input": src, "output": out,
+        "mode": Mode.DEIDENTIFY, "input": src, "output": out,
         "operation": Deidentify(DeidentifySettings(secret=secret)),
-        "recursive": True, "secret": secret, "workers": 0, "verbosity": 0,
+        "recursive": True, "workers": 0, "verbosity": 0, "tuning": tuning,
         "store": store or out.parent / f"{out.name}.store.sqlite",
     }
     values.update(overrides)

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from pipeline.job import TreeJob
+from pipeline.job import Mode, TreeJob
 from pipeline.runner import run_tree
 from tasks.deidentify import Deidentify, DeidentifySettings
 
@@ -58,9 +58,9 @@ def write_tiny_tree(root: Path, files: int, per_folder: int = 1000) -> None:
 def main(argv: list[str]) -> int:
     root, workers = Path(argv[0]), int(argv[1])
     secret = b"memory-test-secret-0123456789abc"
-    job = TreeJob(mode="deidentify", input=root, output=root.parent / "never-written",
+    job = TreeJob(mode=Mode.DEIDENTIFY, input=root, output=root.parent / "never-written",
                   operation=Deidentify(DeidentifySettings(secret=secret)), recursive=True,
-                  secret=secret, workers=workers, scan_only=True, verbosity=0,
+                  workers=workers, scan_only=True, verbosity=0,
                   store=root.parent / "mem.store.sqlite")
     started = time.perf_counter()
     run_tree(job)

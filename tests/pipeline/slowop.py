@@ -10,10 +10,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.deidentify import Deidentify
+from tasks.profile import CompiledProfile
+
+
+class _Wrapping:
+    """What the driver reads of an operation (tasks.model.FileOperation): the inner one's."""
+
+    __slots__ = ()
+    inner: Deidentify
+
+    @property
+    def secret(self) -> bytes:
+        return self.inner.secret
+
+    @property
+    def secret_fingerprint(self) -> str:
+        return self.inner.secret_fingerprint
+
+    @property
+    def profile(self) -> CompiledProfile:
+        return self.inner.profile
+
+    @property
+    def root_uid(self) -> str:
+        return self.inner.root_uid
 
 
 @dataclass(frozen=True, slots=True)
-class SlowDeidentify:
+class SlowDeidentify(_Wrapping):
     inner: Deidentify
     delay: float = 0.05
 
@@ -23,7 +47,7 @@ class SlowDeidentify:
 
 
 @dataclass(frozen=True, slots=True)
-class PoisonDeidentify:
+class PoisonDeidentify(_Wrapping):
     """Kills its own process on one file (as a segfault in a codec would)."""
 
     inner: Deidentify

@@ -10,12 +10,14 @@ import pytest
 
 from pipeline.cli import build_parser
 from pipeline.cluster import ProcessPool, open_client
+from pipeline.job import Mode, TreeJob
 from pipeline.options import PROCESSES_INLINE_BELOW, build_run
 from pipeline.runner import run_tree
 from pipeline.store import Store
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.errors import UsageError
 from tasks.model import Status
+from tasks.profile import DEFAULT_PROFILE
 from tests.pipeline.conftest import FILES, SECRET, deid_job, tree_digest
 from tests.pipeline.slowop import PoisonDeidentify
 
@@ -110,7 +112,7 @@ def test_command_line_chooses_the_local_pool(archive: Path, tmp_path: Path) -> N
         [*base, "--local-pool", "processes", str(archive), str(tmp_path / "out")])
     job = build_run(args)
     assert job.local_pool == "processes"  # type: ignore[union-attr]
-    assert job.inline_below == PROCESSES_INLINE_BELOW  # type: ignore[union-attr]
+    assert job.tuning.inline_below == PROCESSES_INLINE_BELOW  # type: ignore[union-attr]
     args = build_parser().parse_args(
         ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret"),
          "--new-secret", "--cluster", "local", str(archive), str(tmp_path / "out")])
@@ -147,3 +149,21 @@ def test_middling_run_on_processes_matches_inline(archive: Path, reference: dict
     assert tree_digest(tmp_path / "out") == reference
     assert summary.report_path is not None
     assert "local processes (2 workers)" in summary.report_path.read_text()
+
+
+def test_one_default_profile(archive: Path, tmp_path: Path) -> None:
+    """Without --profile the command line, the operation, the job and its report all name
+    the one default profile (tasks.profile.DEFAULT_PROFILE); -d has none."""
+    base = ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret"), "--new-secret"]
+    job = build_run(build_parser().parse_args([*base, str(archive), str(tmp_path / "out")]))
+    assert isinstance(job, TreeJob) and job.mode is Mode.DEIDENTIFY
+    assert job.profile is not None and job.profile.name == DEFAULT_PROFILE
+    assert job.report_options["profile"] == DEFAULT_PROFILE
+    assert DeidentifySettings(secret=b"s").profile == DEFAULT_PROFILE
+    made = deid_job(archive, tmp_path / "out2")
+    assert made.profile is not None and made.profile.name == DEFAULT_PROFILE
+    (tmp_path / "out2").mkdir()
+    back = build_run(build_parser().parse_args(
+        ["-d", "-p", "pw", "-r", str(tmp_path / "out2"), str(tmp_path / "back")]))
+    assert isinstance(back, TreeJob) and back.mode is Mode.REIDENTIFY
+    assert back.profile is None and back.secret is None and back.secret_fingerprint == ""

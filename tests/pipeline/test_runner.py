@@ -22,7 +22,7 @@ from tasks.errors import UsageError
 from tasks.fileio import TEMP_MARKER
 from tasks.inventory import scan_file
 from tasks.reidentify import Reidentify, ReidentifySettings
-from tasks.uids import new_uid
+from tasks.uids import new_uid, secret_fingerprint
 from tests.conftest import Pki
 from tests.pipeline.conftest import FILES, SECRET, deid_job, tree_digest
 
@@ -183,13 +183,13 @@ def test_console_shows_counts_never_names(archive: Path, tmp_path: Path) -> None
 
 
 def test_report_is_private_and_has_no_secret(archive: Path, tmp_path: Path) -> None:
-    summary = run_tree(deid_job(archive, tmp_path / "out", secret_fingerprint="fp-1234"))
+    summary = run_tree(deid_job(archive, tmp_path / "out"))
     path = summary.report_path
     assert path is not None and stat.S_IMODE(path.stat().st_mode) == 0o600
     text = path.read_text()
     assert SECRET.decode() not in text and SECRET.hex() not in text
     report = json.loads(text)
-    assert report["secret_fingerprint"] == "fp-1234"
+    assert report["secret_fingerprint"] == secret_fingerprint(SECRET)
     assert report["counts"]["written"] == FILES
     assert [p["name"] for p in report["passes"]] == ["pass 1 scan", "pass 2 deidentify"]
     assert report["passes"][1]["files"] == FILES and report["passes"][1]["timeline"]
