@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.cluster import ProcessPool
+from pipeline.pools import ProcessPool
 
 ARCHIVE = ROOT / "build" / "bench" / "archive-small2k"
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from tasks.errors import AnonpipeError, UsageError
 
 if TYPE_CHECKING:
-    from pipeline.cluster import ClusterConfig
+    from pipeline.clusterconfig import ClusterConfig
 
 JOBQUEUE_KINDS = {
     "slurm": "SLURMCluster",

@@ -209,7 +209,7 @@ def _check_mode_options(args: argparse.Namespace, mode: Mode) -> None:
 
 def _check_cluster_options(args: argparse.Namespace) -> None:
     """The scheduler and cluster config exist and are reached with TLS (pipeline.tls)."""
-    from pipeline.cluster import load_cluster_config
+    from pipeline.clusterconfig import load_cluster_config
     from pipeline.tls import check_scheduler_address
 
     if args.worker_timeout is not None and not args.worker_timeout > 0:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline import outcomes
-from pipeline.cluster import Backend, Outcome, balanced_batch, open_client
+from pipeline.cluster import Backend, open_client
 from pipeline.job import Mode, RunSummary, TreeJob
 from pipeline.jobqueue import WorkersUnavailable
 from pipeline.leftovers import check_before, remove_after
@@ -35,6 +35,7 @@ from pipeline.plan import (
     op_fingerprint,
     profile_of,
 )
+from pipeline.pools import Outcome, balanced_batch
 from pipeline.progress import DEBUG, ERROR, INFO, WARNING, PassStats, RunProgress
 from pipeline.report import (
     FailedList,
@@ -163,14 +164,19 @@ class _Pass2:
         self.store.journal(rows)
         self.progress.advance(errors=not_written, skipped=written + not_written)
 
+    def lost(self, batch: Batch) -> list[Batch]:
+        """A batch whose task failed: its files one per batch, for the window to run alone
+        (pipeline.pools: the file at fault is found); a lost worker may have been writing,
+        so its temporary files go first."""
+        for item in batch.items:
+            remove_temp_files_of(Path(item.dst))
+        return self.planner.split(batch) if len(batch.items) > 1 else [batch]
+
     def consume(self, outcome: Outcome[Batch], window: Any) -> None:
         batch = outcome.payload
         if outcome.error is not None:  # a lost worker may have been writing: no leftovers
             for item in batch.items:
                 remove_temp_files_of(Path(item.dst))
-            if len(batch.items) > 1 and not self.failed_seen:
-                window.resubmit(self.planner.split(batch))  # find the file at fault
-                return
             reason = f"processing task failed: {type(outcome.error).__name__}"
             rows = [FileResult(item.rel, Status.FAILED, item.size, 0, "WorkerLost",
                                reason).as_row() for item in batch.items]
@@ -220,7 +226,7 @@ class _Pass2:
                                                   backend.planned_workers(pool))
         self.progress.begin(f"pass 2 {job.mode}", total=total)
         window = pool.imap(run_batch, self.planner.batches(), job.operation,
-                           not job.continue_on_error)
+                           not job.continue_on_error, split=self.lost)
         window.start()
         steps = iter(meanwhile)
         self.progress.count_workers = pool.workers_alive if pool.kind != "inline" else None

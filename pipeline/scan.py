@@ -13,9 +13,10 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipeline.cluster import Backend, Pool, balanced_batch
+from pipeline.cluster import Backend
 from pipeline.job import Mode, TreeJob
 from pipeline.plan import profile_of
+from pipeline.pools import Pool, balanced_batch
 from pipeline.progress import INFO, PassStats, RunProgress
 from pipeline.store import Store
 from pipeline.walk import Entry, iter_files, iter_listed
@@ -167,16 +168,11 @@ def _list_only(stream: Iterator[Entry], store: Store, progress: RunProgress) -> 
 
 def _scan(job: TreeJob, batcher: _Batcher, pool: Pool, store: Store,
           progress: RunProgress) -> None:
-    window = pool.imap(scan_batch, batcher)
-    for outcome in window:
+    for outcome in pool.imap(scan_batch, batcher, split=_one_per_file):
         progress.set_workers(pool.workers_alive() if pool.kind != "inline" else None,
                              pool.dashboard)
-        if outcome.error is not None:
+        if outcome.error is not None:  # one file, that kept failing its task alone
             batch = outcome.payload
-            if len(batch.rels) > 1:  # isolate the file that keeps killing its worker
-                window.resubmit(ScanBatch(batch.batch_id, batch.root, (rel,), batch.replaced)
-                                for rel in batch.rels)
-                continue
             store.add_inventory({batch.rels[0]: {
                 "error_kind": "WorkerLost",
                 "error": f"header scan task failed: {type(outcome.error).__name__}"}})
@@ -188,6 +184,11 @@ def _scan(job: TreeJob, batcher: _Batcher, pool: Pool, store: Store,
             progress.advance(len(result["rows"]), result["bytes"], result["errors"])
         _flush_walk_errors(batcher, store, progress)
     _flush_walk_errors(batcher, store, progress)
+
+
+def _one_per_file(batch: ScanBatch) -> list[ScanBatch]:
+    """A scan batch whose task failed, one file per batch (pipeline.pools quarantine)."""
+    return [ScanBatch(batch.batch_id, batch.root, (rel,), batch.replaced) for rel in batch.rels]
 
 
 def _flush_walk_errors(batcher: _Batcher, store: Store, progress: RunProgress) -> None:

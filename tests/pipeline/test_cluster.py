@@ -19,14 +19,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.cluster import (
-    Backend,
-    DaskPool,
-    load_cluster_config,
-    open_client,
-    print_job_script,
-)
+from pipeline.cluster import Backend, open_client, print_job_script
+from pipeline.clusterconfig import load_cluster_config
 from pipeline.job import RunSummary
+from pipeline.pools import DaskPool
 from pipeline.runner import run_tree
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.errors import UsageError
@@ -91,7 +87,7 @@ def test_one_local_worker_is_the_driver(archive: Path, reference: dict[str, str]
                    local_pool=local_pool)
     with open_client(job) as backend:
         backend.prestart(None, None, ("tasks.deidentify",))
-        assert backend.one_local_worker
+        assert backend.placement.one_local_worker
         assert [backend.pool(n).kind for n in (None, 10**6, FILES)] == ["inline"] * 3
         assert backend.started is None and backend.describe() == "inline (no dask)"
     summary = run_tree(job)
@@ -99,7 +95,7 @@ def test_one_local_worker_is_the_driver(archive: Path, reference: dict[str, str]
     assert tree_digest(tmp_path / "out") == reference
     report = json.loads(summary.report_path.read_text())  # type: ignore[union-attr]
     assert "inline" in json.dumps(report) and "local cluster" not in json.dumps(report)
-    assert not Backend(deid_job(archive, tmp_path / "b", workers=2)).one_local_worker
+    assert not Backend(deid_job(archive, tmp_path / "b", workers=2)).placement.one_local_worker
 
 
 def _scheduler_address(scheduler_file: Path, proc: subprocess.Popen[bytes],
@@ -329,6 +325,9 @@ BAD_CONFIGS = [
     ("kind: local\nworkers: -1\n", "'workers' must be"),
     ("kind: local\nextra: 1\n", "unknown keys extra"),
     ("- a list\n", "expected a mapping"),
+    # job-queue options are dask-jobqueue's own names
+    ("kind: slurm\noptions: {quue: normal}\n",
+     r"unknown option 'quue' for slurm \(did you mean queue\?\)"),
 ]
 
 

@@ -84,14 +84,13 @@ def test_another_profile_or_input_reads_every_header(archive: Path, tmp_path: Pa
     run_tree(deid_job(archive, tmp_path / "out", store=store))
     scanned.clear()
     gdcmanon = Deidentify(DeidentifySettings(secret=SECRET, profile="gdcmanon"))
-    run_tree(deid_job(archive, tmp_path / "out", store=store, operation=gdcmanon,
-                      profile="gdcmanon"))
+    run_tree(deid_job(archive, tmp_path / "out", store=store, operation=gdcmanon))
     assert len(scanned) == FILES
     other = tmp_path / "copy"
     shutil.copytree(archive, other)
     scanned.clear()
     run_tree(deid_job(other, tmp_path / "out", store=store, operation=gdcmanon,
-                      profile="gdcmanon", force=True))  # a new journal: the outputs unknown
+                      force=True))  # a new journal: the outputs unknown
     assert len(scanned) == FILES
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import build_parser
-from pipeline.cluster import ProcessPool, open_client
+from pipeline.cluster import open_client
 from pipeline.job import Mode, TreeJob
 from pipeline.options import PROCESSES_INLINE_BELOW, build_run
+from pipeline.pools import InlinePool, ProcessPool
 from pipeline.runner import run_tree
 from pipeline.store import Store
 from tasks.deidentify import Deidentify, DeidentifySettings
@@ -118,7 +119,7 @@ def test_command_line_chooses_the_local_pool(archive: Path, tmp_path: Path) -> N
          "--new-secret", "--cluster", "local", str(archive), str(tmp_path / "out")])
     job = build_run(args)
     with open_client(job) as backend:  # type: ignore[arg-type]
-        assert not backend.local_processes  # --cluster local: a dask LocalCluster
+        assert not backend.placement.local_processes  # --cluster local: a dask LocalCluster
 
 
 def test_default_local_pool_by_pass_size(archive: Path, tmp_path: Path) -> None:
@@ -167,3 +168,35 @@ def test_one_default_profile(archive: Path, tmp_path: Path) -> None:
         ["-d", "-p", "pw", "-r", str(tmp_path / "out2"), str(tmp_path / "back")]))
     assert isinstance(back, TreeJob) and back.mode is Mode.REIDENTIFY
     assert back.profile is None and back.secret is None and back.secret_fingerprint == ""
+
+
+def _fails_on_three(payload: tuple[int, ...]) -> dict[str, int]:
+    if 3 in payload:
+        raise ValueError("three")
+    return {"files": len(payload)}
+
+
+def _one_each(payload: tuple[int, ...]) -> list[tuple[int, ...]]:
+    return [(number,) for number in payload]
+
+
+@pytest.mark.parametrize("kind", ["inline", "processes"])
+def test_window_quarantines_a_failed_payload_part_by_part(kind: str) -> None:
+    """A failed payload that ``split`` cuts is not yielded: its parts run alone and only
+    the part at fault comes back failed; a stopped window quarantines nothing."""
+    pool = InlinePool() if kind == "inline" else ProcessPool(2, retries=0)
+    try:
+        outcomes = list(pool.imap(_fails_on_three, [(1, 2), (3, 4), (5,)], split=_one_each))
+        got = sorted((o.payload, o.error is not None) for o in outcomes)
+        assert got == [((1, 2), False), ((3,), True), ((4,), False), ((5,), False)]
+        window = pool.imap(_fails_on_three, [(3, 4)], split=_one_each)
+        window.stop()
+        if kind == "processes":
+            window = pool.imap(_fails_on_three, [(3, 4)], split=_one_each)
+            window.start()  # submitted, then stopped: what is in flight still comes back
+            window.stop()
+        assert [(o.payload, o.error is not None) for o in window] == (
+            [((3, 4), True)] if kind == "processes" else [])
+    finally:
+        if isinstance(pool, ProcessPool):
+            pool.close()

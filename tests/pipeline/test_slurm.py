@@ -16,7 +16,7 @@ from pathlib import Path
 import dask
 import pytest
 
-from pipeline.cluster import load_cluster_config
+from pipeline.clusterconfig import load_cluster_config
 from pipeline.job import RunSummary
 from pipeline.jobqueue import import_jobqueue
 from pipeline.runner import run_tree

@@ -1,0 +1,477 @@
+"""Pools and their sliding windows: how batches reach workers and outcomes come back.
+
+A :class:`Pool` (inline, a local process pool, dask) hands out a :class:`Window` over a
+stream of payloads; the runner iterates outcomes without knowing which kind of pool it got
+(pipeline.cluster chooses, pipeline.tiers says which for which pass).  Why a window: a few
+batches per worker in flight, refilled as results arrive and each future dropped once
+consumed, keeps the scheduler's memory flat and means a lost worker only costs its
+in-flight batches.
+
+Quarantine is the window's too: a payload whose task failed (it raised after its retries,
+or its worker died) and that ``split`` cuts into several parts is not yielded; its parts
+run one at a time, alone, once the others have drained, so a worker's death can only be
+blamed on the file that runs.  A stopped window quarantines nothing (what is in flight
+still finishes and is yielded, failures included).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+P = TypeVar("P")
+PER_WORKER_IN_FLIGHT = 3
+#: a pass of known size is cut into at least this many batches per worker, so the last
+#: batches do not leave workers idle (a batch costs ~1 ms of overhead; see balanced_batch)
+BATCHES_PER_WORKER = 8
+PARENT_POLL_SECONDS = 0.5  # a pool worker checks this often that its driver is alive
+MIN_BATCH_FILES = 20
+
+
+#: cuts a failed payload into the parts to re-run alone (one part: no quarantine)
+Split = Callable[[P], Sequence[P]]
+
+
+@dataclass(slots=True)
+class Outcome(Generic[P]):
+    """One finished payload: its result dict, or the exception that failed the task."""
+
+    payload: P
+    result: dict[str, Any] | None
+    error: BaseException | None = None
+
+
+class Window(Protocol[P]):
+    """Iterating yields outcomes as they finish; submission is lazy and bounded."""
+
+    def __iter__(self) -> Iterator[Outcome[P]]: ...
+
+    def start(self) -> None:
+        """Submit the first payloads now (before iterating), where workers exist."""
+
+    def stop(self) -> None:
+        """Submit nothing more; in-flight payloads still finish and are yielded."""
+
+
+class Pool(Protocol):
+    kind: str
+
+    @property
+    def dashboard(self) -> str | None: ...
+
+    def imap(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P], *args: Any,
+             split: Split[P] | None = None) -> Window[P]:
+        """Outcomes of ``fn(payload, *args)``; a failed payload that ``split`` cuts into
+        several parts is quarantined (module docstring)."""
+
+    def workers_alive(self) -> int: ...
+
+
+def balanced_batch(limit: int, files: int | None, workers: int) -> int:
+    """Files per batch for a pass of ``files`` on ``workers``: ``limit`` for large or
+    unknown passes, smaller for a pass that ``limit`` would cut into too few batches to
+    keep every worker busy to the end (2,000 files in batches of 200 on 2 workers leave
+    one worker idle for up to a batch, ~5 % of the pass)."""
+    if files is None or workers <= 1:
+        return limit
+    share = -(-files // (workers * BATCHES_PER_WORKER))
+    return max(1, min(limit, max(share, MIN_BATCH_FILES)))
+
+
+# --------------------------------------------------------------------------- windows, inline
+
+
+class _WindowBase(Generic[P]):
+    """What every window holds: the source, the quarantine queue, the stop flag."""
+
+    def __init__(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P],
+                 args: tuple[Any, ...], split: Split[P] | None) -> None:
+        self.fn, self.args, self.split = fn, args, split
+        self.source = iter(payloads)
+        self.pending: deque[P] = deque()  # quarantined: run alone
+        self.stopped = False
+        self.exhausted = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def _quarantined(self, payload: P, error: BaseException | None) -> bool:
+        """Whether a failed ``payload`` is cut into parts to run alone (not yielded)."""
+        if error is None or self.split is None or self.stopped:
+            return False
+        parts = self.split(payload)
+        if len(parts) <= 1:
+            return False
+        self.pending.extend(parts)
+        return True
+
+
+class _InlineWindow(_WindowBase[P]):
+    def start(self) -> None:
+        """Nothing to submit: the driver runs each payload as it is iterated."""
+
+    def __iter__(self) -> Iterator[Outcome[P]]:
+        yield from self._run(lambda: True)
+
+    def _run(self, going: Callable[[], bool]) -> Iterator[Outcome[P]]:
+        """Run payloads in the driver while ``going()`` and not stopped."""
+        while not self.stopped and going():
+            if self.pending:
+                payload = self.pending.popleft()
+            else:
+                try:
+                    payload = next(self.source)
+                except StopIteration:
+                    self.exhausted = True
+                    return
+            try:
+                yield Outcome(payload, self.fn(payload, *self.args))
+            except Exception as exc:  # noqa: BLE001 - same contract as a failed dask task
+                if not self._quarantined(payload, exc):
+                    yield Outcome(payload, None, exc)
+
+
+class InlinePool:
+    """No dask: the driver runs each batch itself (``--workers 0`` and small runs)."""
+
+    kind = "inline"
+    dashboard: str | None = None
+
+    def imap(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P], *args: Any,
+             split: Split[P] | None = None) -> _InlineWindow[P]:
+        return _InlineWindow(fn, payloads, args, split)
+
+    def workers_alive(self) -> int:
+        return 0
+
+
+# --------------------------------------------------------------------------- sliding windows
+
+
+class _SlidingWindow(_WindowBase[P]):
+    """What the dask and process-pool windows share: the refill rule; a subclass says how
+    to submit, how many may be in flight and how outcomes come back (``__iter__``)."""
+
+    def __init__(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P],
+                 args: tuple[Any, ...], split: Split[P] | None) -> None:
+        super().__init__(fn, payloads, args, split)
+        self.in_flight: dict[Any, Any] = {}  # future -> what the subclass needs back
+
+    def start(self) -> None:
+        self._fill()
+
+    def _submit(self, payload: P) -> None:
+        raise NotImplementedError
+
+    def _limit(self) -> int:
+        raise NotImplementedError
+
+    def _fill(self) -> None:
+        if self.stopped:
+            return
+        if self.pending:  # quarantine: one at a time, once the others have drained
+            if not self.in_flight:
+                self._submit(self.pending.popleft())
+            return
+        limit = self._limit()
+        while len(self.in_flight) < limit and not self.exhausted:
+            try:
+                payload = next(self.source)
+            except StopIteration:
+                self.exhausted = True
+                return
+            self._submit(payload)
+
+
+# --------------------------------------------------------------------------- dask
+
+
+class _DaskWindow(_SlidingWindow[P]):
+    def __init__(self, pool: DaskPool, fn: Callable[..., dict[str, Any]],
+                 payloads: Iterable[P], args: tuple[Any, ...], split: Split[P] | None) -> None:
+        from distributed import as_completed
+
+        super().__init__(fn, payloads, args, split)
+        self.pool = pool
+        self.completed = as_completed(loop=pool.client.loop)
+
+    def _submit(self, payload: P) -> None:
+        future = self.pool.client.submit(self.fn, payload, *self.args, pure=False,
+                                         retries=self.pool.retries)
+        self.in_flight[future] = payload
+        self.completed.add(future)
+
+    def _limit(self) -> int:
+        return max(2, PER_WORKER_IN_FLIGHT * max(self.pool.workers_alive(), 1))
+
+    def _next(self) -> Any:
+        """The next finished future, asking the pool meanwhile whether to give up (as
+        ``as_completed`` itself waits: on its condition, 0.1 s at a time)."""
+        completed = self.completed
+        while not completed.has_ready():
+            self.pool.check()
+            with completed.thread_condition:
+                completed.thread_condition.wait(timeout=0.1)
+        return next(completed)
+
+    def __iter__(self) -> Iterator[Outcome[P]]:
+        self._fill()
+        while self.in_flight:
+            future = self._next()
+            payload = self.in_flight.pop(future)
+            try:
+                outcome: Outcome[P] = Outcome(payload, future.result())
+            except Exception as exc:  # noqa: BLE001 - raised after its retries, or KilledWorker
+                outcome = Outcome(payload, None, exc)
+            future.release()  # dropped once consumed: never re-run after a worker loss
+            del future
+            if self._quarantined(payload, outcome.error):
+                self._fill()
+                continue
+            self._fill()  # keep the workers busy while the driver journals
+            yield outcome
+            self._fill()
+
+
+class DaskPool:
+    """Batches go to dask workers through a distributed ``Client``."""
+
+    kind = "dask"
+
+    def __init__(self, client: Any, retries: int, description: str,
+                 dashboard: bool = True, check: Callable[[], None] = lambda: None) -> None:
+        self.client = client
+        self.check = check  # raises when the run must stop (no worker jobs for too long)
+        self.retries = retries
+        self.description = description
+        self._alive = (0.0, 0)
+        # a scheduler without a dashboard still has a link (to the default port): shown
+        # only where one is served
+        self.dashboard: str | None = (
+            client.dashboard_link if dashboard and importlib.util.find_spec("bokeh") else None)
+
+    def imap(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P], *args: Any,
+             split: Split[P] | None = None) -> _DaskWindow[P]:
+        return _DaskWindow(self, fn, payloads, args, split)
+
+    def workers_alive(self) -> int:
+        """Workers the scheduler knows (asked at most once a second: it is an RPC)."""
+        checked, count = self._alive
+        now = time.monotonic()
+        if now - checked >= 1.0:
+            try:
+                count = len(self.client.nthreads())
+            except Exception:  # noqa: BLE001 - a scheduler that went away counts as none
+                count = 0
+            self._alive = (now, count)
+        return count
+
+
+class Starting(Protocol):
+    """A dask pool being started in the background (pipeline.cluster.Backend)."""
+
+    @property
+    def started(self) -> DaskPool | None: ...
+
+    def start_in_background(self) -> None: ...
+
+    def ready(self) -> bool: ...
+
+
+class _HybridWindow(_InlineWindow[P]):
+    """Inline while the local cluster starts in the background, then the dask window.
+
+    Why: a local cluster takes about a second to start and each worker another to import
+    the project; the driver would otherwise sit idle for it.  The start is asked for by
+    the first payload, not before: a pass whose source turns out empty (a rerun with
+    nothing left to scan or write) starts no cluster.
+    """
+
+    def __init__(self, backend: Starting, fn: Callable[..., dict[str, Any]],
+                 payloads: Iterable[P], args: tuple[Any, ...], split: Split[P] | None) -> None:
+        super().__init__(fn, _first_starts(payloads, backend.start_in_background), args, split)
+        self.backend = backend
+        self.dask: _DaskWindow[P] | None = None
+
+    def start(self) -> None:
+        """Nothing yet: the driver works inline until the cluster is up."""
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.dask is not None:
+            self.dask.stop()
+
+    def __iter__(self) -> Iterator[Outcome[P]]:
+        yield from self._run(lambda: not self.backend.ready())
+        if self.stopped or self.exhausted:  # stopped, or the source ran out inline
+            return
+        pool = self.backend.started
+        assert pool is not None
+        self.dask = pool.imap(self.fn, self.source, *self.args, split=self.split)
+        self.dask.pending.extend(self.pending)
+        self.pending.clear()
+        yield from self.dask
+
+
+def _first_starts(payloads: Iterable[P], start: Callable[[], None]) -> Iterator[P]:
+    """``payloads``, calling ``start`` once, when the first of them is taken."""
+    iterator = iter(payloads)
+    for payload in iterator:
+        start()
+        yield payload
+        yield from iterator
+        return
+
+
+class StartingPool:
+    """The pool of a local cluster that is still starting (see :class:`_HybridWindow`)."""
+
+    kind = "dask"
+
+    def __init__(self, backend: Starting) -> None:
+        self.backend = backend
+
+    @property
+    def dashboard(self) -> str | None:
+        pool = self.backend.started
+        return pool.dashboard if pool is not None else None
+
+    def imap(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P], *args: Any,
+             split: Split[P] | None = None) -> _HybridWindow[P]:
+        return _HybridWindow(self.backend, fn, payloads, args, split)
+
+    def workers_alive(self) -> int:
+        pool = self.backend.started
+        return pool.workers_alive() if pool is not None else 0
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _worker_init(driver: int) -> None:
+    """In each pool process: Ctrl-C is the driver's to handle (it stops the pool), and a
+    worker whose driver died (killed: no shutdown) exits instead of waiting forever on a
+    queue nobody feeds."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="anonpipe-parent-watch", daemon=True).start()
+
+
+def _import_modules(modules: tuple[str, ...]) -> dict[str, Any]:
+    """A warm-up task: the imports a worker's first real task would otherwise wait for."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+    return {}
+
+
+class _ProcessWindow(_SlidingWindow[P]):
+    """The sliding window over a :class:`ProcessPool`.
+
+    A task that raised, or that a broken pool (a worker died) took down, is re-run up to
+    ``pool.retries`` times (as dask's ``retries`` and lost-worker re-runs do) before its
+    outcome carries the error.  ``in_flight``: future -> (order, payload, attempt).
+    """
+
+    def __init__(self, pool: ProcessPool, fn: Callable[..., dict[str, Any]],
+                 payloads: Iterable[P], args: tuple[Any, ...], split: Split[P] | None) -> None:
+        super().__init__(fn, payloads, args, split)
+        self.pool = pool
+        self.sequence = 0
+
+    def _submit(self, payload: P, attempt: int = 0) -> None:
+        future = self.pool.submit(self.fn, payload, *self.args)
+        self.sequence += 1
+        self.in_flight[future] = (self.sequence, payload, attempt)
+
+    def _limit(self) -> int:
+        return max(2, PER_WORKER_IN_FLIGHT * self.pool.workers)
+
+    def __iter__(self) -> Iterator[Outcome[P]]:
+        self._fill()
+        while self.in_flight:
+            done, _ = wait(list(self.in_flight), return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=lambda f: self.in_flight[f][0]):
+                _, payload, attempt = self.in_flight.pop(future)
+                try:
+                    outcome: Outcome[P] = Outcome(payload, future.result())
+                except Exception as exc:  # noqa: BLE001 - a raising task or a dead worker
+                    if attempt < self.pool.retries:
+                        self._submit(payload, attempt + 1)
+                        continue
+                    if self._quarantined(payload, exc):
+                        continue
+                    outcome = Outcome(payload, None, exc)
+                self._fill()  # keep the workers busy while the driver journals
+                yield outcome
+            self._fill()
+
+
+class ProcessPool:
+    """Batches go to a pool of local worker processes (spawned: no state of the driver)."""
+
+    kind = "processes"
+    dashboard: str | None = None
+
+    def __init__(self, workers: int, retries: int) -> None:
+        import multiprocessing
+
+        self.workers = workers
+        self.retries = retries
+        self._context = multiprocessing.get_context("spawn")
+        self._executor: ProcessPoolExecutor | None = None
+        self.restarts = 0
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(self.workers, mp_context=self._context,
+                                                 initializer=_worker_init,
+                                                 initargs=(os.getpid(),))
+        return self._executor
+
+    def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Future[dict[str, Any]]:
+        try:
+            return self._pool().submit(fn, *args)
+        except BrokenProcessPool:  # a worker died: the pool is unusable, start a new one
+            self._shutdown()
+            self.restarts += 1
+            return self._pool().submit(fn, *args)
+
+    def imap(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P], *args: Any,
+             split: Split[P] | None = None) -> _ProcessWindow[P]:
+        return _ProcessWindow(self, fn, payloads, args, split)
+
+    def warm_up(self, modules: tuple[str, ...]) -> None:
+        """Spawn every worker now and have it import ``modules`` (not waited for)."""
+        for _ in range(self.workers):
+            self.submit(_import_modules, modules)
+
+    def workers_alive(self) -> int:
+        executor = self._executor
+        processes = getattr(executor, "_processes", None) if executor is not None else None
+        return sum(1 for p in (processes or {}).values() if p.is_alive())
+
+    def _shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def close(self) -> None:
+        self._shutdown()
+
+
