@@ -200,3 +200,25 @@ def test_window_quarantines_a_failed_payload_part_by_part(kind: str) -> None:
     finally:
         if isinstance(pool, ProcessPool):
             pool.close()
+
+
+def test_tier_rules_by_pass_size(archive: Path, tmp_path: Path) -> None:
+    """The tier table: tiny passes inline, middling ones on processes, large ones on the
+    default dask cluster; the process pool from its own threshold; --workers 0 never."""
+    from pipeline.tiers import Pass, Placement, Tier
+
+    dask = Placement.of(deid_job(archive, tmp_path / "a", workers=2, local_pool="dask",
+                                 inline_below=100, processes_from=10), None)
+    assert [dask.tier(Pass(n)) for n in (5, 50, 500, None)] == [
+        Tier.INLINE, Tier.PROCESSES, Tier.DASK, Tier.DASK]
+    assert dask.tier(Pass(5, dask_started=True)) is Tier.DASK  # already up: used
+    processes = Placement.of(deid_job(archive, tmp_path / "b", workers=2,
+                                      local_pool="processes", inline_below=10), None)
+    assert [processes.tier(Pass(n)) for n in (5, 50, None)] == [
+        Tier.INLINE, Tier.PROCESSES, Tier.PROCESSES]
+    assert processes.prestart(Pass(50)) and not processes.prestart(Pass(5))
+    none = Placement.of(deid_job(archive, tmp_path / "c", workers=0), None)
+    assert none.tier(Pass(None)) is Tier.INLINE
+    watched = Placement.of(deid_job(archive, tmp_path / "d", workers=2, local_pool="dask",
+                                    dashboard="127.0.0.1:0", processes_from=1), None)
+    assert watched.explicit and watched.tier(Pass(5)) is Tier.DASK
