@@ -7,8 +7,8 @@ The files under ``configs/cluster/`` are the packaged defaults; a file of the sa
 ``$ANONPIPE_CONFIG_DIR/cluster`` or ``~/.config/anonpipe/cluster`` replaces one.
 
 What dask already defines is not defined again here: the option names of a job queue are
-dask-jobqueue's own (its ``jobqueue.<kind>`` configuration in ``dask.config`` and its
-classes' keywords), and whatever a file leaves out comes from dask's configuration, as for
+dask-jobqueue's own (its ``jobqueue.<kind>`` configuration in ``dask.config``, dashes or
+underscores, and its classes' keywords), and whatever a file leaves out comes from dask's configuration, as for
 any dask-jobqueue cluster.  A file that does not fit is one line and exit 2, before
 anything is written.
 """
@@ -108,7 +108,8 @@ def load_cluster_config(name: str) -> ClusterConfig:
             raise UsageError(f"cluster config {path}: "
                              + message.format(kind=data.get("kind"), unknown=unknown))
     kind, options = data["kind"], dict(data.get("options") or {})
-    if kind in JOBQUEUE_KINDS:
+    if kind in JOBQUEUE_KINDS:  # dask's spelling (job-extra-directives) is the keyword's
+        options = {str(key).replace("-", "_"): value for key, value in options.items()}
         _check_jobqueue_options(path, kind, options)
     return ClusterConfig(name, kind, options, data.get("workers"), data.get("address"), path,
                          dict(data.get("driver") or {}))

@@ -339,6 +339,14 @@ def test_bad_cluster_configs(tmp_path: Path, text: str, message: str) -> None:
         load_cluster_config(str(path))
 
 
+def test_jobqueue_options_in_dask_spelling(tmp_path: Path) -> None:
+    """A job queue's options may be spelt as in dask-jobqueue's configuration (dashes)."""
+    path = tmp_path / "dashes.yaml"
+    path.write_text("kind: slurm\noptions: {job-extra-directives: [--qos=short], cores: 2}\n")
+    config = load_cluster_config(str(path))
+    assert config.options == {"job_extra_directives": ["--qos=short"], "cores": 2}
+
+
 def test_unknown_cluster_name_lists_the_known_ones() -> None:
     with pytest.raises(UsageError, match="known: .*pbs.*slurm"):
         load_cluster_config("nosuchcluster")
