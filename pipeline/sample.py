@@ -45,6 +45,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
+from pipeline.exits import Exit
 from tasks.errors import OutputError, UsageError
 
 PROG = "anonpipe-sample"
@@ -954,11 +955,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (UsageError, OutputError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, UsageError) else 1
+        return Exit.USAGE if isinstance(exc, UsageError) else Exit.FAILED
     seconds = time.perf_counter() - started
     size = sum(path.stat().st_size for path in paths)
     print(f"{PROG}: {len(paths)} files, {size} bytes, {seconds:.2f} s in {args.out}")
-    return 0
+    return Exit.OK
 
 
 if __name__ == "__main__":
