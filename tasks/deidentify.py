@@ -14,13 +14,9 @@ business (tasks.profile); the values come from tasks.actions.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import stat
 import struct
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,14 +51,14 @@ from tasks.dicomio import (
     sequence_end,
 )
 from tasks.edit import Chunk, EditPlan, encode_element, render_parts
+from tasks.engine import apply_to_file, deflate, file_pieces
 from tasks.errors import UnsupportedFileError
-from tasks.fileio import Piece, write_atomic
+from tasks.fileio import Piece
 from tasks.filemeta import is_uid, preamble_data, rebuilt_meta, zeroed_prefix
 from tasks.model import Written
 from tasks.overlay import cleared_pixel_data, removed_planes_in_pixel_bits
 from tasks.payload import (
     ENCRYPTED_ATTRIBUTES,
-    ENCRYPTED_CONTENT,  # noqa: F401 - part of this module's interface (tests)
     build_payload,
     encrypted_attributes_element,
     keep_original,
@@ -740,10 +736,7 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
         plan.insert[ENCRYPTED_ATTRIBUTES] = encrypted_attributes_element(cms, enc)
         plan.changed_group_lengths.clear()
         body = render_parts(df.body, df.elements, plan, enc)
-    trailer = df.trailer
-    if df.deflated:
-        return [prefix, meta, deflate(b"".join(body) + trailer)]
-    return [prefix, meta, *body, trailer]
+    return file_pieces(df, prefix, meta, body)
 
 
 _ELEMENT_NUMBER = (0xFFFF).__and__  # zero for a group length (gggg,0000)
@@ -861,13 +854,6 @@ def _meta_value(df: DicomFile, tag: int) -> bytes | None:
     return None if el is None else el.value(df.meta_bytes)
 
 
-def deflate(body: bytes) -> bytes:
-    """Raw deflate as PS3.5 A.5 requires (no zlib header)."""
-    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-    data = compressor.compress(body) + compressor.flush()
-    return data + b"\0" if len(data) % 2 else data
-
-
 @dataclass(frozen=True, slots=True)
 class Deidentify:
     """The per-file operation the pipeline ships to workers."""
@@ -882,94 +868,3 @@ class Deidentify:
                              SPLIT_FROM)
         return Written(size, cleaned[-1].how) if cleaned else size
 
-
-def apply_to_file(src: Path, dst: Path, whole: Callable[[bytes], Sequence[Piece] | bytes],
-                  split: Callable[[int, int], list[Piece] | WholeFile | None],
-                  split_from: int) -> int:
-    """Write ``dst`` from ``src``: by ``split`` (the pixel data left in the file:
-    ``tasks.pixeltail``) for files of ``split_from`` bytes and more that split, else by
-    ``whole`` on the file's bytes (those ``split`` read, if it read them all).  Returns the
-    bytes written."""
-    with _opened_input(src) as (fd, size):
-        data = None
-        if size >= split_from:
-            pieces = split(fd, size)
-            if isinstance(pieces, WholeFile):
-                data = pieces.data
-            elif pieces is not None:
-                return write_atomic(dst, pieces)
-        return write_atomic(dst, whole(data if data is not None else _read_all(fd, size)))
-
-
-def _read_input(src: Path) -> bytes:
-    """The whole input file (see :func:`_opened_input` for what is refused)."""
-    with _opened_input(src) as (fd, size):
-        return _read_all(fd, size)
-
-
-@contextlib.contextmanager
-def _opened_input(src: Path) -> Iterator[tuple[int, int]]:
-    """The input open for reading, and its size.  Anything but a regular file is refused
-    before it is opened: reading a FIFO blocks until a writer comes (forever, in a batch),
-    a device never ends."""
-    fd, size = _open_input(src)
-    try:
-        yield fd, size
-    finally:
-        os.close(fd)
-
-
-def _open_input(src: Path) -> tuple[int, int]:
-    from tasks.errors import DicomFormatError
-
-    try:
-        mode = os.stat(src).st_mode
-        if stat.S_ISDIR(mode):
-            raise DicomFormatError("is a directory")
-        if not stat.S_ISREG(mode):
-            raise DicomFormatError(f"not a regular file ({_file_kind(mode)})")
-        # O_NONBLOCK: should a FIFO replace the file after the stat, open() still returns
-        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except PermissionError:
-        raise DicomFormatError("permission denied") from None
-    except FileNotFoundError:
-        reason = "dangling symbolic link" if src.is_symlink() else "no such file"
-        raise DicomFormatError(reason) from None
-    except IsADirectoryError:
-        raise DicomFormatError("is a directory") from None
-    except OSError as exc:
-        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise DicomFormatError("not a regular file (replaced while opening)")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, info.st_size
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """The rest of the file from its current offset (it may have grown since the stat)."""
-    from tasks.errors import DicomFormatError
-
-    try:
-        data = os.read(fd, size + 1)
-        if data and len(data) != size:  # grown since the stat, or a short read: to the end
-            chunks = [data]
-            while more := os.read(fd, 1 << 20):
-                chunks.append(more)
-            data = b"".join(chunks)
-    except OSError as exc:
-        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
-    if not data:
-        raise DicomFormatError("empty file")
-    return data
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return kind
-    return f"mode {stat.S_IFMT(mode):o}"

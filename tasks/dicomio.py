@@ -523,7 +523,7 @@ class DicomFile:
         return None
 
 
-def _meta_elements(data: bytes, pos: int, shift: int = 0) -> tuple[list[Element], int]:
+def meta_elements(data: bytes, pos: int, shift: int = 0) -> tuple[list[Element], int]:
     """Read group 0002 elements one by one (explicit VR LE) without overrunning the body;
     their offsets plus ``shift``.  By the compiled walker when there is one (see
     :func:`walk`)."""
@@ -584,7 +584,7 @@ def split_file(data: bytes, meta_relative: bool = False
         prefix_end = 4
     else:
         prefix_end = 0
-    meta, meta_end = _meta_elements(data, prefix_end, -prefix_end if meta_relative else 0)
+    meta, meta_end = meta_elements(data, prefix_end, -prefix_end if meta_relative else 0)
     if prefix_end and not meta:
         raise DicomFormatError("no file meta information after the DICM prefix")
     if prefix_end == 0 and not meta:

@@ -26,7 +26,6 @@ from pathlib import Path
 from pydicom.charset import encode_string, python_encoding
 from pydicom.datadict import get_entry, get_private_entry, private_dictionaries
 
-from tasks.deidentify import apply_to_file, deflate
 from tasks.dicomio import (
     EXPLICIT_LE_ENC,
     LONG_VRS,
@@ -37,6 +36,7 @@ from tasks.dicomio import (
     tag_str,
 )
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts
+from tasks.engine import apply_to_file, file_pieces
 from tasks.errors import ProfileError, UsageError
 from tasks.fileio import Piece
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
@@ -801,10 +801,8 @@ def _dumb_parts(data: bytes, settings: DumbSettings, warn: Callable[[str], None]
     _warn(notes, warn)
     if plan.empty and meta is df.meta_bytes:
         return [data]
-    if df.deflated:
-        return [df.raw_prefix, meta, deflate(render(df.body, df.elements, plan, df.enc)
-                                              + df.trailer)]
-    return [df.raw_prefix, meta, *render_parts(df.body, df.elements, plan, df.enc), df.trailer]
+    return file_pieces(df, df.raw_prefix, meta,
+                       render_parts(df.body, df.elements, plan, df.enc))
 
 
 def dumb_edit_split(fd: int, size: int, settings: DumbSettings,

@@ -22,11 +22,11 @@ from tasks.dicomio import (
     UNDEFINED,
     Element,
     Encoding,
-    _meta_elements,
-    _Parser,
     element_header,
     item_end,
     item_header,
+    meta_elements,
+    parse_elements,
     sequence_end,
 )
 from tasks.edit import encode_element, transcode
@@ -197,7 +197,7 @@ def open_payload(encrypted: Element | None, body: bytes, private_key: Any,
         raise CryptoError("no private key (-k) or password (-p) given")
     plaintext = decrypt_envelope(blob_el.value(body), private_key, password)
     try:
-        elements = _Parser(plaintext).parse(0, len(plaintext), EXPLICIT_LE_ENC)
+        elements = parse_elements(plaintext, 0, None, EXPLICIT_LE_ENC)
     except DicomFormatError as exc:
         raise CryptoError(f"decrypted payload is not a DICOM data set: {exc}") from None
     if not elements or elements[0].tag != MODIFIED_ATTRIBUTES or not elements[0].items:
@@ -219,7 +219,7 @@ def checked_meta(meta: bytes, transfer_syntax: str) -> bytes:
     OB pad byte, which is dropped.
     """
     try:
-        elements, end = _meta_elements(meta, 0)
+        elements, end = meta_elements(meta, 0)
     except DicomFormatError:
         elements, end = [], -1
     syntax = None
