@@ -45,6 +45,28 @@ from tasks.dicomio import DicomFile, Element, read_dicom, read_header
 from tasks.errors import AnonpipeError, UsageError
 from tasks.inventory import replaced_tags
 from tasks.profile import DEFAULT_PROFILE, Action, CompiledProfile, get_profile
+from tasks.tags import (
+    ACCESSION_NUMBER,
+    CODE_MEANING,
+    CODE_VALUE,
+    CODING_SCHEME_VERSION,
+    ENCRYPTED_ATTRIBUTES,
+    FRAME_OF_REFERENCE_UID,
+    LONG_CODE_VALUE,
+    OTHER_PATIENT_IDS,
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SERIES_INSTANCE_UID,
+    SOP_INSTANCE_UID,
+    STUDY_DATE,
+    STUDY_ID,
+    STUDY_INSTANCE_UID,
+    URN_CODE_VALUE,
+)
+from tasks.tags import (
+    CODING_SCHEME_DESIGNATOR as CODING_SCHEME,
+)
 
 PROG = "anonpipe-audit"
 EXIT_CLEAN, EXIT_LEAK, EXIT_USAGE = 0, 1, 2
@@ -59,28 +81,27 @@ MAX_TEXT = 64
 #: values the de-identifier itself writes (dummies): never reported as leaks
 DUMMIES = frozenset({b"19000101", b"19000101000000", b"ANONYMIZED", b"ANON",
                      b"URN:ANONPIPE:DUMMY", b"DE-IDENTIFIED"})
-ENCRYPTED_ATTRIBUTES = 0x04000500
 DEFAULT_LIMIT = 50
 
 #: inventory field -> (label, tag whose action decides whether the profile keeps it)
 TEXT_FIELDS = {
-    "patient_name": ("patient name", 0x00100010),
-    "patient_id": ("patient ID", 0x00100020),
-    "other_ids": ("other patient ID", 0x00101000),
-    "accession": ("accession number", 0x00080050),
-    "study_id": ("study ID", 0x00200010),
+    "patient_name": ("patient name", PATIENT_NAME),
+    "patient_id": ("patient ID", PATIENT_ID),
+    "other_ids": ("other patient ID", OTHER_PATIENT_IDS),
+    "accession": ("accession number", ACCESSION_NUMBER),
+    "study_id": ("study ID", STUDY_ID),
 }
 DATE_FIELDS = {
-    "birth_date": ("birth date", 0x00100030),
-    "study_date": ("study date", 0x00080020),
+    "birth_date": ("birth date", PATIENT_BIRTH_DATE),
+    "study_date": ("study date", STUDY_DATE),
 }
 UID_LABEL = "UID"
 #: top-level UIDs whose mapping must be one-to-one across the tree
 TOP_UIDS = (
-    ("study", "Study Instance UID", 0x0020000D),
-    ("series", "Series Instance UID", 0x0020000E),
-    ("frame_of_reference", "Frame of Reference UID", 0x00200052),
-    ("sop", "SOP Instance UID", 0x00080018),
+    ("study", "Study Instance UID", STUDY_INSTANCE_UID),
+    ("series", "Series Instance UID", SERIES_INSTANCE_UID),
+    ("frame_of_reference", "Frame of Reference UID", FRAME_OF_REFERENCE_UID),
+    ("sop", "SOP Instance UID", SOP_INSTANCE_UID),
 )
 #: VRs whose values ``--input`` collects (numbers, codes and times are too short or common)
 DEEP_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "UR", "AE", "DA", "DT"})
@@ -92,9 +113,8 @@ _DIGIT_RUN = re.compile(rb"(?<![0-9.])[0-9][0-9.]{7,}")
 #: escape) for a boundary check
 _WORDISH = re.compile(rb"[0-9A-Z\x1b\x80-\xff]")
 #: code item attributes (PS3.3 8.8): a standard scheme's values are no identifier
-CODE_VALUE, CODING_SCHEME, CODE_MEANING = 0x00080100, 0x00080102, 0x00080104
-CODE_ATTRIBUTES = frozenset({CODE_VALUE, CODING_SCHEME, CODE_MEANING, 0x00080103,
-                             0x00080119, 0x00080120})
+CODE_ATTRIBUTES = frozenset({CODE_VALUE, CODING_SCHEME, CODE_MEANING,
+                             CODING_SCHEME_VERSION, LONG_CODE_VALUE, URN_CODE_VALUE})
 #: kept descriptive attributes whose words a name part may equal ("SIEMENS^ANNA" and a
 #: Siemens scanner, a patient named like a word of the de-identification method)
 CONTEXT_TAGS = (0x00080070, 0x00081090, 0x00120063, 0x00181020)

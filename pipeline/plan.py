@@ -28,15 +28,17 @@ from tasks.dicomio import dictionary_vr
 from tasks.inventory import replaced_tags
 from tasks.model import Batch, Status, WorkItem
 from tasks.profile import Action, get_profile
+from tasks.tags import (
+    ACCESSION_NUMBER,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SOP_INSTANCE_UID,
+    STUDY_ID,
+)
 from tasks.uids import new_uid
 
 #: rows of the mapping written per step between two pass-2 results (~30 ms)
 MAPPING_STEP = 1_000
-PATIENT_ID = 0x00100020
-PATIENT_NAME = 0x00100010
-STUDY_ID = 0x00200010
-SOP_INSTANCE_UID = 0x00080018
-ACCESSION_NUMBER = 0x00080050
 
 
 def op_fingerprint(operation: object) -> str:

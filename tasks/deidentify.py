@@ -34,11 +34,9 @@ from tasks.actions import (
 from tasks.codes import (
     CODE_ITEM_SCHEME,
     CODE_ITEM_VALUES,
-    CODING_SCHEME_DESIGNATOR,
     standard_scheme,
 )
 from tasks.dicomio import (
-    PIXEL_DATA,
     DicomFile,
     Element,
     Encoding,
@@ -58,7 +56,6 @@ from tasks.filemeta import is_uid, preamble_data, rebuilt_meta, zeroed_prefix
 from tasks.model import Written
 from tasks.overlay import cleared_pixel_data, removed_planes_in_pixel_bits
 from tasks.payload import (
-    ENCRYPTED_ATTRIBUTES,
     build_payload,
     encrypted_attributes_element,
     keep_original,
@@ -85,25 +82,28 @@ from tasks.profile import (
     get_profile,
     kept_decision,
 )
+from tasks.tags import (
+    CODE_MEANING,
+    CODE_VALUE,
+    CODING_SCHEME_DESIGNATOR,
+    DEIDENTIFICATION_METHOD,
+    DEIDENTIFICATION_METHOD_CODES,
+    ENCRYPTED_ATTRIBUTES,
+    LONGITUDINAL_MODIFIED,
+    MEDIA_SOP_CLASS_UID,
+    MEDIA_SOP_INSTANCE_UID,
+    PATIENT_ID,
+    PATIENT_IDENTITY_REMOVED,
+    PIXEL_DATA,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+)
 from tasks.uids import DEFAULT_ROOT, instance_uids, new_uid, registered
 from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted, conforms
 
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
 
-PATIENT_IDENTITY_REMOVED = 0x00120062
-DEIDENTIFICATION_METHOD = 0x00120063
-DEIDENTIFICATION_METHOD_CODES = 0x00120064
-LONGITUDINAL_MODIFIED = 0x00280303
-BURNED_IN_ANNOTATION = 0x00280301
-PATIENT_ID = 0x00100020
-CODE_VALUE = 0x00080100
-CODING_SCHEME = 0x00080102
-CODE_MEANING = 0x00080104
-SOP_CLASS_UID = 0x00080016
-SOP_INSTANCE_UID = 0x00080018
-MEDIA_SOP_CLASS_UID = 0x00020002
-MEDIA_SOP_INSTANCE_UID = 0x00020003
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
@@ -450,7 +450,7 @@ class _Deidentifier:
             break
         body = (encode_element(CODE_VALUE, "SH",
                                code_value_pseudonym(self.settings.secret, original), enc)
-                + encode_element(CODING_SCHEME, "SH", DUMMY_SCHEME, enc)
+                + encode_element(CODING_SCHEME_DESIGNATOR, "SH", DUMMY_SCHEME, enc)
                 + encode_element(CODE_MEANING, "LO", DUMMY_MEANING, enc))
         items = item_header(len(body), enc) + body
         header = element_header(el.tag, "SQ", len(items), enc)
@@ -593,7 +593,7 @@ def check_deidentifiable(df: DicomFile) -> None:
     if removed is not None and removed.strip().upper() == "YES":
         raise UnsupportedFileError("already de-identified: Patient Identity Removed is YES")
     sop_class = df.top_text(SOP_CLASS_UID)
-    media = df.meta_element(0x00020002)
+    media = df.meta_element(MEDIA_SOP_CLASS_UID)
     media_class = (media.value(df.meta_bytes).rstrip(b"\0 ").decode("latin-1")
                    if media else None)  # any bytes: a corrupt UID must not raise here
     if DICOMDIR_SOP_CLASS in (sop_class, media_class):
@@ -624,7 +624,7 @@ def _method_codes(profile: CompiledProfile, enc: Encoding, pixels: bool = False)
     items = b""
     for value, scheme, meaning in codes:
         body = (encode_element(CODE_VALUE, "SH", value.encode(), enc)
-                + encode_element(CODING_SCHEME, "SH", scheme.encode(), enc)
+                + encode_element(CODING_SCHEME_DESIGNATOR, "SH", scheme.encode(), enc)
                 + encode_element(CODE_MEANING, "LO", meaning.encode(), enc))
         items += item_header(len(body), enc) + body
     return element_header(DEIDENTIFICATION_METHOD_CODES, "SQ", len(items), enc) + items

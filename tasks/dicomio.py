@@ -24,12 +24,19 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import DicomFormatError
+from tasks.tags import (
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    PIXEL_DATA,
+    STUDY_ID,
+    TRANSFER_SYNTAX_UID,
+)
 
 ITEM = 0xFFFEE000
 ITEM_END = 0xFFFEE00D
 SEQ_END = 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
-PIXEL_DATA = 0x7FE00010
 #: How deep sequences may nest before a file is refused (a hostile file could recurse on)
 _MAX_DEPTH = 64
 #: Largest inflated data set of the deflated transfer syntax we accept.
@@ -143,10 +150,10 @@ def tag_str(tag: int) -> str:
 #: so that a run of Explicit VR files never loads pydicom's data dictionary (~150 ms of
 #: start-up: pydicom pulls in numpy and PIL).  Implicit VR files load it on first use.
 _COMMON_VRS = {
-    0x00100010: "PN",  # Patient's Name
-    0x00100020: "LO",  # Patient ID
-    0x00100030: "DA",  # Patient's Birth Date
-    0x00200010: "SH",  # Study ID
+    PATIENT_NAME: "PN",
+    PATIENT_ID: "LO",
+    PATIENT_BIRTH_DATE: "DA",
+    STUDY_ID: "SH",
 }
 _DICTIONARY: Any = None  # pydicom's DicomDictionary, once loaded
 
@@ -592,7 +599,7 @@ def split_file(data: bytes, meta_relative: bool = False
     ts = ""
     shift = prefix_end if meta_relative else 0
     for el in meta:
-        if el.tag == 0x00020010:
+        if el.tag == TRANSFER_SYNTAX_UID:
             start = el.value_start + shift
             ts = data[start:start + el.length].rstrip(b"\0 ").decode("ascii", "replace")
     if not ts:

@@ -29,7 +29,6 @@ from pydicom.datadict import get_entry, get_private_entry, private_dictionaries
 from tasks.dicomio import (
     EXPLICIT_LE_ENC,
     LONG_VRS,
-    PIXEL_DATA,
     DicomFile,
     Element,
     read_dicom,
@@ -40,14 +39,19 @@ from tasks.engine import apply_to_file, file_pieces
 from tasks.errors import ProfileError, UsageError
 from tasks.fileio import Piece
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
+from tasks.tags import (
+    MEDIA_SOP_CLASS_UID,
+    MEDIA_SOP_INSTANCE_UID,
+    PIXEL_DATA,
+    PIXEL_REPRESENTATION,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    SPECIFIC_CHARACTER_SET,
+)
 from tasks.tagspec import TagSpec, parse_replace, parse_tag
 
-SOP_CLASS_UID = 0x00080016
-SOP_INSTANCE_UID = 0x00080018
-SPECIFIC_CHARACTER_SET = 0x00080005
-PIXEL_REPRESENTATION = 0x00280103
 #: data set attribute -> the file meta attribute that mirrors it (PS3.10 7.1)
-META_MIRRORS = {SOP_CLASS_UID: 0x00020002, SOP_INSTANCE_UID: 0x00020003}
+META_MIRRORS = {SOP_CLASS_UID: MEDIA_SOP_CLASS_UID, SOP_INSTANCE_UID: MEDIA_SOP_INSTANCE_UID}
 
 GDCMANON_DIFFERENCES: tuple[str, ...] = (
     ("All operations are checked and applied in memory first; on any error nothing is "

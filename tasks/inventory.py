@@ -22,26 +22,28 @@ from tasks.dicomio import LONG_VRS, DicomFile, Element, read_header
 from tasks.errors import AnonpipeError
 from tasks.filemeta import preamble_data
 from tasks.profile import DEFAULT_PROFILE, Action, get_profile
+from tasks.tags import (
+    ACCESSION_NUMBER,
+    BURNED_IN_ANNOTATION,
+    ENCRYPTED_ATTRIBUTES,
+    FRAME_OF_REFERENCE_UID,
+    MEDIA_SOP_CLASS_UID,
+    OTHER_PATIENT_IDS,
+    OTHER_PATIENT_IDS_SEQUENCE,
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_IDENTITY_REMOVED,
+    PATIENT_NAME,
+    SERIES_INSTANCE_UID,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    SPECIFIC_CHARACTER_SET,
+    STUDY_DATE,
+    STUDY_ID,
+    STUDY_INSTANCE_UID,
+)
 from tasks.uids import DEFINITION_UID_TAGS, registered
 
-SOP_CLASS_UID = 0x00080016
-SOP_INSTANCE_UID = 0x00080018
-PATIENT_NAME = 0x00100010
-PATIENT_ID = 0x00100020
-PATIENT_BIRTH_DATE = 0x00100030
-STUDY_INSTANCE_UID = 0x0020000D
-SERIES_INSTANCE_UID = 0x0020000E
-STUDY_ID = 0x00200010
-FRAME_OF_REFERENCE_UID = 0x00200052
-OTHER_PATIENT_IDS = 0x00101000
-OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
-STUDY_DATE = 0x00080020
-ACCESSION_NUMBER = 0x00080050
-BURNED_IN_ANNOTATION = 0x00280301
-PATIENT_IDENTITY_REMOVED = 0x00120062
-ENCRYPTED_ATTRIBUTES = 0x04000500
-MEDIA_STORAGE_SOP_CLASS = 0x00020002
-SPECIFIC_CHARACTER_SET = 0x00080005
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: the version of :func:`scan_file`'s row: a store's rows are reused by a later pass 1 only
 #: when it is the same (pipeline.scan), so change it with what a row holds
@@ -177,7 +179,7 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
     removed = df.top_text(PATIENT_IDENTITY_REMOVED)
     row["deidentified"] = df.top(ENCRYPTED_ATTRIBUTES) is not None or (
         removed is not None and removed.strip().upper() == "YES")
-    media = df.meta_element(MEDIA_STORAGE_SOP_CLASS)
+    media = df.meta_element(MEDIA_SOP_CLASS_UID)
     media_class = media.value(df.meta_bytes).rstrip(b"\0 ").decode("ascii", "replace") \
         if media is not None else None
     row["dicomdir"] = DICOMDIR_SOP_CLASS in (row["sop_class"], media_class)

@@ -31,11 +31,14 @@ from tasks.dicomio import (
 )
 from tasks.edit import encode_element, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
+from tasks.tags import (
+    ENCRYPTED_ATTRIBUTES,
+    ENCRYPTED_CONTENT,
+    ENCRYPTED_CONTENT_TS,
+    MODIFIED_ATTRIBUTES,
+    TRANSFER_SYNTAX_UID,
+)
 
-ENCRYPTED_ATTRIBUTES = 0x04000500
-ENCRYPTED_CONTENT_TS = 0x04000510
-ENCRYPTED_CONTENT = 0x04000520
-MODIFIED_ATTRIBUTES = 0x04000550
 #: A private record appended after the (0400,0550) element in the payload.  gdcmanon -d
 #: parses only the first element and ignores what follows (reference §3.4), so this carries
 #: what gdcmanon's layout cannot.
@@ -224,7 +227,7 @@ def checked_meta(meta: bytes, transfer_syntax: str) -> bytes:
         elements, end = [], -1
     syntax = None
     for el in elements:  # the last (0002,0010) counts, as in dicomio.split_file
-        if el.tag == 0x00020010:
+        if el.tag == TRANSFER_SYNTAX_UID:
             syntax = el.value(meta).rstrip(b"\0 ").decode("ascii", "replace")
     if end == len(meta) - 1 and meta[-1:] == b"\0":
         meta = meta[:-1]

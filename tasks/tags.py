@@ -12,16 +12,17 @@ the encoding's (``tasks.dicomio``), anonpipe's private restore record the payloa
 
 from __future__ import annotations
 
-# --------------------------------------------------------------------------- file meta (PS3.10 7.1)
+# -------------------------------------------------------------------------- file meta (PS3.10 7.1)
 
 FILE_META_VERSION = 0x00020001
 MEDIA_SOP_CLASS_UID = 0x00020002
 MEDIA_SOP_INSTANCE_UID = 0x00020003
 TRANSFER_SYNTAX_UID = 0x00020010
-IMPLEMENTATION_CLASS_UID = 0x00020012
-IMPLEMENTATION_VERSION_NAME = 0x00020013
+#: the tags of Implementation Class UID and Version Name (their values: tasks.filemeta)
+IMPLEMENTATION_CLASS = 0x00020012
+IMPLEMENTATION_VERSION = 0x00020013
 
-# --------------------------------------------------------------------------- SOP Common, study
+# ------------------------------------------------------------------------------- SOP Common, study
 
 SPECIFIC_CHARACTER_SET = 0x00080005
 SOP_CLASS_UID = 0x00080016
@@ -29,7 +30,7 @@ SOP_INSTANCE_UID = 0x00080018
 STUDY_DATE = 0x00080020
 ACCESSION_NUMBER = 0x00080050
 
-# --------------------------------------------------------------------------- code items (PS3.3 8.8)
+# -------------------------------------------------------------------------- code items (PS3.3 8.8)
 
 CODE_VALUE = 0x00080100
 CODING_SCHEME_DESIGNATOR = 0x00080102
@@ -38,7 +39,7 @@ CODE_MEANING = 0x00080104
 LONG_CODE_VALUE = 0x00080119
 URN_CODE_VALUE = 0x00080120
 
-# --------------------------------------------------------------------------- patient
+# ----------------------------------------------------------------------------------------- patient
 
 PATIENT_NAME = 0x00100010
 PATIENT_ID = 0x00100020
@@ -46,21 +47,27 @@ PATIENT_BIRTH_DATE = 0x00100030
 OTHER_PATIENT_IDS = 0x00101000
 OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
 
-# --------------------------------------------------------------------------- de-identification (PS3.3 C.7.1.1)
+# --------------------------------------------------------------- de-identification (PS3.3 C.7.1.1)
 
 PATIENT_IDENTITY_REMOVED = 0x00120062
 DEIDENTIFICATION_METHOD = 0x00120063
 DEIDENTIFICATION_METHOD_CODES = 0x00120064
 
-# --------------------------------------------------------------------------- study, series, frame
+# ---------------------------------------------------------------------------- study, series, frame
 
 STUDY_INSTANCE_UID = 0x0020000D
 SERIES_INSTANCE_UID = 0x0020000E
 STUDY_ID = 0x00200010
 FRAME_OF_REFERENCE_UID = 0x00200052
 
-# --------------------------------------------------------------------------- image pixel (PS3.3 C.7.6.3)
+# --------------------------------------------------------------------- image pixel (PS3.3 C.7.6.3)
 
+SAMPLES_PER_PIXEL = 0x00280002
+PHOTOMETRIC_INTERPRETATION = 0x00280004
+PLANAR_CONFIGURATION = 0x00280006
+NUMBER_OF_FRAMES = 0x00280008
+ROWS = 0x00280010
+COLUMNS = 0x00280011
 BITS_ALLOCATED = 0x00280100
 BITS_STORED = 0x00280101
 HIGH_BIT = 0x00280102
@@ -72,7 +79,7 @@ LOSSY_RATIO = 0x00282112
 LOSSY_METHOD = 0x00282114
 PIXEL_DATA = 0x7FE00010
 
-# --------------------------------------------------------------------------- encrypted attributes (PS3.3 C.12.1.1.4.1)
+# ------------------------------------------------------- encrypted attributes (PS3.3 C.12.1.1.4.1)
 
 ENCRYPTED_ATTRIBUTES = 0x04000500
 ENCRYPTED_CONTENT_TS = 0x04000510

@@ -19,6 +19,11 @@ from tasks.dicomio import DicomFile, Encoding
 from tasks.edit import encode_element
 from tasks.errors import UnsupportedFileError
 from tasks.pixels.rules import Box, RegionRule, matching_rules
+from tasks.tags import (
+    BURNED_IN_ANNOTATION,
+    SOP_CLASS_UID,
+    TRANSFER_SYNTAX_UID,
+)
 
 if TYPE_CHECKING:  # numpy, Pillow and the codecs load with the first file cleaned
     import numpy as np
@@ -36,9 +41,6 @@ SAMPLE = 6
 ROUNDS = 3
 #: pixels added around each OCR word box (and at least a quarter of its height)
 MARGIN = 3
-SOP_CLASS_UID = 0x00080016
-TRANSFER_SYNTAX = 0x00020010
-BURNED_IN_ANNOTATION = 0x00280301
 
 
 class BurnedInTextError(UnsupportedFileError):
@@ -157,7 +159,7 @@ def clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) ->
 
 
 def transfer_syntax_of(df: DicomFile) -> str:
-    el = df.meta_element(TRANSFER_SYNTAX)
+    el = df.meta_element(TRANSFER_SYNTAX_UID)
     if el is None:
         return "1.2.840.10008.1.2"  # no meta: PS3.10 7.1 default (Implicit VR Little Endian)
     return el.value(df.meta_bytes).rstrip(b"\0 ").decode("latin-1")

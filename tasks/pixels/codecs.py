@@ -25,8 +25,24 @@ from typing import Any
 
 import numpy as np
 
-from tasks.dicomio import PIXEL_DATA, DicomFile, Element, Encoding, element_header
+from tasks.dicomio import DicomFile, Element, Encoding, element_header
 from tasks.edit import encode_element
+from tasks.tags import (
+    BITS_ALLOCATED,
+    BITS_STORED,
+    COLUMNS,
+    HIGH_BIT,
+    LOSSY_IMAGE_COMPRESSION,
+    LOSSY_METHOD,
+    LOSSY_RATIO,
+    NUMBER_OF_FRAMES,
+    PHOTOMETRIC_INTERPRETATION,
+    PIXEL_DATA,
+    PIXEL_REPRESENTATION,
+    PLANAR_CONFIGURATION,
+    ROWS,
+    SAMPLES_PER_PIXEL,
+)
 
 NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
           "1.2.840.10008.1.2.1.99"}
@@ -45,9 +61,6 @@ LOSSLESS = {RLE: ("RLE Lossless", RLE),
             JPEG_2000: ("JPEG 2000", JPEG_2000_LOSSLESS)}
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\0\0\0\0"
-LOSSY_IMAGE_COMPRESSION = 0x00282110
-LOSSY_RATIO = 0x00282112
-LOSSY_METHOD = 0x00282114
 #: JPEG Baseline re-encoding quality (Pillow's scale): visually lossless on US/SC images
 JPEG_QUALITY = 95
 
@@ -223,16 +236,16 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
     el = df.top(PIXEL_DATA)
     if el is None:
         raise PixelCodecError("no Pixel Data")
-    rows, columns = _us(df, 0x00280010), _us(df, 0x00280011)
-    samples = _us(df, 0x00280002, 1)
-    allocated = _us(df, 0x00280100)
-    stored = _us(df, 0x00280101, allocated)
-    signed = _us(df, 0x00280103, 0) == 1
-    planar = _us(df, 0x00280006, 0) == 1
-    count = _us(df, 0x00280008, 1) or 1
+    rows, columns = _us(df, ROWS), _us(df, COLUMNS)
+    samples = _us(df, SAMPLES_PER_PIXEL, 1)
+    allocated = _us(df, BITS_ALLOCATED)
+    stored = _us(df, BITS_STORED, allocated)
+    signed = _us(df, PIXEL_REPRESENTATION, 0) == 1
+    planar = _us(df, PLANAR_CONFIGURATION, 0) == 1
+    count = _us(df, NUMBER_OF_FRAMES, 1) or 1
     if count < 1:
         raise PixelCodecError(f"Number of Frames {count}")
-    photometric = (df.top_text(0x00280004) or "").strip().upper()
+    photometric = (df.top_text(PHOTOMETRIC_INTERPRETATION) or "").strip().upper()
     if samples not in (1, 3) or rows == 0 or columns == 0:
         raise PixelCodecError(f"{samples} samples per pixel of {rows}x{columns} not supported")
     header = df.body[el.start:el.value_start]
@@ -264,7 +277,7 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
         out = Frames(transfer_syntax, photometric, stored, signed, frames, el, header)
         out._planar = planar and samples > 1
         out._swapped = swapped
-        out._low_bit = max(0, _us(df, 0x00280102, stored - 1) + 1 - stored)
+        out._low_bit = max(0, _us(df, HIGH_BIT, stored - 1) + 1 - stored)
         out._tail = value[size:]
         return out
     if not el.undefined:

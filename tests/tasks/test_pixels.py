@@ -16,13 +16,14 @@ from pydicom.uid import JPEGBaseline8Bit
 
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes, deidentify_parts
-from tasks.dicomio import PIXEL_DATA, read_dicom
+from tasks.dicomio import read_dicom
 from tasks.errors import DicomFormatError, ProfileError, UnsupportedFileError
 from tasks.pixels import clean as pixel_clean
 from tasks.pixels import codecs
 from tasks.pixels.clean import BurnedInTextError, PixelResult, sample
 from tasks.pixels.rules import load_rules, matching_rules
 from tasks.reidentify import Reidentify, ReidentifySettings
+from tasks.tags import PIXEL_DATA
 from tests import pixel_images
 from tests.conftest import Pki
 
