@@ -41,6 +41,7 @@ from typing import Any
 
 from pipeline.names import PathIdentifiers, decode_text, paths_holding
 from pipeline.store import Store, job_store_path
+from tasks.actions import DUMMY_WORDS
 from tasks.dicomio import DicomFile, Element, read_dicom, read_header
 from tasks.errors import AnonpipeError, UsageError
 from tasks.inventory import replaced_tags
@@ -64,9 +65,8 @@ from tasks.tags import (
     STUDY_INSTANCE_UID,
     URN_CODE_VALUE,
 )
-from tasks.tags import (
-    CODING_SCHEME_DESIGNATOR as CODING_SCHEME,
-)
+from tasks.tags import CODING_SCHEME_DESIGNATOR as CODING_SCHEME
+from tasks.vr import IDENTIFYING_TEXT_VRS
 
 PROG = "anonpipe-audit"
 EXIT_CLEAN, EXIT_LEAK, EXIT_USAGE = 0, 1, 2
@@ -79,8 +79,7 @@ MIN_UID = 8
 #: longest text searched: longer values (free text) are cut at a word boundary
 MAX_TEXT = 64
 #: values the de-identifier itself writes (dummies): never reported as leaks
-DUMMIES = frozenset({b"19000101", b"19000101000000", b"ANONYMIZED", b"ANON",
-                     b"URN:ANONPIPE:DUMMY", b"DE-IDENTIFIED"})
+DUMMIES = DUMMY_WORDS
 DEFAULT_LIMIT = 50
 
 #: inventory field -> (label, tag whose action decides whether the profile keeps it)
@@ -104,7 +103,7 @@ TOP_UIDS = (
     ("sop", "SOP Instance UID", SOP_INSTANCE_UID),
 )
 #: VRs whose values ``--input`` collects (numbers, codes and times are too short or common)
-DEEP_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "UR", "AE", "DA", "DT"})
+DEEP_VRS = IDENTIFYING_TEXT_VRS
 REMOVING = frozenset({Action.X, Action.Z, Action.D, Action.U})
 KEEPING = frozenset({Action.K, Action.C})
 

@@ -32,6 +32,7 @@ from tasks.tags import (
     STUDY_ID,
     TRANSFER_SYNTAX_UID,
 )
+from tasks.vr import VRS
 
 ITEM = 0xFFFEE000
 ITEM_END = 0xFFFEE00D
@@ -47,20 +48,10 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 
-#: VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-KNOWN_VRS = LONG_VRS | frozenset(
-    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
-     b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
-)
-#: Byte-swap unit per VR for big-endian <-> little-endian transcoding.
-SWAP_WIDTH = {
-    "US": 2, "SS": 2, "OW": 2, "AT": 2,
-    "UL": 4, "SL": 4, "FL": 4, "OF": 4, "OL": 4,
-    "FD": 8, "OD": 8, "SV": 8, "UV": 8, "OV": 8,
-}
+#: VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2), as
+#: the header holds them (tasks.vr is the table)
+LONG_VRS = frozenset(row.name.encode() for row in VRS.values() if row.long)
+KNOWN_VRS = frozenset(name.encode() for name in VRS)
 
 
 _HEAD_LE = struct.Struct("<HH2sH")

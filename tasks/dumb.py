@@ -49,6 +49,7 @@ from tasks.tags import (
     SPECIFIC_CHARACTER_SET,
 )
 from tasks.tagspec import TagSpec, parse_replace, parse_tag
+from tasks.vr import CHARSET_VRS, SINGLE_VALUE_VRS
 
 #: data set attribute -> the file meta attribute that mirrors it (PS3.10 7.1)
 META_MIRRORS = {SOP_CLASS_UID: MEDIA_SOP_CLASS_UID, SOP_INSTANCE_UID: MEDIA_SOP_INSTANCE_UID}
@@ -305,10 +306,6 @@ def _private_entry(group: int, offset: int, creator: str | None) -> tuple[str | 
 
 # --------------------------------------------------------------------------- values
 
-#: VRs whose text is encoded with the Specific Character Set (PS3.5 6.1.2.3)
-CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "PN", "UC", "UT"})
-#: VRs holding one value even when it contains a backslash (PS3.5 6.4)
-SINGLE_VALUE_VRS = frozenset({"LT", "ST", "UT", "UR"})
 _BAD_CHARS = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")  # control characters except ESC
 #: LT, ST and UT also allow TAB, LF, FF and CR
 _BAD_TEXT_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
