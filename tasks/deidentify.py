@@ -49,6 +49,7 @@ from tasks.dicomio import (
     sequence_end,
 )
 from tasks.edit import Chunk, EditPlan, encode_element, render_parts
+from tasks.eligibility import refusals
 from tasks.engine import apply_to_file, deflate, file_pieces
 from tasks.errors import UnsupportedFileError
 from tasks.fileio import Piece
@@ -104,7 +105,6 @@ from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted, conforms
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
 
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,22 +584,11 @@ def _zero_length_header(header: bytes, enc: Encoding) -> bytes:
 
 
 def check_deidentifiable(df: DicomFile) -> None:
-    """Refuse files we must not process (gdcmanon's pre-checks, with reasons)."""
-    if df.top(ENCRYPTED_ATTRIBUTES) is not None:
-        raise UnsupportedFileError(
-            "already de-identified: it has an Encrypted Attributes Sequence (0400,0500)"
-        )
-    removed = df.top_text(PATIENT_IDENTITY_REMOVED)
-    if removed is not None and removed.strip().upper() == "YES":
-        raise UnsupportedFileError("already de-identified: Patient Identity Removed is YES")
-    sop_class = df.top_text(SOP_CLASS_UID)
-    media = df.meta_element(MEDIA_SOP_CLASS_UID)
-    media_class = (media.value(df.meta_bytes).rstrip(b"\0 ").decode("latin-1")
-                   if media else None)  # any bytes: a corrupt UID must not raise here
-    if DICOMDIR_SOP_CLASS in (sop_class, media_class):
-        raise UnsupportedFileError(
-            "DICOMDIR: its records point at file offsets; rebuild it from the outputs"
-        )
+    """Refuse files we must not process (gdcmanon's pre-checks, with reasons:
+    tasks.eligibility)."""
+    found = refusals(df)
+    if found:
+        raise UnsupportedFileError(found[0].value)
 
 
 @functools.lru_cache(maxsize=64)

@@ -19,20 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from tasks.dicomio import LONG_VRS, DicomFile, Element, read_header
+from tasks.eligibility import Refusal, refusals
 from tasks.errors import AnonpipeError
 from tasks.filemeta import preamble_data
 from tasks.profile import DEFAULT_PROFILE, Action, get_profile
 from tasks.tags import (
     ACCESSION_NUMBER,
     BURNED_IN_ANNOTATION,
-    ENCRYPTED_ATTRIBUTES,
     FRAME_OF_REFERENCE_UID,
-    MEDIA_SOP_CLASS_UID,
     OTHER_PATIENT_IDS,
     OTHER_PATIENT_IDS_SEQUENCE,
     PATIENT_BIRTH_DATE,
     PATIENT_ID,
-    PATIENT_IDENTITY_REMOVED,
     PATIENT_NAME,
     SERIES_INSTANCE_UID,
     SOP_CLASS_UID,
@@ -44,7 +42,6 @@ from tasks.tags import (
 )
 from tasks.uids import DEFINITION_UID_TAGS, registered
 
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: the version of :func:`scan_file`'s row: a store's rows are reused by a later pass 1 only
 #: when it is the same (pipeline.scan), so change it with what a row holds
 ROW_FORMAT = 5
@@ -176,13 +173,9 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
     for name, tag in TOP_FIELDS.items():
         value = df.top_text(tag)
         row[name] = value if value else None
-    removed = df.top_text(PATIENT_IDENTITY_REMOVED)
-    row["deidentified"] = df.top(ENCRYPTED_ATTRIBUTES) is not None or (
-        removed is not None and removed.strip().upper() == "YES")
-    media = df.meta_element(MEDIA_SOP_CLASS_UID)
-    media_class = media.value(df.meta_bytes).rstrip(b"\0 ").decode("ascii", "replace") \
-        if media is not None else None
-    row["dicomdir"] = DICOMDIR_SOP_CLASS in (row["sop_class"], media_class)
+    refused = refusals(df)  # what pass 2 would refuse, whatever the profile
+    row["deidentified"] = any(why.deidentified for why in refused)
+    row["dicomdir"] = Refusal.DICOMDIR in refused
     if preamble_data(df.raw_prefix) is not None:
         row["preamble"] = True  # -e writes zeros there (a TIFF view is lost): said in pass 1
     every: set[str] = set()
