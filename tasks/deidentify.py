@@ -138,10 +138,7 @@ class DeidentifySettings:
         return get_profile(self.profile, self.options)
 
 
-# --------------------------------------------------------------------------- dummies
-
-#: the one definition of the D-action values (pipeline.plan derives pseudonyms with it)
-_dummy = dummy_value
+# --------------------------------------------------------------------------- the walk
 
 Trace = list[tuple[int, Element, str, str]]
 _SCRUB_RULES = {
