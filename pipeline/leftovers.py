@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline.store import Store
 from tasks.errors import UsageError
-from tasks.fileio import TEMP_MARKER
+from tasks.fileio import TEMP_MARKER, unlink_below
 
 
 def output_files(root: Path) -> Iterator[str]:
@@ -75,20 +75,5 @@ def remove_after(root: Path, store: Store, op: str, listed: list[str]) -> list[s
     operation did not produce; returns their paths."""
     stale = store.not_journaled_outputs(listed, op)
     for rel in stale:
-        path = root / rel
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        _prune(path.parent, root)
+        unlink_below(root, rel)  # by descriptor: a link in the tree is never followed
     return stale
-
-
-def _prune(folder: Path, root: Path) -> None:
-    """Remove ``folder`` and its parents up to ``root`` while they are empty."""
-    while folder != root and folder.is_relative_to(root):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent

@@ -9,7 +9,8 @@ list and the exit code all count with this one function.
 - not DICOM: the file is no DICOM file at all (no preamble, no recognisable header);
 - refused: DICOM, but not processed on purpose (already de-identified, a DICOMDIR,
   burned-in annotation under ``--pixels refuse``, text OCR still reads after cleaning
-  the pixels: ``UnsupportedFileError``, ``BurnedInTextError``);
+  the pixels: ``UnsupportedFileError``, ``BurnedInTextError``), and an input link that
+  leaves the input folder without ``--follow-symlinks`` (``LinkOutsideInput``);
 - failed: anything else (damaged or truncated DICOM, wrong key, unreadable entry, I/O).
 """
 
@@ -31,6 +32,7 @@ RULES: Final = (
     ("DicomFormatError", "not a DICOM file", NOT_DICOM),
     ("UnsupportedFileError", "", REFUSED),
     ("BurnedInTextError", "", REFUSED),  # Clean Pixel Data: OCR still reads text after it
+    ("LinkOutsideInput", "", REFUSED),  # pipeline.walk: skipped unless --follow-symlinks
 )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.state import _private_group
+from tasks import fileio
 from tests.conftest import Pki, pydicom_file, require_tool
 
 ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
@@ -217,20 +218,31 @@ def test_a_link_in_the_output_tree_is_never_followed(tmp_path: Path, state: Path
     (outside / "ST1").mkdir()
     victim = outside / "victim.dcm"
     victim.write_bytes(b"not to be touched")
-    os.symlink(outside, out / "P1")  # a folder of the output replaced by a link
-    (out / "P2").mkdir()
-    os.symlink(victim, out / "P2" / "CT_small.dcm")  # an output file replaced by a link
+
+    def plant() -> None:
+        (out / "P2").mkdir(exist_ok=True)
+        os.symlink(outside, out / "P1")  # a folder of the output replaced by a link
+        os.symlink(victim, out / "P2" / "CT_small.dcm")  # an output file replaced by a link
+
+    plant()
     base = ["-c", str(pki.cert), "-e", "-r", "--workers", "0", "--secret-file", str(secret)]
+    # links no run wrote: refused as a whole before pass 2
     proc = anonpipe(*base, "--continue", str(src), str(out), state=state)
+    assert proc.returncode == 2 and "no run of this store wrote" in proc.stderr, proc.stderr
+    assert everything(outside) == [str(outside), str(outside / "ST1"), str(victim)]
+    # with --force: each file through a link refused, then the links removed (not followed)
+    proc = anonpipe(*base, "--continue", "--force", str(src), str(out), state=state)
     assert proc.returncode == 1, proc.stderr
     assert "symbolic link" in proc.stderr and "refused" in proc.stderr
     assert "P1" not in proc.stderr and "CT_small" not in proc.stderr  # paths only with -D
     assert everything(outside) == [str(outside), str(outside / "ST1"), str(victim)]
     assert victim.read_bytes() == b"not to be touched"
-    assert (out / "P1").is_symlink() and (out / "P2" / "CT_small.dcm").is_symlink()
-    debug = anonpipe(*base, "--continue", "-D", str(src), str(out), state=state)
+    assert not os.path.lexists(out / "P1") and not os.path.lexists(out / "P2" / "CT_small.dcm")
+    plant()
+    debug = anonpipe(*base, "--continue", "--force", "-D", str(src), str(out), state=state)
     assert "P1/ST1/CT_small.dcm" in debug.stderr and "P2/CT_small.dcm" in debug.stderr
     assert everything(outside) == [str(outside), str(outside / "ST1"), str(victim)]
+    assert victim.read_bytes() == b"not to be touched"
 
 
 def test_input_links_leaving_the_tree_are_skipped(tmp_path: Path, state: Path, secret: Path,
@@ -253,6 +265,74 @@ def test_input_links_leaving_the_tree_are_skipped(tmp_path: Path, state: Path, s
     proc = anonpipe(*base, "--follow-symlinks", str(src), str(followed), state=state)
     assert proc.returncode == 0, proc.stderr
     assert (followed / "leak.dcm").is_file() and (followed / "leakdir" / "rtplan.dcm").is_file()
+
+
+def _temp_of(folder: Path, name: str) -> Path:
+    """A temp file as a killed writer of ``folder/name`` leaves it (tasks.fileio)."""
+    path = folder / f".{name}{fileio.TEMP_MARKER}4242-0badcafe"
+    path.write_bytes(b"half an output")
+    return path
+
+
+def test_cleaning_temp_files_never_follows_a_link_in_the_output_tree(tmp_path: Path) -> None:
+    """After a lost worker the driver removes the temp files of its batch's outputs; a
+    folder of the output tree replaced by a link leads nowhere (the link's target keeps
+    files that merely look like temps), while a real folder is cleaned."""
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    (out / "P2").mkdir(parents=True)
+    outside.mkdir()
+    bait = _temp_of(outside, "CT_small.dcm")
+    os.symlink(outside, out / "P1")
+    ours = _temp_of(out / "P2", "CT_small.dcm")
+    assert fileio.remove_temp_files_of(out / "P1" / "CT_small.dcm", out) == 0
+    assert bait.read_bytes() == b"half an output"
+    assert fileio.remove_temp_files_of(out / "P2" / "CT_small.dcm", out) == 1
+    assert not ours.exists()
+    # a temp-named link is not followed either: its target stays
+    os.symlink(bait, out / "P2" / f".x.dcm{fileio.TEMP_MARKER}1-2")
+    assert fileio.remove_temp_files_of(out / "P2" / "x.dcm", out) == 0
+    assert bait.is_file()
+
+
+def test_removing_stale_outputs_never_follows_a_link(tmp_path: Path) -> None:
+    """What a --force rerun does with outputs the settings did not produce: a folder
+    swapped for a link after the output was listed leads nowhere."""
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    (out / "P2" / "ST1").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "x.dcm").write_bytes(b"theirs")
+    (out / "P2" / "ST1" / "x.dcm").write_bytes(b"stale")
+    os.symlink(outside, out / "P1")
+    assert not fileio.unlink_below(out, "P1/x.dcm")
+    assert (outside / "x.dcm").read_bytes() == b"theirs"
+    assert fileio.unlink_below(out, "P2/ST1/x.dcm")
+    assert sorted(p.name for p in out.iterdir()) == ["P1"]  # the folders left empty go
+    assert fileio.unlink_below(out, "P1")  # the link itself, not what it points to
+    assert list(out.iterdir()) == [] and (outside / "x.dcm").is_file()
+
+
+def test_a_rerun_cleans_only_its_own_tree(tmp_path: Path, state: Path, secret: Path,
+                                         pki: Pki) -> None:
+    """A rerun removes the temp files an interrupted run left in the output, walking the
+    tree by descriptor, and with --force the files no run wrote: a link planted in the
+    tree is removed, never entered."""
+    src = _small_tree(tmp_path)
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    base = ["-c", str(pki.cert), "-e", "-r", "--workers", "0", "--secret-file", str(secret)]
+    first = anonpipe(*base, str(src), str(out), state=state)
+    assert first.returncode == 0, first.stderr
+    outside.mkdir()
+    left = _temp_of(out / "P1" / "ST1", "CT_small.dcm")
+    bait = _temp_of(outside, "MR_small.dcm")
+    (outside / "MR_small.dcm").write_bytes(b"not an output")
+    os.symlink(outside, out / "elsewhere")
+    proc = anonpipe(*base, "--force", str(src), str(out), state=state)
+    assert proc.returncode == 0, proc.stderr
+    assert not left.exists() and not os.path.lexists(out / "elsewhere")
+    assert bait.read_bytes() == b"half an output"
+    assert (outside / "MR_small.dcm").read_bytes() == b"not an output"
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "P1", "P1/ST1", "P1/ST1/CT_small.dcm", "P1/ST1/MR_small.dcm"]
 
 
 # --------------------------------------------------------------------------- 4. keys, passwords
