@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.job import PROCESSES_FROM, PROCESSES_FROM_BYTES, TreeJob
 from pipeline.state import (
     check_folder,
+    check_private_folder,
     default_secret_path,
     load_secret,
     state_dir,
@@ -303,6 +304,7 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
     password = _password(args)
     if mode == "e":
         spec, options = _profile(args)
+        pixels, preview = _pixels(args)  # checked before a secret may be made
         encryptor = None
         fingerprints: list[str] = []
         if not args.irreversible:
@@ -316,7 +318,6 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
         elif args.certificate or args.password is not None or args.password_file is not None:
             raise UsageError("--irreversible keeps no payload: drop -c/-p/--password-file")
         secret = _secret(args)
-        pixels, preview = _pixels(args)
         settings = DeidentifySettings(secret=secret, root_uid=_root_uid(args), profile=spec,
                                       encryptor=encryptor, options=options,
                                       pixels=pixels, pixels_preview=preview)
@@ -408,6 +409,7 @@ def _pixels(args: argparse.Namespace) -> tuple[str, str | None]:
             raise UsageError("--pixels-preview shows what --pixels clean blanks")
         if Path(preview).exists() and not Path(preview).is_dir():
             raise UsageError(f"--pixels-preview {preview} is not a directory")
+        check_private_folder(Path(preview), "--pixels-preview folder")
         preview = str(Path(preview).resolve())
     return policy, preview
 

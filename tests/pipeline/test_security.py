@@ -131,6 +131,97 @@ def test_unsafe_state_store_and_secret_folders_are_refused(
     assert not out.exists() and not any(state.iterdir())
 
 
+def test_folders_above_the_state_store_and_secret_are_checked(
+        tmp_path: Path, state: Path, secret: Path, pki: Pki) -> None:
+    """Whoever may rename the entries of a folder on the way could swap the user's private
+    folder for theirs: a folder above that others can write (not sticky), or that another
+    user owns, is refused; a sticky one like /tmp is not."""
+    src = _small_tree(tmp_path)
+    out = tmp_path / "out"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone may rename what it holds
+    for name in ("state", "keys", "runs"):
+        (shared / name).mkdir(mode=0o700)
+    planted = shared / "keys" / "site.secret"
+    planted.write_text("22" * 32)
+    planted.chmod(0o600)
+    base = ["-c", str(pki.cert), "-e", "-r", "--workers", "0"]
+    cases = [
+        ([*base, "--secret-file", str(secret)], shared / "state", "state folder"),
+        ([*base, "--secret-file", str(planted)], state, "secret's folder"),
+        ([*base, "--secret-file", str(secret), "--store", str(shared / "runs" / "r.sqlite")],
+         state, "store's folder"),
+        # through a link the user made: the folder the link leads to is checked too
+        ([*base, "--secret-file", str(secret), "--store",
+          str(tmp_path / "runs-link" / "r.sqlite")], state, "store's folder"),
+    ]
+    os.symlink(shared / "runs", tmp_path / "runs-link")
+    for argv, state_folder, what in cases:
+        before = everything(shared, state)
+        line = refused(anonpipe(*argv, str(src), str(out), state=state_folder), what,
+                       f"lies in {shared}", "other users can write (mode 0777)")
+        assert "chmod go-w" in line
+        assert everything(shared, state) == before and not out.exists()
+    if os.geteuid() == 0:  # a folder on the way that another user owns
+        theirs = tmp_path / "theirs"
+        (theirs / "keys").mkdir(parents=True, mode=0o700)
+        os.chown(theirs, OTHER_UID, OTHER_UID)
+        key = theirs / "keys" / "site.secret"
+        shutil.copy(secret, key)
+        refused(anonpipe(*base, "--secret-file", str(key), str(src), str(out), state=state),
+                "secret's folder", f"lies in {theirs}", "another user")
+        assert not out.exists()
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)  # like /tmp: only an entry's owner may rename it
+    (sticky / "runs").mkdir(mode=0o700)
+    proc = anonpipe(*base, "--secret-file", str(secret), "--store",
+                    str(sticky / "runs" / "r.sqlite"), str(src), str(out), state=state)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_pixels_preview_folder_is_private(tmp_path: Path, state: Path, secret: Path,
+                                             pki: Pki) -> None:
+    """The preview images show the burned-in text: their folder is checked like the state
+    folder (and must be closed to others), and made 0700 when missing."""
+    from tests import pixel_images
+
+    src = tmp_path / "in"
+    src.mkdir()
+    pixel_images.secondary_capture(src / "sc.dcm")
+    out = tmp_path / "out"
+    base = ["-c", str(pki.cert), "-e", "-r", "--workers", "0", "--secret-file", str(secret)]
+    open_preview = tmp_path / "open-preview"
+    open_preview.mkdir(mode=0o755)
+    open_preview.chmod(0o755)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "preview").mkdir(mode=0o700)
+    os.symlink(tmp_path / "elsewhere", tmp_path / "preview-link")
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    for folder, words in ((open_preview, ("open to other users", "chmod 700")),
+                          (tmp_path / "preview-link", ("symbolic link",)),
+                          (shared / "preview", (f"lies in {shared}",)),
+                          (shared / "new-preview", (f"lies in {shared}",))):
+        refused(anonpipe(*base, "--pixels-preview", str(folder), str(src), str(out),
+                         state=state), "--pixels-preview folder", *words)
+        assert not out.exists() and not os.path.lexists(shared / "new-preview")
+        assert not list(tmp_path.glob("*/*.png"))
+    # refused before the per-user secret would be made
+    refused(anonpipe("-c", str(pki.cert), "-e", "-r", "--workers", "0", "--pixels-preview",
+                     str(open_preview), str(src), str(out), state=state), "chmod 700")
+    assert not any(state.iterdir())
+    preview = tmp_path / "previews" / "run1"
+    (tmp_path / "previews").mkdir(mode=0o700)
+    proc = anonpipe(*base, "--pixels-preview", str(preview), str(src), str(out), state=state)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_IMODE(preview.stat().st_mode) == 0o700
+    images = list(preview.glob("*.png"))
+    assert len(images) == 1 and stat.S_IMODE(images[0].stat().st_mode) == 0o600
+
+
 def test_a_folder_writable_only_by_the_users_own_group_is_accepted(
         tmp_path: Path, state: Path, secret: Path, pki: Pki) -> None:
     """A umask of 002 with one group per user (Debian's default for users) is no risk."""
