@@ -7,6 +7,7 @@ output, no store, no secret, no report).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.sample import generate_archive
 from pipeline.state import _private_group
 from tasks import fileio
 from tests.conftest import Pki, pydicom_file, require_tool
@@ -540,24 +542,35 @@ def test_password_from_a_file_or_the_environment_and_gdcmanon_opens_it(
                     env={"ANONPIPE_PASSWORD": PASSWORD}, state=state).returncode == 0
 
 
-def test_the_password_never_shows_in_ps(archive: Path, tmp_path: Path, state: Path,
-                                        secret: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"], ids=["inline", "worker-processes"])
+def test_the_password_never_shows_in_ps(tmp_path: Path, state: Path, secret: Path,
+                                        workers: str) -> None:
+    """Neither the run nor the worker processes it starts show the password."""
+    import psutil
+
+    archive = tmp_path / "in"  # enough files for the process pool when there are workers
+    files = len(generate_archive(archive, patients=1, studies=1, series=1, instances=2)
+                if workers == "0" else
+                generate_archive(archive, patients=3, studies=2, series=5, instances=9))
     password_file = tmp_path / "password"
     password_file.write_text(PASSWORD + "\n")
     password_file.chmod(0o600)
     proc = subprocess.Popen(
-        [ANONPIPE, "-e", "-r", "--workers", "0", "--secret-file", str(secret),
+        [ANONPIPE, "-e", "-r", "--workers", workers, "--secret-file", str(secret),
          "--password-file", str(password_file), str(archive), str(tmp_path / "out")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "ANONPIPE_STATE_DIR": str(state)})
-    seen = 0
+    seen, children = 0, set()
     try:
         while proc.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                children.update(child.pid for child in
+                               psutil.Process(proc.pid).children(recursive=True))
             listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True,
                                      check=True).stdout
             assert PASSWORD not in listing and "horse" not in listing
-            seen += any(line.split(None, 1)[0] == str(proc.pid)
-                        for line in listing.splitlines()[1:])
+            listed = {line.split(None, 1)[0] for line in listing.splitlines()[1:]}
+            seen += str(proc.pid) in listed
             time.sleep(0.02)
     finally:
         if proc.poll() is None:
@@ -565,7 +578,9 @@ def test_the_password_never_shows_in_ps(archive: Path, tmp_path: Path, state: Pa
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert seen  # the run was listed while it worked
-    assert sum(1 for _ in (tmp_path / "out").rglob("*.dcm")) == 120
+    if workers != "0":
+        assert children, "no worker process was listed while the run worked"
+    assert sum(1 for _ in (tmp_path / "out").rglob("*.dcm")) == files
 
 
 # --------------------------------------------------------------------------- 5. output modes
