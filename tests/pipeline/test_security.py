@@ -83,6 +83,110 @@ def _small_tree(tmp_path: Path) -> Path:
     return src
 
 
+# --------------------------------------------------------------------------- 1. the cluster
+
+#: another user's process on the machine: tries each TLS port in plain TCP (as one reaches
+#: an open dask scheduler) and with a certificate authority of its own, and prints how
+#: each attempt ended
+STRANGER = """
+import sys
+from distributed import Client
+from distributed.security import Security
+
+for port in sys.argv[1:]:
+    for scheme, security in (("tcp", None), ("tls", Security.temporary())):
+        try:
+            with Client(f"{scheme}://127.0.0.1:{port}", security=security, timeout="2s",
+                        set_as_default=False) as client:
+                print(port, scheme, "connected", client.run(lambda: 1))
+        except Exception as exc:
+            print(port, scheme, "refused", type(exc).__name__)
+"""
+
+
+def _listening(pid: int) -> dict[int, str]:
+    """TCP port -> address ``pid`` listens on."""
+    import psutil
+
+    return {c.laddr[1]: c.laddr[0] for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN}
+
+
+def _speaks_tls(port: int) -> bool:
+    import ssl
+
+    try:
+        return bool(ssl.get_server_certificate(("127.0.0.1", port), timeout=5))
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def _stranger(addresses: list[str]) -> list[str]:
+    found = subprocess.run([sys.executable, "-c", STRANGER, *addresses], capture_output=True,
+                           text=True, timeout=180, check=True)
+    return found.stdout.splitlines()
+
+
+def test_a_stranger_cannot_use_the_scheduler_of_a_running_anonpipe(tmp_path: Path,
+                                                                   state: Path,
+                                                                   secret: Path) -> None:
+    """The installed command with a dask cluster (--dashboard): while the run waits for
+    its workers (held stopped by the test), another process tries every TLS port the run
+    listens on (its scheduler among them) in plain TCP and with a certificate authority
+    of its own, and is refused each time; every
+    port, the dashboard's included, is bound to 127.0.0.1.  Then the run goes on and
+    finishes."""
+    import signal
+
+    import psutil
+
+    src = tmp_path / "in"
+    files = len(generate_archive(src, patients=1, studies=1, series=2, instances=3))
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen(
+        [ANONPIPE, "--irreversible", "-r", "--dashboard", "--workers", "2", "--secret-file",
+         str(secret), str(src), str(tmp_path / "out")], stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "ANONPIPE_STATE_DIR": str(state)})
+    stopped: dict[int, psutil.Process] = {}
+    try:
+        deadline = time.monotonic() + 90
+        ports: dict[int, str] = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                if child.pid not in stopped:
+                    with contextlib.suppress(psutil.Error):
+                        child.send_signal(signal.SIGSTOP)  # the workers wait
+                        stopped[child.pid] = child
+            ports = _listening(proc.pid)
+            if stopped and len(ports) >= 2:  # the scheduler and its dashboard, at least
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None and stopped and len(ports) >= 2, ports
+        assert set(ports.values()) == {"127.0.0.1"}, ports
+        encrypted = [port for port in ports if _speaks_tls(port)]
+        assert encrypted, ports
+        lines = _stranger([str(port) for port in encrypted])
+        assert len(lines) == 2 * len(encrypted), lines
+        assert all(line.split()[2] == "refused" for line in lines), lines
+        for child in stopped.values():
+            with contextlib.suppress(psutil.Error):
+                child.send_signal(signal.SIGCONT)
+        assert proc.wait(timeout=180) == 0, (tmp_path / "run.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+        for child in stopped.values():  # nothing of the run may outlive it
+            with contextlib.suppress(psutil.Error):
+                child.send_signal(signal.SIGCONT)
+                child.wait(timeout=10)
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        log.close()
+    assert sum(1 for _ in (tmp_path / "out").rglob("*.dcm")) == files
+    assert "dask dashboard: http://127.0.0.1:" in (tmp_path / "run.log").read_text()
+
+
 # --------------------------------------------------------------------------- 2. state folders
 
 
