@@ -133,9 +133,8 @@ def test_a_stranger_cannot_use_the_scheduler_of_a_running_anonpipe(tmp_path: Pat
     """The installed command with a dask cluster (--dashboard): while the run waits for
     its workers (held stopped by the test), another process tries every TLS port the run
     listens on (its scheduler among them) in plain TCP and with a certificate authority
-    of its own, and is refused each time; every
-    port, the dashboard's included, is bound to 127.0.0.1.  Then the run goes on and
-    finishes."""
+    of its own, and is refused each time; every port, the dashboard's included, is bound
+    to 127.0.0.1.  Then the run goes on and finishes."""
     import signal
 
     import psutil
