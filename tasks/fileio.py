@@ -546,35 +546,6 @@ def _open_below(root: str, rel: str) -> int:
     return fd
 
 
-def unlink_below(root: Path | str, rel: str) -> bool:
-    """Remove the file ``root/rel`` (a link: the link itself) and then the folders it
-    leaves empty, up to ``root``; each folder on the way is opened without following a
-    link, so a folder swapped for a link after the output was listed leads nowhere.
-    Returns whether a file was removed."""
-    parts = rel.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        return False
-    fds: list[int] = []
-    try:
-        fds.append(os.open(os.fspath(root), _FOLDER_FLAGS))
-        for part in parts[:-1]:
-            fds.append(os.open(part, _FOLDER_FLAGS | _NOFOLLOW, dir_fd=fds[-1]))
-        os.unlink(parts[-1], dir_fd=fds[-1])
-    except OSError:
-        for fd in fds:
-            os.close(fd)
-        return False
-    try:
-        for depth in range(len(parts) - 1, 0, -1):  # the folders left empty, deepest first
-            os.rmdir(parts[depth - 1], dir_fd=fds[depth - 1])
-    except OSError:
-        pass  # not empty: it and the folders above it stay
-    finally:
-        for fd in fds:
-            os.close(fd)
-    return True
-
-
 def _remove_temps(folder: int, names: Iterable[str]) -> int:
     """Unlink those of ``names`` in ``folder`` that are regular files; returns how many."""
     removed = 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.leftovers import _unlink_below
 from pipeline.sample import generate_archive
 from pipeline.state import _private_group
 from tasks import fileio
@@ -416,17 +417,18 @@ def test_a_link_in_the_output_tree_is_never_followed(tmp_path: Path, state: Path
     victim.write_bytes(b"not to be touched")
 
     def plant() -> None:
-        (out / "P2").mkdir(exist_ok=True)
         os.symlink(outside, out / "P1")  # a folder of the output replaced by a link
+        (out / "P2").mkdir(exist_ok=True)
         os.symlink(victim, out / "P2" / "CT_small.dcm")  # an output file replaced by a link
 
     plant()
     base = ["-c", str(pki.cert), "-e", "-r", "--workers", "0", "--secret-file", str(secret)]
-    # links no run wrote: refused as a whole before pass 2
-    proc = anonpipe(*base, "--continue", str(src), str(out), state=state)
-    assert proc.returncode == 2 and "no run of this store wrote" in proc.stderr, proc.stderr
-    assert everything(outside) == [str(outside), str(outside / "ST1"), str(victim)]
-    # with --force: each file through a link refused, then the links removed (not followed)
+    # files no run of this store wrote: the run stops before writing
+    stopped = anonpipe(*base, "--continue", str(src), str(out), state=state)
+    assert stopped.returncode == 2, stopped.stderr
+    assert "no run of this store wrote" in stopped.stderr
+    # --force: the links refuse their files, then the links themselves (not their targets)
+    # are removed as files the run did not produce
     proc = anonpipe(*base, "--continue", "--force", str(src), str(out), state=state)
     assert proc.returncode == 1, proc.stderr
     assert "symbolic link" in proc.stderr and "refused" in proc.stderr
@@ -434,6 +436,8 @@ def test_a_link_in_the_output_tree_is_never_followed(tmp_path: Path, state: Path
     assert everything(outside) == [str(outside), str(outside / "ST1"), str(victim)]
     assert victim.read_bytes() == b"not to be touched"
     assert not os.path.lexists(out / "P1") and not os.path.lexists(out / "P2" / "CT_small.dcm")
+    for output in out.rglob("*.dcm"):  # what was written is no link and lies inside
+        assert not output.is_symlink() and output.resolve().is_relative_to(out.resolve())
     plant()
     debug = anonpipe(*base, "--continue", "--force", "-D", str(src), str(out), state=state)
     assert "P1/ST1/CT_small.dcm" in debug.stderr and "P2/CT_small.dcm" in debug.stderr
@@ -499,11 +503,12 @@ def test_removing_stale_outputs_never_follows_a_link(tmp_path: Path) -> None:
     (outside / "x.dcm").write_bytes(b"theirs")
     (out / "P2" / "ST1" / "x.dcm").write_bytes(b"stale")
     os.symlink(outside, out / "P1")
-    assert not fileio.unlink_below(out, "P1/x.dcm")
+    with pytest.raises(OSError):
+        _unlink_below(out, "P1/x.dcm")
     assert (outside / "x.dcm").read_bytes() == b"theirs"
-    assert fileio.unlink_below(out, "P2/ST1/x.dcm")
+    _unlink_below(out, "P2/ST1/x.dcm")
     assert sorted(p.name for p in out.iterdir()) == ["P1"]  # the folders left empty go
-    assert fileio.unlink_below(out, "P1")  # the link itself, not what it points to
+    _unlink_below(out, "P1")  # the link itself, not what it points to
     assert list(out.iterdir()) == [] and (outside / "x.dcm").is_file()
 
 
