@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.job import PROCESSES_FROM, PROCESSES_FROM_BYTES, TreeJob
 from pipeline.state import (
+    check_ancestors,
     check_folder,
     check_private_folder,
     default_secret_path,
@@ -221,8 +222,19 @@ def _check_cluster_options(args: argparse.Namespace) -> None:
     if args.cluster:
         config = load_cluster_config(args.cluster)
         address = address or (config.address if config.kind == "scheduler" else None)
+        _check_tls_folder(config.options.get("shared_temp_directory"))
     if address:
         check_scheduler_address(address, args.insecure_scheduler)
+
+
+def _check_tls_folder(shared: object) -> None:
+    """The job queue's ``shared_temp_directory`` gets the run's TLS key (in a private
+    folder made there): no one else may be able to swap that folder for theirs, so the
+    folder and those above it are checked as the state folder's are (a sticky one such
+    as ``/scratch`` is fine)."""
+    if shared:
+        folder = Path(os.path.expandvars(str(shared))).expanduser()
+        check_ancestors(folder / "anonpipe-tls", "TLS certificates' folder")
 
 
 def _cipher(args: argparse.Namespace) -> Cipher:

@@ -187,6 +187,26 @@ def test_a_stranger_cannot_use_the_scheduler_of_a_running_anonpipe(tmp_path: Pat
     assert "dask dashboard: http://127.0.0.1:" in (tmp_path / "run.log").read_text()
 
 
+def test_the_job_queues_tls_folder_must_be_safe(tmp_path: Path, state: Path,
+                                                secret: Path) -> None:
+    """The run's TLS key goes to the cluster config's shared_temp_directory (in a private
+    folder made there): one that others may write without the sticky bit is refused in one
+    line, before any job is submitted or anything written."""
+    src = _small_tree(tmp_path)
+    out = tmp_path / "out"
+    shared = tmp_path / "scratch"
+    shared.mkdir()
+    shared.chmod(0o777)
+    config = tmp_path / "queue.yaml"
+    config.write_text(f"kind: slurm\nworkers: 1\noptions:\n  cores: 1\n  memory: 1GiB\n"
+                      f"  shared_temp_directory: {shared}\n")
+    argv = ["--irreversible", "-r", "--cluster", str(config), "--secret-file", str(secret),
+            str(src), str(out)]
+    refused(anonpipe(*argv, state=state), "TLS certificates' folder", f"lies in {shared}",
+            "other users can write")
+    assert not out.exists() and not any(shared.iterdir()) and not any(state.iterdir())
+
+
 # --------------------------------------------------------------------------- 2. state folders
 
 
