@@ -563,6 +563,7 @@ def sweep_temp_files(folder: Path) -> int:
     removed = 0
     if not folder.is_dir():
         return 0
-    for _, _, files, fd in os.fwalk(folder, follow_symlinks=False):
+    # the folder itself may be a link the user named (as outputs are written through it)
+    for _, _, files, fd in os.fwalk(os.path.realpath(folder), follow_symlinks=False):
         removed += _remove_temps(fd, [entry for entry in files if TEMP_MARKER in entry])
     return removed

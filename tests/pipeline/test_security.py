@@ -512,6 +512,12 @@ def test_cleaning_temp_files_never_follows_a_link_in_the_output_tree(tmp_path: P
     os.symlink(bait, out / "P2" / f".x.dcm{fileio.TEMP_MARKER}1-2")
     assert fileio.remove_temp_files_of(out / "P2" / "x.dcm", out) == 0
     assert bait.is_file()
+    # the sweep of a rerun: through the output folder the user named (a link here), never
+    # into a link inside it
+    os.symlink(out, tmp_path / "named")
+    again = _temp_of(out / "P2", "MR_small.dcm")
+    assert fileio.sweep_temp_files(tmp_path / "named") == 1
+    assert not again.exists() and bait.read_bytes() == b"half an output"
 
 
 def test_removing_stale_outputs_never_follows_a_link(tmp_path: Path) -> None:
