@@ -174,7 +174,7 @@ class _Pass2:
         batch = outcome.payload
         if outcome.error is not None:  # a lost worker may have been writing: no leftovers
             for item in batch.items:
-                remove_temp_files_of(Path(item.dst))
+                remove_temp_files_of(Path(item.dst), self.job.output)
             if len(batch.items) > 1 and not self.failed_seen:
                 window.resubmit(self.planner.split(batch))  # find the file at fault
                 return

@@ -249,7 +249,9 @@ class ScanBatch:
 
 
 def scan_batch(batch: ScanBatch) -> dict[str, Any]:
-    """Scan a batch: ``{"batch_id", "rows": {rel: JSON text}, "bytes", "errors"}``.
+    """Scan a batch: ``{"batch_id", "rows": {rel: JSON text}, "bytes", "errors",
+    "latest"}`` (``latest``: the error kind and reason of the batch's last bad file, for
+    the live display).
 
     A dict, never a bare list (distributed serialises list elements one by one); rows are
     JSON-encoded here, on the worker, so the driver stores them without re-encoding (at
@@ -258,10 +260,14 @@ def scan_batch(batch: ScanBatch) -> dict[str, Any]:
     root = Path(batch.root)
     rows: dict[str, str] = {}
     nbytes = errors = 0
+    latest: tuple[str, str] | None = None
     for rel in batch.rels:
         row = scan_file(root / rel, batch.replaced)
         nbytes += int(row.get("size") or 0)
-        errors += 1 if row.get("error_kind") else 0
+        if row.get("error_kind"):
+            errors += 1
+            latest = (str(row["error_kind"]), str(row.get("error") or ""))
         rows[rel] = json.dumps(row, separators=(",", ":"))
-    return {"batch_id": batch.batch_id, "rows": rows, "bytes": nbytes, "errors": errors}
+    return {"batch_id": batch.batch_id, "rows": rows, "bytes": nbytes, "errors": errors,
+            "latest": latest}
 

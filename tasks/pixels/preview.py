@@ -51,7 +51,7 @@ def write_preview(folder: str, name: str, result: PixelResult) -> Path:
             for left in (0, width + 8):
                 draw.rectangle([left + x, y, left + x + w - 1, y + h - 1], outline=colour)
     target = Path(folder) / f"{name or 'unnamed'}.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(target.parent, mode=0o700, exist_ok=True)  # it holds PHI: the user's only
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".preview-", suffix=".png")
     try:
         with os.fdopen(fd, "wb") as out:
