@@ -10,7 +10,8 @@ first, which :func:`text_mask` does tile by tile: on a flat dark background (the
 border of an ultrasound, a dark screen) whatever stands out from it is text, mid-grey
 included; on a flat light background (a document, a form, a light panel of a screen
 capture) whatever is darker is text, as black on white is read; elsewhere (the image
-itself) only bright pixels are, as devices burn in white, yellow or green.  One Tesseract
+itself, and the background tiles next to it, where the image's edge would pass for text)
+only bright pixels are, as devices burn in white, yellow or green.  One Tesseract
 run per frame reads all three, and a frame with nothing in the mask starts none.
 
 Nothing read is ever returned or logged: only boxes, so no patient value leaves this module.
@@ -90,6 +91,15 @@ def text_mask(gray: np.ndarray) -> np.ndarray:
     lo, mid, hi = (ranked[..., k].astype(np.int16) for k in (low, middle, high))
     light = (mid >= LIGHT * 255) & (hi - mid <= FLAT * 255)
     dark = (mid <= DARK * 255) & (mid - lo <= FLAT * 255)
+    # a background away from the image: a flat tile next to an image tile may hold the
+    # image's edge (speckle, a vessel), which nothing tells from text there
+    image = np.pad(~(light | dark), 1)
+    near = np.zeros_like(light)
+    for dy in range(3):
+        for dx in range(3):
+            near |= image[dy:dy + down, dx:dx + across]
+    light &= ~near
+    dark &= ~near
     if not (light.any() or dark.any()):
         return mask
 
