@@ -23,7 +23,6 @@ from tasks.pixels.rules import Box, RegionRule, matching_rules
 if TYPE_CHECKING:  # numpy, Pillow and the codecs load with the first file cleaned
     import numpy as np
 
-    from tasks.pixels.codecs import Frames
     from tasks.profile import CompiledProfile
 
 POLICIES = ("clean", "refuse", "keep")
@@ -61,7 +60,8 @@ class PixelResult:
     reencoded: str | None = None
     #: new top-level elements, tag -> encoded (Pixel Data when changed, (0028,0301), ...)
     elements: dict[int, bytes] = field(default_factory=dict)
-    decoded: Frames | None = None
+    #: the frames' photometric interpretation as decoded (for --pixels-preview)
+    photometric: str = ""
     #: the first frame before and after cleaning (for --pixels-preview)
     before: np.ndarray | None = None
     after: np.ndarray | None = None
@@ -120,7 +120,7 @@ def _clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) -
 
     result = PixelResult(reason, rules=[rule.name for rule in rules])
     frames = decode(df, transfer_syntax_of(df))
-    result.decoded = frames
+    result.photometric = frames.photometric
     result.before = frames.frame(0).copy()
     result.frames = frames.count
     shape = frames.shape
