@@ -96,14 +96,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _PROBE = """
-import resource, sys
+import sys
 from pathlib import Path
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings
 settings = DeidentifySettings(secret=b"m" * 32, encryptor=EnvelopeEncryptor(
     certificates=(load_certificate(Path(sys.argv[1])),)))
 Deidentify(settings)(Path(sys.argv[2]), Path(sys.argv[3]))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: that counts the forking parent's pages from before the exec
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
 """
 
 
@@ -114,15 +115,18 @@ def memory(work: Path, frames: int) -> dict[str, int]:
     cert = _certificate(work)
     grown = {}
     with tempfile.TemporaryDirectory(dir=work) as folder:
-        for kind, syntax in (("native", ExplicitVRLittleEndian), ("JPEG Baseline", JPEGBaseline8Bit)):
+        for kind, syntax in (("native", ExplicitVRLittleEndian),
+                             ("JPEG Baseline", JPEGBaseline8Bit)):
             peaks = []
             for count in (2, frames):
                 src = pixel_images.us_cine(Path(folder) / f"cine-{count}.dcm", count, syntax)
+                out = Path(folder) / f"out-{count}.dcm"
                 done = subprocess.run([sys.executable, "-c", _PROBE, str(cert), str(src),
-                                       str(Path(folder) / "out.dcm")], capture_output=True,
-                                      text=True, check=True, cwd=ROOT)
+                                       str(out)], capture_output=True, text=True, check=True,
+                                      cwd=ROOT)
                 peaks.append(int(done.stdout.split()[-1]))
                 src.unlink()
+                out.unlink()
             grown[kind] = (peaks[1] - peaks[0]) // 1024
     return grown
 
