@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,12 +256,27 @@ def _swap_in_place(buffer: bytearray, start: int) -> None:
 
 
 def _encapsulated(fragments: list[bytes], enc: Encoding) -> bytes:
-    """A Pixel Data element of one fragment per frame (PS3.5 A.4), even lengths."""
-    from pydicom.encaps import encapsulate
+    """A Pixel Data element of one fragment per frame (PS3.5 A.4), even lengths, with a
+    Basic Offset Table when there are several frames; joined once (a cine's fragments are
+    not copied again and again)."""
+    parts = [element_header(PIXEL_DATA, "OB", 0xFFFFFFFF, enc)]
+    offsets = []
+    at = 0
+    for fragment in fragments:
+        offsets.append(at)
+        at += 8 + len(fragment) + len(fragment) % 2
+    if at > 0xFFFFFFFF:
+        raise PixelCodecError("the cleaned frames need an Extended Offset Table")
+    table = struct.pack(f"<{len(offsets)}I", *offsets) if len(fragments) > 1 else b""
+    parts += [_ITEM + struct.pack("<I", len(table)), table]
+    for fragment in fragments:
+        odd = len(fragment) % 2
+        parts += [_ITEM + struct.pack("<I", len(fragment) + odd), fragment, b"\0" * odd]
+    parts.append(SEQUENCE_DELIMITER)
+    return b"".join(parts)
 
-    fragments = [f + b"\0" if len(f) % 2 else f for f in fragments]
-    value = encapsulate(fragments, has_bot=len(fragments) > 1) + SEQUENCE_DELIMITER
-    return element_header(PIXEL_DATA, "OB", 0xFFFFFFFF, enc) + value
+
+_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian as every encapsulated syntax
 
 
 def decode(df: DicomFile, transfer_syntax: str) -> Frames:
