@@ -2,8 +2,8 @@
 
 ``--pixels clean`` (the default): files the burned-in check flags or a region rule names
 have the rule's rectangles blanked on every frame, then OCR looks for text left, blanks each
-word's box with a margin, and looks again (up to ``ROUNDS`` times); text still read after
-that refuses the file (:class:`BurnedInTextError`, nothing written).  A long cine is read on
+word's box with a margin, and looks again (up to ``ROUNDS`` times, while a round reads a
+word as sure as verification's); text still read after that refuses the file (:class:`BurnedInTextError`, nothing written).  A long cine is read on
 a sample: up to ``SAMPLE`` frames spread evenly from the first to the last for detection, the
 boxes found blanked on every frame (device annotations stay in one place through a cine),
 and up to ``SAMPLE`` other frames, between those, for verification.  ``refuse`` refuses
@@ -131,12 +131,12 @@ def _clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) -
     result.detect_frames, result.verify_frames = detect, verify
     try:
         for _ in range(ROUNDS):
-            found = sorted({frames.aligned(_grow(word.box, shape)) for index in detect
-                            for word in ocr.read_words(frames.gray8(index))})
-            if not found:
-                break
+            words = [word for index in detect for word in ocr.read_words(frames.gray8(index))]
+            found = sorted({frames.aligned(_grow(word.box, shape)) for word in words})
             result.ocr_boxes += found
             frames.blank(found)
+            if not any(map(ocr.is_text, words)):
+                break  # fragments (speckle read as a letter or two): no text to look beside
         left = [word for index in verify for word in ocr.read_words(frames.gray8(index))
                 if ocr.is_text(word)]
     except ocr.OcrUnavailable as exc:
