@@ -38,10 +38,10 @@ def write_preview(folder: str, name: str, result: PixelResult) -> Path:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    assert result.decoded is not None and result.before is not None
-    photometric = result.decoded.photometric
+    assert result.before is not None and result.after is not None
+    photometric = result.photometric
     before = _rgb(result.before, photometric)
-    after = _rgb(result.decoded.frames[0], photometric)
+    after = _rgb(result.after, photometric)
     width = before.shape[1]
     image = Image.fromarray(np.concatenate([before, np.zeros((before.shape[0], 8, 3), np.uint8),
                                             after], axis=1))
