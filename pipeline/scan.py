@@ -184,7 +184,7 @@ def _scan(job: TreeJob, batcher: _Batcher, pool: Pool, store: Store,
         else:
             assert outcome.result is not None
             result = outcome.result
-            store.add_inventory_json(result["rows"])
+            store.add_packed(result["rows"])
             progress.advance(len(result["rows"]), result["bytes"], result["errors"])
         _flush_walk_errors(batcher, store, progress)
     _flush_walk_errors(batcher, store, progress)
