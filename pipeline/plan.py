@@ -81,7 +81,8 @@ def _canonical(value: Any, depth: int = 0) -> Any:
 
 @dataclass
 class MappingStats:
-    uids: int = 0
+    uids: int = 0  # written by this run
+    uids_before: int = 0  # recorded by an earlier run with the same secret, kept
     patients: int = 0
     identifiers: int = 0
 
@@ -123,8 +124,18 @@ def mapping_steps(store: Store, secret: bytes, root: str, profile: Any,
     Why steps: the mapping is for reports and audits, the workers derive every replacement
     themselves; pass 2 takes one step between two results, so a million UIDs (~30 s of the
     driver's time) never keep the workers waiting for their next batches."""
-    yield from _put_steps(store.put_uids, ((uid, new_uid(secret, root, uid))
-                                           for uid in store.replaced_uids()), stats, "uids")
+    # a mapping recorded with this secret and root is complete for the UIDs it holds: a
+    # rerun adds only the new ones (a million HMACs and rows again: most of a no-op rerun)
+    made_with = hashlib.sha256(b"anonpipe-uid-mapping\0" + secret + b"\0" + root.encode()
+                               ).hexdigest()[:24]
+    missing_only = store.uid_mapping_key() == made_with
+    if not missing_only:
+        store.set_uid_mapping_key(None)  # until every UID is written again with this secret
+    yield from _put_steps(store.put_uids, ((uid, new_uid(secret, root, uid)) for uid in
+                                           store.replaced_uids(missing_only=missing_only)),
+                          stats, "uids")
+    store.set_uid_mapping_key(made_with)
+    stats.uids_before = store.table_size("uids") - stats.uids if missing_only else 0
     compiled = get_profile(profile)
     pseudonymised = {tag for tag, action in compiled.actions.items() if action is Action.D}
     shifted = getattr(compiled, "dates", None) == "modified"

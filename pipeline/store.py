@@ -55,7 +55,7 @@ from typing import Any, Self
 from pipeline.state import check_folder, open_private, state_dir
 from pipeline.walk import LINK_OUTSIDE
 from tasks.errors import UsageError
-from tasks.inventory import PackedRow, pack_row, unpack_row
+from tasks.inventory import Head, PackedRow, pack_row, prepare_head, unpack_row
 
 #: the layout below; bump with any change of it
 STORE_FORMAT = 2
@@ -80,6 +80,7 @@ _KEPT_TABLES = ("files", "journal", "uids", "ids", "patients", "runs")
 _JSON_TABLES = ("ids", "patients", "runs")
 _JOB_KEY = "job"
 _SCAN_KEY = "inventory scan"  # what the rows of the last pass 1 were made with
+_MAPPING_KEY = "uid mapping"  # what the recorded UIDs were made with (secret, root)
 #: journal row fields kept as columns (the rest go to ``extra``)
 _JOURNAL_COLUMNS = ("status", "op", "bytes_in", "bytes_out", "src_size", "src_mtime_ns",
                     "output", "error_kind", "error")
@@ -157,7 +158,7 @@ class Store:
         self._heads: dict[str, int] = {}
         self._studies: dict[str, int] = {}
         self._ops: dict[str, int] = {}
-        self._decoded: dict[int, Row] = {}
+        self._decoded: dict[int, Head] = {}
         self._generation = 0  # bumped by every inventory write: the heads in use change
         self._used_generation = -1
         try:
@@ -431,14 +432,14 @@ class Store:
 
     # ------------------------------------------------------------------ point reads
 
-    def _head(self, head_id: int | None) -> Row | None:
+    def _head(self, head_id: int | None) -> Head | None:
         """A head decoded (cached: a series' files share it)."""
         if head_id is None:
             return None
         head = self._decoded.get(head_id)
         if head is None:
             found = self._query("SELECT value FROM heads WHERE id = ?", (head_id,))
-            head = json.loads(found[0][0]) if found else {}
+            head = prepare_head(json.loads(found[0][0]) if found else {})
             if len(self._decoded) >= _CACHE:
                 self._decoded.clear()
             self._decoded[head_id] = head
@@ -630,9 +631,20 @@ class Store:
             head.pop("replaced", None)
             yield head
 
-    def replaced_uids(self) -> Iterator[str]:
-        """Every distinct UID the profile replaces, over the whole inventory (streamed)."""
+    def uid_mapping_key(self) -> str | None:
+        """What the recorded UID mapping was made with (a hash of secret and root), set
+        when it was complete; None when unknown."""
+        value = self.get("runs", _MAPPING_KEY)
+        return value if isinstance(value, str) else None
+
+    def set_uid_mapping_key(self, key: str | None) -> None:
+        self._write_json("runs", {_MAPPING_KEY: key})
+
+    def replaced_uids(self, missing_only: bool = False) -> Iterator[str]:
+        """Every distinct UID the profile replaces, over the whole inventory (streamed);
+        ``missing_only``: those the recorded mapping does not hold yet."""
         used = self._used()
+        missing = " AND uid NOT IN (SELECT key FROM uids)" if missing_only else ""
         for (uid,) in self._stream(
             "SELECT uid FROM ("
             "SELECT f.sop AS uid FROM files AS f WHERE f.sop IS NOT NULL AND f.head IN "
@@ -641,7 +653,7 @@ class Store:
             f"UNION SELECT json_extract(u.value, '$.' || r.value) FROM {used} AS u, "
             "json_each(u.value, '$.replaced') AS r WHERE r.value != 'sop' "
             "UNION SELECT e.value FROM files AS f, json_each(f.uids) AS e "
-            "WHERE f.uids IS NOT NULL) WHERE uid IS NOT NULL"
+            "WHERE f.uids IS NOT NULL) WHERE uid IS NOT NULL" + missing
         ):
             yield uid
 
@@ -688,20 +700,29 @@ class Store:
                                    "ORDER BY key"):
             yield key
 
-    def not_journaled_outputs(self, rels: Iterable[str], op: str | None = None) -> list[str]:
-        """Of ``rels`` (files found in the output folder), those that no journal row names
-        as a done output; with ``op``, as a done output of that operation."""
+    def list_outputs(self, rels: Iterable[str]) -> int:
+        """Keep ``rels`` (the files found in the output folder) for
+        :meth:`not_journaled_outputs`, streamed into a temporary table: a million paths are
+        not held in the driver's memory through pass 2.  Returns how many."""
         writer = self._w
-        writer.execute("CREATE TEMP TABLE IF NOT EXISTS listed (rel TEXT PRIMARY KEY)")
-        writer.execute("DELETE FROM listed")
-        writer.executemany("INSERT OR IGNORE INTO listed VALUES (?)", ((r,) for r in rels))
-        where = "j.status = 'done'" + (" AND o.op = ?" if op is not None else "")
-        rows = writer.execute(
-            "SELECT rel FROM listed WHERE rel NOT IN (SELECT coalesce(j.output, j.key) "
-            f"FROM {_JOURNAL_FROM} WHERE {where}) ORDER BY rel",
-            (op,) if op is not None else ()).fetchall()
-        writer.execute("DELETE FROM listed")
+        writer.execute("CREATE TEMP TABLE IF NOT EXISTS listed (rel TEXT PRIMARY KEY) "
+                       "WITHOUT ROWID")
+        writer.execute("DELETE FROM temp.listed")
+        writer.executemany("INSERT OR IGNORE INTO temp.listed VALUES (?)", ((r,) for r in rels))
         writer.commit()
+        return int(writer.execute("SELECT count(*) FROM temp.listed").fetchone()[0])
+
+    def not_journaled_outputs(self, op: str | None = None) -> list[str]:
+        """Of the files :meth:`list_outputs` kept, those that no journal row names as a
+        done output; with ``op``, as a done output of that operation (sorted)."""
+        done = "j.status = 'done'" + (" AND o.op = ?" if op is not None else "")
+        args = (op, op) if op is not None else ()
+        rows = self._w.execute(
+            "SELECT rel FROM temp.listed AS l WHERE NOT EXISTS (SELECT 1 FROM journal AS j "
+            f"LEFT JOIN ops AS o ON o.id = j.op WHERE j.key = l.rel AND j.output IS NULL "
+            f"AND {done}) AND rel NOT IN (SELECT j.output FROM journal AS j LEFT JOIN ops AS o "
+            f"ON o.id = j.op WHERE j.output IS NOT NULL AND {done}) ORDER BY rel",
+            args).fetchall()
         return [rel for (rel,) in rows]
 
     def journal_counts(self) -> dict[str, int]:

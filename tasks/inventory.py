@@ -278,27 +278,51 @@ def pack_row(rel: str, row: dict[str, Any]) -> PackedRow:
             row.get("error_kind"), row.get("error"))
 
 
-def unpack_row(size: int | None, mtime_ns: int | None, sop: str | None,
-               head: dict[str, Any] | None, extra: str | None, error_kind: str | None,
-               error: str | None) -> dict[str, Any]:
-    """The row :func:`pack_row` packed (``head`` already decoded: callers cache it)."""
-    row: dict[str, Any] = {}
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A decoded head, prepared for :func:`unpack_row` (decoded once per series)."""
+
+    fields: dict[str, Any]  # the shared fields, without the list of replaced names
+    uids: tuple[str, ...]  # the values of the replaced named UIDs but the SOP Instance UID
+    sop_replaced: bool
+
+
+def prepare_head(head: dict[str, Any]) -> Head:
+    fields = dict(head)
+    named = fields.pop(_HEAD_REPLACED, ())
+    return Head(fields, tuple(fields[name] for name in named if name != "sop"),
+                "sop" in named)
+
+
+def unpack_row(size: int | None, mtime_ns: int | None, sop: str | None, head: Head | None,
+               extra: str | None, error_kind: str | None, error: str | None
+               ) -> dict[str, Any]:
+    """The row :func:`pack_row` packed (``head`` prepared by :func:`prepare_head`: callers
+    cache it, a series shares it)."""
+    if head is None:
+        row: dict[str, Any] = {}
+        if size is not None:
+            row["size"] = size
+        if mtime_ns is not None:
+            row["mtime_ns"] = mtime_ns
+        if error_kind is not None:
+            row["error_kind"], row["error"] = error_kind, error
+        if sop is not None:
+            row["sop"] = sop
+        return row
+    row = head.fields.copy()
     if size is not None:
         row["size"] = size
     if mtime_ns is not None:
         row["mtime_ns"] = mtime_ns
     if error_kind is not None:
         row["error_kind"], row["error"] = error_kind, error
-    if head is None:
-        if sop is not None:
-            row["sop"] = sop
-        return row
-    row.update(head)
-    named = row.pop(_HEAD_REPLACED, ())
     row["sop"] = sop
-    replace = set(json.loads(extra)) if extra else set()
-    replace.update(row[name] for name in named)
-    row["replace"] = sorted(replace)
+    uids = head.uids + (sop,) if head.sop_replaced else head.uids
+    if extra:
+        row["replace"] = sorted(set(uids).union(json.loads(extra)))
+    else:
+        row["replace"] = sorted(set(uids)) if len(uids) > 1 else list(uids)
     return row
 
 
