@@ -225,8 +225,13 @@ def is_done(row: dict[str, Any], journaled: dict[str, Any] | None, dst: Path | s
     if (journaled.get("src_size") != row.get("size")
             or journaled.get("src_mtime_ns") != row.get("mtime_ns")):
         return False
+    return _intact(dst, journaled.get("bytes_out"))
+
+
+def _intact(dst: Path | str, size: object) -> bool:
+    """Whether the output is there with the size the journal recorded."""
     try:
-        return os.stat(dst).st_size == journaled.get("bytes_out")
+        return os.stat(dst).st_size == size
     except OSError:
         return False
 
@@ -291,9 +296,16 @@ class Planner:
         nbytes = 0
         reject_status = Status.SKIPPED if job.continue_on_error else Status.FAILED
         limit = self.batch_files or job.batch_files
-        for rel, row, journaled in self.store.work_pages():
+        for rel, row, journaled in self.store.resume_pages(self.op):
             if len(self.events) >= EVENT_CHUNK:
                 self.flush()
+            if row is None:  # journaled done by this operation from this very source
+                assert journaled is not None
+                if _intact(dst_root + journaled["output"], journaled["bytes_out"]):
+                    self.events.append(Event(rel, Status.SKIPPED, int(journaled["size"] or 0)))
+                    continue
+                row, journaled = self.store.get("files", rel), self.store.get("journal", rel)
+                assert row is not None
             size = int(row.get("size") or 0)
             mtime = row.get("mtime_ns")
             rejected = rejection(job, row)

@@ -529,25 +529,47 @@ class Store:
 
     def work_pages(self, page: int = 2000) -> Iterator[tuple[str, Row, Row | None]]:
         """(path, inventory row, journal row or None) in (study, path) order (studies in the
-        order pass 1 first met them).
+        order pass 1 first met them)."""
+        for key, row, journaled in self.resume_pages(None, page):
+            assert row is not None
+            yield key, row, journaled
+
+    def resume_pages(self, done_by: str | None, page: int = 2000
+                     ) -> Iterator[tuple[str, Row | None, Row | None]]:
+        """:meth:`work_pages`, but files journaled done by the operation ``done_by`` (its
+        fingerprint) from a source of the same size and time come as (path, None,
+        {"output", "bytes_out", "size"}), unpacked no further: on a rerun of a million done
+        files only their outputs are left to check.
 
         Keyset pages: each page is a short read transaction (a long-lived cursor would keep
         the journal's WAL from being checkpointed) that seeks the ``files_by_study`` index
         (the ``s >= ? AND (s > ? OR key > ?)`` form is what lets SQLite seek; a row-value
         comparison would scan from the start on every page).
         """
-        select = (f"SELECT f.study, {_FILE_COLUMNS}, j.key, {_JOURNAL_SELECT} FROM files AS f "
+        op_id = -1
+        if done_by is not None:
+            found = self._query("SELECT id FROM ops WHERE op = ?", (done_by,))
+            op_id = int(found[0][0]) if found else -1
+        select = (f"SELECT f.study, {_FILE_COLUMNS}, j.key, {_JOURNAL_SELECT}, "
+                  "j.status = 'done' AND j.op = ? AND j.src_size IS f.size AND "
+                  "j.src_mtime_ns IS f.mtime_ns FROM files AS f "
                   "LEFT JOIN journal AS j ON j.key = f.key LEFT JOIN ops AS o ON o.id = j.op ")
         order = " ORDER BY f.study, f.key LIMIT ?"
-        rows = self._query(select + order, (page,))
+        rows = self._query(select + order, (op_id, page))
         while rows:
             for values in rows:
+                key = values[1]
+                if values[-1]:
+                    yield key, None, {"output": values[16] or key, "bytes_out": values[13],
+                                      "size": values[2]}
+                    continue
                 key, row = self._file_row(values[1:9])
-                yield key, row, (None if values[9] is None else _journal_row(key, values[10:]))
+                yield key, row, (None if values[9] is None else
+                                 _journal_row(key, values[10:-1]))
             last_study, last_key = rows[-1][0], rows[-1][1]
             rows = self._query(
                 select + "WHERE f.study >= ? AND (f.study > ? OR f.key > ?)" + order,
-                (last_study, last_study, last_key, page))
+                (op_id, last_study, last_study, last_key, page))
 
     def counts(self) -> Row:
         """Pass-1 findings as counts: files from the inventory, the rest per head."""
