@@ -296,7 +296,10 @@ class Planner:
         nbytes = 0
         reject_status = Status.SKIPPED if job.continue_on_error else Status.FAILED
         limit = self.batch_files or job.batch_files
-        for rel, row, journaled in self.store.resume_pages(self.op):
+        # the fast resume check knows mirrored outputs only (the operation's fingerprint
+        # does not cover the naming)
+        mirrored = self.job.output_names != OutputNames.UID.value or job.mode != "deidentify"
+        for rel, row, journaled in self.store.resume_pages(self.op if mirrored else None):
             if len(self.events) >= EVENT_CHUNK:
                 self.flush()
             if row is None:  # journaled done by this operation from this very source

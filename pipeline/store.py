@@ -537,9 +537,9 @@ class Store:
     def resume_pages(self, done_by: str | None, page: int = 2000
                      ) -> Iterator[tuple[str, Row | None, Row | None]]:
         """:meth:`work_pages`, but files journaled done by the operation ``done_by`` (its
-        fingerprint) from a source of the same size and time come as (path, None,
-        {"output", "bytes_out", "size"}), unpacked no further: on a rerun of a million done
-        files only their outputs are left to check.
+        fingerprint) from a source of the same size and time, to the mirrored path, come as
+        (path, None, {"output", "bytes_out", "size"}), unpacked no further: on a rerun of a
+        million done files only their outputs are left to check.
 
         Keyset pages: each page is a short read transaction (a long-lived cursor would keep
         the journal's WAL from being checkpointed) that seeks the ``files_by_study`` index
@@ -552,7 +552,7 @@ class Store:
             op_id = int(found[0][0]) if found else -1
         select = (f"SELECT f.study, {_FILE_COLUMNS}, j.key, {_JOURNAL_SELECT}, "
                   "j.status = 'done' AND j.op = ? AND j.src_size IS f.size AND "
-                  "j.src_mtime_ns IS f.mtime_ns FROM files AS f "
+                  "j.src_mtime_ns IS f.mtime_ns AND j.output IS NULL FROM files AS f "
                   "LEFT JOIN journal AS j ON j.key = f.key LEFT JOIN ops AS o ON o.id = j.op ")
         order = " ORDER BY f.study, f.key LIMIT ?"
         rows = self._query(select + order, (op_id, page))
@@ -560,7 +560,7 @@ class Store:
             for values in rows:
                 key = values[1]
                 if values[-1]:
-                    yield key, None, {"output": values[16] or key, "bytes_out": values[13],
+                    yield key, None, {"output": key, "bytes_out": values[13],
                                       "size": values[2]}
                     continue
                 key, row = self._file_row(values[1:9])
