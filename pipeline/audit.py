@@ -467,8 +467,8 @@ class Findings:
     unreadable: dict[str, str] = field(default_factory=dict)  # rel -> reason
     not_as_recorded: dict[str, int] = field(default_factory=dict)  # rel -> UIDs off mapping
     #: label -> original -> new UID -> files (one-to-one check across the tree); with a
-    #: recorded mapping only the files whose new UID is not the recorded one are listed
-    #: (the rest are counted in ``counts``), so memory does not grow with the archive
+    #: recorded mapping only the files whose new UID is not the recorded one are kept at
+    #: all (``Auditor.check_uids``), so memory does not grow with a consistent archive
     pairs: dict[str, dict[str, dict[str, list[str]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
     counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
@@ -486,11 +486,15 @@ class Findings:
         out = []
         for label, by_old in self.pairs.items():
             for old, by_new in by_old.items():
-                if len(by_new) > 1:
-                    expected = self.recorded.get(old) or max(
-                        by_new, key=lambda n: self.counts[(label, old, n)])
-                    out.append((label, old, sorted(f for new, files in by_new.items()
-                                                   if new != expected for f in files)))
+                expected = self.recorded.get(old)
+                if expected is None:  # no recorded mapping: the most common new UID
+                    if len(by_new) < 2:
+                        continue
+                    expected = max(by_new, key=lambda n: self.counts[(label, old, n)])
+                files = sorted(f for new, files in by_new.items() if new != expected
+                               for f in files)
+                if files:
+                    out.append((label, old, files))
         return out
 
     def merged(self) -> list[tuple[str, str, list[str]]]:
@@ -627,8 +631,11 @@ class Auditor:
                 continue
             if name == "sop" and mapping:
                 continue  # one per file: checked against the mapping, not held in memory
-            if old in mapping:
-                self.findings.recorded[old] = mapping[old]
+            expected = mapping.get(old)
+            if expected == new:
+                continue  # as recorded: nothing to keep (memory flat however large the tree)
+            if expected is not None:
+                self.findings.recorded[old] = expected
             self.findings.pair(label, old, new, rel)
         if not mapping:
             return

@@ -88,8 +88,9 @@ _FILE_COLUMNS = "f.key, f.size, f.mtime_ns, f.sop, f.head, f.uids, f.error_kind,
 _JOURNAL_SELECT = ("j.status, o.op, j.bytes_in, j.bytes_out, j.src_size, j.src_mtime_ns, "
                    "j.output, j.error_kind, j.error, j.us, j.extra")
 _JOURNAL_FROM = "journal AS j LEFT JOIN ops AS o ON o.id = j.op"
-#: interned ids kept in the driver's memory at most (then the cache starts again)
-_CACHE = 20_000
+#: interned ids and decoded heads kept in memory at most (then the cache starts again;
+#: files arrive series by series, so a small cache hits)
+_CACHE = 2_000
 
 Row = dict[str, Any]
 
