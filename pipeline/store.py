@@ -213,7 +213,8 @@ class Store:
         if version != STORE_FORMAT or not set(TABLES) <= tables:
             raise UsageError(f"store {self.path} was written by another version of anonpipe "
                              f"(store format {version}, this one reads {STORE_FORMAT}): give "
-                             "another --store")
+                             "another --store, or remove this one (its journal and recorded "
+                             "mapping go with it)")
 
     def _lock(self) -> int:
         """One driver per store: a second run would interleave journals (flock dies with us).
