@@ -34,7 +34,7 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,9 +134,19 @@ class Identifiers:
     text: dict[bytes, str] = field(default_factory=dict)
     #: labels not searched because the run's options keep those attributes on purpose
     kept: dict[str, str] = field(default_factory=dict)
+    #: the UIDs pass 1 recorded, looked up where they are (the store's mapping: a million
+    #: of them are not held in memory): candidates -> those recorded; and how many there are
+    recorded: Callable[[list[bytes]], set[bytes]] | None = None
+    recorded_count: int = 0
+    #: tokens not searched (kept in the originals too: ``--input``)
+    discarded: set[bytes] = field(default_factory=set)
 
     def __len__(self) -> int:
-        return len(self.uids) + len(self.dates) + len(self.text)
+        return self.uid_count + len(self.dates) + len(self.text)
+
+    @property
+    def uid_count(self) -> int:
+        return len(self.uids) + self.recorded_count
 
     def add_uid(self, value: str, label: str = UID_LABEL) -> None:
         token = value.strip("\0 ").encode("latin-1", "replace")
@@ -166,6 +176,7 @@ class Identifiers:
 
     def discard(self, tokens: Iterable[bytes]) -> None:
         for token in tokens:
+            self.discarded.add(token)
             self.text.pop(token, None)
             self.dates.pop(token, None)
             self.uids.pop(token, None)
@@ -230,13 +241,23 @@ class Searcher:
 
     def find(self, data: bytes) -> dict[bytes, str]:
         found: dict[bytes, str] = {}
-        uids, dates = self.ids.uids, self.ids.dates
-        if uids or dates:
+        ids = self.ids
+        uids, dates, recorded = ids.uids, ids.dates, ids.recorded
+        if uids or dates or recorded is not None:
+            unknown: list[bytes] = []
             for run in _DIGIT_RUN.findall(data):
                 if run in uids:
                     found[run] = uids[run]
-                elif run[:8] in dates and run[8:9] != b".":
+                    continue
+                if recorded is not None and len(run) >= MIN_UID:
+                    unknown.append(run)
+                if run[:8] in dates and run[8:9] != b".":
                     found[run[:8]] = dates[run[:8]]
+            if unknown:
+                assert recorded is not None
+                for run in recorded(unknown) - ids.discarded:
+                    found.pop(run[:8], None)  # a recorded UID, not a date
+                    found[run] = UID_LABEL
         if self.text is not None:
             for token in self.text.findall(data.upper()):
                 found[token] = self.ids.text[token]
@@ -309,13 +330,17 @@ def collect_identifiers(store: Store, profile: CompiledProfile | None) -> Identi
     why = kept_on_purpose(profile, 0x0020000D)  # Study Instance UID stands for them all
     if why is not None:
         ids.kept[UID_LABEL] = why  # and pass 1 recorded none to replace
-    for _rel, row in store.inventory():
-        if row.get("error_kind"):
-            continue
-        # the table-based profiles replace every UID not registered in PS3.6 Annex A,
-        # listed by the table or not: pass 1 records them all
-        for uid in row.get("replace") or ():
-            ids.add_uid(uid)
+    # the table-based profiles replace every UID not registered in PS3.6 Annex A, listed
+    # by the table or not: pass 1 records them all, and the mapping holds each once
+    if store.has_rows("uids"):
+        ids.recorded = store.recorded_uids
+        ids.recorded_count = store.table_size("uids")
+    else:  # no mapping recorded (the run stopped before pass 2): from the inventory
+        for _rel, row in store.inventory():
+            if not row.get("error_kind"):
+                for uid in row.get("replace") or ():
+                    ids.add_uid(uid)
+    for row in store.heads():  # what identifies patients and studies: shared by series
         charset = row.get("charset") if isinstance(row.get("charset"), str) else None
         for name, label in fields.items():
             value = row.get(name)
@@ -460,20 +485,35 @@ class Findings:
     path_leaks: dict[str, dict[bytes, str]] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)  # rel -> reason
     not_as_recorded: dict[str, int] = field(default_factory=dict)  # rel -> UIDs off mapping
-    #: label -> original -> new UID -> files (one-to-one check across the tree)
+    #: label -> original -> new UID -> files (one-to-one check across the tree); with a
+    #: recorded mapping only the files whose new UID is not the recorded one are kept at
+    #: all (``Auditor.check_uids``), so memory does not grow with a consistent archive
     pairs: dict[str, dict[str, dict[str, list[str]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     recorded: dict[str, str] = field(default_factory=dict)  # original -> recorded new UID
+
+    def pair(self, label: str, old: str, new: str, rel: str) -> None:
+        """One file's (original, new) UID pair."""
+        self.counts[(label, old, new)] += 1
+        files = self.pairs[label][old].setdefault(new, [])
+        if self.recorded.get(old) != new:
+            files.append(rel)
 
     def split(self) -> list[tuple[str, str, list[str]]]:
         """(label, original, files) for each original UID given more than one new UID."""
         out = []
         for label, by_old in self.pairs.items():
             for old, by_new in by_old.items():
-                if len(by_new) > 1:
-                    expected = self.recorded.get(old) or max(by_new, key=lambda n: len(by_new[n]))
-                    out.append((label, old, sorted(f for new, files in by_new.items()
-                                                   if new != expected for f in files)))
+                expected = self.recorded.get(old)
+                if expected is None:  # no recorded mapping: the most common new UID
+                    if len(by_new) < 2:
+                        continue
+                    expected = max(by_new, key=lambda n: self.counts[(label, old, n)])
+                files = sorted(f for new, files in by_new.items() if new != expected
+                               for f in files)
+                if files:
+                    out.append((label, old, files))
         return out
 
     def merged(self) -> list[tuple[str, str, list[str]]]:
@@ -610,9 +650,12 @@ class Auditor:
                 continue
             if name == "sop" and mapping:
                 continue  # one per file: checked against the mapping, not held in memory
-            self.findings.pairs[label][old].setdefault(new, []).append(rel)
-            if old in mapping:
-                self.findings.recorded[old] = mapping[old]
+            expected = mapping.get(old)
+            if expected == new:
+                continue  # as recorded: nothing to keep (memory flat however large the tree)
+            if expected is not None:
+                self.findings.recorded[old] = expected
+            self.findings.pair(label, old, new, rel)
         if not mapping:
             return
         observed: set[str] = set()
@@ -770,7 +813,7 @@ def audit(out: Path, store_path: Path, input_dir: Path | None = None, debug: boo
         print(text, file=stream)
 
     say(f"{PROG}: {findings.files:,} files ({findings.size / 1e6:,.1f} MB) searched in "
-        f"{seconds:,.1f} s for {len(ids):,} identifiers recorded by pass 1 ({len(ids.uids):,} "
+        f"{seconds:,.1f} s for {len(ids):,} identifiers recorded by pass 1 ({ids.uid_count:,} "
         f"UIDs, {len(ids.dates):,} dates, {len(ids.text):,} names and IDs{deep}); "
         f"profile: {profile.description}")
     if moved:

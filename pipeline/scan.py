@@ -187,7 +187,7 @@ def _scan(job: TreeJob, batcher: _Batcher, pool: Pool, store: Store,
         else:
             assert outcome.result is not None
             result = outcome.result
-            store.add_inventory_json(result["rows"])
+            store.add_packed(result["rows"])
             if result.get("latest"):
                 _latest(progress, *result["latest"])
             progress.advance(len(result["rows"]), result["bytes"], result["errors"])

@@ -42,9 +42,10 @@ from tasks.tags import (
 )
 from tasks.uids import DEFINITION_UID_TAGS, registered
 
-#: the version of :func:`scan_file`'s row: a store's rows are reused by a later pass 1 only
-#: when it is the same (pipeline.scan), so change it with what a row holds
-ROW_FORMAT = 5
+#: the version of :func:`scan_file`'s row and of its packed form (:func:`pack_row`): a
+#: store's rows are reused by a later pass 1 only when it is the same (pipeline.scan), so
+#: change it with what a row holds or how it is packed
+ROW_FORMAT = 6
 #: In a set of replaced tags: every UID not registered in PS3.6 Annex A is replaced too,
 #: whatever its tag (the rule of table-based profiles without --retain-uids); not a tag
 EVERY_INSTANCE_UID = 0xFFFFFFFF
@@ -234,6 +235,92 @@ def _pixel_data_cut(path: Path, df: DicomFile, size: int) -> str | None:
     return None
 
 
+#: fields of a row that are the file's own; every other field is shared by the files of a
+#: series as a rule, and goes into the row's "head" (stored once per distinct head)
+FILE_FIELDS = frozenset({"size", "mtime_ns", "sop", "replace", "error_kind", "error"})
+#: top-level UID fields whose replacement a head records by name (so the UIDs themselves
+#: are not listed again per file)
+NAMED_UIDS = ("sop", "study", "series", "frame_of_reference")
+_HEAD_REPLACED = "replaced"
+
+#: a row as the store keeps it: (path, size, mtime_ns, SOP Instance UID, Study Instance
+#: UID, head as JSON, the other replaced UIDs as a JSON list, error kind, error)
+PackedRow = tuple[str, int | None, int | None, str | None, str | None, str | None,
+                  str | None, str | None, str | None]
+
+
+def pack_row(rel: str, row: dict[str, Any]) -> PackedRow:
+    """``row`` in the store's layout; :func:`unpack_row` gives it back, equal.
+
+    Why: at a million files the row is most of the store.  What a series shares (patient,
+    study, series, classes, identifiers, which named UIDs are replaced) is one JSON text
+    the store interns; a file keeps its path, size, time, SOP Instance UID and the replaced
+    UIDs no named field holds (references, mostly none).
+    """
+    head = {k: v for k, v in row.items() if k not in FILE_FIELDS}
+    if not head and "replace" not in row:  # unreadable, or listed only (-d, dumb mode)
+        return (rel, row.get("size"), row.get("mtime_ns"), row.get("sop"), None, None, None,
+                row.get("error_kind"), row.get("error"))
+    replace = set(row.get("replace") or ())
+    named = [name for name in NAMED_UIDS if row.get(name) in replace]
+    head[_HEAD_REPLACED] = named
+    extra = sorted(replace - {row[name] for name in named})
+    study = row.get("study")
+    return (rel, row.get("size"), row.get("mtime_ns"), row.get("sop"),
+            study if isinstance(study, str) else None,
+            json.dumps(head, sort_keys=True, separators=(",", ":")),
+            json.dumps(extra, separators=(",", ":")) if extra else None,
+            row.get("error_kind"), row.get("error"))
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A decoded head, prepared for :func:`unpack_row` (decoded once per series)."""
+
+    fields: dict[str, Any]  # the shared fields, without the list of replaced names
+    uids: tuple[str, ...]  # the values of the replaced named UIDs but the SOP Instance UID
+    sop_replaced: bool
+
+
+def prepare_head(head: dict[str, Any]) -> Head:
+    fields = dict(head)
+    named = fields.pop(_HEAD_REPLACED, ())
+    return Head(fields, tuple(fields[name] for name in named if name != "sop"),
+                "sop" in named)
+
+
+def unpack_row(size: int | None, mtime_ns: int | None, sop: str | None, head: Head | None,
+               extra: str | None, error_kind: str | None, error: str | None
+               ) -> dict[str, Any]:
+    """The row :func:`pack_row` packed (``head`` prepared by :func:`prepare_head`: callers
+    cache it, a series shares it)."""
+    if head is None:
+        row: dict[str, Any] = {}
+        if size is not None:
+            row["size"] = size
+        if mtime_ns is not None:
+            row["mtime_ns"] = mtime_ns
+        if error_kind is not None:
+            row["error_kind"], row["error"] = error_kind, error
+        if sop is not None:
+            row["sop"] = sop
+        return row
+    row = head.fields.copy()
+    if size is not None:
+        row["size"] = size
+    if mtime_ns is not None:
+        row["mtime_ns"] = mtime_ns
+    if error_kind is not None:
+        row["error_kind"], row["error"] = error_kind, error
+    row["sop"] = sop
+    uids = head.uids + (sop,) if head.sop_replaced else head.uids
+    if extra:
+        row["replace"] = sorted(set(uids).union(json.loads(extra)))
+    else:
+        row["replace"] = sorted(set(uids)) if len(uids) > 1 else list(uids)
+    return row
+
+
 @dataclass(frozen=True, slots=True)
 class ScanBatch:
     """Paths (relative to ``root``) scanned by one task.
@@ -249,16 +336,16 @@ class ScanBatch:
 
 
 def scan_batch(batch: ScanBatch) -> dict[str, Any]:
-    """Scan a batch: ``{"batch_id", "rows": {rel: JSON text}, "bytes", "errors",
-    "latest"}`` (``latest``: the error kind and reason of the batch's last bad file, for
-    the live display).
+    """Scan a batch: ``{"batch_id", "rows": [packed row], "bytes", "errors", "latest"}``
+    (``latest``: the error kind and reason of the batch's last bad file, for the live
+    display).
 
-    A dict, never a bare list (distributed serialises list elements one by one); rows are
-    JSON-encoded here, on the worker, so the driver stores them without re-encoding (at
-    scale the single driver, not the workers, would otherwise set the pace).
+    A dict (distributed serialises a bare list's elements one by one); rows are packed
+    here, on the worker (:func:`pack_row`), so the driver stores them as they are (at scale
+    the single driver, not the workers, would otherwise set the pace).
     """
     root = Path(batch.root)
-    rows: dict[str, str] = {}
+    rows: list[PackedRow] = []
     nbytes = errors = 0
     latest: tuple[str, str] | None = None
     for rel in batch.rels:
@@ -267,7 +354,7 @@ def scan_batch(batch: ScanBatch) -> dict[str, Any]:
         if row.get("error_kind"):
             errors += 1
             latest = (str(row["error_kind"]), str(row.get("error") or ""))
-        rows[rel] = json.dumps(row, separators=(",", ":"))
+        rows.append(pack_row(rel, row))
     return {"batch_id": batch.batch_id, "rows": rows, "bytes": nbytes, "errors": errors,
             "latest": latest}
 
