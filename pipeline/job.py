@@ -82,7 +82,7 @@ class TreeJob:
     continue_on_error: bool = False
     #: follow input links that point outside the input folder (else: skipped, with a reason)
     follow_symlinks: bool = False
-    store: Path | None = None  # sqlite file; None -> default in the state folder
+    store: Path | None = None  # the run store (sqlite); None -> default in the state folder
     workers: int | None = None  # None: all cores; 0: inline, no dask
     scheduler: str | None = None  # tls://host:port of an existing dask scheduler
     insecure_scheduler: bool = False  # a plain tcp:// scheduler is accepted (pipeline.tls)

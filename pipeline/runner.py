@@ -169,14 +169,14 @@ class _Pass2:
         (pipeline.pools: the file at fault is found); a lost worker may have been writing,
         so its temporary files go first."""
         for item in batch.items:
-            remove_temp_files_of(Path(item.dst))
+            remove_temp_files_of(Path(item.dst), self.job.output)
         return self.planner.split(batch) if len(batch.items) > 1 else [batch]
 
     def consume(self, outcome: Outcome[Batch], window: Any) -> None:
         batch = outcome.payload
         if outcome.error is not None:  # a lost worker may have been writing: no leftovers
             for item in batch.items:
-                remove_temp_files_of(Path(item.dst))
+                remove_temp_files_of(Path(item.dst), self.job.output)
             reason = f"processing task failed: {type(outcome.error).__name__}"
             rows = [FileResult(item.rel, Status.FAILED, item.size, 0, "WorkerLost",
                                reason).as_row() for item in batch.items]
@@ -314,9 +314,8 @@ def _planned(job: TreeJob, store: Store, op: str) -> Iterator[str]:
         yield planner.output_rel(rel, row)
 
 
-def _remove_stale(job: TreeJob, store: Store, op: str, before: list[str],
-                  progress: RunProgress) -> None:
-    removed = remove_after(job.output, store, op, before)
+def _remove_stale(job: TreeJob, store: Store, op: str, progress: RunProgress) -> None:
+    removed = remove_after(job.output, store, op)
     if removed:
         progress.message(f"removed {len(removed):,} files from the output that the current "
                          "settings did not produce (earlier runs with other settings, or "
@@ -412,7 +411,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
                 if job.mode is Mode.DEIDENTIFY and not job.scan_only:
                     _check_names(job, store, progress)
                 before = check_before(job.output, store, job.force,
-                                      lambda: _planned(job, store, op)) if writing else []
+                                      lambda: _planned(job, store, op)) if writing else 0
             except UsageError:
                 store.put_run(run_id, {"status": "refused", "started": started,
                                        "mode": job.mode.value,
@@ -455,7 +454,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                              nbytes=_count(findings["bytes"])))
                     summary.stopped_early = second.failed_seen
                 if before:
-                    _remove_stale(job, store, op, before, progress)
+                    _remove_stale(job, store, op, progress)
         except (KeyboardInterrupt, WorkersUnavailable) as exc:  # Ctrl-C, SIGTERM, no
             # worker jobs left: the report says how far the run got
             interrupted = exc
@@ -468,7 +467,8 @@ def run_tree(job: TreeJob, console: Console | None = None,
         report = build_report(
             job, run_id, started, summary, passes, findings, second.reasons,
             backend.describe(), store_path,
-            extra={"mapping": {"uids": mapping.uids, "patients": mapping.patients,
+            extra={"mapping": {"uids": mapping.uids + mapping.uids_before,
+                               "patients": mapping.patients,
                                "identifiers": mapping.identifiers},
                    "interrupted": _why(interrupted) if interrupted else None},
         )
