@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.state import load_secret
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tests.conftest import Pki
@@ -201,6 +202,10 @@ def subprocess_runs(pki: Pki, tmp_path_factory: pytest.TempPathFactory,
     root = tmp_path_factory.mktemp("hostile-cli-sub")
     state = tmp_path_factory.getbasetemp() / "state"
     env = {**os.environ, "ANONPIPE_STATE_DIR": str(state)}
+    # the per-user secret made once, before the parallel runs: otherwise whichever run comes
+    # first announces it, beside the one line its case expects
+    state.mkdir(mode=0o700, exist_ok=True)
+    load_secret(state / "secret", create=True)
 
     def run(case_id: str) -> tuple[str, tuple[Setup, subprocess.CompletedProcess[str], str | None]]:
         case = _case(case_id, pki)
