@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -81,9 +81,12 @@ def pydicom_file(name: str) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep secrets and stores of CLI runs out of the real home folder."""
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep secrets, stores and reports of every run (session fixtures' runs too) out of the
+    real state folder: one private folder for the whole session, the variable restored after."""
     state = tmp_path_factory.getbasetemp() / "state"
     state.mkdir(exist_ok=True, mode=0o700)
-    monkeypatch.setenv("ANONPIPE_STATE_DIR", str(state))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANONPIPE_STATE_DIR", str(state))
+        yield state
