@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+#: The HMAC secret of every test that needs one (32 bytes; tests wanting another secret name
+#: theirs in place).  Distinctive, so a test can assert that it never shows in a log.
+SECRET = b"anonpipe-tests-secret-0123456789"
 
 
 def require_tool(name: str) -> str:
@@ -26,11 +33,6 @@ def require_tool(name: str) -> str:
 def _require_tool_fixture() -> Callable[[str], str]:
     """:func:`require_tool` as a fixture, so test modules need no import path tricks."""
     return require_tool
-
-
-import subprocess
-from dataclasses import dataclass
-from pathlib import Path
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from tasks.dicomio import read_dicom
 from tasks.errors import AnonpipeError
 from tasks.profile import ProfileSpec, load_profile
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki
+from tests.conftest import SECRET, Pki
 from tests.fuzz.conftest import FuzzStats
 from tests.fuzz.hostile import (
     SEEDS,
@@ -53,7 +53,6 @@ FUZZ_SECONDS = float(os.environ.get("ANONPIPE_FUZZ_SECONDS") or 0)
 #: examples per target in the bounded run (tuned so all targets take ~20 s together)
 EXAMPLES = int(os.environ.get("ANONPIPE_FUZZ_EXAMPLES") or 1500)
 TARGETS = 8
-SECRET = b"fuzz-secret-0123456789abcdef0123"
 #: inputs of failing examples (build/ is not tracked)
 FAILURES = Path(__file__).resolve().parents[2] / "build" / "fuzz-failures"
 

@@ -12,9 +12,9 @@ import pytest
 from pipeline.job import TreeJob
 from pipeline.sample import generate_archive
 from tasks.deidentify import Deidentify, DeidentifySettings
+from tests.conftest import SECRET
 from tests.pipeline.slurm import slurm  # noqa: F401 - the single-node SLURM fixture
 
-SECRET = b"pipeline-tests-secret-0123456789"
 #: 3 patients x 2 studies x 2 series x 10 instances = 120 files
 SHAPE = {"patients": 3, "studies": 2, "series": 2, "instances": 10, "seed": 7}
 FILES = 120

@@ -19,9 +19,7 @@ from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
 from tasks.profile import GDCMANON
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
 from tasks.uids import new_uid, validate_root
-from tests.conftest import Pki, pydicom_file
-
-SECRET = b"0123456789abcdef0123456789abcdef"
+from tests.conftest import SECRET, Pki, pydicom_file
 
 
 @pytest.fixture(scope="module")

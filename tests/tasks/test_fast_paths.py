@@ -17,10 +17,9 @@ from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
 from tasks.dicomio import _dictionary_lookup, dictionary_vr, read_dicom, read_header
 from tasks.errors import DicomFormatError, OutputError
 from tasks.model import Batch, Status, WorkItem
-from tests.conftest import pydicom_file
+from tests.conftest import SECRET, pydicom_file
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = b"fast-paths-secret-0123456789abcd"
 
 
 # --------------------------------------------------------------------------- durability

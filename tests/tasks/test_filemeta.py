@@ -20,9 +20,8 @@ from tasks.dicomio import read_dicom
 from tasks.errors import UnsupportedFileError
 from tasks.filemeta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, rebuilt_meta
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki, pydicom_file
+from tests.conftest import SECRET, Pki, pydicom_file
 
-SECRET = b"0123456789abcdef0123456789abcdef"
 SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
             DeflatedExplicitVRLittleEndian]
 #: what the meta and preamble may carry, each with a marker no output may hold

@@ -24,7 +24,7 @@ from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.errors import AnonpipeError, CryptoError, DicomFormatError
 from tasks.reidentify import Reidentify, ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki
+from tests.conftest import SECRET, Pki
 from tests.fuzz.hostile import (
     BAD_INPUTS,
     DEFLATED_LE,
@@ -44,7 +44,6 @@ from tests.fuzz.hostile import (
     with_payload,
 )
 
-SECRET = b"hostile-inputs-secret-0123456789"
 #: gdcmanon keeps private blocks: the profile where a PHI-hiding UN sequence matters
 GDCMANON_IRREVERSIBLE = DeidentifySettings(secret=SECRET, profile="gdcmanon",
                                            allow_burned_in=True)

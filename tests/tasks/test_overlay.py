@@ -22,9 +22,8 @@ from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
 from tasks.errors import UnsupportedFileError
 from tasks.overlay import clear_unused_bits
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki
+from tests.conftest import SECRET, Pki
 
-SECRET = b"0123456789abcdef0123456789abcdef"
 OVERLAY_BIT = 15  # the plane, above Bits Stored 12 / High Bit 11
 
 

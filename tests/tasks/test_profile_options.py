@@ -18,10 +18,9 @@ from tasks.errors import UnsupportedFileError
 from tasks.explain import explain_bytes
 from tasks.profile import OPTIONS, PROFILE_DIR
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki, pydicom_file
+from tests.conftest import SECRET, Pki, pydicom_file
 from tests.tokens import build_corpus
 
-SECRET = b"options-test-secret-0123456789ab"
 ADDED = {0x00120063, 0x00120064, 0x00280303}  # name the options by design
 
 

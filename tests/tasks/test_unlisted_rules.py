@@ -25,10 +25,9 @@ from tasks.explain import explain_bytes
 from tasks.inventory import replaced_tags, scan_file
 from tasks.profile import OPTIONS, get_profile
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki
+from tests.conftest import SECRET, Pki
 from tests.tokens import without_encrypted_attributes
 
-SECRET = b"0123456789abcdef0123456789abcdef"
 ROOT = "1.2.826.0.1.3680043.9.7777"
 WELL_KNOWN_FRAME = "1.2.840.10008.1.4.1.1"  # PS3.6 Annex A: Talairach brain atlas frame
 STANDARD_MEANING = "STDMEANINGKEEP"
