@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.reidentify import ReidentifySettings
+
 #: The HMAC secret of every test that needs one (32 bytes; tests wanting another secret name
 #: theirs in place).  Distinctive, so a test can assert that it never shows in a log.
 SECRET = b"anonpipe-tests-secret-0123456789"
@@ -72,6 +75,18 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER", "-out", str(der)],
                    check=True, capture_output=True)
     return Pki(key, cert, key2, cert2, der)
+
+
+@pytest.fixture(scope="session")
+def encryptor(pki: Pki) -> EnvelopeEncryptor:
+    """The envelope of reversible runs: one recipient, the first certificate of :func:`pki`."""
+    return EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+
+
+@pytest.fixture(scope="session")
+def reid(pki: Pki) -> ReidentifySettings:
+    """Re-identification with the first key, the one :func:`encryptor` encrypts to."""
+    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 def pydicom_file(name: str) -> Path:

@@ -31,13 +31,13 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.errors import AnonpipeError
 from tasks.profile import ProfileSpec, load_profile
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import SECRET, Pki
+from tests.conftest import SECRET
 from tests.fuzz.conftest import FuzzStats
 from tests.fuzz.hostile import (
     SEEDS,
@@ -181,16 +181,6 @@ def _keep_failing_input(data: bytes, key_pem: bytes | None) -> Path:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def encryptor(pki: Pki) -> EnvelopeEncryptor:
-    return EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
@@ -23,14 +23,8 @@ from tests.conftest import SECRET, Pki, pydicom_file
 
 
 @pytest.fixture(scope="module")
-def settings(pki: Pki) -> DeidentifySettings:
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+def settings(encryptor: EnvelopeEncryptor) -> DeidentifySettings:
     return DeidentifySettings(secret=SECRET, encryptor=encryptor, profile="gdcmanon")
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 def dataset_bytes(ds: Dataset, implicit: bool = False) -> bytes:

@@ -19,7 +19,7 @@ import pydicom
 import pytest
 
 from tasks import dicomio
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.errors import AnonpipeError, CryptoError, DicomFormatError
@@ -50,18 +50,8 @@ GDCMANON_IRREVERSIBLE = DeidentifySettings(secret=SECRET, profile="gdcmanon",
 
 
 @pytest.fixture(scope="module")
-def encryptor(pki: Pki) -> EnvelopeEncryptor:
-    return EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
-
-
-@pytest.fixture(scope="module")
 def settings(encryptor: EnvelopeEncryptor) -> DeidentifySettings:
     return DeidentifySettings(secret=SECRET, encryptor=encryptor, allow_burned_in=True)
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 def sha256(path: Path) -> str:

@@ -17,25 +17,19 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
 from tasks.errors import UnsupportedFileError
 from tasks.overlay import clear_unused_bits
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import SECRET, Pki
+from tests.conftest import SECRET
 
 OVERLAY_BIT = 15  # the plane, above Bits Stored 12 / High Bit 11
 
 
 @pytest.fixture(scope="module")
-def settings(pki: Pki) -> DeidentifySettings:
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+def settings(encryptor: EnvelopeEncryptor) -> DeidentifySettings:
     return DeidentifySettings(secret=SECRET, encryptor=encryptor)
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 def image(rows: int = 16, columns: int = 16) -> np.ndarray:

@@ -18,14 +18,14 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.explain import explain_bytes
 from tasks.inventory import replaced_tags, scan_file
 from tasks.profile import OPTIONS, get_profile
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import SECRET, Pki
+from tests.conftest import SECRET
 from tests.tokens import without_encrypted_attributes
 
 ROOT = "1.2.826.0.1.3680043.9.7777"
@@ -156,16 +156,6 @@ def surviving(out: bytes, markers: set[str]) -> set[str]:
     """Markers in ``out`` (inflated) outside (0400,0500) and the UIDs made under 2.25."""
     clear = _DERIVED_UID.sub(b"", without_encrypted_attributes(out))
     return {m for m in markers if m.encode() in clear}
-
-
-@pytest.fixture(scope="module")
-def encryptor(pki: Pki) -> EnvelopeEncryptor:
-    return EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 def expected_survivors(m: Markers, profile: str, option: str | None) -> set[str]:
