@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from pydicom.uid import JPEGBaseline8Bit
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes, deidentify_parts
 from tasks.dicomio import PIXEL_DATA, read_dicom
 from tasks.errors import DicomFormatError, ProfileError, UnsupportedFileError
@@ -68,11 +68,12 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_cleaned_output_reads_no_drawn_word_and_restores(kind: str, images: dict[str, Path],
-                                                         pki: Pki, tmp_path: Path) -> None:
+                                                         encryptor: EnvelopeEncryptor,
+                                                         reid: ReidentifySettings,
+                                                         tmp_path: Path) -> None:
     src = images[kind]
     before = _text(src)
     assert all(word in before for word in pixel_images.WORDS), before  # OCR reads the input
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
     settings = DeidentifySettings(secret=SECRET, encryptor=encryptor,
                                   profile=str(_site_profile(tmp_path)))
     out = tmp_path / "out.dcm"
@@ -107,16 +108,16 @@ def test_cleaned_output_reads_no_drawn_word_and_restores(kind: str, images: dict
         assert "example-us-640x480-banner" in result.rules
 
     back = tmp_path / "back.dcm"
-    Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes()))(out, back)
+    Reidentify(reid)(out, back)
     assert back.read_bytes() == src.read_bytes()
 
 
 @pytest.mark.gdcm
 def test_gdcmanon_restores_the_original_pixel_data(require_tool, images: dict[str, Path],  # type: ignore[no-untyped-def]
-                                                   pki: Pki, tmp_path: Path) -> None:
+                                                   pki: Pki, encryptor: EnvelopeEncryptor,
+                                                   tmp_path: Path) -> None:
     gdcmanon = require_tool("gdcmanon")
     src = images["us_multiframe"]
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
     out = tmp_path / "out.dcm"
     Deidentify(DeidentifySettings(secret=SECRET, encryptor=encryptor))(src, out)
     assert pydicom.dcmread(out).PixelData != pydicom.dcmread(src).PixelData
@@ -319,7 +320,9 @@ def test_signature_keywords_are_pydicom_s() -> None:
     assert all(tag_for_keyword(k) == tag for k, tag in SIGNATURE_KEYWORDS.items())
 
 
-def test_overlay_bits_are_cleared_in_the_cleaned_pixels(images: dict[str, Path], pki: Pki,
+def test_overlay_bits_are_cleared_in_the_cleaned_pixels(images: dict[str, Path],
+                                                        encryptor: EnvelopeEncryptor,
+                                                        reid: ReidentifySettings,
                                                         tmp_path: Path) -> None:
     """An overlay plane in the unused bits of a screen capture with burned-in text: the text
     is blanked and the plane's bits cleared, in one new Pixel Data; -d restores both."""
@@ -335,12 +338,11 @@ def test_overlay_bits_are_cleared_in_the_cleaned_pixels(images: dict[str, Path],
     ds.add_new(0x60000102, "US", 12)
     src = tmp_path / "overlay.dcm"
     ds.save_as(src)
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
     out = tmp_path / "out.dcm"
     Deidentify(DeidentifySettings(secret=SECRET, encryptor=encryptor))(src, out)
     cleaned = np.frombuffer(pydicom.dcmread(out).PixelData, "<u2")
     assert not (cleaned >> 12).any()
     assert not [word for word in pixel_images.WORDS if word in _text(out)]
     back = tmp_path / "back.dcm"
-    Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes()))(out, back)
+    Reidentify(reid)(out, back)
     assert back.read_bytes() == src.read_bytes()
