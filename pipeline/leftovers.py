@@ -16,6 +16,7 @@ nothing to check at the end.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -72,23 +73,37 @@ def check_before(root: Path, store: Store, force: bool,
 
 def remove_after(root: Path, store: Store, op: str, listed: list[str]) -> list[str]:
     """Remove the files of ``listed`` (the output before the run) that the current
-    operation did not produce; returns their paths."""
+    operation did not produce; returns their paths.
+
+    Each folder on the way is opened without following a link (as outputs are created), so
+    a folder swapped for a link meanwhile cannot turn the removal onto files elsewhere; a
+    link found in the output is itself removed, never its target.
+    """
     stale = store.not_journaled_outputs(listed, op)
+    removed = []
     for rel in stale:
-        path = root / rel
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
-        _prune(path.parent, root)
-    return stale
+        with contextlib.suppress(OSError):
+            _unlink_below(root, rel)
+            removed.append(rel)
+    return removed
 
 
-def _prune(folder: Path, root: Path) -> None:
-    """Remove ``folder`` and its parents up to ``root`` while they are empty."""
-    while folder != root and folder.is_relative_to(root):
-        try:
-            folder.rmdir()
-        except OSError:
-            return
-        folder = folder.parent
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _unlink_below(root: Path, rel: str) -> None:
+    """Unlink ``root/rel`` and the folders it leaves empty, descriptor by descriptor."""
+    *folders, name = rel.split("/")
+    fds = [os.open(root, _FOLDER)]
+    try:
+        for folder in folders:
+            fds.append(os.open(folder, _FOLDER, dir_fd=fds[-1]))
+        os.unlink(name, dir_fd=fds[-1])
+        for fd, folder in zip(reversed(fds[:-1]), reversed(folders)):
+            try:
+                os.rmdir(folder, dir_fd=fd)
+            except OSError:
+                break  # not empty: neither are its parents
+    finally:
+        for fd in fds:
+            os.close(fd)

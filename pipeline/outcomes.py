@@ -9,13 +9,16 @@ list and the exit code all count with this one function.
 - not DICOM: the file is no DICOM file at all (no preamble, no recognisable header);
 - refused: DICOM, but not processed on purpose (already de-identified, a DICOMDIR,
   burned-in annotation under ``--pixels refuse``, text OCR still reads after cleaning
-  the pixels: ``UnsupportedFileError``, ``BurnedInTextError``);
+  the pixels: ``UnsupportedFileError``, ``BurnedInTextError``), or a symbolic link leading
+  out of the input folder (``LinkOutsideInput``, unless ``--follow-symlinks``);
 - failed: anything else (damaged or truncated DICOM, wrong key, unreadable entry, I/O).
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from pipeline.walk import LINK_OUTSIDE
 
 WRITTEN: Final = "written"
 ALREADY_DONE: Final = "already done"
@@ -31,6 +34,7 @@ RULES: Final = (
     ("DicomFormatError", "not a DICOM file", NOT_DICOM),
     ("UnsupportedFileError", "", REFUSED),
     ("BurnedInTextError", "", REFUSED),  # Clean Pixel Data: OCR still reads text after it
+    (LINK_OUTSIDE, "", REFUSED),  # a planted link must not pull other files in
 )
 
 

@@ -99,10 +99,8 @@ def iter_files(root: Path, recursive: bool = False, follow_outside: bool = False
             st = os.lstat(path)
             if stat.S_ISLNK(st.st_mode):
                 st = os.stat(path)
-                if not follow_outside and not os.path.realpath(path).startswith(real_root):
-                    yield Entry(rel, error_kind=LINK_OUTSIDE,
-                                error="symbolic link to outside the input folder: skipped "
-                                "(--follow-symlinks follows it)")
+                if not follow_outside and _leaves(path, real_root):
+                    yield _outside(rel)
                     continue
         except FileNotFoundError:
             if os.path.islink(path):
@@ -130,6 +128,16 @@ def iter_files(root: Path, recursive: bool = False, follow_outside: bool = False
         else:
             yield Entry(rel, error_kind=UNREADABLE,
                         error=f"not a regular file ({_kind_of(mode)})")
+
+
+def _leaves(path: str, real_root: str) -> bool:
+    """Whether ``path`` resolves outside ``real_root`` (resolved, with a trailing slash)."""
+    return not os.path.realpath(path).startswith(real_root)
+
+
+def _outside(rel: str) -> Entry:
+    return Entry(rel, error_kind=LINK_OUTSIDE, error="symbolic link to outside the input "
+                 "folder: skipped (--follow-symlinks follows it)")
 
 
 def _list(folder: str, rel: str = ".") -> list[str] | Entry:
@@ -214,10 +222,8 @@ def iter_listed(root: Path, rels: Iterable[str], follow_outside: bool = False
         path = os.path.join(str(root), rel)
         try:
             st = os.stat(path)
-            if not follow_outside and not os.path.realpath(path).startswith(real_root):
-                yield Entry(rel, error_kind=LINK_OUTSIDE,
-                            error="symbolic link to outside the input folder: skipped "
-                            "(--follow-symlinks follows it)")
+            if not follow_outside and _leaves(path, real_root):
+                yield _outside(rel)
                 continue
         except FileNotFoundError:
             yield Entry(rel, error_kind=UNREADABLE, error="listed file not found")

@@ -217,18 +217,31 @@ def test_a_link_in_the_output_tree_is_never_followed(tmp_path: Path, state: Path
     (outside / "ST1").mkdir()
     victim = outside / "victim.dcm"
     victim.write_bytes(b"not to be touched")
-    os.symlink(outside, out / "P1")  # a folder of the output replaced by a link
-    (out / "P2").mkdir()
-    os.symlink(victim, out / "P2" / "CT_small.dcm")  # an output file replaced by a link
+
+    def plant() -> None:
+        os.symlink(outside, out / "P1")  # a folder of the output replaced by a link
+        (out / "P2").mkdir(exist_ok=True)
+        os.symlink(victim, out / "P2" / "CT_small.dcm")  # an output file replaced by a link
+
+    plant()
     base = ["-c", str(pki.cert), "-e", "-r", "--workers", "0", "--secret-file", str(secret)]
-    proc = anonpipe(*base, "--continue", str(src), str(out), state=state)
+    # files no run of this store wrote: the run stops before writing
+    stopped = anonpipe(*base, "--continue", str(src), str(out), state=state)
+    assert stopped.returncode == 2, stopped.stderr
+    assert "no run of this store wrote" in stopped.stderr
+    # --force: the links refuse their files, then the links themselves (not their targets)
+    # are removed as files the run did not produce
+    proc = anonpipe(*base, "--continue", "--force", str(src), str(out), state=state)
     assert proc.returncode == 1, proc.stderr
     assert "symbolic link" in proc.stderr and "refused" in proc.stderr
     assert "P1" not in proc.stderr and "CT_small" not in proc.stderr  # paths only with -D
     assert everything(outside) == [str(outside), str(outside / "ST1"), str(victim)]
     assert victim.read_bytes() == b"not to be touched"
-    assert (out / "P1").is_symlink() and (out / "P2" / "CT_small.dcm").is_symlink()
-    debug = anonpipe(*base, "--continue", "-D", str(src), str(out), state=state)
+    assert not os.path.lexists(out / "P1") and not os.path.lexists(out / "P2" / "CT_small.dcm")
+    for output in out.rglob("*.dcm"):  # what was written is no link and lies inside
+        assert not output.is_symlink() and output.resolve().is_relative_to(out.resolve())
+    plant()
+    debug = anonpipe(*base, "--continue", "--force", "-D", str(src), str(out), state=state)
     assert "P1/ST1/CT_small.dcm" in debug.stderr and "P2/CT_small.dcm" in debug.stderr
     assert everything(outside) == [str(outside), str(outside / "ST1"), str(victim)]
 

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.walk import LINK_OUTSIDE, UNREADABLE, Entry, check_locations, iter_files
+from pipeline.walk import (
+    LINK_OUTSIDE,
+    UNREADABLE,
+    Entry,
+    check_locations,
+    iter_files,
+    iter_listed,
+)
 from tasks.errors import UsageError
 from tasks.fileio import TEMP_MARKER
 
@@ -123,3 +130,21 @@ def test_output_inside_input_through_a_symlink_is_refused(tmp_path: Path) -> Non
     os.symlink(src / "real", tmp_path / "alias")
     with pytest.raises(UsageError, match="inside the input"):
         check_locations(src, tmp_path / "alias" / "out")
+
+
+def test_listed_files_follow_the_walks_link_rule(tmp_path: Path) -> None:
+    """--files-from and --retry-failed must not pull in what the walk would skip."""
+    root, elsewhere = tmp_path / "in", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / "a.dcm").write_bytes(b"a")
+    (elsewhere / "secret.dcm").write_bytes(b"s")
+    os.symlink(elsewhere / "secret.dcm", root / "leak.dcm")
+    os.symlink(root / "a.dcm", root / "alias.dcm")
+    listed = {e.rel: e for e in iter_listed(root, ["leak.dcm", "alias.dcm", "a.dcm", "gone"])}
+    assert listed["a.dcm"].ok and listed["alias.dcm"].ok
+    assert listed["leak.dcm"].error_kind == LINK_OUTSIDE
+    assert listed["gone"].error_kind == UNREADABLE
+    followed = {e.rel: e for e in iter_listed(root, ["leak.dcm"], follow_outside=True)}
+    assert followed["leak.dcm"].ok and followed["leak.dcm"].size == 1
+    assert [e.rel for e in iter_files(root)] == sorted(listed.keys() - {"gone"})
