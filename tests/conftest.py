@@ -49,11 +49,15 @@ class Pki:
     cert_der: Path
 
 
-def _make_pair(folder: Path, name: str, bits: int = 2048) -> tuple[Path, Path]:
+def make_pair(folder: Path, name: str, bits: int = 2048,
+              usage: str | None = None) -> tuple[Path, Path]:
+    """An RSA key and its self-signed certificate (PEM), made with the openssl CLI; ``usage``
+    is a critical Key Usage extension, e.g. ``keyEncipherment,digitalSignature``."""
     key, cert = folder / f"{name}_key.pem", folder / f"{name}_cert.pem"
+    extra = ["-addext", f"keyUsage=critical,{usage}"] if usage else []
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", f"rsa:{bits}", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "365", "-subj", f"/CN=anonpipe-{name}"],
+         "-out", str(cert), "-days", "365", "-subj", f"/CN=anonpipe-{name}", *extra],
         check=True, capture_output=True,
     )
     return key, cert
@@ -69,8 +73,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     random; a key of another size is refused every time.  The random path itself is
     tested in tests/tasks/test_crypto.py::test_wrong_key_is_rejected."""
     folder = tmp_path_factory.mktemp("pki")
-    key, cert = _make_pair(folder, "one")
-    key2, cert2 = _make_pair(folder, "two", bits=3072)
+    key, cert = make_pair(folder, "one")
+    key2, cert2 = make_pair(folder, "two", bits=3072)
     der = folder / "one_cert.der"
     subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER", "-out", str(der)],
                    check=True, capture_output=True)

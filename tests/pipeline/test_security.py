@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.state import _private_group
-from tests.conftest import Pki, pydicom_file, require_tool
+from tests.conftest import Pki, make_pair, pydicom_file, require_tool
 
 ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
 PASSWORD = "correct horse battery staple"
@@ -273,12 +273,8 @@ def test_input_links_leaving_the_tree_are_skipped(tmp_path: Path, state: Path, s
 
 def _certificate(folder: Path, name: str, bits: int = 2048, usage: str | None = None,
                  expired: bool = False) -> Path:
-    """A self-signed certificate made with openssl (backdated with cryptography)."""
-    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
-    extra = ["-addext", f"keyUsage=critical,{usage}"] if usage else []
-    subprocess.run(["openssl", "req", "-x509", "-newkey", f"rsa:{bits}", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "30", "-subj", f"/CN={name}", *extra],
-                   check=True, capture_output=True)
+    """A self-signed certificate (conftest.make_pair), backdated with cryptography."""
+    key, cert = make_pair(folder, name, bits, usage)
     if expired:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
