@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ from tasks.reidentify import ReidentifySettings
 #: The HMAC secret of every test that needs one (32 bytes; tests wanting another secret name
 #: theirs in place).  Distinctive, so a test can assert that it never shows in a log.
 SECRET = b"anonpipe-tests-secret-0123456789"
+#: The folder of the console scripts pyproject.toml installs (anonpipe, anonpipe-audit, ...)
+#: next to the interpreter running the tests, so subprocess tests run the installed commands.
+BIN = Path(sys.executable).parent
+ANONPIPE = str(BIN / "anonpipe")
 
 
 def require_tool(name: str) -> str:

@@ -13,16 +13,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.sample import generate_archive
-from tests.conftest import pydicom_file
+from tests.conftest import BIN, pydicom_file
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 #: examples that cannot run on one machine in a test, and why
 SKIPPED = {

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import Pki, pydicom_file
-
-ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
+from tests.conftest import ANONPIPE, Pki, pydicom_file
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

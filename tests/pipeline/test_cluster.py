@@ -30,10 +30,10 @@ from pipeline.job import RunSummary
 from pipeline.runner import run_tree
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.errors import UsageError
+from tests.conftest import BIN
 from tests.pipeline.conftest import FILES, SECRET, deid_job, tree_digest
 from tests.pipeline.slowop import PoisonDeidentify, SlowDeidentify
 
-BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -16,9 +16,7 @@ import pydicom
 import pytest
 
 from pipeline.sample import generate_archive
-from tests.conftest import Pki
-
-BIN = Path(sys.executable).parent
+from tests.conftest import BIN, Pki
 
 
 def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:

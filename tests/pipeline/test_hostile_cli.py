@@ -15,7 +15,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ import pytest
 from pipeline.cli import main
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
-from tests.conftest import Pki
+from tests.conftest import ANONPIPE, Pki
 from tests.fuzz.hostile import (
     BAD_INPUTS,
     TRUNCATED_SEEDS,
@@ -39,7 +38,6 @@ from tests.fuzz.hostile import (
     with_payload,
 )
 
-ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
 SOP = explicit(0x00080018, "UI", b"1.2.3.4.5")
 #: cuts run as a subprocess too (all of them run in process): where gdcmanon aborts (194,
 #: 291), inside a sequence or text (1000), inside the pixel data (gdcmanon zero-fills 20000)

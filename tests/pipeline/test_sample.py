@@ -6,7 +6,6 @@ import itertools
 import os
 import re
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,12 @@ from pydicom.dataset import Dataset
 from pipeline import sample
 from pipeline.sample import Kind, Shape, generate_archive, main
 from tasks.errors import OutputError, UsageError
-from tests.conftest import Pki, require_tool
+from tests.conftest import BIN, Pki, require_tool
 
 SHAPE: dict[str, Any] = {"patients": 2, "studies": 2, "series": 2, "instances": 3, "seed": 7}
 N_FILES = 2 * 2 * 2 * 3
 UID_RE = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")
-SCRIPT = Path(sys.executable).with_name("anonpipe-sample")
+SCRIPT = BIN / "anonpipe-sample"
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,14 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from pipeline.state import _private_group
-from tests.conftest import Pki, make_pair, pydicom_file, require_tool
+from tests.conftest import ANONPIPE, Pki, make_pair, pydicom_file, require_tool
 
-ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
 PASSWORD = "correct horse battery staple"
 OTHER_UID = 65534  # nobody
 

@@ -10,16 +10,12 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.sample import generate_archive
-from tests.conftest import Pki
-
-BIN = Path(sys.executable).parent
-ANONPIPE = str(BIN / "anonpipe")
+from tests.conftest import ANONPIPE, Pki
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
