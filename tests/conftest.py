@@ -43,6 +43,13 @@ def _require_tool_fixture() -> Callable[[str], str]:
     return require_tool
 
 
+@pytest.fixture
+def needs_gdcmanon() -> str:
+    """The real gdcmanon, for modules where every test runs it
+    (``pytest.mark.usefixtures("needs_gdcmanon")``)."""
+    return require_tool("gdcmanon")
+
+
 @dataclass(frozen=True)
 class Pki:
     """RSA key pairs made with the real openssl CLI."""
