@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,14 @@ SECRET = b"anonpipe-tests-secret-0123456789"
 #: next to the interpreter running the tests, so subprocess tests run the installed commands.
 BIN = Path(sys.executable).parent
 ANONPIPE = str(BIN / "anonpipe")
+
+
+def run_command(name: str, *args: str, env: Mapping[str, str] | None = None,
+                cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The installed command ``BIN / name`` run to its end, its output captured as text and
+    its exit code left to the test; ``env`` adds to the test's environment."""
+    return subprocess.run([str(BIN / name), *args], capture_output=True, text=True,
+                          timeout=timeout, check=False, cwd=cwd, env={**os.environ, **(env or {})})
 
 
 def require_tool(name: str) -> str:

@@ -10,18 +10,16 @@ import stat
 import subprocess
 import sys
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import pydicom
 import pytest
 
 from pipeline.sample import generate_archive
-from tests.conftest import BIN, Pki
+from tests.conftest import Pki, run_command
 
-
-def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / name), *args], capture_output=True, text=True,
-                          timeout=180, check=False)
+tool = partial(run_command, timeout=180)
 
 
 @pytest.fixture(scope="module")

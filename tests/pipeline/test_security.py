@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.state import _private_group
-from tests.conftest import ANONPIPE, Pki, make_pair, pydicom_file, require_tool
+from tests.conftest import ANONPIPE, Pki, make_pair, pydicom_file, require_tool, run_command
 
 PASSWORD = "correct horse battery staple"
 OTHER_UID = 65534  # nobody
@@ -26,11 +26,10 @@ OTHER_UID = 65534  # nobody
 
 def anonpipe(*args: str, env: dict[str, str] | None = None, state: Path | None = None
              ) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, **(env or {})}
+    extra = {**(env or {})}
     if state is not None:
-        environment["ANONPIPE_STATE_DIR"] = str(state)
-    return subprocess.run([ANONPIPE, *args], capture_output=True, text=True, timeout=120,
-                          check=False, env=environment)
+        extra["ANONPIPE_STATE_DIR"] = str(state)
+    return run_command("anonpipe", *args, env=extra)
 
 
 def everything(*roots: Path) -> list[str]:
