@@ -26,7 +26,7 @@ import pytest
 from pipeline.cli import main
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
-from tests.conftest import ANONPIPE, Pki
+from tests.conftest import ANONPIPE, Pki, run_command
 from tests.fuzz.hostile import (
     BAD_INPUTS,
     TRUNCATED_SEEDS,
@@ -197,15 +197,12 @@ def subprocess_runs(pki: Pki, tmp_path_factory: pytest.TempPathFactory,
                     ) -> dict[str, tuple[Setup, subprocess.CompletedProcess[str], str | None]]:
     """Every case through the installed command, four at a time."""
     root = tmp_path_factory.mktemp("hostile-cli-sub")
-    state = tmp_path_factory.getbasetemp() / "state"
-    env = {**os.environ, "ANONPIPE_STATE_DIR": str(state)}
 
     def run(case_id: str) -> tuple[str, tuple[Setup, subprocess.CompletedProcess[str], str | None]]:
         case = _case(case_id, pki)
         setup = _prepare(root, case_id, case.make, case.name, pki)
         before = _sha(Path(setup.values["src"]))
-        proc = subprocess.run([ANONPIPE, *_argv(case, setup)], capture_output=True, text=True,
-                              timeout=60, env=env, check=False)
+        proc = run_command("anonpipe", *_argv(case, setup), timeout=60)
         return case_id, (setup, proc, before)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
