@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from tasks.crypto import EnvelopeEncryptor, load_certificate
@@ -21,6 +22,8 @@ SECRET = b"anonpipe-tests-secret-0123456789"
 #: The folder of the console scripts pyproject.toml installs (anonpipe, anonpipe-audit, ...)
 #: next to the interpreter running the tests, so subprocess tests run the installed commands.
 BIN = Path(sys.executable).parent
+#: pydicom's bundled test data (installed with pydicom, never downloaded: the tests run offline)
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 ANONPIPE = str(BIN / "anonpipe")
 
 
@@ -114,10 +117,8 @@ def reid(pki: Pki) -> ReidentifySettings:
 
 
 def pydicom_file(name: str) -> Path:
-    """A file of pydicom's bundled test data (never downloaded: the tests run offline)."""
-    import pydicom
-
-    path = Path(pydicom.__file__).parent / "data" / "test_files" / name
+    """A file of pydicom's bundled test data (:data:`PYDICOM_FILES`)."""
+    path = PYDICOM_FILES / name
     assert path.is_file(), name
     return path
 

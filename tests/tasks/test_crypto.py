@@ -31,6 +31,7 @@ from tasks.crypto import (
     load_private_key_bytes,
 )
 from tasks.errors import CryptoError
+from tests.conftest import pydicom_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = b"key-passphrase-1"  # unlocks the encrypted private keys
@@ -712,9 +713,7 @@ def gdcmanon(require_tool: Callable[[str], str]) -> Run:
 
 @pytest.fixture(scope="session")
 def ct_small() -> Path:
-    from pydicom.data import get_testdata_file
-
-    return Path(get_testdata_file("CT_small.dcm"))
+    return pydicom_file("CT_small.dcm")
 
 
 def _encrypted_attributes(path: Path) -> bytes:

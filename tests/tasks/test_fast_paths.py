@@ -17,7 +17,7 @@ from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
 from tasks.dicomio import _dictionary_lookup, dictionary_vr, read_dicom, read_header
 from tasks.errors import DicomFormatError, OutputError
 from tasks.model import Batch, Status, WorkItem
-from tests.conftest import SECRET, pydicom_file
+from tests.conftest import PYDICOM_FILES, SECRET, pydicom_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -383,10 +383,7 @@ def test_new_uid_cache_is_per_secret_and_root() -> None:
 
 
 def _corpus() -> list[Path]:
-    import pydicom
-
-    folder = Path(pydicom.__file__).parent / "data" / "test_files"
-    return sorted(p for p in folder.glob("*.dcm") if p.stat().st_size < 3_000_000)
+    return sorted(p for p in PYDICOM_FILES.glob("*.dcm") if p.stat().st_size < 3_000_000)
 
 
 def _sample_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:

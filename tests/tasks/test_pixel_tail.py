@@ -25,10 +25,10 @@ from tasks.errors import AnonpipeError, DicomFormatError
 from tasks.fileio import FileRange, write_atomic
 from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, split_pixel_tail
 from tasks.reidentify import Reidentify, ReidentifySettings
-from tests.conftest import SECRET, Pki, pydicom_file
+from tests.conftest import PYDICOM_FILES, SECRET, Pki, pydicom_file
 
 REPO = Path(__file__).resolve().parents[2]
-TEST_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
+TEST_FILES = sorted(PYDICOM_FILES.glob("*.dcm"))
 #: split as they should: native pixel data (explicit, implicit, odd sizes), encapsulated
 #: fragments (JPEG 2000, RLE, JPEG-LS, a fragment holding a delimiter's bytes), with a
 #: trailing padding (FFFC,FFFC) after the pixel data (CT_small, MR_small_RLE) or without;

@@ -24,7 +24,7 @@ from tasks.pixels.clean import BurnedInTextError, PixelResult, sample
 from tasks.pixels.rules import load_rules, matching_rules
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tests import pixel_images
-from tests.conftest import SECRET, Pki
+from tests.conftest import PYDICOM_FILES, SECRET, Pki, pydicom_file
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_RULES = REPO / "configs" / "pixels" / "example.yaml"
@@ -170,7 +170,7 @@ def test_text_left_after_cleaning_refuses(images: dict[str, Path],
 
 
 def test_pixels_that_cannot_be_reencoded_are_refused_with_the_reason() -> None:
-    data = (Path(pydicom.__file__).parent / "data" / "test_files" / "JPEG-lossy.dcm").read_bytes()
+    data = pydicom_file("JPEG-lossy.dcm").read_bytes()
     ds = pydicom.dcmread(io.BytesIO(data))
     ds.BurnedInAnnotation = "YES"
     buffer = io.BytesIO()
@@ -231,7 +231,7 @@ def test_preview_shows_before_and_after(images: dict[str, Path], tmp_path: Path)
 def test_every_flagged_pydicom_test_file_is_cleaned_or_refused_with_a_reason() -> None:
     """Real-world variety (palette colour, YBR, odd sizes, big endian, JPEG, RLE, ...):
     each file the burned-in check flags is written or refused with one clear reason."""
-    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    folder = PYDICOM_FILES
     settings = DeidentifySettings(secret=SECRET)
     profile = settings.compiled_profile()
     outcomes: dict[str, str] = {}
@@ -262,7 +262,7 @@ NATIVE_FILES = ["MR_small_bigendian.dcm", "SC_rgb_small_odd_big_endian.dcm", "Ex
 @pytest.mark.parametrize("name", NATIVE_FILES)
 def test_frames_decode_as_pydicom_does_and_native_ones_encode_back_unchanged(name: str) -> None:
     """Byte order (big endian, 8-bit OW pairs), odd lengths, planar and palette layouts."""
-    path = Path(pydicom.__file__).parent / "data" / "test_files" / name
+    path = pydicom_file(name)
     df = read_dicom(path.read_bytes())
     frames = codecs.decode(df, pixel_clean.transfer_syntax_of(df))
     reference = pydicom.dcmread(path).pixel_array
