@@ -22,6 +22,8 @@ SECRET = b"anonpipe-tests-secret-0123456789"
 #: The folder of the console scripts pyproject.toml installs (anonpipe, anonpipe-audit, ...)
 #: next to the interpreter running the tests, so subprocess tests run the installed commands.
 BIN = Path(sys.executable).parent
+#: The repository's root (configs, scripts, notebooks; the PYTHONPATH of child interpreters)
+REPO = Path(__file__).resolve().parents[1]
 #: pydicom's bundled test data (installed with pydicom, never downloaded: the tests run offline)
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 ANONPIPE = str(BIN / "anonpipe")

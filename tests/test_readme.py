@@ -18,9 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.sample import generate_archive
-from tests.conftest import BIN, pydicom_file
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import BIN, REPO, pydicom_file
 
 #: examples that cannot run on one machine in a test, and why
 SKIPPED = {

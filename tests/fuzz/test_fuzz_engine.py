@@ -37,7 +37,7 @@ from tasks.dicomio import read_dicom
 from tasks.errors import AnonpipeError
 from tasks.profile import ProfileSpec, load_profile
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import SECRET
+from tests.conftest import REPO, SECRET
 from tests.fuzz.conftest import FuzzStats
 from tests.fuzz.hostile import (
     SEEDS,
@@ -54,7 +54,7 @@ FUZZ_SECONDS = float(os.environ.get("ANONPIPE_FUZZ_SECONDS") or 0)
 EXAMPLES = int(os.environ.get("ANONPIPE_FUZZ_EXAMPLES") or 1500)
 TARGETS = 8
 #: inputs of failing examples (build/ is not tracked)
-FAILURES = Path(__file__).resolve().parents[2] / "build" / "fuzz-failures"
+FAILURES = REPO / "build" / "fuzz-failures"
 
 MAGIC_LENGTHS = (0, 1, 2, 7, 8, 0xFFFE, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFF0, 0xFFFFFFFF)
 VRS = (b"SQ", b"UN", b"OB", b"OW", b"UT", b"UI", b"PN", b"XX", b"\0\0", b"\xfe\xff")

@@ -17,7 +17,7 @@ import pydicom
 import pytest
 
 from pipeline.sample import generate_archive
-from tests.conftest import Pki, run_command
+from tests.conftest import REPO, Pki, run_command
 
 tool = partial(run_command, timeout=180)
 
@@ -120,7 +120,7 @@ def test_status_of_a_running_run(tmp_path: Path) -> None:
     generate_archive(src, patients=1, studies=1, series=1, instances=30, seed=2)
     proc = subprocess.Popen([sys.executable, "-m", "tests.pipeline.driver", str(src), str(out),
                              str(store), "0", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=Path(__file__).parents[2])
+                            cwd=REPO)
     try:
         seen = None
         for _ in range(600):

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 
 from tasks.fileio import TEMP_MARKER
-from tests.conftest import ANONPIPE
+from tests.conftest import ANONPIPE, REPO
 from tests.pipeline.conftest import FILES, tree_digest
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _driver(src: Path, out: Path, store: Path, workers: int, delay: float,

@@ -17,10 +17,7 @@ from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
 from tasks.dicomio import _dictionary_lookup, dictionary_vr, read_dicom, read_header
 from tasks.errors import DicomFormatError, OutputError
 from tasks.model import Batch, Status, WorkItem
-from tests.conftest import PYDICOM_FILES, SECRET, pydicom_file
-
-REPO = Path(__file__).resolve().parents[2]
-
+from tests.conftest import PYDICOM_FILES, REPO, SECRET, pydicom_file
 
 # --------------------------------------------------------------------------- durability
 

@@ -25,9 +25,8 @@ from tasks.errors import AnonpipeError, DicomFormatError
 from tasks.fileio import FileRange, write_atomic
 from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, split_pixel_tail
 from tasks.reidentify import Reidentify, ReidentifySettings
-from tests.conftest import PYDICOM_FILES, SECRET, Pki, pydicom_file
+from tests.conftest import PYDICOM_FILES, REPO, SECRET, Pki, pydicom_file
 
-REPO = Path(__file__).resolve().parents[2]
 TEST_FILES = sorted(PYDICOM_FILES.glob("*.dcm"))
 #: split as they should: native pixel data (explicit, implicit, odd sizes), encapsulated
 #: fragments (JPEG 2000, RLE, JPEG-LS, a fragment holding a delimiter's bytes), with a

@@ -24,9 +24,8 @@ from tasks.pixels.clean import BurnedInTextError, PixelResult, sample
 from tasks.pixels.rules import load_rules, matching_rules
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tests import pixel_images
-from tests.conftest import PYDICOM_FILES, SECRET, Pki, pydicom_file
+from tests.conftest import PYDICOM_FILES, REPO, SECRET, Pki, pydicom_file
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_RULES = REPO / "configs" / "pixels" / "example.yaml"
 KINDS = sorted(pixel_images.ALL)
 
