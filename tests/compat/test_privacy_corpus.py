@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -69,13 +68,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     base = tmp_path_factory.mktemp("privacy")
     corpus = build_privacy_corpus()
     corpus.write(base / "in")
-    previous = os.environ.get("ANONPIPE_STATE_DIR")
-    os.environ["ANONPIPE_STATE_DIR"] = str(base / "state")
-    yield Tree(corpus, base / "in", base)
-    if previous is None:
-        os.environ.pop("ANONPIPE_STATE_DIR", None)
-    else:
-        os.environ["ANONPIPE_STATE_DIR"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANONPIPE_STATE_DIR", str(base / "state"))
+        yield Tree(corpus, base / "in", base)
 
 
 @dataclass
