@@ -1,4 +1,7 @@
-"""Shared test helpers."""
+"""What the whole suite shares: the test secret, the key pairs and what is built from them,
+the installed commands and the external tools, pydicom's test files, a private state folder.
+
+DICOM files built in code start from tests/builders.py."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 #: pydicom's bundled test data (installed with pydicom, never downloaded: the tests run offline)
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+#: the installed ``anonpipe`` command
 ANONPIPE = str(BIN / "anonpipe")
 
 
