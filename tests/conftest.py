@@ -5,11 +5,13 @@ DICOM files built in code start from tests/builders.py."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,17 @@ def run_command(name: str, *args: str, env: Mapping[str, str] | None = None,
     its exit code left to the test; ``env`` adds to the test's environment."""
     return subprocess.run([str(BIN / name), *args], capture_output=True, text=True,
                           timeout=timeout, check=False, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def run_main(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``anonpipe ARGV`` in this process, its stdout and stderr captured: the result reads
+    as :func:`run_command`'s does."""
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(argv))
+    return subprocess.CompletedProcess(["anonpipe", *argv], code, out.getvalue(), err.getvalue())
 
 
 def require_tool(name: str) -> str:
