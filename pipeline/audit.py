@@ -34,17 +34,39 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.names import PathIdentifiers, decode_text, paths_holding
 from pipeline.store import Store, job_store_path
+from tasks.actions import DUMMY_WORDS
 from tasks.dicomio import DicomFile, Element, read_dicom, read_header
 from tasks.errors import AnonpipeError, UsageError
 from tasks.inventory import replaced_tags
 from tasks.profile import DEFAULT_PROFILE, Action, CompiledProfile, get_profile
+from tasks.tags import (
+    ACCESSION_NUMBER,
+    CODE_MEANING,
+    CODE_VALUE,
+    CODING_SCHEME_VERSION,
+    ENCRYPTED_ATTRIBUTES,
+    FRAME_OF_REFERENCE_UID,
+    LONG_CODE_VALUE,
+    OTHER_PATIENT_IDS,
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SERIES_INSTANCE_UID,
+    SOP_INSTANCE_UID,
+    STUDY_DATE,
+    STUDY_ID,
+    STUDY_INSTANCE_UID,
+    URN_CODE_VALUE,
+)
+from tasks.tags import CODING_SCHEME_DESIGNATOR as CODING_SCHEME
+from tasks.vr import IDENTIFYING_TEXT_VRS
 
 PROG = "anonpipe-audit"
 EXIT_CLEAN, EXIT_LEAK, EXIT_USAGE = 0, 1, 2
@@ -57,33 +79,31 @@ MIN_UID = 8
 #: longest text searched: longer values (free text) are cut at a word boundary
 MAX_TEXT = 64
 #: values the de-identifier itself writes (dummies): never reported as leaks
-DUMMIES = frozenset({b"19000101", b"19000101000000", b"ANONYMIZED", b"ANON",
-                     b"URN:ANONPIPE:DUMMY", b"DE-IDENTIFIED"})
-ENCRYPTED_ATTRIBUTES = 0x04000500
+DUMMIES = DUMMY_WORDS
 DEFAULT_LIMIT = 50
 
 #: inventory field -> (label, tag whose action decides whether the profile keeps it)
 TEXT_FIELDS = {
-    "patient_name": ("patient name", 0x00100010),
-    "patient_id": ("patient ID", 0x00100020),
-    "other_ids": ("other patient ID", 0x00101000),
-    "accession": ("accession number", 0x00080050),
-    "study_id": ("study ID", 0x00200010),
+    "patient_name": ("patient name", PATIENT_NAME),
+    "patient_id": ("patient ID", PATIENT_ID),
+    "other_ids": ("other patient ID", OTHER_PATIENT_IDS),
+    "accession": ("accession number", ACCESSION_NUMBER),
+    "study_id": ("study ID", STUDY_ID),
 }
 DATE_FIELDS = {
-    "birth_date": ("birth date", 0x00100030),
-    "study_date": ("study date", 0x00080020),
+    "birth_date": ("birth date", PATIENT_BIRTH_DATE),
+    "study_date": ("study date", STUDY_DATE),
 }
 UID_LABEL = "UID"
 #: top-level UIDs whose mapping must be one-to-one across the tree
 TOP_UIDS = (
-    ("study", "Study Instance UID", 0x0020000D),
-    ("series", "Series Instance UID", 0x0020000E),
-    ("frame_of_reference", "Frame of Reference UID", 0x00200052),
-    ("sop", "SOP Instance UID", 0x00080018),
+    ("study", "Study Instance UID", STUDY_INSTANCE_UID),
+    ("series", "Series Instance UID", SERIES_INSTANCE_UID),
+    ("frame_of_reference", "Frame of Reference UID", FRAME_OF_REFERENCE_UID),
+    ("sop", "SOP Instance UID", SOP_INSTANCE_UID),
 )
 #: VRs whose values ``--input`` collects (numbers, codes and times are too short or common)
-DEEP_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "UR", "AE", "DA", "DT"})
+DEEP_VRS = IDENTIFYING_TEXT_VRS
 REMOVING = frozenset({Action.X, Action.Z, Action.D, Action.U})
 KEEPING = frozenset({Action.K, Action.C})
 
@@ -92,9 +112,8 @@ _DIGIT_RUN = re.compile(rb"(?<![0-9.])[0-9][0-9.]{7,}")
 #: escape) for a boundary check
 _WORDISH = re.compile(rb"[0-9A-Z\x1b\x80-\xff]")
 #: code item attributes (PS3.3 8.8): a standard scheme's values are no identifier
-CODE_VALUE, CODING_SCHEME, CODE_MEANING = 0x00080100, 0x00080102, 0x00080104
-CODE_ATTRIBUTES = frozenset({CODE_VALUE, CODING_SCHEME, CODE_MEANING, 0x00080103,
-                             0x00080119, 0x00080120})
+CODE_ATTRIBUTES = frozenset({CODE_VALUE, CODING_SCHEME, CODE_MEANING,
+                             CODING_SCHEME_VERSION, LONG_CODE_VALUE, URN_CODE_VALUE})
 #: kept descriptive attributes whose words a name part may equal ("SIEMENS^ANNA" and a
 #: Siemens scanner, a patient named like a word of the de-identification method)
 CONTEXT_TAGS = (0x00080070, 0x00081090, 0x00120063, 0x00181020)
@@ -115,9 +134,19 @@ class Identifiers:
     text: dict[bytes, str] = field(default_factory=dict)
     #: labels not searched because the run's options keep those attributes on purpose
     kept: dict[str, str] = field(default_factory=dict)
+    #: the UIDs pass 1 recorded, looked up where they are (the store's mapping: a million
+    #: of them are not held in memory): candidates -> those recorded; and how many there are
+    recorded: Callable[[list[bytes]], set[bytes]] | None = None
+    recorded_count: int = 0
+    #: tokens not searched (kept in the originals too: ``--input``)
+    discarded: set[bytes] = field(default_factory=set)
 
     def __len__(self) -> int:
-        return len(self.uids) + len(self.dates) + len(self.text)
+        return self.uid_count + len(self.dates) + len(self.text)
+
+    @property
+    def uid_count(self) -> int:
+        return len(self.uids) + self.recorded_count
 
     def add_uid(self, value: str, label: str = UID_LABEL) -> None:
         token = value.strip("\0 ").encode("latin-1", "replace")
@@ -147,6 +176,7 @@ class Identifiers:
 
     def discard(self, tokens: Iterable[bytes]) -> None:
         for token in tokens:
+            self.discarded.add(token)
             self.text.pop(token, None)
             self.dates.pop(token, None)
             self.uids.pop(token, None)
@@ -211,13 +241,23 @@ class Searcher:
 
     def find(self, data: bytes) -> dict[bytes, str]:
         found: dict[bytes, str] = {}
-        uids, dates = self.ids.uids, self.ids.dates
-        if uids or dates:
+        ids = self.ids
+        uids, dates, recorded = ids.uids, ids.dates, ids.recorded
+        if uids or dates or recorded is not None:
+            unknown: list[bytes] = []
             for run in _DIGIT_RUN.findall(data):
                 if run in uids:
                     found[run] = uids[run]
-                elif run[:8] in dates and run[8:9] != b".":
+                    continue
+                if recorded is not None and len(run) >= MIN_UID:
+                    unknown.append(run)
+                if run[:8] in dates and run[8:9] != b".":
                     found[run[:8]] = dates[run[:8]]
+            if unknown:
+                assert recorded is not None
+                for run in recorded(unknown) - ids.discarded:
+                    found.pop(run[:8], None)  # a recorded UID, not a date
+                    found[run] = UID_LABEL
         if self.text is not None:
             for token in self.text.findall(data.upper()):
                 found[token] = self.ids.text[token]
@@ -290,13 +330,17 @@ def collect_identifiers(store: Store, profile: CompiledProfile | None) -> Identi
     why = kept_on_purpose(profile, 0x0020000D)  # Study Instance UID stands for them all
     if why is not None:
         ids.kept[UID_LABEL] = why  # and pass 1 recorded none to replace
-    for _rel, row in store.inventory():
-        if row.get("error_kind"):
-            continue
-        # the table-based profiles replace every UID not registered in PS3.6 Annex A,
-        # listed by the table or not: pass 1 records them all
-        for uid in row.get("replace") or ():
-            ids.add_uid(uid)
+    # the table-based profiles replace every UID not registered in PS3.6 Annex A, listed
+    # by the table or not: pass 1 records them all, and the mapping holds each once
+    if store.has_rows("uids"):
+        ids.recorded = store.recorded_uids
+        ids.recorded_count = store.table_size("uids")
+    else:  # no mapping recorded (the run stopped before pass 2): from the inventory
+        for _rel, row in store.inventory():
+            if not row.get("error_kind"):
+                for uid in row.get("replace") or ():
+                    ids.add_uid(uid)
+    for row in store.heads():  # what identifies patients and studies: shared by series
         charset = row.get("charset") if isinstance(row.get("charset"), str) else None
         for name, label in fields.items():
             value = row.get(name)
@@ -441,20 +485,35 @@ class Findings:
     path_leaks: dict[str, dict[bytes, str]] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)  # rel -> reason
     not_as_recorded: dict[str, int] = field(default_factory=dict)  # rel -> UIDs off mapping
-    #: label -> original -> new UID -> files (one-to-one check across the tree)
+    #: label -> original -> new UID -> files (one-to-one check across the tree); with a
+    #: recorded mapping only the files whose new UID is not the recorded one are kept at
+    #: all (``Auditor.check_uids``), so memory does not grow with a consistent archive
     pairs: dict[str, dict[str, dict[str, list[str]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     recorded: dict[str, str] = field(default_factory=dict)  # original -> recorded new UID
+
+    def pair(self, label: str, old: str, new: str, rel: str) -> None:
+        """One file's (original, new) UID pair."""
+        self.counts[(label, old, new)] += 1
+        files = self.pairs[label][old].setdefault(new, [])
+        if self.recorded.get(old) != new:
+            files.append(rel)
 
     def split(self) -> list[tuple[str, str, list[str]]]:
         """(label, original, files) for each original UID given more than one new UID."""
         out = []
         for label, by_old in self.pairs.items():
             for old, by_new in by_old.items():
-                if len(by_new) > 1:
-                    expected = self.recorded.get(old) or max(by_new, key=lambda n: len(by_new[n]))
-                    out.append((label, old, sorted(f for new, files in by_new.items()
-                                                   if new != expected for f in files)))
+                expected = self.recorded.get(old)
+                if expected is None:  # no recorded mapping: the most common new UID
+                    if len(by_new) < 2:
+                        continue
+                    expected = max(by_new, key=lambda n: self.counts[(label, old, n)])
+                files = sorted(f for new, files in by_new.items() if new != expected
+                               for f in files)
+                if files:
+                    out.append((label, old, files))
         return out
 
     def merged(self) -> list[tuple[str, str, list[str]]]:
@@ -591,9 +650,12 @@ class Auditor:
                 continue
             if name == "sop" and mapping:
                 continue  # one per file: checked against the mapping, not held in memory
-            self.findings.pairs[label][old].setdefault(new, []).append(rel)
-            if old in mapping:
-                self.findings.recorded[old] = mapping[old]
+            expected = mapping.get(old)
+            if expected == new:
+                continue  # as recorded: nothing to keep (memory flat however large the tree)
+            if expected is not None:
+                self.findings.recorded[old] = expected
+            self.findings.pair(label, old, new, rel)
         if not mapping:
             return
         observed: set[str] = set()
@@ -751,7 +813,7 @@ def audit(out: Path, store_path: Path, input_dir: Path | None = None, debug: boo
         print(text, file=stream)
 
     say(f"{PROG}: {findings.files:,} files ({findings.size / 1e6:,.1f} MB) searched in "
-        f"{seconds:,.1f} s for {len(ids):,} identifiers recorded by pass 1 ({len(ids.uids):,} "
+        f"{seconds:,.1f} s for {len(ids):,} identifiers recorded by pass 1 ({ids.uid_count:,} "
         f"UIDs, {len(ids.dates):,} dates, {len(ids.text):,} names and IDs{deep}); "
         f"profile: {profile.description}")
     if moved:

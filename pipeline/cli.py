@@ -309,14 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     from pipeline.options import explain_settings
-    from tasks.deidentify import _read_input
+    from tasks.engine import read_input
     from tasks.explain import explain_bytes
 
     if args.paths or args.input or args.output:
         raise UsageError("--explain FILE takes no other input or output")
     settings = explain_settings(args)
     try:
-        text = explain_bytes(_read_input(Path(args.explain)), settings)
+        text = explain_bytes(read_input(Path(args.explain)), settings)
     except AnonpipeError as exc:
         raise type(exc)(f"{args.explain}: {exc}") from None
     sys.stdout.write(text)

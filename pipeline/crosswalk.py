@@ -8,7 +8,12 @@ identifier-mapping answer keys (as the MIDI-B benchmark's scorer reads them for 
 Patient IDs); ``kind`` says what the row maps, and ``--kind`` keeps some kinds only (e.g.
 ``--kind uid`` for every UID, ``--kind PatientID``).
 
-The file links patients to their pseudonyms, so it is written 0600, or with
+``--midi-b FOLDER`` writes the two files that scorer reads instead (its configuration's
+``uid_mapping_file`` and ``patid_mapping_file``): ``uid_mapping.csv`` with every replaced
+UID and ``patid_mapping.csv`` with every Patient ID, each exactly the columns
+``id_old,id_new``, one row per original value.
+
+The files link patients to their pseudonyms, so they are written 0600, or with
 ``--encrypt-to CERT`` as a CMS EnvelopedData (DER) for that certificate only, which
 ``openssl cms -decrypt -inform DER -inkey KEY`` opens.
 """
@@ -20,7 +25,7 @@ import csv
 import io
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from tasks.errors import AnonpipeError, UsageError
@@ -44,6 +49,9 @@ GROUPS = {"uid": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "UI
 _ROLE_KIND = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID",
               "sop": "SOPInstanceUID", "other": "UID"}
 HEADER = ("id_old", "id_new", "kind")
+#: --midi-b: file name -> the kinds it maps (the scorer's UID and Patient ID answer keys)
+MIDI_B_FILES = {"uid_mapping.csv": GROUPS["uid"], "patid_mapping.csv": ("PatientID",)}
+MIDI_B_HEADER = ("id_old", "id_new")
 
 
 def crosswalk_rows(store: object) -> Iterator[tuple[str, str, str]]:
@@ -118,6 +126,25 @@ def _kinds(chosen: Sequence[str]) -> set[str]:
     return kinds or set(KINDS)
 
 
+def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return text.getvalue().encode("utf-8", "surrogateescape")
+
+
+def midi_b_tables(rows: Iterable[tuple[str, str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """The rows of each ``--midi-b`` file: (id_old, id_new), the first row of each
+    original value only (an original maps to one replacement), none for an empty one."""
+    tables: dict[str, dict[str, str]] = {name: {} for name in MIDI_B_FILES}
+    for old, new, kind in rows:
+        for name, kinds in MIDI_B_FILES.items():
+            if kind in kinds and old:
+                tables[name].setdefault(old, new)
+    return {name: list(table.items()) for name, table in tables.items()}
+
+
 def write_private(path: Path, data: bytes) -> None:
     """``data`` to ``path``, mode 0600, atomically (a temp file renamed over it)."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -140,13 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
         "0600, or encrypted for one certificate.",
         epilog="kinds: " + "; ".join(f"{k}: {v}" for k, v in KINDS.items())
         + ".  examples:  anonpipe-crosswalk out/ --csv crosswalk.csv;  "
+        "anonpipe-crosswalk out/ --midi-b mappings/;  "
         "anonpipe-crosswalk run.sqlite --csv uids.csv --kind uid;  "
         "anonpipe-crosswalk run.sqlite --csv crosswalk.cms --encrypt-to broker_cert.pem",
         allow_abbrev=False,
     )
     parser.add_argument("store", metavar="STORE_OR_OUT",
                         help="the run's store (--store) or its output folder")
-    parser.add_argument("--csv", required=True, metavar="FILE", help="where to write the CSV")
+    parser.add_argument("--csv", metavar="FILE", help="where to write the CSV")
+    parser.add_argument("--midi-b", metavar="FOLDER",
+                        help="write FOLDER/uid_mapping.csv (every replaced UID) and "
+                        "FOLDER/patid_mapping.csv (Patient IDs), columns id_old,id_new: the "
+                        "files the MIDI-B de-identification benchmark's scorer reads")
     parser.add_argument("--encrypt-to", metavar="CERT",
                         help="write the CSV as CMS EnvelopedData (DER) for this certificate")
     parser.add_argument("--kind", action="append", default=[], metavar="KIND",
@@ -165,10 +197,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     try:
+        if not (args.csv or args.midi_b):
+            raise UsageError("say where to write: --csv FILE and/or --midi-b FOLDER")
+        if args.midi_b and args.kind:
+            raise UsageError("--midi-b writes the benchmark's two files whole: --kind goes "
+                             "with --csv")
         kinds = _kinds(args.kind)
-        out = Path(args.csv)
-        if out.is_dir():
+        out = Path(args.csv) if args.csv else None
+        if out is not None and out.is_dir():
             raise UsageError(f"--csv {out} is a folder")
+        folder = Path(args.midi_b) if args.midi_b else None
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise UsageError(f"--midi-b {folder} is not a folder")
         encryptor = None
         if args.encrypt_to:
             from tasks.crypto import EnvelopeEncryptor, load_certificate
@@ -180,19 +220,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(str(exc)) from None
             encryptor = EnvelopeEncryptor(certificates=(cert,))
         store = store_of(Path(args.store))
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(HEADER)
-        count = 0
         with Store(store, read_only=True) as opened:
-            for row in crosswalk_rows(opened):
-                if row[2] in kinds:
-                    writer.writerow(row)
-                    count += 1
-        data = text.getvalue().encode("utf-8", "surrogateescape")
-        if encryptor is not None:
-            data = encryptor.encrypt(data)
-        write_private(out, data)
+            rows = list(crosswalk_rows(opened))
+        files: dict[Path, tuple[bytes, int]] = {}
+        if out is not None:
+            chosen = [row for row in rows if row[2] in kinds]
+            files[out] = csv_bytes(HEADER, chosen), len(chosen)
+        if folder is not None:
+            for name, table in midi_b_tables(rows).items():
+                files[folder / name] = csv_bytes(MIDI_B_HEADER, table), len(table)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path, (data, _) in files.items():
+            write_private(path, encryptor.encrypt(data) if encryptor is not None else data)
     except UsageError as exc:
         print(f"anonpipe-crosswalk: {exc}", file=sys.stderr)
         return 2
@@ -200,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"anonpipe-crosswalk: {exc}", file=sys.stderr)
         return 1
     how = "encrypted (CMS, DER)" if encryptor is not None else "0600"
-    print(f"anonpipe-crosswalk: {count:,} rows written to {out} ({how})", file=sys.stderr)
+    for path, (_, count) in files.items():
+        print(f"anonpipe-crosswalk: {count:,} rows written to {path} ({how})", file=sys.stderr)
     return 0
 
 

@@ -28,7 +28,7 @@ class TreeJob:
     continue_on_error: bool = False
     #: follow input links that point outside the input folder (else: skipped, with a reason)
     follow_symlinks: bool = False
-    store: Path | None = None  # sqlitedict file; None -> default in the state folder
+    store: Path | None = None  # the run store (sqlite); None -> default in the state folder
     secret: bytes | None = None  # HMAC secret (de-identify); never logged
     secret_fingerprint: str = ""
     root_uid: str = "2.25"

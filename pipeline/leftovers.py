@@ -47,20 +47,20 @@ def output_files(root: Path) -> Iterator[str]:
 
 
 def check_before(root: Path, store: Store, force: bool,
-                 planned: Callable[[], Iterable[str]]) -> list[str]:
+                 planned: Callable[[], Iterable[str]]) -> int:
     """Refuse an output holding files no run of this store wrote (unless ``force``);
-    returns the files the output holds (what :func:`remove_after` checks again: every file
-    the run adds is the current settings' own).
+    returns how many files the output holds, kept in the store for :func:`remove_after`
+    (every file the run adds is the current settings' own).
 
     ``planned`` lists the outputs this run writes: a run killed before it journaled its
     last batches left those files, and its rerun writes them again.
     """
     if not root.is_dir():
-        return []
-    listed = list(output_files(root))
+        return 0
+    listed = store.list_outputs(output_files(root))
     if not listed:
-        return []
-    unknown = set(store.not_journaled_outputs(listed))
+        return 0
+    unknown = set(store.not_journaled_outputs())
     if unknown:
         for rel in planned():
             unknown.discard(rel)
@@ -71,15 +71,15 @@ def check_before(root: Path, store: Store, force: bool,
     return listed
 
 
-def remove_after(root: Path, store: Store, op: str, listed: list[str]) -> list[str]:
-    """Remove the files of ``listed`` (the output before the run) that the current
-    operation did not produce; returns their paths.
+def remove_after(root: Path, store: Store, op: str) -> list[str]:
+    """Remove the files :func:`check_before` listed (the output before the run) that the
+    current operation did not produce; returns their paths.
 
     Each folder on the way is opened without following a link (as outputs are created), so
     a folder swapped for a link meanwhile cannot turn the removal onto files elsewhere; a
     link found in the output is itself removed, never its target.
     """
-    stale = store.not_journaled_outputs(listed, op)
+    stale = store.not_journaled_outputs(op)
     removed = []
     for rel in stale:
         with contextlib.suppress(OSError):

@@ -138,8 +138,10 @@ class PathIdentifiers:
 
 
 def paths_holding(rels: Iterable[str], ids: PathIdentifiers) -> Iterator[str]:
-    """The relative paths with a component that holds an identifier (folders checked once)."""
+    """The relative paths with a component that holds an identifier (each folder and each
+    file name checked once: names like IM0001.dcm repeat in every series)."""
     folders: dict[str, bool] = {}
+    names: dict[str, bool] = {}
     for rel in rels:
         folder, _, name = rel.rpartition("/")
         bad = folders.get(folder)
@@ -148,7 +150,13 @@ def paths_holding(rels: Iterable[str], ids: PathIdentifiers) -> Iterator[str]:
             if len(folders) > 100_000:
                 folders.clear()
             folders[folder] = bad
-        if bad or ids.holds(name):
+        if not bad:
+            bad = names.get(name)
+            if bad is None:
+                bad = names[name] = ids.holds(name)
+                if len(names) > 100_000:
+                    names.clear()
+        if bad:
             yield rel
 
 

@@ -17,7 +17,9 @@ from typing import Any
 
 from pipeline.job import PROCESSES_FROM, PROCESSES_FROM_BYTES, TreeJob
 from pipeline.state import (
+    check_ancestors,
     check_folder,
+    check_private_folder,
     default_secret_path,
     load_secret,
     state_dir,
@@ -220,8 +222,19 @@ def _check_cluster_options(args: argparse.Namespace) -> None:
     if args.cluster:
         config = load_cluster_config(args.cluster)
         address = address or (config.address if config.kind == "scheduler" else None)
+        _check_tls_folder(config.options.get("shared_temp_directory"))
     if address:
         check_scheduler_address(address, args.insecure_scheduler)
+
+
+def _check_tls_folder(shared: object) -> None:
+    """The job queue's ``shared_temp_directory`` gets the run's TLS key (in a private
+    folder made there): no one else may be able to swap that folder for theirs, so the
+    folder and those above it are checked as the state folder's are (a sticky one such
+    as ``/scratch`` is fine)."""
+    if shared:
+        folder = Path(os.path.expandvars(str(shared))).expanduser()
+        check_ancestors(folder / "anonpipe-tls", "TLS certificates' folder")
 
 
 def _cipher(args: argparse.Namespace) -> Cipher:
@@ -303,6 +316,7 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
     password = _password(args)
     if mode == "e":
         spec, options = _profile(args)
+        pixels, preview = _pixels(args)  # checked before a secret may be made
         encryptor = None
         fingerprints: list[str] = []
         if not args.irreversible:
@@ -316,7 +330,6 @@ def _operation(args: argparse.Namespace, mode: str) -> tuple[FileOperation, dict
         elif args.certificate or args.password is not None or args.password_file is not None:
             raise UsageError("--irreversible keeps no payload: drop -c/-p/--password-file")
         secret = _secret(args)
-        pixels, preview = _pixels(args)
         settings = DeidentifySettings(secret=secret, root_uid=_root_uid(args), profile=spec,
                                       encryptor=encryptor, options=options,
                                       pixels=pixels, pixels_preview=preview)
@@ -408,6 +421,7 @@ def _pixels(args: argparse.Namespace) -> tuple[str, str | None]:
             raise UsageError("--pixels-preview shows what --pixels clean blanks")
         if Path(preview).exists() and not Path(preview).is_dir():
             raise UsageError(f"--pixels-preview {preview} is not a directory")
+        check_private_folder(Path(preview), "--pixels-preview folder")
         preview = str(Path(preview).resolve())
     return policy, preview
 

@@ -28,15 +28,17 @@ from tasks.dicomio import dictionary_vr
 from tasks.inventory import replaced_tags
 from tasks.model import Batch, Status, WorkItem
 from tasks.profile import Action, get_profile
+from tasks.tags import (
+    ACCESSION_NUMBER,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SOP_INSTANCE_UID,
+    STUDY_ID,
+)
 from tasks.uids import new_uid
 
 #: rows of the mapping written per step between two pass-2 results (~30 ms)
 MAPPING_STEP = 1_000
-PATIENT_ID = 0x00100020
-PATIENT_NAME = 0x00100010
-STUDY_ID = 0x00200010
-SOP_INSTANCE_UID = 0x00080018
-ACCESSION_NUMBER = 0x00080050
 
 
 def op_fingerprint(operation: object) -> str:
@@ -81,7 +83,8 @@ def _canonical(value: Any, depth: int = 0) -> Any:
 
 @dataclass
 class MappingStats:
-    uids: int = 0
+    uids: int = 0  # written by this run
+    uids_before: int = 0  # recorded by an earlier run with the same secret, kept
     patients: int = 0
     identifiers: int = 0
 
@@ -123,8 +126,18 @@ def mapping_steps(store: Store, secret: bytes, root: str, profile: Any,
     Why steps: the mapping is for reports and audits, the workers derive every replacement
     themselves; pass 2 takes one step between two results, so a million UIDs (~30 s of the
     driver's time) never keep the workers waiting for their next batches."""
-    yield from _put_steps(store.put_uids, ((uid, new_uid(secret, root, uid))
-                                           for uid in store.replaced_uids()), stats, "uids")
+    # a mapping recorded with this secret and root is complete for the UIDs it holds: a
+    # rerun adds only the new ones (a million HMACs and rows again: most of a no-op rerun)
+    made_with = hashlib.sha256(b"anonpipe-uid-mapping\0" + secret + b"\0" + root.encode()
+                               ).hexdigest()[:24]
+    missing_only = store.uid_mapping_key() == made_with
+    if not missing_only:
+        store.set_uid_mapping_key(None)  # until every UID is written again with this secret
+    yield from _put_steps(store.put_uids, ((uid, new_uid(secret, root, uid)) for uid in
+                                           store.replaced_uids(missing_only=missing_only)),
+                          stats, "uids")
+    store.set_uid_mapping_key(made_with)
+    stats.uids_before = store.table_size("uids") - stats.uids if missing_only else 0
     compiled = get_profile(profile)
     pseudonymised = {tag for tag, action in compiled.actions.items() if action is Action.D}
     shifted = getattr(compiled, "dates", None) == "modified"
@@ -214,8 +227,13 @@ def is_done(row: dict[str, Any], journaled: dict[str, Any] | None, dst: Path | s
     if (journaled.get("src_size") != row.get("size")
             or journaled.get("src_mtime_ns") != row.get("mtime_ns")):
         return False
+    return _intact(dst, journaled.get("bytes_out"))
+
+
+def _intact(dst: Path | str, size: object) -> bool:
+    """Whether the output is there with the size the journal recorded."""
     try:
-        return os.stat(dst).st_size == journaled.get("bytes_out")
+        return os.stat(dst).st_size == size
     except OSError:
         return False
 
@@ -280,9 +298,19 @@ class Planner:
         nbytes = 0
         reject_status = Status.SKIPPED if job.continue_on_error else Status.FAILED
         limit = self.batch_files or job.batch_files
-        for rel, row, journaled in self.store.work_pages():
+        # the fast resume check knows mirrored outputs only (the operation's fingerprint
+        # does not cover the naming)
+        mirrored = self.job.output_names != OutputNames.UID.value or job.mode != "deidentify"
+        for rel, row, journaled in self.store.resume_pages(self.op if mirrored else None):
             if len(self.events) >= EVENT_CHUNK:
                 self.flush()
+            if row is None:  # journaled done by this operation from this very source
+                assert journaled is not None
+                if _intact(dst_root + journaled["output"], journaled["bytes_out"]):
+                    self.events.append(Event(rel, Status.SKIPPED, int(journaled["size"] or 0)))
+                    continue
+                row, journaled = self.store.get("files", rel), self.store.get("journal", rel)
+                assert row is not None
             size = int(row.get("size") or 0)
             mtime = row.get("mtime_ns")
             rejected = rejection(job, row)

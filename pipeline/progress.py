@@ -321,10 +321,12 @@ class RunProgress:
         if not final and stats.total and seen:
             eta = f", ETA {_duration(max(stats.total - seen, 0) * elapsed / seen)}"
         head = final or "…"
+        latest = f" (latest: {self._latest})" if self._latest and stats.errors else ""
         return (
             f"{stats.name}: {head} {seen:,}{total} files, "
             f"{stats.files / elapsed:,.0f} files/s, {stats.bytes / 1e6 / elapsed:,.1f} MB/s, "
-            f"{stats.errors:,} not written, workers {self._workers}, {elapsed:,.1f} s{eta}"
+            f"{stats.errors:,} not written{latest}, workers {self._workers}, "
+            f"{elapsed:,.1f} s{eta}"
         )
 
     def _sample(self, now: float, force: bool = False) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ENCRYPTED_ATTRIBUTES = 0x04000500  # PS3.3 C.12.1.1.4.1: Encrypted Attributes Sequence
-ENCRYPTED_CONTENT = 0x04000520
+from tasks.tags import (
+    ENCRYPTED_ATTRIBUTES,
+    ENCRYPTED_CONTENT,
+)
 
 
 def recipients_of(path: Path) -> list[str]:

@@ -174,7 +174,7 @@ class _Pass2:
         batch = outcome.payload
         if outcome.error is not None:  # a lost worker may have been writing: no leftovers
             for item in batch.items:
-                remove_temp_files_of(Path(item.dst))
+                remove_temp_files_of(Path(item.dst), self.job.output)
             if len(batch.items) > 1 and not self.failed_seen:
                 window.resubmit(self.planner.split(batch))  # find the file at fault
                 return
@@ -315,9 +315,8 @@ def _planned(job: TreeJob, store: Store, op: str) -> Iterator[str]:
         yield planner.output_rel(rel, row)
 
 
-def _remove_stale(job: TreeJob, store: Store, op: str, before: list[str],
-                  progress: RunProgress) -> None:
-    removed = remove_after(job.output, store, op, before)
+def _remove_stale(job: TreeJob, store: Store, op: str, progress: RunProgress) -> None:
+    removed = remove_after(job.output, store, op)
     if removed:
         progress.message(f"removed {len(removed):,} files from the output that the current "
                          "settings did not produce (earlier runs with other settings, or "
@@ -413,7 +412,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
                 if job.mode == "deidentify" and not job.scan_only:
                     _check_names(job, store, progress)
                 before = check_before(job.output, store, job.force,
-                                      lambda: _planned(job, store, op)) if writing else []
+                                      lambda: _planned(job, store, op)) if writing else 0
             except UsageError:
                 store.put_run(run_id, {"status": "refused", "started": started,
                                        "mode": job.mode,
@@ -457,7 +456,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
                                              nbytes=_count(findings["bytes"])))
                     summary.stopped_early = second.failed_seen
                 if before:
-                    _remove_stale(job, store, op, before, progress)
+                    _remove_stale(job, store, op, progress)
         except (KeyboardInterrupt, WorkersUnavailable) as exc:  # Ctrl-C, SIGTERM, no
             # worker jobs left: the report says how far the run got
             interrupted = exc
@@ -470,7 +469,8 @@ def run_tree(job: TreeJob, console: Console | None = None,
         report = build_report(
             job, run_id, started, summary, passes, findings, second.reasons,
             backend.describe(), store_path,
-            extra={"mapping": {"uids": mapping.uids, "patients": mapping.patients,
+            extra={"mapping": {"uids": mapping.uids + mapping.uids_before,
+                               "patients": mapping.patients,
                                "identifiers": mapping.identifiers},
                    "interrupted": _why(interrupted) if interrupted else None},
         )

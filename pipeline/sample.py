@@ -46,6 +46,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from tasks.errors import OutputError, UsageError
+from tasks.vr import LONG_VRS
 
 PROG = "anonpipe-sample"
 IMPLEMENTATION_VERSION_NAME = "ANONPIPE_SAMPLE"
@@ -642,9 +643,6 @@ def instance_elements(
     return {row[0]: row for row in rows}
 
 
-_LONG_LENGTH_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT"})
-
-
 def encode_element(element: Element) -> bytes:
     """Explicit VR Little Endian (PS3.5 7.1.2), defined lengths, as pydicom writes them.
 
@@ -657,7 +655,7 @@ def encode_element(element: Element) -> bytes:
         data = value if isinstance(value, bytes) else value.encode("ascii")
         if len(data) % 2:
             data += b"\0" if vr in ("UI", "OB") else b" "  # PS3.5 6.2: UI pads with NUL
-    if vr in _LONG_LENGTH_VRS:
+    if vr in LONG_VRS:
         head = struct.pack("<HH2sHI", tag.group, tag.element, vr.encode(), 0, len(data))
     else:
         head = struct.pack("<HH2sH", tag.group, tag.element, vr.encode(), len(data))

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pipeline import outcomes
 from pipeline.cluster import Backend, Pool, balanced_batch
 from pipeline.job import TreeJob
 from pipeline.plan import profile_of
@@ -157,6 +158,7 @@ def _list_only(stream: Iterator[Entry], store: Store, progress: RunProgress) -> 
         else:
             chunk[entry.rel] = _error_row(entry)
             errors += 1
+            _latest(progress, entry.error_kind, entry.error)
         if len(chunk) >= LISTING_CHUNK:
             store.add_inventory(chunk)
             progress.advance(len(chunk), nbytes, errors)
@@ -180,11 +182,14 @@ def _scan(job: TreeJob, batcher: _Batcher, pool: Pool, store: Store,
             store.add_inventory({batch.rels[0]: {
                 "error_kind": "WorkerLost",
                 "error": f"header scan task failed: {type(outcome.error).__name__}"}})
+            _latest(progress, "WorkerLost", "")
             progress.advance(1, 0, 1)
         else:
             assert outcome.result is not None
             result = outcome.result
-            store.add_inventory_json(result["rows"])
+            store.add_packed(result["rows"])
+            if result.get("latest"):
+                _latest(progress, *result["latest"])
             progress.advance(len(result["rows"]), result["bytes"], result["errors"])
         _flush_walk_errors(batcher, store, progress)
     _flush_walk_errors(batcher, store, progress)
@@ -194,4 +199,12 @@ def _flush_walk_errors(batcher: _Batcher, store: Store, progress: RunProgress) -
     errors = batcher.take_errors()
     if errors:
         store.add_inventory(errors)
+        last = next(reversed(errors.values()))
+        _latest(progress, last.get("error_kind"), last.get("error"))
         progress.advance(len(errors), 0, len(errors))
+
+
+def _latest(progress: RunProgress, kind: str | None, reason: str | None) -> None:
+    """Show the latest bad file's outcome (its error kind when it failed), as pass 2 does."""
+    name = outcomes.outcome("failed", kind or "Error", reason)
+    progress.set_latest(str(kind) if name == outcomes.FAILED else name)

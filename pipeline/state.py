@@ -40,7 +40,8 @@ def state_dir() -> Path:
 
 
 def check_folder(folder: Path, what: str) -> None:
-    """Refuse a folder that another user owns or that group or others may write.
+    """Refuse a folder that another user owns or that group or others may write, or that
+    lies in a folder someone else could change (:func:`check_ancestors`).
 
     The folder itself may be reached through a link the user made; what matters is who can
     change the entries inside it."""
@@ -53,11 +54,72 @@ def check_folder(folder: Path, what: str) -> None:
     if info.st_uid != os.geteuid():
         raise UsageError(f"the {what} {folder} belongs to another user (uid {info.st_uid}): "
                          "refused")
-    writers = stat.S_IWOTH | (0 if _private_group(info.st_gid) else stat.S_IWGRP)
-    if info.st_mode & writers:
+    if _writable_by_others(info):
         raise UsageError(f"the {what} {folder} is writable by other users (mode "
                          f"{stat.S_IMODE(info.st_mode):04o}): refused; run: chmod go-w "
                          f"{folder}")
+    check_ancestors(folder, what)
+
+
+def check_ancestors(folder: Path, what: str) -> None:
+    """Refuse a folder that lies in one another user could change: whoever may rename the
+    entries of a folder on the way can swap ours for theirs (a secret of their choosing).
+
+    Every folder above it, on the path as written and on the path the links lead to, must
+    belong to the user or to root and be writable by no one else, except a sticky folder
+    like ``/tmp`` (there only an entry's owner may rename or remove it, and the entry on
+    our way is the user's or root's, as this same check asks of it).  A link on the way
+    must be the user's or root's too.  The rules of OpenSSH's StrictModes, for the same
+    reason."""
+    me = os.geteuid()
+    seen: set[str] = set()
+    literal = Path(os.path.abspath(folder))
+    for chain in (literal.parents, Path(os.path.realpath(folder)).parents):
+        for ancestor in chain:
+            key = str(ancestor)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                info = os.lstat(ancestor)
+            except OSError:
+                continue  # not there yet: made by us below a checked folder
+            if info.st_uid not in (me, 0):
+                raise UsageError(f"the {what} {folder} lies in {ancestor}, which belongs to "
+                                 f"another user (uid {info.st_uid}): refused (they could "
+                                 "replace what it holds)")
+            if stat.S_ISDIR(info.st_mode) and _writable_by_others(info) \
+                    and not info.st_mode & stat.S_ISVTX:
+                raise UsageError(f"the {what} {folder} lies in {ancestor}, which other users "
+                                 f"can write (mode {stat.S_IMODE(info.st_mode):04o}): refused "
+                                 f"(they could replace what it holds); run: chmod go-w "
+                                 f"{ancestor}, or choose another place")
+
+
+def check_private_folder(folder: Path, what: str) -> None:
+    """A folder for files as sensitive as the secret (``--pixels-preview`` images show the
+    burned-in text): when it exists, the user's own, no link, no access for anyone else;
+    when not (it is made 0700 on first use), nothing above it another user could change."""
+    try:
+        info = os.lstat(folder)
+    except FileNotFoundError:
+        check_ancestors(folder, what)
+        return
+    except OSError as exc:
+        raise UsageError(f"cannot use the {what} {folder}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise UsageError(f"the {what} {folder} is a symbolic link: refused (name the folder "
+                         "itself)")
+    check_folder(folder, what)
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UsageError(f"the {what} {folder} is open to other users (mode "
+                         f"{stat.S_IMODE(info.st_mode):04o}): refused; run: chmod 700 {folder}")
+
+
+def _writable_by_others(info: os.stat_result) -> bool:
+    """Group (other than the user's own private group) or others may write it."""
+    writers = stat.S_IWOTH | (0 if _private_group(info.st_gid) else stat.S_IWGRP)
+    return bool(info.st_mode & writers)
 
 
 def _private_group(gid: int) -> bool:

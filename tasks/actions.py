@@ -26,11 +26,20 @@ import hmac
 from collections.abc import Callable
 
 from tasks.uids import pseudonym
-from tasks.vr import BINARY_VRS, FIXED_DUMMIES, VRS
+from tasks.vr import BINARY_VRS, FIXED_DUMMIES, IDENTIFYING_TEXT_VRS, VRS
 
 #: Private coding scheme of the dummy code items (PS3.16 8.2: "99" prefix).
 DUMMY_SCHEME = b"99ANONPIPE"
 DUMMY_MEANING = b"de-identified"
+#: what the pseudonyms Action D writes for names, IDs and codes start with
+DUMMY_PREFIX = "ANON"
+#: Action D's value for a VR without a rule of its own
+DUMMY_TEXT = b"ANONYMIZED"
+#: every fixed word Action D writes where a name, an ID, free text or a date stood, upper
+#: case: the audit of the outputs never reports them as leaks
+DUMMY_WORDS = frozenset(value.upper() for value in (
+    *(row.dummy for row in VRS.values() if row.dummy and row.name in IDENTIFYING_TEXT_VRS),
+    DUMMY_TEXT, DUMMY_PREFIX.encode(), DUMMY_MEANING))
 #: Largest shift (days) of the Retain Longitudinal Modified Dates option; never 0.
 MAX_OFFSET_DAYS = 3652
 
@@ -41,19 +50,19 @@ def dummy_value(secret: bytes, vr: str, original: bytes) -> bytes:
     """A valid non-empty value for ``vr``, consistent per original value (Action D)."""
     key = original.rstrip(b"\0 ")
     if vr == "PN":
-        return f"ANON^{pseudonym(secret, 'pn', key, 10)}".encode()
+        return f"{DUMMY_PREFIX}^{pseudonym(secret, 'pn', key, 10)}".encode()
     if vr in ("LO", "UC", "LT", "ST", "UT"):
-        return f"ANON{pseudonym(secret, 'id', key, 12)}".encode()
+        return f"{DUMMY_PREFIX}{pseudonym(secret, 'id', key, 12)}".encode()
     if vr in ("SH", "CS", "AE"):
-        return f"ANON{pseudonym(secret, 'id', key, 12)}".encode()[:16]
+        return f"{DUMMY_PREFIX}{pseudonym(secret, 'id', key, 12)}".encode()[:16]
     if vr in BINARY_VRS:
         return b"\0" * max(len(original), VRS[vr].width or 2)
-    return FIXED_DUMMIES.get(vr, b"ANONYMIZED")
+    return FIXED_DUMMIES.get(vr, DUMMY_TEXT)
 
 
 def code_value_pseudonym(secret: bytes, code_value: bytes) -> bytes:
     """Code Value of a dummy code item: consistent per original code (SH, 16 chars)."""
-    return f"ANON{pseudonym(secret, 'code', code_value.rstrip(b' '), 12)}".encode()
+    return f"{DUMMY_PREFIX}{pseudonym(secret, 'code', code_value.rstrip(b' '), 12)}".encode()
 
 
 def date_offset_days(secret: bytes, patient_id: bytes) -> int:

@@ -9,12 +9,14 @@ this table does not know counts as local (keep only what is known to be safe).
 
 from __future__ import annotations
 
-CODE_VALUE = 0x00080100
-CODING_SCHEME_DESIGNATOR = 0x00080102
-CODING_SCHEME_VERSION = 0x00080103
-CODE_MEANING = 0x00080104
-LONG_CODE_VALUE = 0x00080119
-URN_CODE_VALUE = 0x00080120
+from tasks.tags import (
+    CODE_MEANING,
+    CODE_VALUE,
+    CODING_SCHEME_DESIGNATOR,
+    CODING_SCHEME_VERSION,
+    LONG_CODE_VALUE,
+    URN_CODE_VALUE,
+)
 
 #: attributes of a code item whose value is the code (the scheme's designator and version
 #: describe the scheme, not the code)

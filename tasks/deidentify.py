@@ -14,13 +14,9 @@ business (tasks.profile); the values come from tasks.actions.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
-import stat
 import struct
-import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,11 +34,9 @@ from tasks.actions import (
 from tasks.codes import (
     CODE_ITEM_SCHEME,
     CODE_ITEM_VALUES,
-    CODING_SCHEME_DESIGNATOR,
     standard_scheme,
 )
 from tasks.dicomio import (
-    PIXEL_DATA,
     DicomFile,
     Element,
     Encoding,
@@ -55,14 +49,14 @@ from tasks.dicomio import (
     sequence_end,
 )
 from tasks.edit import Chunk, EditPlan, encode_element, render_parts
+from tasks.eligibility import refusals
+from tasks.engine import apply_to_file, deflate, file_pieces
 from tasks.errors import UnsupportedFileError
-from tasks.fileio import Piece, write_atomic
+from tasks.fileio import Piece
 from tasks.filemeta import is_uid, preamble_data, rebuilt_meta, zeroed_prefix
 from tasks.model import Written
 from tasks.overlay import cleared_pixel_data, removed_planes_in_pixel_bits
 from tasks.payload import (
-    ENCRYPTED_ATTRIBUTES,
-    ENCRYPTED_CONTENT,  # noqa: F401 - part of this module's interface (tests)
     build_payload,
     encrypted_attributes_element,
     keep_original,
@@ -89,26 +83,28 @@ from tasks.profile import (
     get_profile,
     kept_decision,
 )
+from tasks.tags import (
+    CODE_MEANING,
+    CODE_VALUE,
+    CODING_SCHEME_DESIGNATOR,
+    DEIDENTIFICATION_METHOD,
+    DEIDENTIFICATION_METHOD_CODES,
+    ENCRYPTED_ATTRIBUTES,
+    LONGITUDINAL_MODIFIED,
+    MEDIA_SOP_CLASS_UID,
+    MEDIA_SOP_INSTANCE_UID,
+    PATIENT_ID,
+    PATIENT_IDENTITY_REMOVED,
+    PIXEL_DATA,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+)
 from tasks.uids import DEFAULT_ROOT, instance_uids, new_uid, registered
 from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted, conforms
 
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
 
-PATIENT_IDENTITY_REMOVED = 0x00120062
-DEIDENTIFICATION_METHOD = 0x00120063
-DEIDENTIFICATION_METHOD_CODES = 0x00120064
-LONGITUDINAL_MODIFIED = 0x00280303
-BURNED_IN_ANNOTATION = 0x00280301
-PATIENT_ID = 0x00100020
-CODE_VALUE = 0x00080100
-CODING_SCHEME = 0x00080102
-CODE_MEANING = 0x00080104
-SOP_CLASS_UID = 0x00080016
-SOP_INSTANCE_UID = 0x00080018
-MEDIA_SOP_CLASS_UID = 0x00020002
-MEDIA_SOP_INSTANCE_UID = 0x00020003
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +138,7 @@ class DeidentifySettings:
         return get_profile(self.profile, self.options)
 
 
-# --------------------------------------------------------------------------- dummies
-
-#: the one definition of the D-action values (pipeline.plan derives pseudonyms with it)
-_dummy = dummy_value
+# --------------------------------------------------------------------------- the walk
 
 Trace = list[tuple[int, Element, str, str]]
 _SCRUB_RULES = {
@@ -454,7 +447,7 @@ class _Deidentifier:
             break
         body = (encode_element(CODE_VALUE, "SH",
                                code_value_pseudonym(self.settings.secret, original), enc)
-                + encode_element(CODING_SCHEME, "SH", DUMMY_SCHEME, enc)
+                + encode_element(CODING_SCHEME_DESIGNATOR, "SH", DUMMY_SCHEME, enc)
                 + encode_element(CODE_MEANING, "LO", DUMMY_MEANING, enc))
         items = item_header(len(body), enc) + body
         header = element_header(el.tag, "SQ", len(items), enc)
@@ -588,22 +581,11 @@ def _zero_length_header(header: bytes, enc: Encoding) -> bytes:
 
 
 def check_deidentifiable(df: DicomFile) -> None:
-    """Refuse files we must not process (gdcmanon's pre-checks, with reasons)."""
-    if df.top(ENCRYPTED_ATTRIBUTES) is not None:
-        raise UnsupportedFileError(
-            "already de-identified: it has an Encrypted Attributes Sequence (0400,0500)"
-        )
-    removed = df.top_text(PATIENT_IDENTITY_REMOVED)
-    if removed is not None and removed.strip().upper() == "YES":
-        raise UnsupportedFileError("already de-identified: Patient Identity Removed is YES")
-    sop_class = df.top_text(SOP_CLASS_UID)
-    media = df.meta_element(0x00020002)
-    media_class = (media.value(df.meta_bytes).rstrip(b"\0 ").decode("latin-1")
-                   if media else None)  # any bytes: a corrupt UID must not raise here
-    if DICOMDIR_SOP_CLASS in (sop_class, media_class):
-        raise UnsupportedFileError(
-            "DICOMDIR: its records point at file offsets; rebuild it from the outputs"
-        )
+    """Refuse files we must not process (gdcmanon's pre-checks, with reasons:
+    tasks.eligibility)."""
+    found = refusals(df)
+    if found:
+        raise UnsupportedFileError(found[0].value)
 
 
 @functools.lru_cache(maxsize=64)
@@ -628,7 +610,7 @@ def _method_codes(profile: CompiledProfile, enc: Encoding, pixels: bool = False)
     items = b""
     for value, scheme, meaning in codes:
         body = (encode_element(CODE_VALUE, "SH", value.encode(), enc)
-                + encode_element(CODING_SCHEME, "SH", scheme.encode(), enc)
+                + encode_element(CODING_SCHEME_DESIGNATOR, "SH", scheme.encode(), enc)
                 + encode_element(CODE_MEANING, "LO", meaning.encode(), enc))
         items += item_header(len(body), enc) + body
     return element_header(DEIDENTIFICATION_METHOD_CODES, "SQ", len(items), enc) + items
@@ -740,10 +722,7 @@ def _deidentified(df: DicomFile, data: bytes, profile: CompiledProfile,
         plan.insert[ENCRYPTED_ATTRIBUTES] = encrypted_attributes_element(cms, enc)
         plan.changed_group_lengths.clear()
         body = render_parts(df.body, df.elements, plan, enc)
-    trailer = df.trailer
-    if df.deflated:
-        return [prefix, meta, deflate(b"".join(body) + trailer)]
-    return [prefix, meta, *body, trailer]
+    return file_pieces(df, prefix, meta, body)
 
 
 _ELEMENT_NUMBER = (0xFFFF).__and__  # zero for a group length (gggg,0000)
@@ -861,13 +840,6 @@ def _meta_value(df: DicomFile, tag: int) -> bytes | None:
     return None if el is None else el.value(df.meta_bytes)
 
 
-def deflate(body: bytes) -> bytes:
-    """Raw deflate as PS3.5 A.5 requires (no zlib header)."""
-    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
-    data = compressor.compress(body) + compressor.flush()
-    return data + b"\0" if len(data) % 2 else data
-
-
 @dataclass(frozen=True, slots=True)
 class Deidentify:
     """The per-file operation the pipeline ships to workers."""
@@ -882,94 +854,3 @@ class Deidentify:
                              SPLIT_FROM)
         return Written(size, cleaned[-1].how) if cleaned else size
 
-
-def apply_to_file(src: Path, dst: Path, whole: Callable[[bytes], Sequence[Piece] | bytes],
-                  split: Callable[[int, int], list[Piece] | WholeFile | None],
-                  split_from: int) -> int:
-    """Write ``dst`` from ``src``: by ``split`` (the pixel data left in the file:
-    ``tasks.pixeltail``) for files of ``split_from`` bytes and more that split, else by
-    ``whole`` on the file's bytes (those ``split`` read, if it read them all).  Returns the
-    bytes written."""
-    with _opened_input(src) as (fd, size):
-        data = None
-        if size >= split_from:
-            pieces = split(fd, size)
-            if isinstance(pieces, WholeFile):
-                data = pieces.data
-            elif pieces is not None:
-                return write_atomic(dst, pieces)
-        return write_atomic(dst, whole(data if data is not None else _read_all(fd, size)))
-
-
-def _read_input(src: Path) -> bytes:
-    """The whole input file (see :func:`_opened_input` for what is refused)."""
-    with _opened_input(src) as (fd, size):
-        return _read_all(fd, size)
-
-
-@contextlib.contextmanager
-def _opened_input(src: Path) -> Iterator[tuple[int, int]]:
-    """The input open for reading, and its size.  Anything but a regular file is refused
-    before it is opened: reading a FIFO blocks until a writer comes (forever, in a batch),
-    a device never ends."""
-    fd, size = _open_input(src)
-    try:
-        yield fd, size
-    finally:
-        os.close(fd)
-
-
-def _open_input(src: Path) -> tuple[int, int]:
-    from tasks.errors import DicomFormatError
-
-    try:
-        mode = os.stat(src).st_mode
-        if stat.S_ISDIR(mode):
-            raise DicomFormatError("is a directory")
-        if not stat.S_ISREG(mode):
-            raise DicomFormatError(f"not a regular file ({_file_kind(mode)})")
-        # O_NONBLOCK: should a FIFO replace the file after the stat, open() still returns
-        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except PermissionError:
-        raise DicomFormatError("permission denied") from None
-    except FileNotFoundError:
-        reason = "dangling symbolic link" if src.is_symlink() else "no such file"
-        raise DicomFormatError(reason) from None
-    except IsADirectoryError:
-        raise DicomFormatError("is a directory") from None
-    except OSError as exc:
-        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise DicomFormatError("not a regular file (replaced while opening)")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, info.st_size
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """The rest of the file from its current offset (it may have grown since the stat)."""
-    from tasks.errors import DicomFormatError
-
-    try:
-        data = os.read(fd, size + 1)
-        if data and len(data) != size:  # grown since the stat, or a short read: to the end
-            chunks = [data]
-            while more := os.read(fd, 1 << 20):
-                chunks.append(more)
-            data = b"".join(chunks)
-    except OSError as exc:
-        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
-    if not data:
-        raise DicomFormatError("empty file")
-    return data
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return kind
-    return f"mode {stat.S_IFMT(mode):o}"

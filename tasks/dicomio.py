@@ -24,12 +24,20 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import DicomFormatError
+from tasks.tags import (
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    PIXEL_DATA,
+    STUDY_ID,
+    TRANSFER_SYNTAX_UID,
+)
+from tasks.vr import VRS
 
 ITEM = 0xFFFEE000
 ITEM_END = 0xFFFEE00D
 SEQ_END = 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
-PIXEL_DATA = 0x7FE00010
 #: How deep sequences may nest before a file is refused (a hostile file could recurse on)
 _MAX_DEPTH = 64
 #: Largest inflated data set of the deflated transfer syntax we accept.
@@ -40,20 +48,10 @@ EXPLICIT_LE = "1.2.840.10008.1.2.1"
 DEFLATED_LE = "1.2.840.10008.1.2.1.99"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 
-#: VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2).
-LONG_VRS = frozenset(
-    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
-)
-KNOWN_VRS = LONG_VRS | frozenset(
-    {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
-     b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
-)
-#: Byte-swap unit per VR for big-endian <-> little-endian transcoding.
-SWAP_WIDTH = {
-    "US": 2, "SS": 2, "OW": 2, "AT": 2,
-    "UL": 4, "SL": 4, "FL": 4, "OF": 4, "OL": 4,
-    "FD": 8, "OD": 8, "SV": 8, "UV": 8, "OV": 8,
-}
+#: VRs whose explicit-VR header has 2 reserved bytes and a 4-byte length (PS3.5 7.1.2), as
+#: the header holds them (tasks.vr is the table)
+LONG_VRS = frozenset(row.name.encode() for row in VRS.values() if row.long)
+KNOWN_VRS = frozenset(name.encode() for name in VRS)
 
 
 _HEAD_LE = struct.Struct("<HH2sH")
@@ -143,10 +141,10 @@ def tag_str(tag: int) -> str:
 #: so that a run of Explicit VR files never loads pydicom's data dictionary (~150 ms of
 #: start-up: pydicom pulls in numpy and PIL).  Implicit VR files load it on first use.
 _COMMON_VRS = {
-    0x00100010: "PN",  # Patient's Name
-    0x00100020: "LO",  # Patient ID
-    0x00100030: "DA",  # Patient's Birth Date
-    0x00200010: "SH",  # Study ID
+    PATIENT_NAME: "PN",
+    PATIENT_ID: "LO",
+    PATIENT_BIRTH_DATE: "DA",
+    STUDY_ID: "SH",
 }
 _DICTIONARY: Any = None  # pydicom's DicomDictionary, once loaded
 
@@ -523,7 +521,7 @@ class DicomFile:
         return None
 
 
-def _meta_elements(data: bytes, pos: int, shift: int = 0) -> tuple[list[Element], int]:
+def meta_elements(data: bytes, pos: int, shift: int = 0) -> tuple[list[Element], int]:
     """Read group 0002 elements one by one (explicit VR LE) without overrunning the body;
     their offsets plus ``shift``.  By the compiled walker when there is one (see
     :func:`walk`)."""
@@ -584,7 +582,7 @@ def split_file(data: bytes, meta_relative: bool = False
         prefix_end = 4
     else:
         prefix_end = 0
-    meta, meta_end = _meta_elements(data, prefix_end, -prefix_end if meta_relative else 0)
+    meta, meta_end = meta_elements(data, prefix_end, -prefix_end if meta_relative else 0)
     if prefix_end and not meta:
         raise DicomFormatError("no file meta information after the DICM prefix")
     if prefix_end == 0 and not meta:
@@ -592,7 +590,7 @@ def split_file(data: bytes, meta_relative: bool = False
     ts = ""
     shift = prefix_end if meta_relative else 0
     for el in meta:
-        if el.tag == 0x00020010:
+        if el.tag == TRANSFER_SYNTAX_UID:
             start = el.value_start + shift
             ts = data[start:start + el.length].rstrip(b"\0 ").decode("ascii", "replace")
     if not ts:

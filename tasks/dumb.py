@@ -26,28 +26,33 @@ from pathlib import Path
 from pydicom.charset import encode_string, python_encoding
 from pydicom.datadict import get_entry, get_private_entry, private_dictionaries
 
-from tasks.deidentify import apply_to_file, deflate
 from tasks.dicomio import (
     EXPLICIT_LE_ENC,
     LONG_VRS,
-    PIXEL_DATA,
     DicomFile,
     Element,
     read_dicom,
     tag_str,
 )
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts
+from tasks.engine import apply_to_file, file_pieces
 from tasks.errors import ProfileError, UsageError
 from tasks.fileio import Piece
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
+from tasks.tags import (
+    MEDIA_SOP_CLASS_UID,
+    MEDIA_SOP_INSTANCE_UID,
+    PIXEL_DATA,
+    PIXEL_REPRESENTATION,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    SPECIFIC_CHARACTER_SET,
+)
 from tasks.tagspec import TagSpec, parse_replace, parse_tag
+from tasks.vr import CHARSET_VRS, SINGLE_VALUE_VRS
 
-SOP_CLASS_UID = 0x00080016
-SOP_INSTANCE_UID = 0x00080018
-SPECIFIC_CHARACTER_SET = 0x00080005
-PIXEL_REPRESENTATION = 0x00280103
 #: data set attribute -> the file meta attribute that mirrors it (PS3.10 7.1)
-META_MIRRORS = {SOP_CLASS_UID: 0x00020002, SOP_INSTANCE_UID: 0x00020003}
+META_MIRRORS = {SOP_CLASS_UID: MEDIA_SOP_CLASS_UID, SOP_INSTANCE_UID: MEDIA_SOP_INSTANCE_UID}
 
 GDCMANON_DIFFERENCES: tuple[str, ...] = (
     ("All operations are checked and applied in memory first; on any error nothing is "
@@ -301,10 +306,6 @@ def _private_entry(group: int, offset: int, creator: str | None) -> tuple[str | 
 
 # --------------------------------------------------------------------------- values
 
-#: VRs whose text is encoded with the Specific Character Set (PS3.5 6.1.2.3)
-CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "PN", "UC", "UT"})
-#: VRs holding one value even when it contains a backslash (PS3.5 6.4)
-SINGLE_VALUE_VRS = frozenset({"LT", "ST", "UT", "UR"})
 _BAD_CHARS = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")  # control characters except ESC
 #: LT, ST and UT also allow TAB, LF, FF and CR
 _BAD_TEXT_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
@@ -801,10 +802,8 @@ def _dumb_parts(data: bytes, settings: DumbSettings, warn: Callable[[str], None]
     _warn(notes, warn)
     if plan.empty and meta is df.meta_bytes:
         return [data]
-    if df.deflated:
-        return [df.raw_prefix, meta, deflate(render(df.body, df.elements, plan, df.enc)
-                                              + df.trailer)]
-    return [df.raw_prefix, meta, *render_parts(df.body, df.elements, plan, df.enc), df.trailer]
+    return file_pieces(df, df.raw_prefix, meta,
+                       render_parts(df.body, df.elements, plan, df.enc))
 
 
 def dumb_edit_split(fd: int, size: int, settings: DumbSettings,

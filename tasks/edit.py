@@ -13,7 +13,6 @@ import struct
 from dataclasses import dataclass, field
 
 from tasks.dicomio import (
-    SWAP_WIDTH,
     UNDEFINED,
     Element,
     Encoding,
@@ -27,6 +26,7 @@ from tasks.dicomio import (
     tag_str,
 )
 from tasks.errors import DicomFormatError
+from tasks.vr import SWAP_WIDTH
 
 
 @dataclass(slots=True)

@@ -12,19 +12,14 @@ from dataclasses import replace
 from pydicom.datadict import dictionary_keyword
 
 from tasks import _profile_table
-from tasks.deidentify import (
-    BURNED_IN_ANNOTATION,
-    SOP_CLASS_UID,
-    DeidentifySettings,
-    Trace,
-    deidentify_bytes,
-)
+from tasks.deidentify import DeidentifySettings, Trace, deidentify_bytes
 from tasks.dicomio import DicomFile, read_dicom, tag_str
 from tasks.errors import UnsupportedFileError
 from tasks.filemeta import preamble_data
 from tasks.overlay import removed_planes_in_pixel_bits
 from tasks.pixels.clean import candidate, pixel_step
 from tasks.profile import CompiledProfile
+from tasks.tags import BURNED_IN_ANNOTATION, SOP_CLASS_UID
 
 ACTION_WORDS = {
     "X": "remove", "Z": "empty", "D": "dummy", "K": "keep", "C": "clean", "U": "new UID",

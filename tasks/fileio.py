@@ -37,9 +37,8 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from glob import escape as glob_escape
 from pathlib import Path
 
 from tasks.errors import DicomFormatError, OutputError
@@ -504,27 +503,67 @@ def _proc_fds() -> int:
     return fd
 
 
-def remove_temp_files_of(dst: Path) -> int:
+def remove_temp_files_of(dst: Path, root: Path | str | None = None) -> int:
     """Remove the named temp files a killed writer of ``dst`` left; returns how many.
-    (Nameless ``O_TMPFILE`` outputs leave none: this is for the other file systems.)"""
+    (Nameless ``O_TMPFILE`` outputs leave none: this is for the other file systems.)
+
+    With ``root`` (the output folder ``dst`` lies under), the folder of ``dst`` is reached
+    from the root's descriptor without following a link, as the output was created: a link
+    planted in the output tree cannot lead the removal to another folder.  Only regular
+    files are removed, never what a link points to."""
+    path = os.fspath(dst)
+    prefix = f".{os.path.basename(path)}{TEMP_MARKER}"
+    base = os.path.join(os.fspath(root), "") if root is not None else None
+    try:
+        if base is not None and path.startswith(base):
+            folder = _open_below(base, path[len(base):].rpartition("/")[0])
+        else:
+            folder = os.open(os.path.dirname(path) or ".", _FOLDER_FLAGS)
+    except OSError:
+        return 0  # no folder (or a link where one should be): nothing of ours to remove
+    try:
+        try:
+            names = [entry for entry in os.listdir(folder) if entry.startswith(prefix)]
+        except OSError:
+            return 0
+        return _remove_temps(folder, names)
+    finally:
+        os.close(folder)
+
+
+def _open_below(root: str, rel: str) -> int:
+    """Descriptor of ``root/rel``, each folder below ``root`` opened without following a
+    link (``root`` itself is the user's to name, a link included); raises OSError."""
+    fd = os.open(root, _FOLDER_FLAGS)
+    for part in rel.split("/") if rel else []:
+        try:
+            if part in ("", ".", ".."):
+                raise OSError(errno.EINVAL, "bad output path component")
+            child = os.open(part, _FOLDER_FLAGS | _NOFOLLOW, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
+
+
+def _remove_temps(folder: int, names: Iterable[str]) -> int:
+    """Unlink those of ``names`` in ``folder`` that are regular files; returns how many."""
     removed = 0
-    with contextlib.suppress(OSError):
-        for path in dst.parent.glob(f".{glob_escape(dst.name)}{TEMP_MARKER}*"):
-            with contextlib.suppress(OSError):
-                path.unlink()
+    for entry in names:
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.stat(entry, dir_fd=folder, follow_symlinks=False).st_mode):
+                os.unlink(entry, dir_fd=folder)
                 removed += 1
     return removed
 
 
 def sweep_temp_files(folder: Path) -> int:
-    """Remove temp files a killed run left under ``folder``; returns how many."""
+    """Remove temp files a killed run left under ``folder``; returns how many.  The tree is
+    walked by descriptor (``os.fwalk``), never through a link planted in it."""
     removed = 0
     if not folder.is_dir():
         return 0
-    for path in folder.rglob(f"*{TEMP_MARKER}*"):
-        try:
-            path.unlink()
-            removed += 1
-        except OSError:
-            pass
+    # the folder itself may be a link the user named (as outputs are written through it)
+    for _, _, files, fd in os.fwalk(os.path.realpath(folder), follow_symlinks=False):
+        removed += _remove_temps(fd, [entry for entry in files if TEMP_MARKER in entry])
     return removed

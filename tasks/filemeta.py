@@ -19,18 +19,20 @@ import struct
 
 from tasks.dicomio import EXPLICIT_LE_ENC
 from tasks.edit import encode_element
+from tasks.tags import (
+    FILE_META_VERSION,
+    IMPLEMENTATION_CLASS,
+    IMPLEMENTATION_VERSION,
+    MEDIA_SOP_CLASS_UID,
+    MEDIA_SOP_INSTANCE_UID,
+    TRANSFER_SYNTAX_UID,
+)
 
 #: PS3.10 7.1 Implementation Class UID of anonpipe: a UUID-derived UID (PS3.5 B.2),
 #: ``2.25.`` and the integer of uuid5(NAMESPACE_URL, "anonpipe:implementation-class")
 IMPLEMENTATION_CLASS_UID = b"2.25.267730145263015617374534399116721534223"
 PREAMBLE_LENGTH = 128
 ZERO_PREAMBLE = bytes(PREAMBLE_LENGTH)
-VERSION = 0x00020001
-MEDIA_SOP_CLASS = 0x00020002
-MEDIA_SOP_INSTANCE = 0x00020003
-TRANSFER_SYNTAX = 0x00020010
-IMPLEMENTATION_CLASS = 0x00020012
-IMPLEMENTATION_VERSION = 0x00020013
 #: what a user is told of a preamble that held data (pass 1 counts them, -W shows it)
 PREAMBLE_NOTE = ("data in the 128-byte preamble (a TIFF view, say) is written as zeros "
                  "(PS3.15 E.1.1)")
@@ -45,7 +47,7 @@ IMPLEMENTATION_VERSION_NAME = b"ANONPIPE 0.1.0"
 _TAIL = (encode_element(IMPLEMENTATION_CLASS, "UI", IMPLEMENTATION_CLASS_UID, EXPLICIT_LE_ENC)
          + encode_element(IMPLEMENTATION_VERSION, "SH", IMPLEMENTATION_VERSION_NAME,
                           EXPLICIT_LE_ENC))
-_VERSION = encode_element(VERSION, "OB", b"\x00\x01", EXPLICIT_LE_ENC)
+_VERSION = encode_element(FILE_META_VERSION, "OB", b"\x00\x01", EXPLICIT_LE_ENC)
 
 
 def is_uid(value: bytes) -> bool:
@@ -63,9 +65,9 @@ def rebuilt_meta(sop_class: bytes | None, sop_instance: bytes | None,
     """
     body = _VERSION
     if sop_class is not None:
-        body += _uid_element(MEDIA_SOP_CLASS, sop_class)
+        body += _uid_element(MEDIA_SOP_CLASS_UID, sop_class)
     if sop_instance is not None:
-        body += _uid_element(MEDIA_SOP_INSTANCE, sop_instance)
+        body += _uid_element(MEDIA_SOP_INSTANCE_UID, sop_instance)
     body += _syntax_and_tail(transfer_syntax)
     return _GROUP_LENGTH.pack(0x0002, 0x0000, b"UL", 4, len(body)) + body
 
@@ -81,7 +83,7 @@ def _uid_element(tag: int, value: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def _syntax_and_tail(transfer_syntax: str) -> bytes:
-    return encode_element(TRANSFER_SYNTAX, "UI", transfer_syntax.encode("ascii"),
+    return encode_element(TRANSFER_SYNTAX_UID, "UI", transfer_syntax.encode("ascii"),
                           EXPLICIT_LE_ENC) + _TAIL
 
 

@@ -19,33 +19,33 @@ from pathlib import Path
 from typing import Any
 
 from tasks.dicomio import LONG_VRS, DicomFile, Element, read_header
+from tasks.eligibility import Refusal, refusals
 from tasks.errors import AnonpipeError
 from tasks.filemeta import preamble_data
 from tasks.profile import DEFAULT_PROFILE, Action, get_profile
+from tasks.tags import (
+    ACCESSION_NUMBER,
+    BURNED_IN_ANNOTATION,
+    FRAME_OF_REFERENCE_UID,
+    OTHER_PATIENT_IDS,
+    OTHER_PATIENT_IDS_SEQUENCE,
+    PATIENT_BIRTH_DATE,
+    PATIENT_ID,
+    PATIENT_NAME,
+    SERIES_INSTANCE_UID,
+    SOP_CLASS_UID,
+    SOP_INSTANCE_UID,
+    SPECIFIC_CHARACTER_SET,
+    STUDY_DATE,
+    STUDY_ID,
+    STUDY_INSTANCE_UID,
+)
 from tasks.uids import DEFINITION_UID_TAGS, registered
 
-SOP_CLASS_UID = 0x00080016
-SOP_INSTANCE_UID = 0x00080018
-PATIENT_NAME = 0x00100010
-PATIENT_ID = 0x00100020
-PATIENT_BIRTH_DATE = 0x00100030
-STUDY_INSTANCE_UID = 0x0020000D
-SERIES_INSTANCE_UID = 0x0020000E
-STUDY_ID = 0x00200010
-FRAME_OF_REFERENCE_UID = 0x00200052
-OTHER_PATIENT_IDS = 0x00101000
-OTHER_PATIENT_IDS_SEQUENCE = 0x00101002
-STUDY_DATE = 0x00080020
-ACCESSION_NUMBER = 0x00080050
-BURNED_IN_ANNOTATION = 0x00280301
-PATIENT_IDENTITY_REMOVED = 0x00120062
-ENCRYPTED_ATTRIBUTES = 0x04000500
-MEDIA_STORAGE_SOP_CLASS = 0x00020002
-SPECIFIC_CHARACTER_SET = 0x00080005
-DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-#: the version of :func:`scan_file`'s row: a store's rows are reused by a later pass 1 only
-#: when it is the same (pipeline.scan), so change it with what a row holds
-ROW_FORMAT = 5
+#: the version of :func:`scan_file`'s row and of its packed form (:func:`pack_row`): a
+#: store's rows are reused by a later pass 1 only when it is the same (pipeline.scan), so
+#: change it with what a row holds or how it is packed
+ROW_FORMAT = 6
 #: In a set of replaced tags: every UID not registered in PS3.6 Annex A is replaced too,
 #: whatever its tag (the rule of table-based profiles without --retain-uids); not a tag
 EVERY_INSTANCE_UID = 0xFFFFFFFF
@@ -174,13 +174,9 @@ def scan_file(path: Path, replaced: frozenset[int] | None = None) -> dict[str, A
     for name, tag in TOP_FIELDS.items():
         value = df.top_text(tag)
         row[name] = value if value else None
-    removed = df.top_text(PATIENT_IDENTITY_REMOVED)
-    row["deidentified"] = df.top(ENCRYPTED_ATTRIBUTES) is not None or (
-        removed is not None and removed.strip().upper() == "YES")
-    media = df.meta_element(MEDIA_STORAGE_SOP_CLASS)
-    media_class = media.value(df.meta_bytes).rstrip(b"\0 ").decode("ascii", "replace") \
-        if media is not None else None
-    row["dicomdir"] = DICOMDIR_SOP_CLASS in (row["sop_class"], media_class)
+    refused = refusals(df)  # what pass 2 would refuse, whatever the profile
+    row["deidentified"] = any(why.deidentified for why in refused)
+    row["dicomdir"] = Refusal.DICOMDIR in refused
     if preamble_data(df.raw_prefix) is not None:
         row["preamble"] = True  # -e writes zeros there (a TIFF view is lost): said in pass 1
     every: set[str] = set()
@@ -239,6 +235,92 @@ def _pixel_data_cut(path: Path, df: DicomFile, size: int) -> str | None:
     return None
 
 
+#: fields of a row that are the file's own; every other field is shared by the files of a
+#: series as a rule, and goes into the row's "head" (stored once per distinct head)
+FILE_FIELDS = frozenset({"size", "mtime_ns", "sop", "replace", "error_kind", "error"})
+#: top-level UID fields whose replacement a head records by name (so the UIDs themselves
+#: are not listed again per file)
+NAMED_UIDS = ("sop", "study", "series", "frame_of_reference")
+_HEAD_REPLACED = "replaced"
+
+#: a row as the store keeps it: (path, size, mtime_ns, SOP Instance UID, Study Instance
+#: UID, head as JSON, the other replaced UIDs as a JSON list, error kind, error)
+PackedRow = tuple[str, int | None, int | None, str | None, str | None, str | None,
+                  str | None, str | None, str | None]
+
+
+def pack_row(rel: str, row: dict[str, Any]) -> PackedRow:
+    """``row`` in the store's layout; :func:`unpack_row` gives it back, equal.
+
+    Why: at a million files the row is most of the store.  What a series shares (patient,
+    study, series, classes, identifiers, which named UIDs are replaced) is one JSON text
+    the store interns; a file keeps its path, size, time, SOP Instance UID and the replaced
+    UIDs no named field holds (references, mostly none).
+    """
+    head = {k: v for k, v in row.items() if k not in FILE_FIELDS}
+    if not head and "replace" not in row:  # unreadable, or listed only (-d, dumb mode)
+        return (rel, row.get("size"), row.get("mtime_ns"), row.get("sop"), None, None, None,
+                row.get("error_kind"), row.get("error"))
+    replace = set(row.get("replace") or ())
+    named = [name for name in NAMED_UIDS if row.get(name) in replace]
+    head[_HEAD_REPLACED] = named
+    extra = sorted(replace - {row[name] for name in named})
+    study = row.get("study")
+    return (rel, row.get("size"), row.get("mtime_ns"), row.get("sop"),
+            study if isinstance(study, str) else None,
+            json.dumps(head, sort_keys=True, separators=(",", ":")),
+            json.dumps(extra, separators=(",", ":")) if extra else None,
+            row.get("error_kind"), row.get("error"))
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A decoded head, prepared for :func:`unpack_row` (decoded once per series)."""
+
+    fields: dict[str, Any]  # the shared fields, without the list of replaced names
+    uids: tuple[str, ...]  # the values of the replaced named UIDs but the SOP Instance UID
+    sop_replaced: bool
+
+
+def prepare_head(head: dict[str, Any]) -> Head:
+    fields = dict(head)
+    named = fields.pop(_HEAD_REPLACED, ())
+    return Head(fields, tuple(fields[name] for name in named if name != "sop"),
+                "sop" in named)
+
+
+def unpack_row(size: int | None, mtime_ns: int | None, sop: str | None, head: Head | None,
+               extra: str | None, error_kind: str | None, error: str | None
+               ) -> dict[str, Any]:
+    """The row :func:`pack_row` packed (``head`` prepared by :func:`prepare_head`: callers
+    cache it, a series shares it)."""
+    if head is None:
+        row: dict[str, Any] = {}
+        if size is not None:
+            row["size"] = size
+        if mtime_ns is not None:
+            row["mtime_ns"] = mtime_ns
+        if error_kind is not None:
+            row["error_kind"], row["error"] = error_kind, error
+        if sop is not None:
+            row["sop"] = sop
+        return row
+    row = head.fields.copy()
+    if size is not None:
+        row["size"] = size
+    if mtime_ns is not None:
+        row["mtime_ns"] = mtime_ns
+    if error_kind is not None:
+        row["error_kind"], row["error"] = error_kind, error
+    row["sop"] = sop
+    uids = head.uids + (sop,) if head.sop_replaced else head.uids
+    if extra:
+        row["replace"] = sorted(set(uids).union(json.loads(extra)))
+    else:
+        row["replace"] = sorted(set(uids)) if len(uids) > 1 else list(uids)
+    return row
+
+
 @dataclass(frozen=True, slots=True)
 class ScanBatch:
     """Paths (relative to ``root``) scanned by one task.
@@ -254,19 +336,25 @@ class ScanBatch:
 
 
 def scan_batch(batch: ScanBatch) -> dict[str, Any]:
-    """Scan a batch: ``{"batch_id", "rows": {rel: JSON text}, "bytes", "errors"}``.
+    """Scan a batch: ``{"batch_id", "rows": [packed row], "bytes", "errors", "latest"}``
+    (``latest``: the error kind and reason of the batch's last bad file, for the live
+    display).
 
-    A dict, never a bare list (distributed serialises list elements one by one); rows are
-    JSON-encoded here, on the worker, so the driver stores them without re-encoding (at
-    scale the single driver, not the workers, would otherwise set the pace).
+    A dict (distributed serialises a bare list's elements one by one); rows are packed
+    here, on the worker (:func:`pack_row`), so the driver stores them as they are (at scale
+    the single driver, not the workers, would otherwise set the pace).
     """
     root = Path(batch.root)
-    rows: dict[str, str] = {}
+    rows: list[PackedRow] = []
     nbytes = errors = 0
+    latest: tuple[str, str] | None = None
     for rel in batch.rels:
         row = scan_file(root / rel, batch.replaced)
         nbytes += int(row.get("size") or 0)
-        errors += 1 if row.get("error_kind") else 0
-        rows[rel] = json.dumps(row, separators=(",", ":"))
-    return {"batch_id": batch.batch_id, "rows": rows, "bytes": nbytes, "errors": errors}
+        if row.get("error_kind"):
+            errors += 1
+            latest = (str(row["error_kind"]), str(row.get("error") or ""))
+        rows.append(pack_row(rel, row))
+    return {"batch_id": batch.batch_id, "rows": rows, "bytes": nbytes, "errors": errors,
+            "latest": latest}
 

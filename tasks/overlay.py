@@ -18,13 +18,16 @@ import struct
 from bisect import bisect_left
 from collections.abc import Callable
 
-from tasks.dicomio import PIXEL_DATA, DicomFile, Element
+from tasks.dicomio import DicomFile, Element
 from tasks.errors import UnsupportedFileError
 from tasks.profile import Action, Decision
+from tasks.tags import (
+    BITS_ALLOCATED,
+    BITS_STORED,
+    HIGH_BIT,
+    PIXEL_DATA,
+)
 
-BITS_ALLOCATED = 0x00280100
-BITS_STORED = 0x00280101
-HIGH_BIT = 0x00280102
 OVERLAY_BITS_ALLOCATED = 0x0100
 OVERLAY_DATA = 0x3000
 #: the repeating overlay groups 6000-601E (even: PS3.5 7.6)

@@ -22,20 +22,23 @@ from tasks.dicomio import (
     UNDEFINED,
     Element,
     Encoding,
-    _meta_elements,
-    _Parser,
     element_header,
     item_end,
     item_header,
+    meta_elements,
+    parse_elements,
     sequence_end,
 )
 from tasks.edit import encode_element, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
+from tasks.tags import (
+    ENCRYPTED_ATTRIBUTES,
+    ENCRYPTED_CONTENT,
+    ENCRYPTED_CONTENT_TS,
+    MODIFIED_ATTRIBUTES,
+    TRANSFER_SYNTAX_UID,
+)
 
-ENCRYPTED_ATTRIBUTES = 0x04000500
-ENCRYPTED_CONTENT_TS = 0x04000510
-ENCRYPTED_CONTENT = 0x04000520
-MODIFIED_ATTRIBUTES = 0x04000550
 #: A private record appended after the (0400,0550) element in the payload.  gdcmanon -d
 #: parses only the first element and ignores what follows (reference §3.4), so this carries
 #: what gdcmanon's layout cannot.
@@ -197,7 +200,7 @@ def open_payload(encrypted: Element | None, body: bytes, private_key: Any,
         raise CryptoError("no private key (-k) or password (-p) given")
     plaintext = decrypt_envelope(blob_el.value(body), private_key, password)
     try:
-        elements = _Parser(plaintext).parse(0, len(plaintext), EXPLICIT_LE_ENC)
+        elements = parse_elements(plaintext, 0, None, EXPLICIT_LE_ENC)
     except DicomFormatError as exc:
         raise CryptoError(f"decrypted payload is not a DICOM data set: {exc}") from None
     if not elements or elements[0].tag != MODIFIED_ATTRIBUTES or not elements[0].items:
@@ -219,12 +222,12 @@ def checked_meta(meta: bytes, transfer_syntax: str) -> bytes:
     OB pad byte, which is dropped.
     """
     try:
-        elements, end = _meta_elements(meta, 0)
+        elements, end = meta_elements(meta, 0)
     except DicomFormatError:
         elements, end = [], -1
     syntax = None
     for el in elements:  # the last (0002,0010) counts, as in dicomio.split_file
-        if el.tag == 0x00020010:
+        if el.tag == TRANSFER_SYNTAX_UID:
             syntax = el.value(meta).rstrip(b"\0 ").decode("ascii", "replace")
     if end == len(meta) - 1 and meta[-1:] == b"\0":
         meta = meta[:-1]

@@ -8,41 +8,27 @@ anonpipe comes back byte for byte, preamble and meta included.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tasks.crypto import load_private_key, load_private_key_bytes
-from tasks.deidentify import (
+from tasks.dicomio import EXPLICIT_LE_ENC, DicomFile, parse_elements, read_dicom, tag_str
+from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
+from tasks.engine import apply_to_file, file_pieces
+from tasks.errors import CryptoError, DicomFormatError
+from tasks.fileio import Piece
+from tasks.payload import Payload, open_payload
+from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
+from tasks.tags import (
     DEIDENTIFICATION_METHOD,
+    ENCRYPTED_ATTRIBUTES,
     MEDIA_SOP_INSTANCE_UID,
     PATIENT_IDENTITY_REMOVED,
     SOP_INSTANCE_UID,
-    apply_to_file,
-    deflate,
 )
-from tasks.dicomio import (
-    EXPLICIT_LE_ENC,
-    DicomFile,
-    _Parser,
-    read_dicom,
-    tag_str,
-)
-from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
-from tasks.errors import CryptoError, DicomFormatError
-from tasks.fileio import Piece
-from tasks.payload import ENCRYPTED_ATTRIBUTES, Payload, open_payload
-from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 
 _KEYS: dict[tuple[bytes, bytes | None], Any] = {}
-
-
-def _inflates_to(stream: bytes, body: bytes) -> bool:
-    try:
-        return zlib.decompress(stream, -zlib.MAX_WBITS) == body
-    except zlib.error:
-        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +115,8 @@ def _reidentified(df: DicomFile, settings: ReidentifySettings,
     preamble = payload.preamble()
     if preamble is not None and len(prefix) == len(preamble) + 4:
         prefix = preamble + prefix[len(preamble):]
-    if df.deflated:
-        body = b"".join(pieces) + df.trailer
-        stream = payload.deflated_stream()
-        body = stream if stream is not None and _inflates_to(stream, body) else deflate(body)
-        return [prefix, meta, body]
-    return [prefix, meta, *pieces, df.trailer]
+    return file_pieces(df, prefix, meta, pieces,
+                       payload.deflated_stream() if df.deflated else None)
 
 
 def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
@@ -154,7 +136,7 @@ def expected_meta(df: DicomFile, sop_uid: bytes | None) -> bytes:
 
 def _reparses(encoded: bytes, tag: int, df: DicomFile) -> bool:
     try:
-        parsed = _Parser(encoded).parse(0, len(encoded), df.enc)
+        parsed = parse_elements(encoded, 0, None, df.enc)
     except DicomFormatError:
         return False
     return len(parsed) == 1 and parsed[0].tag == tag and parsed[0].end == len(encoded)

@@ -4,6 +4,7 @@ ultrasound, screen captures and angiography), made in code for the pixel-cleanin
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,17 +40,23 @@ class Made:
     kind: str
 
 
-def _canvas(rows: int, columns: int, seed: int) -> Image.Image:
+def _canvas(rows: int, columns: int, seed: int, brightest: int = 110) -> Image.Image:
     """A dark image with a speckled fan in the middle (an ultrasound sector, roughly)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:rows, 0:columns]
     inside = ((x - columns / 2) ** 2 + (y - rows * 0.1) ** 2 < (rows * 0.75) ** 2) & (
         y > rows * 0.2) & (y < rows * 0.8)
-    speckle = (rng.random((rows, columns)) * 110).astype(np.uint8)
+    speckle = (rng.random((rows, columns)) * brightest).astype(np.uint8)
     return Image.fromarray(np.where(inside, speckle, 0).astype(np.uint8))
 
 
+#: whether _draw writes (off while a no-text twin is made: :func:`without_text`)
+_WRITING = [True]
+
+
 def _draw(image: Image.Image, fill: int | tuple[int, int, int], size: int = 18) -> None:
+    if not _WRITING[0]:
+        return
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=size)
     rows = image.size[1]
@@ -126,6 +133,42 @@ def us_multiframe(path: Path, frames: int = 9) -> Path:
     return _save(ds, path)
 
 
+def us_cine(path: Path, frames: int = 300, transfer_syntax: str = ExplicitVRLittleEndian,
+            rows: int = 480, columns: int = 640) -> Path:
+    """A long RGB ultrasound cine (default 300 frames of 640x480: 276 MB native), native or
+    JPEG Baseline one fragment per frame; the text stays in place, the speckle moves."""
+    image = _canvas(rows, columns, 7).convert("RGB")
+    _draw(image, (255, 255, 0))
+    base = np.asarray(image)
+    ds = _dataset(US_MULTIFRAME, rows, columns, transfer_syntax)
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 3, 8, 8, 7
+    ds.PixelRepresentation, ds.PlanarConfiguration = 0, 0
+    ds.NumberOfFrames = frames
+    ds.FrameIncrementPointer = 0x00181063
+    ds.FrameTime = 33.3
+    band = slice(rows // 5, rows * 4 // 5)  # the sector moves, the text rows do not
+
+    def frame(index: int) -> np.ndarray:
+        out = base.copy()
+        out[band] = np.roll(base[band], 3 * index, axis=1)
+        return out
+
+    if transfer_syntax == JPEGBaseline8Bit:
+        fragments = []
+        for index in range(frames):
+            out = io.BytesIO()
+            Image.fromarray(frame(index)).save(out, "JPEG", quality=90, subsampling=2)
+            fragments.append(out.getvalue())
+        ds.PhotometricInterpretation = "YBR_FULL_422"
+        ds.LossyImageCompression = "01"
+        ds.PixelData = encapsulate(fragments, has_bot=True)
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PhotometricInterpretation = "RGB"
+        ds.PixelData = b"".join(frame(index).tobytes() for index in range(frames))
+    return _save(ds, path)
+
+
 def secondary_capture(path: Path, bits_stored: int = 12, monochrome1: bool = False,
                       transfer_syntax: str = ExplicitVRLittleEndian) -> Path:
     """A 16-bit allocated grey screen capture (12 or 16 bits stored); MONOCHROME1 draws the
@@ -168,6 +211,36 @@ def xa_burned_in(path: Path) -> Path:
     return _save(ds, path)
 
 
+def us_grey_text(path: Path) -> Path:
+    """Ultrasound, 640x480 RGB, the text drawn in mid grey on the black border while the
+    speckle reaches white: the text is not among the brightest pixels of the frame."""
+    image = _canvas(480, 640, 5, brightest=255).convert("RGB")
+    _draw(image, (118, 118, 118))
+    ds = _dataset(US, 480, 640, ExplicitVRLittleEndian)
+    ds.Manufacturer = "ANONPIPE GREY US"  # no rule: OCR alone finds the text
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 3, 8, 8, 7
+    ds.PixelRepresentation, ds.PlanarConfiguration = 0, 0
+    ds.PhotometricInterpretation = "RGB"
+    ds.PixelData = np.asarray(image).tobytes()
+    return _save(ds, path)
+
+
+def sc_dark_text(path: Path) -> Path:
+    """A screen capture, 8-bit grey: dark text on a light panel above and below a dark
+    image (a report or a viewer's screen), Burned In Annotation absent."""
+    rng = np.random.default_rng(9)
+    panel = (226 + rng.random((400, 512)) * 8).astype(np.uint8)
+    image = Image.fromarray(panel)
+    image.paste(_canvas(280, 512, 11, brightest=200), (0, 60))
+    _draw(image, 24)
+    ds = _dataset(SECONDARY_CAPTURE, 400, 512, ExplicitVRLittleEndian)
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 8, 8, 7
+    ds.PixelRepresentation, ds.PhotometricInterpretation = 0, "MONOCHROME2"
+    ds.ConversionType = "WSD"
+    ds.PixelData = np.asarray(image).tobytes()
+    return _save(ds, path)
+
+
 def ct_plain(path: Path) -> Path:
     """A CT slice with no text and no flag: never a candidate."""
     ds = _dataset(CT, 64, 64, ExplicitVRLittleEndian)
@@ -175,6 +248,18 @@ def ct_plain(path: Path) -> Path:
     ds.PixelRepresentation, ds.PhotometricInterpretation = 0, "MONOCHROME2"
     ds.PixelData = (np.arange(64 * 64) % 4096).astype("<u2").tobytes()
     return _save(ds, path)
+
+
+def without_text(make: Callable[[Path], Path]) -> Callable[[Path], Path]:
+    """``make`` with nothing drawn: the same image without its text (what a candidate file
+    with no burned-in text costs)."""
+    def made(path: Path) -> Path:
+        _WRITING[0] = False
+        try:
+            return make(path)
+        finally:
+            _WRITING[0] = True
+    return made
 
 
 ALL = {
@@ -188,4 +273,10 @@ ALL = {
     "sc_12bit_jpegls": lambda p: secondary_capture(p, 12, False, JPEGLSLossless),
     "sc_12bit_j2k": lambda p: secondary_capture(p, 12, False, JPEG2000Lossless),
     "xa_burned_in": xa_burned_in,
+    "us_jpeg_cine": lambda p: us_cine(p, 8, JPEGBaseline8Bit),
+    "us_grey_text": us_grey_text,
+    "sc_dark_text": sc_dark_text,
 }
+#: the same kinds of file with no text in their pixels
+NO_TEXT = {kind: without_text(ALL[kind]) for kind in
+           ("us_rgb", "us_jpeg", "us_multiframe", "sc_12bit", "xa_burned_in", "us_jpeg_cine")}

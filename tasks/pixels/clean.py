@@ -2,8 +2,8 @@
 
 ``--pixels clean`` (the default): files the burned-in check flags or a region rule names
 have the rule's rectangles blanked on every frame, then OCR looks for text left, blanks each
-word's box with a margin, and looks again (up to ``ROUNDS`` times); text still read after
-that refuses the file (:class:`BurnedInTextError`, nothing written).  A long cine is read on
+word's box with a margin, and looks again (up to ``ROUNDS`` times, while a round reads a
+word as sure as verification's); text still read after that refuses the file (:class:`BurnedInTextError`, nothing written).  A long cine is read on
 a sample: up to ``SAMPLE`` frames spread evenly from the first to the last for detection, the
 boxes found blanked on every frame (device annotations stay in one place through a cine),
 and up to ``SAMPLE`` other frames, between those, for verification.  ``refuse`` refuses
@@ -19,11 +19,15 @@ from tasks.dicomio import DicomFile, Encoding
 from tasks.edit import encode_element
 from tasks.errors import UnsupportedFileError
 from tasks.pixels.rules import Box, RegionRule, matching_rules
+from tasks.tags import (
+    BURNED_IN_ANNOTATION,
+    SOP_CLASS_UID,
+    TRANSFER_SYNTAX_UID,
+)
 
 if TYPE_CHECKING:  # numpy, Pillow and the codecs load with the first file cleaned
     import numpy as np
 
-    from tasks.pixels.codecs import Frames
     from tasks.profile import CompiledProfile
 
 POLICIES = ("clean", "refuse", "keep")
@@ -36,9 +40,6 @@ SAMPLE = 6
 ROUNDS = 3
 #: pixels added around each OCR word box (and at least a quarter of its height)
 MARGIN = 3
-SOP_CLASS_UID = 0x00080016
-TRANSFER_SYNTAX = 0x00020010
-BURNED_IN_ANNOTATION = 0x00280301
 
 
 class BurnedInTextError(UnsupportedFileError):
@@ -61,9 +62,11 @@ class PixelResult:
     reencoded: str | None = None
     #: new top-level elements, tag -> encoded (Pixel Data when changed, (0028,0301), ...)
     elements: dict[int, bytes] = field(default_factory=dict)
-    decoded: Frames | None = None
-    #: the first frame before cleaning (for --pixels-preview)
+    #: the frames' photometric interpretation as decoded (for --pixels-preview)
+    photometric: str = ""
+    #: the first frame before and after cleaning (for --pixels-preview)
     before: np.ndarray | None = None
+    after: np.ndarray | None = None
 
     @property
     def how(self) -> str:
@@ -101,52 +104,51 @@ def _grow(box: Box, shape: tuple[int, ...]) -> Box:
     return x0, y0, x1 - x0, y1 - y0
 
 
-def _blank(frames: Frames, boxes: list[Box]) -> None:
-    frames.boxes += boxes
-    for frame in frames.frames:
-        value = frames.blank_value(frame)
-        for x, y, w, h in boxes:
-            frame[y:y + h, x:x + w] = value
-
-
 def clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) -> PixelResult:
     """Blank ``df``'s burned-in text; the new elements, or BurnedInTextError."""
+    from tasks.pixels.codecs import PixelCodecError
+
+    try:
+        return _clean(df, reason, rules, enc)
+    except PixelCodecError as exc:  # a frame read late (a cine's) may fail too
+        raise UnsupportedFileError(f"burned-in annotation: {reason}; pixel data cannot be "
+                                   f"cleaned: {exc} (--pixels keep processes it anyway)"
+                                   ) from None
+
+
+def _clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) -> PixelResult:
     from tasks.pixels import ocr
-    from tasks.pixels.codecs import PixelCodecError, decode
+    from tasks.pixels.codecs import decode
 
     result = PixelResult(reason, rules=[rule.name for rule in rules])
-    transfer_syntax = transfer_syntax_of(df)
-    try:
-        frames = decode(df, transfer_syntax)
-    except PixelCodecError as exc:
-        raise UnsupportedFileError(f"burned-in annotation: {reason}; pixel data cannot be "
-                                f"cleaned: {exc} (--pixels keep processes it anyway)") from None
-    result.decoded = frames
-    result.before = frames.frames[0].copy()
-    result.frames = len(frames.frames)
-    shape = frames.frames[0].shape
+    frames = decode(df, transfer_syntax_of(df))
+    result.photometric = frames.photometric
+    result.before = frames.frame(0).copy()
+    result.frames = frames.count
+    shape = frames.shape
     result.rule_boxes = [frames.aligned(box) for rule in rules for box in rule.boxes]
-    detect, verify = sample(len(frames.frames))
+    detect, verify = sample(frames.count)
     frames.fix_range(sorted(set(detect + verify)))
-    _blank(frames, result.rule_boxes)
+    frames.blank(result.rule_boxes)
     result.detect_frames, result.verify_frames = detect, verify
     try:
         for _ in range(ROUNDS):
-            found = sorted({frames.aligned(_grow(word.box, shape)) for index in detect
-                            for word in ocr.read_words(frames.gray8(index))})
-            if not found:
-                break
+            words = [word for index in detect for word in ocr.read_words(frames.gray8(index))]
+            found = sorted({frames.aligned(_grow(word.box, shape)) for word in words})
             result.ocr_boxes += found
-            _blank(frames, found)
+            frames.blank(found)
+            if not any(map(ocr.is_text, words)):
+                break  # fragments (speckle read as a letter or two): no text to look beside
         left = [word for index in verify for word in ocr.read_words(frames.gray8(index))
                 if ocr.is_text(word)]
     except ocr.OcrUnavailable as exc:
         raise UnsupportedFileError(f"burned-in annotation: {reason}; OCR unavailable: {exc}"
-                                ) from None
+                                   ) from None
     if left:
         raise BurnedInTextError(
             f"burned-in annotation: {reason}; {len(left)} word(s) still read after cleaning "
             f"(--explain shows the boxes; --pixels keep processes it anyway)")
+    result.after = frames.frame(0).copy()
     if result.rule_boxes or result.ocr_boxes:
         result.elements.update(frames.encode(enc))
         result.lossy = frames.lossy
@@ -157,7 +159,7 @@ def clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) ->
 
 
 def transfer_syntax_of(df: DicomFile) -> str:
-    el = df.meta_element(TRANSFER_SYNTAX)
+    el = df.meta_element(TRANSFER_SYNTAX_UID)
     if el is None:
         return "1.2.840.10008.1.2"  # no meta: PS3.10 7.1 default (Implicit VR Little Endian)
     return el.value(df.meta_bytes).rstrip(b"\0 ").decode("latin-1")

@@ -20,13 +20,31 @@
 from __future__ import annotations
 
 import io
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tasks.dicomio import PIXEL_DATA, DicomFile, Element, Encoding, element_header
+from tasks.dicomio import DicomFile, Element, Encoding, element_header
 from tasks.edit import encode_element
+from tasks.tags import (
+    BITS_ALLOCATED,
+    BITS_STORED,
+    COLUMNS,
+    HIGH_BIT,
+    LOSSY_IMAGE_COMPRESSION,
+    LOSSY_METHOD,
+    LOSSY_RATIO,
+    NUMBER_OF_FRAMES,
+    PHOTOMETRIC_INTERPRETATION,
+    PIXEL_DATA,
+    PIXEL_REPRESENTATION,
+    PLANAR_CONFIGURATION,
+    ROWS,
+    SAMPLES_PER_PIXEL,
+)
 
 NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2",
           "1.2.840.10008.1.2.1.99"}
@@ -45,9 +63,6 @@ LOSSLESS = {RLE: ("RLE Lossless", RLE),
             JPEG_2000: ("JPEG 2000", JPEG_2000_LOSSLESS)}
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\0\0\0\0"
-LOSSY_IMAGE_COMPRESSION = 0x00282110
-LOSSY_RATIO = 0x00282112
-LOSSY_METHOD = 0x00282114
 #: JPEG Baseline re-encoding quality (Pillow's scale): visually lossless on US/SC images
 JPEG_QUALITY = 95
 
@@ -72,26 +87,60 @@ def _us(df: DicomFile, tag: int, default: int | None = None) -> int:
 
 @dataclass
 class Frames:
-    """Decoded frames, (rows, columns) or (rows, columns, samples), and how to put them
-    back.  ``frames`` are writable; :meth:`encode` returns the new top-level elements."""
+    """The frames of one Pixel Data element, (rows, columns) or (rows, columns, samples),
+    read one at a time so that a long cine never has to be decoded whole: native frames
+    are views of one copy of the element (blanked in place, written back as they are);
+    encapsulated ones are decoded when asked for (the OCR sample) and, in :meth:`encode`,
+    one by one (JPEG Baseline with editable code streams: not decoded at all)."""
 
     transfer_syntax: str
     photometric: str
     bits_stored: int
     signed: bool
-    frames: list[np.ndarray]
+    count: int
+    shape: tuple[int, ...]
     element: Element
     header: bytes  # the original element's header (native: same length after editing)
     lossy: bool = False
     original_size: int = 0
     range: tuple[float, float] | None = None
-    #: every box blanked so far (JPEG Baseline blanks them again in the code stream)
+    #: every box blanked so far, applied to each frame as it is read or encoded
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
-    #: JPEG Baseline: the original code streams, and the MCU size when they can be edited
+    #: encapsulated: the code streams, one per frame (JPEG Baseline: the MCU size when
+    #: they can be edited block by block)
     encoded: list[bytes] = field(default_factory=list)
     mcu: tuple[int, int] | None = None
     #: why the frames were re-encoded rather than blanked block by block (JPEG Baseline)
     reencoded: str | None = None
+
+    def frame(self, index: int) -> np.ndarray:
+        """Frame ``index``, writable, every box blanked so far blanked in it."""
+        if self._native is not None:
+            return self._native[index]
+        found = self._decoded.get(index)
+        if found is None:
+            found = self._decode_frame(self.encoded[index])
+            self._blank_frame(found, self.boxes)
+            self._decoded[index] = found
+        return found
+
+    def blank(self, boxes: list[tuple[int, int, int, int]]) -> None:
+        """Blank ``boxes`` on every frame (native: now, in place; encapsulated: on the frames
+        decoded so far now, on the others as :meth:`encode` reads them)."""
+        self.boxes += boxes
+        if self._native is not None:
+            for index in range(self.count):
+                self._blank_frame(self._native[index], boxes)
+        else:
+            for frame in self._decoded.values():
+                self._blank_frame(frame, boxes)
+
+    def _blank_frame(self, frame: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> None:
+        if not boxes:
+            return
+        value = self.blank_value(frame)
+        for x, y, w, h in boxes:
+            frame[y:y + h, x:x + w] = value
 
     def blank_value(self, frame: np.ndarray) -> np.ndarray | int:
         """Black in this photometric interpretation."""
@@ -108,7 +157,7 @@ class Frames:
         """Frame ``index`` as 8-bit grey, bright meaning bright on screen (what OCR reads),
         scaled by the range the frames had when decoded (:meth:`fix_range`): after blanking
         the text the brightest pixels left are not promoted to text's brightness."""
-        grey = self._grey(self.frames[index])
+        grey = self._grey(self.frame(index))
         if self.range is None:
             self.fix_range()
         assert self.range is not None
@@ -120,9 +169,11 @@ class Frames:
 
     def fix_range(self, indices: list[int] | None = None) -> None:
         """Fix the grey range (of ``indices``, default all frames) before anything changes."""
-        chosen = [self.frames[i] for i in (indices or range(len(self.frames)))]
-        greys = [self._grey(frame) for frame in chosen]
-        self.range = min(float(g.min()) for g in greys), max(float(g.max()) for g in greys)
+        lo, hi = float("inf"), float("-inf")
+        for index in indices or range(self.count):
+            grey = self._grey(self.frame(index))
+            lo, hi = min(lo, float(grey.min())), max(hi, float(grey.max()))
+        self.range = lo, hi
 
     def _grey(self, frame: np.ndarray) -> np.ndarray:
         """What a viewer shows: the stored bits only (bits above them may hold an overlay
@@ -140,11 +191,19 @@ class Frames:
             return box
         from tasks.pixels.jpegblocks import align
 
-        rows, columns = self.frames[0].shape[:2]
+        rows, columns = self.shape[:2]
         return align(box, self.mcu, columns, rows)
 
     def encode(self, enc: Encoding) -> dict[int, bytes]:
-        """The new Pixel Data element (and the lossy attributes when re-encoded lossy)."""
+        """The new Pixel Data element (and the lossy attributes when re-encoded lossy).
+        Native: the edited copy itself (no further copy); encapsulated: frame by frame."""
+        if self._native is not None:
+            assert self._buffer is not None
+            if self._swapped:
+                _swap_in_place(self._buffer, len(self.header))
+                self._swapped = False
+            self._native = None  # the buffer is the element's now, no longer the frames'
+            return {PIXEL_DATA: self._buffer}  # type: ignore[dict-item]
         if self.transfer_syntax == JPEG_BASELINE and self.mcu is not None:
             from tasks.pixels.jpegblocks import JpegBlockError, blank
 
@@ -155,17 +214,13 @@ class Frames:
             else:
                 self.lossy = False
                 return {PIXEL_DATA: _encapsulated(fragments, enc)}
-        if self.transfer_syntax in NATIVE:
-            # np.stack gives native byte order: back to the file's (big endian files)
-            stacked = np.stack(self.frames).astype(self.frames[0].dtype, copy=False)
-            if self._planar:
-                stacked = np.moveaxis(stacked, 3, 1)
-            # the same length: bytes past the last frame (padding) as they were
-            value = stacked.tobytes() + self._tail
-            if self._swapped:
-                value = _swap_pairs(value)
-            return {PIXEL_DATA: self.header + value}
-        fragments = [self._encode_frame(frame) for frame in self.frames]
+        fragments = []
+        for index in range(self.count):
+            frame = self._decoded.pop(index, None)
+            if frame is None:
+                frame = self.frame(index)
+                del self._decoded[index]
+            fragments.append(self._encode_frame(frame))
         out = {PIXEL_DATA: _encapsulated(fragments, enc)}
         if self.lossy:
             total = sum(len(f) for f in fragments)
@@ -176,10 +231,14 @@ class Frames:
             out[LOSSY_METHOD] = encode_element(LOSSY_METHOD, "CS", b"ISO_10918_1", enc)
         return out
 
-    _planar: bool = False
-    _low_bit: int = 0  # High Bit + 1 - Bits Stored: where the stored bits start
+    #: native: every frame, a writable view of ``_buffer`` (the element, header included)
+    _native: np.ndarray | None = None
+    _buffer: bytearray | None = None
     _swapped: bool = False
-    _tail: bytes = b""
+    #: encapsulated: the frames decoded so far, by index, and how to decode one
+    _decoded: dict[int, np.ndarray] = field(default_factory=dict)
+    _decode_frame: Callable[[bytes], np.ndarray] = field(default=lambda code: np.zeros(0))
+    _low_bit: int = 0  # High Bit + 1 - Bits Stored: where the stored bits start
     _subsampling: int = 2
 
     def _encode_frame(self, frame: np.ndarray) -> bytes:
@@ -203,19 +262,34 @@ class Frames:
         return data + b"\0" if len(data) % 2 else data
 
 
-def _swap_pairs(value: bytes) -> bytes:
-    swapped = bytearray(value)
-    swapped[0::2], swapped[1::2] = value[1::2], value[0::2]
-    return bytes(swapped)
+def _swap_in_place(buffer: bytearray, start: int) -> None:
+    """Swap the bytes of ``buffer`` from ``start`` in pairs (an even length)."""
+    words = np.frombuffer(buffer, np.uint16, (len(buffer) - start) // 2, start)
+    words.byteswap(inplace=True)
 
 
 def _encapsulated(fragments: list[bytes], enc: Encoding) -> bytes:
-    """A Pixel Data element of one fragment per frame (PS3.5 A.4), even lengths."""
-    from pydicom.encaps import encapsulate
+    """A Pixel Data element of one fragment per frame (PS3.5 A.4), even lengths, with a
+    Basic Offset Table when there are several frames; joined once (a cine's fragments are
+    not copied again and again)."""
+    parts = [element_header(PIXEL_DATA, "OB", 0xFFFFFFFF, enc)]
+    offsets = []
+    at = 0
+    for fragment in fragments:
+        offsets.append(at)
+        at += 8 + len(fragment) + len(fragment) % 2
+    if at > 0xFFFFFFFF:
+        raise PixelCodecError("the cleaned frames need an Extended Offset Table")
+    table = struct.pack(f"<{len(offsets)}I", *offsets) if len(fragments) > 1 else b""
+    parts += [_ITEM + struct.pack("<I", len(table)), table]
+    for fragment in fragments:
+        odd = len(fragment) % 2
+        parts += [_ITEM + struct.pack("<I", len(fragment) + odd), fragment, b"\0" * odd]
+    parts.append(SEQUENCE_DELIMITER)
+    return b"".join(parts)
 
-    fragments = [f + b"\0" if len(f) % 2 else f for f in fragments]
-    value = encapsulate(fragments, has_bot=len(fragments) > 1) + SEQUENCE_DELIMITER
-    return element_header(PIXEL_DATA, "OB", 0xFFFFFFFF, enc) + value
+
+_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian as every encapsulated syntax
 
 
 def decode(df: DicomFile, transfer_syntax: str) -> Frames:
@@ -223,16 +297,16 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
     el = df.top(PIXEL_DATA)
     if el is None:
         raise PixelCodecError("no Pixel Data")
-    rows, columns = _us(df, 0x00280010), _us(df, 0x00280011)
-    samples = _us(df, 0x00280002, 1)
-    allocated = _us(df, 0x00280100)
-    stored = _us(df, 0x00280101, allocated)
-    signed = _us(df, 0x00280103, 0) == 1
-    planar = _us(df, 0x00280006, 0) == 1
-    count = _us(df, 0x00280008, 1) or 1
+    rows, columns = _us(df, ROWS), _us(df, COLUMNS)
+    samples = _us(df, SAMPLES_PER_PIXEL, 1)
+    allocated = _us(df, BITS_ALLOCATED)
+    stored = _us(df, BITS_STORED, allocated)
+    signed = _us(df, PIXEL_REPRESENTATION, 0) == 1
+    planar = _us(df, PLANAR_CONFIGURATION, 0) == 1
+    count = _us(df, NUMBER_OF_FRAMES, 1) or 1
     if count < 1:
         raise PixelCodecError(f"Number of Frames {count}")
-    photometric = (df.top_text(0x00280004) or "").strip().upper()
+    photometric = (df.top_text(PHOTOMETRIC_INTERPRETATION) or "").strip().upper()
     if samples not in (1, 3) or rows == 0 or columns == 0:
         raise PixelCodecError(f"{samples} samples per pixel of {rows}x{columns} not supported")
     header = df.body[el.start:el.value_start]
@@ -246,26 +320,27 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
         endian = "<" if df.enc.little else ">"
         dtype = np.dtype(f"{endian}{'i' if signed else 'u'}{allocated // 8}")
         per_frame = rows * columns * samples
-        value = el.value(df.body)
-        size = per_frame * count * dtype.itemsize
-        if len(value) < size:
+        if el.end - el.value_start < per_frame * count * dtype.itemsize:
             raise PixelCodecError("Pixel Data is shorter than its rows, columns and frames say")
+        # one copy of the element, header and padding included: the frames are views of it,
+        # blanked in place, and it is the new element as it stands
+        buffer = bytearray(memoryview(df.body)[el.start:el.end])
         # 8-bit samples in an OW value of a big endian file are swapped in pairs (PS3.5 8.1.1)
         swapped = not df.enc.little and allocated == 8 and el.vr == "OW"
         if swapped:
-            value = _swap_pairs(value)  # the whole (even) value, padding included
-        flat = np.frombuffer(value, dtype, per_frame * count).copy()
+            _swap_in_place(buffer, len(header))  # the whole (even) value, padding included
+        flat = np.frombuffer(buffer, dtype, per_frame * count, len(header))
+        native: np.ndarray
         if samples == 1:
-            frames = list(flat.reshape(count, rows, columns))
+            native = flat.reshape(count, rows, columns)
         elif planar:
-            frames = list(np.moveaxis(flat.reshape(count, samples, rows, columns), 1, 3))
+            native = np.moveaxis(flat.reshape(count, samples, rows, columns), 1, 3)
         else:
-            frames = list(flat.reshape(count, rows, columns, samples))
-        out = Frames(transfer_syntax, photometric, stored, signed, frames, el, header)
-        out._planar = planar and samples > 1
-        out._swapped = swapped
-        out._low_bit = max(0, _us(df, 0x00280102, stored - 1) + 1 - stored)
-        out._tail = value[size:]
+            native = flat.reshape(count, rows, columns, samples)
+        out = Frames(transfer_syntax, photometric, stored, signed, count, native.shape[1:], el,
+                     header)
+        out._native, out._buffer, out._swapped = native, buffer, swapped
+        out._low_bit = max(0, _us(df, HIGH_BIT, stored - 1) + 1 - stored)
         return out
     if not el.undefined:
         raise PixelCodecError("encapsulated pixel data of defined length")
@@ -277,13 +352,17 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
     except Exception as exc:  # noqa: BLE001 - a malformed encapsulation, whatever pydicom says
         raise PixelCodecError(f"encapsulated pixel data is malformed ({type(exc).__name__})"
                               ) from None
+    del value
+    if len(encoded) != count:
+        raise PixelCodecError(f"{len(encoded)} frames in the pixel data, {count} said")
+    shape = (rows, columns) if samples == 1 else (rows, columns, samples)
     if transfer_syntax == JPEG_BASELINE:
-        return _decode_jpeg(encoded, photometric, el, header, rows, columns, samples)
+        return _jpeg_frames(encoded, photometric, el, header, shape)
     if transfer_syntax in LOSSLESS:
         if transfer_syntax in (JPEG_2000_LOSSLESS, JPEG_2000) and samples != 1:
             raise PixelCodecError("colour JPEG 2000 cannot be re-encoded here (its colour "
                                   "transform is not reproduced)")
-        return _decode_lossless(transfer_syntax, encoded, photometric, el, header,
+        return _lossless_frames(transfer_syntax, encoded, photometric, el, header, shape,
                                 _codec_options(rows, columns, samples, allocated, stored,
                                                photometric, signed and transfer_syntax != RLE),
                                 stored, signed)
@@ -291,42 +370,50 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
                           "(native, RLE, JPEG-LS, grey JPEG 2000 and JPEG Baseline can)")
 
 
-def _decode_jpeg(encoded: list[bytes], photometric: str, el: Element, header: bytes,
-                 rows: int, columns: int, samples: int) -> Frames:
-    from PIL import Image
+def _jpeg_frames(encoded: list[bytes], photometric: str, el: Element, header: bytes,
+                 shape: tuple[int, ...]) -> Frames:
+    from PIL import Image, JpegImagePlugin
 
-    frames = []
-    subsampling = 2
-    for data in encoded:
+    rows, columns = shape[:2]
+    mode = "RGB" if len(shape) == 3 else "L"
+
+    def decode_one(code: bytes) -> np.ndarray:
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(code))
             image.load()
         except Exception as exc:  # noqa: BLE001 - Pillow's many decoder errors
             raise PixelCodecError(f"JPEG frame cannot be decoded ({type(exc).__name__})"
                                   ) from None
         if image.size != (columns, rows):
             raise PixelCodecError("JPEG frame size differs from Rows/Columns")
-        from PIL import JpegImagePlugin
+        return np.array(image.convert(mode))
 
-        if isinstance(image, JpegImagePlugin.JpegImageFile):
-            found = JpegImagePlugin.get_sampling(image)
-            subsampling = found if found in (0, 1, 2) else 2
-        frames.append(np.array(image.convert("RGB" if samples == 3 else "L")))
-    out = Frames(JPEG_BASELINE, photometric if samples == 1 else "RGB", 8, False, frames, el,
-                 header, lossy=True,
-                 original_size=rows * columns * samples * len(encoded))
-    out._subsampling = subsampling
+    out = Frames(JPEG_BASELINE, photometric if mode == "L" else "RGB", 8, False,
+                 len(encoded), shape, el, header, lossy=True,
+                 original_size=rows * columns * (3 if mode == "RGB" else 1) * len(encoded))
+    out._decode_frame = decode_one
     out.encoded = encoded
-    from tasks.pixels.jpegblocks import JpegBlockError, mcu_size
+    try:
+        first = Image.open(io.BytesIO(encoded[0]))
+        if isinstance(first, JpegImagePlugin.JpegImageFile):
+            found = JpegImagePlugin.get_sampling(first)
+            out._subsampling = found if found in (0, 1, 2) else 2
+    except Exception:  # noqa: BLE001, S110 - decoding the frame says what is wrong with it
+        pass
+    from tasks.pixels.jpegblocks import JpegBlockError, layout
 
     try:
-        sizes = {mcu_size(code) for code in encoded}
+        layouts = {layout(code) for code in encoded}
     except JpegBlockError as exc:
         out.reencoded = str(exc)
-    else:
-        out.mcu = sizes.pop() if len(sizes) == 1 else None
-        if out.mcu is None:
-            out.reencoded = "frames with different MCU sizes"
+        return out
+    if len(layouts) != 1:
+        out.reencoded = "frames with different MCU sizes"
+        return out
+    mcu, width, height = layouts.pop()
+    if (width, height) != (columns, rows):
+        raise PixelCodecError("JPEG frame size differs from Rows/Columns")
+    out.mcu = mcu
     return out
 
 
@@ -340,21 +427,25 @@ def _codec_options(rows: int, columns: int, samples: int, allocated: int, stored
             "planar_configuration": 0}
 
 
-def _decode_lossless(transfer_syntax: str, encoded: list[bytes], photometric: str,
-                     el: Element, header: bytes, options: dict[str, Any], stored: int,
-                     signed: bool) -> Frames:
+def _lossless_frames(transfer_syntax: str, encoded: list[bytes], photometric: str,
+                     el: Element, header: bytes, shape: tuple[int, ...],
+                     options: dict[str, Any], stored: int, signed: bool) -> Frames:
     from pydicom.encaps import encapsulate
     from pydicom.pixels.decoders.base import get_decoder
 
     decoder = get_decoder(transfer_syntax)
     if not decoder.is_available:
         raise PixelCodecError(f"no decoder for {LOSSLESS[transfer_syntax][0]} is installed")
-    frames = []
-    for data in encoded:
+
+    def decode_one(code: bytes) -> np.ndarray:
         try:
-            array, _ = decoder.as_array(encapsulate([data]), **options)
+            array, _ = decoder.as_array(encapsulate([code]), **options)
         except Exception as exc:  # noqa: BLE001 - the codecs' many errors
             raise PixelCodecError(f"{LOSSLESS[transfer_syntax][0]} frame cannot be decoded "
                                   f"({type(exc).__name__})") from None
-        frames.append(np.array(array))
-    return Frames(transfer_syntax, photometric, stored, signed, frames, el, header)
+        return np.array(array).reshape(shape)
+
+    out = Frames(transfer_syntax, photometric, stored, signed, len(encoded), shape, el, header)
+    out._decode_frame = decode_one
+    out.encoded = encoded
+    return out

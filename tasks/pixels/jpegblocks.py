@@ -16,9 +16,12 @@ raises :class:`JpegBlockError`; the caller then re-encodes the frame instead.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass, field
+
+import numpy as np
 
 Box = tuple[int, int, int, int]
 
@@ -39,27 +42,53 @@ class _Component:
 
 @dataclass
 class _Huffman:
-    """A Huffman table: a 16-bit peek -> (symbol, length) lookup, and symbol -> code."""
+    """A Huffman table: for every 16-bit peek the code's length (0: no code) and symbol, and
+    symbol -> (code, length) for writing."""
 
-    lookup: list[tuple[int, int] | None]
+    length: np.ndarray
+    symbol: np.ndarray
     codes: dict[int, tuple[int, int]] = field(default_factory=dict)
 
-    @classmethod
-    def parse(cls, counts: bytes, symbols: bytes) -> _Huffman:
-        lookup: list[tuple[int, int] | None] = [None] * 65536
+    @staticmethod
+    @functools.lru_cache(maxsize=64)  # the same tables in every frame of a cine
+    def parse(counts: bytes, symbols: bytes) -> _Huffman:
+        length = np.zeros(65536, np.uint8)
+        symbol = np.zeros(65536, np.uint8)
         codes: dict[int, tuple[int, int]] = {}
         code = index = 0
-        for length in range(1, 17):
-            for _ in range(counts[length - 1]):
-                symbol = symbols[index]
+        for size in range(1, 17):
+            for _ in range(counts[size - 1]):
+                codes[symbols[index]] = (code, size)
+                first = code << (16 - size)
+                length[first:first + (1 << (16 - size))] = size
+                symbol[first:first + (1 << (16 - size))] = symbols[index]
                 index += 1
-                codes[symbol] = (code, length)
-                first = code << (16 - length)
-                span = 1 << (16 - length)
-                lookup[first:first + span] = [(symbol, length)] * span
                 code += 1
             code <<= 1
-        return cls(lookup, codes)
+        return _Huffman(length, symbol, codes)
+
+    @functools.cached_property
+    def dc_steps(self) -> list[int]:
+        """A DC code at a 16-bit peek: 32 times the bits to its block's AC codes (0: no
+        code) plus its size."""
+        steps = np.where(self.length > 0, (self.length.astype(np.int32) + self.symbol) * 32
+                         + self.symbol, 0)
+        return [int(step) for step in steps]
+
+    @functools.cached_property
+    def ac_steps(self) -> tuple[np.ndarray, np.ndarray]:
+        """An AC code at a peek: bits to the next code, and how far it moves the coefficient
+        index (run + 1; 16 for ZRL; END for end-of-block; INVALID for no code)."""
+        size = self.symbol & 15
+        run = self.symbol >> 4
+        step = np.where(size > 0, run + 1, np.where(run == 15, 16, _END)).astype(np.uint8)
+        step[self.length == 0] = _INVALID
+        return (self.length + size).astype(np.uint8), step
+
+
+#: AC index steps past the 64 coefficients: end of block, and no such code (an error)
+_END = 100
+_INVALID = 200
 
 
 @dataclass
@@ -124,7 +153,7 @@ def _parse(code: bytes) -> _Stream:
                 kind, table = segment[at] >> 4, segment[at] & 15
                 counts = segment[at + 1:at + 17]
                 total = sum(counts)
-                huffman = _Huffman.parse(counts, segment[at + 17:at + 17 + total])
+                huffman = _Huffman.parse(bytes(counts), bytes(segment[at + 17:at + 17 + total]))
                 (ac if kind else dc)[table] = huffman
                 at += 17 + total
         elif marker == 0xDD:
@@ -181,10 +210,16 @@ def align(box: Box, mcu: tuple[int, int], width: int, height: int) -> Box:
 
 
 def mcu_size(code: bytes) -> tuple[int, int]:
+    return layout(code)[0]
+
+
+def layout(code: bytes) -> tuple[tuple[int, int], int, int]:
+    """The MCU size, width and height of a code stream that can be edited here."""
     try:
-        return _parse(code).mcu
+        stream = _parse(code)
     except (IndexError, ValueError, KeyError, struct.error):
         raise JpegBlockError("malformed JPEG header") from None
+    return stream.mcu, stream.width, stream.height
 
 
 def blank(code: bytes, boxes: list[Box]) -> bytes:
@@ -213,71 +248,92 @@ def _blank(code: bytes, boxes: list[Box]) -> bytes:
         q0 = stream.quant[component.tq][0]
         level = -1024 if index == 0 else 0  # (sample - 128) * 8 over the 8x8 DC scale
         flat.append(round(level / q0))
-    intervals = _intervals(stream.data)
     per_interval = stream.restart or across * down
-    out_intervals = []
+    data = bytearray()
     mcu = 0
-    for bits in intervals:
+    for index, chunk in enumerate(_RESTART.split(stream.data)):
         if mcu >= across * down:
             break
-        out_intervals.append(_recode_interval(stream, bits, mcu, min(per_interval,
-                                              across * down - mcu), hit, flat))
-        mcu += per_interval
-    data = bytearray()
-    for index, bits in enumerate(out_intervals):
         if index:
             data += bytes((0xFF, 0xD0 + (index - 1) % 8))
-        data += _stuffed(bits)
+        count = min(per_interval, across * down - mcu)
+        if hit.isdisjoint(range(mcu, mcu + count)):
+            data += chunk  # an interval with nothing to blank keeps its bytes
+        else:
+            data += _stuffed(_recode_interval(stream, chunk.replace(b"\xff\x00", b"\xff"),
+                                              mcu, count, hit, flat))
+        mcu += per_interval
     return stream.head + bytes(data) + stream.tail
 
 
-def _recode_interval(stream: _Stream, bits: str, first_mcu: int, count: int, hit: set[int],
-                     flat: list[int]) -> str:
-    components = stream.components
-    predictor = [0] * len(components)
-    new_predictor = [0] * len(components)
+def _peeks(data: bytes) -> np.ndarray:
+    """The 16 bits from every bit position of ``data`` on (1-bits past its end)."""
+    padded = np.frombuffer(data + b"\xff\xff", np.uint8).astype(np.uint32)
+    words = (padded[:-2] << 16) | (padded[1:-1] << 8) | padded[2:]
+    shifts = np.arange(8, 0, -1, dtype=np.uint32)
+    return ((words[:, None] >> shifts) & 0xFFFF).ravel()
+
+
+def _recode_interval(stream: _Stream, data: bytes, first_mcu: int, count: int,
+                     hit: set[int], flat: list[int]) -> str:
+    """One restart interval's bits with the blocks of ``hit`` MCUs flat.  Why it is fast
+    enough for a cine: the codes at every bit position are looked up at once (numpy), so
+    walking the blocks costs two byte look-ups per code; unchanged runs of blocks are
+    copied as one slice of the original bits, only blanked blocks and the DC of the block
+    after them are written anew."""
+    bits = format(int.from_bytes(data, "big"), f"0{8 * len(data)}b") if data else ""
+    padded = bits + "1" * 16
+    peeks = _peeks(data)
+    gathered: dict[int, tuple[bytes, bytes]] = {}  # Cb and Cr share their tables
+    steps = []
+    for component in stream.components:
+        dc_table = stream.dc.get(component.td)
+        ac_table = stream.ac.get(component.ta)
+        if dc_table is None or ac_table is None:
+            raise JpegBlockError("a Huffman table is missing")
+        if id(ac_table) not in gathered:
+            bit_steps, index_steps = ac_table.ac_steps
+            gathered[id(ac_table)] = bit_steps[peeks].tobytes(), index_steps[peeks].tobytes()
+        steps.append((dc_table.dc_steps, *gathered[id(ac_table)], component.h * component.v,
+                      dc_table, ac_table))
+    del peeks
+    components = len(stream.components)
+    predictor = [0] * components
+    new_predictor = [0] * components
+    rewrite = [False] * components  # the next block's DC difference must be re-coded
     pieces: list[str] = []
-    pos = 0
-    padded = bits + "1" * 32
+    copied = pos = 0
     for mcu in range(first_mcu, first_mcu + count):
         blanked = mcu in hit
-        for index, component in enumerate(components):
-            dc_table = stream.dc.get(component.td)
-            ac_table = stream.ac.get(component.ta)
-            if dc_table is None or ac_table is None:
-                raise JpegBlockError("a Huffman table is missing")
-            dc_lookup, ac_lookup = dc_table.lookup, ac_table.lookup
-            for _ in range(component.h * component.v):
-                found = dc_lookup[int(padded[pos:pos + 16], 2)]
-                if found is None:
+        for index, (dc_steps, ac_bits, ac_index, blocks, dc_table, ac_table
+                    ) in enumerate(steps):
+            for _ in range(blocks):
+                start = pos
+                step = dc_steps[int(padded[pos:pos + 16], 2)]
+                if step == 0:
                     raise JpegBlockError("invalid Huffman code")
-                symbol, length = found
-                pos += length
-                diff = _extend(padded[pos:pos + symbol], symbol)
-                pos += symbol
-                predictor[index] += diff
+                size = step & 31
+                pos += step >> 5
+                if size:
+                    predictor[index] += _extend(bits[pos - size:pos], size)
                 ac_start = pos
                 k = 1
                 while k < 64:
-                    found = ac_lookup[int(padded[pos:pos + 16], 2)]
-                    if found is None:
-                        raise JpegBlockError("invalid Huffman code")
-                    rs, length = found
-                    pos += length
-                    run, size = rs >> 4, rs & 15
-                    if size == 0:
-                        if run != 15:
-                            break
-                        k += 16
-                        continue
-                    pos += size
-                    k += run + 1
+                    k += ac_index[pos]
+                    pos += ac_bits[pos]
+                if k >= _INVALID:
+                    raise JpegBlockError("invalid Huffman code")
                 if pos > len(bits):
                     raise JpegBlockError("scan data ends inside a block")
                 value = flat[index] if blanked else predictor[index]
-                pieces.append(_dc_code(dc_table, value - new_predictor[index]))
+                if blanked or rewrite[index]:
+                    pieces.append(bits[copied:start])
+                    pieces.append(_dc_code(dc_table, value - new_predictor[index]))
+                    pieces.append(_eob(ac_table) if blanked else bits[ac_start:pos])
+                    copied = pos
+                rewrite[index] = blanked
                 new_predictor[index] = value
-                pieces.append(_eob(ac_table) if blanked else bits[ac_start:pos])
+    pieces.append(bits[copied:pos])
     return "".join(pieces)
 
 

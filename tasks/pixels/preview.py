@@ -38,10 +38,10 @@ def write_preview(folder: str, name: str, result: PixelResult) -> Path:
     import numpy as np
     from PIL import Image, ImageDraw
 
-    assert result.decoded is not None and result.before is not None
-    photometric = result.decoded.photometric
+    assert result.before is not None and result.after is not None
+    photometric = result.photometric
     before = _rgb(result.before, photometric)
-    after = _rgb(result.decoded.frames[0], photometric)
+    after = _rgb(result.after, photometric)
     width = before.shape[1]
     image = Image.fromarray(np.concatenate([before, np.zeros((before.shape[0], 8, 3), np.uint8),
                                             after], axis=1))
@@ -51,7 +51,7 @@ def write_preview(folder: str, name: str, result: PixelResult) -> Path:
             for left in (0, width + 8):
                 draw.rectangle([left + x, y, left + x + w - 1, y + h - 1], outline=colour)
     target = Path(folder) / f"{name or 'unnamed'}.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(target.parent, mode=0o700, exist_ok=True)  # it holds PHI: the user's only
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".preview-", suffix=".png")
     try:
         with os.fdopen(fd, "wb") as out:

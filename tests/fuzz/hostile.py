@@ -12,15 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tasks.crypto import EnvelopeEncryptor, decrypt_envelope
-from tasks.deidentify import (
-    ENCRYPTED_ATTRIBUTES,
-    ENCRYPTED_CONTENT,
-    deflate,
-    encrypted_attributes_element,
-)
 from tasks.dicomio import EXPLICIT_LE_ENC, Element, Encoding, _Parser, read_dicom
 from tasks.edit import EditPlan, render
+from tasks.engine import deflate
 from tasks.errors import AnonpipeError, DicomFormatError, UnsupportedFileError
+from tasks.payload import encrypted_attributes_element
+from tasks.tags import ENCRYPTED_ATTRIBUTES, ENCRYPTED_CONTENT
 from tests.conftest import pydicom_file
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"

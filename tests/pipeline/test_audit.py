@@ -310,3 +310,19 @@ def test_search_terms_of_names_in_other_character_sets() -> None:
                  "山田".encode(), b"x \x1b$B;3ED\x1b(B y", "jörg".encode()):
         assert search.find(b" " + data + b" "), data
     assert not search.find(b"MUELLERS JORGE")
+
+
+def test_a_consistent_tree_leaves_nothing_per_file_in_memory(run: tuple[Path, Path]) -> None:
+    """What the audit holds must not grow with the archive: the recorded UIDs are looked up
+    in the store (not loaded), and UID pairs that match the recorded mapping are not kept."""
+    out, store_path = run
+    with Store(store_path, read_only=True) as store:
+        ids = audit.collect_identifiers(store, audit.run_profile(store).compiled)
+        assert ids.uids == {} and ids.recorded is not None
+        assert ids.recorded_count == store.table_size("uids") > 120
+        sop = next(row["sop"] for _, row in store.inventory() if row.get("sop"))
+        assert ids.recorded([sop.encode(), b"1.2.3.4.5.6.7.8"]) == {sop.encode()}
+        auditor = audit.Auditor(out, store, ids, audit.run_profile(store).compiled)
+        findings = auditor.run()
+    assert findings.files == 120 and findings.clean
+    assert not findings.pairs and not findings.counts and not findings.recorded

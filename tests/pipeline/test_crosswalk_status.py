@@ -9,6 +9,7 @@ import re
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import date, timedelta
 from functools import partial
 from pathlib import Path
@@ -164,3 +165,60 @@ def test_per_study_summary_in_a_private_list_and_with_debug(run: tuple[Path, Pat
     debug = tool("anonpipe", "--irreversible", "-r", "--continue", "-D",
                  "--retain-long-modified-dates", "--store", str(store), str(src), str(out))
     assert f"study: Patient ID {lines[1][0]} -> {lines[1][1]}" in debug.stderr
+
+
+def _replaced_uids(old: pydicom.Dataset, new: pydicom.Dataset) -> Iterator[tuple[str, str]]:
+    """(original, replacement) of every UID element the output holds changed, nested
+    sequence items included (matched by position)."""
+    for element in old:
+        if element.tag not in new:
+            continue
+        other = new[element.tag]
+        if element.VR == "SQ":
+            for item, other_item in zip(element.value, other.value, strict=False):
+                yield from _replaced_uids(item, other_item)
+        elif element.VR == "UI" and element.value and element.value != other.value:
+            yield str(element.value), str(other.value)
+
+
+def test_midi_b_mapping_files_as_the_benchmark_scorer_reads_them(
+        run: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """Two files, uid_mapping.csv and patid_mapping.csv, each with exactly the columns
+    id_old,id_new (the scorer reads them by name, drops repeated originals and turns each
+    table into a dict both ways): every UID and Patient ID the outputs changed is there."""
+    src, out, store = run
+    folder = tmp_path / "mappings"
+    proc = tool("anonpipe-crosswalk", str(store), "--midi-b", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["patid_mapping.csv", "uid_mapping.csv"]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    tables = {}
+    for name in ("uid_mapping.csv", "patid_mapping.csv"):
+        path = folder / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        text = path.read_text()
+        assert text.splitlines()[0] == "id_old,id_new"
+        reader = csv.DictReader(io.StringIO(text))
+        rows = [(r["id_old"], r["id_new"]) for r in reader]
+        assert reader.fieldnames == ["id_old", "id_new"]
+        assert all(old and new for old, new in rows)
+        olds, news = [r[0] for r in rows], [r[1] for r in rows]
+        assert len(set(olds)) == len(olds) and len(set(news)) == len(news)  # both ways
+        tables[name] = dict(rows)
+        assert f"{len(rows):,} rows written to {path} (0600)" in proc.stderr
+    uids, patids = tables["uid_mapping.csv"], tables["patid_mapping.csv"]
+    changed = 0
+    for original in sorted(src.rglob("*.dcm")):
+        old = pydicom.dcmread(original)
+        new = pydicom.dcmread(out / original.relative_to(src))
+        assert patids[old.PatientID] == new.PatientID
+        for before, after in _replaced_uids(old, new):
+            assert uids[before] == after
+            changed += 1
+    assert changed >= 8 * 3  # Study, Series and SOP Instance UIDs of each file at least
+    assert set(patids) == {pydicom.dcmread(p).PatientID for p in src.rglob("*.dcm")}
+    for argv, words in ((["--midi-b", str(folder), "--kind", "uid"], "--kind goes with --csv"),
+                        ([], "--csv FILE and/or --midi-b FOLDER")):
+        bad = tool("anonpipe-crosswalk", str(store), *argv)
+        assert bad.returncode == 2 and words in bad.stderr, bad.stderr
+        assert len(bad.stderr.splitlines()) == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings
-from tasks.inventory import ScanBatch, scan_batch, scan_file
+from tasks.inventory import ScanBatch, pack_row, prepare_head, scan_batch, scan_file, unpack_row
 from tests.conftest import Pki
 
 
@@ -35,7 +35,9 @@ def test_errors_are_rows(tmp_path: Path) -> None:
     rows = scan_batch(ScanBatch(1, str(tmp_path), ("text.dcm", "empty.dcm", "gone.dcm")))
     assert isinstance(rows, dict) and rows["batch_id"] == 1
     assert (rows["errors"], rows["bytes"]) == (3, len(b"hello, not DICOM at all"))
-    got = {rel: json.loads(text) for rel, text in rows["rows"].items()}
+    got = {rel: unpack_row(size, mtime, sop, None if head is None else prepare_head(json.loads(head)), uids,
+                           kind, error)
+           for rel, size, mtime, sop, _study, head, uids, kind, error in rows["rows"]}
     assert got["text.dcm"]["error_kind"] == "DicomFormatError"
     assert got["empty.dcm"] == {"size": 0, "mtime_ns": got["empty.dcm"]["mtime_ns"],
                                 "error_kind": "DicomFormatError", "error": "empty file"}
@@ -54,3 +56,14 @@ def test_deidentified_outputs_are_flagged(archive: Path, tmp_path: Path, pki: Pk
     assert scan_file(tmp_path / "b.dcm")["deidentified"] is True
     row = scan_file(tmp_path / "a.dcm")
     assert row["sop"] != scan_file(src)["sop"]
+
+
+def test_a_packed_row_unpacks_to_the_scanned_row(archive: Path) -> None:
+    """What the store keeps per file is the scan's row, nothing lost (pack_row/unpack_row)."""
+    for src in sorted(archive.rglob("*.dcm"))[:6]:
+        row = scan_file(src)
+        rel, size, mtime, sop, study, head, uids, kind, error = pack_row("x", row)
+        assert (rel, study, kind) == ("x", row["study"], None) and head is not None
+        assert sop not in head  # the file's own UID is not repeated in the shared part
+        assert unpack_row(size, mtime, sop, prepare_head(json.loads(head)), uids, kind,
+                          error) == row

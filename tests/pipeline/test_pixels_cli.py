@@ -83,3 +83,29 @@ def test_explain_shows_the_boxes(archive: Path, capsys: pytest.CaptureFixture[st
     assert "pixels: OCR boxes (frames 1 read, blanked on all 1): [x=" in text
     assert "pixels: verified by OCR on frames 1: no text left" in text
     assert "4820193" not in text and "DOE" not in text
+
+
+def test_default_run_cleans_every_drawn_text_kind_and_d_restores_each(
+        pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every kind of test image with names, IDs and dates drawn into its pixels (ultrasound
+    RGB native, RLE, JPEG Baseline, cines native and JPEG, mid-grey text, secondary captures
+    of 12 and 16 bits in four syntaxes, dark text on a light panel, XA with Burned In
+    Annotation YES): the default run writes every one, cleaned, and -d restores each input
+    byte for byte.  (What OCR reads in the outputs: tests/tasks/test_pixels.py.)"""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    made = {kind: make(folder / f"{kind}.dcm") for kind, make in pixel_images.ALL.items()}
+    out = tmp_path / "out"
+    assert main(["-c", str(pki.cert), "--workers", "0", str(folder), str(out)]) == 0
+    report = json.loads(Path(re.findall(r"report: (\S+)", capsys.readouterr().err)[-1])
+                        .read_text())
+    pixels = report["counts"]["pixels"]
+    assert pixels["rule"] + pixels["ocr"] == len(made), pixels
+    assert pixels["refused_after_verification"] == 0
+    for path in made.values():
+        cleaned = pydicom.dcmread(out / path.name)
+        assert cleaned.BurnedInAnnotation == "NO" and cleaned.PixelData != pydicom.dcmread(
+            path).PixelData
+    back = tmp_path / "back"
+    assert main(["-k", str(pki.key), "-d", "--workers", "0", str(out), str(back)]) == 0
+    assert all((back / path.name).read_bytes() == path.read_bytes() for path in made.values())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.sample import generate_archive
-from tests.conftest import Pki, run_command
+from tests.conftest import ANONPIPE, Pki, run_command
 
 run = partial(run_command, "anonpipe", timeout=180)
 
@@ -208,3 +208,67 @@ def test_list_options_are_checked_before_anything_is_written(mixed: Path, tmp_pa
     plan_alone = run("--irreversible", "-r", "--plan", str(tmp_path / "p.tsv"), str(mixed),
                      str(tmp_path / "out"))
     assert plan_alone.returncode == 2 and "--plan FILE goes with --dry-run" in plan_alone.stderr
+
+
+def _on_a_terminal(argv: list[str], columns: int = 80) -> tuple[int, str]:
+    """Run ``argv`` with stdout and stderr on a pseudo-terminal of ``columns`` columns (the
+    live display draws only there); returns the exit status and everything drawn."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TERM")}
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+                            env={**env, "TERM": "xterm"}, close_fds=True)
+    os.close(follower)
+    drawn = bytearray()
+    try:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other side is closed (the run ended)
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+    return proc.returncode, drawn.decode("utf-8", "replace")
+
+
+def test_the_live_pass_one_bar_shows_elapsed_time_and_the_latest_kind(tmp_path: Path) -> None:
+    """On an 80-column terminal each pass is one line with its elapsed time and, once a
+    file cannot be processed, the kind of the latest one; pass 1 as well as pass 2."""
+    src = tmp_path / "in"
+    generate_archive(src, patients=1, studies=1, series=1, instances=3, seed=5)
+    sample = next(src.rglob("*.dcm"))
+    (src / "cut.dcm").write_bytes(sample.read_bytes()[:700])  # cut inside the header
+    code, drawn = _on_a_terminal([ANONPIPE, "--irreversible", "-r", "--continue", str(src),
+                                  str(tmp_path / "out")])
+    assert code == 1, drawn  # one file failed
+    frames = [re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", frame)
+              for frame in re.split(r"\x1b\[2K|\n", drawn)]
+    for name in ("pass 1 scan", "pass 2 deidentify"):
+        bars = [frame.rstrip() for frame in frames if frame.startswith(name)]
+        assert bars, drawn
+        final = bars[-1]
+        assert len(final) <= 80, final
+        assert re.search(r"\b0:00:\d\d\b", final), final  # elapsed time
+        assert "4/4" in final and "✗1 DicomFormatError" in final, final
+
+
+def test_plain_progress_lines_name_the_latest_kind(tmp_path: Path) -> None:
+    """Not on a terminal (a batch job's log) the pass lines say it in words."""
+    src = tmp_path / "in"
+    generate_archive(src, patients=1, studies=1, series=1, instances=2, seed=6)
+    (src / "notes.txt").write_text("not an image")
+    proc = run("--irreversible", "-r", "--continue", str(src), str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"pass 1 scan: finished 3/3 files, .* 1 not written \(latest: not DICOM\), "
+                     r"workers -, [\d.]+ s", proc.stderr), proc.stderr

@@ -72,3 +72,24 @@ def test_damaged_streams_raise_only_jpeg_block_errors() -> None:
                 blank(data, [(0, 0, 16, 8)])
             except JpegBlockError:
                 pass
+
+
+def test_restart_intervals_with_nothing_to_blank_keep_their_bytes() -> None:
+    """With a restart marker after every MCU row, a box in the first row re-codes that
+    interval only: from the first marker on, the code stream is the original's."""
+    code = _jpeg("RGB", 2, restart_marker_rows=1)
+    edited = blank(code, [align((20, 0, 40, 10), (16, 16), 200, 120)])
+    first = code.index(b"\xff\xd0")
+    assert edited != code
+    assert edited[edited.index(b"\xff\xd0"):] == code[first:]
+
+
+def test_the_same_tables_are_parsed_once_per_cine() -> None:
+    """Every frame of a cine carries the same Huffman tables: they are built once."""
+    from tasks.pixels.jpegblocks import _Huffman
+
+    _Huffman.parse.cache_clear()
+    frames = [_jpeg("RGB", 2) for _ in range(3)]
+    for frame in frames:
+        blank(frame, [(0, 0, 16, 16)])
+    assert _Huffman.parse.cache_info().misses == 4  # DC and AC, luminance and chrominance

@@ -20,11 +20,12 @@ import tasks.reidentify as reid
 from tasks import fileio, pixeltail
 from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings
-from tasks.dicomio import PIXEL_DATA, read_dicom
+from tasks.dicomio import read_dicom
 from tasks.errors import AnonpipeError, DicomFormatError
 from tasks.fileio import FileRange, write_atomic
 from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, split_pixel_tail
 from tasks.reidentify import Reidentify, ReidentifySettings
+from tasks.tags import PIXEL_DATA
 from tests.conftest import PYDICOM_FILES, REPO, SECRET, Pki, pydicom_file
 
 TEST_FILES = sorted(PYDICOM_FILES.glob("*.dcm"))

@@ -11,18 +11,19 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from pydicom.uid import JPEGBaseline8Bit
 
 from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes, deidentify_parts
-from tasks.dicomio import PIXEL_DATA, read_dicom
+from tasks.dicomio import read_dicom
 from tasks.errors import DicomFormatError, ProfileError, UnsupportedFileError
 from tasks.pixels import clean as pixel_clean
-from tasks.pixels import codecs
+from tasks.pixels import codecs, ocr
 from tasks.pixels.clean import BurnedInTextError, PixelResult, sample
 from tasks.pixels.rules import load_rules, matching_rules
 from tasks.reidentify import Reidentify, ReidentifySettings
+from tasks.tags import PIXEL_DATA
 from tests import pixel_images
 from tests.conftest import PYDICOM_FILES, REPO, SECRET, Pki, pydicom_file
 
@@ -30,26 +31,31 @@ EXAMPLE_RULES = REPO / "configs" / "pixels" / "example.yaml"
 KINDS = sorted(pixel_images.ALL)
 
 
+def _tesseract(image: Image.Image) -> str:
+    image = image.resize((image.width * 2, image.height * 2), Image.Resampling.NEAREST)
+    png = io.BytesIO()
+    image.save(png, "PNG")
+    done = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "11"],
+                          input=png.getvalue(), capture_output=True, check=True)
+    return done.stdout.decode()
+
+
 def _text(path: Path) -> str:
     """Every frame of ``path`` (decoded by pydicom, not by the code under test) through
-    Tesseract: bright pixels, black on white, twice the size."""
+    Tesseract twice, twice the size: bright pixels black on white, and the frame as a
+    viewer shows it in 8-bit grey (Tesseract's own thresholds, inverted lines tried)."""
     ds = pydicom.dcmread(path)
     frames = ds.pixel_array if int(ds.get("NumberOfFrames", 1) or 1) > 1 else [ds.pixel_array]
     text = []
     for frame in frames:
         grey = frame.max(axis=2) if frame.ndim == 3 else frame
         grey = grey.astype(np.float64)
-        if ds.PhotometricInterpretation == "MONOCHROME1":
-            grey = grey.max() - grey
         top = float((1 << int(ds.BitsStored)) - 1)
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            grey = top - grey
         mask = grey > 0.55 * top
-        image = Image.fromarray(np.where(mask, 0, 255).astype(np.uint8))
-        image = image.resize((image.width * 2, image.height * 2), Image.Resampling.NEAREST)
-        png = io.BytesIO()
-        image.save(png, "PNG")
-        done = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "11"],
-                              input=png.getvalue(), capture_output=True, check=True)
-        text.append(done.stdout.decode())
+        text.append(_tesseract(Image.fromarray(np.where(mask, 0, 255).astype(np.uint8))))
+        text.append(_tesseract(Image.fromarray((grey * (255 / top)).astype(np.uint8))))
     return " ".join(text).upper()
 
 
@@ -92,7 +98,7 @@ def test_cleaned_output_reads_no_drawn_word_and_restores(kind: str, images: dict
     assert result.rule_boxes or result.ocr_boxes
     boxed = np.zeros((int(ds_in.Rows), int(ds_in.Columns)), dtype=bool)
     # JPEG: decoders' chroma upsampling reaches one pixel past a blanked block
-    fringe = 1 if kind == "us_jpeg" else 0
+    fringe = 1 if kind.startswith("us_jpeg") else 0
     for x, y, w, h in result.rule_boxes + result.ocr_boxes:
         boxed[max(y - fringe, 0):y + h + fringe, max(x - fringe, 0):x + w + fringe] = True
     a, b = ds_in.pixel_array.astype(np.int64), ds_out.pixel_array.astype(np.int64)
@@ -100,7 +106,7 @@ def test_cleaned_output_reads_no_drawn_word_and_restores(kind: str, images: dict
     while changed.ndim > 2:  # frames, samples
         changed = changed.any(axis=0 if changed.shape[0] != boxed.shape[0] else -1)
     assert changed.any() and not (changed & ~boxed).any()
-    if kind == "us_jpeg":  # blanked in the code stream: not re-encoded
+    if kind.startswith("us_jpeg"):  # blanked in the code stream: not re-encoded
         assert not result.lossy and "LossyImageCompressionMethod" not in ds_out
         assert all(x % 16 == 0 and y % 8 == 0 for x, y, _, _ in result.ocr_boxes)
     if kind.startswith("us_rgb"):
@@ -265,7 +271,8 @@ def test_frames_decode_as_pydicom_does_and_native_ones_encode_back_unchanged(nam
     df = read_dicom(path.read_bytes())
     frames = codecs.decode(df, pixel_clean.transfer_syntax_of(df))
     reference = pydicom.dcmread(path).pixel_array
-    assert (np.stack(frames.frames).reshape(reference.shape) == reference).all()
+    assert (np.stack([frames.frame(i) for i in range(frames.count)]).reshape(reference.shape)
+            == reference).all()
     if frames.transfer_syntax in codecs.NATIVE:
         el = df.top(PIXEL_DATA)
         assert el is not None
@@ -345,3 +352,83 @@ def test_overlay_bits_are_cleared_in_the_cleaned_pixels(images: dict[str, Path],
     back = tmp_path / "back.dcm"
     Reidentify(reid)(out, back)
     assert back.read_bytes() == src.read_bytes()
+
+
+def test_native_frames_are_blanked_in_the_one_copy_that_becomes_the_new_element(
+        images: dict[str, Path]) -> None:
+    """A long cine is not held twice by the pixel step: the frames are views of one copy of
+    the element, and that copy (not a new one) is what encode returns."""
+    data = images["us_multiframe"].read_bytes()
+    df = read_dicom(data)
+    frames = codecs.decode(df, pixel_clean.transfer_syntax_of(df))
+    assert frames.count == 9 and frames.shape == (240, 400)
+    buffer = frames._buffer
+    assert buffer is not None
+    view = np.frombuffer(buffer, np.uint8)
+    assert all(np.shares_memory(frames.frame(i), view) for i in range(frames.count))
+    frames.blank([(0, 0, 40, 20)])
+    new = frames.encode(df.enc)[PIXEL_DATA]
+    assert new is buffer
+    assert df.top_value(PIXEL_DATA) == read_dicom(data).top_value(PIXEL_DATA)  # input as it was
+
+
+def test_a_jpeg_cine_decodes_only_its_ocr_sample(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty JPEG Baseline frames: OCR decodes the sampled frames only, and every frame is
+    blanked in its code stream (none re-encoded), the last one (never decoded) too."""
+    src = pixel_images.us_cine(tmp_path / "cine.dcm", 20, JPEGBaseline8Bit)
+    decoded: list[int] = []
+    real = codecs._jpeg_frames
+
+    def counting(*args: object, **kwargs: object) -> codecs.Frames:
+        frames = real(*args, **kwargs)  # type: ignore[arg-type]
+        decode_one = frames._decode_frame
+
+        def counted(code: bytes) -> np.ndarray:
+            decoded.append(frames.encoded.index(code))
+            return decode_one(code)
+        frames._decode_frame = counted
+        return frames
+
+    monkeypatch.setattr(codecs, "_jpeg_frames", counting)
+    cleaned: list[PixelResult] = []
+    out = tmp_path / "out.dcm"
+    out.write_bytes(b"".join(deidentify_parts(src.read_bytes(), DeidentifySettings(
+        secret=SECRET), cleaned=cleaned)))
+    [result] = cleaned
+    assert sorted(set(decoded)) == sorted(set(result.detect_frames + result.verify_frames))
+    assert len(decoded) == len(set(decoded)) < 20  # each sampled frame once
+    assert not result.lossy and result.ocr_boxes
+    ds = pydicom.dcmread(out)
+    assert int(ds.NumberOfFrames) == 20 and "LossyImageCompressionMethod" not in ds
+    last = ds.pixel_array[-1]
+    for x, y, w, h in result.ocr_boxes:
+        assert last[y + 1:y + h - 1, x + 1:x + w - 1].max() <= 2  # black in the last frame too
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_a_flat_frame_starts_no_tesseract(value: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing can be text in a flat black, grey or white frame: no process is started."""
+    def no_tesseract() -> str:
+        raise AssertionError("tesseract started")
+
+    monkeypatch.setattr(ocr, "tesseract", no_tesseract)
+    assert ocr.read_words(np.full((120, 200), value, np.uint8)) == []
+
+
+@pytest.mark.parametrize("background,text,speckle", [
+    (230, 20, None),    # black text on a light panel
+    (150, 30, None),    # dark text on a mid-grey panel
+    (0, 110, 255),      # mid-grey text on black, white speckle below it
+])
+def test_text_on_flat_backgrounds_is_read_whichever_its_shade(background: int, text: int,
+                                                              speckle: int | None) -> None:
+    rng = np.random.default_rng(1)
+    frame = np.full((160, 400), background, np.uint8)
+    if speckle is not None:
+        frame[80:] = (rng.random((80, 400)) * speckle).astype(np.uint8)
+    image = Image.fromarray(frame)
+    ImageDraw.Draw(image).text((10, 20), "DOE JANE 4820193", fill=text,
+                               font=ImageFont.load_default(size=18))
+    words = ocr.read_words(np.asarray(image))
+    assert len(words) >= 3 and all(20 <= w.y + w.height // 2 <= 45 for w in words), words

@@ -1,0 +1,149 @@
+"""The frame every per-file operation runs in: input opened, read whole or split, output
+assembled and written.
+
+De-identification (``tasks.deidentify``), re-identification (``tasks.reidentify``) and dumb
+mode (``tasks.dumb``) differ only in the edit they make of one parsed file; how the input is
+opened (regular files only), whether it is read whole or split at its pixel data
+(``tasks.pixeltail``), how the output's pieces are put together (a deflated data set
+deflated again, PS3.5 A.5) and written (``tasks.fileio``) is this module's, once for all
+three, so none of them depends on another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from tasks.dicomio import DicomFile
+from tasks.edit import Chunk
+from tasks.errors import DicomFormatError
+from tasks.fileio import Piece, write_atomic
+from tasks.pixeltail import WholeFile
+
+#: an operation on a file's bytes: the output's pieces (or bytes)
+Whole = Callable[[bytes], Sequence[Piece] | bytes]
+#: an operation on a large file open at ``fd`` of ``size`` bytes, its pixel data left in the
+#: file (``tasks.pixeltail.split_rendered``); None, or the file's bytes when already read,
+#: when the file does not split
+Split = Callable[[int, int], list[Piece] | WholeFile | None]
+
+
+def apply_to_file(src: Path, dst: Path, whole: Whole, split: Split, split_from: int) -> int:
+    """Write ``dst`` from ``src``: by ``split`` (the pixel data left in the file:
+    ``tasks.pixeltail``) for files of ``split_from`` bytes and more that split, else by
+    ``whole`` on the file's bytes (those ``split`` read, if it read them all).  Returns the
+    bytes written."""
+    with opened_input(src) as (fd, size):
+        data = None
+        if size >= split_from:
+            pieces = split(fd, size)
+            if isinstance(pieces, WholeFile):
+                data = pieces.data
+            elif pieces is not None:
+                return write_atomic(dst, pieces)
+        return write_atomic(dst, whole(data if data is not None else _read_all(fd, size)))
+
+
+def file_pieces(df: DicomFile, prefix: bytes, meta: bytes, body: Sequence[Chunk],
+                stream: bytes | None = None) -> list[Chunk]:
+    """The output file of ``df`` edited: ``prefix`` (preamble and "DICM"), ``meta``, the
+    rendered ``body`` and ``df``'s trailer.  A deflated input's body is deflated again;
+    ``stream`` is a deflate stream to use instead when it inflates to that same body (the
+    original one, which our compressor would not reproduce)."""
+    if not df.deflated:
+        return [prefix, meta, *body, df.trailer]
+    data = b"".join(body) + df.trailer
+    if stream is not None and _inflates_to(stream, data):
+        return [prefix, meta, stream]
+    return [prefix, meta, deflate(data)]
+
+
+def deflate(body: bytes) -> bytes:
+    """Raw deflate as PS3.5 A.5 requires (no zlib header)."""
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = compressor.compress(body) + compressor.flush()
+    return data + b"\0" if len(data) % 2 else data
+
+
+def _inflates_to(stream: bytes, body: bytes) -> bool:
+    try:
+        return zlib.decompress(stream, -zlib.MAX_WBITS) == body
+    except zlib.error:
+        return False
+
+
+# --------------------------------------------------------------------------- input
+
+
+def read_input(src: Path) -> bytes:
+    """The whole input file (see :func:`opened_input` for what is refused)."""
+    with opened_input(src) as (fd, size):
+        return _read_all(fd, size)
+
+
+@contextlib.contextmanager
+def opened_input(src: Path) -> Iterator[tuple[int, int]]:
+    """The input open for reading, and its size.  Anything but a regular file is refused
+    before it is opened: reading a FIFO blocks until a writer comes (forever, in a batch),
+    a device never ends."""
+    fd, size = _open_input(src)
+    try:
+        yield fd, size
+    finally:
+        os.close(fd)
+
+
+def _open_input(src: Path) -> tuple[int, int]:
+    try:
+        mode = os.stat(src).st_mode
+        if stat.S_ISDIR(mode):
+            raise DicomFormatError("is a directory")
+        if not stat.S_ISREG(mode):
+            raise DicomFormatError(f"not a regular file ({_file_kind(mode)})")
+        # O_NONBLOCK: should a FIFO replace the file after the stat, open() still returns
+        fd = os.open(src, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError:
+        raise DicomFormatError("permission denied") from None
+    except FileNotFoundError:
+        reason = "dangling symbolic link" if src.is_symlink() else "no such file"
+        raise DicomFormatError(reason) from None
+    except IsADirectoryError:
+        raise DicomFormatError("is a directory") from None
+    except OSError as exc:
+        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise DicomFormatError("not a regular file (replaced while opening)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """The rest of the file from its current offset (it may have grown since the stat)."""
+    try:
+        data = os.read(fd, size + 1)
+        if data and len(data) != size:  # grown since the stat, or a short read: to the end
+            chunks = [data]
+            while more := os.read(fd, 1 << 20):
+                chunks.append(more)
+            data = b"".join(chunks)
+    except OSError as exc:
+        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+    if not data:
+        raise DicomFormatError("empty file")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return f"mode {stat.S_IFMT(mode):o}"
