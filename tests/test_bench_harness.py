@@ -11,9 +11,8 @@ from types import ModuleType
 
 import pytest
 
-from tests.conftest import pydicom_file
+from tests.conftest import REPO, pydicom_file
 
-REPO = Path(__file__).resolve().parents[1]
 FILES = ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")
 
 

@@ -10,7 +10,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO
 
 
 def _source_copy(target: Path) -> Path:

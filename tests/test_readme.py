@@ -13,16 +13,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline.sample import generate_archive
-from tests.conftest import pydicom_file
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from tests.conftest import BIN, REPO, Pki, pydicom_file
 
 #: examples that cannot run on one machine in a test, and why
 SKIPPED = {
@@ -46,13 +42,12 @@ def examples(text: str) -> list[tuple[str, int]]:
 
 
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def scratch(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Path:
     work = tmp_path_factory.mktemp("readme")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=readme", "-keyout", str(work / "privatekey.pem"),
-                    "-out", str(work / "certificate.pem")], check=True, capture_output=True)
-    shutil.copy(work / "privatekey.pem", work / "key.pem")
-    shutil.copy(work / "certificate.pem", work / "cert.pem")
+    for key in ("privatekey.pem", "key.pem"):
+        shutil.copy(pki.key, work / key)
+    for cert in ("certificate.pem", "cert.pem"):
+        shutil.copy(pki.cert, work / cert)
     for name in ("original.dcm", "input.dcm", "012345.002.050.dcm"):
         shutil.copy(pydicom_file("CT_small.dcm"), work / name)
     for folder in ("dicom_in", "in", "archive"):

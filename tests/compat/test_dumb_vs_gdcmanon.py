@@ -20,18 +20,12 @@ from pydicom.dataset import Dataset
 from tasks.dumb import IRREVERSIBLE_OPS, DumbEdit, DumbSettings, parse_dumb_ops
 from tasks.errors import ProfileError
 from tasks.pixeltail import SPLIT_FROM
-from tests.conftest import Pki, pydicom_file
+from tests.conftest import REPO, Pki, pydicom_file
 
-pytestmark = pytest.mark.gdcm
+pytestmark = [pytest.mark.gdcm, pytest.mark.usefixtures("needs_gdcmanon")]
 
 GE = "CT_small.dcm"  # GEMS_* private blocks, Other Patient IDs Sequence (0010,1002)
 MR = "MR_small.dcm"
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _gdcmanon(require_tool) -> None:  # type: ignore[no-untyped-def]
-    require_tool("gdcmanon")
 
 
 @pytest.fixture(scope="module")

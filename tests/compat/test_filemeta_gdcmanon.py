@@ -18,12 +18,7 @@ from tasks.dicomio import read_dicom
 from tests.conftest import Pki
 from tests.tasks.test_filemeta import check_rebuilt, planted
 
-pytestmark = pytest.mark.gdcm
-
-
-@pytest.fixture(autouse=True)
-def _gdcmanon(require_tool) -> None:  # type: ignore[no-untyped-def]
-    require_tool("gdcmanon")
+pytestmark = [pytest.mark.gdcm, pytest.mark.usefixtures("needs_gdcmanon")]
 
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian,

@@ -16,7 +16,7 @@ from pipeline.cli import main
 from tasks.dicomio import read_dicom
 from tests.conftest import Pki, pydicom_file
 
-pytestmark = pytest.mark.gdcm
+pytestmark = [pytest.mark.gdcm, pytest.mark.usefixtures("needs_gdcmanon")]
 
 #: pydicom test files gdcmanon reads and de-identifies (reference §4.1)
 GDCM_READABLE = [
@@ -50,11 +50,6 @@ def body(path: Path) -> bytes:
 def run_gdcmanon(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["gdcmanon", *args], capture_output=True, text=True, timeout=60,
                           check=False)
-
-
-@pytest.fixture(autouse=True)
-def _gdcmanon(require_tool) -> None:  # type: ignore[no-untyped-def]
-    require_tool("gdcmanon")
 
 
 @pytest.mark.parametrize("name", GDCM_READABLE)

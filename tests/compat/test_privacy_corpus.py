@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,12 +24,11 @@ import pytest
 from pydicom.dataset import Dataset
 
 from pipeline.audit import audit
-from pipeline.cli import main
 from pipeline.store import Store
 from tasks.actions import date_offset_days, shift_date, shift_datetime
 from tasks.dicomio import read_dicom
 from tasks.profile import OPTIONS
-from tests.conftest import Pki
+from tests.conftest import Pki, run_main
 from tests.corpus import (
     CODED,
     META,
@@ -69,13 +66,9 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tree]:
     base = tmp_path_factory.mktemp("privacy")
     corpus = build_privacy_corpus()
     corpus.write(base / "in")
-    previous = os.environ.get("ANONPIPE_STATE_DIR")
-    os.environ["ANONPIPE_STATE_DIR"] = str(base / "state")
-    yield Tree(corpus, base / "in", base)
-    if previous is None:
-        os.environ.pop("ANONPIPE_STATE_DIR", None)
-    else:
-        os.environ["ANONPIPE_STATE_DIR"] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANONPIPE_STATE_DIR", str(base / "state"))
+        yield Tree(corpus, base / "in", base)
 
 
 @dataclass
@@ -85,21 +78,13 @@ class Ran:
     stderr: str
 
 
-def _cli(*argv: str) -> Ran:
-    """``anonpipe ARGV`` in process, its stdout and stderr captured."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(argv))
-    return Ran(code, out.getvalue(), err.getvalue())
-
-
 def _deidentify(tree: Tree, pki: Pki, profile: str, options: tuple[str, ...]) -> Outcome:
     name = "-".join((profile, *options))
     out, store = tree.base / f"out-{name}", tree.base / f"store-{name}.sqlite"
     reports = tree.base / "state" / "reports"
     before = set(reports.glob("*.json")) if reports.is_dir() else set()
     flags = [f"--{option.replace('_', '-')}" for option in options]
-    proc = _cli("-e", "-r", "-c", str(pki.cert), "--workers", "0",
+    proc = run_main("-e", "-r", "-c", str(pki.cert), "--workers", "0",
                 "--output-names", "uid", "--profile", profile, *flags, "--store", str(store),
                 str(tree.input), str(out))
     texts = [p.read_text() for p in sorted(set(reports.glob("*.json")) - before)]
@@ -202,7 +187,7 @@ def test_no_marker_leaves(tree: Tree, pki: Pki, default_run: Outcome, profile: s
 def test_reidentification_restores_every_file_byte_for_byte(tree: Tree, pki: Pki,
                                                             default_run: Outcome) -> None:
     restored = tree.base / "restored"
-    proc = _cli("-d", "-r", "-k", str(pki.key), "--workers", "0",
+    proc = run_main("-d", "-r", "-k", str(pki.key), "--workers", "0",
                 "--store", str(tree.base / "store-restore.sqlite"), str(default_run.out),
                 str(restored))
     assert proc.returncode == 0, proc.stderr[-2000:]

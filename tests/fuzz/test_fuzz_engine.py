@@ -31,13 +31,13 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.errors import AnonpipeError
 from tasks.profile import ProfileSpec, load_profile
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki
+from tests.conftest import REPO, SECRET
 from tests.fuzz.conftest import FuzzStats
 from tests.fuzz.hostile import (
     SEEDS,
@@ -53,9 +53,8 @@ FUZZ_SECONDS = float(os.environ.get("ANONPIPE_FUZZ_SECONDS") or 0)
 #: examples per target in the bounded run (tuned so all targets take ~20 s together)
 EXAMPLES = int(os.environ.get("ANONPIPE_FUZZ_EXAMPLES") or 1500)
 TARGETS = 8
-SECRET = b"fuzz-secret-0123456789abcdef0123"
 #: inputs of failing examples (build/ is not tracked)
-FAILURES = Path(__file__).resolve().parents[2] / "build" / "fuzz-failures"
+FAILURES = REPO / "build" / "fuzz-failures"
 
 MAGIC_LENGTHS = (0, 1, 2, 7, 8, 0xFFFE, 0xFFFF, 0x7FFFFFFF, 0xFFFFFFF0, 0xFFFFFFFF)
 VRS = (b"SQ", b"UN", b"OB", b"OW", b"UT", b"UI", b"PN", b"XX", b"\0\0", b"\xfe\xff")
@@ -182,16 +181,6 @@ def _keep_failing_input(data: bytes, key_pem: bytes | None) -> Path:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def encryptor(pki: Pki) -> EnvelopeEncryptor:
-    return EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 @pytest.fixture(scope="module")

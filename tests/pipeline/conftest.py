@@ -1,11 +1,10 @@
-"""Fixtures of the pipeline tests: a private state folder, a sample archive, jobs, trees."""
+"""Fixtures of the pipeline tests: a sample archive, jobs, trees (the private state folder is
+the suite's, in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +13,12 @@ import pytest
 from pipeline.job import Mode, TreeJob, Tuning
 from pipeline.sample import generate_archive
 from tasks.deidentify import Deidentify, DeidentifySettings
+from tests.conftest import SECRET
 from tests.pipeline.slurm import slurm  # noqa: F401 - the single-node SLURM fixture
 
-SECRET = b"pipeline-tests-secret-0123456789"
 #: 3 patients x 2 studies x 2 series x 10 instances = 120 files
 SHAPE = {"patients": 3, "studies": 2, "series": 2, "instances": 10, "seed": 7}
 FILES = 120
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _private_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Stores, secrets and reports of the tests never touch the user's state folder."""
-    state = tmp_path_factory.mktemp("state")
-    previous = os.environ.get("ANONPIPE_STATE_DIR")
-    os.environ["ANONPIPE_STATE_DIR"] = str(state)
-    yield state
-    if previous is None:
-        os.environ.pop("ANONPIPE_STATE_DIR", None)
-    else:
-        os.environ["ANONPIPE_STATE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import io
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
@@ -21,9 +20,9 @@ from pipeline import audit
 from pipeline.cli import main as anonpipe
 from pipeline.store import Store
 from tasks.inventory import scan_file
-from tests.conftest import Pki
+from tests.conftest import BIN, Pki
 
-AUDIT = str(Path(sys.executable).parent / "anonpipe-audit")
+AUDIT = str(BIN / "anonpipe-audit")
 #: the file the leaks are planted in (an output relative path, the same as its input's)
 VICTIM = "P0002/ST01/SE02/IM0003.dcm"
 

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pydicom
 import pytest
 
 from pipeline.cli import main
-from tests.conftest import Pki, pydicom_file
+from tests.conftest import Pki, pydicom_file, run_command
 
-ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ANONPIPE, *args], capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, **(env or {})})
+run = partial(run_command, "anonpipe")
 
 
 def test_installed_command_round_trip(pki: Pki, tmp_path: Path) -> None:

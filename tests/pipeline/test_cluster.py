@@ -26,11 +26,9 @@ from pipeline.pools import DaskPool
 from pipeline.runner import run_tree
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.errors import UsageError
+from tests.conftest import BIN, REPO
 from tests.pipeline.conftest import FILES, SECRET, deid_job, tree_digest
 from tests.pipeline.slowop import PoisonDeidentify, SlowDeidentify
-
-BIN = Path(sys.executable).parent
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_local_cluster_matches_inline(archive: Path, reference: dict[str, str],

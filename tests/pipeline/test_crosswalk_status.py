@@ -11,20 +11,16 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import pydicom
 import pytest
 
 from pipeline.sample import generate_archive
-from tests.conftest import Pki
+from tests.conftest import REPO, Pki, run_command
 
-BIN = Path(sys.executable).parent
-
-
-def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / name), *args], capture_output=True, text=True,
-                          timeout=180, check=False)
+tool = partial(run_command, timeout=180)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +121,7 @@ def test_status_of_a_running_run(tmp_path: Path) -> None:
     generate_archive(src, patients=1, studies=1, series=1, instances=30, seed=2)
     proc = subprocess.Popen([sys.executable, "-m", "tests.pipeline.driver", str(src), str(out),
                              str(store), "0", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=Path(__file__).parents[2])
+                            cwd=REPO)
     try:
         seen = None
         for _ in range(600):

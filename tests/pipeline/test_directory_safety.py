@@ -25,11 +25,9 @@ from pipeline.cli import main
 from pipeline.state import state_dir
 from pipeline.store import job_store_path
 from tasks.fileio import TEMP_MARKER
-from tests.conftest import Pki
+from tests.conftest import ANONPIPE, REPO, Pki
 from tests.pipeline.conftest import FILES, SECRET
 
-REPO = Path(__file__).resolve().parents[2]
-ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
 #: root bypasses file permissions; without these capabilities a 0555 folder binds root too
 DROP = (["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
         if os.geteuid() == 0 else [])

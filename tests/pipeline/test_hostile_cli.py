@@ -15,7 +15,6 @@ import hashlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,10 +24,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.state import load_secret
+from pipeline.state import default_secret_path, load_secret
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
-from tests.conftest import Pki
+from tests.conftest import ANONPIPE, Pki, run_command
 from tests.fuzz.hostile import (
     BAD_INPUTS,
     TRUNCATED_SEEDS,
@@ -40,7 +39,6 @@ from tests.fuzz.hostile import (
     with_payload,
 )
 
-ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
 SOP = explicit(0x00080018, "UI", b"1.2.3.4.5")
 #: cuts run as a subprocess too (all of them run in process): where gdcmanon aborts (194,
 #: 291), inside a sequence or text (1000), inside the pixel data (gdcmanon zero-fills 20000)
@@ -200,19 +198,16 @@ def subprocess_runs(pki: Pki, tmp_path_factory: pytest.TempPathFactory,
                     ) -> dict[str, tuple[Setup, subprocess.CompletedProcess[str], str | None]]:
     """Every case through the installed command, four at a time."""
     root = tmp_path_factory.mktemp("hostile-cli-sub")
-    state = tmp_path_factory.getbasetemp() / "state"
-    env = {**os.environ, "ANONPIPE_STATE_DIR": str(state)}
     # the per-user secret made once, before the parallel runs: otherwise whichever run comes
     # first announces it, beside the one line its case expects
-    state.mkdir(mode=0o700, exist_ok=True)
-    load_secret(state / "secret", create=True)
+    default_secret_path().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    load_secret(default_secret_path(), create=True)
 
     def run(case_id: str) -> tuple[str, tuple[Setup, subprocess.CompletedProcess[str], str | None]]:
         case = _case(case_id, pki)
         setup = _prepare(root, case_id, case.make, case.name, pki)
         before = _sha(Path(setup.values["src"]))
-        proc = subprocess.run([ANONPIPE, *_argv(case, setup)], capture_output=True, text=True,
-                              timeout=60, env=env, check=False)
+        proc = run_command("anonpipe", *_argv(case, setup), timeout=60)
         return case_id, (setup, proc, before)
 
     with ThreadPoolExecutor(max_workers=4) as pool:

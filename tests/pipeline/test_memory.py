@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.pipeline.memscan import write_tiny_tree
 
-REPO = Path(__file__).resolve().parents[2]
 FILES = int(os.environ.get("ANONPIPE_MEMORY_FILES", "200000"))
 LIMIT_MB = 300
 

@@ -10,7 +10,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "run_report.ipynb"
+from tests.conftest import REPO
+
+NOTEBOOK = REPO / "notebooks" / "run_report.ipynb"
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr
 from pathlib import Path
 
 import pydicom
@@ -14,6 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from pipeline.cli import main
 from pipeline.names import PathIdentifiers, date_spellings, paths_holding
+from tests.conftest import run_main
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -56,10 +57,8 @@ def exported(tmp_path: Path) -> Path:
 
 
 def _run(*argv: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with redirect_stderr(err), redirect_stdout(io.StringIO()):
-        code = main(["-e", "--irreversible", "-r", "--workers", "0", *argv])
-    return code, err.getvalue()
+    proc = run_main("-e", "--irreversible", "-r", "--workers", "0", *argv)
+    return proc.returncode, proc.stderr
 
 
 def _files(root: Path) -> list[str]:

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from tasks.fileio import TEMP_MARKER
+from tests.conftest import ANONPIPE, REPO
 from tests.pipeline.conftest import FILES, tree_digest
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _driver(src: Path, out: Path, store: Path, workers: int, delay: float,
@@ -87,7 +86,7 @@ def test_operation_fingerprint_is_stable_across_processes() -> None:
 
 
 def test_the_same_command_twice_resumes(archive: Path, tmp_path: Path) -> None:
-    command = [str(Path(sys.executable).parent / "anonpipe"), "-e", "--irreversible", "-r",
+    command = [ANONPIPE, "-e", "--irreversible", "-r",
                "--workers", "0", str(archive), str(tmp_path / "out")]
     env = {**os.environ, "ANONPIPE_STATE_DIR": str(tmp_path / "state")}
     reports = []

@@ -16,14 +16,13 @@ from rich.console import Console
 
 from pipeline.runner import run_tree
 from pipeline.store import Store
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.errors import UsageError
 from tasks.fileio import TEMP_MARKER
 from tasks.inventory import scan_file
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.uids import new_uid, secret_fingerprint
-from tests.conftest import Pki
 from tests.pipeline.conftest import FILES, SECRET, deid_job, tree_digest
 
 
@@ -200,14 +199,15 @@ def test_store_inside_output_refused(archive: Path, tmp_path: Path) -> None:
         run_tree(deid_job(archive, tmp_path / "out", tmp_path / "out" / "s.sqlite"))
 
 
-def test_reidentify_tree_restores_the_archive(archive: Path, tmp_path: Path, pki: Pki) -> None:
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+def test_reidentify_tree_restores_the_archive(archive: Path, tmp_path: Path,
+                                              encryptor: EnvelopeEncryptor,
+                                              reid: ReidentifySettings) -> None:
     op = Deidentify(DeidentifySettings(secret=SECRET, encryptor=encryptor))
     deid = tmp_path / "deid"
     assert run_tree(deid_job(archive, deid, operation=op)).done == FILES
     back = tmp_path / "back"
     job = deid_job(deid, back, mode="reidentify", secret=None,
-                   operation=Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes())))
+                   operation=Reidentify(reid))
     summary = run_tree(job)
     assert (summary.done, summary.failed) == (FILES, 0)
     assert tree_digest(back) == tree_digest(archive)

@@ -2,43 +2,27 @@
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import os
 import re
-import shutil
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from pydicom.dataset import Dataset
 
 from pipeline import sample
 from pipeline.sample import Kind, Shape, generate_archive, main
 from tasks.errors import OutputError, UsageError
+from tests.conftest import BIN, Pki, require_tool
 
 SHAPE: dict[str, Any] = {"patients": 2, "studies": 2, "series": 2, "instances": 3, "seed": 7}
 N_FILES = 2 * 2 * 2 * 3
 UID_RE = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")
-SCRIPT = Path(sys.executable).with_name("anonpipe-sample")
-
-
-def _require(tool: str) -> str:
-    """The tool's path; skip without it, unless CI demands the real tools."""
-    path = shutil.which(tool)
-    if path is None:
-        if os.environ.get("ANONPIPE_REQUIRE_GDCM") == "1":
-            pytest.fail(f"{tool} is required (ANONPIPE_REQUIRE_GDCM=1) but not installed")
-        pytest.skip(f"{tool} not installed")
-    return path
+SCRIPT = BIN / "anonpipe-sample"
 
 
 @pytest.fixture(scope="module")
@@ -55,35 +39,6 @@ def datasets(archive: list[Path]) -> dict[Path, Dataset]:
 def large_ct(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     out = tmp_path_factory.mktemp("large") / "out"
     return generate_archive(out, patients=1, studies=1, series=1, instances=3, kind="large-ct")
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throwaway self-signed RSA certificate and key (PEM) for gdcmanon -e/-d."""
-    folder = tmp_path_factory.mktemp("pki")
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "anonpipe sample test")])
-    now = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1000)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=36500))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def _parts(path: Path) -> tuple[str, str, str, str]:
@@ -316,7 +271,7 @@ def test_large_ct(large_ct: list[Path]) -> None:
 
 
 def test_dcmdump_reads_files(archive: list[Path], large_ct: list[Path]) -> None:
-    dcmdump = _require("dcmdump")
+    dcmdump = require_tool("dcmdump")
     for path in (archive[0], archive[-1], large_ct[-1]):
         run = subprocess.run(
             [dcmdump, "-q", str(path)], check=False, capture_output=True, text=True
@@ -328,10 +283,10 @@ def test_dcmdump_reads_files(archive: list[Path], large_ct: list[Path]) -> None:
 
 @pytest.mark.gdcm
 def test_gdcmanon_encrypts_and_restores(
-    archive: list[Path], certificate: tuple[Path, Path], tmp_path: Path
+    archive: list[Path], pki: Pki, tmp_path: Path
 ) -> None:
-    gdcmanon = _require("gdcmanon")
-    cert, key = certificate
+    gdcmanon = require_tool("gdcmanon")
+    cert, key = pki.cert, pki.key
     for path in (archive[1], archive[-1]):  # a CT and an MR, both with a cross-file reference
         anon, back = tmp_path / f"anon-{path.name}", tmp_path / f"back-{path.name}"
         run = subprocess.run(

@@ -23,20 +23,18 @@ from pipeline.leftovers import _unlink_below
 from pipeline.sample import generate_archive
 from pipeline.state import _private_group
 from tasks import fileio
-from tests.conftest import Pki, pydicom_file, require_tool
+from tests.conftest import ANONPIPE, Pki, make_pair, pydicom_file, require_tool, run_command
 
-ANONPIPE = str(Path(sys.executable).parent / "anonpipe")
 PASSWORD = "correct horse battery staple"
 OTHER_UID = 65534  # nobody
 
 
 def anonpipe(*args: str, env: dict[str, str] | None = None, state: Path | None = None
              ) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, **(env or {})}
+    extra = {**(env or {})}
     if state is not None:
-        environment["ANONPIPE_STATE_DIR"] = str(state)
-    return subprocess.run([ANONPIPE, *args], capture_output=True, text=True, timeout=120,
-                          check=False, env=environment)
+        extra["ANONPIPE_STATE_DIR"] = str(state)
+    return run_command("anonpipe", *args, env=extra)
 
 
 def everything(*roots: Path) -> list[str]:
@@ -567,12 +565,8 @@ def test_a_rerun_cleans_only_its_own_tree(tmp_path: Path, state: Path, secret: P
 
 def _certificate(folder: Path, name: str, bits: int = 2048, usage: str | None = None,
                  expired: bool = False) -> Path:
-    """A self-signed certificate made with openssl (backdated with cryptography)."""
-    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
-    extra = ["-addext", f"keyUsage=critical,{usage}"] if usage else []
-    subprocess.run(["openssl", "req", "-x509", "-newkey", f"rsa:{bits}", "-nodes", "-keyout",
-                    str(key), "-out", str(cert), "-days", "30", "-subj", f"/CN={name}", *extra],
-                   check=True, capture_output=True)
+    """A self-signed certificate (conftest.make_pair), backdated with cryptography."""
+    key, cert = make_pair(folder, name, bits, usage)
     if expired:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization

@@ -22,11 +22,11 @@ from pipeline.jobqueue import import_jobqueue
 from pipeline.runner import run_tree
 from pipeline.sample import generate_archive
 from tasks.deidentify import Deidentify, DeidentifySettings
+from tests.conftest import REPO
 from tests.pipeline.conftest import FILES, SECRET, deid_job, tree_digest
 from tests.pipeline.slowop import SlowDeidentify
 from tests.pipeline.slurm import Slurm
 
-REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 240  # seconds a whole run may take on a loaded machine (a hang fails the test)
 
 

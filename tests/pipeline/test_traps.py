@@ -10,21 +10,15 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from pipeline.sample import generate_archive
-from tests.conftest import Pki
+from tests.conftest import ANONPIPE, Pki, run_command
 
-BIN = Path(sys.executable).parent
-ANONPIPE = str(BIN / "anonpipe")
-
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ANONPIPE, *args], capture_output=True, text=True, timeout=180,
-                          check=False, cwd=cwd)
+run = partial(run_command, "anonpipe", timeout=180)
 
 
 def flat(text: str) -> str:

@@ -31,8 +31,8 @@ from tasks.crypto import (
     load_private_key_bytes,
 )
 from tasks.errors import CryptoError
+from tests.conftest import REPO, pydicom_file
 
-ROOT = Path(__file__).resolve().parents[2]
 PASSPHRASE = b"key-passphrase-1"  # unlocks the encrypted private keys
 PASSWORD = b"secret"  # the PasswordRecipientInfo password (gdcmanon -p)
 PAYLOAD_SIZES = [0, 1, 15, 16, 17, 560, 2048]
@@ -562,7 +562,7 @@ def test_encryptor_pickles_and_works_in_a_fresh_process(cert: bytes, key: Privat
         "import pickle, sys; e = pickle.loads(sys.stdin.buffer.read()); "
         "sys.stdout.buffer.write(e.encrypt(b'from a worker'))"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, "-c", code], input=data, capture_output=True, check=True, env=env
     )
@@ -712,9 +712,7 @@ def gdcmanon(require_tool: Callable[[str], str]) -> Run:
 
 @pytest.fixture(scope="session")
 def ct_small() -> Path:
-    from pydicom.data import get_testdata_file
-
-    return Path(get_testdata_file("CT_small.dcm"))
+    return pydicom_file("CT_small.dcm")
 
 
 def _encrypted_attributes(path: Path) -> bytes:

@@ -8,52 +8,29 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
 from tasks.profile import GDCMANON
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
 from tasks.uids import new_uid, validate_root
-from tests.conftest import Pki, pydicom_file
-
-SECRET = b"0123456789abcdef0123456789abcdef"
+from tests.builders import file_bytes, small_ct
+from tests.conftest import SECRET, Pki, pydicom_file
 
 
 @pytest.fixture(scope="module")
-def settings(pki: Pki) -> DeidentifySettings:
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+def settings(encryptor: EnvelopeEncryptor) -> DeidentifySettings:
     return DeidentifySettings(secret=SECRET, encryptor=encryptor, profile="gdcmanon")
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
-
-
-def dataset_bytes(ds: Dataset, implicit: bool = False) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def make_file(implicit: bool = False, **values: object) -> Dataset:
     """A small CT-like data set with a private block holding a nested Patient's Name."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.1"
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.SOPInstanceUID = "1.2.3.4.1"
-    ds.StudyInstanceUID = "1.2.3.4.100"
-    ds.SeriesInstanceUID = "1.2.3.4.200"
-    ds.PatientName = "Doe^Jane"
-    ds.PatientID = "PID-777"
+    ds = small_ct(ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian)
     ds.StudyID = "S1"
     inner = Dataset()
     inner.PatientName = "Secret^Inside"
@@ -69,7 +46,7 @@ def test_every_listed_attribute_is_protected_at_every_depth(settings: Deidentify
     ref.ReferencedSOPInstanceUID = "1.2.3.4.9"
     ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     ds = make_file(ReferencedImageSequence=Sequence([ref]), InstitutionName="General Hospital")
-    out = pydicom.dcmread(io.BytesIO(deidentify_bytes(dataset_bytes(ds), settings)))
+    out = pydicom.dcmread(io.BytesIO(deidentify_bytes(file_bytes(ds), settings)))
     assert out.PatientName != "Doe^Jane" and str(out.PatientName).startswith("ANON^")
     assert out.PatientID != "PID-777" and out.PatientID
     assert out.InstitutionName == ""
@@ -83,7 +60,7 @@ def test_private_sequence_in_implicit_file_is_entered(settings: DeidentifySettin
                                                       pki: Pki, tmp_path: Path,
                                                       require_tool) -> None:  # type: ignore[no-untyped-def]
     """gdcmanon leaks a Patient's Name inside a private SQ of an implicit file; we do not."""
-    data = dataset_bytes(make_file(implicit=True), implicit=True)
+    data = file_bytes(make_file(implicit=True))
     ours = deidentify_bytes(data, settings)
     assert b"Secret^Inside" not in ours
     assert b"Doe^Jane" not in ours
@@ -101,8 +78,8 @@ def test_consistent_uids_across_files(settings: DeidentifySettings) -> None:
     ref = Dataset()
     ref.ReferencedSOPInstanceUID = first.SOPInstanceUID
     second = make_file(SOPInstanceUID="1.2.3.4.2", ReferencedImageSequence=Sequence([ref]))
-    a = pydicom.dcmread(io.BytesIO(deidentify_bytes(dataset_bytes(first), settings)))
-    b = pydicom.dcmread(io.BytesIO(deidentify_bytes(dataset_bytes(second), settings)))
+    a = pydicom.dcmread(io.BytesIO(deidentify_bytes(file_bytes(first), settings)))
+    b = pydicom.dcmread(io.BytesIO(deidentify_bytes(file_bytes(second), settings)))
     assert a.StudyInstanceUID == b.StudyInstanceUID != first.StudyInstanceUID
     assert a.SeriesInstanceUID == b.SeriesInstanceUID
     assert a.SOPInstanceUID != b.SOPInstanceUID
@@ -158,7 +135,7 @@ def test_files_gdcmanon_cannot_handle_round_trip(name: str, settings: Deidentify
 def test_sop_class_gdcmanon_refuses_is_handled(settings: DeidentifySettings,
                                                reid: ReidentifySettings) -> None:
     ds = make_file(SOPClassUID="1.2.840.10008.5.1.4.1.1.130")  # Enhanced PET
-    data = dataset_bytes(ds)
+    data = file_bytes(ds)
     assert reidentify_bytes(deidentify_bytes(data, settings), reid) == data
 
 

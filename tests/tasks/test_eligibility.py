@@ -11,9 +11,7 @@ from tasks.dicomio import read_dicom
 from tasks.eligibility import Refusal, refusals
 from tasks.errors import UnsupportedFileError
 from tasks.inventory import scan_file
-from tests.conftest import pydicom_file
-
-SECRET = b"0123456789abcdef0123456789abcdef"
+from tests.conftest import SECRET, pydicom_file
 
 
 def _deidentified_once(tmp_path: Path) -> Path:

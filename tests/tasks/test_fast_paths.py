@@ -17,11 +17,7 @@ from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
 from tasks.dicomio import _dictionary_lookup, dictionary_vr, read_dicom, read_header
 from tasks.errors import DicomFormatError, OutputError
 from tasks.model import Batch, Status, WorkItem
-from tests.conftest import pydicom_file
-
-REPO = Path(__file__).resolve().parents[2]
-SECRET = b"fast-paths-secret-0123456789abcd"
-
+from tests.conftest import PYDICOM_FILES, REPO, SECRET, pydicom_file
 
 # --------------------------------------------------------------------------- durability
 
@@ -358,19 +354,17 @@ def test_implicit_vr_files_still_get_dictionary_vrs() -> None:
 # --------------------------------------------------------------------------- engine
 
 
-def test_output_is_the_same_with_and_without_encryption_render_shortcut(pki) -> None:  # type: ignore[no-untyped-def]
+def test_output_is_the_same_with_and_without_encryption_render_shortcut(encryptor, reid) -> None:  # type: ignore[no-untyped-def]
     """The body is rendered once when encrypting; group lengths still follow the edits."""
-    from tasks.crypto import EnvelopeEncryptor, load_certificate
-    from tasks.reidentify import ReidentifySettings, reidentify_bytes
+    from tasks.reidentify import reidentify_bytes
 
     original = pydicom_file("CT_small.dcm").read_bytes()
-    settings = DeidentifySettings(
-        secret=SECRET, encryptor=EnvelopeEncryptor(certificates=(load_certificate(pki.cert),)))
+    settings = DeidentifySettings(secret=SECRET, encryptor=encryptor)
     out = deidentify_bytes(original, settings)
     irreversible = deidentify_bytes(original, DeidentifySettings(secret=SECRET))
     a, b = read_dicom(out), read_dicom(irreversible)
     assert a.top(0x04000500) is not None and b.top(0x04000500) is None
-    assert reidentify_bytes(out, ReidentifySettings(key_pem=pki.key.read_bytes())) == original
+    assert reidentify_bytes(out, reid) == original
 
 
 def test_new_uid_cache_is_per_secret_and_root() -> None:
@@ -386,10 +380,7 @@ def test_new_uid_cache_is_per_secret_and_root() -> None:
 
 
 def _corpus() -> list[Path]:
-    import pydicom
-
-    folder = Path(pydicom.__file__).parent / "data" / "test_files"
-    return sorted(p for p in folder.glob("*.dcm") if p.stat().st_size < 3_000_000)
+    return sorted(p for p in PYDICOM_FILES.glob("*.dcm") if p.stat().st_size < 3_000_000)
 
 
 def _sample_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
@@ -405,13 +396,12 @@ def run_corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return _corpus() + _sample_files(tmp_path_factory)
 
 
-def test_private_runs_give_the_same_outputs(run_corpus: list[Path], pki,  # type: ignore[no-untyped-def]
+def test_private_runs_give_the_same_outputs(run_corpus: list[Path], encryptor, reid,  # type: ignore[no-untyped-def]
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Reading private elements as runs changes nothing in what -e writes (or refuses)."""
     import tasks.deidentify as deid
-    from tasks.crypto import EnvelopeEncryptor, load_certificate
     from tasks.errors import AnonpipeError
-    from tasks.reidentify import ReidentifySettings, reidentify_bytes
+    from tasks.reidentify import reidentify_bytes
 
     def outcome(data: bytes, settings: DeidentifySettings) -> bytes | str:
         try:
@@ -420,10 +410,7 @@ def test_private_runs_give_the_same_outputs(run_corpus: list[Path], pki,  # type
             return f"{type(exc).__name__}: {exc}"
 
     settings = DeidentifySettings(secret=SECRET, allow_burned_in=True)
-    reversible = DeidentifySettings(
-        secret=SECRET, allow_burned_in=True,
-        encryptor=EnvelopeEncryptor(certificates=(load_certificate(pki.cert),)))
-    reid = ReidentifySettings(key_pem=pki.key.read_bytes())
+    reversible = DeidentifySettings(secret=SECRET, allow_burned_in=True, encryptor=encryptor)
     compared = with_runs = 0
     for path in run_corpus:
         data = path.read_bytes()

@@ -6,7 +6,6 @@ import io
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
@@ -14,15 +13,15 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.errors import UnsupportedFileError
 from tasks.filemeta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, rebuilt_meta
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki, pydicom_file
+from tests.builders import file_bytes, small_ct
+from tests.conftest import SECRET, pydicom_file
 
-SECRET = b"0123456789abcdef0123456789abcdef"
 SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
             DeflatedExplicitVRLittleEndian]
 #: what the meta and preamble may carry, each with a marker no output may hold
@@ -39,42 +38,25 @@ ALLOWED_META = {0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00
 
 
 @pytest.fixture(scope="module")
-def settings(pki: Pki) -> DeidentifySettings:
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+def settings(encryptor: EnvelopeEncryptor) -> DeidentifySettings:
     return DeidentifySettings(secret=SECRET, encryptor=encryptor, allow_burned_in=True)
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 def planted(syntax: str, **extra: object) -> bytes:
     """A small CT file whose meta and preamble carry every marker."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6"
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds = small_ct(syntax, sop_instance_uid="1.2.3.4.5.6", patient_name="Doe^John",
+                  patient_id="PID-4711")
     ds.file_meta.ImplementationClassUID = "1.2.3.999.1"
     for keyword, marker in MARKERS.items():
         setattr(ds.file_meta, keyword, marker)
     ds.file_meta.add_new(0x00020100, "UI", "1.2.3.999.77")  # Private Information Creator UID
     ds.file_meta.add_new(0x00020102, "OB", PRIVATE_MARKER + b"\0")  # Private Information
     ds.preamble = PREAMBLE_MARKER.ljust(128, b"\0")
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.SOPInstanceUID = "1.2.3.4.5.6"
-    ds.StudyInstanceUID = "1.2.3.4.100"
-    ds.SeriesInstanceUID = "1.2.3.4.200"
-    ds.PatientName = "Doe^John"
-    ds.PatientID = "PID-4711"
     ds.Modality = "CT"
     ds.BurnedInAnnotation = "NO"
     for keyword, value in extra.items():
         setattr(ds, keyword, value)
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return file_bytes(ds)
 
 
 def check_rebuilt(out: bytes, syntax: str) -> None:

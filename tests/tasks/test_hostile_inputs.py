@@ -19,12 +19,12 @@ import pydicom
 import pytest
 
 from tasks import dicomio
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.errors import AnonpipeError, CryptoError, DicomFormatError
 from tasks.reidentify import Reidentify, ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki
+from tests.conftest import SECRET, Pki
 from tests.fuzz.hostile import (
     BAD_INPUTS,
     DEFLATED_LE,
@@ -44,25 +44,14 @@ from tests.fuzz.hostile import (
     with_payload,
 )
 
-SECRET = b"hostile-inputs-secret-0123456789"
 #: gdcmanon keeps private blocks: the profile where a PHI-hiding UN sequence matters
 GDCMANON_IRREVERSIBLE = DeidentifySettings(secret=SECRET, profile="gdcmanon",
                                            allow_burned_in=True)
 
 
 @pytest.fixture(scope="module")
-def encryptor(pki: Pki) -> EnvelopeEncryptor:
-    return EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
-
-
-@pytest.fixture(scope="module")
 def settings(encryptor: EnvelopeEncryptor) -> DeidentifySettings:
     return DeidentifySettings(secret=SECRET, encryptor=encryptor, allow_burned_in=True)
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 def sha256(path: Path) -> str:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
+
 TASKS = REPO / "tasks"
 FORBIDDEN = {"pipeline", "dask", "distributed", "dask_jobqueue", "sqlitedict", "rich"}
 

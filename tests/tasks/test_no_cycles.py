@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dumb import DumbSettings, dumb_edit_bytes, parse_dumb_ops
 from tasks.inventory import scan_file
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki, pydicom_file
+from tests.conftest import pydicom_file
 
 FILES = ("CT_small.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_RLE.dcm",
          "rtplan.dcm", "image_dfl.dcm")
@@ -41,23 +41,21 @@ def _cyclic_garbage(work: Callable[[], object]) -> int:
 
 @pytest.mark.parametrize("name", FILES)
 def test_each_operation_frees_its_file_by_reference_counting(
-    name: str, pki: Pki, no_gc: None
+    name: str, encryptor: EnvelopeEncryptor, reid: ReidentifySettings, no_gc: None
 ) -> None:
     path = pydicom_file(name)
     data = path.read_bytes()
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
     reversible = DeidentifySettings(secret=b"s" * 32, profile="basic", encryptor=encryptor,
                                     allow_burned_in=True)
     gdcmanon = DeidentifySettings(secret=b"s" * 32, profile="gdcmanon", encryptor=encryptor,
                                   allow_burned_in=True)
     deidentified = deidentify_bytes(data, reversible)
-    back = ReidentifySettings(key_pem=pki.key.read_bytes())
     dumb = DumbSettings(parse_dumb_ops(["10,10"], ["10,20"], ["8,90"], ["10,30,19991231"]))
     work: dict[str, Callable[[], object]] = {
         "scan": lambda: scan_file(path),
         "deidentify": lambda: deidentify_bytes(data, reversible),
         "deidentify (gdcmanon profile)": lambda: deidentify_bytes(data, gdcmanon),
-        "reidentify": lambda: reidentify_bytes(deidentified, back),
+        "reidentify": lambda: reidentify_bytes(deidentified, reid),
         "dumb": lambda: dumb_edit_bytes(data, dumb),
     }
     garbage = {what: _cyclic_garbage(step) for what, step in work.items()}

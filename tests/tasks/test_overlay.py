@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ExplicitVRBigEndian,
@@ -17,26 +16,20 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes
 from tasks.errors import UnsupportedFileError
 from tasks.overlay import clear_unused_bits
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki
+from tests.builders import file_bytes, small_ct
+from tests.conftest import SECRET
 
-SECRET = b"0123456789abcdef0123456789abcdef"
 OVERLAY_BIT = 15  # the plane, above Bits Stored 12 / High Bit 11
 
 
 @pytest.fixture(scope="module")
-def settings(pki: Pki) -> DeidentifySettings:
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
+def settings(encryptor: EnvelopeEncryptor) -> DeidentifySettings:
     return DeidentifySettings(secret=SECRET, encryptor=encryptor)
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 def image(rows: int = 16, columns: int = 16) -> np.ndarray:
@@ -52,17 +45,8 @@ def image(rows: int = 16, columns: int = 16) -> np.ndarray:
 
 def make(syntax: str = ExplicitVRLittleEndian, rows: int = 16, with_data: bool = False,
          encapsulated: bool = False) -> bytes:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.9"
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit if encapsulated else syntax
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.SOPInstanceUID = "1.2.3.4.9"
-    ds.StudyInstanceUID = "1.2.3.4.100"
-    ds.SeriesInstanceUID = "1.2.3.4.200"
-    ds.PatientName = "Doe^John"
-    ds.PatientID = "PID-1"
+    ds = small_ct(JPEGBaseline8Bit if encapsulated else syntax, sop_instance_uid="1.2.3.4.9",
+                  patient_name="Doe^John", patient_id="PID-1")
     ds.Modality = "CT"
     ds.BurnedInAnnotation = "NO"
     ds.SamplesPerPixel = 1
@@ -87,9 +71,7 @@ def make(syntax: str = ExplicitVRLittleEndian, rows: int = 16, with_data: bool =
     else:
         ds.PixelData = (pixels.astype(">u2") if syntax == ExplicitVRBigEndian
                         else pixels).tobytes()
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return file_bytes(ds)
 
 
 def pixels_of(data: bytes) -> np.ndarray:

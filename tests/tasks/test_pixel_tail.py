@@ -18,7 +18,7 @@ import pytest
 import tasks.deidentify as deid
 import tasks.reidentify as reid
 from tasks import fileio, pixeltail
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.dicomio import read_dicom
 from tasks.errors import AnonpipeError, DicomFormatError
@@ -26,11 +26,9 @@ from tasks.fileio import FileRange, write_atomic
 from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, split_pixel_tail
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.tags import PIXEL_DATA
-from tests.conftest import Pki, pydicom_file
+from tests.conftest import PYDICOM_FILES, REPO, SECRET, Pki, pydicom_file
 
-REPO = Path(__file__).resolve().parents[2]
-TEST_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
-SECRET = b"s" * 32
+TEST_FILES = sorted(PYDICOM_FILES.glob("*.dcm"))
 #: split as they should: native pixel data (explicit, implicit, odd sizes), encapsulated
 #: fragments (JPEG 2000, RLE, JPEG-LS, a fragment holding a delimiter's bytes), with a
 #: trailing padding (FFFC,FFFC) after the pixel data (CT_small, MR_small_RLE) or without;
@@ -116,11 +114,11 @@ def test_generated_large_slices_split_without_trailing_padding(
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small_RLE.dcm", "rtdose.dcm",
                                   "JPEG2000.dcm", "MR_small_implicit.dcm"])
-def test_split_round_trip_is_byte_for_byte(name: str, pki: Pki, tmp_path: Path,
+def test_split_round_trip_is_byte_for_byte(name: str, pki: Pki, encryptor: EnvelopeEncryptor,
+                                           tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """-e and -d both split: the original comes back; -d split or whole, the same bytes."""
-    settings = DeidentifySettings(secret=SECRET, allow_burned_in=True, encryptor=EnvelopeEncryptor(
-        certificates=(load_certificate(pki.cert),)))
+    settings = DeidentifySettings(secret=SECRET, allow_burned_in=True, encryptor=encryptor)
     src = pydicom_file(name)
     out = _run(src, tmp_path / "out.dcm", settings, True, monkeypatch)
     assert isinstance(out, bytes)
@@ -228,7 +226,8 @@ def _grown_mb(warm: Path, out: Path, big: Path, how: str, key: str) -> float:
     return (figures["peak_kb"] - figures["base_kb"]) / 1024
 
 
-def test_memory_does_not_grow_with_the_pixel_data(pki: Pki, tmp_path: Path) -> None:
+def test_memory_does_not_grow_with_the_pixel_data(pki: Pki, encryptor: EnvelopeEncryptor,
+                                                  tmp_path: Path) -> None:
     """A 96 MB multi-frame file: a worker's peak memory stays within a few MB of what a
     40 KB file needs, for -e, -d and dumb mode; read whole (split turned off) it grows by
     more than the file (so the probe does see memory grow)."""
@@ -241,8 +240,7 @@ def test_memory_does_not_grow_with_the_pixel_data(pki: Pki, tmp_path: Path) -> N
     ds.save_as(big)
     del ds, frame
     small = pydicom_file("CT_small.dcm")
-    reversible = DeidentifySettings(secret=SECRET, encryptor=EnvelopeEncryptor(
-        certificates=(load_certificate(pki.cert),)))
+    reversible = DeidentifySettings(secret=SECRET, encryptor=encryptor)
     Deidentify(reversible)(small, tmp_path / "small-e.dcm")
     Deidentify(reversible)(big, tmp_path / "big-e.dcm")
     grown = {}
@@ -269,7 +267,9 @@ def test_memory_does_not_grow_with_the_pixel_data(pki: Pki, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("code", ["X", "Z", "D", "C"])
-def test_a_profile_that_edits_the_pixel_data_is_obeyed(code: str, pki: Pki, tmp_path: Path,
+def test_a_profile_that_edits_the_pixel_data_is_obeyed(code: str, pki: Pki,
+                                                       encryptor: EnvelopeEncryptor,
+                                                       tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A site profile may act on Pixel Data itself: the split then gives way (the stand-in's
     empty value must not be what the action sees), and the output is the whole read's."""
@@ -282,8 +282,7 @@ def test_a_profile_that_edits_the_pixel_data_is_obeyed(code: str, pki: Pki, tmp_
     if code in ("X", "Z"):
         out = pydicom.dcmread(tmp_path / "s.dcm")
         assert "PixelData" not in out if code == "X" else not out[0x7FE00010].value
-    reversible = dataclasses.replace(irreversible, encryptor=EnvelopeEncryptor(
-        certificates=(load_certificate(pki.cert),)))
+    reversible = dataclasses.replace(irreversible, encryptor=encryptor)
     assert isinstance(_run(src, tmp_path / "r.dcm", reversible, True, monkeypatch), bytes)
     monkeypatch.setattr(reid, "SPLIT_FROM", 0)
     Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes()))(tmp_path / "r.dcm",

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.uid import JPEGBaseline8Bit
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes, deidentify_parts
 from tasks.dicomio import read_dicom
 from tasks.errors import DicomFormatError, ProfileError, UnsupportedFileError
@@ -25,10 +25,8 @@ from tasks.pixels.rules import load_rules, matching_rules
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.tags import PIXEL_DATA
 from tests import pixel_images
-from tests.conftest import Pki
+from tests.conftest import PYDICOM_FILES, REPO, SECRET, Pki, pydicom_file
 
-SECRET = b"p" * 32
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_RULES = REPO / "configs" / "pixels" / "example.yaml"
 KINDS = sorted(pixel_images.ALL)
 
@@ -75,11 +73,12 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_cleaned_output_reads_no_drawn_word_and_restores(kind: str, images: dict[str, Path],
-                                                         pki: Pki, tmp_path: Path) -> None:
+                                                         encryptor: EnvelopeEncryptor,
+                                                         reid: ReidentifySettings,
+                                                         tmp_path: Path) -> None:
     src = images[kind]
     before = _text(src)
     assert all(word in before for word in pixel_images.WORDS), before  # OCR reads the input
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
     settings = DeidentifySettings(secret=SECRET, encryptor=encryptor,
                                   profile=str(_site_profile(tmp_path)))
     out = tmp_path / "out.dcm"
@@ -114,16 +113,16 @@ def test_cleaned_output_reads_no_drawn_word_and_restores(kind: str, images: dict
         assert "example-us-640x480-banner" in result.rules
 
     back = tmp_path / "back.dcm"
-    Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes()))(out, back)
+    Reidentify(reid)(out, back)
     assert back.read_bytes() == src.read_bytes()
 
 
 @pytest.mark.gdcm
 def test_gdcmanon_restores_the_original_pixel_data(require_tool, images: dict[str, Path],  # type: ignore[no-untyped-def]
-                                                   pki: Pki, tmp_path: Path) -> None:
+                                                   pki: Pki, encryptor: EnvelopeEncryptor,
+                                                   tmp_path: Path) -> None:
     gdcmanon = require_tool("gdcmanon")
     src = images["us_multiframe"]
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
     out = tmp_path / "out.dcm"
     Deidentify(DeidentifySettings(secret=SECRET, encryptor=encryptor))(src, out)
     assert pydicom.dcmread(out).PixelData != pydicom.dcmread(src).PixelData
@@ -176,7 +175,7 @@ def test_text_left_after_cleaning_refuses(images: dict[str, Path],
 
 
 def test_pixels_that_cannot_be_reencoded_are_refused_with_the_reason() -> None:
-    data = (Path(pydicom.__file__).parent / "data" / "test_files" / "JPEG-lossy.dcm").read_bytes()
+    data = pydicom_file("JPEG-lossy.dcm").read_bytes()
     ds = pydicom.dcmread(io.BytesIO(data))
     ds.BurnedInAnnotation = "YES"
     buffer = io.BytesIO()
@@ -237,7 +236,7 @@ def test_preview_shows_before_and_after(images: dict[str, Path], tmp_path: Path)
 def test_every_flagged_pydicom_test_file_is_cleaned_or_refused_with_a_reason() -> None:
     """Real-world variety (palette colour, YBR, odd sizes, big endian, JPEG, RLE, ...):
     each file the burned-in check flags is written or refused with one clear reason."""
-    folder = Path(pydicom.__file__).parent / "data" / "test_files"
+    folder = PYDICOM_FILES
     settings = DeidentifySettings(secret=SECRET)
     profile = settings.compiled_profile()
     outcomes: dict[str, str] = {}
@@ -268,7 +267,7 @@ NATIVE_FILES = ["MR_small_bigendian.dcm", "SC_rgb_small_odd_big_endian.dcm", "Ex
 @pytest.mark.parametrize("name", NATIVE_FILES)
 def test_frames_decode_as_pydicom_does_and_native_ones_encode_back_unchanged(name: str) -> None:
     """Byte order (big endian, 8-bit OW pairs), odd lengths, planar and palette layouts."""
-    path = Path(pydicom.__file__).parent / "data" / "test_files" / name
+    path = pydicom_file(name)
     df = read_dicom(path.read_bytes())
     frames = codecs.decode(df, pixel_clean.transfer_syntax_of(df))
     reference = pydicom.dcmread(path).pixel_array
@@ -327,7 +326,9 @@ def test_signature_keywords_are_pydicom_s() -> None:
     assert all(tag_for_keyword(k) == tag for k, tag in SIGNATURE_KEYWORDS.items())
 
 
-def test_overlay_bits_are_cleared_in_the_cleaned_pixels(images: dict[str, Path], pki: Pki,
+def test_overlay_bits_are_cleared_in_the_cleaned_pixels(images: dict[str, Path],
+                                                        encryptor: EnvelopeEncryptor,
+                                                        reid: ReidentifySettings,
                                                         tmp_path: Path) -> None:
     """An overlay plane in the unused bits of a screen capture with burned-in text: the text
     is blanked and the plane's bits cleared, in one new Pixel Data; -d restores both."""
@@ -343,14 +344,13 @@ def test_overlay_bits_are_cleared_in_the_cleaned_pixels(images: dict[str, Path],
     ds.add_new(0x60000102, "US", 12)
     src = tmp_path / "overlay.dcm"
     ds.save_as(src)
-    encryptor = EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
     out = tmp_path / "out.dcm"
     Deidentify(DeidentifySettings(secret=SECRET, encryptor=encryptor))(src, out)
     cleaned = np.frombuffer(pydicom.dcmread(out).PixelData, "<u2")
     assert not (cleaned >> 12).any()
     assert not [word for word in pixel_images.WORDS if word in _text(out)]
     back = tmp_path / "back.dcm"
-    Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes()))(out, back)
+    Reidentify(reid)(out, back)
     assert back.read_bytes() == src.read_bytes()
 
 

@@ -21,9 +21,9 @@ from tasks.profile import (
     load_profile,
     resolve_code,
 )
+from tests.conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
-STANDARD = ROOT / "scripts" / "standard"
+STANDARD = REPO / "scripts" / "standard"
 
 #: the 48 tags gdcmanon 3.0.21 hard-codes
 GDCMANON_TAGS = {
@@ -60,7 +60,7 @@ def test_generated_table_matches_the_standard_counts() -> None:
 
 
 def test_generated_rows_are_what_the_generator_makes_from_the_source() -> None:
-    spec = importlib.util.spec_from_file_location("gen", ROOT / "scripts" / "gen_profile_table.py")
+    spec = importlib.util.spec_from_file_location("gen", REPO / "scripts" / "gen_profile_table.py")
     assert spec is not None and spec.loader is not None
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)

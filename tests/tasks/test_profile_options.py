@@ -11,17 +11,16 @@ from pydicom.dataset import Dataset
 
 from tasks import _profile_table as table
 from tasks.actions import date_offset_days, shift_date, shift_datetime
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.errors import UnsupportedFileError
 from tasks.explain import explain_bytes
 from tasks.profile import OPTIONS, PROFILE_DIR
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki, pydicom_file
+from tests.conftest import SECRET, pydicom_file
 from tests.tokens import build_corpus
 
-SECRET = b"options-test-secret-0123456789ab"
 ADDED = {0x00120063, 0x00120064, 0x00280303}  # name the options by design
 
 
@@ -166,7 +165,8 @@ def test_overlays_go_whole_unless_clean_graphics() -> None:
     assert graphics[0x60003000].value == original[0x60003000].value
 
 
-def test_identity_is_pseudonymised_consistently(corpus: bytes) -> None:
+def test_identity_is_pseudonymised_consistently(corpus: bytes,
+                                                encryptor: EnvelopeEncryptor) -> None:
     a = run(pydicom_file("CT_small.dcm").read_bytes())
     b = run(pydicom_file("CT_small.dcm").read_bytes())
     original = pydicom.dcmread(pydicom_file("CT_small.dcm"))
@@ -175,28 +175,16 @@ def test_identity_is_pseudonymised_consistently(corpus: bytes) -> None:
     codes = [item.CodeValue for item in
              pydicom.dcmread(io.BytesIO(deidentify_bytes(
                  pydicom_file("CT_small.dcm").read_bytes(),
-                 DeidentifySettings(secret=SECRET, encryptor=_encryptor(),
+                 DeidentifySettings(secret=SECRET, encryptor=encryptor,
                                     options=("clean_descriptors", "retain_uids")))))
              .DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113110", "113105"]
 
 
-_ENCRYPTOR: list[EnvelopeEncryptor] = []
-
-
-def _encryptor() -> EnvelopeEncryptor:
-    return _ENCRYPTOR[0]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _keys(pki: Pki) -> None:
-    _ENCRYPTOR[:] = [EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))]
-
-
-def test_method_attributes_name_profile_and_options(pki: Pki) -> None:
+def test_method_attributes_name_profile_and_options(encryptor: EnvelopeEncryptor) -> None:
     out = pydicom.dcmread(io.BytesIO(deidentify_bytes(
         pydicom_file("MR_small.dcm").read_bytes(),
-        DeidentifySettings(secret=SECRET, encryptor=_encryptor(),
+        DeidentifySettings(secret=SECRET, encryptor=encryptor,
                            options=("retain_long_modified_dates",)))))
     assert out.PatientIdentityRemoved == "YES"
     assert list(out[0x00120063].value) == [
@@ -246,20 +234,21 @@ ROUND_TRIP = ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
 @pytest.mark.parametrize("options", [(), OPTIONS], ids=["basic", "all-options"])
 @pytest.mark.parametrize("name", ROUND_TRIP)
 def test_basic_round_trip_is_byte_identical(name: str, options: tuple[str, ...],
-                                            pki: Pki) -> None:
+                                            encryptor: EnvelopeEncryptor,
+                                            reid: ReidentifySettings) -> None:
     data = pydicom_file(name).read_bytes()
-    settings = DeidentifySettings(secret=SECRET, encryptor=_encryptor(), options=options,
+    settings = DeidentifySettings(secret=SECRET, encryptor=encryptor, options=options,
                                   allow_burned_in=True)
     out = deidentify_bytes(data, settings)
     assert out != data
-    assert reidentify_bytes(out, ReidentifySettings(key_pem=pki.key.read_bytes())) == data
+    assert reidentify_bytes(out, reid) == data
 
 
-def test_token_corpus_round_trip(corpus: bytes, pki: Pki) -> None:
-    reid = ReidentifySettings(key_pem=pki.key.read_bytes())
+def test_token_corpus_round_trip(corpus: bytes, encryptor: EnvelopeEncryptor,
+                                 reid: ReidentifySettings) -> None:
     for options in ((), OPTIONS):
         out = deidentify_bytes(corpus, DeidentifySettings(
-            secret=SECRET, encryptor=_encryptor(), options=options))
+            secret=SECRET, encryptor=encryptor, options=options))
         assert reidentify_bytes(out, reid) == corpus
 
 

@@ -18,17 +18,17 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import DeidentifySettings, deidentify_bytes
 from tasks.dicomio import read_dicom
 from tasks.explain import explain_bytes
 from tasks.inventory import replaced_tags, scan_file
 from tasks.profile import OPTIONS, get_profile
 from tasks.reidentify import ReidentifySettings, reidentify_bytes
-from tests.conftest import Pki
+from tests.builders import file_bytes, small_ct
+from tests.conftest import SECRET
 from tests.tokens import without_encrypted_attributes
 
-SECRET = b"0123456789abcdef0123456789abcdef"
 ROOT = "1.2.826.0.1.3680043.9.7777"
 WELL_KNOWN_FRAME = "1.2.840.10008.1.4.1.1"  # PS3.6 Annex A: Talairach brain atlas frame
 STANDARD_MEANING = "STDMEANINGKEEP"
@@ -83,17 +83,8 @@ def _level(m: Markers, depth: int) -> Dataset:
 
 
 def build(m: Markers, syntax: str) -> bytes:
-    ds = _level(m, 0)
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.1"
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
-    ds.SOPInstanceUID = "1.2.3.4.1"
-    ds.StudyInstanceUID = "1.2.3.4.100"
-    ds.SeriesInstanceUID = "1.2.3.4.200"
-    ds.PatientName = "Doe^Jane"
-    ds.PatientID = "PID-777"
+    ds = small_ct(syntax)
+    ds.update(_level(m, 0))
     inner = _level(m, 2)
     outer = _level(m, 1)
     # Error Comment: a command element (pydicom writes none at the top level of a file)
@@ -141,10 +132,7 @@ def build(m: Markers, syntax: str) -> bytes:
     ds.PixelRepresentation = 0
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.PixelData = b"\x00\x01\x02\x03"
-    buffer = io.BytesIO()
-    ds.save_as(buffer, implicit_vr=syntax == ImplicitVRLittleEndian,
-               little_endian=syntax != ExplicitVRBigEndian, enforce_file_format=True)
-    return buffer.getvalue()
+    return file_bytes(ds)
 
 
 SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian,
@@ -157,16 +145,6 @@ def surviving(out: bytes, markers: set[str]) -> set[str]:
     """Markers in ``out`` (inflated) outside (0400,0500) and the UIDs made under 2.25."""
     clear = _DERIVED_UID.sub(b"", without_encrypted_attributes(out))
     return {m for m in markers if m.encode() in clear}
-
-
-@pytest.fixture(scope="module")
-def encryptor(pki: Pki) -> EnvelopeEncryptor:
-    return EnvelopeEncryptor(certificates=(load_certificate(pki.cert),))
-
-
-@pytest.fixture(scope="module")
-def reid(pki: Pki) -> ReidentifySettings:
-    return ReidentifySettings(key_pem=pki.key.read_bytes())
 
 
 def expected_survivors(m: Markers, profile: str, option: str | None) -> set[str]:

@@ -7,13 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pydicom
-
+from tests.conftest import PYDICOM_FILES
 from tests.walkers import compare
 
-TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+TEST_FILES = PYDICOM_FILES
 
 
 def test_both_walkers_agree_on_pydicom_test_files() -> None:
