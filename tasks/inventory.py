@@ -294,24 +294,17 @@ def unpack_row(size: int | None, mtime_ns: int | None, sop: str | None, head: He
                ) -> dict[str, Any]:
     """The row :func:`pack_row` packed (``head`` prepared by :func:`prepare_head`: callers
     cache it, a series shares it)."""
-    if head is None:
-        row: dict[str, Any] = {}
-        if size is not None:
-            row["size"] = size
-        if mtime_ns is not None:
-            row["mtime_ns"] = mtime_ns
-        if error_kind is not None:
-            row["error_kind"], row["error"] = error_kind, error
-        if sop is not None:
-            row["sop"] = sop
-        return row
-    row = head.fields.copy()
+    row: dict[str, Any] = {} if head is None else head.fields.copy()
     if size is not None:
         row["size"] = size
     if mtime_ns is not None:
         row["mtime_ns"] = mtime_ns
     if error_kind is not None:
         row["error_kind"], row["error"] = error_kind, error
+    if head is None:  # no header read: no SOP Instance UID unless the walk had one
+        if sop is not None:
+            row["sop"] = sop
+        return row
     row["sop"] = sop
     uids = head.uids + (sop,) if head.sop_replaced else head.uids
     if extra:
