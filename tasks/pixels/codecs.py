@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from tasks.dicomio import DicomFile, Element, Encoding, element_header
 from tasks.edit import encode_element
+from tasks.fileio import FileRange, Stream, read_range
 from tasks.tags import (
     BITS_ALLOCATED,
     BITS_STORED,
@@ -119,7 +120,8 @@ class Frames:
             return self._native[index]
         found = self._decoded.get(index)
         if found is None:
-            found = self._decode_frame(self.encoded[index])
+            found = (self._read_frame(index)[1] if self._read_frame is not None
+                     else self._decode_frame(self.encoded[index]))
             self._blank_frame(found, self.boxes)
             self._decoded[index] = found
         return found
@@ -197,6 +199,8 @@ class Frames:
     def encode(self, enc: Encoding) -> dict[int, bytes]:
         """The new Pixel Data element (and the lossy attributes when re-encoded lossy).
         Native: the edited copy itself (no further copy); encapsulated: frame by frame."""
+        if self._read_frame is not None:
+            return {PIXEL_DATA: self._streamed()}  # type: ignore[dict-item]
         if self._native is not None:
             assert self._buffer is not None
             if self._swapped:
@@ -240,6 +244,33 @@ class Frames:
     _decode_frame: Callable[[bytes], np.ndarray] = field(default=lambda code: np.zeros(0))
     _low_bit: int = 0  # High Bit + 1 - Bits Stored: where the stored bits start
     _subsampling: int = 2
+    #: native pixels left in the file (a large file, ``tasks.pixeltail``): frame ``index``
+    #: read from it, as its bytes and the writable frame over them
+    _read_frame: Callable[[int], tuple[bytearray, np.ndarray]] | None = None
+    #: with ``_read_frame``: the element as it is in the file (header and value)
+    _source: FileRange | None = None
+
+    def _streamed(self) -> Stream:
+        """The new Pixel Data element made while it is written: each frame read from the
+        file again, every box blanked in it (the same bytes as blanking the one copy of
+        the element in place: a box's black does not depend on the boxes blanked before)."""
+        source, read = self._source, self._read_frame
+        assert source is not None and read is not None
+        header_length = len(self.header)
+
+        def chunks() -> Iterator[bytes | memoryview]:
+            yield self.header
+            end = header_length
+            for index in range(self.count):
+                data, frame = read(index)
+                self._blank_frame(frame, self.boxes)
+                yield memoryview(data)
+                end += len(data)
+            if end < source.length:  # the value's padding past the last frame
+                yield from read_range(FileRange(source.fd, source.offset + end,
+                                                source.length - end))
+
+        return Stream(source.length, chunks)
 
     def _encode_frame(self, frame: np.ndarray) -> bytes:
         if self.transfer_syntax == JPEG_BASELINE:
@@ -292,8 +323,10 @@ def _encapsulated(fragments: list[bytes], enc: Encoding) -> bytes:
 _ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian as every encapsulated syntax
 
 
-def decode(df: DicomFile, transfer_syntax: str) -> Frames:
-    """The frames of ``df``'s top-level Pixel Data, editable."""
+def decode(df: DicomFile, transfer_syntax: str, source: FileRange | None = None) -> Frames:
+    """The frames of ``df``'s top-level Pixel Data, editable.  ``source``: the element as it
+    stands in the file, when ``df`` holds a stand-in for it (``tasks.pixeltail``): native
+    frames are then read from the file one at a time, never the element whole."""
     el = df.top(PIXEL_DATA)
     if el is None:
         raise PixelCodecError("no Pixel Data")
@@ -320,6 +353,9 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
         endian = "<" if df.enc.little else ">"
         dtype = np.dtype(f"{endian}{'i' if signed else 'u'}{allocated // 8}")
         per_frame = rows * columns * samples
+        if source is not None:
+            return _file_frames(df, transfer_syntax, photometric, stored, signed, count,
+                                (rows, columns, samples, planar), dtype, el, source)
         if el.end - el.value_start < per_frame * count * dtype.itemsize:
             raise PixelCodecError("Pixel Data is shorter than its rows, columns and frames say")
         # one copy of the element, header and padding included: the frames are views of it,
@@ -329,14 +365,7 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
         swapped = not df.enc.little and allocated == 8 and el.vr == "OW"
         if swapped:
             _swap_in_place(buffer, len(header))  # the whole (even) value, padding included
-        flat = np.frombuffer(buffer, dtype, per_frame * count, len(header))
-        native: np.ndarray
-        if samples == 1:
-            native = flat.reshape(count, rows, columns)
-        elif planar:
-            native = np.moveaxis(flat.reshape(count, samples, rows, columns), 1, 3)
-        else:
-            native = flat.reshape(count, rows, columns, samples)
+        native = _frames_of(buffer, dtype, count, (rows, columns, samples, planar), len(header))
         out = Frames(transfer_syntax, photometric, stored, signed, count, native.shape[1:], el,
                      header)
         out._native, out._buffer, out._swapped = native, buffer, swapped
@@ -368,6 +397,50 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
                                 stored, signed)
     raise PixelCodecError(f"transfer syntax {transfer_syntax} cannot be re-encoded here "
                           "(native, RLE, JPEG-LS, grey JPEG 2000 and JPEG Baseline can)")
+
+
+def _frames_of(buffer: bytearray, dtype: np.dtype[Any], count: int,
+               layout: tuple[int, int, int, bool], offset: int = 0) -> np.ndarray:
+    """``count`` native frames as writable views of ``buffer`` from ``offset``: (frames,
+    rows, columns) or (frames, rows, columns, samples), either planar configuration."""
+    rows, columns, samples, planar = layout
+    flat = np.frombuffer(buffer, dtype, rows * columns * samples * count, offset)
+    if samples == 1:
+        return flat.reshape(count, rows, columns)
+    if planar:
+        return np.moveaxis(flat.reshape(count, samples, rows, columns), 1, 3)
+    return flat.reshape(count, rows, columns, samples)
+
+
+def _file_frames(df: DicomFile, transfer_syntax: str, photometric: str, stored: int,
+                 signed: bool, count: int, layout: tuple[int, int, int, bool],
+                 dtype: np.dtype[Any], el: Element, source: FileRange) -> Frames:
+    """Native frames left in the file (little endian: the files ``tasks.pixeltail`` splits),
+    read when asked for: the OCR sample, then each frame once more as the new element is
+    written (:meth:`Frames._streamed`)."""
+    if not df.enc.little:
+        raise PixelCodecError("big endian pixel data is not read from the file in frames")
+    header_length = el.value_start - el.start
+    header = b"".join(read_range(FileRange(source.fd, source.offset, header_length)))
+    rows, columns, samples, _ = layout
+    size = rows * columns * samples * dtype.itemsize
+    value = FileRange(source.fd, source.offset + header_length, source.length - header_length)
+    if value.length < size * count:
+        raise PixelCodecError("Pixel Data is shorter than its rows, columns and frames say")
+
+    def read(index: int) -> tuple[bytearray, np.ndarray]:
+        data = bytearray(size)
+        at = 0
+        for chunk in read_range(FileRange(value.fd, value.offset + index * size, size), size):
+            data[at:at + len(chunk)] = chunk
+            at += len(chunk)
+        return data, _frames_of(data, dtype, 1, layout)[0]
+
+    out = Frames(transfer_syntax, photometric, stored, signed, count,
+                 (rows, columns) if samples == 1 else (rows, columns, samples), el, header)
+    out._read_frame, out._source = read, source
+    out._low_bit = max(0, _us(df, HIGH_BIT, stored - 1) + 1 - stored)
+    return out
 
 
 def _jpeg_frames(encoded: list[bytes], photometric: str, el: Element, header: bytes,
