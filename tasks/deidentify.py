@@ -112,7 +112,7 @@ if TYPE_CHECKING:
 
 
 
-#: files whose native pixels are cleaned are streamed from this size on
+#: files whose pixels are cleaned are streamed from this size on
 #: (``deidentify_split``): header parsed, frames read from the file one at a time, payload
 #: encrypted as it is written, so a worker's memory does not grow with the file.  Read
 #: whole instead, a file is held about eight times over (the file, the cleaned copy, the
@@ -141,7 +141,7 @@ class DeidentifySettings:
     pixels: str = DEFAULT_POLICY
     #: a folder for before/after PNGs of every file cleaned (a person checks a sample)
     pixels_preview: str | None = None
-    #: files this large and larger whose native pixels are cleaned are never read whole
+    #: files this large and larger whose pixels are cleaned are never read whole
     #: (see STREAM_PIXELS_FROM)
     stream_pixels_from: int = STREAM_PIXELS_FROM
 
@@ -660,7 +660,7 @@ def deidentify_split(fd: int, size: int, settings: DeidentifySettings,
                      ) -> list[Piece] | WholeFile | None:
     """:func:`deidentify_parts` of a large file open at ``fd``: everything but the pixel
     data read and parsed, the pixel data left in the file as a range for the writer to
-    copy (``tasks.pixeltail``); or, when its native pixels are cleaned and the file is at
+    copy (``tasks.pixeltail``); or, when its pixels are cleaned and the file is at
     least ``settings.stream_pixels_from`` bytes, read from the file frame by frame as the
     output is written (:func:`_streamed_clean`).  None (or the file's bytes, when already
     read) when the file does not split: de-identify it whole."""
@@ -689,14 +689,16 @@ def _streamed_clean(split: SplitFile, before: os.stat_result, profile: CompiledP
     """:func:`deidentify_parts` of a large file whose pixels are cleaned, never read whole:
     the OCR sample is read from the file frame by frame, and the output's pieces hold two
     streams that read it again as they are written: the encrypted payload (its original
-    Pixel Data) and the cleaned Pixel Data, frame by frame.  The file must not change
+    Pixel Data) and the cleaned Pixel Data (native: frame by frame; encapsulated: the new
+    fragments, each made from its frame read from the file).  The file must not change
     meanwhile (what was read for OCR must be what is written): checked at the end.  None:
-    not the case streamed (encapsulated pixels, a profile acting on Pixel Data itself)."""
-    from tasks.pixels.codecs import NATIVE  # numpy loads with the first file cleaned
+    not the case streamed (a frame in several fragments, a profile acting on Pixel Data
+    itself)."""
+    from tasks.pixels.codecs import streams_from_file  # numpy loads with the first file cleaned
 
     df = split.df
-    if transfer_syntax_of(df) not in NATIVE:
-        return None
+    if not streams_from_file(df, transfer_syntax_of(df), split.pixels):
+        return None  # frames spread over several fragments: read whole
     decision = profile.resolver(df.top_text(SOP_CLASS_UID)).decide(PIXEL_DATA, 0)
     if decision is not None and decision.action is not Action.K:
         return None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import ImplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless
 
 from tasks import crypto
 from tasks.crypto import EnvelopeEncryptor, decrypt_envelope, load_private_key
@@ -55,7 +55,9 @@ def cines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"explicit": _cine(folder / "explicit.dcm"),
             "implicit": _cine(folder / "implicit.dcm", implicit=True),
             "planar": _cine(folder / "planar.dcm", planar=True),
-            "short": _cine(folder / "short.dcm", frames=2)}  # read by OCR: two frames
+            "short": _cine(folder / "short.dcm", frames=2),  # read by OCR: two frames
+            "jpeg": pixel_images.us_cine(folder / "jpeg.dcm", 4, JPEGBaseline8Bit, 240, 320),
+            "rle": pixel_images.us_rgb(folder / "rle.dcm", RLELossless)}
 
 
 def _streamed(settings: DeidentifySettings) -> DeidentifySettings:
@@ -77,7 +79,7 @@ def test_the_threshold_is_the_pixel_tail_s() -> None:
     assert STREAM_PIXELS_FROM == SPLIT_FROM
 
 
-@pytest.mark.parametrize("kind", ["explicit", "implicit", "planar"])
+@pytest.mark.parametrize("kind", ["explicit", "implicit", "planar", "jpeg", "rle"])
 def test_streamed_output_is_the_in_memory_output(kind: str, cines: dict[str, Path],
                                                  pki: Pki, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
