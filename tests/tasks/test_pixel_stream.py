@@ -6,9 +6,11 @@ small; ``stream_pixels_from`` (the documented threshold) is set to stream them o
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import pydicom
@@ -29,7 +31,7 @@ from tasks.fileio import Stream, write_atomic
 from tasks.pixeltail import SPLIT_FROM
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tests import pixel_images
-from tests.conftest import SECRET, Pki
+from tests.conftest import REPO, SECRET, Pki
 
 ENCRYPTED_CONTENT = 0x04000520
 
@@ -182,3 +184,52 @@ def test_an_input_changed_during_the_run_is_refused_with_one_line(
     message = str(caught.value)
     assert "\n" not in message and "changed" in message
     assert not list(folder.iterdir())  # nothing written, no temp file
+
+
+_MEMORY_PROBE = """
+import json, sys
+from pathlib import Path
+from tasks.crypto import EnvelopeEncryptor, load_certificate
+from tasks.deidentify import Deidentify, DeidentifySettings
+
+warm, big, out, cert, threshold = sys.argv[1:6]
+op = Deidentify(DeidentifySettings(
+    secret=b"s" * 32, encryptor=EnvelopeEncryptor((load_certificate(Path(cert)),)),
+    stream_pixels_from=int(threshold)))
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
+op(Path(warm), Path(out) / "warm.dcm")  # imports, OCR and caches: the baseline
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # the peak (VmHWM) starts again from the current resident size
+base = status("VmRSS")
+op(Path(big), Path(out) / "big.dcm")
+print(json.dumps({"base_kb": base, "peak_kb": status("VmHWM")}))
+"""
+
+
+def test_memory_does_not_grow_with_the_cine(cines: dict[str, Path], pki: Pki,
+                                            tmp_path: Path) -> None:
+    """A 100-frame cine (23 MB of pixels) cleaned reversibly: streamed, a worker's peak
+    stays within a few MB of what the two-frame cine needed; read whole it grows by more
+    than the pixel data (so the probe does see memory grow)."""
+    big = pixel_images.us_cine(tmp_path / "big.dcm", 100, rows=240, columns=320)
+    grown = {}
+    for how, threshold in (("streamed", 0), ("whole", 1 << 62)):
+        out = tmp_path / how
+        out.mkdir()
+        probe = subprocess.run(
+            [sys.executable, "-c", _MEMORY_PROBE, str(cines["short"]), str(big), str(out),
+             str(pki.cert), str(threshold)],
+            check=True, capture_output=True, text=True, cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        figures = json.loads(probe.stdout)
+        grown[how] = (figures["peak_kb"] - figures["base_kb"]) / 1024
+        assert pydicom.dcmread(out / "big.dcm").BurnedInAnnotation == "NO"
+    print(f"\n100-frame cine, peak memory growth in MB: {grown}")  # with -s
+    assert grown["streamed"] < 8 and grown["whole"] > 23, grown
+    assert (tmp_path / "streamed" / "big.dcm").stat().st_size == (
+        tmp_path / "whole" / "big.dcm").stat().st_size
