@@ -93,7 +93,10 @@ class Frames:
     read one at a time so that a long cine never has to be decoded whole: native frames
     are views of one copy of the element (blanked in place, written back as they are);
     encapsulated ones are decoded when asked for (the OCR sample) and, in :meth:`encode`,
-    one by one (JPEG Baseline with editable code streams: not decoded at all)."""
+    one by one (JPEG Baseline with editable code streams: not decoded at all).  For a large
+    file whose pixel data stays in the file (``tasks.pixeltail``) native frames and code
+    streams are read from it when asked for, and the new element is a
+    :class:`~tasks.fileio.Stream`."""
 
     transfer_syntax: str
     photometric: str
@@ -336,7 +339,8 @@ _ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian as every encapsulated 
 def decode(df: DicomFile, transfer_syntax: str, source: FileRange | None = None) -> Frames:
     """The frames of ``df``'s top-level Pixel Data, editable.  ``source``: the element as it
     stands in the file, when ``df`` holds a stand-in for it (``tasks.pixeltail``): native
-    frames are then read from the file one at a time, never the element whole."""
+    frames are then read from the file one at a time, and compressed ones from their
+    fragments (one a frame), never the element whole."""
     el = df.top(PIXEL_DATA)
     if el is None:
         raise PixelCodecError("no Pixel Data")
