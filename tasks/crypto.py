@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from tasks.errors import CryptoError
 
 __all__ = [
+    "CbcContent",
     "Cipher",
     "EnvelopeEncryptor",
     "PrivateKey",
@@ -41,6 +42,7 @@ __all__ = [
     "load_certificate",
     "load_private_key",
     "load_private_key_bytes",
+    "open_envelope_in_pieces",
     "recipient_problems",
 ]
 
@@ -805,6 +807,11 @@ def decrypt_envelope(
     a damaged ciphertext block can decrypt to damaged plaintext, so the caller must still
     parse what comes back.
     """
+    _check_key(private_key, password)
+    return _opened(_parse(blob), private_key, password)[1]
+
+
+def _check_key(private_key: PrivateKey | None, password: bytes | None) -> None:
     if private_key is None and password is None:
         raise CryptoError("cannot decrypt the payload: no private key and no password given")
     if private_key is not None and not isinstance(private_key, rsa.RSAPrivateKey):
@@ -812,7 +819,11 @@ def decrypt_envelope(
             f"cannot decrypt the payload: key type {_key_type(private_key)}; "
             "only RSA keys are supported"
         )
-    envelope = _parse(blob)
+
+
+def _opened(envelope: _Envelope, private_key: PrivateKey | None, password: bytes | None
+            ) -> tuple[bytes, bytes]:
+    """The content key and the plaintext (see :func:`decrypt_envelope`)."""
     content = envelope.content
     tried: list[str] = []
 
@@ -821,16 +832,18 @@ def decrypt_envelope(
         size = (private_key.key_size + 7) // 8
         for ktri in envelope.key_trans:
             if len(ktri.encrypted_key) == size:  # else it was made for a key of another size
-                plaintext = _open(content, _content_key_from_rsa(private_key, ktri))
-                if plaintext is not None:
-                    return plaintext
+                cek = _content_key_from_rsa(private_key, ktri)
+                plaintext = _open(content, cek)
+                if plaintext is not None and cek is not None:
+                    return cek, plaintext
 
     if password is not None and envelope.passwords:
         tried.append("password")
         for pwri in envelope.passwords:
-            plaintext = _open(content, _content_key_from_password(password, pwri))
-            if plaintext is not None:
-                return plaintext
+            cek = _content_key_from_password(password, pwri)
+            plaintext = _open(content, cek)
+            if plaintext is not None and cek is not None:
+                return cek, plaintext
 
     if tried:
         raise CryptoError(
@@ -853,3 +866,110 @@ def decrypt_envelope(
         "cannot decrypt the payload: no recipient matches what was given; the envelope has "
         + (", ".join(present) or "no recipients")
     )
+
+
+# --------------------------------------------------------------------------- decryption in pieces
+
+#: ``(offset, count)`` -> that many bytes of a DER envelope, read where it is stored
+ReadBytes: TypeAlias = Callable[[int, int], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class CbcContent:
+    """The CBC content of an EnvelopedData whose key was found, decrypted by range: a CBC
+    block needs only the ciphertext block before it, so any part of the plaintext comes
+    without the rest (a payload holding a cine's pixel data is never held whole).  The
+    padding was checked when the key was found; :attr:`length` excludes it."""
+
+    spec: _BlockCipher
+    key: bytes
+    iv: bytes
+    read: ReadBytes  # the ciphertext by (offset, count)
+    length: int
+
+    def plaintext(self, start: int, end: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The plaintext bytes ``[start, end)``, about ``chunk`` at a time."""
+        if not 0 <= start <= end <= self.length:
+            raise CryptoError("corrupt payload: a range outside its plaintext")
+        block = self.spec.block_size
+        pos = start // block * block
+        iv = self.iv if pos == 0 else self._ciphertext(pos - block, block)
+        decryptor = _CipherContext(self.spec.algorithm(self.key), modes.CBC(iv)).decryptor()
+        chunk = max(chunk // block, 1) * block
+        while pos < end:
+            count = min(chunk, -(-(end - pos) // block) * block)
+            data = decryptor.update(self._ciphertext(pos, count))
+            yield data[max(start - pos, 0):min(count, end - pos)]
+            pos += count
+
+    def _ciphertext(self, offset: int, count: int) -> bytes:
+        data = self.read(offset, count)
+        if len(data) != count:
+            raise CryptoError("corrupt envelope: the ciphertext ends early")
+        return data
+
+
+def _der_header(der: bytes, pos: int, tag: int) -> tuple[int, int]:
+    """Where the content of the definite-length ``tag`` TLV at ``pos`` starts, and its
+    length (X.690 §8.1); ValueError for anything else (another tag, BER indefinite)."""
+    if pos + 2 > len(der) or der[pos] != tag:
+        raise ValueError("unexpected DER")
+    first = der[pos + 1]
+    if first < 0x80:
+        return pos + 2, first
+    size = first & 0x7F
+    if not 1 <= size <= 4 or pos + 2 + size > len(der):
+        raise ValueError("unexpected DER")
+    return pos + 2 + size, int.from_bytes(der[pos + 2:pos + 2 + size], "big")
+
+
+def open_envelope_in_pieces(head: bytes, size: int, read: ReadBytes,
+                            private_key: PrivateKey | None = None,
+                            password: bytes | None = None) -> CbcContent | None:
+    """:func:`decrypt_envelope` of a large DER EnvelopedData of ``size`` bytes without
+    decrypting it: ``head`` is its first bytes (up to the ciphertext at least), ``read``
+    reads any of its bytes.  The content key is found as there (the same recipients
+    tried, the same errors), its padding checked on the last two ciphertext blocks (the
+    last one decrypts with the one before as IV).  None when the envelope is not the shape
+    ``EnvelopedData``/CBC/one primitive encryptedContent in DER: decrypt it whole."""
+    _check_key(private_key, password)
+    try:  # ContentInfo { contentType, [0] EnvelopedData { version, ..., recipientInfos,
+        # EncryptedContentInfo { contentType, algorithm, [0] IMPLICIT ciphertext } } }
+        pos, _ = _der_header(head, 0, _SEQUENCE)
+        if head[pos:pos + len(_DER_CONTENT_INFO_OID)] != _DER_CONTENT_INFO_OID:
+            return None
+        pos, _ = _der_header(head, pos + len(_DER_CONTENT_INFO_OID), 0xA0)
+        start, _ = _der_header(head, pos, _SEQUENCE)
+        pos = start
+        while head[pos:pos + 1] != bytes((_SEQUENCE,)):  # version, originator, recipients
+            if head[pos:pos + 1] not in (b"\x02", b"\xa0", b"\x31"):
+                return None
+            content, length = _der_header(head, pos, head[pos])
+            pos = content + length
+        recipients = head[start:pos]
+        pos, _ = _der_header(head, pos, _SEQUENCE)
+        content, length = _der_header(head, pos, 0x06)
+        algorithm_at = content + length
+        content, length = _der_header(head, algorithm_at, _SEQUENCE)
+        algorithm = head[algorithm_at:content + length]
+        at, encrypted = _der_header(head, content + length, 0x80)
+        parsed = algos.EncryptionAlgorithm.load(algorithm)
+        spec = _CBC_CIPHERS.get(parsed["algorithm"].dotted)
+        iv = _octets(parsed["parameters"]) if spec is not None else b""
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        return None
+    if (spec is None or len(iv) != spec.block_size or not encrypted
+            or encrypted % spec.block_size or at + encrypted > size):
+        return None  # decrypted whole, which says what is wrong
+    # the envelope with its last two ciphertext blocks only: the same recipients, the same
+    # padding check (a two-block tail decrypts its first block wrong, its last one right)
+    tail_at = at + max(encrypted - 2 * spec.block_size, 0)
+    tail = read(tail_at, at + encrypted - tail_at)
+    if len(tail) != at + encrypted - tail_at:
+        raise CryptoError("corrupt envelope: the ciphertext ends early")
+    eci = _tlv(_SEQUENCE, _DER_ID_DATA + algorithm + _tlv(0x80, tail))
+    enveloped = _tlv(_SEQUENCE, recipients + eci)
+    shortened = _tlv(_SEQUENCE, _DER_CONTENT_INFO_OID + _tlv(0xA0, enveloped))
+    key, last = _opened(_parse(shortened), private_key, password)
+    return CbcContent(spec, key, iv, lambda offset, count: read(at + offset, count),
+                      encrypted - (len(tail) - len(last)))

@@ -15,10 +15,12 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.crypto import decrypt_envelope
+from tasks.crypto import CbcContent, ReadBytes, decrypt_envelope, open_envelope_in_pieces
 from tasks.dicomio import (
     EXPLICIT_LE,
     EXPLICIT_LE_ENC,
+    ITEM,
+    SEQ_END,
     UNDEFINED,
     Element,
     Encoding,
@@ -28,6 +30,7 @@ from tasks.dicomio import (
     meta_elements,
     parse_elements,
     sequence_end,
+    walk,
 )
 from tasks.edit import encode_element, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
@@ -220,7 +223,12 @@ def open_payload(encrypted: Element | None, body: bytes, private_key: Any,
         raise CryptoError(f"unsupported payload transfer syntax {ts} (only Explicit VR LE)")
     if private_key is None and password is None:
         raise CryptoError("no private key (-k) or password (-p) given")
-    plaintext = decrypt_envelope(blob_el.value(body), private_key, password)
+    return checked_payload(decrypt_envelope(blob_el.value(body), private_key, password))
+
+
+def checked_payload(plaintext: bytes) -> Payload:
+    """The decrypted payload, checked: one (0400,0550) item, then at most our restore
+    record (CBC has no integrity: what a damaged envelope decrypts to is refused here)."""
     try:
         elements = parse_elements(plaintext, 0, None, EXPLICIT_LE_ENC)
     except DicomFormatError as exc:
@@ -256,3 +264,124 @@ def checked_meta(meta: bytes, transfer_syntax: str) -> bytes:
     if end != len(meta) or syntax != transfer_syntax:
         raise CryptoError("decrypted payload holds a damaged file meta record")
     return meta
+
+
+# --------------------------------------------------------------------------- a large payload
+
+#: the Modified Attributes Sequence and its item as -e writes them, undefined lengths
+_PAYLOAD_HEAD = (element_header(MODIFIED_ATTRIBUTES, "SQ", UNDEFINED, EXPLICIT_LE_ENC)
+                 + item_header(UNDEFINED, EXPLICIT_LE_ENC))
+_FIRST_PLAINTEXT = 64 << 10
+#: the plaintext around the pixel data held in memory at most (else: open it whole)
+_MAX_PLAINTEXT = 64 << 20
+_HEAD = struct.Struct("<HH2sHI")
+_FRAGMENT = struct.Struct("<HHI")
+
+
+def encrypted_content_at(head: bytes, body_start: int, enc: Encoding
+                         ) -> tuple[int, int, int] | None:
+    """Where the first Encrypted Attributes Sequence laid out as -e writes it
+    (:func:`encrypted_attributes_parts`, payload in Explicit VR Little Endian) starts in
+    ``head`` (a file's first bytes), and the offset and length of its (0400,0520) value;
+    None when there is none in ``head``.  Found by its bytes, not parsed: the caller checks
+    that it is a top-level element (``tasks.pixeltail``, ``without``)."""
+    start = head.find(element_header(ENCRYPTED_ATTRIBUTES, "SQ", UNDEFINED, enc)
+                      + item_header(UNDEFINED, enc), body_start)
+    if start < 0:
+        return None
+    syntax = encode_element(ENCRYPTED_CONTENT_TS, "UI", EXPLICIT_LE.encode(), enc)
+    content = element_header(ENCRYPTED_CONTENT, "OB", 0, enc)[:-4]
+    at = start + len(element_header(ENCRYPTED_ATTRIBUTES, "SQ", UNDEFINED, enc)) + 8
+    if head[at:at + len(syntax)] != syntax:
+        return None
+    at += len(syntax)
+    if head[at:at + len(content)] != content or at + len(content) + 4 > len(head):
+        return None
+    (length,) = struct.unpack_from("<I", head, at + len(content))
+    return start, at + len(content) + 4, length
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadPixels:
+    """The original Pixel Data in a payload opened in pieces: its element header
+    (Explicit VR Little Endian) and the plaintext range of its value, left encrypted."""
+
+    header: bytes
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        """The value's length as its header says it (UNDEFINED when encapsulated)."""
+        return int(_HEAD.unpack_from(self.header)[4])
+
+
+def open_payload_in_pieces(head: bytes, size: int, read: ReadBytes, private_key: Any,
+                           password: bytes | None
+                           ) -> tuple[Payload, PayloadPixels, CbcContent] | None:
+    """:func:`open_payload` of a large (0400,0520) value of ``size`` bytes (``head`` its
+    first bytes, ``read`` any of them) whose Modified Attributes item holds the original
+    Pixel Data: decrypted up to that element and from its end on, the element standing
+    there with an empty value (the checks of :func:`checked_payload` run on that).  The
+    value stays encrypted: ``content`` decrypts it by range.  None when the payload is not
+    that plain case: open it whole."""
+    if private_key is None and password is None:
+        raise CryptoError("no private key (-k) or password (-p) given")
+    content = open_envelope_in_pieces(head, size, read, private_key, password)
+    if content is None:
+        return None
+    found = _pixels_in(content)
+    if found is None:
+        return None
+    plaintext, pixels = found
+    payload = checked_payload(plaintext)
+    at = pixels.start - len(pixels.header)
+    if not any(el.tag == PIXEL_DATA and el.start == at for el in payload.restored):
+        return None
+    return payload, pixels, content
+
+
+def _pixels_in(content: CbcContent) -> tuple[bytes, PayloadPixels] | None:
+    """The plaintext with the Pixel Data value of the Modified Attributes item cut out
+    (its header says length 0), and where that value is; None when there is none."""
+    buf, want, total = b"", _FIRST_PLAINTEXT, content.length
+    while True:
+        buf += b"".join(content.plaintext(len(buf), min(want, total)))
+        if not buf.startswith(_PAYLOAD_HEAD):
+            return None
+        try:
+            elements, _, at_pixels = walk(buf[len(_PAYLOAD_HEAD):], EXPLICIT_LE_ENC, True,
+                                          False)
+        except DicomFormatError:  # cut short by the read, maybe: read on
+            at_pixels = False
+        at = len(_PAYLOAD_HEAD) + (elements[-1].end if at_pixels and elements else 0)
+        if at_pixels and at + _HEAD.size <= len(buf):
+            break
+        if len(buf) >= total or want >= _MAX_PLAINTEXT:
+            return None
+        want *= 2
+    group, element, vr, _, length = _HEAD.unpack_from(buf, at)
+    if (group << 16 | element) != PIXEL_DATA or vr not in (b"OB", b"OW"):
+        return None
+    start = at + _HEAD.size
+    end = start + length if length != UNDEFINED else _fragments_end(content, start)
+    if end is None or end > total or total - end > _MAX_PLAINTEXT:
+        return None
+    header = buf[at:start]
+    tail = b"".join(content.plaintext(end, total))
+    return buf[:at] + header[:-4] + bytes(4) + tail, PayloadPixels(header, start, end)
+
+
+def _fragments_end(content: CbcContent, pos: int) -> int | None:
+    """Where encapsulated pixel data starting at ``pos`` ends: its item headers alone are
+    decrypted, never the fragments (PS3.5 A.4)."""
+    while pos + _FRAGMENT.size <= content.length:
+        group, element, length = _FRAGMENT.unpack(
+            b"".join(content.plaintext(pos, pos + _FRAGMENT.size)))
+        tag = group << 16 | element
+        if tag == SEQ_END:
+            return pos + _FRAGMENT.size
+        if tag != ITEM or length == UNDEFINED:
+            return None
+        pos += _FRAGMENT.size + length
+    return None

@@ -71,23 +71,43 @@ class WholeFile:
     data: bytes
 
 
-def split_pixel_tail(fd: int, size: int, private_runs: bool = False
-                     ) -> SplitFile | WholeFile | None:
+@dataclass(frozen=True, slots=True)
+class _View:
+    """The file open at ``fd`` as the split sees it: without the ``hole_length`` bytes at
+    ``hole_at`` when there is a hole (a top-level element never read: see ``without``)."""
+
+    fd: int
+    hole_at: int = -1
+    hole_length: int = 0
+
+    def real(self, offset: int) -> int:
+        """The file offset of the view's ``offset``."""
+        return offset + self.hole_length if offset >= self.hole_at >= 0 else offset
+
+
+def split_pixel_tail(fd: int, size: int, private_runs: bool = False,
+                     without: tuple[int, int] | None = None) -> SplitFile | WholeFile | None:
     """The file open at ``fd`` (``size`` bytes) parsed without its pixel data; None when it
-    does not split (read it whole), or :class:`WholeFile` when the attempt read it all."""
-    head, df = _read_head(fd, size, private_runs)
-    split = None if df is None else _split(fd, size, head, df)
-    if split is None and head and len(head) == size and not _pread_full(fd, 1, size):
+    does not split (read it whole), or :class:`WholeFile` when the attempt read it all.
+    ``without``: (offset, length) of whole top-level elements before the pixel data that
+    are neither read nor parsed (a large encrypted payload, opened by itself): the file
+    is split as if they were not there."""
+    view = _View(fd) if without is None else _View(fd, *without)
+    size -= view.hole_length
+    head, df = _read_head(view, size, private_runs)
+    split = None if df is None else _split(view, size, head, df)
+    if (split is None and without is None and head and len(head) == size
+            and not _pread_full(view, 1, size)):
         return WholeFile(head)  # read to its end (and not grown since): not read again
     return split
 
 
-def _read_head(fd: int, size: int, private_runs: bool) -> tuple[bytes, DicomFile | None]:
+def _read_head(view: _View, size: int, private_runs: bool) -> tuple[bytes, DicomFile | None]:
     """The file's first bytes, and their parse when it reached the Pixel Data (else None):
     read in doublings up to MAX_HEADER, and past a long element at once."""
     want = FIRST_READ
     while True:
-        head = _pread_full(fd, min(want, size), 0)
+        head = _pread_full(view, min(want, size), 0)
         if len(head) < min(want, size):
             return head, None  # the file shrank under us: the whole read reports it
         try:
@@ -102,7 +122,7 @@ def _read_head(fd: int, size: int, private_runs: bool) -> tuple[bytes, DicomFile
         want = max(want * 2, cut_element_end(head) + FIRST_READ)
 
 
-def _split(fd: int, size: int, head: bytes, df: DicomFile) -> SplitFile | None:
+def _split(view: _View, size: int, head: bytes, df: DicomFile) -> SplitFile | None:
     """``df`` (parsed from ``head`` up to its Pixel Data) with the pixel data as a stand-in
     and the elements after it parsed; None unless it is the plain case."""
     if df.deflated or not df.enc.little:
@@ -111,11 +131,11 @@ def _split(fd: int, size: int, head: bytes, df: DicomFile) -> SplitFile | None:
     if df.elements and df.elements[-1].tag >> 16 == PIXEL_DATA >> 16:
         return None
     body_start = len(head) - len(df.body)
-    located = _pixel_data_end(fd, size, df, cut, body_start)
+    located = _pixel_data_end(view, size, df, cut, body_start)
     if located is None:
         return None
     header_length, end = located
-    tail = _pread_full(fd, size - end, end)
+    tail = _pread_full(view, size - end, end)
     if len(tail) != size - end:
         return None  # the file changed under us
     stand_in = df.body[cut:cut + header_length - 4] + b"\0\0\0\0"
@@ -130,7 +150,10 @@ def _split(fd: int, size: int, head: bytes, df: DicomFile) -> SplitFile | None:
         return None
     df.elements += after
     df.body, df.tags, df.complete = body, [el.tag for el in df.elements], True
-    return SplitFile(df, cut, FileRange(fd, body_start + cut, end - body_start - cut))
+    if body_start + cut < view.hole_at:
+        return None  # the hole is not before the pixel data
+    return SplitFile(df, cut, FileRange(view.fd, view.real(body_start + cut),
+                                        end - body_start - cut))
 
 
 #: what an engine renders a split file with: the file parsed with its Pixel Data a stand-in,
@@ -152,11 +175,11 @@ def split_rendered(fd: int, size: int, render: Render, private_runs: bool = Fals
     return put_back(render(split.df, (split.at, marker)), marker, split.pixels)
 
 
-def read_split(fd: int, size: int, private_runs: bool = False
-               ) -> SplitFile | WholeFile | None:
+def read_split(fd: int, size: int, private_runs: bool = False,
+               without: tuple[int, int] | None = None) -> SplitFile | WholeFile | None:
     """:func:`split_pixel_tail`, a read error being the input's (one line, no traceback)."""
     try:
-        return split_pixel_tail(fd, size, private_runs)
+        return split_pixel_tail(fd, size, private_runs, without)
     except OSError as exc:  # the input's error, not an output error
         raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
 
@@ -175,7 +198,7 @@ def put_back(pieces: Sequence[Chunk] | None, marker: bytes, pixels: FileRange
     return out
 
 
-def _pixel_data_end(fd: int, size: int, df: DicomFile, cut: int, body_start: int
+def _pixel_data_end(view: _View, size: int, df: DicomFile, cut: int, body_start: int
                     ) -> tuple[int, int] | None:
     """The length of the header of the Pixel Data element at body offset ``cut``, and where
     the element ends in the file; None when it is not Pixel Data, runs past the end of the
@@ -200,7 +223,7 @@ def _pixel_data_end(fd: int, size: int, df: DicomFile, cut: int, body_start: int
         return (header_length, end) if end <= size else None
     pos = value_start
     while pos + 8 <= size:  # encapsulated: item headers only, never the fragments
-        header = _pread_full(fd, 8, pos)
+        header = _pread_full(view, 8, pos)
         if len(header) < 8:
             return None  # the file shrank under us: the whole read reports it
         group, elem, length = _ITEM_HEADER.unpack(header)
@@ -213,8 +236,13 @@ def _pixel_data_end(fd: int, size: int, df: DicomFile, cut: int, body_start: int
     return None
 
 
-def _pread_full(fd: int, count: int, offset: int) -> bytes:
-    """``count`` bytes at ``offset`` (fewer only at the end of the file)."""
+def _pread_full(view: _View, count: int, offset: int) -> bytes:
+    """``count`` bytes at the view's ``offset`` (fewer only at the end of the file)."""
+    if offset < view.hole_at < offset + count:  # on both sides of the hole
+        first = view.hole_at - offset
+        return _pread_full(view, first, offset) + _pread_full(view, count - first,
+                                                              view.hole_at)
+    fd, offset = view.fd, view.real(offset)
     chunks = []
     while count > 0:
         data = os.pread(fd, count, offset)

@@ -8,27 +8,66 @@ anonpipe comes back byte for byte, preamble and meta included.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tasks.crypto import load_private_key, load_private_key_bytes
-from tasks.dicomio import EXPLICIT_LE_ENC, DicomFile, parse_elements, read_dicom, tag_str
+from tasks.crypto import CbcContent, load_private_key, load_private_key_bytes
+from tasks.dicomio import (
+    DEFLATED_LE,
+    EXPLICIT_LE_ENC,
+    UNDEFINED,
+    DicomFile,
+    element_header,
+    encoding_for,
+    item_end,
+    parse_elements,
+    read_dicom,
+    sequence_end,
+    split_file,
+    tag_str,
+)
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
 from tasks.engine import apply_to_file, file_pieces
 from tasks.errors import CryptoError, DicomFormatError
-from tasks.fileio import Piece
-from tasks.payload import Payload, open_payload
-from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
+from tasks.fileio import Piece, Stream
+from tasks.payload import (
+    Payload,
+    PayloadPixels,
+    encrypted_content_at,
+    open_payload,
+    open_payload_in_pieces,
+)
+from tasks.pixeltail import (
+    FIRST_READ,
+    MAX_HEADER,
+    SPLIT_FROM,
+    SplitFile,
+    WholeFile,
+    read_split,
+    split_rendered,
+)
 from tasks.tags import (
     DEIDENTIFICATION_METHOD,
     ENCRYPTED_ATTRIBUTES,
     MEDIA_SOP_INSTANCE_UID,
     PATIENT_IDENTITY_REMOVED,
+    PIXEL_DATA,
     SOP_INSTANCE_UID,
 )
 
 _KEYS: dict[tuple[bytes, bytes | None], Any] = {}
+
+#: a payload ((0400,0520) value) this large or larger, in a file at least as large, is
+#: decrypted in pieces and its original pixel data written as it is decrypted, never held
+#: whole (the payload of a cine whose pixels were cleaned: ``reidentify_streamed``); the
+#: same size as the one from which -e streams cleaned pixels
+STREAM_PAYLOAD_FROM = SPLIT_FROM
+#: the envelope's first bytes read to find its key (the recipients come before the
+#: ciphertext: a few hundred bytes each)
+_ENVELOPE_HEAD = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +77,8 @@ class ReidentifySettings:
     key_pem: bytes | None = None
     key_password: bytes | None = None  # unlocks an encrypted key
     password: bytes | None = None  # opens a PasswordRecipientInfo (gdcmanon -p)
+    #: see STREAM_PAYLOAD_FROM
+    stream_payload_from: int = STREAM_PAYLOAD_FROM
     _unused: tuple[()] = field(default=(), repr=False)
 
     def private_key(self) -> Any:
@@ -66,16 +107,123 @@ def reidentify_bytes(data: bytes, settings: ReidentifySettings) -> bytes:
 def reidentify_split(fd: int, size: int, settings: ReidentifySettings
                      ) -> list[Piece] | WholeFile | None:
     """:func:`reidentify_bytes` of a large file open at ``fd``, its pixel data left in the
-    file for the writer to copy (``tasks.pixeltail``); None (or the file's bytes, when
-    already read) when it does not split."""
+    file for the writer to copy (``tasks.pixeltail``), or its payload decrypted as it is
+    written (:func:`reidentify_streamed`); None (or the file's bytes, when already read)
+    when it does not split."""
+    if size >= settings.stream_payload_from:
+        streamed = reidentify_streamed(fd, size, settings)
+        if streamed is not None:
+            return streamed
+    if size < SPLIT_FROM:
+        return None  # split only to stream a payload (a lowered stream_payload_from)
     return split_rendered(fd, size, lambda df, stand_in: _reidentified(df, settings, stand_in))
+
+
+def reidentify_streamed(fd: int, size: int, settings: ReidentifySettings
+                        ) -> list[Piece] | None:
+    """:func:`reidentify_bytes` of a file whose payload holds its original Pixel Data (a
+    cine whose pixels were cleaned), the payload never read whole: its (0400,0500) element
+    is left out of the parse (``tasks.pixeltail``, ``without``), its envelope's key found
+    from the DER's head and last blocks (the padding checked before anything is written),
+    the small elements decrypted, and the original pixel data decrypted into the output as
+    it is written, which is linked in under its name only once complete.  None when the
+    file is not that plain case (Explicit or Implicit VR Little Endian, the payload as -e
+    lays it out, at least ``settings.stream_payload_from`` bytes): the usual paths."""
+    try:
+        found = _find_payload(fd, size, settings.stream_payload_from)
+    except OSError as exc:
+        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+    if found is None:
+        return None
+    head, hole, body_start, der_at, der_size = found
+    split = read_split(fd, size, False, hole)
+    if (not isinstance(split, SplitFile) or split.df.top(ENCRYPTED_ATTRIBUTES) is not None
+            or not any(el.start == hole[0] - body_start for el in split.df.elements)):
+        return None  # the hole is not one whole top-level element
+    df = split.df
+    opened = open_payload_in_pieces(head, der_size,
+                                    lambda offset, count: _read(fd, count, der_at + offset),
+                                    settings.private_key() if settings.key_pem else None,
+                                    settings.password)
+    if opened is None:
+        return None
+    payload, pixels, content = opened
+    header = pixels.header
+    if df.enc != EXPLICIT_LE_ENC:
+        if pixels.length == UNDEFINED:
+            return None  # encapsulated in an implicit VR file: the usual path refuses it
+        header = element_header(PIXEL_DATA, header[4:6].decode(), pixels.length, df.enc)
+    marker = bytes(bytearray(b"pixel data"))  # a new object, found again by identity
+    pieces: list[Piece] = list(_restored(df, payload, marker=marker))
+    spots = [i for i, piece in enumerate(pieces) if piece is marker]
+    if len(spots) != 1:
+        return None
+    pieces[spots[0]:spots[0] + 1] = [
+        header, Stream(pixels.end - pixels.start, lambda: _value(content, pixels))]
+    return pieces
+
+
+def _find_payload(fd: int, size: int, least: int
+                  ) -> tuple[bytes, tuple[int, int], int, int, int] | None:
+    """The envelope's first bytes, the (offset, length) of the (0400,0500) element in the
+    file, where the data set starts, and the offset and length of its envelope; None when the file has no such
+    payload of ``least`` bytes or more laid out as -e writes it (checked by the caller)."""
+    want = FIRST_READ
+    while True:
+        head = os.pread(fd, min(want, size), 0)
+        try:
+            _, _, _, syntax, body_start = split_file(head)
+        except DicomFormatError:
+            return None  # the usual path says what is wrong
+        enc = encoding_for(syntax)
+        if syntax == DEFLATED_LE or not enc.little:
+            return None
+        found = encrypted_content_at(head, body_start, enc)
+        if found is not None:
+            start, der_at, der_size = found
+            if der_size < least:
+                return None
+            if der_at + min(der_size, _ENVELOPE_HEAD) <= len(head):
+                break
+        if len(head) >= size or want >= MAX_HEADER:
+            return None
+        want *= 2
+    end = der_at + der_size
+    if end + 16 > size or os.pread(fd, 16, end) != item_end(enc) + sequence_end(enc):
+        return None
+    return (head[der_at:der_at + _ENVELOPE_HEAD], (start, end + 16 - start), body_start,
+            der_at, der_size)
+
+
+def _read(fd: int, count: int, offset: int) -> bytes:
+    """``count`` bytes of the input at ``offset``; a file cut short is the input's error."""
+    try:
+        data = os.pread(fd, count, offset)
+        while len(data) < count and (more := os.pread(fd, count - len(data),
+                                                      offset + len(data))):
+            data += more
+    except OSError as exc:
+        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) != count:
+        raise DicomFormatError("the file shrank while it was read (changed during the run)")
+    return data
+
+
+def _value(content: CbcContent, pixels: PayloadPixels) -> Iterator[bytes]:
+    return content.plaintext(pixels.start, pixels.end)
 
 
 def _reidentified(df: DicomFile, settings: ReidentifySettings,
                   stand_in: tuple[int, bytes] | None = None) -> list[Chunk]:
     """The restored file as pieces; ``stand_in``: a Pixel Data stand-in's body offset and
     the object to render in its place (see :func:`reidentify_split`)."""
-    payload = extract_payload(df, settings)
+    return _restored(df, extract_payload(df, settings), stand_in)
+
+
+def _restored(df: DicomFile, payload: Payload, stand_in: tuple[int, bytes] | None = None,
+              marker: bytes | None = None) -> list[Chunk]:
+    """:func:`_reidentified` with the payload opened; ``marker``: the object to render in
+    place of the payload's Pixel Data, a stand-in there (see :func:`reidentify_streamed`)."""
     plaintext, restored = payload.plaintext, payload.restored
     tags = {el.tag for el in restored}
     if SOP_INSTANCE_UID not in tags and df.top(SOP_INSTANCE_UID) is not None:
@@ -92,6 +240,9 @@ def _reidentified(df: DicomFile, settings: ReidentifySettings,
     for el in restored:
         if el.tag >> 16 == 0x0002:
             raise CryptoError("payload tries to restore file meta elements")
+        if marker is not None and el.tag == PIXEL_DATA:
+            plan.insert[el.tag] = marker
+            continue
         if as_payload:
             encoded = plaintext[el.start:el.end]
         else:
@@ -158,13 +309,15 @@ class Reidentify:
         return apply_to_file(src, dst,
                              lambda data: _reidentified(read_dicom(data), self.settings),
                              lambda fd, size: reidentify_split(fd, size, self.settings),
-                             SPLIT_FROM)
+                             min(SPLIT_FROM, self.settings.stream_payload_from))
 
 
 __all__ = [
+    "STREAM_PAYLOAD_FROM",
     "Reidentify",
     "ReidentifySettings",
     "extract_payload",
     "load_private_key",
     "reidentify_bytes",
+    "reidentify_streamed",
 ]
