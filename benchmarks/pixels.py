@@ -12,7 +12,8 @@ its children (Tesseract runs as one), per frame of the files.
 
 ``--memory FRAMES`` instead makes a FRAMES-frame 640x480 RGB ultrasound cine, native and
 JPEG Baseline, and prints the peak memory (maximum resident set) of one worker process
-cleaning each, over that of the same process cleaning a two-frame cine.
+cleaning each, over that of the same process cleaning a two-frame cine; then the same for
+``-d`` restoring each output (its payload holds the original pixel data).
 
 ``--paths FRAMES...`` cleans native 640x480 RGB cines of those lengths both ways, read whole
 and streamed (``DeidentifySettings.stream_pixels_from``), and prints each way's peak memory
@@ -149,8 +150,20 @@ print(next(line.split()[1] for line in open("/proc/self/status") if line.startsw
 """
 
 
+_D_PROBE = """
+import sys
+from pathlib import Path
+from tasks.reidentify import Reidentify, ReidentifySettings
+Reidentify(ReidentifySettings(key_pem=Path(sys.argv[1]).read_bytes()))(
+    Path(sys.argv[2]), Path(sys.argv[3]))
+assert Path(sys.argv[3]).read_bytes() == Path(sys.argv[4]).read_bytes()
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
+"""
+
+
 def memory(work: Path, frames: int) -> dict[str, int]:
-    """Peak memory growth (MB) of a worker cleaning a long cine, native and JPEG Baseline."""
+    """Peak memory growth (MB) of a worker cleaning a long cine, native and JPEG Baseline,
+    and of one restoring it (-d, checked byte for byte)."""
     from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit
 
     cert = _certificate(work)
@@ -158,7 +171,7 @@ def memory(work: Path, frames: int) -> dict[str, int]:
     with tempfile.TemporaryDirectory(dir=work) as folder:
         for kind, syntax in (("native", ExplicitVRLittleEndian),
                              ("JPEG Baseline", JPEGBaseline8Bit)):
-            peaks = []
+            peaks, restore = [], []
             for count in (2, frames):
                 src = pixel_images.us_cine(Path(folder) / f"cine-{count}.dcm", count, syntax)
                 out = Path(folder) / f"out-{count}.dcm"
@@ -166,9 +179,17 @@ def memory(work: Path, frames: int) -> dict[str, int]:
                                        str(out)], capture_output=True, text=True, check=True,
                                       cwd=ROOT)
                 peaks.append(int(done.stdout.split()[-1]))
+                back = Path(folder) / f"back-{count}.dcm"
+                done = subprocess.run([sys.executable, "-c", _D_PROBE,
+                                       str(work / "pixels-key.pem"), str(out), str(back),
+                                       str(src)], capture_output=True, text=True, check=True,
+                                      cwd=ROOT)
+                restore.append(int(done.stdout.split()[-1]))
                 src.unlink()
                 out.unlink()
+                back.unlink()
             grown[kind] = (peaks[1] - peaks[0]) // 1024
+            grown[f"{kind}, -d"] = (restore[1] - restore[0]) // 1024
     return grown
 
 
