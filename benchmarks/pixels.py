@@ -156,8 +156,9 @@ from pathlib import Path
 from tasks.reidentify import Reidentify, ReidentifySettings
 Reidentify(ReidentifySettings(key_pem=Path(sys.argv[1]).read_bytes()))(
     Path(sys.argv[2]), Path(sys.argv[3]))
-assert Path(sys.argv[3]).read_bytes() == Path(sys.argv[4]).read_bytes()
-print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
+peak = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM"))
+assert Path(sys.argv[3]).read_bytes() == Path(sys.argv[4]).read_bytes()  # after the peak
+print(peak)
 """
 
 
