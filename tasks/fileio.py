@@ -9,18 +9,18 @@ one.
 
 Durability.  Alone, :func:`write_atomic` fsyncs each file before the rename (single-file
 mode).  Inside :func:`deferred_durability` (what a pass-2 batch uses) it does not: the
-batch writes and renames all its files, then :meth:`Durability.commit` makes them durable
-at once with one ``syncfs(2)`` per output file system (or, where there is no ``syncfs``,
-an fsync of every file and folder written), and only then does the batch return its rows
-for the driver to journal.  Why: a per-file fsync costs 0.25 ms of I/O wait on this kind of
-disk, and worse, each one forces an ext4 journal commit that the next file's ``open`` then
-waits behind (measured: 2,000 small files, 3.0 s with per-file fsync, most of it in
-``open``/``fsync``; one ``syncfs`` per 200 files costs ~6 ms).  What still holds: a file
-is journaled done only after its bytes are on disk, so a crash (process or power) can
-never leave a journaled file missing, and a killed process never leaves a partial file
-under its final name.  What a power loss (not a process crash) may now leave: an output
-renamed in the last unfinished batch whose data had not reached the disk, so possibly
-empty; it is not journaled, and the rerun that resumes the job rewrites it.
+batch writes and renames all its files, then, for workers on another machine than the
+driver, :meth:`Durability.commit` makes them durable at once with one ``syncfs(2)`` per
+output file system (or, where there is no ``syncfs``, an fsync of every file and folder
+written) before the batch returns its rows for the driver to journal.  Why: a per-file
+fsync costs 0.25 ms of I/O wait on this kind of disk, and worse, each one forces an ext4
+journal commit that the next file's ``open`` then waits behind (measured: 2,000 small
+files, 3.0 s with per-file fsync, most of it in ``open``/``fsync``; one ``syncfs`` per 200
+files costs ~6 ms).  Workers on the driver's machine skip even that: the driver confirms
+their outputs in the background and a restart of the machine makes the next run redo what
+was not confirmed (``pipeline.writeback``).  What holds either way: a killed process never
+leaves a partial file under its final name, and no journaled file is lost to a crash
+without the next run writing it again.
 
 Where.  Inside :func:`output_policy` (every pass-2 batch, and single-file mode) outputs are
 created relative to the output folder's descriptor, each folder on the way opened with
@@ -139,6 +139,23 @@ def _syncfs() -> Callable[[int], None] | None:
             function = call
         _SYNCFS.append(function)
     return _SYNCFS[0]
+
+
+def sync_file_system(folder: Path | str) -> None:
+    """Write out every dirty page of the file system holding ``folder`` (``syncfs(2)``;
+    ``sync(2)`` where there is none).  Raises OutputError when that fails."""
+    syncfs = _syncfs()
+    try:
+        if syncfs is None:
+            os.sync()
+            return
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot make outputs durable: {exc.strerror or exc}") from None
 
 
 def _fsync_path(path: str) -> None:
