@@ -84,6 +84,8 @@ def make_cluster(config: ClusterConfig, security: Any = None, tls_dir: Path | No
     jobqueue = import_jobqueue()
     cls = getattr(jobqueue, JOBQUEUE_KINDS[config.kind])
     options = dict(config.options)
+    if config.config_name:  # what the options leave out: dask-jobqueue's section
+        options["config_name"] = config.config_name
     options.setdefault("silence_logs", logging.ERROR)
     scheduler: dict[str, Any] = {"dashboard_address": dashboard or "127.0.0.1:0"}
     if dashboard is None:

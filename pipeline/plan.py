@@ -208,8 +208,7 @@ def rejection(job: TreeJob, row: dict[str, Any]) -> tuple[str, str] | None:
 def burned_in_check(job: TreeJob) -> Any:
     """The compiled profile when -e refuses burned-in files (``--pixels refuse``; ``clean``
     blanks the text in pass 2, ``keep`` and ``--allow-burned-in`` leave it)."""
-    settings = getattr(job.operation, "settings", None)
-    if job.mode is not Mode.DEIDENTIFY or getattr(settings, "pixel_policy", "keep") != "refuse":
+    if job.mode is not Mode.DEIDENTIFY or job.operation.pixel_policy != "refuse":
         return None
     return profile_of(job)
 

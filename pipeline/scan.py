@@ -144,7 +144,7 @@ def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
 def _worker_modules(job: TreeJob) -> tuple[str, ...]:
     """What a pass-2 worker imports to run the job's operation."""
     modules = ["tasks.batch", type(job.operation).__module__]
-    if getattr(getattr(job.operation, "settings", None), "encryptor", None) is not None:
+    if job.operation.encryptor is not None:
         modules.append("tasks.crypto")
     return tuple(modules)
 

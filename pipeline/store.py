@@ -26,7 +26,10 @@ path is stored once per table, no rowid index beside it):
 ``ids``, ``patients``, ``runs`` (``key``, ``value`` JSON): pseudonyms, per-patient facts,
     job identity, run records and the writeback state (few rows).
 
-JSON, never pickle (a pickled value in a crafted database runs code, CVE-2024-35515).  WAL
+JSON, never pickle (a pickled value in a crafted database runs code, CVE-2024-35515).  The
+mappings are plain tables, not ``sqlitedict.SqliteDict`` s: its writes through a thread per
+table made each 1,000-UID step of pass 2's mapping 15-30x slower, and its read-only flag
+is not SQLite's (docs/ARCHITECTURE.md, "Why the mappings are not a SqliteDict").  WAL
 in every connection; writes go through one connection and commit per call (no connection
 holds an open write transaction while another writes); reads, aggregates and ordered pages
 go through a second one, so a streamed read never sees a half-written batch.  The methods

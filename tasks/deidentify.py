@@ -965,6 +965,14 @@ class Deidentify:
     def root_uid(self) -> str:
         return self.settings.root_uid
 
+    @property
+    def pixel_policy(self) -> str:
+        return self.settings.pixel_policy
+
+    @property
+    def encryptor(self) -> EnvelopeEncryptor | None:
+        return self.settings.encryptor
+
     def __call__(self, src: Path, dst: Path) -> int | Written:
         cleaned: list[PixelResult] = []
         size = apply_to_file(src, dst,

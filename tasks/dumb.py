@@ -869,6 +869,8 @@ class DumbEdit:
     secret_fingerprint: ClassVar[str] = ""
     profile: ClassVar[None] = None
     root_uid: ClassVar[str | None] = None
+    pixel_policy: ClassVar[str] = "keep"
+    encryptor: ClassVar[None] = None
 
     def __call__(self, src: Path, dst: Path) -> int:
         return apply_to_file(src, dst, lambda data: _dumb_parts(data, self.settings, self.warn),

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from tasks.crypto import EnvelopeEncryptor
     from tasks.profile import CompiledProfile
 
 
@@ -85,6 +86,15 @@ class FileOperation(Protocol):
     @property
     def root_uid(self) -> str | None:
         """The root of the new UIDs."""
+
+    @property
+    def pixel_policy(self) -> str:
+        """What it does with pixels that may show text: clean, refuse or keep
+        (tasks.pixels.clean; ``keep`` for an operation that does not look at pixels)."""
+
+    @property
+    def encryptor(self) -> EnvelopeEncryptor | None:
+        """The recipients of the encrypted originals (None: nothing encrypted)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify
 from tasks.profile import CompiledProfile
 
@@ -34,6 +35,14 @@ class _Wrapping:
     @property
     def root_uid(self) -> str:
         return self.inner.root_uid
+
+    @property
+    def pixel_policy(self) -> str:
+        return self.inner.pixel_policy
+
+    @property
+    def encryptor(self) -> EnvelopeEncryptor | None:
+        return self.inner.encryptor
 
 
 @dataclass(frozen=True, slots=True)
