@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml setup.py tasks/_walker.c
 	@# PYTHONWARNINGS reaches the build backend: setuptools warns that an editable install
 	@# of a mapped package (configs/ as anonpipe_configs) may import a same-named folder
 	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[test]'
+	@# the sources' bytecode once, where imports may not write it (PYTHONDONTWRITEBYTECODE):
+	@# otherwise the driver and every worker compile the same modules at each start
+	$(BIN)/python -m compileall -q tasks pipeline configs >/dev/null
 	touch $(STAMP)
 
 # Debian tools the build and the tests need (gcc for the compiled walker; gdcmanon, dcmtk,
