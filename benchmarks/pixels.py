@@ -1,6 +1,6 @@
 """The pixel path (Clean Pixel Data): files/s and CPU ms per frame on drawn-text images.
 
-    .venv/bin/python benchmarks/pixels.py [--reps N] [--memory FRAMES]
+    .venv/bin/python benchmarks/pixels.py [--reps N] [--memory FRAMES] [--paths FRAMES...]
 
 ``make bench`` calls :func:`bench` and prints its line.  The images are the test suite's
 (``tests/pixel_images.py``: ultrasound RGB native, RLE and JPEG Baseline, ultrasound cines
@@ -13,6 +13,10 @@ its children (Tesseract runs as one), per frame of the files.
 ``--memory FRAMES`` instead makes a FRAMES-frame 640x480 RGB ultrasound cine, native and
 JPEG Baseline, and prints the peak memory (maximum resident set) of one worker process
 cleaning each, over that of the same process cleaning a two-frame cine.
+
+``--paths FRAMES...`` cleans native 640x480 RGB cines of those lengths both ways, read whole
+and streamed (``DeidentifySettings.stream_pixels_from``), and prints each way's peak memory
+and wall and CPU time in one worker process: the figures ``STREAM_PIXELS_FROM`` is chosen by.
 """
 
 from __future__ import annotations
@@ -84,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "bench")
     parser.add_argument("--memory", type=int, metavar="FRAMES")
+    parser.add_argument("--paths", type=int, nargs="+", metavar="FRAMES")
     args = parser.parse_args(argv)
+    if args.paths:
+        for frames, way, figures in paths(args.work, args.paths):
+            print(f"pixels clean {way}: {frames}-frame 640x480 RGB cine "
+                  f"({frames * 0.9216:.1f} MB of pixels): peak {figures[0]} MB, "
+                  f"{figures[1]} wall ms, {figures[2]} CPU ms (Tesseract not counted)")
+        return 0
     if args.memory:
         for kind, grown in memory(args.work, args.memory).items():
             print(f"pixels clean memory: {args.memory}-frame 640x480 RGB cine, {kind}: "
@@ -124,9 +135,15 @@ import sys
 from pathlib import Path
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings
+import time
 settings = DeidentifySettings(secret=b"m" * 32, encryptor=EnvelopeEncryptor(
     certificates=(load_certificate(Path(sys.argv[1])),)))
+if len(sys.argv) > 4:
+    settings = DeidentifySettings(secret=settings.secret, encryptor=settings.encryptor,
+                                  stream_pixels_from=int(sys.argv[4]))
+wall, cpu = time.perf_counter(), time.process_time()
 Deidentify(settings)(Path(sys.argv[2]), Path(sys.argv[3]))
+print(round(1000 * (time.perf_counter() - wall)), round(1000 * (time.process_time() - cpu)))
 # VmHWM, not ru_maxrss: that counts the forking parent's pages from before the exec
 print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
 """
@@ -153,6 +170,26 @@ def memory(work: Path, frames: int) -> dict[str, int]:
                 out.unlink()
             grown[kind] = (peaks[1] - peaks[0]) // 1024
     return grown
+
+
+def paths(work: Path, lengths: list[int]) -> list[tuple[int, str, tuple[int, int, int]]]:
+    """(frames, way, (peak MB, wall ms, CPU ms)) of native cines cleaned read whole and
+    streamed, each in a fresh worker process."""
+    cert = _certificate(work)
+    out = []
+    with tempfile.TemporaryDirectory(dir=work) as folder:
+        for frames in lengths:
+            src = pixel_images.us_cine(Path(folder) / f"cine-{frames}.dcm", frames)
+            dst = Path(folder) / "out.dcm"
+            for way, threshold in (("read whole", 1 << 62), ("streamed", 0)):
+                done = subprocess.run([sys.executable, "-c", _PROBE, str(cert), str(src),
+                                       str(dst), str(threshold)], capture_output=True,
+                                      text=True, check=True, cwd=ROOT)
+                wall, cpu, peak = map(int, done.stdout.split())
+                out.append((frames, way, (peak // 1024, wall, cpu)))
+                dst.unlink()
+            src.unlink()
+    return out
 
 
 if __name__ == "__main__":

@@ -237,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--follow-symlinks", action="store_true",
                       help="follow input links that point outside the input folder (skipped "
                       "by default, with a reason)")
+    pipe.add_argument("--sync", action="store_true",
+                      help="return only once every output is on disk (by default the run "
+                      "ends when the outputs are written, as cp does; a restart of the "
+                      "machine before the kernel wrote them out makes the next run write "
+                      "them again)")
     pipe.add_argument("--scan-only", action="store_true", help="stop after pass 1 (scan)")
     pipe.add_argument("--dry-run", action="store_true",
                       help="scan and plan, write no output: the sorted plan (input -> output "

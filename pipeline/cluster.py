@@ -41,6 +41,7 @@ from pipeline.jobqueue import JOBQUEUE_KINDS, JobQueue, make_cluster, remove_tls
 from pipeline.pools import DaskPool, InlinePool, Pool, ProcessPool, StartingPool
 from pipeline.tiers import Pass, Placement, Tier
 from pipeline.tls import check_scheduler_address, configured_security, run_security
+from pipeline.writeback import share_this_machine
 from tasks.errors import UsageError
 
 
@@ -121,6 +122,13 @@ class Backend:
         self._start_error: BaseException | None = None
         self._processes: ProcessPool | None = None
         self.inline = InlinePool()
+
+    @property
+    def shares_machine(self) -> bool:
+        """Whether the workers write through this machine's page cache (pipeline.writeback):
+        no scheduler named and no job queue."""
+        return share_this_machine(self.job.scheduler,
+                                  self.config.kind if self.config is not None else None)
 
     def local_workers(self) -> int:
         """How many workers a local pool would have: ``--workers``, the cluster config's,

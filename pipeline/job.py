@@ -100,6 +100,8 @@ class TreeJob:
     keep_names: bool = False  # mirror even names that hold identifiers
     #: run into an output holding files this store did not write (removed at the end)
     force: bool = False
+    #: --sync: the run returns once every output is on disk (pipeline.writeback)
+    sync: bool = False
     scan_only: bool = False
     dry_run: bool = False
     plan: Path | None = None  # --plan FILE: where --dry-run writes its plan (0600)

@@ -266,6 +266,8 @@ class Planner:
     pending: dict[str, tuple[int, int | None, str]] = field(default_factory=dict)
     #: files per batch (default ``job.batch_files``; the runner may balance it smaller)
     batch_files: int | None = None
+    #: batches make their outputs durable themselves (workers on other machines)
+    sync_batches: bool = True
 
     #: output names by replacement values (``--output-names uid``); set up on first use
     _naming: tuple[bytes, str, bool, frozenset[str]] | None = None
@@ -329,7 +331,7 @@ class Planner:
 
     def _batch(self, items: list[WorkItem]) -> Batch:
         self.next_id += 1
-        return Batch(self.next_id, tuple(items), str(self.job.output))
+        return Batch(self.next_id, tuple(items), str(self.job.output), self.sync_batches)
 
     def rejections(self) -> Iterator[Event]:
         """Only the files pass 1 rejects (a run that stops before pass 2 journals these)."""

@@ -53,6 +53,7 @@ from pipeline.scan import run_scan
 from pipeline.signals import signal_name
 from pipeline.store import Store, job_store_path
 from pipeline.walk import check_locations, subfolders_with_dicom
+from pipeline.writeback import Writeback, boot_id, recover
 from tasks.batch import run_batch
 from tasks.errors import UsageError
 from tasks.fileio import remove_temp_files_of, sweep_temp_files
@@ -105,6 +106,9 @@ class _Pass2:
         self.key_hint_shown = False
         self.failed_list = FailedList()
         self.reasons: dict[tuple[str, str, str], int] = {}
+        #: epochs of rows written by workers on this machine (pipeline.writeback)
+        self.writeback: Writeback | None = None
+        self.boot = boot_id()
 
     def note_error(self, rel: str, kind: str, reason: str) -> None:
         if len(self.summary.errors) < MAX_SUMMARY_ERRORS:
@@ -207,7 +211,12 @@ class _Pass2:
                     self.summary.pixels[how] = self.summary.pixels.get(how, 0) + 1
             else:
                 failed += 1
-        self.store.journal(journal)
+        epoch = None
+        if self.writeback is not None:
+            epoch, state = self.writeback.mark(self.boot)
+            if state is not None:  # recorded before rows of a new epoch
+                self.store.set_writeback(state)
+        self.store.journal(journal, epoch)
         self.progress.advance(files=done + failed, nbytes=nbytes, errors=failed)
         if failed and not self.job.continue_on_error and not self.failed_seen:
             self.failed_seen = True
@@ -224,6 +233,12 @@ class _Pass2:
         pool = backend.pool(expected, nbytes)
         self.planner.batch_files = balanced_batch(job.tuning.batch_files, expected,
                                                   backend.planned_workers(pool))
+        if backend.shares_machine:
+            state = self.store.writeback() or {}
+            self.writeback = Writeback(job.output, int(state.get("next", 1)),
+                                       int(state.get("confirmed", 0)))
+            self.planner.sync_batches = False
+            self.writeback.start()
         self.progress.begin(f"pass 2 {job.mode}", total=total)
         window = pool.imap(run_batch, self.planner.batches(), job.operation,
                            not job.continue_on_error, split=self.lost)
@@ -239,6 +254,15 @@ class _Pass2:
             pass
         self.planner.flush()
         return self.progress.end()
+
+    def finish(self, wait: bool) -> bool:
+        """Stop confirming outputs in the background; with ``wait`` (``--sync``), return
+        once they are on disk.  Whether every output written is known to be on disk."""
+        if self.writeback is None:
+            return True  # none written, or each batch made its own durable
+        confirmed = self.writeback.stop(wait)
+        self.store.set_writeback(self.writeback.final_state(self.boot))
+        return confirmed
 
     def reject_only(self, total: int) -> PassStats:
         """Pass 1 found unprocessable files and there is no ``--continue``: journal them."""
@@ -396,6 +420,12 @@ def run_tree(job: TreeJob, console: Console | None = None,
             if swept:
                 progress.message(f"removed {swept} temporary files left by an interrupted run",
                                  INFO)
+        if writing:
+            recovered = recover(store, job.output)
+            if recovered.forgotten:
+                progress.message(
+                    f"{recovered.forgotten:,} outputs written before this machine restarted "
+                    "were not confirmed on disk: they are written again", WARNING)
         passes: list[PassStats] = []
         findings: dict[str, Any] = {}
         mapping = MappingStats()
@@ -461,6 +491,10 @@ def run_tree(job: TreeJob, console: Console | None = None,
             summary.stopped_early = True
             passes.extend(progress.interrupt())
             findings = findings or store.counts()
+        on_disk = second.finish(wait=job.sync and interrupted is None)
+        if job.sync and interrupted is None and not on_disk:
+            progress.message("outputs are written but not confirmed on disk: "
+                             f"{second.writeback.error if second.writeback else ''}", ERROR)
         summary.failed_list = second.failed_list.close()
         if job.mode is Mode.DEIDENTIFY and (summary.done or summary.already_done):
             summary.study_list = _study_summary(job, store, progress, run_id)
@@ -470,7 +504,8 @@ def run_tree(job: TreeJob, console: Console | None = None,
             extra={"mapping": {"uids": mapping.uids + mapping.uids_before,
                                "patients": mapping.patients,
                                "identifiers": mapping.identifiers},
-                   "interrupted": _why(interrupted) if interrupted else None},
+                   "interrupted": _why(interrupted) if interrupted else None,
+                   "outputs_confirmed_on_disk": on_disk},
         )
         summary.report_path = write_report(report)
         status = ("interrupted" if interrupted else "stopped" if summary.stopped_early

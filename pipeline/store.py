@@ -20,10 +20,11 @@ path is stored once per table, no rowid index beside it):
     ``key``, ``status``, ``op`` id in ``ops`` (the operation's fingerprint), ``bytes_in``,
     ``bytes_out``, ``src_size``/``src_mtime_ns`` (what the resume rule compares), ``output``
     (NULL: the input's path), ``error_kind``, ``error``, ``us`` (microseconds), ``extra``
-    (JSON of anything else, e.g. ``pixels``; mostly NULL).
+    (JSON of anything else, e.g. ``pixels``; mostly NULL), ``epoch`` (NULL: the output was
+    durable when journaled; else the writeback epoch that confirms it: pipeline.writeback).
 ``uids`` (``key`` original UID, ``value`` new UID): the recorded mapping, plain text.
 ``ids``, ``patients``, ``runs`` (``key``, ``value`` JSON): pseudonyms, per-patient facts,
-    job identity and run records (few rows).
+    job identity, run records and the writeback state (few rows).
 
 JSON, never pickle (a pickled value in a crafted database runs code, CVE-2024-35515).  WAL
 in every connection; writes go through one connection and commit per call (no connection
@@ -58,7 +59,7 @@ from tasks.errors import UsageError
 from tasks.inventory import Head, PackedRow, pack_row, prepare_head, unpack_row
 
 #: the layout below; bump with any change of it
-STORE_FORMAT = 2
+STORE_FORMAT = 3
 _KV = "(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
 SCHEMA = {
     "files": "(key TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, sop TEXT, "
@@ -68,7 +69,7 @@ SCHEMA = {
     "studies": "(id INTEGER PRIMARY KEY, uid TEXT NOT NULL UNIQUE)",
     "journal": "(key TEXT PRIMARY KEY, status TEXT NOT NULL, op INTEGER, bytes_in INTEGER, "
                "bytes_out INTEGER, src_size INTEGER, src_mtime_ns INTEGER, output TEXT, "
-               "error_kind TEXT, error TEXT, us INTEGER, extra TEXT) WITHOUT ROWID",
+               "error_kind TEXT, error TEXT, us INTEGER, extra TEXT, epoch INTEGER) WITHOUT ROWID",
     "ops": "(id INTEGER PRIMARY KEY, op TEXT NOT NULL UNIQUE)",
     "uids": _KV,
     "ids": _KV,
@@ -81,6 +82,7 @@ _JSON_TABLES = ("ids", "patients", "runs")
 _JOB_KEY = "job"
 _SCAN_KEY = "inventory scan"  # what the rows of the last pass 1 were made with
 _MAPPING_KEY = "uid mapping"  # what the recorded UIDs were made with (secret, root)
+_WRITEBACK_KEY = "writeback"  # boot, confirmed and next epoch (pipeline.writeback)
 #: journal row fields kept as columns (the rest go to ``extra``)
 _JOURNAL_COLUMNS = ("status", "op", "bytes_in", "bytes_out", "src_size", "src_mtime_ns",
                     "output", "error_kind", "error")
@@ -362,6 +364,21 @@ class Store:
         self._generation += 1
         return int(dropped)
 
+    def writeback(self) -> Row | None:
+        """The writeback state (pipeline.writeback), None before the first local run."""
+        value = self.get("runs", _WRITEBACK_KEY)
+        return value if isinstance(value, dict) else None
+
+    def set_writeback(self, state: Row) -> None:
+        self._write_json("runs", {_WRITEBACK_KEY: state})
+
+    def forget_unconfirmed(self, confirmed: int) -> int:
+        """Drop the journal rows of outputs not confirmed on disk (epochs after
+        ``confirmed``): the machine restarted since, so those files are written again."""
+        dropped = self._w.execute("DELETE FROM journal WHERE epoch > ?", (confirmed,)).rowcount
+        self._w.commit()
+        return int(dropped)
+
     def reset_journal(self) -> None:
         self._w.execute('DELETE FROM "journal"')
         self._w.commit()
@@ -392,8 +409,9 @@ class Store:
         self._w.execute("CREATE INDEX IF NOT EXISTS files_by_study ON files(study, key)")
         self._w.commit()
 
-    def journal(self, rows: Mapping[str, Row]) -> None:
-        """Record pass-2 results of one batch (one commit)."""
+    def journal(self, rows: Mapping[str, Row], epoch: int | None = None) -> None:
+        """Record pass-2 results of one batch (one commit); ``epoch``: the writeback epoch
+        whose confirmation makes its written outputs durable (None: they already are)."""
         if not rows:
             return
         values = []
@@ -410,11 +428,12 @@ class Store:
                 row.get("src_mtime_ns"), None if output in (None, key) else output,
                 row.get("error_kind"), row.get("error"),
                 None if seconds is None else round(float(seconds) * 1e6),
-                json.dumps(extra, separators=(",", ":")) if extra else None))
+                json.dumps(extra, separators=(",", ":")) if extra else None,
+                epoch if row.get("status") == "done" else None))
         self._w.executemany(
             "REPLACE INTO journal (key, status, op, bytes_in, bytes_out, src_size, "
-            "src_mtime_ns, output, error_kind, error, us, extra) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+            "src_mtime_ns, output, error_kind, error, us, extra, epoch) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
         self._w.commit()
 
     def put_uids(self, mapping: Mapping[str, str]) -> None:

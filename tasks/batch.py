@@ -43,9 +43,11 @@ def run_batch(batch: Batch, operation: FileOperation, stop_on_error: bool = Fals
     """Process ``batch``; with ``stop_on_error`` the files after the first failure are left
     untouched (unlisted, so a rerun does them).  Returns ``{"batch_id", "rows"}``.
 
-    The batch's outputs are made durable together before it returns (one ``syncfs``, not
-    one fsync per file: ``tasks.fileio``), so a row that says done is on disk by the time
-    the driver journals it; if that fails, the done rows become failures.
+    Unless the batch says otherwise (``sync``), its outputs are made durable together
+    before it returns (one ``syncfs``, not one fsync per file: ``tasks.fileio``), so a row
+    that says done is on disk by the time the driver journals it; if that fails, the done
+    rows become failures.  A batch run on the driver's own machine leaves that to the
+    driver (``pipeline.writeback``).
     """
     rows: list[dict[str, object]] = []
     with deferred_durability() as durable, output_policy(batch.output_root):
@@ -55,7 +57,8 @@ def run_batch(batch: Batch, operation: FileOperation, stop_on_error: bool = Fals
             if stop_on_error and result.status is Status.FAILED:
                 break
         try:
-            durable.commit()
+            if batch.sync:
+                durable.commit()
         except OutputError as exc:
             rows = [row if row["status"] != Status.DONE.value else
                     {**row, "status": Status.FAILED.value, "bytes_out": 0,

@@ -35,6 +35,7 @@ __all__ = [
     "Cipher",
     "EnvelopeEncryptor",
     "PrivateKey",
+    "StreamingEnvelope",
     "certificate_fingerprint",
     "decrypt_envelope",
     "load_certificate",
@@ -450,14 +451,20 @@ class EnvelopeEncryptor:
 
     def encrypt(self, plaintext: bytes) -> bytes:
         """Encrypt under a fresh content key and IV; PKCS#7 block padding (RFC 5652 §6.3)."""
+        envelope = self.open(len(plaintext))
+        return envelope.head + envelope.update(plaintext) + envelope.finish()
+
+    def open(self, length: int) -> StreamingEnvelope:
+        """The envelope of a plaintext of ``length`` bytes, to be encrypted in pieces: every
+        DER length is known from ``length`` (CBC with PKCS#7 padding gives whole blocks,
+        one more than ``length // block``), so the DER up to the ciphertext comes first and
+        the plaintext never needs to be held whole (a cine's original pixel data).  The
+        bytes are those of :meth:`encrypt`, which is this in one piece."""
         spec = _CBC_CIPHERS[_CIPHER_OIDS[self.cipher]]
         fresh = os.urandom(spec.key_size + spec.block_size)
         cek, iv = fresh[: spec.key_size], fresh[spec.key_size :]
         if self.cipher is Cipher.DES3:
             cek = cek.translate(_DES_ODD_PARITY)
-        pad = spec.block_size - len(plaintext) % spec.block_size
-        encrypted = _cbc_encrypt(spec, cek, iv, plaintext + bytes((pad,)) * pad)
-
         infos = [
             r.head + r.public_key.encrypt(cek, _PKCS1V15)
             for r in map(_recipient, self.certificates)
@@ -466,14 +473,57 @@ class EnvelopeEncryptor:
             salt, kek = self.__dict__["_password_kek"]
             infos.append(_password_recipient(spec, salt, self.pbkdf2_iterations, kek, cek))
         infos.sort()  # DER SET OF is sorted by encoding (X.690 §11.6), as OpenSSL writes it
+        return StreamingEnvelope.start(spec, cek, iv, infos,
+                                       _DER_VERSION_0 if self.password is None
+                                       else _DER_VERSION_3, length)
 
-        encrypted_content_info = _tlv(
-            _SEQUENCE,
-            _DER_ID_DATA + _CIPHER_ID_HEADS[spec.oid] + iv + _tlv(0x80, encrypted),
-        )
-        version = _DER_VERSION_0 if self.password is None else _DER_VERSION_3
-        enveloped = _tlv(_SEQUENCE, version + _tlv(_SET, b"".join(infos)) + encrypted_content_info)
-        return _tlv(_SEQUENCE, _DER_CONTENT_INFO_OID + _tlv(0xA0, enveloped))
+
+@dataclass(slots=True)
+class StreamingEnvelope:
+    """A DER ContentInfo(EnvelopedData) written in order: :attr:`head` (everything up to
+    the ciphertext), then :meth:`update` of each piece of the plaintext, then
+    :meth:`finish` (the last block, padded).  :attr:`size` is the whole DER's length."""
+
+    head: bytes
+    size: int
+    block_size: int
+    length: int  # of the plaintext
+    left: int  # plaintext bytes still to come
+    _context: Any
+
+    @classmethod
+    def start(cls, spec: _BlockCipher, cek: bytes, iv: bytes, infos: list[bytes],
+              version: bytes, length: int) -> StreamingEnvelope:
+        """The layout of :meth:`EnvelopeEncryptor.encrypt` (RFC 5652 §3, §6.1) with the
+        lengths computed instead of measured."""
+        encrypted = (length // spec.block_size + 1) * spec.block_size
+        eci_content = (_DER_ID_DATA + _CIPHER_ID_HEADS[spec.oid] + iv
+                       + _header(0x80, encrypted))
+        eci_length = len(eci_content) + encrypted
+        body = version + _tlv(_SET, b"".join(infos)) + _header(_SEQUENCE, eci_length)
+        enveloped_length = len(body) + eci_length
+        enveloped = _header(_SEQUENCE, enveloped_length)
+        explicit = _header(0xA0, len(enveloped) + enveloped_length)  # [0] EXPLICIT content
+        outer_length = len(_DER_CONTENT_INFO_OID) + len(explicit) + len(enveloped) \
+            + enveloped_length
+        head = (_header(_SEQUENCE, outer_length) + _DER_CONTENT_INFO_OID + explicit + enveloped
+                + body + eci_content)
+        context = _CipherContext(spec.algorithm(cek), modes.CBC(iv)).encryptor()
+        return cls(head, len(head) + encrypted, spec.block_size, length, length, context)
+
+    def update(self, data: bytes | memoryview) -> bytes:
+        """The ciphertext of the next ``data`` (whole blocks so far; the rest is held)."""
+        if len(data) > self.left:
+            raise CryptoError("more plaintext than the envelope was opened for")
+        self.left -= len(data)
+        return self._context.update(data)  # type: ignore[no-any-return]
+
+    def finish(self) -> bytes:
+        """The padded last block (RFC 5652 §6.3); the plaintext must all have come."""
+        if self.left:
+            raise CryptoError(f"the plaintext ended {self.left} bytes early")
+        pad = self.block_size - self.length % self.block_size
+        return self._context.update(bytes((pad,)) * pad) + self._context.finalize()  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- decryption

@@ -9,18 +9,18 @@ one.
 
 Durability.  Alone, :func:`write_atomic` fsyncs each file before the rename (single-file
 mode).  Inside :func:`deferred_durability` (what a pass-2 batch uses) it does not: the
-batch writes and renames all its files, then :meth:`Durability.commit` makes them durable
-at once with one ``syncfs(2)`` per output file system (or, where there is no ``syncfs``,
-an fsync of every file and folder written), and only then does the batch return its rows
-for the driver to journal.  Why: a per-file fsync costs 0.25 ms of I/O wait on this kind of
-disk, and worse, each one forces an ext4 journal commit that the next file's ``open`` then
-waits behind (measured: 2,000 small files, 3.0 s with per-file fsync, most of it in
-``open``/``fsync``; one ``syncfs`` per 200 files costs ~6 ms).  What still holds: a file
-is journaled done only after its bytes are on disk, so a crash (process or power) can
-never leave a journaled file missing, and a killed process never leaves a partial file
-under its final name.  What a power loss (not a process crash) may now leave: an output
-renamed in the last unfinished batch whose data had not reached the disk, so possibly
-empty; it is not journaled, and the rerun that resumes the job rewrites it.
+batch writes and renames all its files, then, for workers on another machine than the
+driver, :meth:`Durability.commit` makes them durable at once with one ``syncfs(2)`` per
+output file system (or, where there is no ``syncfs``, an fsync of every file and folder
+written) before the batch returns its rows for the driver to journal.  Why: a per-file
+fsync costs 0.25 ms of I/O wait on this kind of disk, and worse, each one forces an ext4
+journal commit that the next file's ``open`` then waits behind (measured: 2,000 small
+files, 3.0 s with per-file fsync, most of it in ``open``/``fsync``; one ``syncfs`` per 200
+files costs ~6 ms).  Workers on the driver's machine skip even that: the driver confirms
+their outputs in the background and a restart of the machine makes the next run redo what
+was not confirmed (``pipeline.writeback``).  What holds either way: a killed process never
+leaves a partial file under its final name, and no journaled file is lost to a crash
+without the next run writing it again.
 
 Where.  Inside :func:`output_policy` (every pass-2 batch, and single-file mode) outputs are
 created relative to the output folder's descriptor, each folder on the way opened with
@@ -62,7 +62,21 @@ class FileRange:
         return self.length
 
 
-Piece = bytes | memoryview | FileRange
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A piece of an output made while it is written: ``chunks()`` yields its bytes in
+    order, ``length`` of them in all, known before (a large file's pixel data cleaned frame
+    by frame, the encryption of its original pixel data), so that the piece is never held
+    whole.  A source that ends early or runs on is an error, not a wrong output."""
+
+    length: int
+    chunks: Callable[[], Iterable[bytes | memoryview]]
+
+    def __len__(self) -> int:
+        return self.length
+
+
+Piece = bytes | memoryview | FileRange | Stream
 
 
 def temp_path_for(dst: Path) -> Path:
@@ -139,6 +153,23 @@ def _syncfs() -> Callable[[int], None] | None:
             function = call
         _SYNCFS.append(function)
     return _SYNCFS[0]
+
+
+def sync_file_system(folder: Path | str) -> None:
+    """Write out every dirty page of the file system holding ``folder`` (``syncfs(2)``;
+    ``sync(2)`` where there is none).  Raises OutputError when that fails."""
+    syncfs = _syncfs()
+    try:
+        if syncfs is None:
+            os.sync()
+            return
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            syncfs(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot make outputs durable: {exc.strerror or exc}") from None
 
 
 def _fsync_path(path: str) -> None:
@@ -342,15 +373,16 @@ class _LinkRefused(Exception):
 
 def _joined(chunks: Sequence[Piece]) -> list[Piece]:
     """The byte pieces between file ranges joined into one each (for few ``writev`` calls)."""
-    return [group if isinstance(group, FileRange) else b"".join(group)
+    return [group if isinstance(group, FileRange | Stream) else b"".join(group)
             for group in _grouped(chunks)]
 
 
-def _grouped(chunks: Sequence[Piece]) -> Iterator[FileRange | list[bytes | memoryview]]:
-    """The file ranges, and the runs of byte pieces between them, in order."""
+def _grouped(chunks: Sequence[Piece]
+             ) -> Iterator[FileRange | Stream | list[bytes | memoryview]]:
+    """The file ranges and streams, and the runs of byte pieces between them, in order."""
     run: list[bytes | memoryview] = []
     for chunk in chunks:
-        if isinstance(chunk, FileRange):
+        if isinstance(chunk, FileRange | Stream):
             if run:
                 yield run
                 run = []
@@ -415,12 +447,14 @@ def _check_replaceable(folder: int, name: str) -> None:
 
 
 def _write_all(fd: int, chunks: Sequence[Piece], total: int) -> None:
-    if not any(isinstance(chunk, FileRange) for chunk in chunks):
-        _write_bytes(fd, chunks, total)  # type: ignore[arg-type]  # no FileRange among them
+    if not any(isinstance(chunk, FileRange | Stream) for chunk in chunks):
+        _write_bytes(fd, chunks, total)  # type: ignore[arg-type]  # only bytes among them
         return
     for group in _grouped(chunks):
         if isinstance(group, FileRange):
             _copy_range(group, fd)
+        elif isinstance(group, Stream):
+            _write_stream(group, fd)
         else:
             _write_bytes(fd, group, sum(map(len, group)))
 
@@ -434,6 +468,19 @@ def _write_bytes(fd: int, chunks: Sequence[bytes | memoryview], total: int) -> N
         view = memoryview(b"".join(chunks))[written:]
         while view:
             view = view[os.write(fd, view):]
+
+
+def _write_stream(part: Stream, out: int) -> None:
+    """Append ``part``'s chunks to ``out``; exactly ``part.length`` bytes, or an error."""
+    left = part.length
+    for chunk in part.chunks():
+        if len(chunk) > left:
+            raise DicomFormatError("the file grew while it was read (changed during the run)")
+        if chunk:
+            _write_bytes(out, [chunk], len(chunk))
+            left -= len(chunk)
+    if left:
+        raise DicomFormatError("the file shrank while it was read (changed during the run)")
 
 
 #: the ways left to copy a range: copy_file_range, then sendfile, then read/write; one is
@@ -452,6 +499,22 @@ def _copy_range(part: FileRange, out: int) -> None:
             raise DicomFormatError("the file shrank while it was read (changed during the run)")
         offset += copied
         left -= copied
+
+
+def read_range(part: FileRange, block: int = COPY_BLOCK) -> Iterator[bytes]:
+    """``part``'s bytes, ``block`` at a time; an input that ends early (changed under us)
+    is an error, not short data."""
+    offset, left = part.offset, part.length
+    while left:
+        try:
+            data = os.pread(part.fd, min(left, block), offset)
+        except OSError as exc:
+            raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+        if not data:
+            raise DicomFormatError("the file shrank while it was read (changed during the run)")
+        offset += len(data)
+        left -= len(data)
+        yield data
 
 
 def _copy_some(src: int, out: int, offset: int, count: int) -> int:

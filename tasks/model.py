@@ -105,3 +105,6 @@ class Batch:
     items: tuple[WorkItem, ...] = field(default_factory=tuple)
     #: the output folder: outputs under it are created without following links in it
     output_root: str | None = None
+    #: make the outputs durable before returning (one ``syncfs``); False where the driver
+    #: shares the workers' machine and confirms them itself (pipeline.writeback)
+    sync: bool = True

@@ -31,11 +31,13 @@ from tasks.dicomio import (
 )
 from tasks.edit import encode_element, transcode
 from tasks.errors import CryptoError, DicomFormatError, UnsupportedFileError
+from tasks.fileio import FileRange
 from tasks.tags import (
     ENCRYPTED_ATTRIBUTES,
     ENCRYPTED_CONTENT,
     ENCRYPTED_CONTENT_TS,
     MODIFIED_ATTRIBUTES,
+    PIXEL_DATA,
     TRANSFER_SYNTAX_UID,
 )
 
@@ -76,27 +78,46 @@ def build_payload(buf: bytes, elements: list[Element], enc: Encoding) -> bytes:
     Layout as gdcmanon writes it (reference §3.3): undefined-length sequence and item,
     the original elements in ascending tag order, values little-endian.
     """
+    return b"".join(payload_parts(buf, elements, enc))  # type: ignore[arg-type]
+
+
+def payload_parts(buf: bytes, elements: list[Element], enc: Encoding,
+                  pixels: FileRange | None = None) -> list[bytes | FileRange]:
+    """:func:`build_payload` in pieces.  ``pixels``: where the Pixel Data element stands in
+    the file when ``buf`` holds a stand-in for it (``tasks.pixeltail``, little endian): its
+    value is then a range of the file, never read here."""
+    head = (element_header(MODIFIED_ATTRIBUTES, "SQ", UNDEFINED, EXPLICIT_LE_ENC)
+            + item_header(UNDEFINED, EXPLICIT_LE_ENC))
+    parts: list[bytes | FileRange] = [head]
     if enc == EXPLICIT_LE_ENC:  # no transcoding: adjacent elements go as one slice
-        chunks: list[bytes] = []
         start = end = -1
         for el in elements:
+            if pixels is not None and el.tag == PIXEL_DATA:
+                if start >= 0:
+                    parts.append(buf[start:end])
+                parts.append(pixels)  # the element as it is in the file, header included
+                start = end = -1
+                continue
             if el.start != end:
                 if start >= 0:
-                    chunks.append(buf[start:end])
+                    parts.append(buf[start:end])
                 start = el.start
             end = el.end
         if start >= 0:
-            chunks.append(buf[start:end])
-        body = b"".join(chunks)
+            parts.append(buf[start:end])
     else:
-        body = b"".join(transcode(buf, el, enc, EXPLICIT_LE_ENC) for el in elements)
-    return (
-        element_header(MODIFIED_ATTRIBUTES, "SQ", UNDEFINED, EXPLICIT_LE_ENC)
-        + item_header(UNDEFINED, EXPLICIT_LE_ENC)
-        + body
-        + item_end(EXPLICIT_LE_ENC)
-        + sequence_end(EXPLICIT_LE_ENC)
-    )
+        for el in elements:
+            if pixels is not None and el.tag == PIXEL_DATA:
+                # the stand-in transcoded (its VR made explicit), with the real length
+                header_length = el.value_start - el.start
+                header = transcode(buf, el, enc, EXPLICIT_LE_ENC)
+                value = FileRange(pixels.fd, pixels.offset + header_length,
+                                  pixels.length - header_length)
+                parts += [header[:-4] + struct.pack("<I", value.length), value]
+            else:
+                parts.append(transcode(buf, el, enc, EXPLICIT_LE_ENC))
+    parts.append(item_end(EXPLICIT_LE_ENC) + sequence_end(EXPLICIT_LE_ENC))
+    return parts
 
 
 def restore_record(*, meta: bytes | None = None, preamble: bytes | None = None,
@@ -127,20 +148,21 @@ def restore_record(*, meta: bytes | None = None, preamble: bytes | None = None,
 
 def encrypted_attributes_element(cms_der: bytes, enc: Encoding) -> bytes:
     """(0400,0500) with one item holding (0400,0510) and (0400,0520), gdcmanon's layout."""
-    if len(cms_der) % 2:
-        cms_der += b"\0"  # gdcmanon pads an odd DER with one NUL; readers ignore it
-    item = (
-        encode_element(ENCRYPTED_CONTENT_TS, "UI", EXPLICIT_LE.encode(), enc)
-        + element_header(ENCRYPTED_CONTENT, "OB", len(cms_der), enc)
-        + cms_der
-    )
-    return (
+    head, tail = encrypted_attributes_parts(len(cms_der), enc)
+    return head + cms_der + tail
+
+
+def encrypted_attributes_parts(cms_length: int, enc: Encoding) -> tuple[bytes, bytes]:
+    """:func:`encrypted_attributes_element` around a DER of ``cms_length`` bytes: what comes
+    before it and after it (an envelope encrypted as it is written goes in between)."""
+    pad = cms_length % 2  # gdcmanon pads an odd DER with one NUL; readers ignore it
+    head = (
         element_header(ENCRYPTED_ATTRIBUTES, "SQ", UNDEFINED, enc)
         + item_header(UNDEFINED, enc)
-        + item
-        + item_end(enc)
-        + sequence_end(enc)
+        + encode_element(ENCRYPTED_CONTENT_TS, "UI", EXPLICIT_LE.encode(), enc)
+        + element_header(ENCRYPTED_CONTENT, "OB", cms_length + pad, enc)
     )
+    return head, b"\0" * pad + item_end(enc) + sequence_end(enc)
 
 
 # --------------------------------------------------------------------------- inverse (E.1.2)

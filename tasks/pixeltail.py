@@ -144,22 +144,34 @@ def split_rendered(fd: int, size: int, render: Render, private_runs: bool = Fals
     data put back in the stand-in's place as a :class:`~tasks.fileio.FileRange`.  None, or
     the file's bytes when already read, when it does not split or ``render`` did not keep
     the stand-in (an edit of the pixel data itself): the caller handles the file whole."""
-    try:
-        split = split_pixel_tail(fd, size, private_runs)
-    except OSError as exc:  # the input's error, not an output error
-        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+    split = read_split(fd, size, private_runs)
     if not isinstance(split, SplitFile):
         return split
     # a new object, found again by identity in the rendered pieces
     marker = bytes(bytearray(b"pixel data"))
-    pieces = render(split.df, (split.at, marker))
+    return put_back(render(split.df, (split.at, marker)), marker, split.pixels)
+
+
+def read_split(fd: int, size: int, private_runs: bool = False
+               ) -> SplitFile | WholeFile | None:
+    """:func:`split_pixel_tail`, a read error being the input's (one line, no traceback)."""
+    try:
+        return split_pixel_tail(fd, size, private_runs)
+    except OSError as exc:  # the input's error, not an output error
+        raise DicomFormatError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def put_back(pieces: Sequence[Chunk] | None, marker: bytes, pixels: FileRange
+             ) -> list[Piece] | None:
+    """``pieces`` with the one ``marker`` among them (found by identity) replaced by
+    ``pixels``; None when there is not exactly one (the stand-in was edited)."""
     if pieces is None:
         return None
     spots = [i for i, piece in enumerate(pieces) if piece is marker]
     if len(spots) != 1:
         return None
     out: list[Piece] = list(pieces)
-    out[spots[0]] = split.pixels
+    out[spots[0]] = pixels
     return out
 
 

@@ -4,11 +4,13 @@ ultrasound, screen captures and angiography), made in code for the pixel-cleanin
 from __future__ import annotations
 
 import io
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -280,3 +282,31 @@ ALL = {
 #: the same kinds of file with no text in their pixels
 NO_TEXT = {kind: without_text(ALL[kind]) for kind in
            ("us_rgb", "us_jpeg", "us_multiframe", "sc_12bit", "xa_burned_in", "us_jpeg_cine")}
+
+
+def _tesseract(image: Image.Image) -> str:
+    image = image.resize((image.width * 2, image.height * 2), Image.Resampling.NEAREST)
+    png = io.BytesIO()
+    image.save(png, "PNG")
+    done = subprocess.run(["tesseract", "stdin", "stdout", "--psm", "11"],
+                          input=png.getvalue(), capture_output=True, check=True)
+    return done.stdout.decode()
+
+
+def ocr_text(path: Path) -> str:
+    """Every frame of ``path`` (decoded by pydicom, not by the code under test) through
+    Tesseract twice, twice the size: bright pixels black on white, and the frame as a
+    viewer shows it in 8-bit grey (Tesseract's own thresholds, inverted lines tried)."""
+    ds = pydicom.dcmread(path)
+    frames = ds.pixel_array if int(ds.get("NumberOfFrames", 1) or 1) > 1 else [ds.pixel_array]
+    text = []
+    for frame in frames:
+        grey = frame.max(axis=2) if frame.ndim == 3 else frame
+        grey = grey.astype(np.float64)
+        top = float((1 << int(ds.BitsStored)) - 1)
+        if ds.PhotometricInterpretation == "MONOCHROME1":
+            grey = top - grey
+        mask = grey > 0.55 * top
+        text.append(_tesseract(Image.fromarray(np.where(mask, 0, 255).astype(np.uint8))))
+        text.append(_tesseract(Image.fromarray((grey * (255 / top)).astype(np.uint8))))
+    return " ".join(text).upper()

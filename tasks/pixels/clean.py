@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from tasks.dicomio import DicomFile, Encoding
 from tasks.edit import encode_element
 from tasks.errors import UnsupportedFileError
+from tasks.fileio import FileRange
 from tasks.pixels.rules import Box, RegionRule, matching_rules
 from tasks.tags import (
     BURNED_IN_ANNOTATION,
@@ -104,24 +105,28 @@ def _grow(box: Box, shape: tuple[int, ...]) -> Box:
     return x0, y0, x1 - x0, y1 - y0
 
 
-def clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) -> PixelResult:
-    """Blank ``df``'s burned-in text; the new elements, or BurnedInTextError."""
+def clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding,
+          source: FileRange | None = None) -> PixelResult:
+    """Blank ``df``'s burned-in text; the new elements, or BurnedInTextError.  ``source``:
+    the Pixel Data element in the file when ``df`` holds a stand-in (``tasks.pixeltail``);
+    the new element is then a :class:`~tasks.fileio.Stream` made as it is written."""
     from tasks.pixels.codecs import PixelCodecError
 
     try:
-        return _clean(df, reason, rules, enc)
+        return _clean(df, reason, rules, enc, source)
     except PixelCodecError as exc:  # a frame read late (a cine's) may fail too
         raise UnsupportedFileError(f"burned-in annotation: {reason}; pixel data cannot be "
                                    f"cleaned: {exc} (--pixels keep processes it anyway)"
                                    ) from None
 
 
-def _clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding) -> PixelResult:
+def _clean(df: DicomFile, reason: str, rules: list[RegionRule], enc: Encoding,
+           source: FileRange | None) -> PixelResult:
     from tasks.pixels import ocr
     from tasks.pixels.codecs import decode
 
     result = PixelResult(reason, rules=[rule.name for rule in rules])
-    frames = decode(df, transfer_syntax_of(df))
+    frames = decode(df, transfer_syntax_of(df), source)
     result.photometric = frames.photometric
     result.before = frames.frame(0).copy()
     result.frames = frames.count
@@ -175,7 +180,8 @@ def pixels_wanted(df: DicomFile, profile: CompiledProfile, policy: str) -> bool:
                                            profile.spec.pixel_rules)[0] is not None
 
 
-def pixel_step(df: DicomFile, profile: CompiledProfile, policy: str) -> PixelResult | None:
+def pixel_step(df: DicomFile, profile: CompiledProfile, policy: str,
+               source: FileRange | None = None) -> PixelResult | None:
     """The pixel step of de-identification under ``policy`` (clean, refuse, keep): None
     when the pixels stay as they are; refusals raise.  ``refuse`` refuses what the
     burned-in check flags, as before cleaning existed; region rules name files to clean."""
@@ -190,4 +196,4 @@ def pixel_step(df: DicomFile, profile: CompiledProfile, policy: str) -> PixelRes
     reason, rules = candidate(df, _burned_in_reason(df, profile), profile.spec.pixel_rules)
     if reason is None:
         return None
-    return clean(df, reason, rules, df.enc)
+    return clean(df, reason, rules, df.enc, source)

@@ -20,8 +20,9 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ import numpy as np
 
 from tasks.dicomio import DicomFile, Element, Encoding, element_header
 from tasks.edit import encode_element
+from tasks.fileio import FileRange, Stream, read_range
 from tasks.tags import (
     BITS_ALLOCATED,
     BITS_STORED,
@@ -91,7 +93,10 @@ class Frames:
     read one at a time so that a long cine never has to be decoded whole: native frames
     are views of one copy of the element (blanked in place, written back as they are);
     encapsulated ones are decoded when asked for (the OCR sample) and, in :meth:`encode`,
-    one by one (JPEG Baseline with editable code streams: not decoded at all)."""
+    one by one (JPEG Baseline with editable code streams: not decoded at all).  For a large
+    file whose pixel data stays in the file (``tasks.pixeltail``) native frames and code
+    streams are read from it when asked for, and the new element is a
+    :class:`~tasks.fileio.Stream`."""
 
     transfer_syntax: str
     photometric: str
@@ -108,7 +113,7 @@ class Frames:
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
     #: encapsulated: the code streams, one per frame (JPEG Baseline: the MCU size when
     #: they can be edited block by block)
-    encoded: list[bytes] = field(default_factory=list)
+    encoded: Sequence[bytes] = field(default_factory=list)
     mcu: tuple[int, int] | None = None
     #: why the frames were re-encoded rather than blanked block by block (JPEG Baseline)
     reencoded: str | None = None
@@ -119,7 +124,8 @@ class Frames:
             return self._native[index]
         found = self._decoded.get(index)
         if found is None:
-            found = self._decode_frame(self.encoded[index])
+            found = (self._read_frame(index)[1] if self._read_frame is not None
+                     else self._decode_frame(self.encoded[index]))
             self._blank_frame(found, self.boxes)
             self._decoded[index] = found
         return found
@@ -197,6 +203,8 @@ class Frames:
     def encode(self, enc: Encoding) -> dict[int, bytes]:
         """The new Pixel Data element (and the lossy attributes when re-encoded lossy).
         Native: the edited copy itself (no further copy); encapsulated: frame by frame."""
+        if self._read_frame is not None:
+            return {PIXEL_DATA: self._streamed()}  # type: ignore[dict-item]
         if self._native is not None:
             assert self._buffer is not None
             if self._swapped:
@@ -213,7 +221,7 @@ class Frames:
                 self.reencoded = str(exc)
             else:
                 self.lossy = False
-                return {PIXEL_DATA: _encapsulated(fragments, enc)}
+                return {PIXEL_DATA: self._element(fragments, enc)}
         fragments = []
         for index in range(self.count):
             frame = self._decoded.pop(index, None)
@@ -221,7 +229,7 @@ class Frames:
                 frame = self.frame(index)
                 del self._decoded[index]
             fragments.append(self._encode_frame(frame))
-        out = {PIXEL_DATA: _encapsulated(fragments, enc)}
+        out = {PIXEL_DATA: self._element(fragments, enc)}
         if self.lossy:
             total = sum(len(f) for f in fragments)
             ratio = f"{self.original_size / max(total, 1):.2f}".encode()
@@ -240,6 +248,42 @@ class Frames:
     _decode_frame: Callable[[bytes], np.ndarray] = field(default=lambda code: np.zeros(0))
     _low_bit: int = 0  # High Bit + 1 - Bits Stored: where the stored bits start
     _subsampling: int = 2
+    #: native pixels left in the file (a large file, ``tasks.pixeltail``): frame ``index``
+    #: read from it, as its bytes and the writable frame over them
+    _read_frame: Callable[[int], tuple[bytearray, np.ndarray]] | None = None
+    #: the element as it is in the file (header and value) when its frames are read from
+    #: there: the new element is then a Stream
+    _source: FileRange | None = None
+
+    def _element(self, fragments: list[bytes], enc: Encoding) -> bytes:
+        """The encapsulated element of ``fragments``: joined, or, for frames read from the
+        file, a :class:`~tasks.fileio.Stream` of its pieces (not one more copy)."""
+        parts = _encapsulated_parts(fragments, enc)
+        if self._source is None:
+            return b"".join(parts)
+        return Stream(sum(map(len, parts)), lambda: parts)  # type: ignore[return-value]
+
+    def _streamed(self) -> Stream:
+        """The new Pixel Data element made while it is written: each frame read from the
+        file again, every box blanked in it (the same bytes as blanking the one copy of
+        the element in place: a box's black does not depend on the boxes blanked before)."""
+        source, read = self._source, self._read_frame
+        assert source is not None and read is not None
+        header_length = len(self.header)
+
+        def chunks() -> Iterator[bytes | memoryview]:
+            yield self.header
+            end = header_length
+            for index in range(self.count):
+                data, frame = read(index)
+                self._blank_frame(frame, self.boxes)
+                yield memoryview(data)
+                end += len(data)
+            if end < source.length:  # the value's padding past the last frame
+                yield from read_range(FileRange(source.fd, source.offset + end,
+                                                source.length - end))
+
+        return Stream(source.length, chunks)
 
     def _encode_frame(self, frame: np.ndarray) -> bytes:
         if self.transfer_syntax == JPEG_BASELINE:
@@ -268,10 +312,10 @@ def _swap_in_place(buffer: bytearray, start: int) -> None:
     words.byteswap(inplace=True)
 
 
-def _encapsulated(fragments: list[bytes], enc: Encoding) -> bytes:
+def _encapsulated_parts(fragments: list[bytes], enc: Encoding) -> list[bytes]:
     """A Pixel Data element of one fragment per frame (PS3.5 A.4), even lengths, with a
-    Basic Offset Table when there are several frames; joined once (a cine's fragments are
-    not copied again and again)."""
+    Basic Offset Table when there are several frames, in pieces (to be joined once: a
+    cine's fragments are not copied again and again)."""
     parts = [element_header(PIXEL_DATA, "OB", 0xFFFFFFFF, enc)]
     offsets = []
     at = 0
@@ -286,14 +330,17 @@ def _encapsulated(fragments: list[bytes], enc: Encoding) -> bytes:
         odd = len(fragment) % 2
         parts += [_ITEM + struct.pack("<I", len(fragment) + odd), fragment, b"\0" * odd]
     parts.append(SEQUENCE_DELIMITER)
-    return b"".join(parts)
+    return parts
 
 
 _ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000), little endian as every encapsulated syntax
 
 
-def decode(df: DicomFile, transfer_syntax: str) -> Frames:
-    """The frames of ``df``'s top-level Pixel Data, editable."""
+def decode(df: DicomFile, transfer_syntax: str, source: FileRange | None = None) -> Frames:
+    """The frames of ``df``'s top-level Pixel Data, editable.  ``source``: the element as it
+    stands in the file, when ``df`` holds a stand-in for it (``tasks.pixeltail``): native
+    frames are then read from the file one at a time, and compressed ones from their
+    fragments (one a frame), never the element whole."""
     el = df.top(PIXEL_DATA)
     if el is None:
         raise PixelCodecError("no Pixel Data")
@@ -320,6 +367,9 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
         endian = "<" if df.enc.little else ">"
         dtype = np.dtype(f"{endian}{'i' if signed else 'u'}{allocated // 8}")
         per_frame = rows * columns * samples
+        if source is not None:
+            return _file_frames(df, transfer_syntax, photometric, stored, signed, count,
+                                (rows, columns, samples, planar), dtype, el, source)
         if el.end - el.value_start < per_frame * count * dtype.itemsize:
             raise PixelCodecError("Pixel Data is shorter than its rows, columns and frames say")
         # one copy of the element, header and padding included: the frames are views of it,
@@ -329,48 +379,154 @@ def decode(df: DicomFile, transfer_syntax: str) -> Frames:
         swapped = not df.enc.little and allocated == 8 and el.vr == "OW"
         if swapped:
             _swap_in_place(buffer, len(header))  # the whole (even) value, padding included
-        flat = np.frombuffer(buffer, dtype, per_frame * count, len(header))
-        native: np.ndarray
-        if samples == 1:
-            native = flat.reshape(count, rows, columns)
-        elif planar:
-            native = np.moveaxis(flat.reshape(count, samples, rows, columns), 1, 3)
-        else:
-            native = flat.reshape(count, rows, columns, samples)
+        native = _frames_of(buffer, dtype, count, (rows, columns, samples, planar), len(header))
         out = Frames(transfer_syntax, photometric, stored, signed, count, native.shape[1:], el,
                      header)
         out._native, out._buffer, out._swapped = native, buffer, swapped
         out._low_bit = max(0, _us(df, HIGH_BIT, stored - 1) + 1 - stored)
         return out
-    if not el.undefined:
-        raise PixelCodecError("encapsulated pixel data of defined length")
-    from pydicom.encaps import generate_frames
+    encoded: Sequence[bytes]
+    if source is not None:  # one fragment per frame, each read from the file when asked for
+        header = b"".join(read_range(FileRange(source.fd, source.offset, len(header))))
+        ranges = file_fragments(source, len(header))
+        if ranges is None or header[-4:] != b"\xff\xff\xff\xff":
+            raise PixelCodecError("encapsulated pixel data is malformed")
+        encoded = _FileCodes(ranges)
+    else:
+        if not el.undefined:
+            raise PixelCodecError("encapsulated pixel data of defined length")
+        from pydicom.encaps import generate_frames
 
-    value = df.body[el.value_start:el.end]
-    try:
-        encoded = list(generate_frames(value, number_of_frames=count))
-    except Exception as exc:  # noqa: BLE001 - a malformed encapsulation, whatever pydicom says
-        raise PixelCodecError(f"encapsulated pixel data is malformed ({type(exc).__name__})"
-                              ) from None
-    del value
+        value = df.body[el.value_start:el.end]
+        try:
+            encoded = list(generate_frames(value, number_of_frames=count))
+        except Exception as exc:  # noqa: BLE001 - a malformed encapsulation, whatever pydicom says
+            raise PixelCodecError(f"encapsulated pixel data is malformed "
+                                  f"({type(exc).__name__})") from None
+        del value
     if len(encoded) != count:
         raise PixelCodecError(f"{len(encoded)} frames in the pixel data, {count} said")
     shape = (rows, columns) if samples == 1 else (rows, columns, samples)
     if transfer_syntax == JPEG_BASELINE:
-        return _jpeg_frames(encoded, photometric, el, header, shape)
+        frames = _jpeg_frames(encoded, photometric, el, header, shape)
+        frames._source = source
+        return frames
     if transfer_syntax in LOSSLESS:
         if transfer_syntax in (JPEG_2000_LOSSLESS, JPEG_2000) and samples != 1:
             raise PixelCodecError("colour JPEG 2000 cannot be re-encoded here (its colour "
                                   "transform is not reproduced)")
-        return _lossless_frames(transfer_syntax, encoded, photometric, el, header, shape,
-                                _codec_options(rows, columns, samples, allocated, stored,
-                                               photometric, signed and transfer_syntax != RLE),
-                                stored, signed)
+        frames = _lossless_frames(transfer_syntax, encoded, photometric, el, header, shape,
+                                  _codec_options(rows, columns, samples, allocated, stored,
+                                                 photometric, signed and transfer_syntax != RLE),
+                                  stored, signed)
+        frames._source = source
+        return frames
     raise PixelCodecError(f"transfer syntax {transfer_syntax} cannot be re-encoded here "
                           "(native, RLE, JPEG-LS, grey JPEG 2000 and JPEG Baseline can)")
 
 
-def _jpeg_frames(encoded: list[bytes], photometric: str, el: Element, header: bytes,
+class _FileCodes(Sequence[bytes]):
+    """The code streams of a cine left in the file, one fragment a frame, each read from
+    the file when asked for (never all at once)."""
+
+    def __init__(self, ranges: list[FileRange]):
+        self.ranges = ranges
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def __getitem__(self, index: int) -> bytes:  # type: ignore[override]
+        part = self.ranges[index]
+        return b"".join(read_range(part, max(part.length, 1)))
+
+
+def streams_from_file(df: DicomFile, transfer_syntax: str, source: FileRange) -> bool:
+    """Whether :func:`decode` reads ``df``'s frames from the file (``source``, the Pixel
+    Data element there) one at a time: native pixels, or one fragment per frame."""
+    if transfer_syntax in NATIVE:
+        return True
+    el = df.top(PIXEL_DATA)
+    if el is None:
+        return False
+    ranges = file_fragments(source, el.value_start - el.start)
+    try:
+        count = _us(df, NUMBER_OF_FRAMES, 1) or 1
+    except PixelCodecError:
+        return False
+    return ranges is not None and len(ranges) == count
+
+
+def file_fragments(source: FileRange, header_length: int) -> list[FileRange] | None:
+    """The fragments (PS3.5 A.4) of the encapsulated Pixel Data element ``source`` (header
+    and value in the file), after the Basic Offset Table; None when the items are not
+    well formed.  Item headers only are read, never the fragments."""
+    pos, end = source.offset + header_length, source.offset + source.length
+    out: list[FileRange] = []
+    first = True
+    while pos + 8 <= end:
+        try:
+            item = os.pread(source.fd, 8, pos)
+        except OSError:
+            return None
+        if len(item) < 8:
+            return None
+        tag, length = item[:4], struct.unpack_from("<I", item, 4)[0]
+        if tag == SEQUENCE_DELIMITER[:4]:
+            return out if pos + 8 == end else None
+        if tag != _ITEM or length == 0xFFFFFFFF or pos + 8 + length > end:
+            return None
+        if not first:
+            out.append(FileRange(source.fd, pos + 8, length))
+        first = False
+        pos += 8 + length
+    return None
+
+
+def _frames_of(buffer: bytearray, dtype: np.dtype[Any], count: int,
+               layout: tuple[int, int, int, bool], offset: int = 0) -> np.ndarray:
+    """``count`` native frames as writable views of ``buffer`` from ``offset``: (frames,
+    rows, columns) or (frames, rows, columns, samples), either planar configuration."""
+    rows, columns, samples, planar = layout
+    flat = np.frombuffer(buffer, dtype, rows * columns * samples * count, offset)
+    if samples == 1:
+        return flat.reshape(count, rows, columns)
+    if planar:
+        return np.moveaxis(flat.reshape(count, samples, rows, columns), 1, 3)
+    return flat.reshape(count, rows, columns, samples)
+
+
+def _file_frames(df: DicomFile, transfer_syntax: str, photometric: str, stored: int,
+                 signed: bool, count: int, layout: tuple[int, int, int, bool],
+                 dtype: np.dtype[Any], el: Element, source: FileRange) -> Frames:
+    """Native frames left in the file (little endian: the files ``tasks.pixeltail`` splits),
+    read when asked for: the OCR sample, then each frame once more as the new element is
+    written (:meth:`Frames._streamed`)."""
+    if not df.enc.little:
+        raise PixelCodecError("big endian pixel data is not read from the file in frames")
+    header_length = el.value_start - el.start
+    header = b"".join(read_range(FileRange(source.fd, source.offset, header_length)))
+    rows, columns, samples, _ = layout
+    size = rows * columns * samples * dtype.itemsize
+    value = FileRange(source.fd, source.offset + header_length, source.length - header_length)
+    if value.length < size * count:
+        raise PixelCodecError("Pixel Data is shorter than its rows, columns and frames say")
+
+    def read(index: int) -> tuple[bytearray, np.ndarray]:
+        data = bytearray(size)
+        at = 0
+        for chunk in read_range(FileRange(value.fd, value.offset + index * size, size), size):
+            data[at:at + len(chunk)] = chunk
+            at += len(chunk)
+        return data, _frames_of(data, dtype, 1, layout)[0]
+
+    out = Frames(transfer_syntax, photometric, stored, signed, count,
+                 (rows, columns) if samples == 1 else (rows, columns, samples), el, header)
+    out._read_frame, out._source = read, source
+    out._low_bit = max(0, _us(df, HIGH_BIT, stored - 1) + 1 - stored)
+    return out
+
+
+def _jpeg_frames(encoded: Sequence[bytes], photometric: str, el: Element, header: bytes,
                  shape: tuple[int, ...]) -> Frames:
     from PIL import Image, JpegImagePlugin
 
@@ -427,7 +583,7 @@ def _codec_options(rows: int, columns: int, samples: int, allocated: int, stored
             "planar_configuration": 0}
 
 
-def _lossless_frames(transfer_syntax: str, encoded: list[bytes], photometric: str,
+def _lossless_frames(transfer_syntax: str, encoded: Sequence[bytes], photometric: str,
                      el: Element, header: bytes, shape: tuple[int, ...],
                      options: dict[str, Any], stored: int, signed: bool) -> Frames:
     from pydicom.encaps import encapsulate

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -185,11 +186,16 @@ def test_external_scheduler_matches_inline(scheduler: TlsScheduler, archive: Pat
                                            reference: dict[str, str], tmp_path: Path) -> None:
     import dask
 
-    job = deid_job(archive, tmp_path / "out", scheduler=scheduler.address, batch_files=9)
+    job = deid_job(archive, tmp_path / "out", tmp_path / "store.sqlite",
+                   scheduler=scheduler.address, batch_files=9)
     with dask.config.set(scheduler.config):
         summary = run_tree(job)
     assert (summary.done, summary.failed) == (FILES, 0)
     assert tree_digest(tmp_path / "out") == reference
+    # workers that may run elsewhere make each batch durable before returning it: no row
+    # waits for this machine's writeback (pipeline.writeback)
+    with sqlite3.connect(tmp_path / "store.sqlite") as conn:
+        assert conn.execute("SELECT count(*), count(epoch) FROM journal").fetchone() == (FILES, 0)
 
 
 def test_a_worker_killed_mid_run_loses_nothing(scheduler: TlsScheduler, archive: Path,
