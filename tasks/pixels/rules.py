@@ -57,10 +57,20 @@ class RegionRule:
     match: tuple[tuple[int, tuple[str | int, ...]], ...]
     boxes: tuple[Box, ...]
 
-    def matches(self, df: DicomFile) -> bool:
-        for tag, wanted in self.match:
-            value = header_value(df, tag)
-            if value is None or not any(_equal(value, want) for want in wanted):
+    def matches(self, df: DicomFile,
+                seen: dict[tuple[int, tuple[str | int, ...]], bool] | None = None) -> bool:
+        """Whether every attribute of the signature has one of its values; ``seen`` keeps
+        the conditions already decided for ``df`` (rules share them: most start with the
+        same Modality), so a file is read once per condition, not once per rule."""
+        for condition in self.match:
+            held = seen.get(condition) if seen is not None else None
+            if held is None:
+                tag, wanted = condition
+                value = header_value(df, tag)
+                held = value is not None and any(_equal(value, want) for want in wanted)
+                if seen is not None:
+                    seen[condition] = held
+            if not held:
                 return False
         return True
 
@@ -154,4 +164,5 @@ def _box(box: Any, where: str) -> Box:
 
 def matching_rules(df: DicomFile, files: tuple[str, ...]) -> list[RegionRule]:
     """The rules of ``files`` whose signature ``df`` matches."""
-    return [rule for path in files for rule in load_rules(path) if rule.matches(df)]
+    seen: dict[tuple[int, tuple[str | int, ...]], bool] = {}
+    return [rule for path in files for rule in load_rules(path) if rule.matches(df, seen)]
