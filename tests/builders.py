@@ -37,3 +37,21 @@ def file_bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+#: the end of a memory probe run as ``python -c``: the script before it sets ``op`` (a file
+#: operation) and ``warm``, ``big``, ``out`` (paths); it prints the peak resident size while
+#: ``op`` handles ``big`` over the size after a first file warmed imports and caches
+PEAK_PROBE = """
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
+op(Path(warm), Path(out) / "warm.dcm")  # imports and caches: the baseline
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")  # the peak (VmHWM) starts again from the current resident size
+base = status("VmRSS")
+op(Path(big), Path(out) / "big.dcm")
+print(json.dumps({"base_kb": base, "peak_kb": status("VmHWM")}))
+"""

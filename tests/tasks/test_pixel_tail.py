@@ -26,6 +26,7 @@ from tasks.fileio import FileRange, write_atomic
 from tasks.pixeltail import SPLIT_FROM, SplitFile, WholeFile, split_pixel_tail
 from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.tags import PIXEL_DATA
+from tests.builders import PEAK_PROBE
 from tests.conftest import PYDICOM_FILES, REPO, SECRET, Pki, pydicom_file
 
 TEST_FILES = sorted(PYDICOM_FILES.glob("*.dcm"))
@@ -203,18 +204,7 @@ elif key == "dumb":
 else:
     op = Reidentify(ReidentifySettings(key_pem=Path(key).read_bytes()))
 
-def status(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-
-op(Path(warm), Path(out) / "warm.dcm")  # imports and caches: the baseline
-with open("/proc/self/clear_refs", "w") as refs:
-    refs.write("5")  # the peak (VmHWM) starts again from the current resident size
-base = status("VmRSS")
-op(Path(big), Path(out) / "big.dcm")
-print(json.dumps({"base_kb": base, "peak_kb": status("VmHWM")}))
-"""
+""" + PEAK_PROBE
 
 
 def _grown_mb(warm: Path, out: Path, big: Path, how: str, key: str) -> float:

@@ -32,6 +32,7 @@ from tasks.reidentify import (
     reidentify_streamed,
 )
 from tests import pixel_images
+from tests.builders import PEAK_PROBE
 from tests.conftest import REPO, SECRET, Pki
 
 PASSWORD = b"stream -d test"
@@ -204,18 +205,7 @@ warm, big, out, key, threshold = sys.argv[1:6]
 op = Reidentify(ReidentifySettings(key_pem=Path(key).read_bytes(),
                                    stream_payload_from=int(threshold)))
 
-def status(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-
-op(Path(warm), Path(out) / "warm.dcm")  # imports and caches: the baseline
-with open("/proc/self/clear_refs", "w") as refs:
-    refs.write("5")  # the peak (VmHWM) starts again from the current resident size
-base = status("VmRSS")
-op(Path(big), Path(out) / "big.dcm")
-print(json.dumps({"base_kb": base, "peak_kb": status("VmHWM")}))
-"""
+""" + PEAK_PROBE
 
 
 def test_memory_does_not_grow_with_the_cine(cleaned: dict[tuple[str, str], Path], pki: Pki,
