@@ -207,6 +207,32 @@ def _lazy_date_offset(secret: bytes, df: DicomFile) -> Callable[[], int]:
     return offset
 
 
+#: what one top-level memo holds at most (then it starts again: unique values, such as
+#: each file's SOP Instance UID, must not make a long run's memory grow), and the longest
+#: element it holds (a large value is rare, and would cost its copy to look up)
+_MEMO_ENTRIES = 4096
+_MEMO_ELEMENT_MAX = 256
+_MISS = object()
+_TOP_MEMOS: dict[tuple[object, bytes, str, Encoding], dict[bytes, bytes | None]] = {}
+
+
+def _top_memo(resolver: object, settings: DeidentifySettings, enc: Encoding
+              ) -> dict[bytes, bytes | None]:
+    """The memo of top-level :meth:`_Deidentifier._apply` results for files of one SOP
+    Class (``resolver``), one encoding and one secret and root: the study, series and frame
+    of reference UIDs, the patient's names and IDs, the emptied values of a study repeat in
+    every file of it, and each costs an HMAC or an encoding otherwise.  Every input of
+    ``_apply`` but the clean rules' (Action C: the patient's date offset, excluded) is in
+    the key: the element's bytes (tag, VR, value) and the decision they get."""
+    key = (resolver, settings.secret, settings.root_uid, enc)
+    memo = _TOP_MEMOS.get(key)
+    if memo is None:
+        if len(_TOP_MEMOS) >= 64:
+            _TOP_MEMOS.clear()
+        memo = _TOP_MEMOS[key] = {}
+    return memo
+
+
 class _Deidentifier:
     """One file's edit plan, built by walking the element tree.
 
@@ -229,6 +255,9 @@ class _Deidentifier:
         self.date_offset = _lazy_date_offset(settings.secret, df)
         self.clean = CleanContext(settings.secret, self.date_offset, dict(profile.clean_allow))
         self.known_safe_only = profile.known_safe_only
+        #: results of :meth:`_apply` at the top level, by the element's bytes (shared by
+        #: the files of a run: see _top_memo); None with a trace (every decision is said)
+        self.memo = (_top_memo(self.resolver, settings, df.enc) if trace is None else None)
 
     def walk(self, elements: list[Element], enc: Encoding, path: list[Element | Item],
              parent: int = 0, scrub: Action | None = None) -> None:
@@ -255,6 +284,9 @@ class _Deidentifier:
         top = path[0] if path else None
         remove = Action.X
         keep = Action.K
+        clean = Action.C
+        memo = self.memo if top is None and scrub is None and code is None else None
+        buf = self.buf
         privates: list[Element] | None = None
         for el in elements:
             tag = el.tag
@@ -284,6 +316,21 @@ class _Deidentifier:
                     replace[el.start] = b""
                 else:
                     self._record(el, b"", path)
+                continue
+            if (memo is not None and el.items is None and decision.action is not clean
+                    and el.end - el.start <= _MEMO_ELEMENT_MAX):
+                # a top-level value's result is a function of its bytes, its decision (a
+                # function of the same bytes here) and the run: computed once per run
+                raw = buf[el.start:el.end]
+                new = memo.get(raw, _MISS)
+                if new is _MISS:
+                    new = self._apply(el, decision, enc)[0]
+                    if len(memo) >= _MEMO_ENTRIES:
+                        memo.clear()
+                    memo[raw] = new
+                if new is not None:
+                    payload[tag] = el
+                    replace[el.start] = new
                 continue
             new, enter = self._apply(el, decision, enc)
             if trace is not None:
