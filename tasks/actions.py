@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from tasks.uids import pseudonym
 from tasks.vr import BINARY_VRS, FIXED_DUMMIES, IDENTIFYING_TEXT_VRS, VRS
@@ -114,7 +114,7 @@ class CleanContext:
     __slots__ = ("allow", "offset", "secret")
 
     def __init__(self, secret: bytes, offset: Callable[[], int],
-                 allow: dict[int, frozenset[bytes]] | None):
+                 allow: Mapping[int, frozenset[bytes]] | None):
         self.secret = secret
         self.offset = offset
         self.allow = allow or {}

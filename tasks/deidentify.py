@@ -213,7 +213,7 @@ def _lazy_date_offset(secret: bytes, df: DicomFile) -> Callable[[], int]:
 _MEMO_ENTRIES = 4096
 _MEMO_ELEMENT_MAX = 256
 _MISS = object()
-_TOP_MEMOS: dict[tuple[object, bytes, str, Encoding], dict[bytes, bytes | None]] = {}
+_TOP_MEMOS: dict[tuple[object, bytes, str, bool, bool], dict[bytes, bytes | None]] = {}
 
 
 def _top_memo(resolver: object, settings: DeidentifySettings, enc: Encoding
@@ -224,7 +224,7 @@ def _top_memo(resolver: object, settings: DeidentifySettings, enc: Encoding
     every file of it, and each costs an HMAC or an encoding otherwise.  Every input of
     ``_apply`` but the clean rules' (Action C: the patient's date offset, excluded) is in
     the key: the element's bytes (tag, VR, value) and the decision they get."""
-    key = (resolver, settings.secret, settings.root_uid, enc)
+    key = (resolver, settings.secret, settings.root_uid, enc.little, enc.implicit)
     memo = _TOP_MEMOS.get(key)
     if memo is None:
         if len(_TOP_MEMOS) >= 64:
@@ -252,12 +252,16 @@ class _Deidentifier:
         self.resolver = profile.resolver(df.top_text(SOP_CLASS_UID))
         self.private = profile.private_rule is not None
         self.trace = trace
-        self.date_offset = _lazy_date_offset(settings.secret, df)
-        self.clean = CleanContext(settings.secret, self.date_offset, dict(profile.clean_allow))
         self.known_safe_only = profile.known_safe_only
         #: results of :meth:`_apply` at the top level, by the element's bytes (shared by
         #: the files of a run: see _top_memo); None with a trace (every decision is said)
         self.memo = (_top_memo(self.resolver, settings, df.enc) if trace is None else None)
+
+    @functools.cached_property
+    def clean(self) -> CleanContext:
+        """What the clean rules (Action C) need: made for the files that have such a row."""
+        secret = self.settings.secret
+        return CleanContext(secret, _lazy_date_offset(secret, self.df), self.profile.clean_allow)
 
     def walk(self, elements: list[Element], enc: Encoding, path: list[Element | Item],
              parent: int = 0, scrub: Action | None = None) -> None:

@@ -498,10 +498,20 @@ class DicomFile:
         return None
 
     def top_value(self, tag: int) -> bytes | None:
-        el = self.top(tag)
-        if el is None or el.undefined:
+        """The value of the top-level element ``tag`` (None: absent or undefined length);
+        :meth:`top` inlined, as every file asks for a few."""
+        tags = self.tags
+        if tags is None:
+            tags = self.tags = [el.tag for el in self.elements]
+        index = bisect_left(tags, tag)
+        if index == len(tags) or tags[index] != tag:
             return None
-        return el.value(self.body)
+        el = self.elements[index]
+        length = el.length
+        if length == UNDEFINED:
+            return None
+        start = el.value_start
+        return bytes(self.body[start:start + length])
 
     def top_text(self, tag: int) -> str | None:
         value = self.top_value(tag)

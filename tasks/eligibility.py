@@ -42,12 +42,22 @@ def refusals(df: DicomFile) -> list[Refusal]:
     found = []
     if df.top(ENCRYPTED_ATTRIBUTES) is not None:
         found.append(Refusal.ENCRYPTED)
-    removed = df.top_text(PATIENT_IDENTITY_REMOVED)
-    if removed is not None and removed.strip().upper() == "YES":
+    removed = df.top_value(PATIENT_IDENTITY_REMOVED)
+    if removed is not None and removed.rstrip(b"\0 ").decode("latin-1").strip().upper() == "YES":
         found.append(Refusal.IDENTITY_REMOVED)
-    media = df.meta_element(MEDIA_SOP_CLASS_UID)
-    media_class = (media.value(df.meta_bytes).rstrip(b"\0 ").decode("latin-1")
-                   if media else None)  # any bytes: a corrupt UID must not raise here
-    if DICOMDIR_SOP_CLASS in (df.top_text(SOP_CLASS_UID), media_class):
+    if _dicomdir(df):
         found.append(Refusal.DICOMDIR)
     return found
+
+
+_DICOMDIR = DICOMDIR_SOP_CLASS.encode()
+
+
+def _dicomdir(df: DicomFile) -> bool:
+    """Whether (0008,0016) or (0002,0002) names the Media Storage Directory class.  Any
+    bytes: a corrupt UID must not raise here."""
+    sop_class = df.top_value(SOP_CLASS_UID)
+    if sop_class is not None and sop_class.rstrip(b"\0 ") == _DICOMDIR:
+        return True
+    media = df.meta_element(MEDIA_SOP_CLASS_UID)
+    return media is not None and media.value(df.meta_bytes).rstrip(b"\0 ") == _DICOMDIR

@@ -602,11 +602,19 @@ def _unlisted_rules(spec: ProfileSpec, options: frozenset[str]) -> dict[str, Rul
 
 _COMPILED: dict[tuple[ProfileSpec, frozenset[str]], CompiledProfile] = {}
 _SPECS: dict[str, ProfileSpec] = {}
+_BY_NAME: dict[tuple[str, tuple[str, ...]], CompiledProfile] = {}
 
 
 def get_profile(profile: str | ProfileSpec | CompiledProfile,
                 options: Iterable[str] = ()) -> CompiledProfile:
     """The compiled profile for a name, path or spec plus extra options (cached)."""
+    if type(profile) is str and type(options) is tuple:
+        # every file of a run asks again by the same name: one lookup, where the general
+        # path hashes the whole spec (a name's spec is read once per process: _SPECS)
+        found = _BY_NAME.get((profile, options))
+        if found is None:
+            found = _BY_NAME[(profile, options)] = get_profile(profile, list(options))
+        return found
     if isinstance(profile, CompiledProfile):
         if not set(options) <= profile.options:
             return get_profile(profile.spec, profile.options | set(options))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import hmac
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from tasks.errors import UsageError
 
@@ -40,7 +40,32 @@ def validate_root(root: str) -> str:
 
 
 def _digest(secret: bytes, domain: bytes, value: bytes) -> bytes:
-    return hmac.digest(secret, domain + b"\0" + value, "sha256")  # one-shot: C fast path
+    """HMAC-SHA256 of ``domain + b"\\0" + value`` under ``secret`` (RFC 2104), from the
+    inner and outer states keyed once per secret and domain: the key's two blocks and the
+    domain are hashed once per run, not once per value (half the instructions of
+    ``hmac.digest``, the same digest)."""
+    inner, outer = _keyed(secret, domain)
+    inner = inner.copy()
+    inner.update(value)
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+@functools.lru_cache(maxsize=64)
+def _keyed(secret: bytes, domain: bytes) -> tuple[Any, Any]:
+    """SHA-256 states of HMAC's inner pad with ``domain + b"\\0"`` fed, and of its outer
+    pad (RFC 2104: a key longer than the block is hashed first)."""
+    key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
+    key = key.ljust(_BLOCK, b"\0")
+    inner = hashlib.sha256(key.translate(_IPAD))
+    inner.update(domain + b"\0")
+    return inner, hashlib.sha256(key.translate(_OPAD))
+
+
+_BLOCK = 64  # SHA-256's block size
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 def new_uid(secret: bytes, root: str, original: str) -> str:
