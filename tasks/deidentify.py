@@ -212,7 +212,7 @@ def _lazy_date_offset(secret: bytes, df: DicomFile) -> Callable[[], int]:
 #: element it holds (a large value is rare, and would cost its copy to look up)
 _MEMO_ENTRIES = 4096
 _MEMO_ELEMENT_MAX = 256
-_MISS = object()
+_MISS = bytes(bytearray(b"not yet"))  # a new object, told from any value by identity
 _TOP_MEMOS: dict[tuple[object, bytes, str, bool, bool], dict[bytes, bytes | None]] = {}
 
 
