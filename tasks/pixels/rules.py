@@ -163,6 +163,42 @@ def _box(box: Any, where: str) -> Box:
 
 
 def matching_rules(df: DicomFile, files: tuple[str, ...]) -> list[RegionRule]:
-    """The rules of ``files`` whose signature ``df`` matches."""
+    """The rules of ``files`` whose signature ``df`` matches, in the files' order.
+
+    Rules are grouped by their first condition (most share one: Modality US), so a file
+    that fails it is done with after one header look-up per group, not one call per rule.
+    """
     seen: dict[tuple[int, tuple[str | int, ...]], bool] = {}
-    return [rule for path in files for rule in load_rules(path) if rule.matches(df, seen)]
+    found: list[tuple[int, RegionRule]] = []
+    groups = _groups(files)
+    for condition, rules in groups:
+        if _holds(df, condition):
+            seen[condition] = True
+            found += [(index, rule) for index, rule in rules if rule.matches(df, seen)]
+    if len(groups) > 1:
+        found.sort(key=_first)
+    return [rule for _, rule in found]
+
+
+Condition = tuple[int, tuple[str | int, ...]]
+
+
+def _first(pair: tuple[int, RegionRule]) -> int:
+    return pair[0]
+
+
+def _holds(df: DicomFile, condition: Condition) -> bool:
+    """Whether the attribute of ``condition`` has one of its values."""
+    tag, wanted = condition
+    value = header_value(df, tag)
+    return value is not None and any(_equal(value, want) for want in wanted)
+
+
+@functools.cache
+def _groups(files: tuple[str, ...]) -> tuple[tuple[Condition, tuple[tuple[int, RegionRule],
+                                                                     ...]], ...]:
+    """The rules of ``files`` (with their place in order) grouped by first condition."""
+    groups: dict[Condition, list[tuple[int, RegionRule]]] = {}
+    for index, rule in enumerate(rule for path in files for rule in load_rules(path)):
+        groups.setdefault(rule.match[0], []).append((index, rule))
+    return tuple((condition, tuple(rules)) for condition, rules in groups.items())
