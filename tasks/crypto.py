@@ -391,16 +391,115 @@ def _pwri_unwrap(spec: _BlockCipher, kek: bytes, iv: bytes, wrapped: bytes) -> b
     return formatted[4 : 4 + length]
 
 
-def _password_recipient(spec: _BlockCipher, salt: bytes, iterations: int, kek: bytes,
-                        cek: bytes) -> bytes:
-    """``[3] PasswordRecipientInfo`` (RFC 3211 §2.2) as ``openssl cms -pwri_password``
-    writes it, with ``kek`` derived from the password and ``salt`` (a fresh IV each time)."""
-    iv = os.urandom(spec.block_size)
-    kdf_params = _tlv(_SEQUENCE, _tlv(_OCTET_STRING, salt) + core.Integer(iterations).dump())
-    kdf = _tlv(0xA0, _DER_PBKDF2_OID + kdf_params)  # [0] IMPLICIT AlgorithmIdentifier
-    kek_algorithm = _tlv(_SEQUENCE, _DER_PWRI_KEK_OID + _CIPHER_ID_HEADS[spec.oid] + iv)
-    wrapped = _tlv(_OCTET_STRING, _pwri_wrap(spec, kek, iv, cek))
-    return _tlv(0xA3, _DER_VERSION_0 + kdf + kek_algorithm + wrapped)
+#: the PKCS#7 pad of a last block lacking n bytes (RFC 5652 §6.3), n = 1..16
+_PADS = tuple(bytes((n,)) * n for n in range(17))
+#: frames remembered per layout (one per ciphertext length: a run's sizes repeat)
+_MAX_FRAMES = 1024
+
+
+class _Frame(NamedTuple):
+    """The DER of an envelope around its drawn parts, for one ciphertext length: ``front``
+    (ContentInfo, EnvelopedData and SET OF headers, the version), the recipient infos,
+    ``back`` (EncryptedContentInfo up to the IV), the IV, ``tail`` (the [0] IMPLICIT
+    encryptedContent header), the ciphertext.  ``size``: the whole DER's length."""
+
+    front: bytes
+    back: bytes
+    tail: bytes
+    size: int
+
+
+class _Layout:
+    """What every envelope of one encryptor shares (RFC 5652 §6.1), built once per process:
+    the recipient infos up to their drawn parts (every one has a fixed length: RSA output
+    of the modulus' size, a key wrap of fixed blocks) and, per ciphertext length, the
+    headers around them.  Per file only the content key and IV, the RSA outputs and the
+    password recipient's KEK IV and wrap are drawn and computed."""
+
+    __slots__ = (
+        "_eci_head",
+        "_frames",
+        "_infos_length",
+        "_password",
+        "_pwri_head",
+        "_pwri_wrapped_header",
+        "_recipients",
+        "_version_and_set",
+        "spec",
+    )
+
+    def __init__(self, encryptor: EnvelopeEncryptor) -> None:
+        spec = self.spec = _CBC_CIPHERS[_CIPHER_OIDS[encryptor.cipher]]
+        self._recipients = tuple(map(_recipient, encryptor.certificates))
+        infos_length = sum(len(r.head) + (r.public_key.key_size + 7) // 8
+                           for r in self._recipients)
+        self._password: tuple[bytes, int] | None = None
+        self._pwri_head = self._pwri_wrapped_header = b""
+        if encryptor.password is not None:
+            # [3] PasswordRecipientInfo (RFC 3211 §2.2) as ``openssl cms -pwri_password``
+            # writes it: all but the KEK IV and the wrapped key is the same in every file
+            salt, kek = encryptor.__dict__["_password_kek"]
+            self._password = kek, _pwri_wrapped_size(spec)
+            kdf_params = _tlv(_SEQUENCE, _tlv(_OCTET_STRING, salt)
+                              + core.Integer(encryptor.pbkdf2_iterations).dump())
+            kdf = _tlv(0xA0, _DER_PBKDF2_OID + kdf_params)  # [0] IMPLICIT AlgorithmIdentifier
+            kek_head = _DER_PWRI_KEK_OID + _CIPHER_ID_HEADS[spec.oid]
+            kek_algorithm = _header(_SEQUENCE, len(kek_head) + spec.block_size) + kek_head
+            self._pwri_wrapped_header = _header(_OCTET_STRING, self._password[1])
+            content = (len(_DER_VERSION_0) + len(kdf) + len(kek_algorithm) + spec.block_size
+                       + len(self._pwri_wrapped_header) + self._password[1])
+            self._pwri_head = _header(0xA3, content) + _DER_VERSION_0 + kdf + kek_algorithm
+            infos_length += len(_header(0xA3, content)) + content
+        version = _DER_VERSION_0 if encryptor.password is None else _DER_VERSION_3
+        self._version_and_set = version + _header(_SET, infos_length)
+        self._infos_length = infos_length
+        self._eci_head = _DER_ID_DATA + _CIPHER_ID_HEADS[spec.oid]  # up to the IV
+        self._frames: dict[int, _Frame] = {}
+
+    def draw(self) -> tuple[bytes, bytes, list[bytes]]:
+        """A fresh content key and IV (one per file, never reused), and the recipient infos
+        that carry the key, in DER SET OF order (X.690 §11.6, as OpenSSL writes them)."""
+        spec = self.spec
+        fresh = os.urandom(spec.key_size + spec.block_size)
+        cek, iv = fresh[: spec.key_size], fresh[spec.key_size :]
+        if spec.algorithm is TripleDES:
+            cek = cek.translate(_DES_ODD_PARITY)
+        infos = [r.head + r.public_key.encrypt(cek, _PKCS1V15) for r in self._recipients]
+        if self._password is not None:
+            kek_iv = os.urandom(spec.block_size)
+            infos.append(self._pwri_head + kek_iv + self._pwri_wrapped_header
+                         + _pwri_wrap(spec, self._password[0], kek_iv, cek))
+        if len(infos) > 1:
+            infos.sort()
+        return cek, iv, infos
+
+    def frame(self, encrypted: int) -> _Frame:
+        """The headers of an envelope whose ciphertext is ``encrypted`` bytes (RFC 5652 §3,
+        §6.1): every DER length follows from it."""
+        frame = self._frames.get(encrypted)
+        if frame is None:
+            tail = _header(0x80, encrypted)
+            eci_length = len(self._eci_head) + self.spec.block_size + len(tail) + encrypted
+            back = _header(_SEQUENCE, eci_length) + self._eci_head
+            enveloped_length = (len(self._version_and_set) + self._infos_length + len(back)
+                                - len(self._eci_head) + eci_length)
+            enveloped = _header(_SEQUENCE, enveloped_length)
+            explicit = _header(0xA0, len(enveloped) + enveloped_length)  # [0] EXPLICIT
+            outer_length = (len(_DER_CONTENT_INFO_OID) + len(explicit) + len(enveloped)
+                            + enveloped_length)
+            front = (_header(_SEQUENCE, outer_length) + _DER_CONTENT_INFO_OID + explicit
+                     + enveloped + self._version_and_set)
+            size = len(front) + self._infos_length + len(back) - len(self._eci_head) \
+                + eci_length
+            if len(self._frames) >= _MAX_FRAMES:
+                self._frames.clear()
+            frame = self._frames[encrypted] = _Frame(front, back, tail, size)
+        return frame
+
+
+def _pwri_wrapped_size(spec: _BlockCipher) -> int:
+    """The length of a content key wrapped by :func:`_pwri_wrap`."""
+    return max(2 * spec.block_size, -(-(4 + spec.key_size) // spec.block_size) * spec.block_size)
 
 
 @dataclass(frozen=True, repr=False)
@@ -409,7 +508,7 @@ class EnvelopeEncryptor:
 
     One KeyTransRecipientInfo per certificate, plus a PasswordRecipientInfo when
     ``password`` is set (then EnvelopedData v3, RFC 5652 §6.1).  Holds only DER and plain
-    values, so it pickles small; each process rebuilds its recipient cache lazily.
+    values, so it pickles small; each process builds its layout (:class:`_Layout`) lazily.
     """
 
     certificates: tuple[bytes, ...]
@@ -444,6 +543,10 @@ class EnvelopeEncryptor:
             except CryptoError as exc:
                 raise CryptoError(f"certificate #{index + 1}: {exc}") from None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state: the layout (RSA key objects) is rebuilt where it is used."""
+        return {k: v for k, v in self.__dict__.items() if k != "_built_layout"}
+
     def __repr__(self) -> str:  # never show the password
         recipients = ", ".join(certificate_fingerprint(c)[:16] for c in self.certificates)
         return (
@@ -451,33 +554,37 @@ class EnvelopeEncryptor:
             f"password={'set' if self.password is not None else 'none'})"
         )
 
+    def _layout(self) -> _Layout:
+        layout: _Layout | None = self.__dict__.get("_built_layout")
+        if layout is None:
+            layout = _Layout(self)
+            object.__setattr__(self, "_built_layout", layout)
+        return layout
+
     def encrypt(self, plaintext: bytes) -> bytes:
-        """Encrypt under a fresh content key and IV; PKCS#7 block padding (RFC 5652 §6.3)."""
-        envelope = self.open(len(plaintext))
-        return envelope.head + envelope.update(plaintext) + envelope.finish()
+        """Encrypt under a fresh content key and IV; PKCS#7 block padding (RFC 5652 §6.3).
+        The bytes are those of :meth:`open` fed ``plaintext``, in one piece."""
+        layout = self._layout()
+        spec = layout.spec
+        cek, iv, infos = layout.draw()
+        pad = spec.block_size - len(plaintext) % spec.block_size
+        frame = layout.frame(len(plaintext) + pad)
+        context = _CipherContext(spec.algorithm(cek), modes.CBC(iv)).encryptor()
+        return b"".join((frame.front, *infos, frame.back, iv, frame.tail,
+                         context.update(plaintext + _PADS[pad]), context.finalize()))
 
     def open(self, length: int) -> StreamingEnvelope:
         """The envelope of a plaintext of ``length`` bytes, to be encrypted in pieces: every
         DER length is known from ``length`` (CBC with PKCS#7 padding gives whole blocks,
         one more than ``length // block``), so the DER up to the ciphertext comes first and
-        the plaintext never needs to be held whole (a cine's original pixel data).  The
-        bytes are those of :meth:`encrypt`, which is this in one piece."""
-        spec = _CBC_CIPHERS[_CIPHER_OIDS[self.cipher]]
-        fresh = os.urandom(spec.key_size + spec.block_size)
-        cek, iv = fresh[: spec.key_size], fresh[spec.key_size :]
-        if self.cipher is Cipher.DES3:
-            cek = cek.translate(_DES_ODD_PARITY)
-        infos = [
-            r.head + r.public_key.encrypt(cek, _PKCS1V15)
-            for r in map(_recipient, self.certificates)
-        ]
-        if self.password is not None:
-            salt, kek = self.__dict__["_password_kek"]
-            infos.append(_password_recipient(spec, salt, self.pbkdf2_iterations, kek, cek))
-        infos.sort()  # DER SET OF is sorted by encoding (X.690 §11.6), as OpenSSL writes it
-        return StreamingEnvelope.start(spec, cek, iv, infos,
-                                       _DER_VERSION_0 if self.password is None
-                                       else _DER_VERSION_3, length)
+        the plaintext never needs to be held whole (a cine's original pixel data)."""
+        layout = self._layout()
+        spec = layout.spec
+        cek, iv, infos = layout.draw()
+        frame = layout.frame((length // spec.block_size + 1) * spec.block_size)
+        head = b"".join((frame.front, *infos, frame.back, iv, frame.tail))
+        context = _CipherContext(spec.algorithm(cek), modes.CBC(iv)).encryptor()
+        return StreamingEnvelope(head, frame.size, spec.block_size, length, length, context)
 
 
 @dataclass(slots=True)
@@ -493,26 +600,6 @@ class StreamingEnvelope:
     left: int  # plaintext bytes still to come
     _context: Any
 
-    @classmethod
-    def start(cls, spec: _BlockCipher, cek: bytes, iv: bytes, infos: list[bytes],
-              version: bytes, length: int) -> StreamingEnvelope:
-        """The layout of :meth:`EnvelopeEncryptor.encrypt` (RFC 5652 §3, §6.1) with the
-        lengths computed instead of measured."""
-        encrypted = (length // spec.block_size + 1) * spec.block_size
-        eci_content = (_DER_ID_DATA + _CIPHER_ID_HEADS[spec.oid] + iv
-                       + _header(0x80, encrypted))
-        eci_length = len(eci_content) + encrypted
-        body = version + _tlv(_SET, b"".join(infos)) + _header(_SEQUENCE, eci_length)
-        enveloped_length = len(body) + eci_length
-        enveloped = _header(_SEQUENCE, enveloped_length)
-        explicit = _header(0xA0, len(enveloped) + enveloped_length)  # [0] EXPLICIT content
-        outer_length = len(_DER_CONTENT_INFO_OID) + len(explicit) + len(enveloped) \
-            + enveloped_length
-        head = (_header(_SEQUENCE, outer_length) + _DER_CONTENT_INFO_OID + explicit + enveloped
-                + body + eci_content)
-        context = _CipherContext(spec.algorithm(cek), modes.CBC(iv)).encryptor()
-        return cls(head, len(head) + encrypted, spec.block_size, length, length, context)
-
     def update(self, data: bytes | memoryview) -> bytes:
         """The ciphertext of the next ``data`` (whole blocks so far; the rest is held)."""
         if len(data) > self.left:
@@ -525,7 +612,7 @@ class StreamingEnvelope:
         if self.left:
             raise CryptoError(f"the plaintext ended {self.left} bytes early")
         pad = self.block_size - self.length % self.block_size
-        return self._context.update(bytes((pad,)) * pad) + self._context.finalize()  # type: ignore[no-any-return]
+        return self._context.update(_PADS[pad]) + self._context.finalize()  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- decryption

@@ -13,7 +13,6 @@ byte.  Built from bytes: it is a handful of elements per file.
 
 from __future__ import annotations
 
-import functools
 import re
 import struct
 
@@ -63,28 +62,44 @@ def rebuilt_meta(sop_class: bytes | None, sop_instance: bytes | None,
     A value that is not a UID is left out rather than copied: the meta holds nothing that
     is not known to be safe.  ``transfer_syntax`` is the one the file was read with.
     """
-    body = _VERSION
-    if sop_class is not None:
-        body += _uid_element(MEDIA_SOP_CLASS_UID, sop_class)
-    if sop_instance is not None:
-        body += _uid_element(MEDIA_SOP_INSTANCE_UID, sop_instance)
-    body += _syntax_and_tail(transfer_syntax)
-    return _GROUP_LENGTH.pack(0x0002, 0x0000, b"UL", 4, len(body)) + body
+    head = _HEADS.get(sop_class)
+    if head is None:  # a run holds a few SOP Classes: their elements are made once
+        if len(_HEADS) >= _MAX_CACHED:
+            _HEADS.clear()
+        head = _HEADS[sop_class] = _VERSION + (
+            b"" if sop_class is None else _uid_element(MEDIA_SOP_CLASS_UID, sop_class))
+    instance = b"" if sop_instance is None else _uid_element(MEDIA_SOP_INSTANCE_UID,
+                                                             sop_instance)
+    tail = _TAILS.get(transfer_syntax)
+    if tail is None:
+        if len(_TAILS) >= _MAX_CACHED:
+            _TAILS.clear()
+        tail = _TAILS[transfer_syntax] = encode_element(
+            TRANSFER_SYNTAX_UID, "UI", transfer_syntax.encode("ascii"), EXPLICIT_LE_ENC) + _TAIL
+    return b"".join((_GROUP_LENGTH.pack(0x0002, 0x0000, b"UL", 4,
+                                        len(head) + len(instance) + len(tail)),
+                     head, instance, tail))
 
 
 #: (0002,0000) UL, explicit VR little endian, then its value
 _GROUP_LENGTH = struct.Struct("<HH2sHI")
+#: a UI element's header, explicit VR little endian
+_UI_HEADER = struct.Struct("<HH2sH")
+#: (0002,0001) and (0002,0002) by the SOP Class UID given, (0002,0010) onwards by syntax
+_HEADS: dict[bytes | None, bytes] = {}
+_TAILS: dict[str, bytes] = {}
+_MAX_CACHED = 256
 
 
 def _uid_element(tag: int, value: bytes) -> bytes:
+    """The UI element (explicit VR little endian, NUL-padded), or b"" when ``value`` (its
+    padding stripped) is not a UID."""
     value = value.rstrip(b"\0 ")
-    return encode_element(tag, "UI", value, EXPLICIT_LE_ENC) if is_uid(value) else b""
-
-
-@functools.lru_cache(maxsize=64)
-def _syntax_and_tail(transfer_syntax: str) -> bytes:
-    return encode_element(TRANSFER_SYNTAX_UID, "UI", transfer_syntax.encode("ascii"),
-                          EXPLICIT_LE_ENC) + _TAIL
+    if not is_uid(value):
+        return b""
+    if len(value) % 2:
+        value += b"\0"
+    return _UI_HEADER.pack(tag >> 16, tag & 0xFFFF, b"UI", len(value)) + value
 
 
 def preamble_data(raw_prefix: bytes) -> bytes | None:

@@ -12,6 +12,7 @@ and preamble, the original deflate stream, the tags de-identification added.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,20 +153,36 @@ def restore_record(*, meta: bytes | None = None, preamble: bytes | None = None,
 def encrypted_attributes_element(cms_der: bytes, enc: Encoding) -> bytes:
     """(0400,0500) with one item holding (0400,0510) and (0400,0520), gdcmanon's layout."""
     head, tail = encrypted_attributes_parts(len(cms_der), enc)
-    return head + cms_der + tail
+    return b"".join((head, cms_der, tail))
 
 
 def encrypted_attributes_parts(cms_length: int, enc: Encoding) -> tuple[bytes, bytes]:
     """:func:`encrypted_attributes_element` around a DER of ``cms_length`` bytes: what comes
     before it and after it (an envelope encrypted as it is written goes in between)."""
-    pad = cms_length % 2  # gdcmanon pads an odd DER with one NUL; readers ignore it
+    frame = _ENCRYPTED_FRAMES.get((enc.little, enc.implicit))
+    if frame is None:
+        frame = _ENCRYPTED_FRAMES[enc.little, enc.implicit] = _encrypted_frame(enc)
+    head, length, tail, padded_tail = frame
+    if cms_length % 2:  # gdcmanon pads an odd DER with one NUL; readers ignore it
+        return head + length(cms_length + 1), padded_tail
+    return head + length(cms_length), tail
+
+
+def _encrypted_frame(enc: Encoding) -> tuple[bytes, Callable[[int], bytes], bytes, bytes]:
+    """The fixed bytes of (0400,0500) in ``enc``: up to the (0400,0520) length, that
+    length's packer, what follows the DER (and with the NUL of an odd DER first)."""
     head = (
         element_header(ENCRYPTED_ATTRIBUTES, "SQ", UNDEFINED, enc)
         + item_header(UNDEFINED, enc)
         + encode_element(ENCRYPTED_CONTENT_TS, "UI", EXPLICIT_LE.encode(), enc)
-        + element_header(ENCRYPTED_CONTENT, "OB", cms_length + pad, enc)
+        + element_header(ENCRYPTED_CONTENT, "OB", 0, enc)[:-4]  # its length comes last
     )
-    return head, b"\0" * pad + item_end(enc) + sequence_end(enc)
+    tail = item_end(enc) + sequence_end(enc)
+    return head, struct.Struct(enc.endian + "I").pack, tail, b"\0" + tail
+
+
+#: _encrypted_frame by (little, implicit)
+_ENCRYPTED_FRAMES: dict[tuple[bool, bool], tuple[bytes, Callable[[int], bytes], bytes, bytes]] = {}
 
 
 # --------------------------------------------------------------------------- inverse (E.1.2)

@@ -171,7 +171,24 @@ def transfer_syntax_of(df: DicomFile) -> str:
 
 
 def _burned_in_reason(df: DicomFile, profile: CompiledProfile) -> str | None:
-    return profile.burned_in_reason(df.top_text(SOP_CLASS_UID), df.top_text(BURNED_IN_ANNOTATION))
+    """The profile's burned-in reason for ``df``, decided once per profile and raw values
+    of (0008,0016) and (0028,0301): a run's files share a few of each."""
+    key = (profile, df.top_value(SOP_CLASS_UID), df.top_value(BURNED_IN_ANNOTATION))
+    try:
+        return _REASONS[key]
+    except KeyError:
+        pass
+    reason = profile.burned_in_reason(df.top_text(SOP_CLASS_UID),
+                                      df.top_text(BURNED_IN_ANNOTATION))
+    if len(_REASONS) >= _MAX_REASONS:
+        _REASONS.clear()
+    _REASONS[key] = reason
+    return reason
+
+
+#: _burned_in_reason by (profile, raw SOP Class UID, raw Burned In Annotation)
+_REASONS: dict[tuple[CompiledProfile, bytes | None, bytes | None], str | None] = {}
+_MAX_REASONS = 1024
 
 
 def pixels_wanted(df: DicomFile, profile: CompiledProfile, policy: str) -> bool:

@@ -163,6 +163,70 @@ def _box(box: Any, where: str) -> Box:
 
 
 def matching_rules(df: DicomFile, files: tuple[str, ...]) -> list[RegionRule]:
-    """The rules of ``files`` whose signature ``df`` matches."""
-    seen: dict[tuple[int, tuple[str | int, ...]], bool] = {}
-    return [rule for path in files for rule in load_rules(path) if rule.matches(df, seen)]
+    """The rules of ``files`` whose signature ``df`` matches, in the files' order.
+
+    Rules are grouped by their first condition (most share one: Modality US), so a file
+    that fails it is done with after one header look-up per group, not one call per rule;
+    and a group remembers what it decided for the values it saw (a run's files hold a few
+    Modalities).
+    """
+    seen: dict[Condition, bool] = {}
+    found: list[tuple[int, RegionRule]] = []
+    groups = _groups(files)
+    for group in groups:
+        if group.holds(df):
+            seen[group.condition] = True
+            found += [(index, rule) for index, rule in group.rules if rule.matches(df, seen)]
+    if len(groups) > 1:
+        found.sort(key=_first)
+    return [rule for _, rule in found]
+
+
+Condition = tuple[int, tuple[str | int, ...]]
+
+
+def _first(pair: tuple[int, RegionRule]) -> int:
+    return pair[0]
+
+
+class _Group:
+    """Rules that share their first condition, with their place in the files' order."""
+
+    __slots__ = ("condition", "decided", "rules")
+    #: values decided per group at most (then forgotten: a run of every distinct value)
+    MAX_DECIDED = 1024
+
+    def __init__(self, condition: Condition) -> None:
+        self.condition = condition
+        self.rules: list[tuple[int, RegionRule]] = []
+        #: the condition's outcome by (raw value, VR, little endian): what header_value reads
+        self.decided: dict[tuple[bytes, str, bool], bool] = {}
+
+    def holds(self, df: DicomFile) -> bool:
+        """Whether the attribute of the condition has one of its values in ``df``."""
+        tag, wanted = self.condition
+        el = df.top(tag)
+        if el is None or el.undefined:
+            return False
+        key = (el.value(df.body), el.vr, df.enc.little)
+        held = self.decided.get(key)
+        if held is None:
+            value = header_value(df, tag)
+            held = value is not None and any(_equal(value, want) for want in wanted)
+            if len(self.decided) >= self.MAX_DECIDED:
+                self.decided.clear()
+            self.decided[key] = held
+        return held
+
+
+@functools.cache
+def _groups(files: tuple[str, ...]) -> tuple[_Group, ...]:
+    """The rules of ``files`` grouped by first condition (in the order first seen)."""
+    groups: dict[Condition, _Group] = {}
+    for index, rule in enumerate(rule for path in files for rule in load_rules(path)):
+        condition = rule.match[0]
+        group = groups.get(condition)
+        if group is None:
+            group = groups[condition] = _Group(condition)
+        group.rules.append((index, rule))
+    return tuple(groups.values())

@@ -828,3 +828,143 @@ def test_an_envelope_encrypted_in_pieces_is_the_one_encrypted_whole(
             short = encryptor.open(length)
             short.update(plaintext[:-1])
             short.finish()
+
+
+# --------------------------------------------------------------------------- the DER, pinned
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    """A DER TLV measured from its content (X.690 §8.1.3, minimal length octets)."""
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    size = (n.bit_length() + 7) // 8
+    return bytes((tag, 0x80 | size)) + n.to_bytes(size, "big") + content
+
+
+#: cipher -> (OID, key size, block size), RFC 3565 §4.1, RFC 3370 §5.1
+_REFERENCE_CIPHERS = {
+    Cipher.AES128: ("2.16.840.1.101.3.4.1.2", 16, 16),
+    Cipher.AES192: ("2.16.840.1.101.3.4.1.22", 24, 16),
+    Cipher.AES256: ("2.16.840.1.101.3.4.1.42", 32, 16),
+    Cipher.DES3: ("1.2.840.113549.3.7", 24, 8),
+}
+
+
+def _reference_cbc(cipher: Cipher, key: bytes, iv: bytes, data: bytes) -> bytes:
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher as Context
+    from cryptography.hazmat.primitives.ciphers import algorithms, modes
+
+    algorithm = TripleDES(key) if cipher is Cipher.DES3 else algorithms.AES(key)
+    context = Context(algorithm, modes.CBC(iv)).encryptor()
+    return context.update(data) + context.finalize()
+
+
+def _reference_envelope(certificates: list[bytes], encrypted_keys: list[bytes],
+                        password_kek: tuple[bytes, bytes, int] | None, cipher: Cipher,
+                        plaintext: bytes, urandom: Callable[[int], bytes]) -> bytes:
+    """ContentInfo(EnvelopedData) as gdcmanon's OpenSSL lays it out (RFC 5652 §6, RFC 3211
+    §2.2), every TLV built from its content and measured, the randomness drawn from
+    ``urandom`` in the order the encryptor draws it (content key and IV, then the password
+    recipient's KEK IV and wrap pad); ``encrypted_keys``: the RSA outputs, per certificate."""
+    from asn1crypto import core
+    from asn1crypto import x509 as asn1_x509
+
+    oid, key_size, block = _REFERENCE_CIPHERS[cipher]
+    fresh = urandom(key_size + block)
+    cek, iv = fresh[:key_size], fresh[key_size:]
+    if cipher is Cipher.DES3:
+        cek = bytes((b & 0xFE) | (((b >> 1).bit_count() + 1) & 1) for b in cek)
+    version0 = core.Integer(0).dump()
+    infos = []
+    for der, encrypted_key in zip(certificates, encrypted_keys, strict=True):
+        tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
+        rid = _tlv(0x30, tbs["issuer"].dump() + tbs["serial_number"].dump())
+        rsa = _tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.1.1").dump() + b"\x05\x00")
+        infos.append(_tlv(0x30, version0 + rid + rsa + _tlv(0x04, encrypted_key)))
+    if password_kek is not None:
+        salt, kek, iterations = password_kek
+        kek_iv = urandom(block)
+        formatted = bytes((len(cek),)) + bytes(b ^ 0xFF for b in cek[:3]) + cek
+        size = max(2 * block, -(-len(formatted) // block) * block)
+        formatted += urandom(size - len(formatted))
+        first = _reference_cbc(cipher, kek, kek_iv, formatted)
+        wrapped = _reference_cbc(cipher, kek, first[-block:], first)
+        kdf = _tlv(0xA0, core.ObjectIdentifier("1.2.840.113549.1.5.12").dump()
+                   + _tlv(0x30, _tlv(0x04, salt) + core.Integer(iterations).dump()))
+        kek_algorithm = _tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.9.16.3.9").dump()
+                             + _tlv(0x30, core.ObjectIdentifier(oid).dump() + _tlv(0x04, kek_iv)))
+        infos.append(_tlv(0xA3, version0 + kdf + kek_algorithm + _tlv(0x04, wrapped)))
+    pad = block - len(plaintext) % block
+    ciphertext = _reference_cbc(cipher, cek, iv, plaintext + bytes((pad,)) * pad)
+    eci = _tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.7.1").dump()
+               + _tlv(0x30, core.ObjectIdentifier(oid).dump() + _tlv(0x04, iv))
+               + _tlv(0x80, ciphertext))
+    version = core.Integer(0 if password_kek is None else 3).dump()
+    enveloped = _tlv(0x30, version + _tlv(0x31, b"".join(sorted(infos))) + eci)
+    return _tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.7.3").dump()
+                + _tlv(0xA0, enveloped))
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 8, 15, 16, 17, 127, 128, 700, 70_000])
+@pytest.mark.parametrize("cipher", list(Cipher))
+@pytest.mark.parametrize("recipients", ["cert", "password", "both", "two-certs"])
+def test_envelope_der_is_the_reference_layout(
+        recipients: str, cipher: Cipher, length: int, cert: bytes, other_cert: bytes,
+        key: PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The envelope's DER, byte for byte, against a reference that measures every TLV
+    from its content: the same content key, IV and key wrap (drawn from one seeded
+    source), the RSA outputs taken from the envelope (PKCS#1 v1.5 padding is random), and
+    the content key they carry is the one drawn.  Both ways of writing it: whole and in
+    pieces."""
+    from asn1crypto import x509 as asn1_x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+    import tasks.crypto
+
+    certificates = {"cert": [cert], "password": [], "both": [cert],
+                    "two-certs": [other_cert, cert]}[recipients]
+    password = PASSWORD if recipients in ("password", "both") else None
+    plaintext = random.Random(length).randbytes(length)
+    monkeypatch.setattr(tasks.crypto.os, "urandom", random.Random(11).randbytes)
+    encryptor = EnvelopeEncryptor(tuple(certificates), cipher, password,
+                                  pbkdf2_iterations=1000)
+    for pieces in (False, True):
+        seed = length * 7 + pieces
+        monkeypatch.setattr(tasks.crypto.os, "urandom", random.Random(seed).randbytes)
+        if pieces:
+            envelope = encryptor.open(length)
+            middle = length // 3
+            ours = b"".join((envelope.head, envelope.update(plaintext[:middle]),
+                             envelope.update(memoryview(plaintext)[middle:]),
+                             envelope.finish()))
+            assert envelope.size == len(ours)
+        else:
+            ours = encryptor.encrypt(plaintext)
+        enveloped = _enveloped(ours)
+        by_rid = {info.chosen["rid"].chosen.dump(): info.chosen["encrypted_key"].native
+                  for info in enveloped["recipient_infos"] if info.name == "ktri"}
+        encrypted_keys = []
+        for der in certificates:
+            tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
+            rid = cms.IssuerAndSerialNumber({"issuer": tbs["issuer"],
+                                             "serial_number": tbs["serial_number"]}).dump()
+            encrypted_keys.append(by_rid[rid])
+        password_kek = None
+        if password is not None:
+            pwri = next(i.chosen for i in enveloped["recipient_infos"] if i.name == "pwri")
+            salt = pwri["key_derivation_algorithm"]["parameters"]["salt"].native
+            kek = PBKDF2HMAC(hashes.SHA1(), _REFERENCE_CIPHERS[cipher][1], salt,
+                             1000).derive(password)
+            password_kek = (salt, kek, 1000)
+        expected = _reference_envelope(certificates, encrypted_keys, password_kek, cipher,
+                                       plaintext, random.Random(seed).randbytes)
+        assert ours == expected
+        if certificates:  # the RSA output carries the content key drawn (DES: with parity)
+            drawn = random.Random(seed).randbytes(_REFERENCE_CIPHERS[cipher][1])
+            cek = key.decrypt(encrypted_keys[-1], padding.PKCS1v15())
+            assert cek == drawn or (cipher is Cipher.DES3 and all(
+                a & 0xFE == b & 0xFE for a, b in zip(cek, drawn, strict=True)))

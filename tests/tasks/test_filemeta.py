@@ -158,6 +158,35 @@ def test_rebuilt_meta_leaves_out_values_that_are_not_uids() -> None:
     assert b"1.2.3\0" in meta
 
 
+@pytest.mark.parametrize("sop_class", [None, b"1.2.840.10008.5.1.4.1.1.2", b"1.2.3\0",
+                                       b"1.2.34 ", b"", b"DOE^JOHN", b"1." + b"1" * 63])
+@pytest.mark.parametrize("instance", [None, b"2.25.1234", b"2.25.12345\0", b"1..2", b"0.01"])
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                                    "1.2.840.10008.1.2.4.50"])
+def test_rebuilt_meta_is_the_elements_encoded_one_by_one(
+        sop_class: bytes | None, instance: bytes | None, syntax: str) -> None:
+    """rebuilt_meta (its parts made once per SOP Class and syntax) against each element
+    encoded by encode_element and measured: the same bytes, asked once or twice."""
+    from tasks.dicomio import EXPLICIT_LE_ENC
+    from tasks.edit import encode_element
+    from tasks.filemeta import is_uid
+
+    def uid(tag: int, value: bytes | None) -> bytes:
+        value = None if value is None else value.rstrip(b"\0 ")
+        return encode_element(tag, "UI", value, EXPLICIT_LE_ENC) if value and is_uid(
+            value) else b""
+
+    body = (encode_element(0x00020001, "OB", b"\x00\x01", EXPLICIT_LE_ENC)
+            + uid(0x00020002, sop_class) + uid(0x00020003, instance)
+            + encode_element(0x00020010, "UI", syntax.encode(), EXPLICIT_LE_ENC)
+            + encode_element(0x00020012, "UI", IMPLEMENTATION_CLASS_UID, EXPLICIT_LE_ENC)
+            + encode_element(0x00020013, "SH", IMPLEMENTATION_VERSION_NAME, EXPLICIT_LE_ENC))
+    expected = encode_element(0x00020000, "UL", len(body).to_bytes(4, "little"),
+                              EXPLICIT_LE_ENC) + body
+    assert rebuilt_meta(sop_class, instance, syntax) == expected
+    assert rebuilt_meta(sop_class, instance, syntax) == expected
+
+
 def test_retained_uids_keep_meta_and_data_set_in_step(settings: DeidentifySettings) -> None:
     """--retain-uids keeps (0008,0018): (0002,0003) keeps it too (PS3.10 7.1)."""
     out = deidentify_bytes(planted(ExplicitVRLittleEndian), DeidentifySettings(

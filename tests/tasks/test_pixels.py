@@ -277,6 +277,42 @@ def test_shipped_rules_match_their_devices(manufacturer: str, model: str, rows: 
     assert all(r.source and r.boxes for r in found)
 
 
+_INTERLEAVED_RULES = """
+rules:
+  - {name: us-a, match: {Modality: US, Rows: 480}, boxes: [[0, 0, 8, 8]]}
+  - {name: maker-a, match: {Manufacturer: "*ACME*", Rows: [480, 600]}, boxes: [[0, 0, 8, 8]]}
+  - {name: us-b, match: {Modality: [CT, US], Columns: 640}, boxes: [[0, 0, 8, 8]]}
+  - {name: us-c, match: {Modality: US, Rows: 512}, boxes: [[0, 0, 8, 8]]}
+  - {name: maker-b, match: {Manufacturer: "*ACME*"}, boxes: [[0, 0, 8, 8]]}
+  - {name: rows-a, match: {Rows: 480, Modality: US}, boxes: [[0, 0, 8, 8]]}
+"""
+
+
+@pytest.mark.parametrize("modality,manufacturer,rows", [
+    ("US", "ACME Corp", 480), ("US", "Other", 480), ("CT", "ACME", 512), ("US", "ACME", 512),
+    ("MR", "ACME", 600),
+])
+def test_rules_grouped_by_first_condition_match_as_one_by_one(
+        modality: str, manufacturer: str, rows: int, tmp_path: Path) -> None:
+    """matching_rules (rules grouped by their first condition, interleaved across groups
+    and files) finds what asking each rule in order finds, in that order."""
+    (tmp_path / "one.yaml").write_text(_INTERLEAVED_RULES)
+    (tmp_path / "two.yaml").write_text(_INTERLEAVED_RULES.replace("name: ", "name: 2-"))
+    files = (str(tmp_path / "one.yaml"), str(tmp_path / "two.yaml"))
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = pixel_images.US, "1.2.3"
+    ds.Modality, ds.Manufacturer, ds.Rows, ds.Columns = modality, manufacturer, rows, 640
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    df = read_dicom(buffer.getvalue())
+    one_by_one = [rule.name for path in files for rule in load_rules(path) if rule.matches(df)]
+    assert [rule.name for rule in matching_rules(df, files)] == one_by_one
+    assert one_by_one  # every case matches some rule in both files
+    assert len(one_by_one) % 2 == 0
+
+
 @pytest.mark.parametrize("change", [
     {"NumberOfFrames": "-3"}, {"NumberOfFrames": "100000"}, {"Rows": 4000},
     {"BitsAllocated": 12}, {"SamplesPerPixel": 4}, {"PixelData": b""},
