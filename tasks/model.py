@@ -65,10 +65,12 @@ class FileOperation(Protocol):
     """A picklable per-file operation: read ``src``, write ``dst`` atomically.
 
     Raises :class:`tasks.errors.AnonpipeError` subclasses for bad files; the caller turns
-    them into a failed :class:`FileResult`.  Returns the number of bytes written.
+    them into a failed :class:`FileResult`.  Returns the number of bytes written.  The
+    paths come as ``str`` from a batch (no path object built per file), as ``Path`` from
+    single-file mode.
     """
 
-    def __call__(self, src: Path, dst: Path) -> int | Written: ...
+    def __call__(self, src: Path | str, dst: Path | str) -> int | Written: ...
 
     # what the driver needs of the operation's settings (None: the operation has none)
     @property
