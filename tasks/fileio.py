@@ -213,17 +213,24 @@ def write_atomic(dst: Path | str, data: bytes | Sequence[Piece], fsync: bool = T
     """
     if isinstance(data, _BUFFERS):
         chunks: Sequence[Piece] = (data,)
+        total = len(data)
     else:
         chunks = data
         if len(chunks) > MAX_PIECES or not _WRITEV:
             chunks = _joined(chunks)
-    total = sum(map(len, chunks))
+        total = sum(map(len, chunks))
     deferred = _DEFERRED.get() if fsync else None
     sync = fsync and deferred is None
     policy = _POLICY.get()
-    mode = policy.mode if policy is not None else DEFAULT_MODE
     path = os.fspath(dst)
-    folder, name, owned = _output_folder(policy, path)
+    if policy is not None and policy.root is not None and path.startswith(policy.root):
+        mode, owned = policy.mode, False
+        rel, _, name = path[len(policy.root):].rpartition("/")
+        last = policy._folder  # most files of a batch share the folder of the one before
+        folder = last[1] if last is not None and last[0] == rel else policy.folder(rel)
+    else:
+        mode = policy.mode if policy is not None else DEFAULT_MODE
+        folder, name, owned = _output_folder(policy, path)
     try:
         try:
             _write_once(folder, name, chunks, total, sync, mode)
@@ -362,10 +369,8 @@ def current_policy() -> OutputPolicy | None:
 
 
 def _output_folder(policy: OutputPolicy | None, path: str) -> tuple[int, str, bool]:
-    """(folder descriptor, file name, whether the caller closes it) for ``path``."""
-    if policy is not None and policy.root is not None and path.startswith(policy.root):
-        folder, _, name = path[len(policy.root):].rpartition("/")
-        return policy.folder(folder), name, False
+    """(folder descriptor, file name, whether the caller closes it) for ``path`` (outside
+    the policy's root: :func:`write_atomic` finds the folders under it itself)."""
     parent = os.path.dirname(path) or "."
     try:
         try:
@@ -382,6 +387,7 @@ def _output_folder(policy: OutputPolicy | None, path: str) -> tuple[int, str, bo
 #: the rest of the process when the output file system refuses it (NFS, FUSE ...)
 _ANONYMOUS = [getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0]
 _NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+_TMPFILE_FLAGS = os.O_WRONLY | os.O_CLOEXEC
 
 
 class _LinkRefused(Exception):
@@ -440,8 +446,7 @@ def _create(folder: int, name: str, mode: int) -> tuple[int, str | None]:
     file, both in ``folder``."""
     if _ANONYMOUS[0]:
         try:
-            return os.open(".", _ANONYMOUS[0] | os.O_WRONLY | os.O_CLOEXEC, mode,
-                           dir_fd=folder), None
+            return os.open(".", _ANONYMOUS[0] | _TMPFILE_FLAGS, mode, dir_fd=folder), None
         except OSError as exc:
             if exc.errno not in _NO_TMPFILE:
                 raise

@@ -179,3 +179,20 @@ def test_seconds_are_rounded_to_the_microsecond(tmp_path: Path) -> None:
     seconds = row["seconds"]
     assert isinstance(seconds, float) and 0 < seconds < 60
     assert seconds == round(seconds, 6) and len(repr(seconds).partition(".")[2]) <= 6
+
+
+def test_a_small_input_s_pieces_are_written_joined_or_not(tmp_path: Path) -> None:
+    """Below JOIN_BELOW the output's pieces are joined first; a piece that is no buffer
+    (a Stream) leaves them as they are, and the output is the same bytes either way."""
+    from tasks.engine import JOIN_BELOW, apply_to_file
+
+    src = tmp_path / "in.dcm"
+    src.write_bytes(b"x" * 100)
+    assert src.stat().st_size < JOIN_BELOW
+    outputs = {"bytes": lambda data: [data[:10], memoryview(data)[10:], b"!"],
+               "stream": lambda data: [data[:10], Stream(3, lambda: [b"abc"]), b"!"]}
+    for name, whole in outputs.items():
+        written = apply_to_file(src, tmp_path / f"{name}.dcm", whole, lambda fd, size: None,
+                                1 << 30)
+        expected = b"x" * 100 + b"!" if name == "bytes" else b"x" * 10 + b"abc!"
+        assert (tmp_path / f"{name}.dcm").read_bytes() == expected and written == len(expected)
