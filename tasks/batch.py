@@ -8,34 +8,59 @@ non-anonpipe exceptions are dropped (they may quote header bytes); only their ty
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
+from time import perf_counter_ns
 from typing import Any
 
 from tasks.errors import AnonpipeError, OutputError
 from tasks.fileio import current_policy, deferred_durability, output_policy
 from tasks.model import Batch, FileOperation, FileResult, Status, Written
 
+_DONE = Status.DONE.value
+_FAILED = Status.FAILED.value
 
-def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int) -> FileResult:
-    """Apply ``operation`` to one file, turning its errors into a failed result."""
-    started = time.perf_counter()
+
+def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int
+             ) -> dict[str, object]:
+    """Apply ``operation`` to one file; its row (``FileResult.as_row``'s), its errors
+    turned into a failed row.  The paths are passed on as they are (the operations take
+    ``str`` as well as ``Path``): no path object is built per file."""
+    started = perf_counter_ns()
     try:
         policy = current_policy()
-        if policy is not None:
-            policy.like(src)  # an output is never more readable than its input
-        written = operation(Path(src), Path(dst))
+        if policy is not None:  # until the input is open (tasks.engine): owner only
+            policy.like_mode(_OWNER_ONLY)
+        written = operation(src, dst)
     except AnonpipeError as exc:
-        return FileResult(rel, Status.FAILED, size, 0, type(exc).__name__, str(exc),
-                          time.perf_counter() - started)
+        return _failed(rel, size, type(exc).__name__, str(exc), _seconds(started))
     except Exception as exc:  # noqa: BLE001 - a bug must not fail the other files
-        return FileResult(rel, Status.FAILED, size, 0, "InternalError",
-                          f"unexpected {type(exc).__name__} (a bug: please report it)",
-                          time.perf_counter() - started)
+        return _failed(rel, size, "InternalError",
+                       f"unexpected {type(exc).__name__} (a bug: please report it)",
+                       _seconds(started))
+    seconds = (perf_counter_ns() - started + 500) // 1000 / 1e6  # _seconds, inline
     if isinstance(written, Written):
-        return FileResult(rel, Status.DONE, size, written.size,
-                          seconds=time.perf_counter() - started, pixels=written.pixels)
-    return FileResult(rel, Status.DONE, size, written, seconds=time.perf_counter() - started)
+        row: dict[str, object] = {
+            "source": rel, "status": _DONE, "bytes_in": size, "bytes_out": written.size,
+            "error_kind": None, "error": None, "seconds": seconds}
+        if written.pixels is not None:
+            row["pixels"] = written.pixels
+        return row
+    return {"source": rel, "status": _DONE, "bytes_in": size, "bytes_out": written,
+            "error_kind": None, "error": None, "seconds": seconds}
+
+
+#: the permissions assumed of an input not yet open: only its owner may read it
+_OWNER_ONLY = 0o600
+
+
+def _seconds(started: int) -> float:
+    """Seconds since ``started`` (``perf_counter_ns``) to the microsecond, as
+    ``FileResult.as_row`` rounds them (no noise digits in the store), in integer
+    arithmetic: ``round(x, 6)`` formats and parses a decimal string."""
+    return (perf_counter_ns() - started + 500) // 1000 / 1e6
+
+
+def _failed(rel: str, size: int, kind: str, error: str, seconds: float) -> dict[str, object]:
+    return FileResult(rel, Status.FAILED, size, 0, kind, error, seconds).as_row()
 
 
 def run_batch(batch: Batch, operation: FileOperation, stop_on_error: bool = False
@@ -50,18 +75,18 @@ def run_batch(batch: Batch, operation: FileOperation, stop_on_error: bool = Fals
     driver (``pipeline.writeback``).
     """
     rows: list[dict[str, object]] = []
-    with deferred_durability() as durable, output_policy(batch.output_root):
+    with deferred_durability(batch.sync) as durable, output_policy(batch.output_root):
         for item in batch.items:
-            result = run_item(operation, item.src, item.dst, item.rel, item.size)
-            rows.append(result.as_row())
-            if stop_on_error and result.status is Status.FAILED:
+            row = run_item(operation, item.src, item.dst, item.rel, item.size)
+            rows.append(row)
+            if stop_on_error and row["status"] == _FAILED:
                 break
         try:
             if batch.sync:
                 durable.commit()
         except OutputError as exc:
-            rows = [row if row["status"] != Status.DONE.value else
-                    {**row, "status": Status.FAILED.value, "bytes_out": 0,
+            rows = [row if row["status"] != _DONE else
+                    {**row, "status": _FAILED, "bytes_out": 0,
                      "error_kind": type(exc).__name__, "error": str(exc)}
                     for row in rows]
     return {"batch_id": batch.batch_id, "rows": rows}

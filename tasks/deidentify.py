@@ -1024,7 +1024,7 @@ class Deidentify:
     def encryptor(self) -> EnvelopeEncryptor | None:
         return self.settings.encryptor
 
-    def __call__(self, src: Path, dst: Path) -> int | Written:
+    def __call__(self, src: Path | str, dst: Path | str) -> int | Written:
         cleaned: list[PixelResult] = []
         size = apply_to_file(src, dst,
                              lambda data: deidentify_parts(data, self.settings, cleaned=cleaned),

@@ -872,7 +872,7 @@ class DumbEdit:
     pixel_policy: ClassVar[str] = "keep"
     encryptor: ClassVar[None] = None
 
-    def __call__(self, src: Path, dst: Path) -> int:
+    def __call__(self, src: Path | str, dst: Path | str) -> int:
         return apply_to_file(src, dst, lambda data: _dumb_parts(data, self.settings, self.warn),
                              lambda fd, size: dumb_edit_split(fd, size, self.settings, self.warn),
                              SPLIT_FROM)

@@ -40,6 +40,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from tasks.errors import DicomFormatError, OutputError
 
@@ -88,9 +89,13 @@ def _temp_name(name: str) -> str:
 
 
 class Durability:
-    """The files written since :func:`deferred_durability` began, not yet made durable."""
+    """The files written since :func:`deferred_durability` began, not yet made durable.
 
-    def __init__(self) -> None:
+    ``track`` false: the files are not even noted, for a caller that leaves their
+    durability to someone else (a batch on the driver's machine: ``pipeline.writeback``)."""
+
+    def __init__(self, track: bool = True) -> None:
+        self.track = track
         self.folders: dict[int, str] = {}  # st_dev -> one folder written on that file system
         self.paths: list[str] = []  # files written (for the fallback without syncfs)
         self._known: set[str] = set()  # folders already noted
@@ -181,10 +186,11 @@ def _fsync_path(path: str) -> None:
 
 
 @contextlib.contextmanager
-def deferred_durability() -> Iterator[Durability]:
+def deferred_durability(track: bool = True) -> Iterator[Durability]:
     """Within the block, :func:`write_atomic` skips its per-file fsync and notes the file;
-    the caller must call :meth:`Durability.commit` before reporting the files as written."""
-    state = Durability()
+    the caller must call :meth:`Durability.commit` before reporting the files as written
+    (or, with ``track`` false, see to their durability otherwise: nothing is noted)."""
+    state = Durability(track)
     token = _DEFERRED.set(state)
     try:
         yield state
@@ -192,7 +198,7 @@ def deferred_durability() -> Iterator[Durability]:
         _DEFERRED.reset(token)
 
 
-def write_atomic(dst: Path, data: bytes | Sequence[Piece], fsync: bool = True) -> int:
+def write_atomic(dst: Path | str, data: bytes | Sequence[Piece], fsync: bool = True) -> int:
     """Write ``data`` (bytes, or the file's pieces in order) to ``dst`` atomically; returns
     bytes written.
 
@@ -205,28 +211,41 @@ def write_atomic(dst: Path, data: bytes | Sequence[Piece], fsync: bool = True) -
     file's pixel data is never joined into a new buffer, and a :class:`FileRange` is copied
     from its input file by the kernel.
     """
-    if isinstance(data, bytes | bytearray | memoryview):
+    if isinstance(data, _BUFFERS):
         chunks: Sequence[Piece] = (data,)
+        total = len(data)
     else:
         chunks = data
-        if len(chunks) > MAX_PIECES or not hasattr(os, "writev"):
+        if len(chunks) > MAX_PIECES or not _WRITEV:
             chunks = _joined(chunks)
-    total = sum(map(len, chunks))
+        total = sum(map(len, chunks))
     deferred = _DEFERRED.get() if fsync else None
+    sync = fsync and deferred is None
     policy = _POLICY.get()
-    mode = policy.mode if policy is not None else DEFAULT_MODE
-    folder, name, owned = _output_folder(policy, dst)
+    path = os.fspath(dst)
+    if policy is not None and policy.root is not None and path.startswith(policy.root):
+        mode, owned = policy.mode, False
+        rel, _, name = path[len(policy.root):].rpartition("/")
+        last = policy._folder  # most files of a batch share the folder of the one before
+        folder = last[1] if last is not None and last[0] == rel else policy.folder(rel)
+    else:
+        mode = policy.mode if policy is not None else DEFAULT_MODE
+        folder, name, owned = _output_folder(policy, path)
     try:
         try:
-            _write_once(folder, name, chunks, total, fsync and deferred is None, mode)
+            _write_once(folder, name, chunks, total, sync, mode)
         except _LinkRefused:  # /proc or linkat unusable here: named temp files from now on
-            _write_once(folder, name, chunks, total, fsync and deferred is None, mode)
+            _write_once(folder, name, chunks, total, sync, mode)
     finally:
         if owned:
             os.close(folder)
-    if deferred is not None:
-        deferred.note(str(dst))
+    if deferred is not None and deferred.track:
+        deferred.note(path)
     return total
+
+
+_BUFFERS = (bytes, bytearray, memoryview)
+_WRITEV = hasattr(os, "writev")
 
 
 # --------------------------------------------------------------------------- where outputs go
@@ -260,9 +279,15 @@ class OutputPolicy:
         """The next output gets no read or write permission its input lacks (the owner
         keeps write permission, so a rerun can replace it)."""
         try:
-            permissions = stat.S_IMODE(os.stat(src).st_mode)
+            permissions = os.stat(src).st_mode
         except OSError:
             permissions = 0o600  # the operation will fail on it anyway
+        self.like_mode(permissions)
+
+    def like_mode(self, st_mode: int) -> None:
+        """:meth:`like` for an input whose ``st_mode`` is known (the ``fstat`` of the open
+        input: ``tasks.engine``)."""
+        permissions = st_mode & 0o777
         self.mode = DEFAULT_MODE & (permissions | stat.S_IWUSR)
         self.folder_mode = (stat.S_IRWXU | (stat.S_IRWXG if permissions & stat.S_IRGRP else 0)
                             | (stat.S_IRWXO if permissions & stat.S_IROTH else 0))
@@ -343,12 +368,9 @@ def current_policy() -> OutputPolicy | None:
     return _POLICY.get()
 
 
-def _output_folder(policy: OutputPolicy | None, dst: Path) -> tuple[int, str, bool]:
-    """(folder descriptor, file name, whether the caller closes it) for ``dst``."""
-    path = os.fspath(dst)
-    if policy is not None and policy.root is not None and path.startswith(policy.root):
-        folder, _, name = path[len(policy.root):].rpartition("/")
-        return policy.folder(folder), name, False
+def _output_folder(policy: OutputPolicy | None, path: str) -> tuple[int, str, bool]:
+    """(folder descriptor, file name, whether the caller closes it) for ``path`` (outside
+    the policy's root: :func:`write_atomic` finds the folders under it itself)."""
     parent = os.path.dirname(path) or "."
     try:
         try:
@@ -365,6 +387,7 @@ def _output_folder(policy: OutputPolicy | None, dst: Path) -> tuple[int, str, bo
 #: the rest of the process when the output file system refuses it (NFS, FUSE ...)
 _ANONYMOUS = [getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0]
 _NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+_TMPFILE_FLAGS = os.O_WRONLY | os.O_CLOEXEC
 
 
 class _LinkRefused(Exception):
@@ -423,8 +446,7 @@ def _create(folder: int, name: str, mode: int) -> tuple[int, str | None]:
     file, both in ``folder``."""
     if _ANONYMOUS[0]:
         try:
-            return os.open(".", _ANONYMOUS[0] | os.O_WRONLY | os.O_CLOEXEC, mode,
-                           dir_fd=folder), None
+            return os.open(".", _ANONYMOUS[0] | _TMPFILE_FLAGS, mode, dir_fd=folder), None
         except OSError as exc:
             if exc.errno not in _NO_TMPFILE:
                 raise
@@ -447,9 +469,19 @@ def _check_replaceable(folder: int, name: str) -> None:
 
 
 def _write_all(fd: int, chunks: Sequence[Piece], total: int) -> None:
-    if not any(isinstance(chunk, FileRange | Stream) for chunk in chunks):
-        _write_bytes(fd, chunks, total)  # type: ignore[arg-type]  # only bytes among them
-        return
+    """Write ``chunks`` at ``fd``'s offset.  Mostly they are all bytes: one ``writev``, with
+    no look at each piece first (``writev`` refuses a piece that is not a buffer before
+    writing anything, and then they go group by group)."""
+    if _WRITEV:
+        buffers = cast("Sequence[bytes | memoryview]", chunks)
+        try:
+            written = os.writev(fd, buffers)
+        except TypeError:  # a FileRange or Stream among them: nothing was written
+            pass
+        else:
+            if written < total:
+                _write_rest(fd, buffers, written)
+            return
     for group in _grouped(chunks):
         if isinstance(group, FileRange):
             _copy_range(group, fd)
@@ -464,10 +496,15 @@ def _write_bytes(fd: int, chunks: Sequence[bytes | memoryview], total: int) -> N
         written = os.write(fd, chunks[0])
     else:
         written = os.writev(fd, chunks) if chunks else 0
-    if written < total:  # a short write (not seen on regular files): the rest
-        view = memoryview(b"".join(chunks))[written:]
-        while view:
-            view = view[os.write(fd, view):]
+    if written < total:
+        _write_rest(fd, chunks, written)
+
+
+def _write_rest(fd: int, chunks: Sequence[bytes | memoryview], written: int) -> None:
+    """Finish a short write (not seen on regular files): the bytes after ``written``."""
+    view = memoryview(b"".join(chunks))[written:]
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _write_stream(part: Stream, out: int) -> None:
@@ -537,33 +574,23 @@ def _copy_some(src: int, out: int, offset: int, count: int) -> int:
 def _link_in(fd: int, folder: int, name: str) -> str | None:
     """Give the nameless file ``fd`` the name ``name`` in ``folder``; when it exists (a
     rerun), give it a temp name instead and return that, for the caller to rename over it."""
-    # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N; os.link takes that path (not plain
-    # link(2), which would link the /proc symlink itself) only when given a dir fd
+    # linkat(AT_FDCWD, "/proc/self/fd/N", folder, name, AT_SYMLINK_FOLLOW): os.link makes
+    # that call (not plain link(2), which would link the /proc symlink itself) when given a
+    # dir fd.  The path is resolved at each call, so a forked child links its own file.
+    source = f"/proc/self/fd/{fd}"
     try:
-        fds = _proc_fds()
         try:
-            os.link(str(fd), name, src_dir_fd=fds, dst_dir_fd=folder)
+            os.link(source, name, dst_dir_fd=folder)
             return None
         except FileExistsError:
             tmp = _temp_name(name)
-            os.link(str(fd), tmp, src_dir_fd=fds, dst_dir_fd=folder)
+            os.link(source, tmp, dst_dir_fd=folder)
             return tmp
     except FileExistsError:
         raise  # the temp name is taken (not expected: random): an output error
     except OSError:
         _ANONYMOUS[0] = 0  # hidden /proc, a sandbox refusing linkat ...: the caller retries
         raise _LinkRefused from None
-
-
-_PROC_FDS: dict[int, int] = {}  # pid -> open /proc/self/fd (a forked child opens its own)
-
-
-def _proc_fds() -> int:
-    pid = os.getpid()
-    fd = _PROC_FDS.get(pid)
-    if fd is None:
-        fd = _PROC_FDS[pid] = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
-    return fd
 
 
 def remove_temp_files_of(dst: Path, root: Path | str | None = None) -> int:

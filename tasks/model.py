@@ -7,9 +7,10 @@ workers; heavyweight objects (keys, certificates) are rebuilt lazily on the work
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
@@ -65,10 +66,12 @@ class FileOperation(Protocol):
     """A picklable per-file operation: read ``src``, write ``dst`` atomically.
 
     Raises :class:`tasks.errors.AnonpipeError` subclasses for bad files; the caller turns
-    them into a failed :class:`FileResult`.  Returns the number of bytes written.
+    them into a failed :class:`FileResult`.  Returns the number of bytes written.  The
+    paths come as ``str`` from a batch (no path object built per file), as ``Path`` from
+    single-file mode.
     """
 
-    def __call__(self, src: Path, dst: Path) -> int | Written: ...
+    def __call__(self, src: Path | str, dst: Path | str) -> int | Written: ...
 
     # what the driver needs of the operation's settings (None: the operation has none)
     @property
@@ -118,3 +121,22 @@ class Batch:
     #: make the outputs durable before returning (one ``syncfs``); False where the driver
     #: shares the workers' machine and confirms them itself (pipeline.writeback)
     sync: bool = True
+
+    def __reduce__(self) -> tuple[Callable[..., Batch], tuple[object, ...]]:
+        """Pickled with its items as columns of plain values: a frozen dataclass per item
+        costs a Python ``__getstate__``/``__setstate__`` each way (~5 us a file, against
+        less than 1 us so)."""
+        items = self.items
+        others = {name: getattr(self, name) for name in _BATCH_FIELDS}
+        return _batch, (others, [item.src for item in items], [item.dst for item in items],
+                        [item.rel for item in items], [item.size for item in items])
+
+
+#: the fields of a Batch other than its items (pickled as they are)
+_BATCH_FIELDS = tuple(f.name for f in fields(Batch) if f.name != "items")
+
+
+def _batch(others: dict[str, Any], srcs: list[str], dsts: list[str], rels: list[str],
+           sizes: list[int]) -> Batch:
+    """A Batch from what :meth:`Batch.__reduce__` gives."""
+    return Batch(items=tuple(map(WorkItem, srcs, dsts, rels, sizes)), **others)

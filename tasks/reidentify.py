@@ -307,7 +307,7 @@ class Reidentify:
     pixel_policy: ClassVar[str] = "keep"
     encryptor: ClassVar[None] = None
 
-    def __call__(self, src: Path, dst: Path) -> int:
+    def __call__(self, src: Path | str, dst: Path | str) -> int:
         return apply_to_file(src, dst,
                              lambda data: _reidentified(read_dicom(data), self.settings),
                              lambda fd, size: reidentify_split(fd, size, self.settings),

@@ -5,6 +5,7 @@ Importable by out-of-process dask workers (tests put the repository on PYTHONPAT
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ class SlowDeidentify(_Wrapping):
     inner: Deidentify
     delay: float = 0.05
 
-    def __call__(self, src: Path, dst: Path) -> int:
+    def __call__(self, src: Path | str, dst: Path | str) -> int:
         time.sleep(self.delay)
         return self.inner(src, dst)
 
@@ -62,9 +63,7 @@ class PoisonDeidentify(_Wrapping):
     inner: Deidentify
     poison: str
 
-    def __call__(self, src: Path, dst: Path) -> int:
-        if src.as_posix().endswith(self.poison):
-            import os
-
+    def __call__(self, src: Path | str, dst: Path | str) -> int:
+        if os.fspath(src).endswith(self.poison):  # a batch passes str paths
             os._exit(13)
         return self.inner(src, dst)
