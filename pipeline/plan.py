@@ -351,11 +351,14 @@ class Planner:
         return [self._batch([item]) for item in batch.items]
 
     def journal_row(self, result: dict[str, Any]) -> dict[str, Any]:
-        """A worker's result row plus what the resume rule compares."""
-        rel = str(result["source"])
-        size, mtime, out_rel = self.pending.pop(rel, (None, None, rel))
-        return {**result, "op": self.op, "src_size": size, "src_mtime_ns": mtime,
-                "output": out_rel}
+        """A worker's result row plus what the resume rule compares (added to it: the
+        row is the driver's own, one per file)."""
+        size, mtime, out_rel = self.pending.pop(result["source"], (None, None, None))
+        result["op"] = self.op
+        result["src_size"] = size
+        result["src_mtime_ns"] = mtime
+        result["output"] = result["source"] if out_rel is None else out_rel
+        return result
 
     def event_row(self, event: Event) -> dict[str, Any]:
         return {"source": event.rel, "status": event.status.value, "bytes_in": event.size,

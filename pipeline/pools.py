@@ -16,8 +16,10 @@ still finishes and is yielded, failures included).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import pickle
 import signal
 import threading
 import time
@@ -380,12 +382,31 @@ def _import_modules(modules: tuple[str, ...]) -> dict[str, Any]:
     return {}
 
 
+#: the shared arguments of the window a pool worker last ran a task of: (key, arguments)
+_SHARED: list[Any] = [None, ()]
+
+
+def _with_shared(fn: Callable[..., dict[str, Any]], payload: Any, key: bytes,
+                 pickled: bytes) -> dict[str, Any]:
+    """``fn(payload, *args)`` in a pool worker, ``args`` unpickled once per window.
+
+    Why: a pass-2 task's arguments are the operation, and an operation unpickled afresh
+    for every batch starts with cold caches (its compiled profile's decisions, the
+    recipients' keys) and costs its unpickling again; the tasks of one window share
+    one, kept until a task of another window comes."""
+    if _SHARED[0] != key:
+        _SHARED[:] = key, pickle.loads(pickled)
+    return fn(payload, *_SHARED[1])
+
+
 class _ProcessWindow(_SlidingWindow[P]):
     """The sliding window over a :class:`ProcessPool`.
 
     A task that raised, or that a broken pool (a worker died) took down, is re-run up to
     ``pool.retries`` times (as dask's ``retries`` and lost-worker re-runs do) before its
     outcome carries the error.  ``in_flight``: future -> (order, payload, attempt).
+    The window's arguments are pickled once, and unpickled once per worker
+    (:func:`_with_shared`).
     """
 
     def __init__(self, pool: ProcessPool, fn: Callable[..., dict[str, Any]],
@@ -393,9 +414,12 @@ class _ProcessWindow(_SlidingWindow[P]):
         super().__init__(fn, payloads, args, split)
         self.pool = pool
         self.sequence = 0
+        self.pickled = pickle.dumps(args, pickle.HIGHEST_PROTOCOL) if args else b""
+        self.key = hashlib.sha256(self.pickled).digest()
 
     def _submit(self, payload: P, attempt: int = 0) -> None:
-        future = self.pool.submit(self.fn, payload, *self.args)
+        future = (self.pool.submit(_with_shared, self.fn, payload, self.key, self.pickled)
+                  if self.args else self.pool.submit(self.fn, payload))
         self.sequence += 1
         self.in_flight[future] = (self.sequence, payload, attempt)
 

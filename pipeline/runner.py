@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 MAX_SUMMARY_ERRORS = 1000
+DONE = Status.DONE.value
 MAX_DISTINCT_REASONS = 10_000  # distinct (outcome, kind, reason) counted; the rest as "other reasons"
 
 
@@ -194,21 +195,28 @@ class _Pass2:
                         self.planner.pending.pop(item.rel, None)
         journal: dict[str, Any] = {}
         done = failed = nbytes = 0
+        journal_row, summary = self.planner.journal_row, self.summary
         for row in rows:
             rel = str(row["source"])
-            journal[rel] = self.planner.journal_row(row)
+            journal[rel] = journal_row(row)
             size, written = _count(row.get("bytes_in")), _count(row.get("bytes_out"))
             nbytes += size
+            if row["status"] == DONE and row.get("error_kind") is None:
+                summary.done += 1  # outcomes.WRITTEN, as record() counts it
+                done += 1
+                summary.bytes_in += size
+                summary.bytes_out += written
+                if row.get("pixels"):
+                    how = str(row["pixels"])
+                    summary.pixels[how] = summary.pixels.get(how, 0) + 1
+                continue
             kind = row.get("error_kind")
             self.record(rel, str(row["status"]), None if kind is None else str(kind),
                         None if row.get("error") is None else str(row.get("error")))
-            if row["status"] == Status.DONE.value:
+            if row["status"] == DONE:
                 done += 1
-                self.summary.bytes_in += size
-                self.summary.bytes_out += written
-                if row.get("pixels"):
-                    how = str(row["pixels"])
-                    self.summary.pixels[how] = self.summary.pixels.get(how, 0) + 1
+                summary.bytes_in += size
+                summary.bytes_out += written
             else:
                 failed += 1
         epoch = None

@@ -55,35 +55,38 @@ class _Batcher:
 
     def __iter__(self) -> Iterator[ScanBatch]:
         rels: list[str] = []
+        stats: list[tuple[int, int]] = []
         root = str(self.job.input)
         for chunk in _chunks(self.entries, self.batch_files):
-            for rel in self._to_scan(chunk):
+            for rel, stat in self._to_scan(chunk):
                 rels.append(rel)
+                stats.append(stat)
                 if len(rels) >= self.batch_files:
-                    yield self._batch(root, rels)
-                    rels = []
+                    yield self._batch(root, rels, stats)
+                    rels, stats = [], []
         if rels:
-            yield self._batch(root, rels)
+            yield self._batch(root, rels, stats)
 
-    def _to_scan(self, chunk: list[Entry]) -> list[str]:
-        """The paths of ``chunk`` to scan; walk errors are set aside, reusable rows kept."""
+    def _to_scan(self, chunk: list[Entry]) -> Iterator[tuple[str, tuple[int, int]]]:
+        """(path, (size, mtime) as listed) of ``chunk`` to scan; walk errors are set
+        aside, reusable rows kept."""
         listed = {}
         for entry in chunk:
-            if entry.ok:
+            if entry.error_kind is None:
                 listed[entry.rel] = (entry.size, entry.mtime_ns)
             else:
                 self.walk_errors[entry.rel] = _error_row(entry)
         if self.store is None:
-            return list(listed)
+            return iter(listed.items())
         self.store.mark_seen(entry.rel for entry in chunk)
         kept = self.store.unchanged(listed)
         if kept and self.on_reused is not None:
             self.on_reused(len(kept), sum(listed[rel][0] for rel in kept))
-        return [rel for rel in listed if rel not in kept]
+        return ((rel, stat) for rel, stat in listed.items() if rel not in kept)
 
-    def _batch(self, root: str, rels: list[str]) -> ScanBatch:
+    def _batch(self, root: str, rels: list[str], stats: list[tuple[int, int]]) -> ScanBatch:
         self.next_id += 1
-        return ScanBatch(self.next_id, root, tuple(rels), self.replaced)
+        return ScanBatch(self.next_id, root, tuple(rels), self.replaced, tuple(stats))
 
     def take_errors(self) -> dict[str, dict[str, Any]]:
         errors, self.walk_errors = self.walk_errors, {}
@@ -193,7 +196,7 @@ def _scan(job: TreeJob, batcher: _Batcher, pool: Pool, store: Store,
 
 def _one_per_file(batch: ScanBatch) -> list[ScanBatch]:
     """A scan batch whose task failed, one file per batch (pipeline.pools quarantine)."""
-    return [ScanBatch(batch.batch_id, batch.root, (rel,), batch.replaced) for rel in batch.rels]
+    return batch.one_per_file()
 
 
 def _flush_walk_errors(batcher: _Batcher, store: Store, progress: RunProgress) -> None:

@@ -89,6 +89,8 @@ _WRITEBACK_KEY = "writeback"  # boot, confirmed and next epoch (pipeline.writeba
 #: journal row fields kept as columns (the rest go to ``extra``)
 _JOURNAL_COLUMNS = ("status", "op", "bytes_in", "bytes_out", "src_size", "src_mtime_ns",
                     "output", "error_kind", "error")
+#: journal row fields that are columns or the key (no ``extra`` JSON for a row of these)
+_JOURNAL_KNOWN = frozenset(_JOURNAL_COLUMNS) | {"source", "seconds"}
 _FILE_COLUMNS = "f.key, f.size, f.mtime_ns, f.sop, f.head, f.uids, f.error_kind, f.error"
 _JOURNAL_SELECT = ("j.status, o.op, j.bytes_in, j.bytes_out, j.src_size, j.src_mtime_ns, "
                    "j.output, j.error_kind, j.error, j.us, j.extra")
@@ -418,15 +420,16 @@ class Store:
         if not rows:
             return
         values = []
+        ops, intern = self._ops, self._intern
         for key, row in rows.items():
             op = row.get("op")
             output = row.get("output")
             seconds = row.get("seconds")
-            extra = {k: v for k, v in row.items()
-                     if k not in _JOURNAL_COLUMNS and k not in ("source", "seconds")}
+            extra = (None if row.keys() <= _JOURNAL_KNOWN else
+                     {k: v for k, v in row.items() if k not in _JOURNAL_KNOWN})
             values.append((
                 key, row.get("status"),
-                None if op is None else self._intern("ops", "op", str(op), self._ops),
+                None if op is None else ops.get(op) or intern("ops", "op", str(op), ops),
                 row.get("bytes_in"), row.get("bytes_out"), row.get("src_size"),
                 row.get("src_mtime_ns"), None if output in (None, key) else output,
                 row.get("error_kind"), row.get("error"),

@@ -77,57 +77,59 @@ def iter_files(root: Path, recursive: bool = False, follow_outside: bool = False
     """
     root_stat = os.stat(root)
     real_root = os.path.join(os.path.realpath(root), "")
-    # each frame: (folder path, rel prefix, sorted names, next index, ancestor inode set)
-    stack: list[tuple[str, str, list[str], int, frozenset[tuple[int, int]]]] = []
+    # each frame: (folder path, rel prefix, iterator over its sorted names, ancestor inode
+    # set); a frame's iterator goes on where it was left for a sub-folder
+    stack: list[tuple[str, str, Iterator[str], frozenset[tuple[int, int]]]] = []
     first = _list(str(root))
     if isinstance(first, Entry):
         yield first
         return
-    stack.append((str(root), "", first, 0, frozenset({(root_stat.st_dev, root_stat.st_ino)})))
+    stack.append((str(root), "", iter(first),
+                  frozenset({(root_stat.st_dev, root_stat.st_ino)})))
+    join, lstat = os.path.join, os.lstat
     while stack:
-        folder, prefix, names, index, ancestors = stack[-1]
-        if index >= len(names):
-            stack.pop()
-            continue
-        stack[-1] = (folder, prefix, names, index + 1, ancestors)
-        name = names[index]
-        if skipped_name(name):
-            continue
-        path = os.path.join(folder, name)
-        rel = prefix + name
-        try:
-            st = os.lstat(path)
-            if stat.S_ISLNK(st.st_mode):
-                st = os.stat(path)
-                if not follow_outside and _leaves(path, real_root):
-                    yield _outside(rel)
+        folder, prefix, names, ancestors = stack[-1]
+        for name in names:
+            if name[0] == "." or TEMP_MARKER in name:  # skipped_name, inlined
+                continue
+            path = join(folder, name)
+            rel = prefix + name
+            try:
+                st = lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    st = os.stat(path)
+                    if not follow_outside and _leaves(path, real_root):
+                        yield _outside(rel)
+                        continue
+            except FileNotFoundError:
+                if os.path.islink(path):
+                    yield Entry(rel, error_kind=UNREADABLE, error="dangling symbolic link")
+                continue  # vanished between listing and stat: not part of the archive any more
+            except OSError as exc:
+                yield Entry(rel, error_kind=UNREADABLE, error=_reason(exc))
+                continue
+            mode = st.st_mode
+            if stat.S_ISREG(mode):
+                yield Entry(rel, st.st_size, st.st_mtime_ns)
+            elif stat.S_ISDIR(mode):
+                if not recursive:
                     continue
-        except FileNotFoundError:
-            if os.path.islink(path):
-                yield Entry(rel, error_kind=UNREADABLE, error="dangling symbolic link")
-            continue  # vanished between listing and stat: not part of the archive any more
-        except OSError as exc:
-            yield Entry(rel, error_kind=UNREADABLE, error=_reason(exc))
-            continue
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            yield Entry(rel, st.st_size, st.st_mtime_ns)
-        elif stat.S_ISDIR(mode):
-            if not recursive:
-                continue
-            key = (st.st_dev, st.st_ino)
-            if key in ancestors:
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    yield Entry(rel, error_kind=UNREADABLE,
+                                error="folder loop through a symbolic link")
+                    continue
+                listed = _list(path, rel)
+                if isinstance(listed, Entry):
+                    yield listed
+                    continue
+                stack.append((path, rel + "/", iter(listed), ancestors | {key}))
+                break  # into the sub-folder; this folder's names go on after it
+            else:
                 yield Entry(rel, error_kind=UNREADABLE,
-                            error="folder loop through a symbolic link")
-                continue
-            listed = _list(path, rel)
-            if isinstance(listed, Entry):
-                yield listed
-                continue
-            stack.append((path, rel + "/", listed, 0, ancestors | {key}))
+                            error=f"not a regular file ({_kind_of(mode)})")
         else:
-            yield Entry(rel, error_kind=UNREADABLE,
-                        error=f"not a regular file ({_kind_of(mode)})")
+            stack.pop()
 
 
 def _leaves(path: str, real_root: str) -> bool:

@@ -26,9 +26,10 @@ def scanned(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = tasks.inventory.scan_file
 
-    def counting(path: Path, replaced: frozenset[int] | None = None) -> dict[str, object]:
+    def counting(path: Path | str, replaced: frozenset[int] | None = None,
+                 listed: tuple[int, int] | None = None) -> dict[str, object]:
         seen.append(str(path))
-        return real(path, replaced)
+        return real(path, replaced, listed)
 
     monkeypatch.setattr(tasks.inventory, "scan_file", counting)
     return seen

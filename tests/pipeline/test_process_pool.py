@@ -73,6 +73,42 @@ def _crash_once(flag: str) -> dict[str, str]:
     return {"value": flag}
 
 
+#: in a pool worker: how many times a _Counted was unpickled there
+_UNPICKLED = [0]
+
+
+def _counted(value: int) -> _Counted:
+    _UNPICKLED[0] += 1
+    return _Counted(value)
+
+
+class _Counted:
+    """A task argument that counts its unpickling in the worker."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return _counted, (self.value,)
+
+
+def _shared_seen(payload: int, shared: _Counted, flag: str) -> dict[str, int | str]:
+    return {"payload": payload, "value": shared.value, "unpickled": _UNPICKLED[0],
+            "flag": flag}
+
+
+def test_a_window_unpickles_its_arguments_once_per_worker() -> None:
+    """The operation of pass 2 is one object per worker for all the batches of a pass."""
+    pool = ProcessPool(1, retries=0)
+    try:
+        first = [o.result for o in pool.imap(_shared_seen, range(6), _Counted(1), "a")]
+        second = [o.result for o in pool.imap(_shared_seen, range(3), _Counted(2), "b")]
+    finally:
+        pool.close()
+    assert first == [{"payload": n, "value": 1, "unpickled": 1, "flag": "a"} for n in range(6)]
+    assert second == [{"payload": n, "value": 2, "unpickled": 2, "flag": "b"} for n in range(3)]
+
+
 def test_small_runs_start_no_processes(archive: Path, tmp_path: Path) -> None:
     job = deid_job(archive, tmp_path / "out", workers=2, local_pool="processes",
                    inline_below=PROCESSES_INLINE_BELOW)
