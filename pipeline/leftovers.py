@@ -26,11 +26,13 @@ from tasks.errors import UsageError
 from tasks.fileio import TEMP_MARKER
 
 
-def output_files(root: Path) -> Iterator[str]:
-    """Every file under ``root`` (relative, POSIX), temp files of a running write aside.
+def output_files(root: Path) -> Iterator[tuple[str, int]]:
+    """Every file under ``root`` (relative, POSIX) and its size, temp files of a running
+    write aside.
 
     Plain string joins over ``os.scandir``: the walk runs on every rerun into a filled
-    output, so it costs what a listing costs.
+    output, so it costs what a listing and a stat per file cost.  The size is what the
+    journal's is compared with (``Store.resume_pages``); a file gone meanwhile is left out.
     """
     stack = [("", str(root))]
     while stack:
@@ -43,7 +45,11 @@ def output_files(root: Path) -> Iterator[str]:
             if entry.is_dir(follow_symlinks=False):
                 stack.append((prefix + entry.name + "/", entry.path))
             elif TEMP_MARKER not in entry.name:
-                yield prefix + entry.name
+                try:
+                    size = entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+                yield prefix + entry.name, size
 
 
 def check_before(root: Path, store: Store, force: bool,

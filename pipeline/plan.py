@@ -259,6 +259,9 @@ class Planner:
     store: Store
     op: str
     sink: Callable[[list[Event]], None] = lambda events: None
+    #: told how many files an earlier run did whose outputs are intact (they come as a
+    #: count, not as events: ``Store.intact_done``)
+    done_sink: Callable[[int], None] = lambda files: None
     events: list[Event] = field(default_factory=list)
     next_id: int = 0
     #: (size, mtime) of files handed out and not yet journaled: bounded by the window
@@ -297,6 +300,10 @@ class Planner:
         # the fast resume check knows mirrored outputs only (the operation's fingerprint
         # does not cover the naming)
         mirrored = self.job.output_names != OutputNames.UID.value or job.mode is not Mode.DEIDENTIFY
+        if mirrored:
+            intact = self.store.intact_done(self.op)
+            if intact:
+                self.done_sink(intact)
         for rel, row, journaled in self.store.resume_pages(self.op if mirrored else None):
             if len(self.events) >= EVENT_CHUNK:
                 self.flush()

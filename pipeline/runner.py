@@ -102,7 +102,8 @@ class _Pass2:
     def __init__(self, job: TreeJob, store: Store, progress: RunProgress,
                  summary: RunSummary) -> None:
         self.job, self.store, self.progress, self.summary = job, store, progress, summary
-        self.planner = Planner(job, store, op_fingerprint(job.operation), sink=self.settle)
+        self.planner = Planner(job, store, op_fingerprint(job.operation), sink=self.settle,
+                               done_sink=self.settle_done)
         self.failed_seen = False
         self.key_hint_shown = False
         self.failed_list = FailedList()
@@ -168,6 +169,11 @@ class _Pass2:
             not_written += 1
         self.store.journal(rows)
         self.progress.advance(errors=not_written, skipped=written + not_written)
+
+    def settle_done(self, files: int) -> None:
+        """Files an earlier run did, their outputs intact: counted, nothing journaled."""
+        self.summary.already_done += files
+        self.progress.advance(skipped=files)
 
     def lost(self, batch: Batch) -> list[Batch]:
         """A batch whose task failed: its files one per batch, for the window to run alone

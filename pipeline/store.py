@@ -95,6 +95,10 @@ _FILE_COLUMNS = "f.key, f.size, f.mtime_ns, f.sop, f.head, f.uids, f.error_kind,
 _JOURNAL_SELECT = ("j.status, o.op, j.bytes_in, j.bytes_out, j.src_size, j.src_mtime_ns, "
                    "j.output, j.error_kind, j.error, j.us, j.extra")
 _JOURNAL_FROM = "journal AS j LEFT JOIN ops AS o ON o.id = j.op"
+#: a file journaled done by operation ``?`` from its source as inventoried, to the
+#: mirrored path (``f`` the inventory row, ``j`` its journal row)
+_DONE = ("(j.status = 'done' AND j.op = ? AND j.src_size IS f.size AND "
+         "j.src_mtime_ns IS f.mtime_ns AND j.output IS NULL)")
 #: interned ids and decoded heads kept in memory at most (then the cache starts again;
 #: files arrive series by series, so a small cache hits)
 _CACHE = 2_000
@@ -168,6 +172,7 @@ class Store:
         self._ops: dict[str, int] = {}
         self._decoded: dict[int, Head] = {}
         self._generation = 0  # bumped by every inventory write: the heads in use change
+        self._listed = False  # list_outputs made temp.listed
         self._used_generation = -1
         try:
             if read_only:
@@ -566,23 +571,30 @@ class Store:
         """:meth:`work_pages`, but files journaled done by the operation ``done_by`` (its
         fingerprint) from a source of the same size and time, to the mirrored path, come as
         (path, None, {"output", "bytes_out", "size"}), unpacked no further: on a rerun of a
-        million done files only their outputs are left to check.
+        million done files only their outputs are left to check.  Those whose output
+        :meth:`list_outputs` found with the size the journal recorded do not come at all
+        (:meth:`intact_done` counts them): the check is a join, not a stat per file.
 
         Keyset pages: each page is a short read transaction (a long-lived cursor would keep
         the journal's WAL from being checkpointed) that seeks the ``files_by_study`` index
         (the ``s >= ? AND (s > ? OR key > ?)`` form is what lets SQLite seek; a row-value
         comparison would scan from the start on every page).
         """
-        op_id = -1
-        if done_by is not None:
-            found = self._query("SELECT id FROM ops WHERE op = ?", (done_by,))
-            op_id = int(found[0][0]) if found else -1
-        select = (f"SELECT f.study, {_FILE_COLUMNS}, j.key, {_JOURNAL_SELECT}, "
-                  "j.status = 'done' AND j.op = ? AND j.src_size IS f.size AND "
-                  "j.src_mtime_ns IS f.mtime_ns AND j.output IS NULL FROM files AS f "
-                  "LEFT JOIN journal AS j ON j.key = f.key LEFT JOIN ops AS o ON o.id = j.op ")
+        op_id = self._op_id(done_by)
+        listed = done_by is not None and self._listed
+        select = (f"SELECT f.study, {_FILE_COLUMNS}, j.key, {_JOURNAL_SELECT}, {_DONE} "
+                  f"FROM files AS f LEFT JOIN journal AS j ON j.key = f.key LEFT JOIN ops AS o "
+                  "ON o.id = j.op " + ("LEFT JOIN temp.listed AS l ON l.rel = f.key " if listed
+                                       else ""))
+        # the listing is the writer's temporary table: read on that connection then
+        query = self._w.execute if listed else self._r.execute
+        intact = f" NOT ifnull({_DONE} AND l.size IS j.bytes_out, 0)" if listed else ""
         order = " ORDER BY f.study, f.key LIMIT ?"
-        rows = self._query(select + order, (op_id, page))
+        also = (op_id,) if listed else ()  # the argument of the intact clause
+        rows = query(select + (" WHERE" + intact if listed else "") + order,
+                     (op_id, *also, page)).fetchall()
+        then = "WHERE f.study >= ? AND (f.study > ? OR f.key > ?)" + (
+            " AND" + intact if listed else "")
         while rows:
             for values in rows:
                 key = values[1]
@@ -594,9 +606,25 @@ class Store:
                 yield key, row, (None if values[9] is None else
                                  _journal_row(key, values[10:-1]))
             last_study, last_key = rows[-1][0], rows[-1][1]
-            rows = self._query(
-                select + "WHERE f.study >= ? AND (f.study > ? OR f.key > ?)" + order,
-                (op_id, last_study, last_study, last_key, page))
+            rows = query(select + then + order,
+                         (op_id, last_study, last_study, last_key, *also, page)).fetchall()
+
+    def intact_done(self, done_by: str) -> int:
+        """How many files :meth:`resume_pages` leaves out as done with their output intact
+        (none without a listing of the output)."""
+        if not self._listed:
+            return 0
+        op_id = self._op_id(done_by)
+        return int(self._w.execute(
+            "SELECT count(*) FROM files AS f JOIN journal AS j ON j.key = f.key JOIN "
+            f"temp.listed AS l ON l.rel = f.key WHERE {_DONE} AND l.size IS j.bytes_out",
+            (op_id,)).fetchone()[0])
+
+    def _op_id(self, op: str | None) -> int:
+        if op is None:
+            return -1
+        found = self._query("SELECT id FROM ops WHERE op = ?", (op,))
+        return int(found[0][0]) if found else -1
 
     def counts(self) -> Row:
         """Pass-1 findings as counts: files from the inventory, the rest per head."""
@@ -749,16 +777,18 @@ class Store:
                                    "ORDER BY key"):
             yield key
 
-    def list_outputs(self, rels: Iterable[str]) -> int:
-        """Keep ``rels`` (the files found in the output folder) for
-        :meth:`not_journaled_outputs`, streamed into a temporary table: a million paths are
-        not held in the driver's memory through pass 2.  Returns how many."""
+    def list_outputs(self, files: Iterable[tuple[str, int]]) -> int:
+        """Keep ``files`` (path, size: the files found in the output folder) for
+        :meth:`not_journaled_outputs` and :meth:`resume_pages`, streamed into a temporary
+        table: a million paths are not held in the driver's memory through pass 2.
+        Returns how many."""
         writer = self._w
-        writer.execute("CREATE TEMP TABLE IF NOT EXISTS listed (rel TEXT PRIMARY KEY) "
-                       "WITHOUT ROWID")
+        writer.execute("CREATE TEMP TABLE IF NOT EXISTS listed (rel TEXT PRIMARY KEY, "
+                       "size INTEGER) WITHOUT ROWID")
         writer.execute("DELETE FROM temp.listed")
-        writer.executemany("INSERT OR IGNORE INTO temp.listed VALUES (?)", ((r,) for r in rels))
+        writer.executemany("INSERT OR IGNORE INTO temp.listed VALUES (?, ?)", files)
         writer.commit()
+        self._listed = True
         return int(writer.execute("SELECT count(*) FROM temp.listed").fetchone()[0])
 
     def not_journaled_outputs(self, op: str | None = None) -> list[str]:

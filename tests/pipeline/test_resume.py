@@ -98,3 +98,28 @@ def test_the_same_command_twice_resumes(archive: Path, tmp_path: Path) -> None:
         reports.append(json.loads(Path(path).read_text()))
     assert reports[0]["counts"]["written"] == FILES
     assert (reports[1]["counts"]["written"], reports[1]["counts"]["already_done"]) == (0, FILES)
+
+
+def test_a_rerun_redoes_only_the_outputs_gone_or_cut(archive: Path, tmp_path: Path) -> None:
+    """Done files come back from the store as a count (their outputs listed with the size
+    the journal recorded); an output removed or cut short since is written again."""
+    out = tmp_path / "out"
+    command = [ANONPIPE, "-e", "--irreversible", "-r", str(archive), str(out)]
+    env = {**os.environ, "ANONPIPE_STATE_DIR": str(tmp_path / "state")}
+
+    def run() -> dict[str, int]:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120,
+                              check=False)
+        assert proc.returncode == 0, proc.stderr
+        path = proc.stderr.strip().splitlines()[-1].removeprefix("report: ")
+        return json.loads(Path(path).read_text())["counts"]
+
+    assert run()["written"] == FILES
+    before = tree_digest(out)
+    outputs = sorted(p for p in out.rglob("*") if p.is_file())
+    outputs[0].unlink()
+    with outputs[1].open("r+b") as fh:
+        fh.truncate(100)
+    counts = run()
+    assert (counts["written"], counts["already_done"]) == (2, FILES - 2)
+    assert tree_digest(out) == before
