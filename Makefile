@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml setup.py tasks/_walker.c
 # every process (the driver and each worker) would otherwise compile ~80 modules at start
 # (~0.12 s of CPU each).  Stale files are ignored by Python (it compares the source).
 bytecode:
-	$(BIN)/python -m compileall -q pipeline tasks
+	$(BIN)/python -m compileall -q pipeline tasks configs
 
 # Debian tools the build and the tests need (gcc for the compiled walker; gdcmanon, dcmtk,
 # dciodvfy, openssl, a single-node SLURM with munge, tesseract): apt-get when root.

@@ -281,15 +281,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 a file failed, 2 usage)."""
-    from pipeline.options import build_run
-    from pipeline.run import execute
-
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage or help
         return of_argparse(exc.code)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for --driver job scripts
+    from pipeline import earlypool
+
+    earlypool.start(args)  # the workers import while the driver does (pipeline.earlypool)
+    try:
+        return _run(args)
+    finally:
+        earlypool.close()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.options import build_run
+    from pipeline.run import execute
+
     try:
         if args.explain is not None:
             return _explain(args)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline import earlypool
 from pipeline.clusterconfig import ClusterConfig, load_cluster_config
 from pipeline.job import TreeJob
 from pipeline.jobqueue import JOBQUEUE_KINDS, JobQueue, make_cluster, remove_tls_files
@@ -161,7 +162,9 @@ class Backend:
 
     def _process_pool(self) -> ProcessPool:
         if self._processes is None:
-            self._processes = ProcessPool(self.local_workers(), self.job.tuning.retries)
+            workers, retries = self.local_workers(), self.job.tuning.retries
+            self._processes = (earlypool.take(workers, retries)
+                               or ProcessPool(workers, retries))
         return self._processes
 
     def prestart(self, expected_files: int | None, expected_bytes: int | None,

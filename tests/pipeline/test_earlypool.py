@@ -1,0 +1,108 @@
+"""Worker processes started while the driver reads its options (pipeline.earlypool)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pipeline import earlypool
+from pipeline.cli import build_parser
+from pipeline.cluster import Backend
+from pipeline.job import PROCESSES_FROM
+from tests.pipeline.conftest import deid_job
+
+
+@pytest.fixture(autouse=True)
+def _no_pool_left() -> Iterator[None]:
+    yield
+    earlypool.close()
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def _folder(root: Path, files: int, nested: bool = True) -> Path:
+    for i in range(files):
+        sub = root / (f"s{i % 3}" if nested else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i}").write_bytes(b"x")
+    return root
+
+
+@pytest.fixture
+def big(tmp_path: Path) -> Path:
+    return _folder(tmp_path / "big", PROCESSES_FROM)
+
+
+def _alive(pool: object) -> list[psutil.Process]:
+    processes = getattr(getattr(pool, "_executor", None), "_processes", None) or {}
+    return [psutil.Process(p.pid) for p in processes.values() if p.is_alive()]
+
+
+def test_the_pool_starts_only_for_runs_that_will_use_it(big: Path, tmp_path: Path) -> None:
+    small = _folder(tmp_path / "small", PROCESSES_FROM - 1)
+    out = str(tmp_path / "out")
+    assert earlypool._workers(_args("-r", "--workers", "2", str(big), out)) == 2
+    assert earlypool._workers(_args("-r", "--workers", "2", str(small), out)) is None
+    # files below the top folder are counted only with -r
+    assert earlypool._workers(_args("--workers", "2", str(big), out)) is None
+    for extra in (["--workers", "0"], ["--workers", "1"], ["--scan-only"], ["--dry-run"],
+                  ["--local-pool", "dask"], ["--scheduler", "tcp://127.0.0.1:1"], ["-e", "-d"]):
+        argv = ["-r", *extra, str(big), out]
+        if "--workers" not in extra:
+            argv = ["--workers", "2", *argv]
+        assert earlypool._workers(_args(*argv)) is None, extra
+    assert earlypool._workers(_args("-r", "--workers", "2", str(big / "s0" / "f0"), out)) is None
+
+
+def test_a_large_file_counts_by_its_bytes(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    with (folder / "large").open("wb") as fh:
+        fh.truncate(200 * 1024 * 1024)  # sparse: no disk used
+    assert earlypool._workers(_args("--workers", "2", str(folder), str(tmp_path / "o"))) == 2
+
+
+def test_the_backend_takes_the_pool_started_early(big: Path, archive: Path,
+                                                  tmp_path: Path) -> None:
+    earlypool.start(_args("-r", "--workers", "2", str(big), str(tmp_path / "o")))
+    early = earlypool._early
+    assert early is not None
+    backend = Backend(deid_job(archive, tmp_path / "out", workers=2, local_pool="processes"))
+    try:
+        assert backend._process_pool() is early
+        assert earlypool._early is None  # handed over: the backend closes it
+        assert early.submit(_pid).result(timeout=60)["pid"] in {p.pid for p in _alive(early)}
+    finally:
+        backend.close()
+    assert _alive(early) == []
+
+
+def test_a_pool_of_another_size_or_not_taken_is_stopped(big: Path, tmp_path: Path) -> None:
+    earlypool.start(_args("-r", "--workers", "2", str(big), str(tmp_path / "o")))
+    early = earlypool._early
+    assert early is not None
+    started = _alive(early)
+    assert len(started) == 2
+    assert earlypool.take(3, 0) is None  # the run wants three workers: a pool of its own
+    assert _alive(early) == [] and not any(p.is_running() for p in started)
+
+    earlypool.start(_args("-r", "--workers", "2", str(big), str(tmp_path / "o")))
+    again = earlypool._early
+    assert again is not None
+    started = _alive(again)
+    assert len(started) == 2
+    earlypool.close()  # the run failed before it wanted a pool
+    assert earlypool._early is None
+    assert not any(p.is_running() for p in started)
+
+
+def _pid() -> dict[str, int]:
+    import os
+
+    return {"pid": os.getpid()}
