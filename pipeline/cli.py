@@ -297,9 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pipeline import collector
     from pipeline.options import build_run
     from pipeline.run import execute
 
+    collector.settle()
     try:
         if args.explain is not None:
             return _explain(args)

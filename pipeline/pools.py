@@ -30,6 +30,8 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from pipeline import collector
+
 P = TypeVar("P")
 PER_WORKER_IN_FLIGHT = 3
 #: a pass of known size is cut into at least this many batches per worker, so the last
@@ -364,6 +366,7 @@ def _worker_init(driver: int) -> None:
     worker whose driver died (killed: no shutdown) exits instead of waiting forever on a
     queue nobody feeds."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    collector.settle()
 
     def watch() -> None:
         while os.getppid() == driver:

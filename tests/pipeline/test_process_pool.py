@@ -258,3 +258,23 @@ def test_tier_rules_by_pass_size(archive: Path, tmp_path: Path) -> None:
     watched = Placement.of(deid_job(archive, tmp_path / "d", workers=2, local_pool="dask",
                                     dashboard="127.0.0.1:0", processes_from=1), None)
     assert watched.explicit and watched.tier(Pass(5)) is Tier.DASK
+
+
+def test_pool_workers_collect_cycles_less_often() -> None:
+    """A worker freezes what its start-up allocated and collects every
+    ``collector.YOUNG`` allocations (pipeline.collector)."""
+    from pipeline import collector
+
+    pool = ProcessPool(1, retries=0)
+    try:
+        found = pool.submit(_collector_settings).result(timeout=60)
+    finally:
+        pool.close()
+    assert found["young"] == collector.YOUNG
+    assert found["frozen"] > 1000  # the modules' objects, out of the collector's sight
+
+
+def _collector_settings() -> dict[str, int]:
+    import gc
+
+    return {"young": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
