@@ -287,21 +287,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed usage or help
         return of_argparse(exc.code)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for --driver job scripts
-    from pipeline import earlypool
-
-    earlypool.start(args)  # the workers import while the driver does (pipeline.earlypool)
     try:
         return _run(args)
     finally:
+        from pipeline import earlypool
+
         earlypool.close()
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline import collector
+    from pipeline import collector, earlypool
     from pipeline.options import build_run
     from pipeline.run import execute
 
     collector.settle()
+    earlypool.start(args)  # forked from the driver as it is now (pipeline.earlypool)
     try:
         if args.explain is not None:
             return _explain(args)

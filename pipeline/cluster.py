@@ -14,7 +14,8 @@ TLS with credentials made for the run (pipeline.tls); worker jobs on a batch sys
 submitted, waited for and replaced by pipeline.jobqueue.
 
 Local processes (``job.local_pool == "processes"``, the command line's default): a
-``concurrent.futures`` pool of spawned interpreters that import only ``tasks``.  Why: a
+``concurrent.futures`` pool of worker processes, forked from the driver right after its
+imports when the run will want them (pipeline.earlypool), else spawned.  Why: a
 dask LocalCluster costs ~0.7 s of wall time and ~2 CPU-seconds to import distributed,
 start the scheduler and the nannies and spawn its workers (measured on 2 cores); the
 process pool starts in ~0.1 s, so it pays off from a few hundred files instead of

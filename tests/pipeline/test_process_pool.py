@@ -4,6 +4,9 @@ as inline, a file that kills its worker is isolated, small runs start no process
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.errors import UsageError
 from tasks.model import Status
 from tasks.profile import DEFAULT_PROFILE
+from tests.conftest import REPO
 from tests.pipeline.conftest import FILES, SECRET, deid_job, tree_digest
 from tests.pipeline.slowop import PoisonDeidentify
 
@@ -278,3 +282,42 @@ def _collector_settings() -> dict[str, int]:
     import gc
 
     return {"young": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
+
+
+_START_METHOD = """
+import threading
+from pipeline.pools import ProcessPool, _import_modules
+
+def method() -> str:
+    pool = ProcessPool(1, retries=0)
+    try:
+        pool.submit(_import_modules, ()).result(timeout=60)
+        return str(pool.start_method)
+    finally:
+        pool.close()
+
+if __name__ == "__main__":
+    alone = method()
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        beside = method()
+    finally:
+        stop.set()
+        other.join()
+    print(alone, beside)
+"""
+
+
+def test_workers_are_forked_only_from_a_driver_of_one_thread(tmp_path: Path) -> None:
+    """A fork copies the calling thread alone: with another thread running, the pool
+    spawns its workers instead (a fresh process of its own script, so the test runner's
+    threads do not count)."""
+    script = tmp_path / "start_method.py"
+    script.write_text(_START_METHOD)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["fork", "spawn"]
