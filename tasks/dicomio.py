@@ -766,38 +766,49 @@ def cut_element_end(data: bytes) -> int:
 
 
 def read_header(path: Path, first_chunk: int = 16384, private_runs: bool = False) -> DicomFile:
-    """Parse ``path`` up to its pixel data, reading as little of the file as possible.
+    """Parse ``path`` up to its pixel data, reading as little of the file as possible
+    (:func:`read_header_at`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return read_header_at(fd, first_chunk, private_runs)
+    finally:
+        os.close(fd)
+
+
+def read_header_at(fd: int, first_chunk: int = 16384, private_runs: bool = False
+                   ) -> DicomFile:
+    """Parse the file open at ``fd`` up to its pixel data, reading as little of it as
+    possible (positioned reads: the descriptor's offset is left alone).
 
     Reads ``first_chunk`` bytes, then doubles the buffer until the walk reaches the pixel
     data or the end of the file: each buffer is parsed once (a walk that reached the pixel
     data is final, whatever the size of the buffer).
     """
-    with open(path, "rb") as fh:
-        data = fh.read(first_chunk)
-        if not data:
-            raise DicomFormatError("empty file")
-        eof = len(data) < first_chunk
-        while True:
-            try:
-                parsed, at_pixels = _read_dicom(data, True, private_runs)
-            except DicomFormatError:
-                if eof:
-                    raise
-                parsed = None
-                at_pixels = False
-            if parsed is not None and (at_pixels or eof):
-                return parsed
-            # the buffer ended inside the header: read on (or the truncation is real),
-            # past a long element at once (as far as the file goes: a length may lie)
-            long_end = min(cut_element_end(data), os.fstat(fh.fileno()).st_size)
-            want = max(len(data), 65536, long_end + 65536 - len(data))
-            more = fh.read(want)
-            eof = len(more) < want
-            if not more:
-                if parsed is None:
-                    return read_dicom(data, True, private_runs)  # raises the real error
-                return parsed
-            data += more
+    data = os.pread(fd, first_chunk, 0)
+    if not data:
+        raise DicomFormatError("empty file")
+    eof = len(data) < first_chunk
+    while True:
+        try:
+            parsed, at_pixels = _read_dicom(data, True, private_runs)
+        except DicomFormatError:
+            if eof:
+                raise
+            parsed = None
+            at_pixels = False
+        if parsed is not None and (at_pixels or eof):
+            return parsed
+        # the buffer ended inside the header: read on (or the truncation is real),
+        # past a long element at once (as far as the file goes: a length may lie)
+        long_end = min(cut_element_end(data), os.fstat(fd).st_size)
+        want = max(len(data), 65536, long_end + 65536 - len(data))
+        more = os.pread(fd, want, len(data))
+        eof = len(more) < want
+        if not more:
+            if parsed is None:
+                return read_dicom(data, True, private_runs)  # raises the real error
+            return parsed
+        data += more
 
 
 # --------------------------------------------------------------------------- encoding

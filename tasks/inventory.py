@@ -1,7 +1,7 @@
 """Pass 1 per file: what the plan needs from one header, as a JSON-ready row.
 
-Header only (``read_header`` stops before the pixel data), pure, picklable: runs inline or
-on a dask worker.  The row holds patient values (ID, name, birth date) because the plan
+Header only (``read_header_at`` stops before the pixel data), pure, picklable: runs inline
+or on a worker.  The row holds patient values (ID, name, birth date) because the plan
 detects conflicting patients with them, and a few more identifiers (accession number, study
 date, other patient IDs) because ``anonpipe-audit`` searches the outputs for them; it goes
 only to the driver's store, never to a console or a report.
@@ -26,7 +26,7 @@ from tasks.dicomio import (
     UNDEFINED,
     DicomFile,
     Element,
-    read_header,
+    read_header_at,
     read_to_pixels,
 )
 from tasks.eligibility import Refusal, refusals
@@ -290,7 +290,7 @@ def _read(path: Path | str, row: dict[str, Any]) -> tuple[DicomFile, str | None]
 
     A small file of the ``size`` the row says is read whole in one call (no buffered
     reader: one open, one read, one close); a larger one, or one whose size changed since
-    it was listed, by :func:`read_header`, which reads as little of it as it can (the row
+    it was listed, by :func:`read_header_at`, which reads as little of it as it can (the row
     then takes the size and time the file has now)."""
     size = row["size"]
     if 0 < size < WHOLE_BELOW:
@@ -302,19 +302,21 @@ def _read(path: Path | str, row: dict[str, Any]) -> tuple[DicomFile, str | None]
         if len(data) == size:
             df, _ = read_to_pixels(data, private_runs=True)  # private non-UID elements: runs
             return df, _pixel_data_cut(df, size, lambda pos, n: data[pos:pos + n])
-    st = os.stat(path)  # a larger file (a stat is little beside its read), or one changed
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file")
-    size = row["size"] = st.st_size
-    row["mtime_ns"] = st.st_mtime_ns
-    df = read_header(Path(path), private_runs=True)
-    if df.complete or df.deflated:
-        return df, None
-    with open(path, "rb") as fh:
-        def read_at(pos: int, n: int) -> bytes:
-            fh.seek(pos)
-            return fh.read(n)
-        return df, _pixel_data_cut(df, size, read_at)
+    # a larger file, or one changed since it was listed: one descriptor for its stat (the
+    # row takes the size and time it has now), its header and the check of its tail
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        size = row["size"] = st.st_size
+        row["mtime_ns"] = st.st_mtime_ns
+        df = read_header_at(fd, private_runs=True)
+        if df.complete or df.deflated:
+            return df, None
+        return df, _pixel_data_cut(df, size, lambda pos, n: os.pread(fd, n, pos))
+    finally:
+        os.close(fd)
 
 
 #: elements after the header read checked for truncation (Pixel Data, trailing padding ...)

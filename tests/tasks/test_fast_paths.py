@@ -289,14 +289,13 @@ def test_a_length_that_lies_reads_no_further_than_the_file(
     truncated."""
     path = _with_long_element(tmp_path / "lie.dcm", 20_000, declared=3 << 30)
     asked: list[int] = []
+    pread = os.pread
 
-    class Recording(io.BufferedReader):
-        def read(self, size: int | None = -1) -> bytes:
-            asked.append(-1 if size is None else size)
-            return super().read(size)
+    def recording(fd: int, size: int, offset: int) -> bytes:
+        asked.append(size)
+        return pread(fd, size, offset)
 
-    monkeypatch.setattr(dicomio, "open", lambda p, _mode: Recording(io.FileIO(p)),
-                        raising=False)
+    monkeypatch.setattr(dicomio.os, "pread", recording)
     with pytest.raises(DicomFormatError, match="truncated"):
         read_header(path)
     assert len(asked) > 1 and max(asked) <= path.stat().st_size + 65536, asked
@@ -337,8 +336,6 @@ def test_explicit_vr_run_never_loads_pydicom_or_dask(tmp_path: Path) -> None:
 
 
 def test_implicit_vr_files_still_get_dictionary_vrs() -> None:
-    import io
-
     import pydicom
     from pydicom.uid import ImplicitVRLittleEndian
 
@@ -442,8 +439,8 @@ def test_private_runs_give_the_same_scan_rows(run_corpus: list[Path],
     for path in run_corpus:
         fast = inventory.scan_file(path)
         with monkeypatch.context() as patch:
-            patch.setattr(inventory, "read_header",
-                          lambda p, private_runs=False: read_header(p))
+            patch.setattr(inventory, "read_header_at",
+                          lambda fd, private_runs=False: dicomio.read_header_at(fd))
             patch.setattr(inventory, "read_to_pixels",
                           lambda d, private_runs=False: dicomio.read_to_pixels(d))
             slow = inventory.scan_file(path)
