@@ -301,11 +301,13 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.run import execute
 
     collector.settle()
-    earlypool.start(args)  # forked from the driver as it is now (pipeline.earlypool)
     try:
         if args.explain is not None:
             return _explain(args)
         run = build_run(args)
+        # forked from the driver as it is now: the options read, the profile and its
+        # pixel rules loaded (pipeline.earlypool)
+        earlypool.start(args)
         return execute(run)
     except UsageError as exc:
         print(f"anonpipe: {exc}", file=sys.stderr)
