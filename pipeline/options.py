@@ -1,4 +1,4 @@
-"""Validate the command line once into a run description (STYLE.md 2).
+"""Validate the command line once into a run description.
 
 Past this module nothing re-checks user input: paths exist, the cipher is an enum, keys and
 certificates are loaded (so a bad one fails before any file is touched), the root UID is

@@ -4,7 +4,7 @@ Not on a terminal (a batch job's log, a CI log, a pipe), a timestamped line come
 ``interval`` seconds (30 by default, ``$ANONPIPE_PROGRESS_SECONDS``), also while nothing
 finishes: a multi-hour job log whose last line is an hour old looks hung, one whose last
 line says "0 files/s, workers 0" says why.
-The console and the clock are injected (STYLE.md 11) so tests render deterministic text.
+The console and the clock are injected so tests render deterministic text.
 What is shown is counts only - files, bytes, rates, errors, workers - never a file name or
 a header value: paths may carry patient names.  Messages with PHI are passed at level
 DEBUG (3) and only shown with ``-D``.

@@ -4,22 +4,22 @@ gdcmanon puts the original attributes in an EnvelopedData written by OpenSSL's
 ``CMS_encrypt``; cryptography's ``pkcs7`` helpers open only part of what it writes (no
 AES-192, 3DES, PasswordRecipientInfo, BER or trailing pad byte), so this module builds the
 fixed-shape envelope by hand on cryptography's primitives and parses any envelope with
-asn1crypto.  Layout and choices: gdcmanon-reference.md §3.2 and §3.4.
+asn1crypto (imported only to decrypt).  The layout is the one gdcmanon's envelopes have;
+tests/tasks/test_crypto.py checks both directions against gdcmanon and ``openssl cms``.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeAlias
 
-from asn1crypto import algos, cms, core
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives.ciphers import CipherAlgorithm, algorithms, 
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from tasks.errors import CryptoError
+
+if TYPE_CHECKING:  # asn1crypto parses envelopes (decryption) only: imported there, lazily
+    from asn1crypto import cms, core
 
 __all__ = [
     "CbcContent",
@@ -148,7 +151,21 @@ def _tlv(tag: int, content: bytes) -> bytes:
 
 
 def _oid(dotted: str) -> bytes:
-    return core.ObjectIdentifier(dotted).dump()
+    """The DER of an OBJECT IDENTIFIER (X.690 §8.19): the first two arcs as 40 * a + b,
+    each subidentifier in base 128, high bit set on all but its last octet."""
+    arcs = [int(arc) for arc in dotted.split(".")]
+    body = bytearray()
+    for value in (40 * arcs[0] + arcs[1], *arcs[2:]):
+        octets = [value & 0x7F]
+        while value := value >> 7:
+            octets.append(0x80 | value & 0x7F)
+        body += bytes(reversed(octets))
+    return _tlv(0x06, bytes(body))
+
+
+def _integer(value: int) -> bytes:
+    """The DER of a non-negative INTEGER (X.690 §8.3: two's complement, minimal octets)."""
+    return _tlv(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
 _SEQUENCE, _SET, _OCTET_STRING = 0x30, 0x31, 0x04
@@ -341,9 +358,8 @@ def _build_recipient(der: bytes) -> _KeyTransRecipient:
     """
     try:
         public_key = x509.load_der_x509_certificate(der).public_key()
-        tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
-        issuer_and_serial = _tlv(_SEQUENCE, tbs["issuer"].dump() + tbs["serial_number"].dump())
-    except (ValueError, TypeError, KeyError):
+        issuer_and_serial = _tlv(_SEQUENCE, _issuer_and_serial(der))
+    except (ValueError, TypeError, KeyError, IndexError):
         raise CryptoError("not a DER X.509 certificate") from None
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise CryptoError(
@@ -358,6 +374,26 @@ def _build_recipient(der: bytes) -> _KeyTransRecipient:
         + encrypted_key_header
     )
     return _KeyTransRecipient(head, public_key)
+
+
+def _issuer_and_serial(der: bytes) -> bytes:
+    """The serialNumber and issuer TLVs of a DER certificate, verbatim (RFC 5280 §4.1:
+    Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
+    serialNumber, signature, issuer, ... } ...}), issuer first as issuerAndSerialNumber
+    orders them (RFC 5652 §10.2.4)."""
+    pos, _ = _der_header(der, 0, _SEQUENCE)
+    pos, _ = _der_header(der, pos, _SEQUENCE)  # into tbsCertificate
+    if der[pos] == 0xA0:  # [0] EXPLICIT version
+        content, length = _der_header(der, pos, 0xA0)
+        pos = content + length
+    serial_at = pos
+    content, length = _der_header(der, pos, 0x02)
+    pos = content + length
+    serial = der[serial_at:pos]
+    content, length = _der_header(der, pos, _SEQUENCE)  # signature
+    issuer_at = content + length
+    content, length = _der_header(der, issuer_at, _SEQUENCE)
+    return der[issuer_at:content + length] + serial
 
 
 def _pwri_wrap(spec: _BlockCipher, kek: bytes, iv: bytes, cek: bytes) -> bytes:
@@ -441,7 +477,7 @@ class _Layout:
             salt, kek = encryptor.__dict__["_password_kek"]
             self._password = kek, _pwri_wrapped_size(spec)
             kdf_params = _tlv(_SEQUENCE, _tlv(_OCTET_STRING, salt)
-                              + core.Integer(encryptor.pbkdf2_iterations).dump())
+                              + _integer(encryptor.pbkdf2_iterations))
             kdf = _tlv(0xA0, _DER_PBKDF2_OID + kdf_params)  # [0] IMPLICIT AlgorithmIdentifier
             kek_head = _DER_PWRI_KEK_OID + _CIPHER_ID_HEADS[spec.oid]
             kek_algorithm = _header(_SEQUENCE, len(kek_head) + spec.block_size) + kek_head
@@ -618,13 +654,19 @@ class StreamingEnvelope:
 # --------------------------------------------------------------------------- decryption
 
 
-class _GcmParameters(core.Sequence):
-    """GCMParameters (RFC 5084 §3.2)."""
+@functools.cache
+def _gcm_parameters() -> type[core.Sequence]:
+    """GCMParameters (RFC 5084 §3.2), defined on first use (asn1crypto is imported for
+    decryption only)."""
+    from asn1crypto import core
 
-    _fields: ClassVar[list[tuple[Any, ...]]] = [
-        ("nonce", core.OctetString),
-        ("icv_len", core.Integer, {"default": 12}),
-    ]
+    class GcmParameters(core.Sequence):
+        _fields: ClassVar[list[tuple[Any, ...]]] = [
+            ("nonce", core.OctetString),
+            ("icv_len", core.Integer, {"default": 12}),
+        ]
+
+    return GcmParameters
 
 
 class _Content(NamedTuple):
@@ -666,6 +708,8 @@ def _named(oid: core.ObjectIdentifier) -> str:
 
 
 def _octets(value: core.Asn1Value) -> bytes:
+    from asn1crypto import core
+
     return core.OctetString.load(value.dump()).native
 
 
@@ -691,7 +735,7 @@ def _cbc_content(spec: _BlockCipher, iv: bytes, encrypted: bytes) -> _Content:
 
 
 def _gcm_content(
-    key_size: int, params: _GcmParameters, encrypted: bytes, mac: bytes, aad: bytes
+    key_size: int, params: core.Sequence, encrypted: bytes, mac: bytes, aad: bytes
 ) -> _Content:
     nonce = params["nonce"].native
     if not 8 <= len(nonce) <= 128:  # what the GCM mode accepts
@@ -715,6 +759,8 @@ def _gcm_content(
 
 def _oaep(parameters: core.Asn1Value) -> padding.AsymmetricPadding | str:
     """RSAES-OAEP-params (RFC 4055 §4.1, RFC 8017 §A.2.1); an OID string when unsupported."""
+    from asn1crypto import algos
+
     params = algos.RSAESOAEPParams.load(parameters.dump()) if parameters.contents else None
     if params is None:  # absent parameters: every field takes its DEFAULT (SHA-1, MGF1-SHA-1)
         params = algos.RSAESOAEPParams()
@@ -736,6 +782,8 @@ def _oaep(parameters: core.Asn1Value) -> padding.AsymmetricPadding | str:
 
 def _password_info(info: cms.PasswordRecipientInfo) -> _Password | str:
     """PasswordRecipientInfo with PBKDF2 and id-alg-PWRI-KEK; an OID string when unsupported."""
+    from asn1crypto import algos
+
     kdf = info["key_derivation_algorithm"]
     if not kdf.contents:
         return "PasswordRecipientInfo without keyDerivationAlgorithm"
@@ -770,6 +818,8 @@ def _password_info(info: cms.PasswordRecipientInfo) -> _Password | str:
 
 def _parse(blob: bytes) -> _Envelope:
     """Parse DER or BER; bytes after the outer TLV are ignored (gdcmanon's 0x00 pad)."""
+    from asn1crypto import cms
+
     try:
         content_info = cms.ContentInfo.load(bytes(blob), strict=False)
         content_type = content_info["content_type"]
@@ -795,7 +845,7 @@ def _parse(blob: bytes) -> _Envelope:
             aad = _tlv(_SET, auth_attrs.contents) if auth_attrs.contents else b""
             content = _gcm_content(
                 _GCM_KEY_SIZES[oid],
-                _GcmParameters.load(algorithm["parameters"].dump()),
+                _gcm_parameters().load(algorithm["parameters"].dump()),
                 encrypted,
                 enveloped["mac"].native,
                 aad,
@@ -888,7 +938,7 @@ def decrypt_envelope(
 
     Every KeyTransRecipientInfo is tried with ``private_key`` (no certificate needed), then
     every PasswordRecipientInfo with ``password``.  RSA PKCS#1 v1.5 with the wrong key does
-    not fail under OpenSSL >= 3.2 (implicit rejection, FACTS.md §CMS): a candidate key
+    not fail under OpenSSL >= 3.2 (implicit rejection: a random key comes back): a candidate key
     counts only if its length fits the cipher and the content's padding (or GCM tag) checks.
     CBC has no integrity: a wrong key passes those checks about once in 70 000 tries, and
     a damaged ciphertext block can decrypt to damaged plaintext, so the caller must still
@@ -1040,6 +1090,8 @@ def open_envelope_in_pieces(head: bytes, size: int, read: ReadBytes,
         content, length = _der_header(head, algorithm_at, _SEQUENCE)
         algorithm = head[algorithm_at:content + length]
         at, encrypted = _der_header(head, content + length, 0x80)
+        from asn1crypto import algos
+
         parsed = algos.EncryptionAlgorithm.load(algorithm)
         spec = _CBC_CIPHERS.get(parsed["algorithm"].dotted)
         iv = _octets(parsed["parameters"]) if spec is not None else b""

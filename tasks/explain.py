@@ -1,6 +1,6 @@
 """``--explain FILE``: what the profile does to each attribute of one file, and why.
 
-Rules that describe themselves (STYLE.md 4): the walk that builds the edit plan records each
+Rules that describe themselves: the walk that builds the edit plan records each
 decision it takes (``trace``), so the explanation comes from the same table and the same
 code that do the work.  No attribute value is printed, only tags, names and actions.
 """

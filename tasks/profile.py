@@ -1,6 +1,6 @@
 """De-identification profiles: which attribute gets which PS3.15 action, and why.
 
-Rules as data (STYLE.md 3).  A profile is a YAML file in ``configs/profiles/`` (or any path)
+Rules as data.  A profile is a YAML file in ``configs/profiles/`` (or any path)
 validated once by :func:`load_profile` into a frozen :class:`ProfileSpec`.  A table-based
 profile (``table: ps3.15-e1-1``) takes every row of PS3.15 Table E.1-1 (``tasks/_profile_table``,
 generated) with the Basic Profile code, lets the Options it enables override it (the cleaner
@@ -11,8 +11,7 @@ X/Z/U*) with the PS3.3 Type of the attribute in the file's IOD (``tasks.iod_type
 caches every decision by (parent sequence, tag), so the per-element cost in the walk is one
 dict lookup.  ``--explain`` prints the same :class:`Decision` objects the walk uses.
 
-The ``gdcmanon`` profile is the 2008 48-attribute list gdcmanon hard-codes
-(gdcmanon-reference.md §2.1), with our deliberate differences: UIDs are always replaced (never
+The ``gdcmanon`` profile is the 2008 48-attribute list gdcmanon 3.0.21 hard-codes, with our deliberate differences: UIDs are always replaced (never
 emptied) and the identifiers gdcmanon sends down its broken "dummy" path get consistent
 pseudonyms instead of an empty value.
 """

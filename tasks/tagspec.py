@@ -1,4 +1,4 @@
-"""Tag specifications as gdcmanon's dumb mode spells them (gdcmanon-reference.md §5).
+"""Tag specifications as gdcmanon's dumb mode spells them (its manual page's grammar).
 
 ``g,e`` names a public attribute (each part hex, at most 4 digits: ``10,10`` is (0010,0010)).
 ``g,e,CREATOR`` names a private attribute: the group must be odd, the element's low byte is

@@ -1,8 +1,8 @@
 """Deterministic replacement values derived by HMAC-SHA256 from a secret.
 
 The same secret and original give the same replacement on every worker, in every run and
-at every site, which is what keeps a study consistent across files without a shared map
-(STYLE.md 5).  The secret never leaves the driver's state folder except inside the settings
+at every site, which is what keeps a study consistent across files without a shared map.
+The secret never leaves the driver's state folder except inside the settings
 shipped to workers.
 """
 

@@ -1,4 +1,4 @@
-"""Hostile DICOM inputs built in code, shared by the engine, CLI and fuzz tests (STYLE.md 13).
+"""Hostile DICOM inputs built in code, shared by the engine, CLI and fuzz tests.
 
 Builders write the few bytes a case needs (explicit and implicit elements, file meta, nested
 items) so each bad input is visible in the test that uses it; real files come from pydicom's

@@ -1,4 +1,4 @@
-"""The command line, in-process (``main([...])``) and as the installed command (STYLE.md 8)."""
+"""The command line, in-process (``main([...])``) and as the installed command."""
 
 from __future__ import annotations
 

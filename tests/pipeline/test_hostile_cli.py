@@ -1,4 +1,4 @@
-"""Hostile inputs through the command line, single-file mode, both ways (STYLE.md 8).
+"""Hostile inputs through the command line, single-file mode, both ways.
 
 In process (``main([...])``) and as the installed ``anonpipe`` in a subprocess, every bad
 input gives exit 1 and one line on stderr, ``anonpipe: NAME: reason``, writes nothing and
