@@ -540,7 +540,7 @@ def _pwri_wrapped_size(spec: _BlockCipher) -> int:
 
 @dataclass(frozen=True, repr=False)
 class EnvelopeEncryptor:
-    """Writes a DER ContentInfo(EnvelopedData) as gdcmanon/OpenSSL does (reference §3.2).
+    """Writes a DER ContentInfo(EnvelopedData) as gdcmanon/OpenSSL does.
 
     One KeyTransRecipientInfo per certificate, plus a PasswordRecipientInfo when
     ``password`` is set (then EnvelopedData v3, RFC 5652 §6.1).  Holds only DER and plain

@@ -1,4 +1,4 @@
-"""gdcmanon's dumb mode: ``--empty``, ``--clear``, ``--remove``, ``--replace`` (reference §5).
+"""gdcmanon's dumb mode: ``--empty``, ``--clear``, ``--remove``, ``--replace``.
 
 Semantics as gdcmanon 3.0.21 (top level only, no recursion; file meta kept, (0002,0002) and
 (0002,0003) follow (0008,0016) and (0008,0018)), in gdcmanon's order of operations, minus
@@ -118,7 +118,7 @@ class DumbOp:
         return f"{self.kind.value} {self.tag}"
 
 
-#: gdcmanon's execution order (reference §5) as (kind, private?); private replace is ours.
+#: gdcmanon's execution order as (kind, private?); private replace is ours.
 ORDER: tuple[tuple[DumbKind, bool], ...] = (
     (DumbKind.REPLACE, False),
     (DumbKind.REPLACE, True),
@@ -132,7 +132,7 @@ ORDER: tuple[tuple[DumbKind, bool], ...] = (
 _RANK = {key: index for index, key in enumerate(ORDER)}
 
 #: Attributes that are Type 1 wherever they sit at the top level of a composite instance.
-#: Emptying or removing one makes the file invalid (reference §12: emptying (0008,0016)).
+#: Emptying or removing one makes the file invalid (emptying (0008,0016), for one).
 TYPE1: dict[int, str] = {
     0x00080016: "SOP Class UID (PS3.3 C.12.1 SOP Common)",
     0x00080018: "SOP Instance UID (PS3.3 C.12.1 SOP Common)",
@@ -162,7 +162,7 @@ class DumbSettings:
 def parse_dumb_ops(
     empty: Sequence[str], clear: Sequence[str], remove: Sequence[str], replace: Sequence[str]
 ) -> tuple[DumbOp, ...]:
-    """Operations from the four options' arguments, checked, in gdcmanon's order (§5).
+    """Operations from the four options' arguments, checked, in gdcmanon's order.
 
     Within one kind the command-line order is kept.  Everything that does not depend on a
     file (syntax, group, dictionary VR, value format of public attributes) fails here.

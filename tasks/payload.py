@@ -46,7 +46,7 @@ from tasks.tags import (
 )
 
 #: A private record appended after the (0400,0550) element in the payload.  gdcmanon -d
-#: parses only the first element and ignores what follows (reference §3.4), so this carries
+#: parses only the first element and ignores what follows, so this carries
 #: what gdcmanon's layout cannot.
 RESTORE_CREATOR_TAG = 0x04010010
 RESTORE_CREATOR = b"ANONPIPE RESTORE"
@@ -79,7 +79,7 @@ def keep_original(payload: dict[int, Element], element: Element) -> None:
 def build_payload(buf: bytes, elements: list[Element], enc: Encoding) -> bytes:
     """The Encrypted Attributes Data Set: (0400,0550) SQ, one item, Explicit VR LE.
 
-    Layout as gdcmanon writes it (reference §3.3): undefined-length sequence and item,
+    Layout as gdcmanon writes it: undefined-length sequence and item,
     the original elements in ascending tag order, values little-endian.
     """
     return b"".join(payload_parts(buf, elements, enc))  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Dumb mode against the real ``gdcmanon --dumb``: one test per cell of reference §5.
+"""Dumb mode against the real ``gdcmanon --dumb``: one test per cell of its grammar.
 
 Each test runs gdcmanon and anonpipe on the same input.  Where gdcmanon is right, the data
 sets must be equal (pydicom equality; gdcmanon zeroes the preamble and rewrites part of the

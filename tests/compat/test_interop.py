@@ -18,7 +18,7 @@ from tests.conftest import Pki, pydicom_file
 
 pytestmark = [pytest.mark.gdcm, pytest.mark.usefixtures("needs_gdcmanon")]
 
-#: pydicom test files gdcmanon reads and de-identifies (reference §4.1)
+#: pydicom test files gdcmanon reads and de-identifies
 GDCM_READABLE = [
     "CT_small.dcm",
     "MR_small.dcm",

@@ -86,7 +86,7 @@ def test_dciodvfy_finds_no_new_error(name: str, pki: Pki, tmp_path: Path,
 @pytest.mark.parametrize("name", ["CT_small.dcm", "test-SR.dcm"])
 def test_gdcmanon_introduces_errors_we_do_not(name: str, pki: Pki, tmp_path: Path,
                                               require_tool) -> None:  # type: ignore[no-untyped-def]
-    """gdcmanon empties Type 1 attributes (reference §2.2): documented for comparison."""
+    """gdcmanon empties Type 1 attributes: documented for comparison."""
     require_tool("dciodvfy")
     require_tool("gdcmanon")
     original = pydicom_file(name)

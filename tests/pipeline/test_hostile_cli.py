@@ -324,7 +324,7 @@ def _aborted(returncode: int) -> bool:
 def test_gdcmanon_aborts_where_we_refuse(require_tool: Callable[[str], str], pki: Pki,
                                          subprocess_runs: dict) -> None:  # type: ignore[type-arg]
     """gdcmanon 3.0.21: SIGABRT on cuts at 194 and 291 bytes and on a two-item payload,
-    exit 0 with zero-filled pixels on a cut at 20000 (reference §8); we exit 1 on each."""
+    exit 0 with zero-filled pixels on a cut at 20000; we exit 1 on each."""
     gdcmanon = require_tool("gdcmanon")
     checked = 0
     for case_id in [c for c in SUBPROCESS_IDS if c.startswith("cut-")] + ["payload-two-items"]:

@@ -38,7 +38,7 @@ from tests.conftest import REPO, pydicom_file
 PASSPHRASE = b"key-passphrase-1"  # unlocks the encrypted private keys
 PASSWORD = b"secret"  # the PasswordRecipientInfo password (gdcmanon -p)
 PAYLOAD_SIZES = [0, 1, 15, 16, 17, 560, 2048]
-SQ_0400_0550 = bytes.fromhex("000450055351")  # (0400,0550) SQ, reference §3.3
+SQ_0400_0550 = bytes.fromhex("000450055351")  # (0400,0550) SQ
 OPENSSL_CIPHER = {
     Cipher.AES128: "aes-128-cbc",
     Cipher.AES192: "aes-192-cbc",
@@ -208,7 +208,7 @@ def test_several_recipients(
 def test_trailing_pad_byte_accepted(
     openssl: Run, tmp_path: Path, pki: Pki, cert: bytes, key: PrivateKey
 ) -> None:
-    """gdcmanon pads an odd-length DER with one 0x00 in (0400,0520) (reference §3.1)."""
+    """gdcmanon pads an odd-length DER with one 0x00 in (0400,0520)."""
     plaintext = _payload(33)
     ours = EnvelopeEncryptor((cert,), Cipher.DES3).encrypt(plaintext)
     theirs = _openssl_encrypt(openssl, tmp_path, plaintext, "-des3", pki.cert)
@@ -257,7 +257,7 @@ def test_openssl_decrypts_ours_for_each_recipient(
 def test_asn1parse_shows_gdcmanon_layout(
     openssl: Run, tmp_path: Path, pki: Pki, cert: bytes
 ) -> None:
-    """Reference §3.2: v0, one KTRI v0 issuerAndSerial + rsaEncryption/NULL, aes-256-cbc."""
+    """gdcmanon's layout: v0, one KTRI v0 issuerAndSerial + rsaEncryption/NULL, aes-256-cbc."""
     blob = EnvelopeEncryptor((cert,)).encrypt(_payload(560))
     assert blob[:2] == b"\x30\x82" and int.from_bytes(blob[2:4], "big") + 4 == len(blob)
     lines = [line.split(":", 1)[1] for line in _asn1parse(openssl, tmp_path, blob).splitlines()]
@@ -718,7 +718,7 @@ def ct_small() -> Path:
 
 
 def _encrypted_attributes(path: Path) -> bytes:
-    """(0400,0500)[0](0400,0520): the CMS blob gdcmanon stored (reference §3.1)."""
+    """(0400,0500)[0](0400,0520): the CMS blob gdcmanon stored."""
     import pydicom
 
     dataset = pydicom.dcmread(path)
@@ -773,7 +773,7 @@ def _swap_envelope(path: Path, old: bytes, new: bytes, out: Path) -> None:
     data = path.read_bytes()
     at = data.index(old)
     assert struct.unpack_from("<I", data, at - 4)[0] == len(old)
-    new += b"\x00" * (len(new) % 2)  # the caller's even-length pad (reference §3.1)
+    new += b"\x00" * (len(new) % 2)  # the caller's even-length pad
     out.write_bytes(data[: at - 4] + struct.pack("<I", len(new)) + new + data[at + len(old) :])
 
 
@@ -969,3 +969,18 @@ def test_envelope_der_is_the_reference_layout(
             cek = key.decrypt(encrypted_keys[-1], padding.PKCS1v15())
             assert cek == drawn or (cipher is Cipher.DES3 and all(
                 a & 0xFE == b & 0xFE for a, b in zip(cek, drawn, strict=True)))
+
+
+def test_encrypting_needs_no_asn1_parser(pki: Pki) -> None:
+    """-e builds its envelopes from fixed DER (every worker and the driver import this
+    module): asn1crypto, ~15 ms to import, is loaded only to decrypt."""
+    code = (
+        "import sys\n"
+        "from tasks.crypto import EnvelopeEncryptor, load_certificate\n"
+        f"blob = EnvelopeEncryptor((load_certificate({str(pki.cert)!r}),)).encrypt(b'x' * 99)\n"
+        "assert blob[:2] == b'\\x30\\x82'\n"
+        "print('asn1crypto' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""Tag specifications in gdcmanon's dumb-mode syntax (reference §5), and our refusals."""
+"""Tag specifications in gdcmanon's dumb-mode syntax, and our refusals."""
 
 from __future__ import annotations
 
