@@ -90,7 +90,7 @@ def iter_files(root: Path, recursive: bool = False, follow_outside: bool = False
     while stack:
         folder, prefix, names, ancestors = stack[-1]
         for name in names:
-            if name[0] == "." or TEMP_MARKER in name:  # skipped_name, inlined
+            if skipped_name(name):
                 continue
             path = join(folder, name)
             rel = prefix + name

@@ -36,16 +36,14 @@ def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int
         return _failed(rel, size, "InternalError",
                        f"unexpected {type(exc).__name__} (a bug: please report it)",
                        _seconds(started))
-    seconds = (perf_counter_ns() - started + 500) // 1000 / 1e6  # _seconds, inline
-    if isinstance(written, Written):
-        row: dict[str, object] = {
-            "source": rel, "status": _DONE, "bytes_in": size, "bytes_out": written.size,
-            "error_kind": None, "error": None, "seconds": seconds}
-        if written.pixels is not None:
-            row["pixels"] = written.pixels
-        return row
-    return {"source": rel, "status": _DONE, "bytes_in": size, "bytes_out": written,
-            "error_kind": None, "error": None, "seconds": seconds}
+    nbytes, pixels = ((written.size, written.pixels) if isinstance(written, Written)
+                      else (written, None))
+    row: dict[str, object] = {"source": rel, "status": _DONE, "bytes_in": size,
+                              "bytes_out": nbytes, "error_kind": None, "error": None,
+                              "seconds": _seconds(started)}
+    if pixels is not None:
+        row["pixels"] = pixels
+    return row
 
 
 #: the permissions assumed of an input not yet open: only its owner may read it

@@ -223,14 +223,8 @@ def write_atomic(dst: Path | str, data: bytes | Sequence[Piece], fsync: bool = T
     sync = fsync and deferred is None
     policy = _POLICY.get()
     path = os.fspath(dst)
-    if policy is not None and policy.root is not None and path.startswith(policy.root):
-        mode, owned = policy.mode, False
-        rel, _, name = path[len(policy.root):].rpartition("/")
-        last = policy._folder  # most files of a batch share the folder of the one before
-        folder = last[1] if last is not None and last[0] == rel else policy.folder(rel)
-    else:
-        mode = policy.mode if policy is not None else DEFAULT_MODE
-        folder, name, owned = _output_folder(policy, path)
+    mode = policy.mode if policy is not None else DEFAULT_MODE
+    folder, name, owned = _output_folder(policy, path)
     try:
         try:
             _write_once(folder, name, chunks, total, sync, mode)
@@ -369,8 +363,10 @@ def current_policy() -> OutputPolicy | None:
 
 
 def _output_folder(policy: OutputPolicy | None, path: str) -> tuple[int, str, bool]:
-    """(folder descriptor, file name, whether the caller closes it) for ``path`` (outside
-    the policy's root: :func:`write_atomic` finds the folders under it itself)."""
+    """(folder descriptor, file name, whether the caller closes it) for ``path``."""
+    if policy is not None and policy.root is not None and path.startswith(policy.root):
+        folder, _, name = path[len(policy.root):].rpartition("/")
+        return policy.folder(folder), name, False
     parent = os.path.dirname(path) or "."
     try:
         try:

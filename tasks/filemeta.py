@@ -83,8 +83,6 @@ def rebuilt_meta(sop_class: bytes | None, sop_instance: bytes | None,
 
 #: (0002,0000) UL, explicit VR little endian, then its value
 _GROUP_LENGTH = struct.Struct("<HH2sHI")
-#: a UI element's header, explicit VR little endian
-_UI_HEADER = struct.Struct("<HH2sH")
 #: (0002,0001) and (0002,0002) by the SOP Class UID given, (0002,0010) onwards by syntax
 _HEADS: dict[bytes | None, bytes] = {}
 _TAILS: dict[str, bytes] = {}
@@ -95,11 +93,7 @@ def _uid_element(tag: int, value: bytes) -> bytes:
     """The UI element (explicit VR little endian, NUL-padded), or b"" when ``value`` (its
     padding stripped) is not a UID."""
     value = value.rstrip(b"\0 ")
-    if not is_uid(value):
-        return b""
-    if len(value) % 2:
-        value += b"\0"
-    return _UI_HEADER.pack(tag >> 16, tag & 0xFFFF, b"UI", len(value)) + value
+    return encode_element(tag, "UI", value, EXPLICIT_LE_ENC) if is_uid(value) else b""
 
 
 def preamble_data(raw_prefix: bytes) -> bytes | None:
