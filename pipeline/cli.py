@@ -307,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
         run = build_run(args)
         # forked from the driver as it is now: the options read, the profile and its
         # pixel rules loaded (pipeline.earlypool)
-        earlypool.start(args)
+        earlypool.start(run)
         return execute(run)
     except UsageError as exc:
         print(f"anonpipe: {exc}", file=sys.stderr)

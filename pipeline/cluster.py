@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline import earlypool
 from pipeline.clusterconfig import ClusterConfig, load_cluster_config
 from pipeline.job import TreeJob
 from pipeline.jobqueue import JOBQUEUE_KINDS, JobQueue, make_cluster, remove_tls_files
@@ -163,6 +162,8 @@ class Backend:
 
     def _process_pool(self) -> ProcessPool:
         if self._processes is None:
+            from pipeline import earlypool  # it lists the input as pass 1 does (a cycle)
+
             workers, retries = self.local_workers(), self.job.tuning.retries
             self._processes = (earlypool.take(workers, retries)
                                or ProcessPool(workers, retries))

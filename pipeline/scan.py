@@ -93,7 +93,7 @@ class _Batcher:
         return errors
 
 
-def _sized_stream(job: TreeJob) -> tuple[Iterator[Entry], int | None, int | None]:
+def sized_stream(job: TreeJob) -> tuple[Iterator[Entry], int | None, int | None]:
     """The entry stream and, when it is short, its length and bytes (at most
     ``inline_below`` entries held)."""
     entries = (iter_listed(job.input, job.files, job.follow_symlinks) if job.files is not None
@@ -111,9 +111,9 @@ def run_scan(job: TreeJob, store: Store, backend: Backend, progress: RunProgress
     reuse = scanning and store.begin_inventory(_scan_key(job, replaced))
     if not scanning:
         store.reset_inventory()
-    stream, expected, nbytes = _sized_stream(job)
+    stream, expected, nbytes = sized_stream(job)
     if not (job.scan_only or job.dry_run):  # pass 2 may want workers pass 1 does without
-        backend.prestart(expected, nbytes, _worker_modules(job))
+        backend.prestart(expected, nbytes, worker_modules(job))
     if not scanning:
         progress.begin("pass 1 list", total=expected)
         _list_only(stream, store, progress)
@@ -144,7 +144,7 @@ def _chunks(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
         yield chunk
 
 
-def _worker_modules(job: TreeJob) -> tuple[str, ...]:
+def worker_modules(job: TreeJob) -> tuple[str, ...]:
     """What a pass-2 worker imports to run the job's operation."""
     modules = ["tasks.batch", type(job.operation).__module__]
     if job.operation.encryptor is not None:

@@ -1,8 +1,7 @@
-"""Worker processes started while the driver reads its options (pipeline.earlypool)."""
+"""Worker processes started once the driver has read its options (pipeline.earlypool)."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,9 @@ import pytest
 from pipeline import earlypool
 from pipeline.cli import build_parser
 from pipeline.cluster import Backend
-from pipeline.job import PROCESSES_FROM
+from pipeline.job import PROCESSES_FROM, TreeJob
+from pipeline.options import Run, build_run
+from tasks.errors import UsageError
 from tests.pipeline.conftest import deid_job
 
 
@@ -22,8 +23,16 @@ def _no_pool_left() -> Iterator[None]:
     earlypool.close()
 
 
-def _args(*argv: str) -> argparse.Namespace:
-    return build_parser().parse_args(list(argv))
+def _run(tmp_path: Path, *argv: str) -> Run:
+    """The run the command line builds (irreversible -e: no certificate needed)."""
+    secret = ["--secret-file", str(tmp_path / "secret"), "--new-secret"]
+    return build_run(build_parser().parse_args(["-e", "--irreversible", *secret, *argv]))
+
+
+def _workers(tmp_path: Path, *argv: str) -> int | None:
+    run = _run(tmp_path, *argv)
+    assert isinstance(run, TreeJob)
+    return earlypool._workers(run)
 
 
 def _folder(root: Path, files: int, nested: bool = True) -> Path:
@@ -47,17 +56,24 @@ def _alive(pool: object) -> list[psutil.Process]:
 def test_the_pool_starts_only_for_runs_that_will_use_it(big: Path, tmp_path: Path) -> None:
     small = _folder(tmp_path / "small", PROCESSES_FROM - 1)
     out = str(tmp_path / "out")
-    assert earlypool._workers(_args("-r", "--workers", "2", str(big), out)) == 2
-    assert earlypool._workers(_args("-r", "--workers", "2", str(small), out)) is None
+    assert _workers(tmp_path, "-r", "--workers", "2", str(big), out) == 2
+    assert _workers(tmp_path, "-r", "--workers", "2", str(small), out) is None
     # files below the top folder are counted only with -r
-    assert earlypool._workers(_args("--workers", "2", str(big), out)) is None
+    assert _workers(tmp_path, "--workers", "2", str(big), out) is None
     for extra in (["--workers", "0"], ["--workers", "1"], ["--scan-only"], ["--dry-run"],
-                  ["--local-pool", "dask"], ["--scheduler", "tcp://127.0.0.1:1"], ["-e", "-d"]):
+                  ["--scheduler", "tcp://127.0.0.1:1", "--insecure-scheduler"]):
         argv = ["-r", *extra, str(big), out]
         if "--workers" not in extra:
             argv = ["--workers", "2", *argv]
-        assert earlypool._workers(_args(*argv)) is None, extra
-    assert earlypool._workers(_args("-r", "--workers", "2", str(big / "s0" / "f0"), out)) is None
+        assert _workers(tmp_path, *argv) is None, extra
+    # --local-pool dask: the tier policy puts a pass of 256-4,999 files on local processes
+    # (the backend starts them ahead of pass 2 too); a larger one goes to the LocalCluster
+    assert _workers(tmp_path, "-r", "--workers", "2", "--local-pool", "dask", str(big), out) == 2
+    with pytest.raises(UsageError):  # two modes: refused before any pool
+        _run(tmp_path, "-d", "-r", "--workers", "2", str(big), out)
+    single = _run(tmp_path, "-r", "--workers", "2", str(big / "s0" / "f0"), out)
+    earlypool.start(single)  # single-file mode: no pool
+    assert not isinstance(single, TreeJob) and earlypool._early is None
 
 
 def test_a_large_file_counts_by_its_bytes(tmp_path: Path) -> None:
@@ -65,12 +81,12 @@ def test_a_large_file_counts_by_its_bytes(tmp_path: Path) -> None:
     folder.mkdir()
     with (folder / "large").open("wb") as fh:
         fh.truncate(200 * 1024 * 1024)  # sparse: no disk used
-    assert earlypool._workers(_args("--workers", "2", str(folder), str(tmp_path / "o"))) == 2
+    assert _workers(tmp_path, "--workers", "2", str(folder), str(tmp_path / "o")) == 2
 
 
 def test_the_backend_takes_the_pool_started_early(big: Path, archive: Path,
                                                   tmp_path: Path) -> None:
-    earlypool.start(_args("-r", "--workers", "2", str(big), str(tmp_path / "o")))
+    earlypool.start(_run(tmp_path, "-r", "--workers", "2", str(big), str(tmp_path / "o")))
     early = earlypool._early
     assert early is not None
     backend = Backend(deid_job(archive, tmp_path / "out", workers=2, local_pool="processes"))
@@ -84,7 +100,7 @@ def test_the_backend_takes_the_pool_started_early(big: Path, archive: Path,
 
 
 def test_a_pool_of_another_size_or_not_taken_is_stopped(big: Path, tmp_path: Path) -> None:
-    earlypool.start(_args("-r", "--workers", "2", str(big), str(tmp_path / "o")))
+    earlypool.start(_run(tmp_path, "-r", "--workers", "2", str(big), str(tmp_path / "o")))
     early = earlypool._early
     assert early is not None
     started = _alive(early)
@@ -92,7 +108,7 @@ def test_a_pool_of_another_size_or_not_taken_is_stopped(big: Path, tmp_path: Pat
     assert earlypool.take(3, 0) is None  # the run wants three workers: a pool of its own
     assert _alive(early) == [] and not any(p.is_running() for p in started)
 
-    earlypool.start(_args("-r", "--workers", "2", str(big), str(tmp_path / "o")))
+    earlypool.start(_run(tmp_path, "-r", "--workers", "2", str(big), str(tmp_path / "o")))
     again = earlypool._early
     assert again is not None
     started = _alive(again)

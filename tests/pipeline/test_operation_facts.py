@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 from pipeline.plan import burned_in_check
-from pipeline.scan import _worker_modules
+from pipeline.scan import worker_modules
 from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings
 from tasks.dumb import IRREVERSIBLE_OPS, DumbEdit, DumbSettings
@@ -38,10 +38,10 @@ def test_the_driver_reads_the_facts(tmp_path: Path, encryptor: EnvelopeEncryptor
     refusing = Deidentify(DeidentifySettings(secret=SECRET, encryptor=encryptor,
                                              pixels="refuse"))
     job = deid_job(tmp_path, tmp_path / "out", operation=refusing)
-    assert "tasks.crypto" in _worker_modules(job)
+    assert "tasks.crypto" in worker_modules(job)
     assert burned_in_check(job) is not None
     plain = deid_job(tmp_path, tmp_path / "out")  # irreversible, pixels cleaned
-    assert "tasks.crypto" not in _worker_modules(plain)
+    assert "tasks.crypto" not in worker_modules(plain)
     assert burned_in_check(plain) is None
 
 
