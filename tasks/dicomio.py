@@ -498,20 +498,10 @@ class DicomFile:
         return None
 
     def top_value(self, tag: int) -> bytes | None:
-        """The value of the top-level element ``tag`` (None: absent or undefined length);
-        :meth:`top` inlined, as every file asks for a few."""
-        tags = self.tags
-        if tags is None:
-            tags = self.tags = [el.tag for el in self.elements]
-        index = bisect_left(tags, tag)
-        if index == len(tags) or tags[index] != tag:
+        el = self.top(tag)
+        if el is None or el.undefined:
             return None
-        el = self.elements[index]
-        length = el.length
-        if length == UNDEFINED:
-            return None
-        start = el.value_start
-        return bytes(self.body[start:start + length])
+        return el.value(self.body)
 
     def top_text(self, tag: int) -> str | None:
         value = self.top_value(tag)
