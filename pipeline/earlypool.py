@@ -63,5 +63,8 @@ def _workers(job: TreeJob) -> int | None:
     if job.scan_only or job.dry_run or job.cluster is not None:
         return None  # a named cluster's configuration is the backend's to read
     placement = Placement.of(job, None)
-    _, files, nbytes = sized_stream(job)
+    try:
+        _, files, nbytes = sized_stream(job)
+    except OSError:  # the input cannot be listed: pass 1 says so, in its own words
+        return None
     return placement.local_workers if placement.prestart(Pass(files, nbytes)) else None
