@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -137,8 +138,13 @@ def leaks(tree: Tree, outcome: Outcome, profile: str,
         for marker in surviving(path.read_bytes(), markers):
             if marker.text not in shifted.get(rel, ()):
                 note(marker, "output bytes")
+        path_bytes, tokens = rel.encode(), set(re.split(rb"[/.]", rel.encode()))
         for text, marker in markers.items():
-            if text in rel.encode():
+            # a value copied into a path is one of its components or dot-separated parts;
+            # a marker of digits alone is looked for as such, not inside the digits of a
+            # UID the names are made of (an 8-digit date is in one of a few thousand
+            # 39-digit HMAC UIDs by chance, at random from run to run)
+            if (text in tokens) if text.isdigit() else (text in path_bytes):
                 note(marker, "output path")
     streams = {"stdout": outcome.stdout, "stderr": outcome.stderr,
                **{f"run report {i}": text for i, text in enumerate(outcome.reports)}}
