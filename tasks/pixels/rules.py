@@ -120,10 +120,10 @@ def load_rules(path: str) -> tuple[RegionRule, ...]:
     """The validated rules of one file (cached per worker)."""
     import yaml
 
-    from tasks.profile import parse_attribute
+    from tasks.profile import parse_attribute, safe_yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = safe_yaml(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ProfileError(f"{path}: cannot read pixel rules: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("rules", []), list):

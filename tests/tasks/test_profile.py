@@ -20,6 +20,7 @@ from tasks.profile import (
     get_profile,
     load_profile,
     resolve_code,
+    safe_yaml,
 )
 from tests.conftest import REPO
 
@@ -158,6 +159,18 @@ BAD_PROFILES = [
     ("name: x\nburned_in_sop_classes: [not-a-uid]\n", "is not a UID"),
     ("name: x\n  bad: [indent\n", "not valid YAML"),
 ]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_yaml_reads_the_same_through_libyaml(path: Path) -> None:
+    """Profiles and pixel rules are read with libyaml's parser when PyYAML has it: the data
+    must be what PyYAML's own parser makes of every shipped file."""
+    import yaml
+
+    assert yaml.__with_libyaml__, "the PyYAML wheel is built with libyaml"
+    text = path.read_text()
+    assert safe_yaml(text) == yaml.safe_load(text)
 
 
 @pytest.mark.parametrize("text,message", BAD_PROFILES)
