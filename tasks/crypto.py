@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeAlias
 
-from cryptography import x509
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher as _CipherContext
 from cryptography.hazmat.primitives.ciphers import CipherAlgorithm, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from tasks.certificate import KEY_ENCIPHERMENT, der_of, parse_certificate
 from tasks.errors import CryptoError
 
 if TYPE_CHECKING:  # asn1crypto parses envelopes (decryption) only: imported there, lazily
@@ -234,17 +234,15 @@ def load_certificate(path: Path) -> bytes:
     """
     data = _read(path, "certificate")
     try:
-        if b"-----BEGIN" in data:
-            if b"-----BEGIN CERTIFICATE-----" not in data:
-                raise CryptoError(f"cannot read certificate {path}: the PEM holds no CERTIFICATE")
-            certificate = x509.load_pem_x509_certificate(data)
-        else:
-            certificate = x509.load_der_x509_certificate(data)
+        der = der_of(data)
+    except ValueError as exc:
+        raise CryptoError(f"cannot read certificate {path}: {exc}") from None
+    try:
+        parse_certificate(der)
     except ValueError:
         raise CryptoError(
             f"cannot read certificate {path}: not a PEM or DER X.509 certificate"
         ) from None
-    der = certificate.public_bytes(serialization.Encoding.DER)
     try:
         _recipient(der)
     except CryptoError as exc:
@@ -260,23 +258,19 @@ def recipient_problems(der: bytes, now: datetime | None = None) -> tuple[list[st
     certificate outside its validity period (the payload stays readable with the key, but
     the certificate was not meant for it any more, or not yet).
     """
-    certificate = x509.load_der_x509_certificate(der)
+    certificate = parse_certificate(der)
     refusals: list[str] = []
-    key = certificate.public_key()
+    key = serialization.load_der_public_key(certificate.public_key_info)
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         refusals.append(f"RSA key of {key.key_size} bits (at least {MIN_RSA_BITS})")
-    try:
-        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        usage = None
-    if usage is not None and not usage.key_encipherment:
+    if not certificate.allows(KEY_ENCIPHERMENT):
         refusals.append("its key usage does not include keyEncipherment")
     now = now or datetime.now(UTC)
     warnings = []
-    if certificate.not_valid_after_utc < now:
-        warnings.append(f"expired on {certificate.not_valid_after_utc:%Y-%m-%d}")
-    elif certificate.not_valid_before_utc > now:
-        warnings.append(f"not valid before {certificate.not_valid_before_utc:%Y-%m-%d}")
+    if certificate.not_after < now:
+        warnings.append(f"expired on {certificate.not_after:%Y-%m-%d}")
+    elif certificate.not_before > now:
+        warnings.append(f"not valid before {certificate.not_before:%Y-%m-%d}")
     return refusals, warnings
 
 
@@ -357,10 +351,11 @@ def _build_recipient(der: bytes) -> _KeyTransRecipient:
     the certificate, so it matches the certificate byte for byte (as OpenSSL does).
     """
     try:
-        public_key = x509.load_der_x509_certificate(der).public_key()
-        issuer_and_serial = _tlv(_SEQUENCE, _issuer_and_serial(der))
-    except (ValueError, TypeError, KeyError, IndexError):
+        certificate = parse_certificate(der)
+        public_key = serialization.load_der_public_key(certificate.public_key_info)
+    except (ValueError, UnsupportedAlgorithm):
         raise CryptoError("not a DER X.509 certificate") from None
+    issuer_and_serial = _tlv(_SEQUENCE, certificate.issuer + certificate.serial)
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise CryptoError(
             f"public key type {_key_type(public_key)}; only RSA recipients are supported"
@@ -374,26 +369,6 @@ def _build_recipient(der: bytes) -> _KeyTransRecipient:
         + encrypted_key_header
     )
     return _KeyTransRecipient(head, public_key)
-
-
-def _issuer_and_serial(der: bytes) -> bytes:
-    """The serialNumber and issuer TLVs of a DER certificate, verbatim (RFC 5280 §4.1:
-    Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
-    serialNumber, signature, issuer, ... } ...}), issuer first as issuerAndSerialNumber
-    orders them (RFC 5652 §10.2.4)."""
-    pos, _ = _der_header(der, 0, _SEQUENCE)
-    pos, _ = _der_header(der, pos, _SEQUENCE)  # into tbsCertificate
-    if der[pos] == 0xA0:  # [0] EXPLICIT version
-        content, length = _der_header(der, pos, 0xA0)
-        pos = content + length
-    serial_at = pos
-    content, length = _der_header(der, pos, 0x02)
-    pos = content + length
-    serial = der[serial_at:pos]
-    content, length = _der_header(der, pos, _SEQUENCE)  # signature
-    issuer_at = content + length
-    content, length = _der_header(der, issuer_at, _SEQUENCE)
-    return der[issuer_at:content + length] + serial
 
 
 def _pwri_wrap(spec: _BlockCipher, kek: bytes, iv: bytes, cek: bytes) -> bytes:

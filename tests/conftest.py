@@ -43,13 +43,18 @@ def run_command(name: str, *args: str, env: Mapping[str, str] | None = None,
                           timeout=timeout, check=False, cwd=cwd, env={**os.environ, **(env or {})})
 
 
-def packages_loaded_by(code: str) -> set[str]:
-    """The top-level packages a fresh interpreter has loaded after running ``code`` (from
-    the checkout): what a worker or the driver pays to import on the path ``code`` takes."""
-    probe = code + "\nimport sys\nprint(' '.join({m.split('.')[0] for m in sys.modules}))\n"
+def modules_loaded_by(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running ``code`` (from the
+    checkout): what a worker or the driver pays to import on the path ``code`` takes."""
+    probe = code + "\nimport sys\nprint(' '.join(sys.modules))\n"
     out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
                          text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     return set(out.stdout.split())
+
+
+def packages_loaded_by(code: str) -> set[str]:
+    """The top-level packages of :func:`modules_loaded_by`."""
+    return {name.split(".")[0] for name in modules_loaded_by(code)}
 
 
 def run_main(*argv: str) -> subprocess.CompletedProcess[str]:

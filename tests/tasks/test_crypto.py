@@ -33,7 +33,7 @@ from tasks.crypto import (
     load_private_key_bytes,
 )
 from tasks.errors import CryptoError
-from tests.conftest import REPO, packages_loaded_by, pydicom_file
+from tests.conftest import REPO, modules_loaded_by, pydicom_file
 
 PASSPHRASE = b"key-passphrase-1"  # unlocks the encrypted private keys
 PASSWORD = b"secret"  # the PasswordRecipientInfo password (gdcmanon -p)
@@ -973,9 +973,14 @@ def test_envelope_der_is_the_reference_layout(
 
 def test_encrypting_needs_no_asn1_parser(pki: Pki) -> None:
     """-e builds its envelopes from fixed DER (every worker and the driver import this
-    module): asn1crypto, ~15 ms to import, is loaded only to decrypt."""
-    loaded = packages_loaded_by(
-        "from tasks.crypto import EnvelopeEncryptor, load_certificate\n"
-        f"blob = EnvelopeEncryptor((load_certificate({str(pki.cert)!r}),)).encrypt(b'x' * 99)\n"
+    module): asn1crypto, ~15 ms to import, is loaded only to decrypt, and
+    cryptography.x509, ~30 ms, not at all (tasks.certificate reads the recipient)."""
+    loaded = modules_loaded_by(
+        "from tasks.crypto import EnvelopeEncryptor, load_certificate, recipient_problems\n"
+        f"der = load_certificate({str(pki.cert)!r})\n"
+        "assert recipient_problems(der) == ([], [])\n"
+        "blob = EnvelopeEncryptor((der,)).encrypt(b'x' * 99)\n"
         "assert blob[:2] == b'\\x30\\x82'\n")
-    assert "tasks" in loaded and "asn1crypto" not in loaded
+    assert "tasks.crypto" in loaded
+    assert not {name for name in loaded if name.split(".")[0] == "asn1crypto"}
+    assert "cryptography.x509" not in loaded
