@@ -271,11 +271,17 @@ def settle(*folders: Path) -> None:
 
 def one_round(cmds: dict[str, tuple[list[str], Path | None]], order: list[str], work: Path,
               env: dict[str, str]) -> dict[str, Sample]:
-    """Every command once, each re-identification after the de-identification it reads."""
+    """Every command once, each re-identification after the de-identification it reads.
+
+    Each starts with no dirty pages (an unmeasured ``sync``): on this machine a writer
+    that follows another pays for the pages the one before left, in system time (cp -r
+    of ct960: 0.18-0.25 s first after a ``sync``, 1.08-1.37 s right after gdcmanon), so
+    the order of the round would otherwise decide the ratios."""
     samples = {}
     for label in sorted(order, key=lambda label: label.endswith("-d")):
         argv, output = cmds[label]
         reset(work, output)
+        os.sync()
         samples[label] = measure(argv, env)
     return samples
 
