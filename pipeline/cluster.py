@@ -300,8 +300,37 @@ class Backend:
         self._join()  # a cluster still starting is let finish, then stopped with the rest
         if self._processes is not None:
             self._processes.close()
+        if self._dask is not None:
+            quiet_distributed()
         self._stack.close()
         self._dask = None
+
+
+#: above every level ``logging`` defines: no record passes
+_SILENT = logging.CRITICAL + 10
+
+
+def quiet_distributed() -> None:
+    """From now on, nothing of ``distributed``'s logging reaches this process's stderr.
+
+    Why, when a run's dask cluster stops: its comms close after the cluster has put back
+    the log handlers it quieted (``silence_logs`` lasts as long as the cluster), and each
+    logs its closing with a traceback (``Batched Comm Closed``, a lost peer's write): after
+    an interrupt, or a lost job, the user would read tracebacks under the run's own
+    message.  What the run has to say about its workers, it says itself.  Not undone: the
+    comms may still close after this call returns.  The loggers are those ``distributed``
+    configures at import (with tornado's, its event loop's), and any of their children
+    given a level of its own (``distributed.client``)."""
+    loggers = logging.root.manager.loggerDict
+    for name in [*_DASK_LOGGERS, *loggers]:
+        if name.partition(".")[0] in _DASK_LOGGERS:
+            logger = logging.getLogger(name)
+            if name in _DASK_LOGGERS or logger.level != logging.NOTSET:
+                logger.setLevel(_SILENT)
+
+
+#: the roots of the loggers ``distributed`` prints to stderr through
+_DASK_LOGGERS = ("distributed", "tornado", "bokeh")
 
 
 def _to_stderr(text: str) -> None:

@@ -436,6 +436,43 @@ def test_a_pass_with_nothing_to_run_starts_no_cluster(archive: Path, tmp_path: P
         backend.close()
 
 
+#: a run's backend with a local dask cluster, stopped; then what closing comms log
+_STOPPING_CLUSTER = """
+import logging, sys
+from pathlib import Path
+from pipeline.cluster import open_client
+from pipeline.pools import DaskPool
+from tests.pipeline.conftest import deid_job
+
+job = deid_job(Path(sys.argv[1]), Path(sys.argv[2]), workers=2, inline_below=0,
+               inline_while_starting=False)
+with open_client(job) as backend:
+    pool = backend.pool(None)
+    assert isinstance(pool, DaskPool)
+    assert pool.client.submit(sum, [1, 2]).result(timeout=30) == 3
+print("stopped", flush=True)
+try:
+    raise OSError("stream closed")
+except OSError:
+    logging.getLogger("distributed.batched").info("Batched Comm Closed", exc_info=True)
+    logging.getLogger("distributed.batched").error("Error in batched write", exc_info=True)
+    logging.getLogger("distributed.client").warning("late warning")
+    logging.getLogger("tornado.application").error("Exception in callback", exc_info=True)
+"""
+
+
+def test_a_stopping_cluster_prints_nothing_of_dask(archive: Path, tmp_path: Path) -> None:
+    """Once a run's dask cluster stops, what its comms log as they close (a traceback
+    each, after the cluster has put back the handlers it quieted; seen under an
+    interrupted run's message) reaches no stderr, whichever of dask's loggers logs it.
+    In a process of its own: dask's handler writes to the stderr of its import."""
+    done = subprocess.run([sys.executable, "-c", _STOPPING_CLUSTER, str(archive),
+                           str(tmp_path / "out")], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, check=False)
+    assert (done.returncode, done.stdout) == (0, "stopped\n"), done.stderr
+    assert done.stderr == ""
+
+
 def test_driver_job_scripts(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--print-job-script --driver``: the whole command as a PBS job; refused alone, for
     a cluster that is not a batch system, and for an input that does not exist."""
