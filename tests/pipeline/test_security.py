@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,6 +112,18 @@ def _listening(pid: int) -> dict[int, str]:
             if c.status == psutil.CONN_LISTEN}
 
 
+def _workers(processes: dict[int, Any]) -> int:
+    """How many of ``processes`` (psutil's) are dask workers: processes multiprocessing
+    spawned (a LocalCluster's nannies start their workers that way)."""
+    import psutil
+
+    count = 0
+    for process in processes.values():
+        with contextlib.suppress(psutil.Error):
+            count += "multiprocessing.spawn" in " ".join(process.cmdline())
+    return count
+
+
 def _speaks_tls(port: int) -> bool:
     import ssl
 
@@ -156,10 +169,13 @@ def test_a_stranger_cannot_use_the_scheduler_of_a_running_anonpipe(tmp_path: Pat
                         child.send_signal(signal.SIGSTOP)  # the workers wait
                         stopped[child.pid] = child
             ports = _listening(proc.pid)
-            if stopped and len(ports) >= 2:  # the scheduler and its dashboard, at least
+            # the scheduler and its dashboard at least, and both workers held (the first
+            # child is multiprocessing's resource tracker: with it alone, the run would go
+            # on and close its ports while they are tried)
+            if _workers(stopped) >= 2 and len(ports) >= 2:
                 break
             time.sleep(0.05)
-        assert proc.poll() is None and stopped and len(ports) >= 2, ports
+        assert proc.poll() is None and _workers(stopped) >= 2 and len(ports) >= 2, ports
         assert set(ports.values()) == {"127.0.0.1"}, ports
         encrypted = [port for port in ports if _speaks_tls(port)]
         assert encrypted, ports
