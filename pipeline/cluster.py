@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -300,7 +301,7 @@ class Backend:
         self._join()  # a cluster still starting is let finish, then stopped with the rest
         if self._processes is not None:
             self._processes.close()
-        if self._dask is not None:
+        if "distributed" in sys.modules:  # a cluster, or a client, may be in the stack
             quiet_distributed()
         self._stack.close()
         self._dask = None
@@ -308,6 +309,8 @@ class Backend:
 
 #: above every level ``logging`` defines: no record passes
 _SILENT = logging.CRITICAL + 10
+#: the roots of the loggers ``distributed`` prints to stderr through
+_DASK_LOGGERS = ("distributed", "tornado", "bokeh")
 
 
 def quiet_distributed() -> None:
@@ -321,21 +324,15 @@ def quiet_distributed() -> None:
     comms may still close after this call returns.  The loggers are those ``distributed``
     configures at import (with tornado's, its event loop's), and any of their children
     given a level of its own (``distributed.client``)."""
-    loggers = logging.root.manager.loggerDict
-    for name in [*_DASK_LOGGERS, *loggers]:
-        if name.partition(".")[0] in _DASK_LOGGERS:
-            logger = logging.getLogger(name)
-            if name in _DASK_LOGGERS or logger.level != logging.NOTSET:
-                logger.setLevel(_SILENT)
-
-
-#: the roots of the loggers ``distributed`` prints to stderr through
-_DASK_LOGGERS = ("distributed", "tornado", "bokeh")
+    for name in _DASK_LOGGERS:
+        logging.getLogger(name).setLevel(_SILENT)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if (isinstance(logger, logging.Logger) and logger.level != logging.NOTSET
+                and name.partition(".")[0] in _DASK_LOGGERS):
+            logger.setLevel(_SILENT)
 
 
 def _to_stderr(text: str) -> None:
-    import sys
-
     print(f"anonpipe: {text}", file=sys.stderr, flush=True)
 
 
