@@ -52,7 +52,7 @@ from tasks.dicomio import (
 )
 from tasks.edit import Chunk, EditPlan, encode_element, render_parts
 from tasks.eligibility import refusals
-from tasks.engine import apply_to_file, deflate, file_pieces
+from tasks.engine import Staged, deflate, file_pieces, stage, write_staged
 from tasks.errors import DicomFormatError, UnsupportedFileError
 from tasks.fileio import FileRange, Piece, Stream, read_range
 from tasks.filemeta import is_uid, preamble_data, rebuilt_meta, zeroed_prefix
@@ -1025,11 +1025,17 @@ class Deidentify:
         return self.settings.encryptor
 
     def __call__(self, src: Path | str, dst: Path | str) -> int | Written:
+        staged = self.prepare(src)
+        size = write_staged(staged, dst)
+        return Written(size, staged.pixels) if staged.pixels is not None else size
+
+    def prepare(self, src: Path | str) -> Staged:
         cleaned: list[PixelResult] = []
-        size = apply_to_file(src, dst,
-                             lambda data: deidentify_parts(data, self.settings, cleaned=cleaned),
-                             lambda fd, size: deidentify_split(fd, size, self.settings,
-                                                               cleaned),
-                             min(SPLIT_FROM, self.settings.stream_pixels_from))
-        return Written(size, cleaned[-1].how) if cleaned else size
+        staged = stage(src,
+                       lambda data: deidentify_parts(data, self.settings, cleaned=cleaned),
+                       lambda fd, size: deidentify_split(fd, size, self.settings, cleaned),
+                       min(SPLIT_FROM, self.settings.stream_pixels_from))
+        if cleaned:
+            staged.pixels = cleaned[-1].how
+        return staged
 

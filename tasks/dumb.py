@@ -36,7 +36,7 @@ from tasks.dicomio import (
     tag_str,
 )
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts
-from tasks.engine import apply_to_file, file_pieces
+from tasks.engine import Staged, file_pieces, stage, write_staged
 from tasks.errors import ProfileError, UsageError
 from tasks.fileio import Piece
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
@@ -873,9 +873,12 @@ class DumbEdit:
     encryptor: ClassVar[None] = None
 
     def __call__(self, src: Path | str, dst: Path | str) -> int:
-        return apply_to_file(src, dst, lambda data: _dumb_parts(data, self.settings, self.warn),
-                             lambda fd, size: dumb_edit_split(fd, size, self.settings, self.warn),
-                             SPLIT_FROM)
+        return write_staged(self.prepare(src), dst)
+
+    def prepare(self, src: Path | str) -> Staged:
+        return stage(src, lambda data: _dumb_parts(data, self.settings, self.warn),
+                     lambda fd, size: dumb_edit_split(fd, size, self.settings, self.warn),
+                     SPLIT_FROM)
 
 
 #: The manpage's "Irreversible Anonymization" second step: drop the encrypted originals and

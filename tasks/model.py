@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
+    from tasks.engine import Staged
     from tasks.profile import CompiledProfile
 
 
@@ -72,6 +73,11 @@ class FileOperation(Protocol):
     """
 
     def __call__(self, src: Path | str, dst: Path | str) -> int | Written: ...
+
+    def prepare(self, src: Path | str) -> Staged:
+        """The output of ``src`` made, not yet written (:class:`tasks.engine.Staged`): what
+        a batch calls, to write several outputs together (``tasks.batch``).  Raises as
+        ``__call__`` does; the input stays open until the caller closes it."""
 
     # what the driver needs of the operation's settings (None: the operation has none)
     @property

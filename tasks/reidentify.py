@@ -30,7 +30,7 @@ from tasks.dicomio import (
     tag_str,
 )
 from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, transcode
-from tasks.engine import apply_to_file, file_pieces
+from tasks.engine import Staged, file_pieces, stage, write_staged
 from tasks.errors import CryptoError, DicomFormatError
 from tasks.fileio import Piece, Stream
 from tasks.payload import (
@@ -308,10 +308,12 @@ class Reidentify:
     encryptor: ClassVar[None] = None
 
     def __call__(self, src: Path | str, dst: Path | str) -> int:
-        return apply_to_file(src, dst,
-                             lambda data: _reidentified(read_dicom(data), self.settings),
-                             lambda fd, size: reidentify_split(fd, size, self.settings),
-                             min(SPLIT_FROM, self.settings.stream_payload_from))
+        return write_staged(self.prepare(src), dst)
+
+    def prepare(self, src: Path | str) -> Staged:
+        return stage(src, lambda data: _reidentified(read_dicom(data), self.settings),
+                     lambda fd, size: reidentify_split(fd, size, self.settings),
+                     min(SPLIT_FROM, self.settings.stream_payload_from))
 
 
 __all__ = [

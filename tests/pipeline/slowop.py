@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify
+from tasks.engine import Staged
+from tasks.model import Written
 from tasks.profile import CompiledProfile
 
 
@@ -51,9 +53,13 @@ class SlowDeidentify(_Wrapping):
     inner: Deidentify
     delay: float = 0.05
 
-    def __call__(self, src: Path | str, dst: Path | str) -> int:
+    def __call__(self, src: Path | str, dst: Path | str) -> int | Written:
         time.sleep(self.delay)
         return self.inner(src, dst)
+
+    def prepare(self, src: Path | str) -> Staged:
+        time.sleep(self.delay)
+        return self.inner.prepare(src)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +69,14 @@ class PoisonDeidentify(_Wrapping):
     inner: Deidentify
     poison: str
 
-    def __call__(self, src: Path | str, dst: Path | str) -> int:
+    def __call__(self, src: Path | str, dst: Path | str) -> int | Written:
+        self._check(src)
+        return self.inner(src, dst)
+
+    def prepare(self, src: Path | str) -> Staged:
+        self._check(src)
+        return self.inner.prepare(src)
+
+    def _check(self, src: Path | str) -> None:
         if os.fspath(src).endswith(self.poison):  # a batch passes str paths
             os._exit(13)
-        return self.inner(src, dst)
