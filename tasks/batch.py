@@ -65,7 +65,7 @@ def run_batch(batch: Batch, operation: FileOperation, stop_on_error: bool = Fals
 
 
 #: a batch makes up to this many outputs before it writes them ...
-STAGE_FILES = 16
+STAGE_FILES = 64
 #: ... or fewer, once they hold this many bytes in memory (a large file's pixel data stays
 #: in its input until written, and is not counted)
 STAGE_BYTES = 8 << 20

@@ -73,7 +73,8 @@ def test_a_batch_writes_what_each_file_alone_writes(tmp_path: Path) -> None:
     every output is the one the operation alone writes, the rows keep the items' order,
     and no input is left open."""
     small = [pydicom_file(name) for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")]
-    sources = (small * 6 + _large_slices(tmp_path, 4))[: STAGE_FILES + 7]
+    sources = small * (STAGE_FILES // len(small) + 1) + _large_slices(tmp_path, 4)
+    assert len(sources) > STAGE_FILES + 4
     items = _items(tmp_path, sources)
     missing = WorkItem(str(tmp_path / "in" / "gone.dcm"), str(tmp_path / "out" / "gone.dcm"),
                        "gone.dcm", 10)
