@@ -83,7 +83,7 @@ class Staged:
     Why a step of its own: a pass-2 batch makes several outputs before it writes them
     (``tasks.batch``), so that the kernel's copies of their pixel data, which sweep the
     processor's caches, do not come between the reads, parses and edits of consecutive
-    files (on 512x512 CT slices that costs the per-file code a third more CPU)."""
+    files (measured on 512x512 CT slices: a run's user CPU 14 % lower)."""
 
     fd: int  #: the input (a FileRange or Stream among the pieces reads from it)
     pieces: Sequence[Piece] | bytes
