@@ -9,11 +9,20 @@ reads are then part of the figure.  What it shows: the pass-1 header scan, the p
 (header only, and whole file), and the pass-2 de-identification in memory (AES-256, RSA-2048
 envelope to ``build/bench/cert.pem``, basic profile), i.e. the worker's share of the
 per-file cost that ``benchmarks/README.md`` decomposes.
+
+With ``--outputs DIR`` it also runs pass 2's batches for real (``tasks.batch.run_batch``,
+batches of 60, outputs written under DIR and deleted between rounds, ``--reps`` rounds
+alternating): outputs written as each is made (a stage of one) against the default stage
+(``tasks.batch.STAGE_FILES``), user and system CPU per file, medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import shutil
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -23,10 +32,12 @@ from typing import TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import tasks.batch
 from tasks.crypto import EnvelopeEncryptor, load_certificate
-from tasks.deidentify import DeidentifySettings, deidentify_parts
+from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_parts
 from tasks.dicomio import read_dicom, read_header
 from tasks.inventory import scan_file
+from tasks.model import Batch, WorkItem
 
 T = TypeVar("T")
 
@@ -39,11 +50,35 @@ def per_file_ms(step: Callable[[T], object], inputs: list[T]) -> float:
     return (time.process_time() - started) * 1000 / len(inputs)
 
 
+def batches_ms(archive: Path, paths: list[Path], settings: DeidentifySettings, outputs: Path,
+               stage: int, batch: int = 60) -> tuple[float, float]:
+    """User and system CPU per file of pass 2's batches over ``paths``, written under
+    ``outputs`` with a stage of ``stage`` files (the outputs deleted first, unmeasured)."""
+    shutil.rmtree(outputs, ignore_errors=True)
+    os.sync()
+    items = tuple(WorkItem(str(p), str(outputs / p.relative_to(archive)),
+                           str(p.relative_to(archive)), p.stat().st_size) for p in paths)
+    operation = Deidentify(settings)
+    default, tasks.batch.STAGE_FILES = tasks.batch.STAGE_FILES, stage
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for start in range(0, len(items), batch):
+            tasks.batch.run_batch(Batch(start, items[start:start + batch], str(outputs),
+                                        sync=False), operation)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        tasks.batch.STAGE_FILES = default
+    return ((after.ru_utime - before.ru_utime) * 1000 / len(items),
+            (after.ru_stime - before.ru_stime) * 1000 / len(items))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("archive", nargs="?", type=Path,
                         default=ROOT / "build" / "bench" / "archive-small2k")
     parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--outputs", type=Path, help="also run pass 2's batches, written here")
+    parser.add_argument("--reps", type=int, default=5, help="rounds of the batches (--outputs)")
     args = parser.parse_args()
     paths = sorted(p for p in args.archive.rglob("*") if p.is_file())[:args.files]
     if not paths:
@@ -67,6 +102,22 @@ def main() -> int:
     print(f"{len(paths)} files of {args.archive}, user CPU per file:")
     for name, ms in steps:
         print(f"  {name:50} {ms:.3f} ms")
+    if args.outputs is not None:
+        stages = {"written as made (stage of 1)": 1,
+                  f"staged ({tasks.batch.STAGE_FILES} files)": tasks.batch.STAGE_FILES}
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in stages}
+        batches_ms(args.archive, paths, settings, args.outputs, 1)  # unmeasured warm-up
+        for _ in range(args.reps):
+            for name, stage in stages.items():
+                samples[name].append(batches_ms(args.archive, paths, settings, args.outputs,
+                                                stage))
+        shutil.rmtree(args.outputs, ignore_errors=True)
+        print(f"pass 2 batches written under {args.outputs}, CPU per file "
+              f"(median of {args.reps}; user / system):")
+        for name, values in samples.items():
+            user = statistics.median(v[0] for v in values)
+            system = statistics.median(v[1] for v in values)
+            print(f"  {name:50} {user:.3f} / {system:.3f} ms")
     return 0
 
 
