@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml setup.py tasks/_walker.c
 
 # The editable install's bytecode, written once: where PYTHONDONTWRITEBYTECODE is set,
 # every process (the driver and each worker) would otherwise compile ~80 modules at start
-# (~0.12 s of CPU each).  Stale files are ignored by Python (it compares the source).
+# (~0.12 s of CPU each).  Stale files are ignored by Python (it compares the source).  The
+# shipped profiles and pixel rules get their JSON copies likewise (tasks.yamlcache: no
+# PyYAML import at start; a copy whose YAML changed is ignored).
 bytecode:
 	$(BIN)/python -m compileall -q pipeline tasks configs
+	$(BIN)/python -m tasks.yamlcache configs/profiles configs/pixels
 
 # Debian tools the build and the tests need (gcc for the compiled walker; gdcmanon, dcmtk,
 # dciodvfy, openssl, a single-node SLURM with munge, tesseract): apt-get when root.

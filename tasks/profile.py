@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from tasks import _profile_table as table
+from tasks import yamlcache
 from tasks.builtin import config_dir
 from tasks.errors import ProfileError
 from tasks.iod_types import attribute_type, iod_for_sop_class
 from tasks.uids import DEFINITION_UID_TAGS
 from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted
+from tasks.yamlcache import YamlError
 
 
 class Action(str, enum.Enum):
@@ -151,21 +153,10 @@ def _resolve_path(name_or_path: str) -> Path:
     return candidate
 
 
-def safe_yaml(text: str) -> Any:
-    """``yaml.safe_load`` through libyaml's parser where PyYAML was built with it (the same
-    data, about ten times faster: the default pixel rules parse in 1 ms, not 10, on every
-    run's start), else through PyYAML's own."""
-    import yaml
-
-    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
     try:
-        data = safe_yaml(path.read_text())
-    except yaml.YAMLError as exc:
+        data = yamlcache.load(path, shipped=path.parent == PROFILE_DIR)
+    except YamlError as exc:
         raise ProfileError(f"{path}: not valid YAML: {exc}") from None
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None

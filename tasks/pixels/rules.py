@@ -27,9 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks import yamlcache
 from tasks.builtin import config_dir
 from tasks.dicomio import DicomFile
 from tasks.errors import ProfileError
+from tasks.yamlcache import YamlError
 
 RULES_DIR = config_dir("pixels")
 #: the attributes device signatures name, so that loading the rules needs no dictionary
@@ -118,13 +120,11 @@ def resolve_rule_file(name_or_path: str, relative_to: Path | None = None) -> Pat
 @functools.cache
 def load_rules(path: str) -> tuple[RegionRule, ...]:
     """The validated rules of one file (cached per worker)."""
-    import yaml
-
-    from tasks.profile import parse_attribute, safe_yaml
+    from tasks.profile import parse_attribute
 
     try:
-        data = safe_yaml(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        data = yamlcache.load(Path(path), shipped=Path(path).parent == RULES_DIR.resolve())
+    except (OSError, YamlError) as exc:
         raise ProfileError(f"{path}: cannot read pixel rules: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("rules", []), list):
         raise ProfileError(f"{path}: a pixel rule file is a mapping with a 'rules' list")

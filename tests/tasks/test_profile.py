@@ -20,8 +20,8 @@ from tasks.profile import (
     get_profile,
     load_profile,
     resolve_code,
-    safe_yaml,
 )
+from tasks.yamlcache import safe_yaml
 from tests.conftest import REPO
 
 STANDARD = REPO / "scripts" / "standard"
