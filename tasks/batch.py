@@ -14,7 +14,7 @@ from typing import Any
 
 from tasks.engine import Staged
 from tasks.errors import AnonpipeError, OutputError
-from tasks.fileio import current_policy, deferred_durability, output_policy
+from tasks.fileio import deferred_durability, output_policy
 from tasks.model import Batch, FileOperation, FileResult, Status, WorkItem, Written
 
 _DONE = Status.DONE.value
@@ -28,13 +28,10 @@ def run_item(operation: FileOperation, src: str, dst: str, rel: str, size: int
     ``str`` as well as ``Path``): no path object is built per file."""
     started = perf_counter_ns()
     try:
-        _owner_only()
         written = operation(src, dst)
     except Exception as exc:  # noqa: BLE001 - a bug must not fail the other files
         return _failed(rel, size, exc, perf_counter_ns() - started)
-    nbytes, pixels = ((written.size, written.pixels) if isinstance(written, Written)
-                      else (written, None))
-    return _done(rel, size, nbytes, pixels, perf_counter_ns() - started)
+    return _done(rel, size, written, perf_counter_ns() - started)
 
 
 def run_batch(batch: Batch, operation: FileOperation, stop_on_error: bool = False
@@ -84,7 +81,6 @@ def _run_items(items: Sequence[WorkItem], operation: FileOperation, stop_on_erro
         for item in items:
             started = perf_counter_ns()
             try:
-                _owner_only()
                 output = operation.prepare(item.src)
             except Exception as exc:  # noqa: BLE001 - a bug must not fail the other files
                 failed = _failed(item.rel, item.size, exc, perf_counter_ns() - started)
@@ -113,7 +109,7 @@ def _write(made: list[_Made], rows: list[dict[str, object]], stop_on_error: bool
     for index, (item, output, making) in enumerate(made):
         started = perf_counter_ns()
         try:
-            nbytes = output.write(item.dst)
+            written = output.write(item.dst)
         except Exception as exc:  # noqa: BLE001 - a bug must not fail the other files
             rows.append(_failed(item.rel, item.size, exc,
                                 making + perf_counter_ns() - started))
@@ -123,21 +119,9 @@ def _write(made: list[_Made], rows: list[dict[str, object]], stop_on_error: bool
             continue
         finally:
             output.close()
-        rows.append(_done(item.rel, item.size, nbytes, output.pixels,
-                          making + perf_counter_ns() - started))
+        rows.append(_done(item.rel, item.size, written, making + perf_counter_ns() - started))
     made.clear()
     return True
-
-
-def _owner_only() -> None:
-    """Until the next input is open, the output policy allows its owner only."""
-    policy = current_policy()
-    if policy is not None:
-        policy.like_mode(_OWNER_ONLY)
-
-
-#: the permissions assumed of an input not yet open: only its owner may read it
-_OWNER_ONLY = 0o600
 
 
 def _seconds(elapsed: int) -> float:
@@ -147,8 +131,9 @@ def _seconds(elapsed: int) -> float:
     return (elapsed + 500) // 1000 / 1e6
 
 
-def _done(rel: str, size: int, nbytes: int, pixels: str | None, elapsed: int
-          ) -> dict[str, object]:
+def _done(rel: str, size: int, written: int | Written, elapsed: int) -> dict[str, object]:
+    nbytes, pixels = ((written.size, written.pixels) if isinstance(written, Written)
+                      else (written, None))
     row: dict[str, object] = {"source": rel, "status": _DONE, "bytes_in": size,
                               "bytes_out": nbytes, "error_kind": None, "error": None,
                               "seconds": _seconds(elapsed)}

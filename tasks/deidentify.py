@@ -1025,9 +1025,7 @@ class Deidentify:
         return self.settings.encryptor
 
     def __call__(self, src: Path | str, dst: Path | str) -> int | Written:
-        staged = self.prepare(src)
-        size = write_staged(staged, dst)
-        return Written(size, staged.pixels) if staged.pixels is not None else size
+        return write_staged(self.prepare(src), dst)
 
     def prepare(self, src: Path | str) -> Staged:
         cleaned: list[PixelResult] = []

@@ -39,6 +39,7 @@ from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts
 from tasks.engine import Staged, file_pieces, stage, write_staged
 from tasks.errors import ProfileError, UsageError
 from tasks.fileio import Piece
+from tasks.model import Written
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.tags import (
     MEDIA_SOP_CLASS_UID,
@@ -872,7 +873,7 @@ class DumbEdit:
     pixel_policy: ClassVar[str] = "keep"
     encryptor: ClassVar[None] = None
 
-    def __call__(self, src: Path | str, dst: Path | str) -> int:
+    def __call__(self, src: Path | str, dst: Path | str) -> int | Written:
         return write_staged(self.prepare(src), dst)
 
     def prepare(self, src: Path | str) -> Staged:

@@ -24,6 +24,7 @@ from tasks.dicomio import DicomFile
 from tasks.edit import Chunk
 from tasks.errors import DicomFormatError
 from tasks.fileio import FileRange, Piece, Stream, current_policy, write_atomic
+from tasks.model import Written
 from tasks.pixeltail import WholeFile
 
 #: an operation on a file's bytes: the output's pieces (or bytes)
@@ -34,14 +35,7 @@ Whole = Callable[[bytes], Sequence[Piece] | bytes]
 Split = Callable[[int, int], list[Piece] | WholeFile | None]
 
 
-def apply_to_file(src: Path | str, dst: Path | str, whole: Whole, split: Split,
-                  split_from: int) -> int:
-    """Write ``dst`` from ``src`` (:func:`stage`, then :func:`write_staged`).  Returns the
-    bytes written."""
-    return write_staged(stage(src, whole, split, split_from), dst)
-
-
-def write_staged(staged: Staged, dst: Path | str) -> int:
+def write_staged(staged: Staged, dst: Path | str) -> int | Written:
     """Write ``staged`` to ``dst`` and close its input, written or not."""
     try:
         return staged.write(dst)
@@ -91,13 +85,15 @@ class Staged:
     st_mode: int  #: the input's mode, which the output's permissions follow
     pixels: str | None = None  #: how Clean Pixel Data was applied, if it was
 
-    def write(self, dst: Path | str) -> int:
-        """Write the output atomically to ``dst``; the bytes written.  Inside
-        ``tasks.fileio.output_policy``, it is created no more readable than the input."""
+    def write(self, dst: Path | str) -> int | Written:
+        """Write the output atomically to ``dst``; the bytes written (with how its pixels
+        were cleaned, if they were).  Inside ``tasks.fileio.output_policy``, it is created
+        no more readable than its input."""
         policy = current_policy()
         if policy is not None:
             policy.like_mode(self.st_mode)
-        return write_atomic(dst, self.pieces)
+        size = write_atomic(dst, self.pieces)
+        return size if self.pixels is None else Written(size, self.pixels)
 
     def close(self) -> None:
         """Close the input (written or not); once is enough."""
@@ -162,15 +158,19 @@ def opened_input(src: Path | str) -> Iterator[tuple[int, int]]:
     before it is opened: reading a FIFO blocks until a writer comes (forever, in a batch),
     a device never ends.  Inside ``tasks.fileio.output_policy``, the policy takes the
     permissions of the file opened (``OutputPolicy.like_mode``) for the next output."""
-    fd, size, _ = _open_input(src)
+    fd, size, mode = _open_input(src)
     try:
+        policy = current_policy()
+        if policy is not None:
+            policy.like_mode(mode)
         yield fd, size
     finally:
         os.close(fd)
 
 
 def _open_input(src: Path | str) -> tuple[int, int, int]:
-    """The input open (:func:`opened_input`), its size and its mode."""
+    """The input open (:func:`opened_input`), its size and its mode (the file read, not
+    whatever the name pointed to before)."""
     try:
         mode = os.stat(src).st_mode
         if not S_ISREG(mode):
@@ -192,9 +192,6 @@ def _open_input(src: Path | str) -> tuple[int, int, int]:
         info = os.fstat(fd)
         if not S_ISREG(info.st_mode):
             raise DicomFormatError("not a regular file (replaced while opening)")
-        policy = current_policy()
-        if policy is not None:  # the file read, not whatever the name pointed to before
-            policy.like_mode(info.st_mode)
     except BaseException:
         os.close(fd)
         raise

@@ -33,7 +33,6 @@ from tasks.errors import ProfileError
 from tasks.iod_types import attribute_type, iod_for_sop_class
 from tasks.uids import DEFINITION_UID_TAGS
 from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted
-from tasks.yamlcache import YamlError
 
 
 class Action(str, enum.Enum):
@@ -156,7 +155,7 @@ def _resolve_path(name_or_path: str) -> Path:
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yamlcache.load(path, shipped=path.parent == PROFILE_DIR)
-    except YamlError as exc:
+    except yamlcache.YamlError as exc:
         raise ProfileError(f"{path}: not valid YAML: {exc}") from None
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None

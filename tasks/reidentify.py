@@ -33,6 +33,7 @@ from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, tr
 from tasks.engine import Staged, file_pieces, stage, write_staged
 from tasks.errors import CryptoError, DicomFormatError
 from tasks.fileio import Piece, Stream
+from tasks.model import Written
 from tasks.payload import (
     Payload,
     PayloadPixels,
@@ -307,7 +308,7 @@ class Reidentify:
     pixel_policy: ClassVar[str] = "keep"
     encryptor: ClassVar[None] = None
 
-    def __call__(self, src: Path | str, dst: Path | str) -> int:
+    def __call__(self, src: Path | str, dst: Path | str) -> int | Written:
         return write_staged(self.prepare(src), dst)
 
     def prepare(self, src: Path | str) -> Staged:

@@ -31,7 +31,6 @@ from tasks import yamlcache
 from tasks.builtin import config_dir
 from tasks.dicomio import DicomFile
 from tasks.errors import ProfileError
-from tasks.yamlcache import YamlError
 
 RULES_DIR = config_dir("pixels")
 #: the attributes device signatures name, so that loading the rules needs no dictionary
@@ -124,7 +123,7 @@ def load_rules(path: str) -> tuple[RegionRule, ...]:
 
     try:
         data = yamlcache.load(Path(path), shipped=Path(path).parent == RULES_DIR.resolve())
-    except (OSError, YamlError) as exc:
+    except (OSError, yamlcache.YamlError) as exc:
         raise ProfileError(f"{path}: cannot read pixel rules: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("rules", []), list):
         raise ProfileError(f"{path}: a pixel rule file is a mapping with a 'rules' list")

@@ -184,7 +184,7 @@ def test_seconds_are_rounded_to_the_microsecond(tmp_path: Path) -> None:
 def test_a_small_input_s_pieces_are_written_joined_or_not(tmp_path: Path) -> None:
     """Below JOIN_BELOW the output's pieces are joined first; a piece that is no buffer
     (a Stream) leaves them as they are, and the output is the same bytes either way."""
-    from tasks.engine import JOIN_BELOW, apply_to_file
+    from tasks.engine import JOIN_BELOW, stage, write_staged
 
     src = tmp_path / "in.dcm"
     src.write_bytes(b"x" * 100)
@@ -192,7 +192,7 @@ def test_a_small_input_s_pieces_are_written_joined_or_not(tmp_path: Path) -> Non
     outputs = {"bytes": lambda data: [data[:10], memoryview(data)[10:], b"!"],
                "stream": lambda data: [data[:10], Stream(3, lambda: [b"abc"]), b"!"]}
     for name, whole in outputs.items():
-        written = apply_to_file(src, tmp_path / f"{name}.dcm", whole, lambda fd, size: None,
-                                1 << 30)
+        written = write_staged(stage(src, whole, lambda fd, size: None, 1 << 30),
+                               tmp_path / f"{name}.dcm")
         expected = b"x" * 100 + b"!" if name == "bytes" else b"x" * 10 + b"abc!"
         assert (tmp_path / f"{name}.dcm").read_bytes() == expected and written == len(expected)
