@@ -60,7 +60,7 @@ def test_each_output_takes_the_permissions_of_its_own_input(tmp_path: Path) -> N
 
 def test_the_mode_is_taken_from_the_file_opened(tmp_path: Path) -> None:
     """The permissions come from the input as opened (its ``fstat``), set before the
-    output is created; before any input is open the policy allows the owner only."""
+    output is created, whatever the policy allowed before (here: the owner only)."""
     src = tmp_path / "in.dcm"
     shutil.copy(pydicom_file("CT_small.dcm"), src)
     src.chmod(0o640)
