@@ -1,7 +1,7 @@
 """YAML read once: the data of a shipped YAML file (a built-in profile, the pixel rules) kept
 as JSON beside it, as Python keeps a module's bytecode.
 
-Why: ``import yaml`` alone costs 15-20 ms, and every run reads a profile and its pixel rules
+Why: ``import yaml`` alone costs ~13 ms, and every run reads a profile and its pixel rules
 before it can start its workers (a single-file run takes ~0.13 s in all).  The copy,
 ``__pycache__/NAME.yaml.json`` in the file's folder, holds the SHA-256 of the text it was
 made from and is used only while the text is the same: an edited file is parsed again,
