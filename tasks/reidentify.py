@@ -42,8 +42,8 @@ from tasks.payload import (
     open_payload_in_pieces,
 )
 from tasks.pixeltail import (
-    FIRST_READ,
     MAX_HEADER,
+    MIN_FIRST_READ,
     SPLIT_FROM,
     SplitFile,
     WholeFile,
@@ -169,7 +169,7 @@ def _find_payload(fd: int, size: int, least: int
     """The envelope's first bytes, the (offset, length) of the (0400,0500) element in the
     file, where the data set starts, and the offset and length of its envelope; None when the file has no such
     payload of ``least`` bytes or more laid out as -e writes it (checked by the caller)."""
-    want = FIRST_READ
+    want = MIN_FIRST_READ
     while True:
         head = os.pread(fd, min(want, size), 0)
         try:

@@ -47,6 +47,8 @@ DEFAULT_RULES = "default"
 _NUMERIC_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 
 Box = tuple[int, int, int, int]  # x, y, width, height
+#: one condition of a signature: an attribute and the values it may have
+Condition = tuple[int, tuple[str | int, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +57,11 @@ class RegionRule:
 
     name: str
     source: str
-    match: tuple[tuple[int, tuple[str | int, ...]], ...]
+    match: tuple[Condition, ...]
     boxes: tuple[Box, ...]
 
     def matches(self, df: DicomFile,
-                seen: dict[tuple[int, tuple[str | int, ...]], bool] | None = None) -> bool:
+                seen: dict[Condition, bool] | None = None) -> bool:
         """Whether every attribute of the signature has one of its values; ``seen`` keeps
         the conditions already decided for ``df`` (rules share them: most start with the
         same Modality), so a file is read once per condition, not once per rule."""
@@ -164,68 +166,54 @@ def _box(box: Any, where: str) -> Box:
 def matching_rules(df: DicomFile, files: tuple[str, ...]) -> list[RegionRule]:
     """The rules of ``files`` whose signature ``df`` matches, in the files' order.
 
-    Rules are grouped by their first condition (most share one: Modality US), so a file
-    that fails it is done with after one header look-up per group, not one call per rule;
-    and a group remembers what it decided for the values it saw (a run's files hold a few
-    Modalities).
+    Which rules match depends on nothing but the values of the few attributes the rules
+    name (four in the shipped file), and a run's files hold few distinct combinations of
+    them (a device's series): the answer is kept per combination, so a file costs one
+    look-up per attribute and one dictionary probe, however many rules there are (a CT
+    slice asked of the shipped rules twice took ~50 microseconds a time when each group
+    of rules was asked in turn).
     """
-    seen: dict[Condition, bool] = {}
-    found: list[tuple[int, RegionRule]] = []
-    groups = _groups(files)
-    for group in groups:
-        if group.holds(df):
-            seen[group.condition] = True
-            found += [(index, rule) for index, rule in group.rules if rule.matches(df, seen)]
-    if len(groups) > 1:
-        found.sort(key=_first)
-    return [rule for _, rule in found]
+    return list(_index(files).matching(df))
 
 
-Condition = tuple[int, tuple[str | int, ...]]
+class _Index:
+    """The rules of some rule files, with what they matched per signature seen."""
 
+    __slots__ = ("found", "rules", "tags")
+    #: signatures kept at most (then forgotten: a run of every distinct value)
+    MAX_FOUND = 1024
 
-def _first(pair: tuple[int, RegionRule]) -> int:
-    return pair[0]
+    def __init__(self, rules: tuple[RegionRule, ...]) -> None:
+        self.rules = rules
+        #: every attribute some rule reads: all that header_value is asked about
+        self.tags = tuple(sorted({tag for rule in rules for tag, _ in rule.match}))
+        self.found: dict[tuple[object, ...], tuple[RegionRule, ...]] = {}
 
+    def matching(self, df: DicomFile) -> tuple[RegionRule, ...]:
+        key = self.signature(df)
+        rules = self.found.get(key)
+        if rules is None:
+            seen: dict[Condition, bool] = {}
+            rules = tuple(rule for rule in self.rules if rule.matches(df, seen))
+            if len(self.found) >= self.MAX_FOUND:
+                self.found.clear()
+            self.found[key] = rules
+        return rules
 
-class _Group:
-    """Rules that share their first condition, with their place in the files' order."""
+    def signature(self, df: DicomFile) -> tuple[object, ...]:
+        """What :func:`header_value` reads of ``df`` for every attribute of the rules: the
+        raw value and VR of each (None when absent or of undefined length), and the byte
+        order."""
+        body = df.body
+        key: list[object] = [df.enc.little]
+        for tag in self.tags:
+            el = df.top(tag)
+            key.append(None if el is None or el.undefined else (el.value(body), el.vr))
+        return tuple(key)
 
-    __slots__ = ("condition", "decided", "rules")
-    #: values decided per group at most (then forgotten: a run of every distinct value)
-    MAX_DECIDED = 1024
-
-    def __init__(self, condition: Condition) -> None:
-        self.condition = condition
-        self.rules: list[tuple[int, RegionRule]] = []
-        #: the condition's outcome by (raw value, VR, little endian): what header_value reads
-        self.decided: dict[tuple[bytes, str, bool], bool] = {}
-
-    def holds(self, df: DicomFile) -> bool:
-        """Whether the attribute of the condition has one of its values in ``df``."""
-        tag, wanted = self.condition
-        el = df.top(tag)
-        if el is None or el.undefined:
-            return False
-        key = (el.value(df.body), el.vr, df.enc.little)
-        held = self.decided.get(key)
-        if held is None:
-            value = header_value(df, tag)
-            held = value is not None and any(_equal(value, want) for want in wanted)
-            if len(self.decided) >= self.MAX_DECIDED:
-                self.decided.clear()
-            self.decided[key] = held
-        return held
 
 
 @functools.cache
-def _groups(files: tuple[str, ...]) -> tuple[_Group, ...]:
-    """The rules of ``files`` grouped by first condition (in the order first seen)."""
-    groups: dict[Condition, _Group] = {}
-    for index, rule in enumerate(rule for path in files for rule in load_rules(path)):
-        condition = rule.match[0]
-        group = groups.get(condition)
-        if group is None:
-            group = groups[condition] = _Group(condition)
-        group.rules.append((index, rule))
-    return tuple(groups.values())
+def _index(files: tuple[str, ...]) -> _Index:
+    """The rules of ``files``, in order, indexed (once per process)."""
+    return _Index(tuple(rule for path in files for rule in load_rules(path)))

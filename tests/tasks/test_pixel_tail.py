@@ -332,6 +332,39 @@ def test_a_large_file_without_pixel_data_is_read_once(tmp_path: Path,
         assert out == _run(path, tmp_path / "whole.dcm", settings, False, monkeypatch)
 
 
+def test_the_first_read_is_what_the_file_before_needed(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head is read in doublings from what the last file split needed: the second of two
+    slices with a 40 KB header is read and walked once, a short header after them is too,
+    and brings the first read back down; split or whole, the output is the same."""
+    walks: list[int] = []
+    walk = pixeltail.read_to_pixels
+
+    def counted(data: bytes, private_runs: bool = False) -> tuple[object, bool]:
+        walks.append(len(data))
+        return walk(data, private_runs)
+
+    monkeypatch.setattr(pixeltail, "read_to_pixels", counted)
+    monkeypatch.setattr(pixeltail, "_first_read", pixeltail.MIN_FIRST_READ)
+    long, short = tmp_path / "long.dcm", pydicom_file("CT_small.dcm")
+    ds = pydicom.dcmread(short)
+    ds.ImageComments = "x" * 40_000
+    ds.save_as(long)
+    assert pixeltail.MIN_FIRST_READ < 40_000
+    # the first: a short read, then at once past the long element; the second: one read
+    for path, walked in ((long, 2), (long, 1), (short, 1), (long, 2)):
+        walks.clear()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert isinstance(split_pixel_tail(fd, os.fstat(fd).st_size), SplitFile)
+        finally:
+            os.close(fd)
+        assert len(walks) == walked, (path.name, walks)
+    settings = DeidentifySettings(secret=SECRET, allow_burned_in=True)
+    assert (_run(long, tmp_path / "split.dcm", settings, True, monkeypatch)
+            == _run(long, tmp_path / "whole.dcm", settings, False, monkeypatch))
+
+
 def test_a_file_grown_since_its_size_was_taken_is_read_again(tmp_path: Path) -> None:
     path = _document(tmp_path / "pdf.dcm", 1)
     fd = os.open(path, os.O_RDONLY)

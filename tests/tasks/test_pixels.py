@@ -16,7 +16,7 @@ from pydicom.uid import JPEGBaseline8Bit
 
 from tasks.crypto import EnvelopeEncryptor
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_bytes, deidentify_parts
-from tasks.dicomio import read_dicom
+from tasks.dicomio import DicomFile, read_dicom
 from tasks.errors import DicomFormatError, ProfileError, UnsupportedFileError
 from tasks.pixels import clean as pixel_clean
 from tasks.pixels import codecs, ocr
@@ -288,17 +288,11 @@ rules:
 """
 
 
-@pytest.mark.parametrize("modality,manufacturer,rows", [
-    ("US", "ACME Corp", 480), ("US", "Other", 480), ("CT", "ACME", 512), ("US", "ACME", 512),
-    ("MR", "ACME", 600),
-])
-def test_rules_grouped_by_first_condition_match_as_one_by_one(
-        modality: str, manufacturer: str, rows: int, tmp_path: Path) -> None:
-    """matching_rules (rules grouped by their first condition, interleaved across groups
-    and files) finds what asking each rule in order finds, in that order."""
-    (tmp_path / "one.yaml").write_text(_INTERLEAVED_RULES)
-    (tmp_path / "two.yaml").write_text(_INTERLEAVED_RULES.replace("name: ", "name: 2-"))
-    files = (str(tmp_path / "one.yaml"), str(tmp_path / "two.yaml"))
+_SIGNATURES = [("US", "ACME Corp", 480), ("US", "Other", 480), ("CT", "ACME", 512),
+               ("US", "ACME", 512), ("MR", "ACME", 600), ("US", "ACME Corp", 480)]
+
+
+def _us_file(modality: str, manufacturer: str, rows: int) -> DicomFile:
     ds = pydicom.Dataset()
     ds.file_meta = pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
@@ -306,11 +300,43 @@ def test_rules_grouped_by_first_condition_match_as_one_by_one(
     ds.Modality, ds.Manufacturer, ds.Rows, ds.Columns = modality, manufacturer, rows, 640
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
-    df = read_dicom(buffer.getvalue())
-    one_by_one = [rule.name for path in files for rule in load_rules(path) if rule.matches(df)]
-    assert [rule.name for rule in matching_rules(df, files)] == one_by_one
-    assert one_by_one  # every case matches some rule in both files
-    assert len(one_by_one) % 2 == 0
+    return read_dicom(buffer.getvalue())
+
+
+def test_rules_match_as_one_by_one_file_after_file(tmp_path: Path) -> None:
+    """matching_rules, which keeps what each signature matched for the next file that has
+    it, finds what asking each rule of the files in order finds, in that order: file after
+    file, each signature seen twice (the second time from what was kept)."""
+    (tmp_path / "one.yaml").write_text(_INTERLEAVED_RULES)
+    (tmp_path / "two.yaml").write_text(_INTERLEAVED_RULES.replace("name: ", "name: 2-"))
+    files = (str(tmp_path / "one.yaml"), str(tmp_path / "two.yaml"))
+    for signature in _SIGNATURES * 2:
+        df = _us_file(*signature)
+        one_by_one = [rule.name for path in files for rule in load_rules(path)
+                      if rule.matches(df)]
+        assert [rule.name for rule in matching_rules(df, files)] == one_by_one, signature
+        assert one_by_one  # every case matches some rule in both files
+        assert len(one_by_one) % 2 == 0
+
+
+def test_a_signature_differing_in_byte_order_or_vr_is_asked_again(tmp_path: Path) -> None:
+    """Rows read as 480 in a little endian file reads otherwise big endian: what was
+    kept for the one is not the other's answer."""
+    (tmp_path / "rows.yaml").write_text(
+        "rules:\n  - {name: rows-480, match: {Rows: 480}, boxes: [[0, 0, 8, 8]]}\n")
+    files = (str(tmp_path / "rows.yaml"),)
+    little = _us_file("US", "ACME", 480)
+    assert [rule.name for rule in matching_rules(little, files)] == ["rows-480"]
+    ds = pydicom.Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRBigEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = pixel_images.US, "1.2.3"
+    ds.Rows = 480 * 256 % 65536 + 480 // 256  # the bytes of 480 little endian, big endian
+    buffer = io.BytesIO()
+    ds.save_as(buffer, little_endian=False, implicit_vr=False)
+    big = read_dicom(buffer.getvalue())
+    assert big.top(0x00280010).value(big.body) == little.top(0x00280010).value(little.body)
+    assert matching_rules(big, files) == []
 
 
 @pytest.mark.parametrize("change", [
