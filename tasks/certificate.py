@@ -5,8 +5,10 @@ Encrypting to a certificate needs its issuer and serial number (the recipient's 
 §10.2.4, copied verbatim), its public key, its validity period and its Key Usage.  Reading
 just these here keeps ``cryptography.x509`` (about 30 ms of imports: name parsers, e-mail
 address handling) out of every ``-e`` run's start.  The certificate's structure is checked
-to its end (X.690 DER, definite lengths, nothing after it); the key is decoded and checked
-by ``cryptography``.
+to its end (X.690 DER, definite lengths, nothing after it).  An RSA key's two numbers are
+read here too (:func:`rsa_public_numbers`), so that ``cryptography``'s key loaders (about
+10 ms of imports: EC, DSA, SSH and PKCS #12 support) stay out of it as well; ``cryptography``
+checks the numbers when it builds the key.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = ["KEY_ENCIPHERMENT", "Certificate", "der_of", "parse_certificate"]
+__all__ = ["KEY_ENCIPHERMENT", "Certificate", "der_of", "parse_certificate",
+           "rsa_public_numbers"]
 
 _SEQUENCE, _INTEGER, _BIT_STRING, _OCTET_STRING, _OID, _BOOLEAN = 0x30, 0x02, 0x03, 0x04, 0x06, 0x01
 _UTC_TIME, _GENERALIZED_TIME = 0x17, 0x18
 _VERSION, _EXTENSIONS = 0xA0, 0xA3  # [0] and [3] EXPLICIT in TBSCertificate
 _KEY_USAGE_OID = bytes.fromhex("0603551d0f")  # 2.5.29.15
+_RSA_ENCRYPTION_OID = bytes.fromhex("06092a864886f70d010101")  # 1.2.840.113549.1.1.1
 _PEM_BEGIN, _PEM_END = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
 
 
@@ -165,3 +169,39 @@ def parse_certificate(der: bytes) -> Certificate:
     except (IndexError, UnicodeDecodeError) as exc:
         raise ValueError("not a certificate") from exc
     return Certificate(serial, issuer, public_key_info, not_before, not_after, key_usage)
+
+
+def rsa_public_numbers(public_key_info: bytes) -> tuple[int, int] | None:
+    """(modulus, public exponent) of a SubjectPublicKeyInfo of algorithm rsaEncryption
+    (RFC 8017 A.1.1: ``RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent
+    INTEGER }`` in the BIT STRING, RFC 3279 2.3.1); None for a key of any other algorithm.
+    ValueError when it is not that DER: minimal positive integers, nothing left over."""
+    der = public_key_info
+    try:
+        _, pos, end = _tlv(der, 0, _SEQUENCE)
+        _, algorithm, algorithm_end = _tlv(der, pos, _SEQUENCE)
+        if not der.startswith(_RSA_ENCRYPTION_OID, algorithm):
+            return None
+        _, bits, bits_end = _tlv(der, algorithm_end, _BIT_STRING)
+        if end != len(der) or bits_end != end or der[bits] != 0:  # no unused bits
+            raise ValueError("not an RSA public key")
+        _, pos, key_end = _tlv(der, bits + 1, _SEQUENCE)
+        modulus, pos = _positive(der, pos)
+        exponent, pos = _positive(der, pos)
+        if pos != key_end or key_end != bits_end:
+            raise ValueError("not an RSA public key")
+    except IndexError as exc:
+        raise ValueError("not an RSA public key") from exc
+    return modulus, exponent
+
+
+def _positive(der: bytes, pos: int) -> tuple[int, int]:
+    """A positive INTEGER in minimal form (X.690 8.3.2) at ``pos``, and the position after."""
+    _, start, end = _tlv(der, pos, _INTEGER)
+    value = der[start:end]
+    if not value or value[0] & 0x80 or (len(value) > 1 and value[0] == 0 and value[1] < 0x80):
+        raise ValueError("not a positive INTEGER in DER")
+    number = int.from_bytes(value, "big")
+    if number == 0:
+        raise ValueError("not a positive INTEGER in DER")
+    return number, end

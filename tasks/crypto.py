@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeAlias
 
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher as _CipherContext
 from cryptography.hazmat.primitives.ciphers import CipherAlgorithm, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from tasks.certificate import KEY_ENCIPHERMENT, der_of, parse_certificate
+from tasks.certificate import KEY_ENCIPHERMENT, der_of, parse_certificate, rsa_public_numbers
 from tasks.errors import CryptoError
 
 if TYPE_CHECKING:  # asn1crypto parses envelopes (decryption) only: imported there, lazily
@@ -221,6 +221,18 @@ def _read(path: Path, what: str) -> bytes:
     raise CryptoError(f"cannot read {what} {path}: {reason}")
 
 
+def _public_key(public_key_info: bytes) -> object:
+    """The key of a SubjectPublicKeyInfo: an RSA key built from its numbers (the key
+    loaders of ``cryptography`` imported only for another kind of key, to name it)."""
+    numbers = rsa_public_numbers(public_key_info)
+    if numbers is not None:
+        modulus, exponent = numbers
+        return rsa.RSAPublicNumbers(exponent, modulus).public_key()
+    from cryptography.hazmat.primitives import serialization
+
+    return serialization.load_der_public_key(public_key_info)
+
+
 def _key_type(key: object) -> str:
     """Short key type for error messages ("EC", "Ed25519", "DSA"), from the class name."""
     return type(key).__name__.lstrip("_").removesuffix("PrivateKey").removesuffix("PublicKey")
@@ -260,7 +272,7 @@ def recipient_problems(der: bytes, now: datetime | None = None) -> tuple[list[st
     """
     certificate = parse_certificate(der)
     refusals: list[str] = []
-    key = serialization.load_der_public_key(certificate.public_key_info)
+    key = _public_key(certificate.public_key_info)
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         refusals.append(f"RSA key of {key.key_size} bits (at least {MIN_RSA_BITS})")
     if not certificate.allows(KEY_ENCIPHERMENT):
@@ -287,6 +299,8 @@ def load_private_key_bytes(
     data: bytes, password: bytes | None = None, name: str = "(bytes)"
 ) -> PrivateKey:
     """:func:`load_private_key` on the file's bytes, for workers that got the key pickled."""
+    from cryptography.hazmat.primitives import serialization  # -d only: ~10 ms of imports
+
     pem = b"-----BEGIN" in data
     loader = serialization.load_pem_private_key if pem else serialization.load_der_private_key
     if pem and b"PRIVATE KEY-----" not in data:
@@ -352,7 +366,7 @@ def _build_recipient(der: bytes) -> _KeyTransRecipient:
     """
     try:
         certificate = parse_certificate(der)
-        public_key = serialization.load_der_public_key(certificate.public_key_info)
+        public_key = _public_key(certificate.public_key_info)
     except (ValueError, UnsupportedAlgorithm):
         raise CryptoError("not a DER X.509 certificate") from None
     issuer_and_serial = _tlv(_SEQUENCE, certificate.issuer + certificate.serial)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -10,7 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from tasks.certificate import KEY_ENCIPHERMENT, der_of, parse_certificate
+from tasks.certificate import KEY_ENCIPHERMENT, der_of, parse_certificate, rsa_public_numbers
+from tests.conftest import REPO
 
 UTC = datetime.UTC
 _USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
@@ -100,3 +105,72 @@ def test_what_is_not_a_certificate_is_refused() -> None:
     for blob in bad:
         with pytest.raises(ValueError):
             parse_certificate(blob)
+
+
+@pytest.mark.parametrize("bits,exponent", [(2048, 65537), (3072, 3), (4096, 65537)])
+def test_rsa_numbers_are_what_cryptography_reads(bits: int, exponent: int) -> None:
+    key = rsa.generate_private_key(public_exponent=exponent, key_size=bits).public_key()
+    info = key.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    numbers = key.public_numbers()
+    assert rsa_public_numbers(info) == (numbers.n, numbers.e)
+
+
+def test_a_key_of_another_algorithm_has_no_rsa_numbers() -> None:
+    info = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert rsa_public_numbers(info) is None
+
+
+def _spki(modulus: bytes, exponent: bytes = b"\x02\x03\x01\x00\x01", unused: int = 0,
+          after: bytes = b"") -> bytes:
+    """An rsaEncryption SubjectPublicKeyInfo of the INTEGER TLVs given, DER lengths."""
+    def tlv(tag: int, content: bytes) -> bytes:
+        n = len(content)
+        head = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + (
+            n.to_bytes((n.bit_length() + 7) // 8, "big"))
+        return bytes([tag]) + head + content
+    algorithm = tlv(0x30, bytes.fromhex("06092a864886f70d010101") + b"\x05\x00")
+    key = tlv(0x30, modulus + exponent)
+    return tlv(0x30, algorithm + tlv(0x03, bytes([unused]) + key) + after)
+
+
+def test_an_rsa_key_that_is_not_der_is_refused() -> None:
+    good = b"\x02\x81\x81\x00" + b"\xc3" * 128  # 1024 bits, a leading zero to stay positive
+    assert rsa_public_numbers(_spki(good)) == (int.from_bytes(b"\xc3" * 128, "big"), 65537)
+    bad = [_spki(b"\x02\x81\x80" + b"\xc3" * 128),  # negative
+           _spki(b"\x02\x81\x81\x00" + b"\x43" * 128),  # a leading zero it does not need
+           _spki(b"\x02\x01\x00"),  # zero
+           _spki(good, unused=1),  # unused bits in the BIT STRING
+           _spki(good, after=b"\x05\x00"),  # something after the BIT STRING
+           _spki(good, exponent=b"\x02\x03\x01\x00\x01\x05\x00"),  # after the exponent
+           _spki(good)[:-1]]
+    for blob in bad:
+        with pytest.raises(ValueError):
+            rsa_public_numbers(blob)
+
+
+def test_encrypting_to_a_certificate_loads_no_key_loader(tmp_path: Path) -> None:
+    """Reading a recipient certificate and drawing an envelope's recipient info import
+    none of cryptography's key loaders (EC, DSA, SSH, PKCS #12: ~10 ms of every -e run's
+    start); a certificate of another key type is still named in its refusal."""
+    rsa_cert, ec_cert = tmp_path / "rsa.der", tmp_path / "ec.der"
+    rsa_cert.write_bytes(_built())
+    ec_cert.write_bytes(_built(ec_key=True))
+    code = (
+        "import sys\n"
+        "from tasks.crypto import EnvelopeEncryptor, load_certificate, recipient_problems\n"
+        f"der = load_certificate(__import__('pathlib').Path({str(rsa_cert)!r}))\n"
+        "assert recipient_problems(der)[0] == []\n"
+        "EnvelopeEncryptor(certificates=(der,)).encrypt(b'payload')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(("
+        "'cryptography.hazmat.primitives.serialization', "
+        "'cryptography.hazmat.primitives.asymmetric.ec'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.stdout.strip() == "[]"
+    from tasks.crypto import load_certificate
+    from tasks.errors import CryptoError
+    with pytest.raises(CryptoError, match="public key type EC"):
+        load_certificate(ec_cert)
