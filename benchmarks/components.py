@@ -14,6 +14,11 @@ With ``--outputs DIR`` it also runs pass 2's batches for real (``tasks.batch.run
 batches of 60, outputs written under DIR and deleted between rounds, ``--reps`` rounds
 alternating): outputs written as each is made (a stage of one) against the default stage
 (``tasks.batch.STAGE_FILES``), user and system CPU per file, medians.
+
+With ``--first-reads N [N ...]`` it makes (``prepare``, nothing written) the outputs of the
+files that split at their pixel data with each first read of a file's head
+(``tasks.pixeltail.MIN_FIRST_READ``, bytes), ``--reps`` rounds alternating: user and system
+CPU per file, medians.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import tasks.batch
+import tasks.pixeltail
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_parts
 from tasks.dicomio import read_dicom, read_header
@@ -72,13 +78,34 @@ def batches_ms(archive: Path, paths: list[Path], settings: DeidentifySettings, o
             (after.ru_stime - before.ru_stime) * 1000 / len(items))
 
 
+def first_read_ms(paths: list[Path], settings: DeidentifySettings, first_read: int
+                  ) -> tuple[float, float]:
+    """User and system CPU per file of making (not writing) the outputs of ``paths`` with
+    the head of each file read first in ``first_read`` bytes (at least)."""
+    operation = Deidentify(settings)
+    default = tasks.pixeltail.MIN_FIRST_READ
+    tasks.pixeltail.MIN_FIRST_READ = tasks.pixeltail._first_read = first_read
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for path in paths:
+            operation.prepare(str(path)).close()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        tasks.pixeltail.MIN_FIRST_READ = tasks.pixeltail._first_read = default
+    return ((after.ru_utime - before.ru_utime) * 1000 / len(paths),
+            (after.ru_stime - before.ru_stime) * 1000 / len(paths))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("archive", nargs="?", type=Path,
                         default=ROOT / "build" / "bench" / "archive-small2k")
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--outputs", type=Path, help="also run pass 2's batches, written here")
-    parser.add_argument("--reps", type=int, default=5, help="rounds of the batches (--outputs)")
+    parser.add_argument("--reps", type=int, default=5,
+                        help="rounds of the batches (--outputs) or first reads (--first-reads)")
+    parser.add_argument("--first-reads", type=int, nargs="+", metavar="BYTES",
+                        help="also make the outputs with each first read of a file's head")
     args = parser.parse_args()
     paths = sorted(p for p in args.archive.rglob("*") if p.is_file())[:args.files]
     if not paths:
@@ -118,6 +145,16 @@ def main() -> int:
             user = statistics.median(v[0] for v in values)
             system = statistics.median(v[1] for v in values)
             print(f"  {name:50} {user:.3f} / {system:.3f} ms")
+    if args.first_reads:
+        reads: dict[int, list[tuple[float, float]]] = {size: [] for size in args.first_reads}
+        for _ in range(args.reps):
+            for size in args.first_reads:
+                reads[size].append(first_read_ms(paths, settings, size))
+        print(f"outputs made, not written, CPU per file (median of {args.reps}; user / system):")
+        for size, values in reads.items():
+            user = statistics.median(v[0] for v in values)
+            system = statistics.median(v[1] for v in values)
+            print(f"  {'first read of ' + str(size) + ' bytes':50} {user:.3f} / {system:.3f} ms")
     return 0
 
 
