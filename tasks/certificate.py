@@ -182,6 +182,8 @@ def rsa_public_numbers(public_key_info: bytes) -> tuple[int, int] | None:
         _, algorithm, algorithm_end = _tlv(der, pos, _SEQUENCE)
         if not der.startswith(_RSA_ENCRYPTION_OID, algorithm):
             return None
+        if der[algorithm + len(_RSA_ENCRYPTION_OID):algorithm_end] not in (b"", b"\x05\x00"):
+            raise ValueError("not an RSA public key")  # parameters: NULL (RFC 3279 2.3.1)
         _, bits, bits_end = _tlv(der, algorithm_end, _BIT_STRING)
         if end != len(der) or bits_end != end or der[bits] != 0:  # no unused bits
             raise ValueError("not an RSA public key")

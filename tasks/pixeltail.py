@@ -48,9 +48,9 @@ SPLIT_FROM = 256 << 10
 #: the first read of a file's head: as much as the last file split in this process needed
 #: (the files of a batch are a series' slices, alike), rounded up to a power of two, and
 #: at least MIN_FIRST_READ; doubled while the header runs past it, up to MAX_HEADER.  Why
-#: not always plenty: a read copies every byte asked for out of the page cache, into
-#: memory new to the process (a 64 KB read of a cached CT slice took 15-57 microseconds of
-#: system time, 16 KB 4)
+#: not always plenty: a read copies every byte asked for out of the page cache (a 512x512
+#: CT slice's output made with 64 KB read first took 0.037 ms of system time, with 16 KB
+#: 0.017: ``benchmarks/components.py --first-reads``)
 MIN_FIRST_READ = 16 << 10
 MAX_HEADER = 64 << 20
 _first_read = MIN_FIRST_READ

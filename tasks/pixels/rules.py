@@ -169,9 +169,7 @@ def matching_rules(df: DicomFile, files: tuple[str, ...]) -> list[RegionRule]:
     Which rules match depends on nothing but the values of the few attributes the rules
     name (four in the shipped file), and a run's files hold few distinct combinations of
     them (a device's series): the answer is kept per combination, so a file costs one
-    look-up per attribute and one dictionary probe, however many rules there are (a CT
-    slice asked of the shipped rules twice took ~50 microseconds a time when each group
-    of rules was asked in turn).
+    look-up per attribute and one dictionary probe, however many rules there are.
     """
     return list(_index(files).matching(df))
 

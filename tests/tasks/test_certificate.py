@@ -123,14 +123,14 @@ def test_a_key_of_another_algorithm_has_no_rsa_numbers() -> None:
 
 
 def _spki(modulus: bytes, exponent: bytes = b"\x02\x03\x01\x00\x01", unused: int = 0,
-          after: bytes = b"") -> bytes:
+          after: bytes = b"", params: bytes = b"\x05\x00") -> bytes:
     """An rsaEncryption SubjectPublicKeyInfo of the INTEGER TLVs given, DER lengths."""
     def tlv(tag: int, content: bytes) -> bytes:
         n = len(content)
         head = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + (
             n.to_bytes((n.bit_length() + 7) // 8, "big"))
         return bytes([tag]) + head + content
-    algorithm = tlv(0x30, bytes.fromhex("06092a864886f70d010101") + b"\x05\x00")
+    algorithm = tlv(0x30, bytes.fromhex("06092a864886f70d010101") + params)
     key = tlv(0x30, modulus + exponent)
     return tlv(0x30, algorithm + tlv(0x03, bytes([unused]) + key) + after)
 
@@ -138,13 +138,16 @@ def _spki(modulus: bytes, exponent: bytes = b"\x02\x03\x01\x00\x01", unused: int
 def test_an_rsa_key_that_is_not_der_is_refused() -> None:
     good = b"\x02\x81\x81\x00" + b"\xc3" * 128  # 1024 bits, a leading zero to stay positive
     assert rsa_public_numbers(_spki(good)) == (int.from_bytes(b"\xc3" * 128, "big"), 65537)
+    absent = _spki(good, params=b"")  # parameters left out, as some encoders do
+    assert rsa_public_numbers(absent) == (int.from_bytes(b"\xc3" * 128, "big"), 65537)
     bad = [_spki(b"\x02\x81\x80" + b"\xc3" * 128),  # negative
            _spki(b"\x02\x81\x81\x00" + b"\x43" * 128),  # a leading zero it does not need
            _spki(b"\x02\x01\x00"),  # zero
            _spki(good, unused=1),  # unused bits in the BIT STRING
            _spki(good, after=b"\x05\x00"),  # something after the BIT STRING
            _spki(good, exponent=b"\x02\x03\x01\x00\x01\x05\x00"),  # after the exponent
-           _spki(good)[:-1]]
+           _spki(good)[:-1],
+           _spki(good, params=b"\x04\x00")]  # parameters that are not NULL
     for blob in bad:
         with pytest.raises(ValueError):
             rsa_public_numbers(blob)
