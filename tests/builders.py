@@ -1,5 +1,6 @@
 """Small DICOM files built in code for the engine tests: one CT skeleton, each test adds
-what its subject needs (markers, overlays, private blocks, unlisted attributes)."""
+what its subject needs (markers, overlays, private blocks, unlisted attributes); and DER
+TLVs for the envelope and certificate tests, built here rather than by the code under test."""
 
 from __future__ import annotations
 
@@ -55,3 +56,12 @@ base = status("VmRSS")
 op(Path(big), Path(out) / "big.dcm")
 print(json.dumps({"base_kb": base, "peak_kb": status("VmHWM")}))
 """
+
+
+def der_tlv(tag: int, content: bytes) -> bytes:
+    """A DER TLV measured from its content (X.690 §8.1.3, minimal length octets)."""
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    size = (n.bit_length() + 7) // 8
+    return bytes((tag, 0x80 | size)) + n.to_bytes(size, "big") + content

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -15,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tasks.certificate import KEY_ENCIPHERMENT, der_of, parse_certificate, rsa_public_numbers
-from tests.conftest import REPO
+from tests.builders import der_tlv
 
 UTC = datetime.UTC
 _USAGES = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
@@ -124,15 +120,10 @@ def test_a_key_of_another_algorithm_has_no_rsa_numbers() -> None:
 
 def _spki(modulus: bytes, exponent: bytes = b"\x02\x03\x01\x00\x01", unused: int = 0,
           after: bytes = b"", params: bytes = b"\x05\x00") -> bytes:
-    """An rsaEncryption SubjectPublicKeyInfo of the INTEGER TLVs given, DER lengths."""
-    def tlv(tag: int, content: bytes) -> bytes:
-        n = len(content)
-        head = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + (
-            n.to_bytes((n.bit_length() + 7) // 8, "big"))
-        return bytes([tag]) + head + content
-    algorithm = tlv(0x30, bytes.fromhex("06092a864886f70d010101") + params)
-    key = tlv(0x30, modulus + exponent)
-    return tlv(0x30, algorithm + tlv(0x03, bytes([unused]) + key) + after)
+    """An rsaEncryption SubjectPublicKeyInfo of the INTEGER TLVs given."""
+    algorithm = der_tlv(0x30, bytes.fromhex("06092a864886f70d010101") + params)
+    key = der_tlv(0x30, modulus + exponent)
+    return der_tlv(0x30, algorithm + der_tlv(0x03, bytes([unused]) + key) + after)
 
 
 def test_an_rsa_key_that_is_not_der_is_refused() -> None:
@@ -151,29 +142,3 @@ def test_an_rsa_key_that_is_not_der_is_refused() -> None:
     for blob in bad:
         with pytest.raises(ValueError):
             rsa_public_numbers(blob)
-
-
-def test_encrypting_to_a_certificate_loads_no_key_loader(tmp_path: Path) -> None:
-    """Reading a recipient certificate and drawing an envelope's recipient info import
-    none of cryptography's key loaders (EC, DSA, SSH, PKCS #12: ~10 ms of every -e run's
-    start); a certificate of another key type is still named in its refusal."""
-    rsa_cert, ec_cert = tmp_path / "rsa.der", tmp_path / "ec.der"
-    rsa_cert.write_bytes(_built())
-    ec_cert.write_bytes(_built(ec_key=True))
-    code = (
-        "import sys\n"
-        "from tasks.crypto import EnvelopeEncryptor, load_certificate, recipient_problems\n"
-        f"der = load_certificate(__import__('pathlib').Path({str(rsa_cert)!r}))\n"
-        "assert recipient_problems(der)[0] == []\n"
-        "EnvelopeEncryptor(certificates=(der,)).encrypt(b'payload')\n"
-        "print(sorted(m for m in sys.modules if m.startswith(("
-        "'cryptography.hazmat.primitives.serialization', "
-        "'cryptography.hazmat.primitives.asymmetric.ec'))))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                         text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert out.stdout.strip() == "[]"
-    from tasks.crypto import load_certificate
-    from tasks.errors import CryptoError
-    with pytest.raises(CryptoError, match="public key type EC"):
-        load_certificate(ec_cert)

@@ -33,6 +33,7 @@ from tasks.crypto import (
     load_private_key_bytes,
 )
 from tasks.errors import CryptoError
+from tests.builders import der_tlv
 from tests.conftest import REPO, modules_loaded_by, pydicom_file
 
 PASSPHRASE = b"key-passphrase-1"  # unlocks the encrypted private keys
@@ -834,15 +835,6 @@ def test_an_envelope_encrypted_in_pieces_is_the_one_encrypted_whole(
 # --------------------------------------------------------------------------- the DER, pinned
 
 
-def _tlv(tag: int, content: bytes) -> bytes:
-    """A DER TLV measured from its content (X.690 §8.1.3, minimal length octets)."""
-    n = len(content)
-    if n < 0x80:
-        return bytes((tag, n)) + content
-    size = (n.bit_length() + 7) // 8
-    return bytes((tag, 0x80 | size)) + n.to_bytes(size, "big") + content
-
-
 #: cipher -> (OID, key size, block size), RFC 3565 §4.1, RFC 3370 §5.1
 _REFERENCE_CIPHERS = {
     Cipher.AES128: ("2.16.840.1.101.3.4.1.2", 16, 16),
@@ -881,9 +873,9 @@ def _reference_envelope(certificates: list[bytes], encrypted_keys: list[bytes],
     infos = []
     for der, encrypted_key in zip(certificates, encrypted_keys, strict=True):
         tbs = asn1_x509.Certificate.load(der)["tbs_certificate"]
-        rid = _tlv(0x30, tbs["issuer"].dump() + tbs["serial_number"].dump())
-        rsa = _tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.1.1").dump() + b"\x05\x00")
-        infos.append(_tlv(0x30, version0 + rid + rsa + _tlv(0x04, encrypted_key)))
+        rid = der_tlv(0x30, tbs["issuer"].dump() + tbs["serial_number"].dump())
+        rsa = der_tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.1.1").dump() + b"\x05\x00")
+        infos.append(der_tlv(0x30, version0 + rid + rsa + der_tlv(0x04, encrypted_key)))
     if password_kek is not None:
         salt, kek, iterations = password_kek
         kek_iv = urandom(block)
@@ -892,20 +884,20 @@ def _reference_envelope(certificates: list[bytes], encrypted_keys: list[bytes],
         formatted += urandom(size - len(formatted))
         first = _reference_cbc(cipher, kek, kek_iv, formatted)
         wrapped = _reference_cbc(cipher, kek, first[-block:], first)
-        kdf = _tlv(0xA0, core.ObjectIdentifier("1.2.840.113549.1.5.12").dump()
-                   + _tlv(0x30, _tlv(0x04, salt) + core.Integer(iterations).dump()))
-        kek_algorithm = _tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.9.16.3.9").dump()
-                             + _tlv(0x30, core.ObjectIdentifier(oid).dump() + _tlv(0x04, kek_iv)))
-        infos.append(_tlv(0xA3, version0 + kdf + kek_algorithm + _tlv(0x04, wrapped)))
+        kdf = der_tlv(0xA0, core.ObjectIdentifier("1.2.840.113549.1.5.12").dump()
+                   + der_tlv(0x30, der_tlv(0x04, salt) + core.Integer(iterations).dump()))
+        kek_algorithm = der_tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.9.16.3.9").dump()
+                             + der_tlv(0x30, core.ObjectIdentifier(oid).dump() + der_tlv(0x04, kek_iv)))
+        infos.append(der_tlv(0xA3, version0 + kdf + kek_algorithm + der_tlv(0x04, wrapped)))
     pad = block - len(plaintext) % block
     ciphertext = _reference_cbc(cipher, cek, iv, plaintext + bytes((pad,)) * pad)
-    eci = _tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.7.1").dump()
-               + _tlv(0x30, core.ObjectIdentifier(oid).dump() + _tlv(0x04, iv))
-               + _tlv(0x80, ciphertext))
+    eci = der_tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.7.1").dump()
+               + der_tlv(0x30, core.ObjectIdentifier(oid).dump() + der_tlv(0x04, iv))
+               + der_tlv(0x80, ciphertext))
     version = core.Integer(0 if password_kek is None else 3).dump()
-    enveloped = _tlv(0x30, version + _tlv(0x31, b"".join(sorted(infos))) + eci)
-    return _tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.7.3").dump()
-                + _tlv(0xA0, enveloped))
+    enveloped = der_tlv(0x30, version + der_tlv(0x31, b"".join(sorted(infos))) + eci)
+    return der_tlv(0x30, core.ObjectIdentifier("1.2.840.113549.1.7.3").dump()
+                + der_tlv(0xA0, enveloped))
 
 
 @pytest.mark.parametrize("length", [0, 1, 7, 8, 15, 16, 17, 127, 128, 700, 70_000])
@@ -974,7 +966,9 @@ def test_envelope_der_is_the_reference_layout(
 def test_encrypting_needs_no_asn1_parser(pki: Pki) -> None:
     """-e builds its envelopes from fixed DER (every worker and the driver import this
     module): asn1crypto, ~15 ms to import, is loaded only to decrypt, and
-    cryptography.x509, ~30 ms, not at all (tasks.certificate reads the recipient)."""
+    cryptography.x509, ~30 ms, not at all (tasks.certificate reads the recipient), nor
+    cryptography's key loaders, ~10 ms with the EC, DSA, SSH and PKCS #12 modules they
+    bring (the RSA key is built from the numbers tasks.certificate reads)."""
     loaded = modules_loaded_by(
         "from tasks.crypto import EnvelopeEncryptor, load_certificate, recipient_problems\n"
         f"der = load_certificate({str(pki.cert)!r})\n"
@@ -984,3 +978,6 @@ def test_encrypting_needs_no_asn1_parser(pki: Pki) -> None:
     assert "tasks.crypto" in loaded
     assert not {name for name in loaded if name.split(".")[0] == "asn1crypto"}
     assert "cryptography.x509" not in loaded
+    assert not {name for name in loaded if name.startswith((
+        "cryptography.hazmat.primitives.serialization",
+        "cryptography.hazmat.primitives.asymmetric.ec"))}
