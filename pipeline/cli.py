@@ -296,15 +296,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline import collector, earlypool
-    from pipeline.options import build_run
-    from pipeline.run import execute
+    from pipeline import collector
 
-    collector.settle()
     try:
-        if args.explain is not None:
-            return _explain(args)
-        run = build_run(args)
+        with collector.start_up():
+            from pipeline import earlypool
+            from pipeline.options import build_run
+            from pipeline.run import execute
+
+            if args.explain is not None:
+                return _explain(args)
+            run = build_run(args)
         # forked from the driver as it is now: the options read, the profile and its
         # pixel rules loaded (pipeline.earlypool)
         earlypool.start(run)

@@ -7,11 +7,18 @@ each time walking every object the imports left, ~5 % of a CT series' CPU in a p
 (``gc_collect_main``, ``visit_decref``).  The objects alive after start-up are moved out of
 its sight (``gc.freeze``) and the youngest generation is collected every 50,000
 allocations instead: what cycles there are (tracebacks of refused files) are still freed.
+
+Before that, while the driver imports its modules and reads its options, the collector does
+not run at all (:func:`start_up`): start-up allocates some 200,000 objects and frees few,
+so each collection would walk what the last one kept, for nothing (a CT series' start
+was 7 ms shorter: benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: allocations (less deallocations) between two collections of the youngest generation
 YOUNG = 50_000
@@ -22,3 +29,15 @@ def settle() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG, middle, old)
+
+
+@contextmanager
+def start_up() -> Iterator[None]:
+    """No collection within the block (the imports and options of a run), then
+    :func:`settle`, however the block ends."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        settle()
+        gc.enable()

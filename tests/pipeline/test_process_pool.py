@@ -284,6 +284,34 @@ def _collector_settings() -> dict[str, int]:
     return {"young": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
 
 
+def test_the_driver_collects_nothing_while_it_starts() -> None:
+    """Within ``collector.start_up`` (the driver's imports and options) the collector is
+    off; after it, however the block ended, it is on again with the run's settings."""
+    import gc
+
+    from pipeline import collector
+
+    with collector.start_up():
+        assert not gc.isenabled()
+    assert gc.isenabled() and gc.get_threshold()[0] == collector.YOUNG
+    with pytest.raises(ValueError), collector.start_up():
+        raise ValueError("refused options")
+    assert gc.isenabled() and gc.get_threshold()[0] == collector.YOUNG
+
+
+def test_a_run_refused_at_its_options_leaves_the_collector_on(tmp_path: Path) -> None:
+    """``main`` called in-process (as a library) on an input that does not exist: the run
+    stops while it reads its options, and the collector is running when it returns."""
+    import gc
+
+    from pipeline.cli import main
+    from pipeline.exits import Exit
+
+    assert main(["-e", "--secret-file", str(tmp_path / "missing"), str(tmp_path / "in.dcm"),
+                 str(tmp_path / "out.dcm")]) == Exit.FAILED
+    assert gc.isenabled()
+
+
 _START_METHOD = """
 import threading
 from pipeline.pools import ProcessPool, _import_modules
