@@ -9,9 +9,9 @@ its sight (``gc.freeze``) and the youngest generation is collected every 50,000
 allocations instead: what cycles there are (tracebacks of refused files) are still freed.
 
 Before that, while the driver imports its modules and reads its options, the collector does
-not run at all (:func:`start_up`): start-up allocates some 200,000 objects and frees few,
-so each collection would walk what the last one kept, for nothing (a CT series' start
-was 7 ms shorter: benchmarks/README.md).
+not run at all (:func:`start_up`): the imports leave ~37,000 objects the collector tracks
+and free few, so each collection would walk what the last one kept, for nothing (a
+one-slice run took 4-5 ms less: benchmarks/README.md).
 """
 
 from __future__ import annotations
