@@ -4,6 +4,7 @@ cannot count towards a target (benchmarks/run.py, ``check_output`` and ``targets
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.conftest import REPO, pydicom_file
+from tests.conftest import REPO, Pki, pydicom_file
 
 FILES = ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm")
 
@@ -82,3 +83,23 @@ def test_an_unsound_row_does_not_meet_its_target(bench: ModuleType) -> None:
     (_, met, detail), = [c for c in bench.targets(failed) if c[0].startswith("20k")]
     assert not met
     assert "unsound, not counted: small20k anonpipe -e" in detail
+
+
+def test_back_to_back_pairs_run_both_commands_and_judge_the_ct_target(
+        bench: ModuleType, tmp_path: Path, pki: Pki) -> None:
+    """The pairs run the real ``cp -r`` and ``anonpipe -e`` (the first pair unmeasured),
+    check both outputs, leave none behind, and the CT target compares each anonpipe row
+    with the ``cp -r`` of its own pairs."""
+    archive = _tree(tmp_path / "archive")
+    work, outputs = tmp_path / "work", tmp_path / "outputs"
+    work.mkdir()
+    outputs.mkdir()
+    env = {**os.environ, "ANONPIPE_STATE_DIR": str(work / "state")}
+    rows = bench.back_to_back("ct960", archive, work, outputs, 2, pki.cert, env)
+    assert [r.command for r in rows] == ["cp -r, back to back", "anonpipe -e, back to back"]
+    assert all(len(r.samples) == 2 and r.sound for r in rows)
+    assert rows[1].checked == "one output per input, none equal to its input"
+    assert not any(outputs.iterdir())
+    (_, met, detail), = [c for c in bench.targets(rows) if "back to back" in c[0]]
+    assert met == (rows[1].wall <= 2 * rows[0].wall)
+    assert detail.startswith(f"{rows[1].wall / rows[0].wall:.2f}x")
