@@ -332,11 +332,12 @@ def back_to_back(name: str, archive: Path, work: Path, outputs: Path, reps: int,
     output and a ``sync``, with no pause: the first pair unmeasured.
 
     Why a second look at the ``cp -r`` target: the interleaved rounds write into memory
-    freed seconds before (:func:`settle` pauses), which this VM has handed back to its
-    host, and every command pays the same extra time to fault it in again, which brings
-    the ratios closer to 1.  Here the memory was freed a moment before: ``cp -r`` of ct960
-    is at its fastest (0.2-0.25 s against 0.6-1.1 s in the rounds), and anonpipe's own
-    costs (its start, pass 1, the Python of each file) weigh their full share."""
+    freed seconds before (:func:`settle` pauses), which this VM may have handed back to
+    its host; every command then pays the same extra time to fault it in again, which
+    brings the ratios closer to 1.  Here each command writes into the memory its own last
+    output freed a moment before, as a rerun into the same folder does, and anonpipe's own
+    costs (its start, pass 1, the Python of each file) weigh their share of a shorter
+    ``cp -r`` (benchmarks/README.md has both, run after run)."""
     files, megabytes = tree_size(archive)
     base = [str(BIN / "anonpipe"), "-c", str(cert), "-e", "-r", "-E", "--secret-file",
             str(work / "secret"), "--new-secret"]
