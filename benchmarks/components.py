@@ -15,6 +15,14 @@ batches of 60, outputs written under DIR and deleted between rounds, ``--reps`` 
 alternating): outputs written as each is made (a stage of one) against the default stage
 (``tasks.batch.STAGE_FILES``), user and system CPU per file, medians.
 
+With ``--floor DIR`` it also measures, for the files that split at their pixel data, what
+pass 2 does per file that no faster de-identification could leave out, written under DIR
+(in the same alternating rounds as the batches, deleted between them): the same ``stat``, ``open`` and reads of the
+head, one envelope (RSA and AES) of as many bytes as the head holds before the pixel data,
+a nameless output, as many bytes written before the pixel data as the real output holds,
+the pixel data copied by the kernel, the output linked in.  Against the batches of
+``--outputs``, it bounds what a compiled per-file core could save.
+
 With ``--first-reads N [N ...]`` it makes (``prepare``, nothing written) the outputs of the
 files that split at their pixel data with each first read of a file's head
 (``tasks.pixeltail.MIN_FIRST_READ``, bytes), ``--reps`` rounds alternating: user and system
@@ -24,6 +32,7 @@ CPU per file, medians.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import shutil
@@ -42,6 +51,7 @@ import tasks.pixeltail
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_parts
 from tasks.dicomio import read_dicom, read_header
+from tasks.fileio import FileRange
 from tasks.inventory import scan_file
 from tasks.model import Batch, WorkItem
 
@@ -78,6 +88,67 @@ def batches_ms(archive: Path, paths: list[Path], settings: DeidentifySettings, o
             (after.ru_stime - before.ru_stime) * 1000 / len(items))
 
 
+#: one output of the floor: its input, the bytes before its pixel data, the pixel data
+_Shape = tuple[str, int, int, list[FileRange]]
+
+
+def output_shapes(paths: list[Path], settings: DeidentifySettings) -> list[_Shape]:
+    """What each real output of ``paths`` that splits at its pixel data holds (unmeasured):
+    the input, the length of its head before the pixel data, the bytes the output holds
+    before its pixel data, and the pixel data's ranges in the input."""
+    operation = Deidentify(settings)
+    shapes = []
+    for path in paths:
+        staged = operation.prepare(str(path))
+        try:
+            pieces = staged.pieces
+            ranges = [p for p in pieces if isinstance(p, FileRange)]
+            if ranges and not isinstance(pieces, bytes):
+                written = sum(len(p) for p in pieces if not isinstance(p, FileRange))
+                shapes.append((str(path), ranges[0].offset, written, ranges))
+        finally:
+            staged.close()
+    return shapes
+
+
+def floor_ms(shapes: list[_Shape], encryptor: EnvelopeEncryptor, outputs: Path
+             ) -> tuple[float, float]:
+    """User and system CPU per file of the floor (module docstring), outputs under
+    ``outputs`` (deleted first, unmeasured)."""
+    shutil.rmtree(outputs, ignore_errors=True)
+    outputs.mkdir(parents=True)
+    os.sync()
+    folder = os.open(outputs, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        for index, (src, head, written, ranges) in enumerate(shapes):
+            os.stat(src)
+            fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fstat(fd)
+                data = os.pread(fd, max(head, tasks.pixeltail.MIN_FIRST_READ), 0)
+                sealed = encryptor.encrypt(data[:head])
+                out = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600,
+                              dir_fd=folder)
+                try:
+                    os.writev(out, [sealed, bytes(max(written - len(sealed), 0))])
+                    for part in ranges:
+                        done = 0
+                        while done < part.length:
+                            done += os.copy_file_range(fd, out, part.length - done,
+                                                       part.offset + done)
+                    os.link(f"/proc/self/fd/{out}", f"{index}.dcm", dst_dir_fd=folder)
+                finally:
+                    os.close(out)
+            finally:
+                os.close(fd)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        os.close(folder)
+    return ((after.ru_utime - before.ru_utime) * 1000 / len(shapes),
+            (after.ru_stime - before.ru_stime) * 1000 / len(shapes))
+
+
 def first_read_ms(paths: list[Path], settings: DeidentifySettings, first_read: int
                   ) -> tuple[float, float]:
     """User and system CPU per file of making (not writing) the outputs of ``paths`` with
@@ -104,6 +175,8 @@ def main() -> int:
     parser.add_argument("--outputs", type=Path, help="also run pass 2's batches, written here")
     parser.add_argument("--reps", type=int, default=5,
                         help="rounds of the batches (--outputs) or first reads (--first-reads)")
+    parser.add_argument("--floor", type=Path, metavar="DIR",
+                        help="also measure pass 2's floor per file, written under DIR")
     parser.add_argument("--first-reads", type=int, nargs="+", metavar="BYTES",
                         help="also make the outputs with each first read of a file's head")
     args = parser.parse_args()
@@ -129,18 +202,33 @@ def main() -> int:
     print(f"{len(paths)} files of {args.archive}, user CPU per file:")
     for name, ms in steps:
         print(f"  {name:50} {ms:.3f} ms")
+    rounds: dict[str, Callable[[], tuple[float, float]]] = {}
     if args.outputs is not None:
-        stages = {"written as made (stage of 1)": 1,
-                  f"staged ({tasks.batch.STAGE_FILES} files)": tasks.batch.STAGE_FILES}
-        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in stages}
-        batches_ms(args.archive, paths, settings, args.outputs, 1)  # unmeasured warm-up
+        for name, stage in {"written as made (stage of 1)": 1,
+                            f"staged ({tasks.batch.STAGE_FILES} files)":
+                                tasks.batch.STAGE_FILES}.items():
+            rounds[name] = functools.partial(batches_ms, args.archive, paths, settings,
+                                             args.outputs, stage)
+    if args.floor is not None:
+        shapes = output_shapes(paths, settings)
+        if not shapes:
+            print("no file splits at its pixel data: no floor to measure")
+        else:
+            assert settings.encryptor is not None
+            rounds[f"floor: syscalls, RSA and AES only ({len(shapes)} files)"] = (
+                functools.partial(floor_ms, shapes, settings.encryptor, args.floor))
+    if rounds:
+        samples: dict[str, list[tuple[float, float]]] = {name: [] for name in rounds}
+        for run in rounds.values():
+            run()  # unmeasured warm-up
         for _ in range(args.reps):
-            for name, stage in stages.items():
-                samples[name].append(batches_ms(args.archive, paths, settings, args.outputs,
-                                                stage))
-        shutil.rmtree(args.outputs, ignore_errors=True)
-        print(f"pass 2 batches written under {args.outputs}, CPU per file "
-              f"(median of {args.reps}; user / system):")
+            for name, run in rounds.items():
+                samples[name].append(run())
+        for folder in (args.outputs, args.floor):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+        print(f"pass 2 written, CPU per file (median of {args.reps}, rounds alternating; "
+              "user / system):")
         for name, values in samples.items():
             user = statistics.median(v[0] for v in values)
             system = statistics.median(v[1] for v in values)
