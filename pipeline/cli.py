@@ -12,10 +12,14 @@ import difflib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline import __version__
 from pipeline.exits import Exit, of_argparse
 from tasks.errors import AnonpipeError, UsageError
+
+if TYPE_CHECKING:
+    from pipeline.options import Run
 
 #: The ten PS3.15 E.1-1 Options (names as in tasks.profile.OPTIONS, dashes for underscores)
 OPTION_FLAGS = (
@@ -287,12 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed usage or help
         return of_argparse(exc.code)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for --driver job scripts
-    try:
-        return _run(args)
-    finally:
-        from pipeline import earlypool
-
-        earlypool.close()
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -300,17 +299,12 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         with collector.start_up():
-            from pipeline import earlypool
             from pipeline.options import build_run
-            from pipeline.run import execute
 
             if args.explain is not None:
                 return _explain(args)
             run = build_run(args)
-        # forked from the driver as it is now: the options read, the profile and its
-        # pixel rules loaded (pipeline.earlypool)
-        earlypool.start(run)
-        return execute(run)
+        return _execute(run)
     except UsageError as exc:
         print(f"anonpipe: {exc}", file=sys.stderr)
         return Exit.USAGE
@@ -323,6 +317,25 @@ def _run(args: argparse.Namespace) -> int:
         print(f"anonpipe: interrupted by {signal_name(exc)}; rerun the same command to "
               "resume", file=sys.stderr)
         return exit_status(exc)
+
+
+def _execute(run: Run) -> int:
+    """Carry ``run`` out.  Only a directory run imports the listing and the pools (a
+    single file's run would spend a third of its time importing them)."""
+    from pipeline.job import TreeJob
+    from pipeline.run import execute
+
+    if not isinstance(run, TreeJob):
+        return execute(run)
+    from pipeline import earlypool
+
+    # forked from the driver as it is now: the options read, the profile and its pixel
+    # rules loaded (pipeline.earlypool)
+    earlypool.start(run)
+    try:
+        return execute(run)
+    finally:
+        earlypool.close()
 
 
 def _explain(args: argparse.Namespace) -> int:

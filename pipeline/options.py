@@ -141,10 +141,10 @@ def _check_overwrite(dst: Path) -> None:
     """Single-file mode writes over an existing ``dst`` only when it is a de-identified
     file ((0400,0500), or (0012,0062) YES, as every ``-e`` output has): swapped arguments
     (``anonpipe out.dcm original.dcm``) would otherwise destroy the original."""
-    from tasks.inventory import scan_file
-
     if not os.path.lexists(dst):
         return
+    from tasks.inventory import scan_file
+
     if dst.is_symlink() or not dst.is_file():
         raise UsageError(f"output {dst} exists and is not a regular file: refused "
                          "(--force replaces it)")
@@ -210,19 +210,21 @@ def _check_mode_options(args: argparse.Namespace, mode: Mode) -> None:
 
 
 def _check_cluster_options(args: argparse.Namespace) -> None:
-    """The scheduler and cluster config exist and are reached with TLS (pipeline.tls)."""
-    from pipeline.clusterconfig import load_cluster_config
-    from pipeline.tls import check_scheduler_address
-
+    """The scheduler and cluster config exist and are reached with TLS (pipeline.tls).
+    Their modules are imported only when one is named (dask's configuration, ~6 ms)."""
     if args.worker_timeout is not None and not args.worker_timeout > 0:
         raise UsageError(f"--worker-timeout must be a number of seconds > 0, "
                          f"not {args.worker_timeout:g}")
     address = args.scheduler
     if args.cluster:
+        from pipeline.clusterconfig import load_cluster_config
+
         config = load_cluster_config(args.cluster)
         address = address or (config.address if config.kind == "scheduler" else None)
         _check_tls_folder(config.options.get("shared_temp_directory"))
     if address:
+        from pipeline.tls import check_scheduler_address
+
         check_scheduler_address(address, args.insecure_scheduler)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from pipeline.cluster import Backend
 from pipeline.job import PROCESSES_FROM, TreeJob
 from pipeline.options import Run, build_run
 from tasks.errors import UsageError
+from tests.conftest import Pki, modules_loaded_by, pydicom_file
 from tests.pipeline.conftest import deid_job
 
 
@@ -122,3 +124,27 @@ def _pid() -> dict[str, int]:
     import os
 
     return {"pid": os.getpid()}
+
+
+def test_a_single_file_run_imports_no_listing_pool_or_store(tmp_path: Path, pki: Pki) -> None:
+    """``anonpipe -c cert -e in out`` imports neither the listing and pools of a directory
+    run nor the store or dask's configuration (they were a third of its time): a tree run
+    of the same interpreter does import them."""
+    src = pydicom_file("CT_small.dcm")
+    common = (f"from pipeline.cli import main\n"
+              f"args = ['-c', {str(pki.cert)!r}, '-e', '--secret-file', "
+              f"{str(tmp_path / 'secret')!r}, '--new-secret']\n")
+    single = modules_loaded_by(
+        common + f"assert main(args + [{str(src)!r}, {str(tmp_path / 'out.dcm')!r}]) == 0\n")
+    assert (tmp_path / "out.dcm").is_file()
+    heavy = {"pipeline.earlypool", "pipeline.pools", "pipeline.scan", "pipeline.store",
+             "pipeline.clusterconfig", "concurrent.futures.process", "multiprocessing",
+             "sqlite3"}
+    assert "tasks.deidentify" in single and not heavy & single
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copyfile(src, folder / "a.dcm")
+    tree = modules_loaded_by(
+        common + f"assert main(args + ['-r', '--store', {str(tmp_path / 'store')!r}, "
+        f"{str(folder)!r}, {str(tmp_path / 'outdir')!r}]) == 0\n")
+    assert {"pipeline.earlypool", "pipeline.store", "sqlite3"} <= tree
