@@ -8,7 +8,6 @@ gdcmanon, unknown options, conflicting ciphers and repeated single-valued option
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
 from collections.abc import Sequence
@@ -122,6 +121,8 @@ class _Parser(argparse.ArgumentParser):
             for word in message.split(":", 1)[1].split():
                 name = word.split("=", 1)[0]
                 if name.startswith("-"):
+                    import difflib  # only for a mistyped option
+
                     close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
                     if close:
                         hints.append(f"{name}: did you mean {close[0]}?")

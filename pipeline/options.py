@@ -36,7 +36,6 @@ from tasks.errors import InputNotFoundError, ProfileError, UsageError
 from tasks.model import FileOperation
 from tasks.pixels.clean import DEFAULT_POLICY as DEFAULT_PIXEL_POLICY
 from tasks.profile import DEFAULT_PROFILE, ProfileSpec, get_profile, load_profile
-from tasks.reidentify import Reidentify, ReidentifySettings
 from tasks.uids import DEFAULT_ROOT, secret_fingerprint, validate_root
 
 #: with --local-pool processes, smaller passes stay inline: the same break-evens as the
@@ -346,6 +345,8 @@ def _operation(args: argparse.Namespace, mode: Mode) -> tuple[FileOperation, dic
             "root_uid": settings.root_uid, "secret_fingerprint": secret_fingerprint(secret),
         }
     if mode is Mode.REIDENTIFY:
+        from tasks.reidentify import Reidentify, ReidentifySettings
+
         key_pem = None
         if args.key is not None:
             key_pem = _read_key(Path(args.key), password)

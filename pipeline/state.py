@@ -10,9 +10,7 @@ following a symbolic link and must be owned by the user and private (0600).
 from __future__ import annotations
 
 import os
-import secrets
 import stat
-import tempfile
 from pathlib import Path
 
 from tasks.errors import UsageError
@@ -229,6 +227,9 @@ def _create_secret(path: Path) -> bool:
     all, so a run that starts at the same moment reads either nothing (and links its own,
     which fails: then it reads ours) or the full secret, never the empty file an exclusive
     create shows before its write."""
+    import secrets
+    import tempfile
+
     fd, temp = tempfile.mkstemp(prefix=".secret-", dir=path.parent)  # mode 0600
     try:
         with os.fdopen(fd, "w") as fh:

@@ -8,7 +8,6 @@ so a preview leads to its output file and its name carries nothing of the origin
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +51,8 @@ def write_preview(folder: str, name: str, result: PixelResult) -> Path:
                 draw.rectangle([left + x, y, left + x + w - 1, y + h - 1], outline=colour)
     target = Path(folder) / f"{name or 'unnamed'}.png"
     os.makedirs(target.parent, mode=0o700, exist_ok=True)  # it holds PHI: the user's only
+    import tempfile  # with shutil and the compression modules: not for every run
+
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".preview-", suffix=".png")
     try:
         with os.fdopen(fd, "wb") as out:
