@@ -21,6 +21,7 @@ from tasks.errors import AnonpipeError, UsageError
 if TYPE_CHECKING:
     from pipeline.options import Run
 
+
 def _terminal_columns() -> int:
     """``shutil.get_terminal_size().columns``: $COLUMNS, else the terminal of stdout, else
     80."""
