@@ -46,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     work = ROOT / "build" / "bench"
     work.mkdir(parents=True, exist_ok=True)
     image, mount_point = work / "journaled.img", work / "journaled"
+    attached = subprocess.run(["losetup", "--associated", str(image)], check=True,
+                              capture_output=True, text=True).stdout.strip()
+    if os.path.ismount(mount_point) or attached:
+        print(f"{mount_point} is still mounted or {image.name} still attached (a run that "
+              f"was killed?): umount {mount_point}, then losetup --detach the device "
+              f"that `losetup --associated {image}` names", file=sys.stderr)
+        return 2
     with open(image, "wb") as stream:
         stream.truncate(IMAGE_BYTES)
     try:
