@@ -8,7 +8,6 @@ gdcmanon, unknown options, conflicting ciphers and repeated single-valued option
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,22 +19,6 @@ from tasks.errors import AnonpipeError, UsageError
 
 if TYPE_CHECKING:
     from pipeline.options import Run
-
-
-def _terminal_columns() -> int:
-    """``shutil.get_terminal_size().columns``: $COLUMNS, else the terminal of stdout, else
-    80."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    stdout = sys.__stdout__
-    if columns <= 0 and stdout is not None:
-        try:
-            columns = os.get_terminal_size(stdout.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
 
 
 #: The ten PS3.15 E.1-1 Options (names as in tasks.profile.OPTIONS, dashes for underscores)
@@ -61,16 +44,7 @@ OPTION_FLAGS = (
 
 
 class _Formatter(argparse.HelpFormatter):
-    """Wrapped help texts, the examples of the epilog as written.
-
-    The width is argparse's own (the terminal's less 2), found without ``shutil``, which
-    argparse imports for it and which loads the zlib, bz2 and lzma modules: ~3 ms of every
-    run, since the parser makes a formatter for each option it is given."""
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        super().__init__(prog, indent_increment, max_help_position,
-                         _terminal_columns() - 2 if width is None else width)
+    """Wrapped help texts, the examples of the epilog as written."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if text.startswith("examples"):

@@ -34,10 +34,12 @@ def settle() -> None:
 @contextmanager
 def start_up() -> Iterator[None]:
     """No collection within the block (the imports and options of a run), then
-    :func:`settle`, however the block ends."""
+    :func:`settle`, however the block ends; the collector is then on again if it was on."""
+    was_on = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         settle()
-        gc.enable()
+        if was_on:
+            gc.enable()

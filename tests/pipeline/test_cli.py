@@ -212,17 +212,3 @@ def test_dumb_mode_tags_by_keyword(tmp_path: Path) -> None:
     assert typo.returncode == 2 and "did you mean PatientName?" in typo.stderr
     assert not (tmp_path / "x.dcm").exists()
 
-
-@pytest.mark.parametrize("columns", [None, "50", "200", "0", "wide"])
-def test_the_help_is_as_wide_as_argparse_makes_it(columns: str | None,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The help's formatter finds the width without shutil, and finds argparse's."""
-    import argparse
-
-    from pipeline.cli import _Formatter
-
-    if columns is None:
-        monkeypatch.delenv("COLUMNS", raising=False)
-    else:
-        monkeypatch.setenv("COLUMNS", columns)
-    assert _Formatter("anonpipe")._width == argparse.HelpFormatter("anonpipe")._width

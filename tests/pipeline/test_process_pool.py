@@ -286,7 +286,8 @@ def _collector_settings() -> dict[str, int]:
 
 def test_the_driver_collects_nothing_while_it_starts() -> None:
     """Within ``collector.start_up`` (the driver's imports and options) the collector is
-    off; after it, however the block ended, it is on again with the run's settings."""
+    off; after it, however the block ended, it has the run's settings and is on again if
+    it was on."""
     import gc
 
     from pipeline import collector
@@ -297,6 +298,13 @@ def test_the_driver_collects_nothing_while_it_starts() -> None:
     with pytest.raises(ValueError), collector.start_up():
         raise ValueError("refused options")
     assert gc.isenabled() and gc.get_threshold()[0] == collector.YOUNG
+    gc.disable()  # a caller that runs without the collector keeps it off
+    try:
+        with collector.start_up():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_a_run_refused_at_its_options_leaves_the_collector_on(tmp_path: Path) -> None:
