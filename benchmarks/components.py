@@ -58,6 +58,13 @@ from tasks.model import Batch, WorkItem
 T = TypeVar("T")
 
 
+def cpu_ms(before: resource.struct_rusage, after: resource.struct_rusage, files: int
+           ) -> tuple[float, float]:
+    """User and system CPU per file, in ms, between two ``getrusage`` samples."""
+    return ((after.ru_utime - before.ru_utime) * 1000 / files,
+            (after.ru_stime - before.ru_stime) * 1000 / files)
+
+
 def per_file_ms(step: Callable[[T], object], inputs: list[T]) -> float:
     step(inputs[0])
     started = time.process_time()
@@ -84,8 +91,7 @@ def batches_ms(archive: Path, paths: list[Path], settings: DeidentifySettings, o
         after = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         tasks.batch.STAGE_FILES = default
-    return ((after.ru_utime - before.ru_utime) * 1000 / len(items),
-            (after.ru_stime - before.ru_stime) * 1000 / len(items))
+    return cpu_ms(before, after, len(items))
 
 
 #: one output of the floor: its input, the bytes before its pixel data, the pixel data
@@ -145,8 +151,7 @@ def floor_ms(shapes: list[_Shape], encryptor: EnvelopeEncryptor, outputs: Path
         after = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         os.close(folder)
-    return ((after.ru_utime - before.ru_utime) * 1000 / len(shapes),
-            (after.ru_stime - before.ru_stime) * 1000 / len(shapes))
+    return cpu_ms(before, after, len(shapes))
 
 
 def first_read_ms(paths: list[Path], settings: DeidentifySettings, first_read: int
@@ -163,8 +168,7 @@ def first_read_ms(paths: list[Path], settings: DeidentifySettings, first_read: i
         after = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         tasks.pixeltail.MIN_FIRST_READ = tasks.pixeltail._first_read = default
-    return ((after.ru_utime - before.ru_utime) * 1000 / len(paths),
-            (after.ru_stime - before.ru_stime) * 1000 / len(paths))
+    return cpu_ms(before, after, len(paths))
 
 
 def main() -> int:

@@ -33,7 +33,18 @@ TOOLS = ("mkfs.ext4", "losetup", "mount", "umount")
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(list(sys.argv[1:] if argv is None else argv))
+    except subprocess.CalledProcessError as exc:  # the tool said why above: one line more
+        print(f"journaled file system: {exc.cmd[0]} failed (exit {exc.returncode})",
+              file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"journaled file system: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 1
+
+
+def _run(command: list[str]) -> int:
     if not command:
         print(__doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2

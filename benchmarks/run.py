@@ -207,6 +207,13 @@ def tree_size(path: Path) -> tuple[int, float]:
     return files, size / 1e6
 
 
+def _deidentify(work: Path, cert: Path) -> list[str]:
+    """``anonpipe -e -r`` as every de-identifying row runs it (its store and folders added):
+    no progress output, as ``gdcmanon`` prints nothing, the bench's own secret."""
+    return [str(BIN / "anonpipe"), "-c", str(cert), "-e", "-r", "-E", "--secret-file",
+            str(work / "secret"), "--new-secret"]
+
+
 def commands(archive: Path, work: Path, outputs: Path, cert: Path, key: Path, gdcm: bool,
              scaling: bool) -> dict[str, tuple[list[str], Path | None]]:
     """name -> (argv, output folder to clear before each repetition)."""
@@ -220,7 +227,7 @@ def commands(archive: Path, work: Path, outputs: Path, cert: Path, key: Path, gd
     if gdcm:
         cmds["gdcmanon -e"] = (["gdcmanon", "-c", str(cert), "-e", "-r", "--continue",
                                 str(archive), str(out["gdcmanon"])], out["gdcmanon"])
-    base = [anon, "-c", str(cert), "-e", "-r", "-E", "--secret-file", str(work / "secret"), "--new-secret"]
+    base = _deidentify(work, cert)
     cmds["anonpipe -e"] = (base + ["--store", str(work / "store-default.sqlite"),
                                    str(archive), str(out["anonpipe"])], out["anonpipe"])
     cmds["anonpipe -e --local-pool dask"] = (
@@ -251,7 +258,13 @@ def reset(work: Path, output: Path | None) -> None:
         trash = output.parent / "trash"
         trash.mkdir(exist_ok=True)
         output.rename(trash / f"{output.name}-{time.monotonic_ns()}")
-    for store in work.glob("store-*.sqlite*"):
+    _remove_stores(work, "store-*.sqlite*")
+
+
+def _remove_stores(work: Path, pattern: str) -> None:
+    """Delete the stores ``pattern`` names in ``work`` (not a secret kept beside one): each
+    run reads every header."""
+    for store in work.glob(pattern):
         if not store.name.endswith(".secret"):
             store.unlink()
 
@@ -339,8 +352,7 @@ def back_to_back(name: str, archive: Path, work: Path, outputs: Path, reps: int,
     costs (its start, pass 1, the Python of each file) weigh their share of a shorter
     ``cp -r`` (benchmarks/README.md has both, run after run)."""
     files, megabytes = tree_size(archive)
-    base = [str(BIN / "anonpipe"), "-c", str(cert), "-e", "-r", "-E", "--secret-file",
-            str(work / "secret"), "--new-secret"]
+    base = _deidentify(work, cert)
     store = work / "store-b2b.sqlite"
     cmds = {"cp -r" + B2B: (["cp", "-r", str(archive), str(outputs / "out-cp-b2b")],
                             outputs / "out-cp-b2b"),
@@ -352,9 +364,7 @@ def back_to_back(name: str, archive: Path, work: Path, outputs: Path, reps: int,
     for pair in range(reps + 1):
         for label, (argv, output) in cmds.items():
             shutil.rmtree(output, ignore_errors=True)
-            for path in work.glob(store.name + "*"):
-                if not path.name.endswith(".secret"):
-                    path.unlink()
+            _remove_stores(work, store.name + "*")
             os.sync()
             sample = measure(argv, env)
             if pair:
