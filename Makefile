@@ -9,9 +9,9 @@ DEMO   ?= build/demo
 
 install: $(STAMP)
 
-# pip builds the compiled element walker (tasks/_walker.c) into tasks/ with the system's C
-# compiler and Python's headers.
-$(STAMP): pyproject.toml setup.py tasks/_walker.c
+# pip builds the compiled element walker and edit loops (tasks/_walker.c, tasks/_editloops.c)
+# into tasks/ with the system's C compiler and Python's headers.
+$(STAMP): pyproject.toml setup.py tasks/_walker.c tasks/_editloops.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# PYTHONWARNINGS reaches the build backend: setuptools warns that an editable install
@@ -29,8 +29,9 @@ bytecode:
 	$(BIN)/python -m compileall -q pipeline tasks configs
 	$(BIN)/python -m tasks.yamlcache configs/profiles configs/pixels
 
-# Debian tools the build and the tests need (gcc for the compiled walker; gdcmanon, dcmtk,
-# dciodvfy, openssl, a single-node SLURM with munge, tesseract): apt-get when root.
+# Debian tools the build and the tests need (gcc for the compiled walker and loops;
+# gdcmanon, dcmtk, dciodvfy, openssl, a single-node SLURM with munge, tesseract): apt-get
+# when root.
 system-deps:
 	@missing=""; \
 	command -v gcc      >/dev/null || missing="$$missing gcc"; \

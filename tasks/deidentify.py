@@ -50,7 +50,7 @@ from tasks.dicomio import (
     read_dicom,
     sequence_end,
 )
-from tasks.edit import Chunk, EditPlan, encode_element, render_parts
+from tasks.edit import LOOPS, Chunk, EditPlan, encode_element, render_parts
 from tasks.eligibility import refusals
 from tasks.engine import Staged, deflate, file_pieces, stage, write_staged
 from tasks.errors import DicomFormatError, UnsupportedFileError
@@ -233,6 +233,20 @@ def _top_memo(resolver: object, settings: DeidentifySettings, enc: Encoding
     return memo
 
 
+def _load_sort() -> Callable[..., tuple[list[Element], list[Element] | None]] | None:
+    """The compiled loop of :meth:`_Deidentifier.walk`, when tasks.edit has the compiled
+    loops: it applies, for each element of a data set, the outcomes that follow from a
+    decision the resolver has cached (kept, removed at the top level, a memoized value)
+    and hands every other element back, in order, to the Python loop."""
+    if LOOPS is None:
+        return None
+    LOOPS.setup_sort(Decision, Action.K, Action.X, Action.C, _MEMO_ELEMENT_MAX)
+    return cast(Callable[..., tuple[list[Element], list[Element] | None]], LOOPS.sort)
+
+
+_SORT = _load_sort()
+
+
 class _Deidentifier:
     """One file's edit plan, built by walking the element tree.
 
@@ -292,7 +306,12 @@ class _Deidentifier:
         memo = self.memo if top is None and scrub is None and code is None else None
         buf = self.buf
         privates: list[Element] | None = None
-        for el in elements:
+        visit = elements
+        if _SORT is not None and trace is None:
+            # the compiled loop settles what a cached decision settles (tasks/_editloops.c)
+            visit, privates = _SORT(elements, cached, key_base, private, kinds, top is None,
+                                    memo, buf, payload, replace)
+        for el in visit:
             tag = el.tag
             if tag & 0x10000 and private:
                 if privates is None:

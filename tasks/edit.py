@@ -9,8 +9,10 @@ group lengths (gggg,0000) of groups whose size changed.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from tasks.dicomio import (
     UNDEFINED,
@@ -83,8 +85,21 @@ def render_parts(
     buf: bytes, elements: list[Element], plan: EditPlan, enc: Encoding, top: bool = True
 ) -> list[Chunk]:
     """:func:`render` as the list of its pieces, big untouched runs as views of ``buf``
-    (what a writer passes to ``writev``: a 512x512 CT slice is then never copied)."""
+    (what a writer passes to ``writev``: a 512x512 CT slice is then never copied).
+
+    The compiled loop (``tasks/_editloops.c``) runs this loop for a data set without group
+    length elements: ~0.1 us per element where Python takes ~0.25."""
     inserts = sorted(plan.insert.items()) if top else []
+    if LOOPS is not None:
+        chunks: list[Chunk] | None = LOOPS.render(buf, elements, plan.replace, plan.dirty,
+                                                  inserts, _render_element, plan, enc)
+        if chunks is not None:
+            return chunks
+    return _render_parts_python(buf, elements, plan, enc, top, inserts)
+
+
+def _render_parts_python(buf: bytes, elements: list[Element], plan: EditPlan, enc: Encoding,
+                         top: bool, inserts: list[tuple[int, bytes]]) -> list[Chunk]:
     for el in elements:
         if not el.tag & 0xFFFF:
             return _render_with_group_lengths(buf, elements, plan, enc, top, inserts)
@@ -201,6 +216,22 @@ def _fix_group_lengths(
                             original)
             if top:
                 plan.changed_group_lengths.append(original)
+
+
+def _load_loops() -> Any:
+    """The compiled edit loops, set up with this module's classes; None when not built (a
+    source tree without `make install`) or turned off (``ANONPIPE_PURE_PYTHON=1``)."""
+    if os.environ.get("ANONPIPE_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from tasks import _editloops  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    _editloops.setup(Element, BIG_SLICE)
+    return _editloops
+
+
+LOOPS = _load_loops()
 
 
 # --------------------------------------------------------------------------- transcoding

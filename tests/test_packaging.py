@@ -42,13 +42,15 @@ def test_the_wheel_ships_and_finds_the_built_in_configs(tmp_path: Path) -> None:
                                                                 "pbs")}
     expected |= {"tasks/data/iod_types.json", "tasks/_profile_table.py", "tasks/py.typed"}
     assert expected <= names
-    assert any(n.startswith("tasks/_walker.") and n.endswith(".so") for n in names)
+    for compiled in ("_walker", "_editloops"):
+        assert any(n.startswith(f"tasks/{compiled}.") and n.endswith(".so") for n in names)
     probe = (
         "import tasks, tasks.builtin as b, tasks.profile as p, pipeline.cluster as c\n"
         "print(tasks.__file__); print(b.config_dir('profiles'))\n"
         "print(p.get_profile('gdcmanon').spec.name, p.get_profile('basic').spec.name)\n"
         "print(c.load_cluster_config('local').kind)\n"
         "import tasks.dicomio as d; print(d._WALKER.__file__.startswith(tasks.__path__[0]))\n"
+        "import tasks.edit as e; print(e.LOOPS.__file__.startswith(tasks.__path__[0]))\n"
     )
     site = tmp_path / "site"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
@@ -57,4 +59,5 @@ def test_the_wheel_ships_and_finds_the_built_in_configs(tmp_path: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith(str(site)), "the unpacked wheel, not the checkout, was imported"
     assert lines[1] == str(site / "anonpipe_configs" / "profiles")
-    assert lines[2:] == ["gdcmanon basic", "local", "True"]  # the wheel's compiled walker
+    # the wheel's compiled walker and loops
+    assert lines[2:] == ["gdcmanon basic", "local", "True", "True"]

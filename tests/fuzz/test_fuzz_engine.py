@@ -455,8 +455,10 @@ _NODE = st.recursive(
 def test_fuzz_deidentify_generated_datasets(encryptor: EnvelopeEncryptor,
                                             reid: ReidentifySettings,
                                             fuzz_stats: FuzzStats) -> None:
-    """-e on generated data sets; de-identified ones must round trip."""
+    """-e on generated data sets; de-identified ones must round trip (and the compiled
+    walker and edit loops agree with the Python ones on each)."""
     from tests.fuzz.hostile import dataset, file_meta
+    from tests.loops import compare as compare_loops
     from tests.walkers import compare
 
     settings_ = DeidentifySettings(secret=SECRET, encryptor=encryptor, allow_burned_in=True,
@@ -467,6 +469,7 @@ def test_fuzz_deidentify_generated_datasets(encryptor: EnvelopeEncryptor,
         body = b"".join(_encode(unique[tag]) for tag in sorted(unique))
         data = file_meta() + dataset(body)
         compare(data)  # the compiled walker agrees with the Python one here too
+        compare_loops(data, settings_)  # and the compiled edit loops with the Python ones
         out = expect_clean(lambda d: deidentify_bytes(d, settings_), data)
         if out is not None:
             expect_round_trip(out, data, reid)
