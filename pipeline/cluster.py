@@ -13,17 +13,17 @@ waited for (the user chose where the work runs).  Every dask cluster started her
 TLS with credentials made for the run (pipeline.tls); worker jobs on a batch system are
 submitted, waited for and replaced by pipeline.jobqueue.
 
-Local processes (``job.local_pool == "processes"``, the command line's default): a
-``concurrent.futures`` pool of worker processes, forked from the driver right after its
-imports when the run will want them (pipeline.earlypool), else spawned.  Why: a
+Local processes (``job.local_pool == "processes"``, the command line's default): worker
+processes of our own (pipeline.localworkers), forked from the driver right after its
+imports when the run will want them (pipeline.earlypool), else started afresh.  Why: a
 dask LocalCluster costs ~0.7 s of wall time and ~2 CPU-seconds to import distributed,
 start the scheduler and the nannies and spawn its workers (measured on 2 cores); the
-process pool starts in ~0.1 s, so it pays off from a few hundred files instead of
-~10,000, and its per-task cost is a pickle over a pipe (no scheduler).  What it does not
-have: a dashboard, and a crash of one worker breaks the whole pool (the pool is rebuilt
-and the in-flight batches re-run, so the blame falls on every in-flight batch, and the
-window's quarantine finds the culprit).  ``--local-pool dask``, ``--dashboard`` and
-``--cluster local`` give a dask LocalCluster (of two workers or more).
+process pool starts in a few milliseconds, so it pays off from a few hundred files
+instead of ~10,000, and its per-task cost is a pickle over a pipe (no scheduler).  What
+it does not have: a dashboard.  A worker that dies fails the batch it ran, which is
+re-run and, failing again, cut into files run alone (the window's quarantine), and is
+replaced.  ``--local-pool dask``, ``--dashboard`` and ``--cluster local`` give a dask
+LocalCluster (of two workers or more).
 """
 
 from __future__ import annotations

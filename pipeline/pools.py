@@ -25,12 +25,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline import collector
+from pipeline.localworkers import LocalWorkers, Task, WorkerDied
 
 P = TypeVar("P")
 PER_WORKER_IN_FLIGHT = 3
@@ -52,6 +51,14 @@ class Outcome(Generic[P]):
     payload: P
     result: dict[str, Any] | None
     error: BaseException | None = None
+
+
+def task_failure(error: BaseException) -> str:
+    """Why a task failed, for a report line: the exception's type only (a task's message
+    may name a patient's file), or how its worker died."""
+    if isinstance(error, WorkerDied):
+        return str(error)
+    return type(error).__name__
 
 
 class Window(Protocol[P]):
@@ -361,11 +368,6 @@ class StartingPool:
 # --------------------------------------------------------------------------- processes
 
 
-def _may_fork() -> bool:
-    """Whether a fork now is safe: this is the only thread, and the platform forks."""
-    return threading.active_count() == 1 and hasattr(os, "fork")
-
-
 def _worker_init(driver: int) -> None:
     """In each pool process: Ctrl-C is the driver's to handle (it stops the pool), and a
     worker whose driver died (killed: no shutdown) exits instead of waiting forever on a
@@ -410,9 +412,9 @@ def _with_shared(fn: Callable[..., dict[str, Any]], payload: Any, key: bytes,
 class _ProcessWindow(_SlidingWindow[P]):
     """The sliding window over a :class:`ProcessPool`.
 
-    A task that raised, or that a broken pool (a worker died) took down, is re-run up to
-    ``pool.retries`` times (as dask's ``retries`` and lost-worker re-runs do) before its
-    outcome carries the error.  ``in_flight``: future -> (order, payload, attempt).
+    A task that raised, or whose worker died running it, is re-run up to ``pool.retries``
+    times (as dask's ``retries`` and lost-worker re-runs do) before its outcome carries
+    the error.  ``in_flight``: task -> (order, payload, attempt).
     The window's arguments are pickled once, and unpickled once per worker
     (:func:`_with_shared`).
     """
@@ -437,7 +439,7 @@ class _ProcessWindow(_SlidingWindow[P]):
     def __iter__(self) -> Iterator[Outcome[P]]:
         self._fill()
         while self.in_flight:
-            done, _ = wait(list(self.in_flight), return_when=FIRST_COMPLETED)
+            done = self.pool.wait_any(list(self.in_flight))
             for future in sorted(done, key=lambda f: self.in_flight[f][0]):
                 _, payload, attempt = self.in_flight.pop(future)
                 try:
@@ -455,14 +457,14 @@ class _ProcessWindow(_SlidingWindow[P]):
 
 
 class ProcessPool:
-    """Batches go to a pool of local worker processes.
+    """Batches go to local worker processes (:mod:`pipeline.localworkers`).
 
     Forked when the driver runs no other thread yet (``pipeline.earlypool`` starts the
     pool right after the driver's imports): a forked worker starts with every module the
-    driver imported, where a spawned one spends ~0.15 s of CPU importing them again (a
-    third of a 960-slice CT series' CPU on 2 cores).  Spawned otherwise (a restart after
-    a worker died, a pool started once the progress display or the writeback run), since
-    a fork copies only the calling thread and a lock another one held stays held."""
+    driver imported, where a fresh one spends ~0.15 s of CPU importing them again (a
+    third of a 960-slice CT series' CPU on 2 cores).  Started afresh otherwise (a worker
+    replaced beside the progress display's or the writeback's thread), since a fork copies
+    only the calling thread and a lock another one held stays held."""
 
     kind = "processes"
     dashboard: str | None = None
@@ -470,49 +472,51 @@ class ProcessPool:
     def __init__(self, workers: int, retries: int) -> None:
         self.workers = workers
         self.retries = retries
-        self._executor: ProcessPoolExecutor | None = None
-        self.restarts = 0
-        self.start_method: str | None = None  # of the running executor
+        self._local: LocalWorkers | None = None
+        self._restarts = 0  # of the workers closed before
+        self._method: str | None = None
 
-    def _pool(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            import multiprocessing
+    @property
+    def restarts(self) -> int:
+        """Workers replaced after they died."""
+        return self._restarts + (self._local.restarts if self._local is not None else 0)
 
-            method = "fork" if _may_fork() else "spawn"
-            self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context(method),
-                initializer=_worker_init, initargs=(os.getpid(),))
-            self.start_method = method
-        return self._executor
+    @property
+    def start_method(self) -> str | None:
+        """How the last worker started: "fork" or "spawn"."""
+        return self._local.start_method if self._local is not None else self._method
 
-    def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Future[dict[str, Any]]:
-        try:
-            return self._pool().submit(fn, *args)
-        except BrokenProcessPool:  # a worker died: the pool is unusable, start a new one
-            self._shutdown()
-            self.restarts += 1
-            return self._pool().submit(fn, *args)
+    def _pool(self) -> LocalWorkers:
+        if self._local is None:
+            self._local = LocalWorkers(self.workers, _worker_init, (os.getpid(),))
+        return self._local
+
+    def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> Task:
+        return self._pool().submit(fn, *args)
+
+    def wait_any(self, tasks: Sequence[Task]) -> list[Task]:
+        """The finished tasks of ``tasks``, at least one (waited for)."""
+        return self._pool().wait_any(tasks)
 
     def imap(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P], *args: Any,
              split: Split[P] | None = None) -> _ProcessWindow[P]:
         return _ProcessWindow(self, fn, payloads, args, split)
 
     def warm_up(self, modules: tuple[str, ...]) -> None:
-        """Spawn every worker now and have it import ``modules`` (not waited for)."""
+        """Start every worker now and have it import ``modules`` (not waited for)."""
         for _ in range(self.workers):
             self.submit(_import_modules, modules)
 
     def workers_alive(self) -> int:
-        executor = self._executor
-        processes = getattr(executor, "_processes", None) if executor is not None else None
-        return sum(1 for p in (processes or {}).values() if p.is_alive())
+        return self._local.alive() if self._local is not None else 0
 
-    def _shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+    def pids(self) -> list[int]:
+        """The process ids of the workers running now."""
+        return self._local.pids() if self._local is not None else []
 
     def close(self) -> None:
-        self._shutdown()
-
-
+        if self._local is not None:
+            self._local.close()
+            self._restarts += self._local.restarts
+            self._method = self._local.start_method
+            self._local = None

@@ -35,7 +35,7 @@ from pipeline.plan import (
     op_fingerprint,
     profile_of,
 )
-from pipeline.pools import Outcome, balanced_batch
+from pipeline.pools import Outcome, balanced_batch, task_failure
 from pipeline.progress import DEBUG, ERROR, INFO, WARNING, PassStats, RunProgress
 from pipeline.report import (
     FailedList,
@@ -188,7 +188,7 @@ class _Pass2:
         if outcome.error is not None:  # a lost worker may have been writing: no leftovers
             for item in batch.items:
                 remove_temp_files_of(Path(item.dst), self.job.output)
-            reason = f"processing task failed: {type(outcome.error).__name__}"
+            reason = f"processing task failed: {task_failure(outcome.error)}"
             rows = [FileResult(item.rel, Status.FAILED, item.size, 0, "WorkerLost",
                                reason).as_row() for item in batch.items]
         else:

@@ -17,7 +17,7 @@ from pipeline import outcomes
 from pipeline.cluster import Backend
 from pipeline.job import Mode, TreeJob
 from pipeline.plan import profile_of
-from pipeline.pools import Pool, balanced_batch
+from pipeline.pools import Pool, balanced_batch, task_failure
 from pipeline.progress import INFO, PassStats, RunProgress
 from pipeline.store import Store
 from pipeline.walk import Entry, iter_files, iter_listed
@@ -180,7 +180,7 @@ def _scan(job: TreeJob, batcher: _Batcher, pool: Pool, store: Store,
             batch = outcome.payload
             store.add_inventory({batch.rels[0]: {
                 "error_kind": "WorkerLost",
-                "error": f"header scan task failed: {type(outcome.error).__name__}"}})
+                "error": f"header scan task failed: {task_failure(outcome.error)}"}})
             _latest(progress, "WorkerLost", "")
             progress.advance(1, 0, 1)
         else:

@@ -14,6 +14,7 @@ from pipeline.cli import build_parser
 from pipeline.cluster import Backend
 from pipeline.job import PROCESSES_FROM, TreeJob
 from pipeline.options import Run, build_run
+from pipeline.pools import ProcessPool
 from pipeline.state import load_secret
 from tasks.errors import UsageError
 from tests.conftest import Pki, modules_loaded_by, pydicom_file
@@ -51,9 +52,8 @@ def big(tmp_path: Path) -> Path:
     return _folder(tmp_path / "big", PROCESSES_FROM)
 
 
-def _alive(pool: object) -> list[psutil.Process]:
-    processes = getattr(getattr(pool, "_executor", None), "_processes", None) or {}
-    return [psutil.Process(p.pid) for p in processes.values() if p.is_alive()]
+def _alive(pool: ProcessPool) -> list[psutil.Process]:
+    return [psutil.Process(pid) for pid in pool.pids()]
 
 
 def test_the_pool_starts_only_for_runs_that_will_use_it(big: Path, tmp_path: Path) -> None:
@@ -151,3 +151,5 @@ def test_a_single_file_run_imports_no_listing_pool_or_store(tmp_path: Path, pki:
         common + f"assert main(args + ['-r', '--store', {str(tmp_path / 'store')!r}, "
         f"{str(folder)!r}, {str(tmp_path / 'outdir')!r}]) == 0\n")
     assert {"pipeline.earlypool", "pipeline.store", "sqlite3"} <= tree
+    # its worker processes are the project's own (pipeline.localworkers)
+    assert not {"concurrent.futures", "multiprocessing"} & tree

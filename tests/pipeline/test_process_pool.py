@@ -48,7 +48,8 @@ def test_a_file_that_kills_its_worker_is_isolated(archive: Path, reference: dict
     job = deid_job(archive, tmp_path / "out", operation=op, workers=2, local_pool="processes",
                    inline_below=0, batch_files=10, retries=0, continue_on_error=True)
     summary = run_tree(job)
-    assert summary.errors == [(POISON, "WorkerLost", "processing task failed: BrokenProcessPool")]
+    assert summary.errors == [
+        (POISON, "WorkerLost", "processing task failed: its worker process died (exit code 13)")]
     assert (summary.done, summary.failed) == (FILES - 1, 1)
     produced = tree_digest(tmp_path / "out")
     assert produced == {k: v for k, v in reference.items() if k != POISON}
