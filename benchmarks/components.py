@@ -23,6 +23,10 @@ a nameless output, as many bytes written before the pixel data as the real outpu
 the pixel data copied by the kernel, the output linked in.  Against the batches of
 ``--outputs``, it bounds what a compiled per-file core could save.
 
+With ``--python-loops`` (and ``--outputs``) the staged batches run a third way in the same
+rounds: with the Python loops of the de-identification walk and the render instead of the
+compiled ones (``tasks/_editloops.c``).
+
 With ``--first-reads N [N ...]`` it makes (``prepare``, nothing written) the outputs of the
 files that split at their pixel data with each first read of a file's head
 (``tasks.pixeltail.MIN_FIRST_READ``, bytes), ``--reps`` rounds alternating: user and system
@@ -47,6 +51,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import tasks.batch
+import tasks.deidentify
+import tasks.edit
 import tasks.pixeltail
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_parts
@@ -74,15 +80,20 @@ def per_file_ms(step: Callable[[T], object], inputs: list[T]) -> float:
 
 
 def batches_ms(archive: Path, paths: list[Path], settings: DeidentifySettings, outputs: Path,
-               stage: int, batch: int = 60) -> tuple[float, float]:
+               stage: int, batch: int = 60, python_loops: bool = False) -> tuple[float, float]:
     """User and system CPU per file of pass 2's batches over ``paths``, written under
-    ``outputs`` with a stage of ``stage`` files (the outputs deleted first, unmeasured)."""
+    ``outputs`` with a stage of ``stage`` files (the outputs deleted first, unmeasured);
+    ``python_loops``: with the Python loops of the walk and the render, not the compiled
+    ones (tasks/_editloops.c)."""
     shutil.rmtree(outputs, ignore_errors=True)
     os.sync()
     items = tuple(WorkItem(str(p), str(outputs / p.relative_to(archive)),
                            str(p.relative_to(archive)), p.stat().st_size) for p in paths)
     operation = Deidentify(settings)
     default, tasks.batch.STAGE_FILES = tasks.batch.STAGE_FILES, stage
+    loops = tasks.deidentify._SORT, tasks.edit.LOOPS
+    if python_loops:
+        tasks.deidentify._SORT, tasks.edit.LOOPS = None, None
     try:
         before = resource.getrusage(resource.RUSAGE_SELF)
         for start in range(0, len(items), batch):
@@ -91,6 +102,7 @@ def batches_ms(archive: Path, paths: list[Path], settings: DeidentifySettings, o
         after = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         tasks.batch.STAGE_FILES = default
+        tasks.deidentify._SORT, tasks.edit.LOOPS = loops
     return cpu_ms(before, after, len(items))
 
 
@@ -183,6 +195,9 @@ def main() -> int:
                         help="also measure pass 2's floor per file, written under DIR")
     parser.add_argument("--first-reads", type=int, nargs="+", metavar="BYTES",
                         help="also make the outputs with each first read of a file's head")
+    parser.add_argument("--python-loops", action="store_true",
+                        help="with --outputs, also the staged batches with the Python loops "
+                        "of the walk and the render")
     args = parser.parse_args()
     paths = sorted(p for p in args.archive.rglob("*") if p.is_file())[:args.files]
     if not paths:
@@ -213,6 +228,10 @@ def main() -> int:
                                 tasks.batch.STAGE_FILES}.items():
             rounds[name] = functools.partial(batches_ms, args.archive, paths, settings,
                                              args.outputs, stage)
+        if args.python_loops:
+            rounds["staged, Python loops (no tasks/_editloops.c)"] = functools.partial(
+                batches_ms, args.archive, paths, settings, args.outputs,
+                tasks.batch.STAGE_FILES, python_loops=True)
     if args.floor is not None:
         shapes = output_shapes(paths, settings)
         if not shapes:

@@ -12,8 +12,8 @@ its whole pool, failing every task in flight.  Here a worker that dies fails onl
 it ran (:class:`WorkerDied`, which says how it died) and is replaced.
 
 A task goes only to an idle worker, so the driver never writes to a worker that is itself
-blocked writing a result: neither side can wait on the other.  Messages are a 4-byte
-length and a pickle: ``(fn, args)`` down, ``(ok, result or exception)`` up.
+blocked writing a result: neither side can wait on the other.  Messages are a length (8
+bytes) and a pickle: ``(fn, args)`` down, ``(ok, result or exception)`` up.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
-_LENGTH = 4
+_LENGTH = 8  # bytes of a message's length
 #: a task still waiting for a worker, running, or done
 WAITING, RUNNING, DONE = range(3)
 
