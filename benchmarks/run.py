@@ -285,16 +285,30 @@ def settle(*folders: Path) -> None:
     time.sleep(SETTLE_SECONDS)
 
 
+def rotated(order: list[str], rep: int) -> list[str]:
+    """``order`` started ``rep`` places later, the re-identifications last (each reads
+    what its de-identification wrote in the same round).
+
+    Why: each round follows the deletion of the last one's outputs, and on an ext4
+    without a journal creating files soon after deleting others costs ~0.3 ms each, more
+    for the first writers after the deletion ("Twelfth round" in benchmarks/README.md);
+    in a fixed order the same commands would always pay the most."""
+    writers = [label for label in order if not label.endswith("-d")]
+    shift = rep % len(writers) if writers else 0
+    readers = [label for label in order if label.endswith("-d")]
+    return writers[shift:] + writers[:shift] + readers
+
+
 def one_round(cmds: dict[str, tuple[list[str], Path | None]], order: list[str], work: Path,
               env: dict[str, str]) -> dict[str, Sample]:
-    """Every command once, each re-identification after the de-identification it reads.
+    """Every command once, in ``order``.
 
     Each starts with no dirty pages (an unmeasured ``sync``): on this machine a writer
     that follows another pays for the pages the one before left, in system time (cp -r
     of ct960: 0.18-0.25 s first after a ``sync``, 1.08-1.37 s right after gdcmanon), so
     the order of the round would otherwise decide the ratios."""
     samples = {}
-    for label in sorted(order, key=lambda label: label.endswith("-d")):
+    for label in order:
         argv, output = cmds[label]
         reset(work, output)
         os.sync()
@@ -320,10 +334,10 @@ def bench_archive(name: str, work: Path, outputs: Path, reps: int, cert: Path, k
     warm = work / "trash" / f"warm-{name}"
     warm.parent.mkdir(exist_ok=True)
     subprocess.run(["cp", "-r", str(archive), str(warm)], check=True)
-    one_round(cmds, order, work, env)
+    one_round(cmds, rotated(order, 0), work, env)
     settle(work, outputs)
     for rep in range(reps):
-        for label, sample in one_round(cmds, order, work, env).items():
+        for label, sample in one_round(cmds, rotated(order, rep), work, env).items():
             results[label].samples.append(sample)
         print(f"  repetition {rep + 1}/{reps} done")
         settle(work, outputs)

@@ -25,11 +25,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Collection
 from typing import Any
 
 _LENGTH = 8  # bytes of a message's length
+#: seconds a worker whose pipe broke is given to end by itself (then it is killed)
+EXIT_WAIT = 1.0
 #: a task still waiting for a worker, running, or done
 WAITING, RUNNING, DONE = range(3)
 
@@ -172,18 +175,25 @@ class LocalWorkers:
         self.workers.clear()
 
     def _hand_out(self) -> None:
-        for worker in self.workers:
-            if not self.waiting:
+        """Give waiting tasks to idle workers, in order."""
+        refused: set[int] = set()  # tasks a dead worker's pipe refused once already
+        while self.waiting:
+            idle = next((w for w in self.workers if w.task is None), None)
+            if idle is None:
                 return
-            if worker.task is None:
-                task = self.waiting.popleft()
-                try:
-                    _send(worker.tasks, (task.fn, task.args))
-                except BrokenPipeError:  # it died idle: its replacement takes the task
+            task = self.waiting.popleft()
+            try:
+                _send(idle.tasks, (task.fn, task.args))
+            except BrokenPipeError:  # it died idle: its replacement takes the task
+                how = self._replace(idle)
+                if id(task) in refused:  # twice: the workers die as they start
+                    task.state, task.error = DONE, WorkerDied(
+                        f"its worker process died before it started ({how})")
+                else:
+                    refused.add(id(task))
                     self.waiting.appendleft(task)
-                    self._replace(worker)
-                    continue
-                task.state, worker.task = RUNNING, task
+                continue
+            task.state, idle.task = RUNNING, task
 
     def _receive(self, worker: _Worker) -> None:
         task = worker.task
@@ -191,10 +201,9 @@ class LocalWorkers:
         try:
             data = _read_message(worker.results)
         except (EOFError, OSError):
-            how = worker.reap(block=True) or "closed its pipe"
-            task.state, task.error = DONE, WorkerDied(f"its worker process died ({how})")
             worker.task = None
-            self._replace(worker)
+            how = self._replace(worker)
+            task.state, task.error = DONE, WorkerDied(f"its worker process died ({how})")
             return
         worker.task = None
         task.state = DONE
@@ -209,12 +218,25 @@ class LocalWorkers:
         else:
             task.error = value
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker) -> str:
+        """Stop ``worker`` (its pipe is broken) and start another; how it ended."""
         worker.close_pipes()
-        worker.reap(block=True)
+        how = worker.reap(block=False)
+        deadline = time.monotonic() + EXIT_WAIT
+        while how is None and time.monotonic() < deadline:  # its pipe closes as it exits
+            time.sleep(0.005)
+            how = worker.reap(block=False)
+        if how is None:  # alive with its pipe closed (a task closed it): stopped here
+            try:
+                os.kill(worker.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            worker.reap(block=True)
+            how = "closed its pipe"
         self.workers.remove(worker)
         self.restarts += 1
         self._start_missing()
+        return how
 
     def _start_missing(self) -> None:
         while len(self.workers) < self.count and not self.closed:

@@ -39,6 +39,11 @@ def _die(how: str) -> None:
     os._exit(7)
 
 
+def _close_pipes_and_hang() -> None:
+    os.closerange(3, 4096)  # the worker's pipes among them: the driver sees them close
+    time.sleep(60)
+
+
 def _unpicklable() -> object:
     return lambda: None
 
@@ -84,6 +89,15 @@ def test_a_dead_worker_fails_its_own_task_only_and_is_replaced(
     assert workers.restarts == 1 and workers.alive() == 2
     assert len(set(workers.pids()) - before) == 1  # one new process
     assert workers.submit(_pid, 1).result(timeout=60)["value"] == 1
+
+
+def test_a_worker_alive_with_its_pipe_closed_is_stopped(workers: LocalWorkers) -> None:
+    hung = workers.submit(_close_pipes_and_hang)
+    started = time.monotonic()
+    with pytest.raises(WorkerDied, match="closed its pipe"):
+        hung.result(timeout=60)
+    assert time.monotonic() - started < 30  # stopped after a short wait, not its minute
+    assert workers.restarts == 1 and workers.alive() == 2
 
 
 def test_an_answer_that_cannot_be_sent_is_an_error_of_its_task(workers: LocalWorkers) -> None:
