@@ -69,33 +69,37 @@ class Task:
 class _Worker:
     """The driver's end of one worker: its process, its two pipes, the task it runs."""
 
-    __slots__ = ("pid", "popen", "results", "task", "tasks")
+    __slots__ = ("ended", "pid", "popen", "results", "task", "tasks")
 
     def __init__(self, pid: int, popen: subprocess.Popen[bytes] | None, tasks: int,
                  results: int) -> None:
         self.pid, self.popen = pid, popen
         self.tasks, self.results = tasks, results  # write end, read end (driver's side)
         self.task: Task | None = None
+        self.ended: str | None = None  # how the process ended, once reaped
 
     def close_pipes(self) -> None:
+        """Close the driver's ends (once: a number closed twice may be another file's)."""
         for fd in (self.tasks, self.results):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
+        self.tasks = self.results = -1
 
     def reap(self, block: bool) -> str | None:
         """How the process ended ("exit code 3", "killed by SIGKILL"), None if running."""
-        if self.popen is not None:
-            code = self.popen.wait() if block else self.popen.poll()
-            return None if code is None else _ended(code)
-        try:
-            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:
-            return "ended"
-        if pid == 0:
-            return None
-        return _ended(os.waitstatus_to_exitcode(status))
+        if self.ended is None:
+            if self.popen is not None:
+                code = self.popen.wait() if block else self.popen.poll()
+            else:
+                try:
+                    pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+                except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): gone
+                    self.ended = "ended"
+                    return self.ended
+                code = None if pid == 0 else os.waitstatus_to_exitcode(status)
+            if code is not None:
+                self.ended = _ended(code)
+        return self.ended
 
 
 def _ended(code: int) -> str:

@@ -671,9 +671,14 @@ def walk(body: bytes | bytearray, enc: Encoding, stop_at_pixels: bool,
     return walk_python(body, enc, stop_at_pixels, private_runs)
 
 
+def pure_python() -> bool:
+    """Whether ``ANONPIPE_PURE_PYTHON`` turns the compiled walker and loops off."""
+    return os.environ.get("ANONPIPE_PURE_PYTHON", "") not in ("", "0")
+
+
 def _load_walker() -> Any:
     """The compiled walker, set up with this module's classes; None when turned off."""
-    if os.environ.get("ANONPIPE_PURE_PYTHON", "") not in ("", "0"):
+    if pure_python():
         return None
     try:
         from tasks import _walker  # type: ignore[attr-defined]
