@@ -11,7 +11,7 @@ install: $(STAMP)
 
 # pip builds the compiled element walker and edit loops (tasks/_walker.c, tasks/_editloops.c)
 # into tasks/ with the system's C compiler and Python's headers.
-$(STAMP): pyproject.toml setup.py tasks/_walker.c tasks/_editloops.c
+$(STAMP): pyproject.toml setup.py tasks/_walker.c tasks/_editloops.c tasks/_slots.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# PYTHONWARNINGS reaches the build backend: setuptools warns that an editable install

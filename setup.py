@@ -5,6 +5,9 @@ from setuptools import Extension, setup
 
 FLAGS = ["-O2", "-std=c99", "-Wall"]
 
-setup(ext_modules=[Extension("tasks._walker", ["tasks/_walker.c"], extra_compile_args=FLAGS),
-                   Extension("tasks._editloops", ["tasks/_editloops.c"],
+HEADERS = ["tasks/_slots.h"]
+
+setup(ext_modules=[Extension("tasks._walker", ["tasks/_walker.c"], depends=HEADERS,
+                             extra_compile_args=FLAGS),
+                   Extension("tasks._editloops", ["tasks/_editloops.c"], depends=HEADERS,
                              extra_compile_args=FLAGS)])

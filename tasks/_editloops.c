@@ -17,6 +17,8 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include "_slots.h"
+
 #define NO_INSERT 0x100000000LL
 
 /* set once by setup() and setup_sort(): the classes, their slot offsets, the actions, the
@@ -284,21 +286,6 @@ static PyObject *render(PyObject *self, PyObject *args) {
 error:
     Py_DECREF(chunks);
     return NULL;
-}
-
-/* the byte offset of a slot of ``cls`` named ``name`` (a member descriptor of a slots class) */
-static int slot_offset(PyObject *cls, const char *name, Py_ssize_t *offset) {
-    PyObject *descr = PyObject_GetAttrString(cls, name);
-    if (descr == NULL) return -1;
-    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
-        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
-        PyErr_Format(PyExc_TypeError, "%s is not an object slot", name);
-        Py_DECREF(descr);
-        return -1;
-    }
-    *offset = ((PyMemberDescrObject *)descr)->d_member->offset;
-    Py_DECREF(descr);
-    return 0;
 }
 
 PyDoc_STRVAR(setup_doc, "setup(Element, big_slice): what render() needs");

@@ -14,6 +14,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+
+#include "_slots.h"
 #include <string.h>
 
 #define ITEM 0xFFFEE000u
@@ -539,21 +541,6 @@ fail:
     Py_XDECREF(elements);
     PyBuffer_Release(&view);
     return NULL;
-}
-
-/* the byte offset of a slot of ``cls`` named ``name`` (a member descriptor of a slots class) */
-static int slot_offset(PyObject *cls, const char *name, Py_ssize_t *offset) {
-    PyObject *descr = PyObject_GetAttrString(cls, name);
-    if (descr == NULL) return -1;
-    if (!Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
-        ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
-        PyErr_Format(PyExc_TypeError, "%s is not an object slot", name);
-        Py_DECREF(descr);
-        return -1;
-    }
-    *offset = ((PyMemberDescrObject *)descr)->d_member->offset;
-    Py_DECREF(descr);
-    return 0;
 }
 
 PyDoc_STRVAR(setup_doc, "setup(Element, Item, implicit_le_encoding, dictionary_vr)");
