@@ -264,9 +264,11 @@ static PyObject *render(PyObject *self, PyObject *args) {
         PyObject *replacement = PyDict_GetItemWithError(replace, start_obj);
         if (replacement == NULL && PyErr_Occurred()) goto error;
         if (replacement != NULL && replacement != Py_None) {
+            Py_INCREF(replacement);  /* a piece object's truth may run Python code */
             int nonempty = PyObject_IsTrue(replacement);
-            if (nonempty < 0) goto error;
-            if (nonempty && PyList_Append(chunks, replacement)) goto error;
+            int failed = nonempty < 0 || (nonempty && PyList_Append(chunks, replacement));
+            Py_DECREF(replacement);
+            if (failed) goto error;
             continue;
         }
         PyObject *piece = PyObject_CallFunctionObjArgs(render_element, buf, el, plan, enc,
