@@ -36,6 +36,7 @@ CPU per file, medians.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import resource
@@ -51,8 +52,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import tasks.batch
-import tasks.deidentify
-import tasks.edit
 import tasks.pixeltail
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_parts
@@ -60,6 +59,7 @@ from tasks.dicomio import read_dicom, read_header
 from tasks.fileio import FileRange
 from tasks.inventory import scan_file
 from tasks.model import Batch, WorkItem
+from tests.loops import python_loops
 
 T = TypeVar("T")
 
@@ -80,10 +80,11 @@ def per_file_ms(step: Callable[[T], object], inputs: list[T]) -> float:
 
 
 def batches_ms(archive: Path, paths: list[Path], settings: DeidentifySettings, outputs: Path,
-               stage: int, batch: int = 60, python_loops: bool = False) -> tuple[float, float]:
+               stage: int, batch: int = 60, python_loops_on: bool = False
+               ) -> tuple[float, float]:
     """User and system CPU per file of pass 2's batches over ``paths``, written under
     ``outputs`` with a stage of ``stage`` files (the outputs deleted first, unmeasured);
-    ``python_loops``: with the Python loops of the walk and the render, not the compiled
+    ``python_loops_on``: with the Python loops of the walk and the render, not the compiled
     ones (tasks/_editloops.c)."""
     shutil.rmtree(outputs, ignore_errors=True)
     os.sync()
@@ -91,18 +92,15 @@ def batches_ms(archive: Path, paths: list[Path], settings: DeidentifySettings, o
                            str(p.relative_to(archive)), p.stat().st_size) for p in paths)
     operation = Deidentify(settings)
     default, tasks.batch.STAGE_FILES = tasks.batch.STAGE_FILES, stage
-    loops = tasks.deidentify._SORT, tasks.edit.LOOPS
-    if python_loops:
-        tasks.deidentify._SORT, tasks.edit.LOOPS = None, None
     try:
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        for start in range(0, len(items), batch):
-            tasks.batch.run_batch(Batch(start, items[start:start + batch], str(outputs),
-                                        sync=False), operation)
-        after = resource.getrusage(resource.RUSAGE_SELF)
+        with python_loops() if python_loops_on else contextlib.nullcontext():
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            for start in range(0, len(items), batch):
+                tasks.batch.run_batch(Batch(start, items[start:start + batch], str(outputs),
+                                            sync=False), operation)
+            after = resource.getrusage(resource.RUSAGE_SELF)
     finally:
         tasks.batch.STAGE_FILES = default
-        tasks.deidentify._SORT, tasks.edit.LOOPS = loops
     return cpu_ms(before, after, len(items))
 
 
@@ -231,7 +229,7 @@ def main() -> int:
         if args.python_loops:
             rounds["staged, Python loops (no tasks/_editloops.c)"] = functools.partial(
                 batches_ms, args.archive, paths, settings, args.outputs,
-                tasks.batch.STAGE_FILES, python_loops=True)
+                tasks.batch.STAGE_FILES, python_loops_on=True)
     if args.floor is not None:
         shapes = output_shapes(paths, settings)
         if not shapes:

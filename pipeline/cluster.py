@@ -35,25 +35,27 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.clusterconfig import ClusterConfig, load_cluster_config
 from pipeline.job import TreeJob
-from pipeline.jobqueue import JOBQUEUE_KINDS, JobQueue, make_cluster, remove_tls_files
 from pipeline.pools import DaskPool, InlinePool, Pool, ProcessPool, StartingPool
 from pipeline.tiers import Pass, Placement, Tier
-from pipeline.tls import check_scheduler_address, configured_security, run_security
 from pipeline.writeback import share_this_machine
 from tasks.errors import UsageError
+
+if TYPE_CHECKING:  # the configurations are read only for a cluster named (Backend)
+    from pipeline.clusterconfig import ClusterConfig
 
 
 def print_job_script(name: str, driver_command: list[str] | None = None) -> str:
     """The batch script a job-queue cluster would submit (``--print-job-script``), or with
     ``driver_command`` the script that runs that whole command as a job (``--driver``)."""
+    from pipeline.clusterconfig import load_cluster_config
+    from pipeline.jobqueue import JOBQUEUE_KINDS, driver_script, make_cluster, remove_tls_files
+    from pipeline.tls import run_security
+
     config = load_cluster_config(name)
     if driver_command is not None:
-        from pipeline.jobqueue import driver_script
-
         return driver_script(config, driver_command, Path.cwd())
     if config.kind not in JOBQUEUE_KINDS:
         raise UsageError(f"cluster {name!r} is of kind {config.kind}, not a job queue: "
@@ -116,7 +118,11 @@ class Backend:
     def __init__(self, job: TreeJob, say: Callable[[str], None] | None = None) -> None:
         self.job = job
         self.say = say or _to_stderr  # lines about the cluster (workers waited for, lost, replaced)
-        self.config = load_cluster_config(job.cluster) if job.cluster else None
+        self.config: ClusterConfig | None = None
+        if job.cluster:  # the configurations (and dask's) only for a cluster named
+            from pipeline.clusterconfig import load_cluster_config
+
+            self.config = load_cluster_config(job.cluster)
         self.placement = Placement.of(job, self.config)
         self._stack = contextlib.ExitStack()
         self._dask: DaskPool | None = None
@@ -214,6 +220,8 @@ class Backend:
         job, config = self.job, self.config
         retries = job.tuning.retries
         if job.scheduler is not None or (config is not None and config.kind == "scheduler"):
+            from pipeline.tls import check_scheduler_address, configured_security
+
             address = str(job.scheduler or (config.address if config else None))
             check_scheduler_address(address, job.insecure_scheduler)
             try:
@@ -223,10 +231,13 @@ class Backend:
             except (OSError, TypeError, ValueError) as exc:
                 raise UsageError(f"cannot reach dask scheduler {address}: {exc}") from None
             self._dask = DaskPool(client, retries, f"scheduler {address}")
-        elif config is not None and config.kind in JOBQUEUE_KINDS:
-            self._dask = self._jobs(config)
         else:
-            self._dask = self._local(config, retries)
+            from pipeline.jobqueue import JOBQUEUE_KINDS
+
+            if config is not None and config.kind in JOBQUEUE_KINDS:
+                self._dask = self._jobs(config)
+            else:
+                self._dask = self._local(config, retries)
         return self._dask
 
     def _jobs(self, config: ClusterConfig) -> DaskPool:
@@ -237,7 +248,9 @@ class Backend:
 
         from distributed import Client
 
+        from pipeline.jobqueue import JobQueue, make_cluster, remove_tls_files
         from pipeline.state import state_dir
+        from pipeline.tls import run_security
 
         job = self.job
         shared = Path(os.path.expandvars(str(config.options.get("shared_temp_directory")
@@ -272,6 +285,8 @@ class Backend:
 
     def _local(self, config: ClusterConfig | None, retries: int) -> DaskPool:
         from distributed import Client
+
+        from pipeline.tls import run_security
 
         options: dict[str, Any] = {"threads_per_worker": 1, "processes": True}
         if self.job.dashboard is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -244,6 +243,8 @@ class JobQueue:
             return "no job in the queue"
         if command is None:
             return f"{_plural(len(ids), 'job')} submitted"
+        import subprocess  # here only: every directory run imports this module (its errors)
+
         try:
             # not checked: squeue fails on an id it has already forgotten (an ended job),
             # and still lists the others

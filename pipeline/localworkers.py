@@ -5,11 +5,12 @@ driver when the driver runs no other thread (it then starts with every module th
 imported), else started afresh as ``python -m pipeline.localworkers`` (a fork copies only
 the calling thread: a lock another thread held would stay held in the child).
 
-Why not ``concurrent.futures.ProcessPoolExecutor``: importing it and ``multiprocessing``
-took ~12 ms of the driver's start and starting two workers ~13 ms (a manager thread, a
-queue feeder thread, semaphores), where forking two takes ~2 ms; and one dead worker broke
-its whole pool, failing every task in flight.  Here a worker that dies fails only the task
-it ran (:class:`WorkerDied`, which says how it died) and is replaced.
+Why not ``concurrent.futures.ProcessPoolExecutor``: the driver's imports are lighter
+without it and ``multiprocessing``, starting two workers is two forks instead of an
+executor's manager and feeder threads and semaphores (2.2 against 4.5 ms;
+benchmarks/README.md, thirteenth round), and one dead worker broke its whole pool,
+failing every task in flight.  Here a worker that dies fails only the task it ran
+(:class:`WorkerDied`, which says how it died) and is replaced.
 
 A task goes only to an idle worker, so the driver never writes to a worker that is itself
 blocked writing a result: neither side can wait on the other.  Messages are a length (8
@@ -22,13 +23,15 @@ import os
 import pickle
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 _LENGTH = 8  # bytes of a message's length
 #: seconds a worker whose pipe broke is given to end by itself (then it is killed)
@@ -180,7 +183,7 @@ class LocalWorkers:
 
     def _hand_out(self) -> None:
         """Give waiting tasks to idle workers, in order."""
-        refused: set[int] = set()  # tasks a dead worker's pipe refused once already
+        refused: set[Task] = set()  # tasks a dead worker's pipe refused once already
         while self.waiting:
             idle = next((w for w in self.workers if w.task is None), None)
             if idle is None:
@@ -190,11 +193,11 @@ class LocalWorkers:
                 _send(idle.tasks, (task.fn, task.args))
             except BrokenPipeError:  # it died idle: its replacement takes the task
                 how = self._replace(idle)
-                if id(task) in refused:  # twice: the workers die as they start
+                if task in refused:  # twice: the workers die as they start
                     task.state, task.error = DONE, WorkerDied(
                         f"its worker process died before it started ({how})")
                 else:
-                    refused.add(id(task))
+                    refused.add(task)
                     self.waiting.appendleft(task)
                 continue
             task.state, idle.task = RUNNING, task
@@ -260,6 +263,8 @@ class LocalWorkers:
             os.close(result_w)
             return _Worker(pid, None, task_w, result_r)
         self.start_method = "spawn"
+        import subprocess  # only here: ~3 ms of a directory run's start otherwise
+
         # the driver's import path (a test runner's or an embedding program's additions)
         path = os.pathsep.join(p for p in sys.path if p)
         popen = subprocess.Popen(

@@ -175,7 +175,7 @@ class _SlidingWindow(_WindowBase[P]):
     def __init__(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P],
                  args: tuple[Any, ...], split: Split[P] | None) -> None:
         super().__init__(fn, payloads, args, split)
-        self.in_flight: dict[Any, Any] = {}  # future -> what the subclass needs back
+        self.in_flight: dict[Any, Any] = {}  # future or task -> what the subclass needs back
 
     def start(self) -> None:
         self._fill()
@@ -428,10 +428,10 @@ class _ProcessWindow(_SlidingWindow[P]):
         self.key = hashlib.sha256(self.pickled).digest()
 
     def _submit(self, payload: P, attempt: int = 0) -> None:
-        future = (self.pool.submit(_with_shared, self.fn, payload, self.key, self.pickled)
-                  if self.args else self.pool.submit(self.fn, payload))
+        task = (self.pool.submit(_with_shared, self.fn, payload, self.key, self.pickled)
+                if self.args else self.pool.submit(self.fn, payload))
         self.sequence += 1
-        self.in_flight[future] = (self.sequence, payload, attempt)
+        self.in_flight[task] = (self.sequence, payload, attempt)
 
     def _limit(self) -> int:
         return max(2, PER_WORKER_IN_FLIGHT * self.pool.workers)
@@ -440,10 +440,10 @@ class _ProcessWindow(_SlidingWindow[P]):
         self._fill()
         while self.in_flight:
             done = self.pool.wait_any(list(self.in_flight))
-            for future in sorted(done, key=lambda f: self.in_flight[f][0]):
-                _, payload, attempt = self.in_flight.pop(future)
+            for task in sorted(done, key=lambda t: self.in_flight[t][0]):
+                _, payload, attempt = self.in_flight.pop(task)
                 try:
-                    outcome: Outcome[P] = Outcome(payload, future.result())
+                    outcome: Outcome[P] = Outcome(payload, task.result())
                 except Exception as exc:  # noqa: BLE001 - a raising task or a dead worker
                     if attempt < self.pool.retries:
                         self._submit(payload, attempt + 1)

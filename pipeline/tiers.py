@@ -16,9 +16,12 @@ import enum
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pipeline.clusterconfig import ClusterConfig
 from pipeline.job import TreeJob, Tuning
+
+if TYPE_CHECKING:
+    from pipeline.clusterconfig import ClusterConfig
 
 
 class Tier(enum.Enum):

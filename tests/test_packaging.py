@@ -45,7 +45,7 @@ def test_the_wheel_ships_and_finds_the_built_in_configs(tmp_path: Path) -> None:
     for compiled in ("_walker", "_editloops"):
         assert any(n.startswith(f"tasks/{compiled}.") and n.endswith(".so") for n in names)
     probe = (
-        "import tasks, tasks.builtin as b, tasks.profile as p, pipeline.cluster as c\n"
+        "import tasks, tasks.builtin as b, tasks.profile as p, pipeline.clusterconfig as c\n"
         "print(tasks.__file__); print(b.config_dir('profiles'))\n"
         "print(p.get_profile('gdcmanon').spec.name, p.get_profile('basic').spec.name)\n"
         "print(c.load_cluster_config('local').kind)\n"

@@ -151,5 +151,7 @@ def test_a_single_file_run_imports_no_listing_pool_or_store(tmp_path: Path, pki:
         common + f"assert main(args + ['-r', '--store', {str(tmp_path / 'store')!r}, "
         f"{str(folder)!r}, {str(tmp_path / 'outdir')!r}]) == 0\n")
     assert {"pipeline.earlypool", "pipeline.store", "sqlite3"} <= tree
-    # its worker processes are the project's own (pipeline.localworkers)
-    assert not {"concurrent.futures", "multiprocessing"} & tree
+    # its worker processes are the project's own (pipeline.localworkers); the cluster
+    # configurations, TLS and what job queues run are read only for a cluster named
+    assert not {"concurrent.futures", "multiprocessing", "pipeline.clusterconfig",
+                "pipeline.tls", "subprocess"} & tree
