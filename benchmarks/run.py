@@ -34,6 +34,8 @@ SETTLE_SECONDS = 3.0
 BACK_TO_BACK = ("ct960",)
 B2B = ", back to back"  # the suffix of those rows' commands
 TINY_LIMIT = 0.25  # s: a 20-file run is interpreter start-up, imports and no workers
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,39 @@ def settle(*folders: Path) -> None:
     time.sleep(SETTLE_SECONDS)
 
 
+def can_drop_caches() -> bool:
+    """Whether this process may drop the kernel's clean page cache (root, and a
+    ``/proc/sys`` it may write: a container's may be read-only)."""
+    return os.access(DROP_CACHES, os.W_OK)
+
+
+def quiesce(archive: Path, drop: bool) -> int:
+    """Dirty pages written back and, with ``drop``, the clean page cache dropped and the
+    archive read back into it: the state every measured command starts from.  Returns the
+    bytes read.
+
+    Why the drop: an ext4 without a journal, before handing out a free inode, looks for its
+    inode table block in the cache and skips the inode when that block is dirty and the
+    inode was deleted lately (``recently_deleted``, ``fs/ext4/ialloc.c``); a block that is
+    not cached counts as written out.  After earlier outputs were deleted, creating files
+    thus cost each command 0.03-0.3 ms a file, depending on what the cache held: 20,000
+    creates took 1.11-2.26 s of system time with the cache as it was, 0.18-0.20 s after a
+    drop (``benchmarks/creates.py``).  Only clean pages go; the archive is read back so
+    that no command reads its input from the disk."""
+    os.sync()
+    if not drop:
+        return 0
+    DROP_CACHES.write_text("1\n")
+    total = 0
+    buffer = bytearray(READ_CHUNK)
+    for dirpath, _, names in os.walk(archive):
+        for name in names:
+            with open(os.path.join(dirpath, name), "rb", buffering=0) as fh:
+                while read := fh.readinto(buffer):
+                    total += read
+    return total
+
+
 def rotated(order: list[str], rep: int) -> list[str]:
     """``order`` started ``rep`` places later, the re-identifications last (each reads
     what its de-identification wrote in the same round).
@@ -300,24 +335,24 @@ def rotated(order: list[str], rep: int) -> list[str]:
 
 
 def one_round(cmds: dict[str, tuple[list[str], Path | None]], order: list[str], work: Path,
-              env: dict[str, str]) -> dict[str, Sample]:
+              env: dict[str, str], archive: Path, drop: bool = False) -> dict[str, Sample]:
     """Every command once, in ``order``.
 
-    Each starts with no dirty pages (an unmeasured ``sync``): on this machine a writer
-    that follows another pays for the pages the one before left, in system time (cp -r
-    of ct960: 0.18-0.25 s first after a ``sync``, 1.08-1.37 s right after gdcmanon), so
-    the order of the round would otherwise decide the ratios."""
+    Each starts with no dirty pages (:func:`quiesce`, unmeasured): on this machine a
+    writer that follows another pays for the pages the one before left, in system time
+    (cp -r of ct960: 0.18-0.25 s first after a ``sync``, 1.08-1.37 s right after
+    gdcmanon), so the order of the round would otherwise decide the ratios."""
     samples = {}
     for label in order:
         argv, output = cmds[label]
         reset(work, output)
-        os.sync()
+        quiesce(archive, drop)
         samples[label] = measure(argv, env)
     return samples
 
 
 def bench_archive(name: str, work: Path, outputs: Path, reps: int, cert: Path, key: Path,
-                  gdcm: bool, env: dict[str, str]) -> list[Result]:
+                  gdcm: bool, env: dict[str, str], drop: bool = False) -> list[Result]:
     archive = work / f"archive-{name}"
     if not archive.exists():
         subprocess.run([str(BIN / "anonpipe-sample"), str(archive), "--seed", "1",
@@ -334,10 +369,11 @@ def bench_archive(name: str, work: Path, outputs: Path, reps: int, cert: Path, k
     warm = work / "trash" / f"warm-{name}"
     warm.parent.mkdir(exist_ok=True)
     subprocess.run(["cp", "-r", str(archive), str(warm)], check=True)
-    one_round(cmds, rotated(order, 0), work, env)
+    one_round(cmds, rotated(order, 0), work, env, archive, drop)
     settle(work, outputs)
     for rep in range(reps):
-        for label, sample in one_round(cmds, rotated(order, rep), work, env).items():
+        for label, sample in one_round(cmds, rotated(order, rep), work, env, archive,
+                                       drop).items():
             results[label].samples.append(sample)
         print(f"  repetition {rep + 1}/{reps} done")
         settle(work, outputs)
@@ -348,13 +384,13 @@ def bench_archive(name: str, work: Path, outputs: Path, reps: int, cert: Path, k
         for _, output in cmds.values():
             reset(work, output)
         settle(outputs)
-    paired = (back_to_back(name, archive, work, outputs, reps, cert, env)
+    paired = (back_to_back(name, archive, work, outputs, reps, cert, env, drop)
               if name in BACK_TO_BACK else [])
     return list(results.values()) + paired
 
 
 def back_to_back(name: str, archive: Path, work: Path, outputs: Path, reps: int, cert: Path,
-                 env: dict[str, str]) -> list[Result]:
+                 env: dict[str, str], drop: bool = False) -> list[Result]:
     """``cp -r`` and ``anonpipe -e`` in pairs, each right after the deletion of its own last
     output and a ``sync``, with no pause: the first pair unmeasured.
 
@@ -379,7 +415,7 @@ def back_to_back(name: str, archive: Path, work: Path, outputs: Path, reps: int,
         for label, (argv, output) in cmds.items():
             shutil.rmtree(output, ignore_errors=True)
             _remove_stores(work, store.name + "*")
-            os.sync()
+            quiesce(archive, drop)
             sample = measure(argv, env)
             if pair:
                 results[label].samples.append(sample)
@@ -538,9 +574,14 @@ def main(argv: list[str] | None = None) -> int:
     journaled = _journaled(outputs)
     print(f"outputs written to {outputs} ({_file_system(outputs)}"
           f"{', no journal' if journaled is False else ''})")
-    if journaled is False:
-        print("  creating files soon after deleting others costs ~0.3 ms each on an ext4 "
-              "without a journal: `make bench-journaled` writes to a journaled one")
+    drop = can_drop_caches()
+    if drop:
+        print("  each command starts after the clean page cache is dropped and the archive "
+              "read back in (benchmarks/run.py, quiesce)")
+    elif journaled is False:
+        print("  the page cache cannot be dropped (root needed): on an ext4 without a "
+              "journal, creating files soon after deleting others costs up to ~0.3 ms "
+              "each, unevenly; `make bench-journaled` writes to a journaled one")
     cert, key = args.work / "cert.pem", args.work / "key.pem"
     if not cert.exists():
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
@@ -558,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     for name in args.archives.split(","):
         results += bench_archive(name.strip(), args.work, outputs, args.reps, cert, key, gdcm,
-                                 env)
+                                 env, drop)
     print_table(results)
     checks = targets(results)
     print()
@@ -578,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                    "platform": platform.platform()},
         "outputs": {"folder": str(outputs), "file_system": _file_system(outputs),
-                    "journal": journaled},
+                    "journal": journaled, "caches_dropped": drop},
         "results": [r.summary() for r in results],
         "targets": [{"target": t, "met": ok, "measured": d} for t, ok, d in checks],
         "scaling": notes, "pixels": pixel_figures, "load_average": {"start": load_start, "end": os.getloadavg()},

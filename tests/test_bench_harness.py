@@ -117,3 +117,15 @@ def test_each_repetition_starts_the_round_one_writer_later(bench: ModuleType) ->
     writers = order[:3]
     for label in writers:
         assert sorted(r.index(label) for r in rounds[:3]) == [0, 1, 2]
+
+
+def test_quiesce_reads_the_whole_archive_back_after_dropping_the_cache(
+        bench: ModuleType, tmp_path: Path) -> None:
+    """Without the drop only dirty pages are written back; with it (root) every input
+    byte is read back in, so no measured command reads its input from the disk."""
+    archive = _tree(tmp_path / "archive")
+    size = sum(path.stat().st_size for path in archive.rglob("*") if path.is_file())
+    assert bench.quiesce(archive, drop=False) == 0
+    assert bench.can_drop_caches() == os.access("/proc/sys/vm/drop_caches", os.W_OK)
+    if bench.can_drop_caches():
+        assert bench.quiesce(archive, drop=True) == size
