@@ -67,7 +67,7 @@ bench: install system-deps bytecode
 
 # make bench with the outputs on a journaled ext4 (an image on a loop device; root only):
 # on an ext4 without a journal, as this VM's disk, creating files soon after deleting
-# others costs ~0.3 ms each (benchmarks/README.md)
+# others costs up to ~0.3 ms each unless the page cache is dropped (benchmarks/README.md)
 bench-journaled: install system-deps bytecode
 	$(BIN)/python benchmarks/journaled.py $(BIN)/python benchmarks/run.py
 

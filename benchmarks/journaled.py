@@ -9,7 +9,8 @@ the kernel's ``fs/ext4/ialloc.c``).  So creating files soon after deleting other
 ~0.3 ms each: 20,000 files of 20 KB took 6.2 s of system time 3 s after 20,000 others were
 deleted, and 0.34 s on a journaled ext4 on the same disk (benchmarks/README.md).  The
 harness deletes outputs between repetitions, so on such a disk every small-file figure
-(``cp -r``'s, gdcmanon's and anonpipe's) carries that cost.
+(``cp -r``'s, gdcmanon's and anonpipe's) carries that cost, unevenly, unless the harness
+may drop the page cache before each command (root: ``run.quiesce``).
 
 The file system is a sparse image under ``build/bench``, on a loop device with direct I/O
 (no second page cache between the two file systems), formatted and mounted for the

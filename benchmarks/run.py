@@ -24,8 +24,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
+
+if TYPE_CHECKING:
+    from pagecache import PageCache
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -34,8 +38,6 @@ SETTLE_SECONDS = 3.0
 BACK_TO_BACK = ("ct960",)
 B2B = ", back to back"  # the suffix of those rows' commands
 TINY_LIMIT = 0.25  # s: a 20-file run is interpreter start-up, imports and no workers
-DROP_CACHES = Path("/proc/sys/vm/drop_caches")
-READ_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -287,37 +289,12 @@ def settle(*folders: Path) -> None:
     time.sleep(SETTLE_SECONDS)
 
 
-def can_drop_caches() -> bool:
-    """Whether this process may drop the kernel's clean page cache (root, and a
-    ``/proc/sys`` it may write: a container's may be read-only)."""
-    return os.access(DROP_CACHES, os.W_OK)
-
-
-def quiesce(archive: Path, drop: bool) -> int:
-    """Dirty pages written back and, with ``drop``, the clean page cache dropped and the
-    archive read back into it: the state every measured command starts from.  Returns the
-    bytes read.
-
-    Why the drop: an ext4 without a journal, before handing out a free inode, looks for its
-    inode table block in the cache and skips the inode when that block is dirty and the
-    inode was deleted lately (``recently_deleted``, ``fs/ext4/ialloc.c``); a block that is
-    not cached counts as written out.  After earlier outputs were deleted, creating files
-    thus cost each command 0.03-0.3 ms a file, depending on what the cache held: 20,000
-    creates took 1.11-2.26 s of system time with the cache as it was, 0.18-0.20 s after a
-    drop (``benchmarks/creates.py``).  Only clean pages go; the archive is read back so
-    that no command reads its input from the disk."""
+def quiesce(archive: Path, cache: PageCache | None) -> int:
+    """Dirty pages written back and, with a ``cache`` to reset, the clean page cache
+    dropped and what the commands read read back in (``benchmarks/pagecache.py`` says
+    why): the state every measured command starts from.  Returns the bytes read."""
     os.sync()
-    if not drop:
-        return 0
-    DROP_CACHES.write_text("1\n")
-    total = 0
-    buffer = bytearray(READ_CHUNK)
-    for dirpath, _, names in os.walk(archive):
-        for name in names:
-            with open(os.path.join(dirpath, name), "rb", buffering=0) as fh:
-                while read := fh.readinto(buffer):
-                    total += read
-    return total
+    return cache.reset(archive) if cache is not None else 0
 
 
 def rotated(order: list[str], rep: int) -> list[str]:
@@ -335,7 +312,8 @@ def rotated(order: list[str], rep: int) -> list[str]:
 
 
 def one_round(cmds: dict[str, tuple[list[str], Path | None]], order: list[str], work: Path,
-              env: dict[str, str], archive: Path, drop: bool = False) -> dict[str, Sample]:
+              env: dict[str, str], archive: Path,
+              cache: PageCache | None = None) -> dict[str, Sample]:
     """Every command once, in ``order``.
 
     Each starts with no dirty pages (:func:`quiesce`, unmeasured): on this machine a
@@ -346,13 +324,14 @@ def one_round(cmds: dict[str, tuple[list[str], Path | None]], order: list[str], 
     for label in order:
         argv, output = cmds[label]
         reset(work, output)
-        quiesce(archive, drop)
+        quiesce(archive, cache)
         samples[label] = measure(argv, env)
     return samples
 
 
 def bench_archive(name: str, work: Path, outputs: Path, reps: int, cert: Path, key: Path,
-                  gdcm: bool, env: dict[str, str], drop: bool = False) -> list[Result]:
+                  gdcm: bool, env: dict[str, str],
+                  cache: PageCache | None = None) -> list[Result]:
     archive = work / f"archive-{name}"
     if not archive.exists():
         subprocess.run([str(BIN / "anonpipe-sample"), str(archive), "--seed", "1",
@@ -369,11 +348,13 @@ def bench_archive(name: str, work: Path, outputs: Path, reps: int, cert: Path, k
     warm = work / "trash" / f"warm-{name}"
     warm.parent.mkdir(exist_ok=True)
     subprocess.run(["cp", "-r", str(archive), str(warm)], check=True)
-    one_round(cmds, rotated(order, 0), work, env, archive, drop)
+    one_round(cmds, rotated(order, 0), work, env, archive)
     settle(work, outputs)
+    if cache is not None:  # what that round read, read back after each drop
+        cache.remember()
     for rep in range(reps):
         for label, sample in one_round(cmds, rotated(order, rep), work, env, archive,
-                                       drop).items():
+                                       cache).items():
             results[label].samples.append(sample)
         print(f"  repetition {rep + 1}/{reps} done")
         settle(work, outputs)
@@ -384,13 +365,13 @@ def bench_archive(name: str, work: Path, outputs: Path, reps: int, cert: Path, k
         for _, output in cmds.values():
             reset(work, output)
         settle(outputs)
-    paired = (back_to_back(name, archive, work, outputs, reps, cert, env, drop)
+    paired = (back_to_back(name, archive, work, outputs, reps, cert, env, cache)
               if name in BACK_TO_BACK else [])
     return list(results.values()) + paired
 
 
 def back_to_back(name: str, archive: Path, work: Path, outputs: Path, reps: int, cert: Path,
-                 env: dict[str, str], drop: bool = False) -> list[Result]:
+                 env: dict[str, str], cache: PageCache | None = None) -> list[Result]:
     """``cp -r`` and ``anonpipe -e`` in pairs, each right after the deletion of its own last
     output and a ``sync``, with no pause: the first pair unmeasured.
 
@@ -415,7 +396,7 @@ def back_to_back(name: str, archive: Path, work: Path, outputs: Path, reps: int,
         for label, (argv, output) in cmds.items():
             shutil.rmtree(output, ignore_errors=True)
             _remove_stores(work, store.name + "*")
-            quiesce(archive, drop)
+            quiesce(archive, cache)
             sample = measure(argv, env)
             if pair:
                 results[label].samples.append(sample)
@@ -544,6 +525,14 @@ def _file_system(folder: Path) -> str:
     return _mount(folder)[1]
 
 
+def program_roots() -> list[Path]:
+    """Where the measured commands' code lives: this environment, its interpreter, this
+    checkout's packages, and the system's programs and libraries (gdcmanon, cp)."""
+    roots = {Path(sys.prefix), Path(sys.base_prefix), ROOT / "pipeline", ROOT / "tasks",
+             ROOT / "configs", Path("/usr"), Path("/etc")}
+    return sorted(root for root in roots if root.is_dir())
+
+
 def _journaled(folder: Path) -> bool | None:
     """Whether the ext4 file system ``folder`` is on keeps a journal; None when it is not
     an ext4 or the kernel does not say.  Without one, creating files soon after deleting
@@ -574,10 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     journaled = _journaled(outputs)
     print(f"outputs written to {outputs} ({_file_system(outputs)}"
           f"{', no journal' if journaled is False else ''})")
-    drop = can_drop_caches()
-    if drop:
+    import pagecache  # benchmarks/pagecache.py, beside this script
+
+    cache = pagecache.PageCache(program_roots()) if pagecache.available() else None
+    if cache is not None:
         print("  each command starts after the clean page cache is dropped and the archive "
-              "read back in (benchmarks/run.py, quiesce)")
+              "and the programs are read back in (benchmarks/pagecache.py)")
     elif journaled is False:
         print("  the page cache cannot be dropped (root needed): on an ext4 without a "
               "journal, creating files soon after deleting others costs up to ~0.3 ms "
@@ -599,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     for name in args.archives.split(","):
         results += bench_archive(name.strip(), args.work, outputs, args.reps, cert, key, gdcm,
-                                 env, drop)
+                                 env, cache)
     print_table(results)
     checks = targets(results)
     print()
@@ -619,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                    "platform": platform.platform()},
         "outputs": {"folder": str(outputs), "file_system": _file_system(outputs),
-                    "journal": journaled, "caches_dropped": drop},
+                    "journal": journaled, "caches_dropped": cache is not None},
         "results": [r.summary() for r in results],
         "targets": [{"target": t, "met": ok, "measured": d} for t, ok, d in checks],
         "scaling": notes, "pixels": pixel_figures, "load_average": {"start": load_start, "end": os.getloadavg()},

@@ -119,13 +119,39 @@ def test_each_repetition_starts_the_round_one_writer_later(bench: ModuleType) ->
         assert sorted(r.index(label) for r in rounds[:3]) == [0, 1, 2]
 
 
-def test_quiesce_reads_the_whole_archive_back_after_dropping_the_cache(
-        bench: ModuleType, tmp_path: Path) -> None:
-    """Without the drop only dirty pages are written back; with it (root) every input
-    byte is read back in, so no measured command reads its input from the disk."""
+@pytest.fixture(scope="module")
+def pagecache() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("pagecache", REPO / "benchmarks" / "pagecache.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_without_a_cache_to_reset_quiesce_only_writes_back(bench: ModuleType,
+                                                           tmp_path: Path) -> None:
+    assert bench.quiesce(_tree(tmp_path / "archive"), None) == 0
+
+
+def test_a_reset_drops_the_cache_and_reads_back_the_archive_and_the_programs(
+        pagecache: ModuleType, tmp_path: Path) -> None:
+    """Run as root (as ``make test`` is where it installs packages): after a reset the
+    archive's and the remembered programs' pages are in the cache again and nothing
+    else of theirs is; without root the harness knows it may not drop the cache."""
+    assert pagecache.available() == os.access("/proc/sys/vm/drop_caches", os.W_OK)
+    if not pagecache.available():
+        return
     archive = _tree(tmp_path / "archive")
+    programs = tmp_path / "programs"
+    programs.mkdir()
+    (programs / "module.pyc").write_bytes(b"\x01" * 10000)
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"\x02" * 10000)
+    os.sync()
+    cache = pagecache.PageCache([programs])
+    assert cache.remember() == 1
     size = sum(path.stat().st_size for path in archive.rglob("*") if path.is_file())
-    assert bench.quiesce(archive, drop=False) == 0
-    assert bench.can_drop_caches() == os.access("/proc/sys/vm/drop_caches", os.W_OK)
-    if bench.can_drop_caches():
-        assert bench.quiesce(archive, drop=True) == size
+    assert cache.reset(archive) == size + 10000
+    assert pagecache.cached(str(programs / "module.pyc"))
+    assert all(pagecache.cached(str(path)) for path in archive.rglob("*.dcm"))
+    assert not pagecache.cached(str(other))
