@@ -373,7 +373,7 @@ def bench_archive(name: str, work: Path, outputs: Path, reps: int, cert: Path, k
 def back_to_back(name: str, archive: Path, work: Path, outputs: Path, reps: int, cert: Path,
                  env: dict[str, str], cache: PageCache | None = None) -> list[Result]:
     """``cp -r`` and ``anonpipe -e`` in pairs, each right after the deletion of its own last
-    output and a ``sync``, with no pause: the first pair unmeasured.
+    output and :func:`quiesce`, with no pause: the first pair unmeasured.
 
     Why a second look at the ``cp -r`` target: the interleaved rounds write into memory
     freed seconds before (:func:`settle` pauses), which this VM may have handed back to
@@ -381,7 +381,8 @@ def back_to_back(name: str, archive: Path, work: Path, outputs: Path, reps: int,
     brings the ratios closer to 1.  Here each command writes into the memory its own last
     output freed a moment before, as a rerun into the same folder does, and anonpipe's own
     costs (its start, pass 1, the Python of each file) weigh their share of a shorter
-    ``cp -r`` (benchmarks/README.md has both, run after run)."""
+    ``cp -r`` (benchmarks/README.md has both, run after run).  Where the cache is dropped
+    before each command the two ways measure nearly the same state."""
     files, megabytes = tree_size(archive)
     base = _deidentify(work, cert)
     store = work / "store-b2b.sqlite"
