@@ -4,7 +4,7 @@ Why: an ext4 without a journal, before handing out a free inode, looks its inode
 block up in the cache and skips the inode when that block is dirty and the inode was
 deleted lately (``recently_deleted``, ``fs/ext4/ialloc.c``); a block that is not cached
 counts as written out.  After the harness deleted earlier outputs, creating files thus
-cost each command 0.03-0.3 ms a file, depending on what the cache held (20,000 creates:
+cost each command 0.02-0.3 ms a file, depending on what the cache held (20,000 creates:
 2.45-2.97 s of system time with the cache as it was, 0.40-0.44 s after a drop;
 ``benchmarks/creates.py``).  So before each command the clean cache is dropped
 (``vm.drop_caches=1``, root only) and what the commands read is read back in: the
