@@ -21,8 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+import pagecache  # benchmarks/pagecache.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
-DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 PAYLOAD = b"x" * 1500
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--folder", type=Path, default=ROOT / "build" / "bench" / "creates")
     args = parser.parse_args(argv)
-    if not os.access(DROP_CACHES, os.W_OK):
+    if not pagecache.available():
         print("dropping the page cache needs root", file=sys.stderr)
         return 2
     args.folder.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                 os.sync()
                 time.sleep(2)
                 if label == "clean cache dropped":
-                    DROP_CACHES.write_text("1\n")
+                    pagecache.drop()
                 times[label].append(create(target, args.files))
     finally:
         shutil.rmtree(args.folder, ignore_errors=True)

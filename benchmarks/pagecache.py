@@ -40,6 +40,11 @@ def available() -> bool:
     return os.access(DROP_CACHES, os.W_OK)
 
 
+def drop() -> None:
+    """Drop the clean page cache (dirty pages stay: write them back first)."""
+    DROP_CACHES.write_text("1\n")
+
+
 def cached(path: str) -> bool:
     """Whether any page of the regular file ``path`` is in the page cache (``mincore``)."""
     try:
@@ -104,5 +109,5 @@ class PageCache:
     def reset(self, archive: Path) -> int:
         """Drop the clean cache (dirty pages are the caller's to write back first), then
         read the archive and the remembered program files back in; the bytes read."""
-        DROP_CACHES.write_text("1\n")
+        drop()
         return read(files(archive)) + read(self.programs)
