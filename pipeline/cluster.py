@@ -29,7 +29,6 @@ LocalCluster (of two workers or more).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import threading
@@ -284,6 +283,8 @@ class Backend:
             self._start()
 
     def _local(self, config: ClusterConfig | None, retries: int) -> DaskPool:
+        import logging
+
         from distributed import Client
 
         from pipeline.tls import run_security
@@ -322,8 +323,8 @@ class Backend:
         self._dask = None
 
 
-#: above every level ``logging`` defines: no record passes
-_SILENT = logging.CRITICAL + 10
+#: above every level ``logging`` defines (CRITICAL is 50): no record passes
+_SILENT = 60
 #: the roots of the loggers ``distributed`` prints to stderr through
 _DASK_LOGGERS = ("distributed", "tornado", "bokeh")
 
@@ -339,6 +340,8 @@ def quiet_distributed() -> None:
     comms may still close after this call returns.  The loggers are those ``distributed``
     configures at import (with tornado's, its event loop's), and any of their children
     given a level of its own (``distributed.client``)."""
+    import logging  # only where dask ran: a local run does without (and its exit handler)
+
     for name in _DASK_LOGGERS:
         logging.getLogger(name).setLevel(_SILENT)
     for name, logger in list(logging.root.manager.loggerDict.items()):

@@ -16,7 +16,6 @@ What a shared cluster does to a run, and what this module makes of it:
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 from collections import Counter
@@ -80,6 +79,8 @@ def make_cluster(config: ClusterConfig, security: Any = None, tls_dir: Path | No
     (0600) to ``tls_dir``, a folder the compute nodes see.  ``dashboard``: the address to
     serve the dashboard on, None for none (it would only cost the driver CPU).
     """
+    import logging  # where a job queue runs: a local run does without (and its exit handler)
+
     jobqueue = import_jobqueue()
     cls = getattr(jobqueue, JOBQUEUE_KINDS[config.kind])
     options = dict(config.options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -212,3 +213,34 @@ def test_dumb_mode_tags_by_keyword(tmp_path: Path) -> None:
     assert typo.returncode == 2 and "did you mean PatientName?" in typo.stderr
     assert not (tmp_path / "x.dcm").exists()
 
+
+
+def _leave(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by a fresh interpreter, then ``pipeline.cli.leave(7)``."""
+    script = f"import sys\nfrom pipeline.cli import leave\n{code}\nleave(7)\n"
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=False)
+
+
+def test_leave_flushes_what_was_printed() -> None:
+    # no thread, no exit handler: the quick exit, with both streams written out in full
+    proc = _leave("print('x' * 100_000, end=''); print('last words', file=sys.stderr, end='')")
+    assert proc.returncode == 7
+    assert proc.stdout == "x" * 100_000 and proc.stderr == "last words"
+
+
+def test_leave_runs_exit_handlers_and_waits_for_threads() -> None:
+    # what a normal exit would do is done: the handler runs, the thread finishes
+    proc = _leave("import atexit, threading, time\n"
+                  "atexit.register(print, 'handler ran')\n"
+                  "threading.Thread(target=lambda: (time.sleep(0.2), print('thread done')))"
+                  ".start()")
+    assert proc.returncode == 7
+    assert proc.stdout.split() == ["thread", "done", "handler", "ran"]
+
+
+def test_installed_command_exits_with_the_run_code(tmp_path: Path) -> None:
+    # the console script goes through leave(): a file that fails is still 1, and said
+    proc = run("-e", str(tmp_path / "missing.dcm"), str(tmp_path / "out.dcm"))
+    assert proc.returncode == 1
+    assert proc.stderr == f"anonpipe: Could not find file: {tmp_path / 'missing.dcm'} (no such file)\n"
