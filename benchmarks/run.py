@@ -604,11 +604,14 @@ def main(argv: list[str] | None = None) -> int:
 
     pixel_figures = pixels.bench(args.work)
     print("  " + pixels.line(pixel_figures))
+    import provenance  # benchmarks/provenance.py: the commit measured
+
+    code = provenance.code_version(ROOT)
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     path = args.results / f"bench-{stamp}.json"
     path.write_text(json.dumps({
-        "when": stamp, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        "when": stamp, "code": code, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                    "platform": platform.platform()},
         "outputs": {"folder": str(outputs), "file_system": _file_system(outputs),
                     "journal": journaled, "caches_dropped": cache is not None},
@@ -618,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         "raw": [asdict(s) | {"archive": r.archive, "command": r.command}
                 for r in results for s in r.samples],
     }, indent=2))
-    print(f"\nresults: {path}")
+    print(f"\nresults: {path} (commit {code['commit']}"
+          f"{', with uncommitted changes' if code['changed'] else ''})")
     return 0
 
 

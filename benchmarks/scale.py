@@ -159,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work: Path = args.work
     archive = work / f"archive-tiny{args.files}"
-    result: dict[str, object] = {"files": args.files, "load_start": os.getloadavg()}
+    import provenance  # benchmarks/provenance.py, beside this script: the commit measured
+
+    result: dict[str, object] = {"files": args.files, "code": provenance.code_version(ROOT),
+                                 "load_start": os.getloadavg()}
     if not archive.exists():
         result["build_seconds"] = build(archive, args.files)
         print(f"built {args.files:,} files in {result['build_seconds']:.1f} s")

@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -155,3 +157,23 @@ def test_a_reset_drops_the_cache_and_reads_back_the_archive_and_the_programs(
     assert pagecache.cached(str(programs / "module.pyc"))
     assert all(pagecache.cached(str(path)) for path in archive.rglob("*.dcm"))
     assert not pagecache.cached(str(other))
+
+
+def test_a_result_names_the_commit_it_measured_and_uncommitted_changes(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("bench_provenance",
+                                                  REPO / "benchmarks" / "provenance.py")
+    assert spec is not None and spec.loader is not None
+    provenance = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(provenance)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = partial(subprocess.run, check=True, capture_output=True, text=True, cwd=repo)
+    git(["git", "init", "-q"])
+    (repo / "a.txt").write_text("one\n")
+    git(["git", "add", "a.txt"])
+    git(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "a"])
+    head = git(["git", "rev-parse", "HEAD"]).stdout.strip()
+    assert provenance.code_version(repo) == {"commit": head, "changed": False}
+    (repo / "a.txt").write_text("two\n")
+    assert provenance.code_version(repo) == {"commit": head, "changed": True}
+    assert provenance.code_version(tmp_path / "nowhere") == {"commit": None, "changed": None}
