@@ -154,16 +154,16 @@ def timed(argv: list[str], env: dict[str, str]) -> dict[str, float]:
             **watch.end()}
 
 
-def settle(archive: Path) -> None:
+def settle(reads: Path) -> None:
     """Start the next command as ``make bench`` starts each (``quiesce`` in
     ``benchmarks/run.py``): dirty pages written back and, as root, the clean page cache
-    dropped and the archive read back in.  Without it, the command that follows the
+    dropped and the folder the command reads (``reads``) read back in.  Without it, the command that follows the
     deletion of the other's million outputs pays for it in the kernel (an ext4 without a
     journal checks each new inode against recent deletions: ``benchmarks/pagecache.py``)."""
     os.sync()
     if pagecache.available():
         pagecache.drop()
-        pagecache.read(pagecache.files(archive))
+        pagecache.read(pagecache.files(reads))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     settle(archive)
     result["anonpipe_rerun"] = timed(command, env)
     print("anonpipe -e, rerun with nothing to do", result["anonpipe_rerun"])
-    settle(archive)
+    settle(out_a)  # what the audit reads: the outputs (and the store)
     result["audit"] = timed([str(BIN / "anonpipe-audit"), "--store", str(store), str(out_a)],
                             env)
     print("anonpipe-audit", result["audit"])
