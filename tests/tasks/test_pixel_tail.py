@@ -341,6 +341,7 @@ def test_a_large_file_without_pixel_data_is_read_once(tmp_path: Path,
         assert out == _run(path, tmp_path / "whole.dcm", settings, False, monkeypatch)
 
 
+@pytest.mark.filterwarnings("ignore:The value length:UserWarning")  # a 40 KB LT, on purpose
 def test_the_first_read_is_what_the_file_before_needed(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A head is read in doublings from what the last file split needed: the second of two

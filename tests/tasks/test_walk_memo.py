@@ -116,6 +116,7 @@ def _with(tag_value: dict[str, object]) -> bytes:
 
 @pytest.mark.parametrize("value, refused", [
     ("YES", True), ("yes ", True), ("\tYES", True), ("NO", False), ("YESS", False)])
+@pytest.mark.filterwarnings("ignore:Invalid value for VR CS:UserWarning")  # on purpose
 def test_identity_removed_is_read_as_before(value: str, refused: bool) -> None:
     df = read_dicom(_with({"PatientIdentityRemoved": value}))
     assert (Refusal.IDENTITY_REMOVED in refusals(df)) is refused
