@@ -565,7 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"outputs written to {outputs} ({_file_system(outputs)}"
           f"{', no journal' if journaled is False else ''})")
     import pagecache  # benchmarks/pagecache.py, beside this script
+    import provenance  # benchmarks/provenance.py: the commit measured (read before, not after)
 
+    code = provenance.code_version(ROOT)
     cache = pagecache.PageCache(program_roots()) if pagecache.available() else None
     if cache is not None:
         print("  each command starts after the clean page cache is dropped and the archive "
@@ -604,15 +606,13 @@ def main(argv: list[str] | None = None) -> int:
 
     pixel_figures = pixels.bench(args.work)
     print("  " + pixels.line(pixel_figures))
-    import provenance  # benchmarks/provenance.py: the commit measured
-
-    code = provenance.code_version(ROOT)
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     path = args.results / f"bench-{stamp}.json"
     path.write_text(json.dumps({
-        "when": stamp, "code": code, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                   "platform": platform.platform()},
+        "when": stamp, "code": code,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
         "outputs": {"folder": str(outputs), "file_system": _file_system(outputs),
                     "journal": journaled, "caches_dropped": cache is not None},
         "results": [r.summary() for r in results],

@@ -154,16 +154,15 @@ def timed(argv: list[str], env: dict[str, str]) -> dict[str, float]:
             **watch.end()}
 
 
-def settle(reads: Path) -> None:
+def settle(reads: Path, cache: pagecache.PageCache | None) -> None:
     """Start the next command as ``make bench`` starts each (``quiesce`` in
-    ``benchmarks/run.py``): dirty pages written back and, as root, the clean page cache
-    dropped and the folder the command reads (``reads``) read back in.  Without it, the command that follows the
-    deletion of the other's million outputs pays for it in the kernel (an ext4 without a
-    journal checks each new inode against recent deletions: ``benchmarks/pagecache.py``)."""
+    ``benchmarks/run.py``): dirty pages written back and, with a ``cache`` (root), the
+    clean page cache dropped and the folder the command reads read back in.  Without it,
+    the command that follows the deletion of the other's million outputs pays for them in
+    the kernel (``benchmarks/pagecache.py`` says why)."""
     os.sync()
-    if pagecache.available():
-        pagecache.drop()
-        pagecache.read(pagecache.files(reads))
+    if cache is not None:
+        cache.reset(reads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,25 +198,26 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(path, ignore_errors=True)
     for leftover in work.glob(store.name + "*"):
         leftover.unlink()
-    result["caches_dropped"] = pagecache.available()
+    cache = pagecache.PageCache(()) if pagecache.available() else None
+    result["caches_dropped"] = cache is not None
     if shutil.which("gdcmanon"):
-        settle(archive)
+        settle(archive, cache)
         result["gdcmanon"] = timed(["gdcmanon", "-c", str(cert), "-e", "-r", "--continue",
                                     str(archive), str(out_g)], env)
         print("gdcmanon -e", result["gdcmanon"])
         shutil.rmtree(out_g, ignore_errors=True)
     command = [str(BIN / "anonpipe"), "-c", str(cert), "-e", "-r", "-E", "--secret-file",
                str(secret), "--new-secret", "--store", str(store), str(archive), str(out_a)]
-    settle(archive)
+    settle(archive, cache)
     result["anonpipe"] = timed(command, env)
     print("anonpipe -e", result["anonpipe"])
     size = sum(p.stat().st_size for p in work.glob(store.name + "*"))
     result["store_bytes_per_file"] = size / args.files
     print(f"store: {size / args.files:.0f} bytes per file")
-    settle(archive)
+    settle(archive, cache)
     result["anonpipe_rerun"] = timed(command, env)
     print("anonpipe -e, rerun with nothing to do", result["anonpipe_rerun"])
-    settle(out_a)  # what the audit reads: the outputs (and the store)
+    settle(out_a, cache)  # what the audit reads: the outputs (and the store)
     result["audit"] = timed([str(BIN / "anonpipe-audit"), "--store", str(store), str(out_a)],
                             env)
     print("anonpipe-audit", result["audit"])

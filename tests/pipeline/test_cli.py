@@ -214,7 +214,6 @@ def test_dumb_mode_tags_by_keyword(tmp_path: Path) -> None:
     assert not (tmp_path / "x.dcm").exists()
 
 
-
 def _leave(code: str) -> subprocess.CompletedProcess[str]:
     """``code`` run by a fresh interpreter, then ``pipeline.cli.leave(7)``."""
     script = f"import sys\nfrom pipeline.cli import leave\n{code}\nleave(7)\n"
