@@ -21,6 +21,7 @@ from typing import Any
 
 from pipeline.job import Mode, TreeJob
 from pipeline.names import OutputNames, uid_name
+from pipeline.pools import tapered_batch
 from pipeline.store import Store
 from pipeline.walk import LINK_OUTSIDE
 from tasks.actions import date_offset_days, dummy_value
@@ -268,6 +269,10 @@ class Planner:
     pending: dict[str, tuple[int, int | None, str]] = field(default_factory=dict)
     #: files per batch (default ``job.batch_files``; the runner may balance it smaller)
     batch_files: int | None = None
+    #: the files the pass expects (None: unknown) and the workers it plans: the last
+    #: batches are cut smaller (``pipeline.pools.tapered_batch``)
+    expected: int | None = None
+    workers: int = 1
     #: batches make their outputs durable themselves (workers on other machines)
     sync_batches: bool = True
 
@@ -296,12 +301,15 @@ class Planner:
         items: list[WorkItem] = []
         nbytes = 0
         reject_status = Status.SKIPPED if job.continue_on_error else Status.FAILED
-        limit = self.batch_files or job.tuning.batch_files
+        full = self.batch_files or job.tuning.batch_files
+        limit = tapered_batch(full, self.expected, self.workers)
         # the fast resume check knows mirrored outputs only (the operation's fingerprint
         # does not cover the naming)
         mirrored = self.job.output_names != OutputNames.UID.value or job.mode is not Mode.DEIDENTIFY
+        seen = 0  # of the files expected: done before, or handed out
         if mirrored:
             intact = self.store.intact_done(self.op)
+            seen += intact
             if intact:
                 self.done_sink(intact)
         for rel, row, journaled in self.store.resume_pages(self.op if mirrored else None):
@@ -311,6 +319,7 @@ class Planner:
                 assert journaled is not None
                 if _intact(dst_root + journaled["output"], journaled["bytes_out"]):
                     self.events.append(Event(rel, Status.SKIPPED, int(journaled["size"] or 0)))
+                    seen += 1
                     continue
                 row, journaled = self.store.get("files", rel), self.store.get("journal", rel)
                 assert row is not None
@@ -323,6 +332,7 @@ class Planner:
                 continue
             out_rel = self.output_rel(rel, row)
             dst = dst_root + out_rel
+            seen += 1
             if journaled is not None and is_done(row, journaled, dst, self.op):
                 self.events.append(Event(rel, Status.SKIPPED, size, mtime))
                 continue
@@ -330,6 +340,8 @@ class Planner:
             if items and (len(items) >= limit or nbytes + size > job.tuning.batch_bytes):
                 yield self._batch(items)
                 items, nbytes = [], 0
+                left = None if self.expected is None else self.expected - seen + 1
+                limit = tapered_batch(full, left, self.workers)
             items.append(WorkItem(src_root + rel, dst, rel, size))
             nbytes += size
         if items:

@@ -245,8 +245,9 @@ class _Pass2:
         the rest after the last."""
         job = self.job
         pool = backend.pool(expected, nbytes)
-        self.planner.batch_files = balanced_batch(job.tuning.batch_files, expected,
-                                                  backend.planned_workers(pool))
+        workers = backend.planned_workers(pool)
+        self.planner.batch_files = balanced_batch(job.tuning.batch_files, expected, workers)
+        self.planner.expected, self.planner.workers = expected, workers
         if backend.shares_machine:
             state = self.store.writeback() or {}
             self.writeback = Writeback(job.output, int(state.get("next", 1)),

@@ -268,3 +268,36 @@ def test_mapping_is_written_in_steps_between_results(archive: Path, tmp_path: Pa
         assert report["mapping"]["uids"] == recorded > FILES
         for uid in store.replaced_uids():
             assert store.get("uids", uid) == new_uid(SECRET, "2.25", uid)
+
+
+def test_the_last_batches_of_a_pass_are_cut_smaller(archive: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Near its end, pass 2 hands out smaller batches, so no worker is left running the
+    last full one alone; a pass of unknown size keeps full batches."""
+    from pipeline import pools
+    from pipeline.plan import Planner, op_fingerprint
+
+    monkeypatch.setattr(pools, "MIN_BATCH_FILES", 2)  # 120 files: tapering shows below 20
+    job = deid_job(archive, tmp_path / "out", scan_only=True)
+    run_tree(job)
+    with Store(job.store) as store:  # type: ignore[arg-type]
+        op = op_fingerprint(job.operation)
+        tapered = [len(b.items) for b in
+                   Planner(job, store, op, batch_files=8, expected=FILES, workers=2).batches()]
+        unknown = [len(b.items) for b in Planner(job, store, op, batch_files=8).batches()]
+    assert sum(tapered) == sum(unknown) == FILES
+    assert unknown == [8] * 15
+    assert tapered == sorted(tapered, reverse=True)
+    assert tapered[:10] == [8] * 10  # full while 4 full batches (2 a worker) are left
+    assert tapered[-3:] == [2, 2, 2]
+
+
+def test_tapered_batch_sizes() -> None:
+    from pipeline.pools import MIN_BATCH_FILES, TAPER, tapered_batch
+
+    assert tapered_batch(60, 10_000, 2) == 60
+    assert tapered_batch(60, 60 * TAPER * 2, 2) == 60
+    assert tapered_batch(60, 100, 2) == 25
+    assert tapered_batch(60, 30, 2) == MIN_BATCH_FILES
+    assert tapered_batch(10, 3, 2) == 10  # a size below the minimum stays as it is
+    assert tapered_batch(60, 100, 1) == tapered_batch(60, None, 2) == 60  # no one to wait for
