@@ -41,6 +41,10 @@ def test_the_wheel_ships_and_finds_the_built_in_configs(tmp_path: Path) -> None:
     expected |= {f"anonpipe_configs/cluster/{n}.yaml" for n in ("local", "scheduler", "slurm",
                                                                 "pbs")}
     expected |= {"tasks/data/iod_types.json", "tasks/_profile_table.py", "tasks/py.typed"}
+    # the parsed copies (tasks.yamlcache): an installed anonpipe never parses its own YAML
+    expected |= {f"anonpipe_configs/profiles/__pycache__/{n}.yaml.json"
+                 for n in ("basic", "gdcmanon", "strict", "site-example")}
+    expected |= {"anonpipe_configs/pixels/__pycache__/default.yaml.json"}
     assert expected <= names
     for compiled in ("_walker", "_editloops"):
         assert any(n.startswith(f"tasks/{compiled}.") and n.endswith(".so") for n in names)
@@ -61,3 +65,12 @@ def test_the_wheel_ships_and_finds_the_built_in_configs(tmp_path: Path) -> None:
     assert lines[1] == str(site / "anonpipe_configs" / "profiles")
     # the wheel's compiled walker and loops
     assert lines[2:] == ["gdcmanon basic", "local", "True", "True"]
+    parsed = ("import sys, tasks.profile as p, tasks.pixels.rules as r\n"
+              "p.get_profile('basic'); p.get_profile('gdcmanon')\n"
+              "r.load_rules(str(r.resolve_rule_file(r.DEFAULT_RULES)))\n"
+              "print('yaml' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", parsed], capture_output=True, text=True,
+                          check=True, cwd=tmp_path, env={"PYTHONPATH": str(site),
+                                                         "PATH": "/usr/bin:/bin",
+                                                         "PYTHONDONTWRITEBYTECODE": "1"})
+    assert done.stdout == "False\n"  # read from the wheel's copies: PyYAML not even imported
