@@ -460,7 +460,11 @@ class _Parser:
 def parse_elements(
     buf: bytes | bytearray, pos: int, end: int | None, enc: Encoding
 ) -> list[Element]:
-    """Parse a data set occupying ``buf[pos:end]``."""
+    """Parse a data set occupying ``buf[pos:end]``; a whole buffer (a decrypted payload, a
+    few hundred elements where a scanner's private groups went into it) through
+    :func:`walk`, by the compiled walker when there is one."""
+    if pos == 0 and (end is None or end == len(buf)):
+        return walk(buf, enc, False, False)[0]
     return _Parser(buf).parse(pos, len(buf) if end is None else end, enc)
 
 

@@ -5,11 +5,16 @@ file of pydicom's test data; ``ANONPIPE_PURE_PYTHON=1`` turns it off.  The fuzz 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
+import pytest
+
+from tasks import dicomio
+from tasks.errors import DicomFormatError
 from tests.conftest import PYDICOM_FILES
-from tests.walkers import compare
+from tests.walkers import compare, data_set, tree
 
 TEST_FILES = PYDICOM_FILES
 
@@ -28,3 +33,27 @@ def test_pure_python_switch() -> None:
         out = subprocess.run([sys.executable, "-c", probe], env=env, check=True,
                              capture_output=True, text=True).stdout.strip()
         assert out == expected, value
+
+
+def test_a_whole_buffer_is_parsed_as_the_python_parser_does() -> None:
+    """``parse_elements`` of a whole buffer (a decrypted payload) goes through the compiled
+    walker: the Python parser's tree, or its error and message."""
+    walker = dicomio._WALKER
+    assert walker is not None, "the compiled walker is not built (make install)"
+    compiled = refused = 0
+    for path in sorted(p for p in TEST_FILES.rglob("*") if p.is_file()):
+        found = data_set(path.read_bytes())
+        if found is None:
+            continue
+        body, enc = found
+        try:
+            expected = tree(dicomio._Parser(body).parse(0, len(body), enc))
+        except DicomFormatError as exc:
+            with pytest.raises(DicomFormatError, match=re.escape(str(exc))):
+                dicomio.parse_elements(body, 0, None, enc)
+            refused += 1
+            continue
+        assert tree(dicomio.parse_elements(body, 0, None, enc)) == expected, path.name
+        compiled += walker.walk(body, enc, enc.little, enc.implicit, False, False,
+                                dicomio._MAX_DEPTH) is not None
+    assert compiled > 100 and refused > 0
