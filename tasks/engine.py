@@ -23,7 +23,7 @@ from stat import S_ISDIR, S_ISREG
 from tasks.dicomio import DicomFile
 from tasks.edit import Chunk
 from tasks.errors import DicomFormatError
-from tasks.fileio import FileRange, Piece, Stream, current_policy, write_atomic
+from tasks.fileio import FileRange, Piece, Stream, current_policy, joined, write_atomic
 from tasks.model import Written
 from tasks.pixeltail import WholeFile
 
@@ -57,6 +57,10 @@ def stage(src: Path | str, whole: Whole, split: Split, split_from: int) -> Stage
             if isinstance(pieces, WholeFile):
                 data = pieces.data
             elif pieces is not None:
+                # the header's pieces around the pixel data joined: a restored file has
+                # hundreds (a scanner's private groups put back one by one), each looked
+                # at again by every later step, where one copy of the header costs less
+                pieces = joined(pieces)
                 return Staged(fd, pieces, _held(pieces), mode)
         parts = whole(data if data is not None else _read_all(fd, size))
         if size < JOIN_BELOW and not isinstance(parts, bytes):

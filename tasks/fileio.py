@@ -217,7 +217,7 @@ def write_atomic(dst: Path | str, data: bytes | Sequence[Piece], fsync: bool = T
     else:
         chunks = data
         if len(chunks) > MAX_PIECES or not _WRITEV:
-            chunks = _joined(chunks)
+            chunks = joined(chunks)
         total = sum(map(len, chunks))
     deferred = _DEFERRED.get() if fsync else None
     sync = fsync and deferred is None
@@ -390,7 +390,7 @@ class _LinkRefused(Exception):
     """Linking a nameless file in failed for a reason other than an existing name."""
 
 
-def _joined(chunks: Sequence[Piece]) -> list[Piece]:
+def joined(chunks: Sequence[Piece]) -> list[Piece]:
     """The byte pieces between file ranges joined into one each (for few ``writev`` calls)."""
     return [group if isinstance(group, FileRange | Stream) else b"".join(group)
             for group in _grouped(chunks)]

@@ -196,3 +196,26 @@ def test_a_small_input_s_pieces_are_written_joined_or_not(tmp_path: Path) -> Non
                                tmp_path / f"{name}.dcm")
         expected = b"x" * 100 + b"!" if name == "bytes" else b"x" * 10 + b"abc!"
         assert (tmp_path / f"{name}.dcm").read_bytes() == expected and written == len(expected)
+
+
+def test_a_split_output_s_header_pieces_are_joined_around_its_pixel_data(
+        tmp_path: Path) -> None:
+    """A split output (pixel data left in the input) keeps its pixel data a range of the
+    input, and its hundreds of header pieces (a restored payload's elements) become one
+    piece on each side: the same bytes, three pieces."""
+    from tasks.engine import stage, write_staged
+
+    src = tmp_path / "in.dcm"
+    src.write_bytes(bytes(range(256)) * 64)
+
+    def split(fd: int, size: int) -> list[fileio.Piece]:
+        head = [bytes([i]) * 3 for i in range(200)]
+        return [*head, FileRange(fd, 1000, size - 1000), b"tail", memoryview(b"!!")]
+
+    staged = stage(src, lambda data: [data], split, 1)
+    assert len(staged.pieces) == 3 and isinstance(staged.pieces[1], FileRange)
+    assert staged.held == 600 + 6
+    written = write_staged(staged, tmp_path / "out.dcm")
+    expected = (b"".join(bytes([i]) * 3 for i in range(200)) + src.read_bytes()[1000:]
+                + b"tail!!")
+    assert (tmp_path / "out.dcm").read_bytes() == expected and written == len(expected)
