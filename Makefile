@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml setup.py tasks/_walker.c tasks/_editloops.c tasks/_slot
 # PyYAML import at start; a copy whose YAML changed is ignored).
 bytecode:
 	$(BIN)/python -m compileall -q pipeline tasks configs
-	$(BIN)/python -m tasks.yamlcache configs/profiles configs/pixels
+	$(BIN)/python -m tasks.yamlcache configs
 
 # Debian tools the build and the tests need (gcc for the compiled walker and loops;
 # gdcmanon, dcmtk, dciodvfy, openssl, a single-node SLURM with munge, tesseract): apt-get

@@ -11,9 +11,6 @@ FLAGS = ["-O2", "-std=c99", "-Wall"]
 
 HEADERS = ["tasks/_slots.h"]
 
-#: the shipped YAML that every run reads: the built-in profiles and the pixel rules
-PARSED_AT_BUILD = ("anonpipe_configs/profiles", "anonpipe_configs/pixels")
-
 
 class BuildWithParsedYaml(build_py):
     """Also writes the JSON copy of each shipped profile and pixel-rule file into the wheel
@@ -29,8 +26,7 @@ class BuildWithParsedYaml(build_py):
         assert spec is not None and spec.loader is not None
         yamlcache = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(yamlcache)
-        for folder in PARSED_AT_BUILD:
-            yamlcache.copy_all(Path(self.build_lib, folder))
+        yamlcache.copy_shipped(Path(self.build_lib, "anonpipe_configs"))
 
 
 setup(cmdclass={"build_py": BuildWithParsedYaml},

@@ -90,6 +90,18 @@ def write_copy(copy: Path, digest: str, data: Any) -> bool:
     return True
 
 
+#: the folders of the configuration package whose YAML every run reads (the built-in
+#: profiles, the pixel rules): their copies are made ahead, by ``make bytecode`` in a
+#: checkout and by ``setup.py`` in the wheel, whose installed folders a run cannot write
+SHIPPED = ("profiles", "pixels")
+
+
+def copy_shipped(configs: Path) -> int:
+    """Make the copies of the :data:`SHIPPED` folders under ``configs`` (``configs/`` in a
+    checkout, ``anonpipe_configs/`` in a build); how many."""
+    return sum(copy_all(configs / folder) for folder in SHIPPED)
+
+
 def copy_all(folder: Path) -> int:
     """Make the copy of every YAML file under ``folder`` (``make bytecode``); how many."""
     made = 0
@@ -101,4 +113,4 @@ def copy_all(folder: Path) -> int:
 
 if __name__ == "__main__":  # pragma: no cover - make bytecode
     for argument in sys.argv[1:]:
-        copy_all(Path(argument))
+        copy_shipped(Path(argument))
