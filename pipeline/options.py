@@ -11,8 +11,9 @@ import argparse
 import os
 import stat
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from pipeline.job import MODE_FLAGS, PROCESSES_FROM, PROCESSES_FROM_BYTES, Mode, TreeJob, Tuning
 from pipeline.state import (
@@ -47,8 +48,7 @@ CRYPTO_BACKENDS = ("openssl", "openssl-p7")
 PASSWORD_ENV = "ANONPIPE_PASSWORD"
 
 
-@dataclass(frozen=True)
-class SingleFileRun:
+class SingleFileRun(NamedTuple):
     """One file, processed inline (no cluster start-up)."""
 
     mode: Mode
@@ -58,8 +58,7 @@ class SingleFileRun:
     verbosity: int
 
 
-@dataclass(frozen=True)
-class PrintJobScript:
+class PrintJobScript(NamedTuple):
     cluster: str
     driver_command: list[str] | None = None  # --driver: the run to wrap in a job
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pipeline.job import TreeJob, Tuning
 
@@ -30,8 +29,7 @@ class Tier(enum.Enum):
     DASK = "dask"  # a dask cluster: local, an existing scheduler, or worker jobs
 
 
-@dataclass(frozen=True)
-class Pass:
+class Pass(NamedTuple):
     """What is known of a pass when its pool is chosen (None: unknown, assume large)."""
 
     files: int | None
@@ -39,8 +37,7 @@ class Pass:
     dask_started: bool = False  # a dask cluster is already up (from an earlier pass)
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(NamedTuple):
     """The facts of a job the rules read: where its workers may run, and its tuning."""
 
     wants_dask: bool  # any worker at all: not --workers 0

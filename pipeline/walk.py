@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tasks.errors import UsageError
 from tasks.fileio import TEMP_MARKER
@@ -25,8 +25,7 @@ UNREADABLE = "Unreadable"
 LINK_OUTSIDE = "LinkOutsideInput"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One input file: path relative to the input root (POSIX separators) and its stat."""
 
     rel: str

@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasks.errors import OutputError
 from tasks.fileio import sync_file_system
@@ -48,8 +47,7 @@ def boot_id() -> str | None:
         return None
 
 
-@dataclass(frozen=True)
-class Recovery:
+class Recovery(NamedTuple):
     """What :func:`recover` did with the epochs an earlier run left unconfirmed."""
 
     confirmed: bool = False  # same boot: one syncfs confirmed them

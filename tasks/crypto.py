@@ -1000,8 +1000,7 @@ def _opened(envelope: _Envelope, private_key: PrivateKey | None, password: bytes
 ReadBytes: TypeAlias = Callable[[int, int], bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class CbcContent:
+class CbcContent(NamedTuple):
     """The CBC content of an EnvelopedData whose key was found, decrypted by range: a CBC
     block needs only the ciphertext block before it, so any part of the plaintext comes
     without the rest (a payload holding a cine's pixel data is never held whole).  The

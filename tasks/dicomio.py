@@ -21,7 +21,7 @@ import zlib
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasks.errors import DicomFormatError
 from tasks.tags import (
@@ -64,8 +64,7 @@ _VR_INFO = {vrb: (vrb.decode("ascii"), vrb in LONG_VRS) for vrb in KNOWN_VRS}
 _ITEM_TAG_BYTES = (b"\xfe\xff\x00\xe0", b"\xff\xfe\xe0\x00")
 
 
-@dataclass(frozen=True, slots=True)
-class Encoding:
+class Encoding(NamedTuple):
     """How a data set is encoded: byte order and VR explicitness."""
 
     little: bool = True

@@ -17,9 +17,8 @@ import re
 import stat
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasks.dicomio import (
     LONG_VRS,
@@ -414,8 +413,7 @@ def _head_text(head: dict[str, Any], named: list[str]) -> str:
     return text
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
     """A decoded head, prepared for :func:`unpack_row` (decoded once per series)."""
 
     fields: dict[str, Any]  # the shared fields, without the list of replaced names
@@ -455,8 +453,7 @@ def unpack_row(size: int | None, mtime_ns: int | None, sop: str | None, head: He
     return row
 
 
-@dataclass(frozen=True, slots=True)
-class ScanBatch:
+class ScanBatch(NamedTuple):
     """Paths (relative to ``root``) scanned by one task.
 
     Carries the replaced tags rather than a profile name, so workers need not load (or

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasks.crypto import CbcContent, ReadBytes, decrypt_envelope, open_envelope_in_pieces
 from tasks.dicomio import (
@@ -188,8 +187,7 @@ _ENCRYPTED_FRAMES: dict[tuple[bool, bool], tuple[bytes, Callable[[int], bytes], 
 # --------------------------------------------------------------------------- inverse (E.1.2)
 
 
-@dataclass(frozen=True, slots=True)
-class Payload:
+class Payload(NamedTuple):
     """A decrypted payload: the originals to restore and anonpipe's restore record."""
 
     plaintext: bytes
@@ -318,8 +316,7 @@ def encrypted_content_at(head: bytes, body_start: int, enc: Encoding
     return start, at + len(content) + 4, length
 
 
-@dataclass(frozen=True, slots=True)
-class PayloadPixels:
+class PayloadPixels(NamedTuple):
     """The original Pixel Data in a payload opened in pieces: its element header
     (Explicit VR Little Endian) and the plaintext range of its value, left encrypted."""
 

@@ -24,8 +24,8 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from itertools import pairwise
+from typing import NamedTuple
 
 from tasks.dicomio import (
     ITEM,
@@ -59,8 +59,7 @@ _ITEM_HEADER = struct.Struct("<HHI")
 _PIXEL_VRS = frozenset({b"OB", b"OW", b"UN"})
 
 
-@dataclass(frozen=True, slots=True)
-class SplitFile:
+class SplitFile(NamedTuple):
     """A file parsed with Pixel Data as a stand-in (empty value) at body offset ``at``;
     ``pixels`` is the real element, header and value, in the file."""
 
@@ -69,16 +68,14 @@ class SplitFile:
     pixels: FileRange
 
 
-@dataclass(frozen=True, slots=True)
-class WholeFile:
+class WholeFile(NamedTuple):
     """The whole file's bytes, read by an attempt to split that found no Pixel Data before
     the end (an encapsulated PDF, a structure set): the caller uses them as read whole."""
 
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class _View:
+class _View(NamedTuple):
     """The file open at ``fd`` as the split sees it: without the ``hole_length`` bytes at
     ``hole_at`` when there is a hole (a top-level element never read: see ``without``)."""
 

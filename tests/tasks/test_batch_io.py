@@ -5,7 +5,6 @@ linked in by a forked child are its own, and ``str`` paths work as ``Path`` ones
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import pickle
 import shutil
@@ -160,7 +159,7 @@ def test_a_forked_child_links_its_own_file(tmp_path: Path) -> None:
 def test_a_batch_pickles_whole() -> None:
     """Batches travel to workers as columns (Batch.__reduce__): every field and every item
     comes back equal, with the types it left with."""
-    assert [f.name for f in dataclasses.fields(WorkItem)] == ["src", "dst", "rel", "size"]
+    assert WorkItem._fields == ("src", "dst", "rel", "size")
     items = tuple(WorkItem(f"/in/P{i}/x.dcm", f"/out/P{i}/x.dcm", f"P{i}/x.dcm", 100 + i)
                   for i in range(5))
     for batch in (Batch(7, items, "/out", sync=False), Batch(8), Batch(9, items[:1])):
