@@ -13,7 +13,6 @@ unprocessable stop the run before pass 2 writes anything.
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -420,7 +419,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
     store_path = job.store or job_store_path(job.output)
     _check(job, store_path)
     summary = RunSummary(preview=job.scan_only or job.dry_run)
-    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + os.urandom(3).hex()
     started = time.time()
     with RunProgress(console, job.verbosity, clock) as progress, \
             open_client(job, lambda text: progress.message(text, WARNING)) as backend, \

@@ -35,7 +35,6 @@ import contextlib
 import contextvars
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -85,7 +84,7 @@ def temp_path_for(dst: Path) -> Path:
 
 
 def _temp_name(name: str) -> str:
-    return f".{name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}"
+    return f".{name}{TEMP_MARKER}{os.getpid()}-{os.urandom(4).hex()}"
 
 
 class Durability:
