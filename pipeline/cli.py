@@ -296,7 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed usage or help
         return of_argparse(exc.code)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for --driver job scripts
-    return _run(args)
+    from pipeline import headstart
+
+    # forked before the run's imports: pass 1 begins on the idle core (pipeline.headstart)
+    headstart.start(args)
+    try:
+        return _run(args)
+    finally:
+        headstart.close()
 
 
 def run() -> None:
