@@ -298,8 +298,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for --driver job scripts
     from pipeline import headstart
 
-    # forked before the run's imports: pass 1 begins on the idle core (pipeline.headstart)
-    headstart.start(args)
     try:
         return _run(args)
     finally:
@@ -335,10 +333,12 @@ def leave(code: int) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline import collector
+    from pipeline import collector, headstart
 
     try:
         with collector.start_up():
+            # forked before most of the run's imports: pass 1 begins on the idle core
+            headstart.start(args)
             from pipeline.options import build_run
 
             if args.explain is not None:

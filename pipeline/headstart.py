@@ -1,5 +1,5 @@
-"""Pass 1 begun while the driver starts: a process forked as soon as the command line is
-parsed reads headers on the core that the driver's start-up leaves idle.
+"""Pass 1 begun while the driver starts: a process forked early in the driver's start-up
+reads headers on the core that the start-up leaves idle.
 
 Why: before its first pass-1 batch a directory run's driver spends ~0.1 s on one core,
 importing its modules and reading its options (the pool workers are forked after that, so
@@ -32,6 +32,7 @@ import argparse
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -69,11 +70,24 @@ def wanted(args: argparse.Namespace) -> bool:
 
 
 def start(args: argparse.Namespace) -> None:
-    """Fork the head start when :func:`wanted` says so (at most one per process)."""
+    """Fork the head start when :func:`wanted` says so (at most one per process).
+
+    The driver imports what the scan needs and derives the replaced tags first: it needs
+    both itself (the profile's are cached), and so the head start scans from its first
+    instant, where importing them again on its own cost it ~35 ms."""
     global _running
     if _running is not None or not wanted(args):
         return
-    source = args.input if args.input is not None else args.paths[0]
+    from pipeline.walk import iter_files
+    from tasks.inventory import pack_row, replaced_tags, scan_file
+    from tasks.profile import get_profile, load_profile
+
+    name, options = requested_profile(args)
+    try:
+        replaced = replaced_tags(get_profile(load_profile(name), options))
+    except Exception:  # noqa: BLE001 - a bad profile: the options say so, in their words
+        return
+    root = Path(args.input if args.input is not None else args.paths[0])  # as the job has it
     try:
         rows = os.memfd_create("anonpipe-head-start", os.MFD_CLOEXEC)
     except OSError:
@@ -84,14 +98,40 @@ def start(args: argparse.Namespace) -> None:
         os.close(rows)
         return
     if pid == 0:  # the head start: never returns into the driver's code
+        # (the collector is off, as in the driver's start-up: its rows hold no cycles)
         code = 0
         try:
-            _scan(source, args, rows)
+            signal.signal(signal.SIGTERM, _stop_asked)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it with the driver
+            _send(rows, (str(root), args.recursive, args.follow_symlinks, replaced))
+            chunk: list[PackedRow] = []
+            prefix = os.path.join(str(root), "")
+            for count, entry in enumerate(iter_files(root, args.recursive,
+                                                     args.follow_symlinks)):
+                if _stopped or count >= MAX_FILES:
+                    break
+                if entry.error_kind is None:
+                    row = scan_file(prefix + entry.rel, replaced, (entry.size, entry.mtime_ns))
+                    chunk.append(pack_row(entry.rel, row))
+                    if len(chunk) >= CHUNK:
+                        _send(rows, chunk)
+                        chunk = []
+            if chunk:
+                _send(rows, chunk)
+            _send(rows, [])
         except BaseException:  # noqa: BLE001 - silent: the driver scans what is missing
             code = 1
         finally:
             os._exit(code)
     _running = (pid, rows)
+
+
+#: set in the head start by SIGTERM: stop after the file being read
+_stopped: list[bool] = []
+
+
+def _stop_asked(signum: int, frame: object) -> None:
+    _stopped.append(True)
 
 
 def collect(source: str, recursive: bool, follow_symlinks: bool,
@@ -157,38 +197,6 @@ def _kill(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
-
-
-def _scan(source: str, args: argparse.Namespace, out: int) -> None:
-    """The head start's work: what it scans for, then chunks of packed rows, then an empty
-    chunk; it stops early on SIGTERM."""
-    stopped: list[bool] = []
-    signal.signal(signal.SIGTERM, lambda *_: stopped.append(True))
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it with the driver
-    from pathlib import Path
-
-    from pipeline.walk import iter_files
-    from tasks.inventory import pack_row, replaced_tags, scan_file
-    from tasks.profile import get_profile, load_profile
-
-    name, options = requested_profile(args)
-    replaced = replaced_tags(get_profile(load_profile(name), options))
-    root = Path(source)  # as the job names it (no trailing separator)
-    _send(out, (str(root), args.recursive, args.follow_symlinks, replaced))
-    prefix = os.path.join(str(root), "")
-    chunk: list[PackedRow] = []
-    for count, entry in enumerate(iter_files(root, args.recursive, args.follow_symlinks)):
-        if stopped or count >= MAX_FILES:
-            break
-        if entry.error_kind is None:
-            row = scan_file(prefix + entry.rel, replaced, (entry.size, entry.mtime_ns))
-            chunk.append(pack_row(entry.rel, row))
-            if len(chunk) >= CHUNK:
-                _send(out, chunk)
-                chunk = []
-    if chunk:
-        _send(out, chunk)
-    _send(out, [])
 
 
 def _send(fd: int, message: object) -> None:
