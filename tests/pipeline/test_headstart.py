@@ -151,3 +151,21 @@ def test_a_run_that_fails_early_stops_it(archive: Path, tmp_path: Path) -> None:
     assert code != 0 and headstart._running is None
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
+
+
+@pytest.mark.parametrize(("files", "workers", "sizes"), [
+    (600, 2, [500, 50, 50]), (100, 2, [50, 50]), (100, 3, [34, 34, 32]), (30, 2, [30]),
+    (100, 1, [100]), (1000, 2, [500, 500])])
+def test_what_the_listing_leaves_is_shared_by_the_workers(
+        tmp_path: Path, files: int, workers: int, sizes: list[int]) -> None:
+    """Full batches as the listing goes, then the rest cut into one batch per worker
+    (none under 20 files): what a head start leaves is often a few hundred files."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(files):
+        (src / f"f{i:04d}").write_bytes(b"x")
+    batcher = _Batcher(deid_job(src, tmp_path / "out"), iter_files(src), replaced_tags(), 500,
+                       workers=workers)
+    batches = list(batcher)
+    assert [len(b.rels) for b in batches] == sizes
+    assert [rel for b in batches for rel in b.rels] == [f"f{i:04d}" for i in range(files)]
