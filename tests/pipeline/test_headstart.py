@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pipeline import headstart
@@ -30,6 +31,10 @@ def _none_left() -> Iterator[None]:
 
 def _args(*argv: str) -> object:
     return build_parser().parse_args(list(argv))
+
+
+def _children() -> set[int]:
+    return {child.pid for child in psutil.Process().children()}
 
 
 def _finished() -> None:
@@ -51,13 +56,15 @@ def _pass1_rows(root: Path, replaced: frozenset[int]) -> dict[str, PackedRow]:
 
 def test_its_rows_are_those_of_pass_1(archive: Path, tmp_path: Path) -> None:
     headstart.start(_args("-e", "-r", str(archive), str(tmp_path / "out")))
+    assert headstart._running is not None
+    pid = headstart._running[0]
     _finished()
     replaced = replaced_tags()
     rows = headstart.collect(str(archive), True, False, replaced)
     assert rows == _pass1_rows(archive, replaced)
     assert len(rows) == 120
     with pytest.raises(ChildProcessError):  # reaped
-        os.waitpid(-1, os.WNOHANG)
+        os.waitpid(pid, os.WNOHANG)
 
 
 def test_rows_for_other_tags_or_another_listing_are_not_used(archive: Path,
@@ -130,10 +137,10 @@ def test_a_run_gives_the_same_inventory_and_outputs(archive: Path, tmp_path: Pat
     if len(os.sched_getaffinity(0)) < 2 or shutil.which("taskset") is None:
         pytest.fail("needs 2 cores and taskset (util-linux)")
     argv = ["-e", "--irreversible", "-r", "--secret-file", str(tmp_path / "secret")]
+    before = _children()
     assert main([*argv, "--new-secret", "--store", str(tmp_path / "a.sqlite"), str(archive),
                  str(tmp_path / "a")]) == 0
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    assert _children() <= before
     one_core = ["taskset", "-c", "0", sys.executable, "-m", "pipeline.cli", *argv]
     subprocess.run([*one_core, "--store", str(tmp_path / "b.sqlite"), str(archive),
                     str(tmp_path / "b")], check=True, capture_output=True)
@@ -146,11 +153,28 @@ def test_a_run_gives_the_same_inventory_and_outputs(archive: Path, tmp_path: Pat
 
 
 def test_a_run_that_fails_early_stops_it(archive: Path, tmp_path: Path) -> None:
-    code = main(["-e", "-r", "-c", str(tmp_path / "no-such.pem"), "--secret-file",
-                 str(tmp_path / "secret"), "--new-secret", str(archive), str(tmp_path / "o")])
+    """A missing certificate ends the run after the head start was forked: it is stopped
+    and reaped on the way out."""
+    before = _children()
+    started = []
+    real_start = headstart.start
+
+    def start(args: object) -> None:
+        real_start(args)  # type: ignore[arg-type]
+        started.append(headstart._running)
+
+    headstart.start = start  # type: ignore[assignment]
+    try:
+        code = main(["-e", "-r", "-c", str(tmp_path / "no-such.pem"), "--secret-file",
+                     str(tmp_path / "secret"), "--new-secret", str(archive),
+                     str(tmp_path / "o")])
+    finally:
+        headstart.start = real_start  # type: ignore[assignment]
     assert code != 0 and headstart._running is None
+    assert started and started[0] is not None  # it had been forked
     with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+        os.waitpid(started[0][0], os.WNOHANG)
+    assert _children() <= before
 
 
 @pytest.mark.parametrize(("files", "workers", "sizes"), [
