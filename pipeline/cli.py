@@ -296,12 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse already printed usage or help
         return of_argparse(exc.code)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for --driver job scripts
-    from pipeline import headstart
-
-    try:
-        return _run(args)
-    finally:
-        headstart.close()
+    return _run(args)
 
 
 def run() -> None:
@@ -333,12 +328,10 @@ def leave(code: int) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline import collector, headstart
+    from pipeline import collector
 
     try:
         with collector.start_up():
-            # forked before most of the run's imports: pass 1 begins on the idle core
-            headstart.start(args)
             from pipeline.options import build_run
 
             if args.explain is not None:

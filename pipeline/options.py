@@ -15,7 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
-from pipeline.headstart import requested_profile
 from pipeline.job import MODE_FLAGS, PROCESSES_FROM, PROCESSES_FROM_BYTES, Mode, TreeJob, Tuning
 from pipeline.state import (
     check_ancestors,
@@ -392,9 +391,9 @@ def _already_warned(message: str) -> None:
 
 def _profile(args: argparse.Namespace) -> tuple[ProfileSpec, tuple[str, ...]]:
     """The validated profile and the Options from the command line (checked here, once)."""
-    name, options = requested_profile(args)
+    options = tuple(sorted(set(args.profile_options or ())))
     try:
-        spec = load_profile(name)
+        spec = load_profile(args.profile or DEFAULT_PROFILE)
         get_profile(spec, options)  # an option on a profile without Table E.1-1 fails now
     except ProfileError as exc:
         raise UsageError(str(exc)) from None

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pipeline import headstart, outcomes
+from pipeline import outcomes
 from pipeline.cluster import Backend
 from pipeline.job import Mode, TreeJob
 from pipeline.plan import profile_of
@@ -21,7 +21,7 @@ from pipeline.pools import MIN_BATCH_FILES, Pool, balanced_batch, task_failure
 from pipeline.progress import INFO, PassStats, RunProgress
 from pipeline.store import Store
 from pipeline.walk import Entry, iter_files, iter_listed
-from tasks.inventory import ROW_FORMAT, PackedRow, ScanBatch, replaced_tags, scan_batch
+from tasks.inventory import ROW_FORMAT, ScanBatch, replaced_tags, scan_batch
 
 LISTING_CHUNK = 5000
 
@@ -44,8 +44,6 @@ class _Batcher:
                  batch_files: int | None = None, store: Store | None = None,
                  reuse: bool = False,
                  on_reused: Callable[[int, int], None] | None = None,
-                 ahead: dict[str, PackedRow] | None = None,
-                 on_ahead: Callable[[list[PackedRow]], None] | None = None,
                  workers: int = 1) -> None:
         self.job = job
         self.entries = entries
@@ -55,8 +53,6 @@ class _Batcher:
         self.next_id = 0
         self.store = store if reuse else None
         self.on_reused = on_reused
-        self.ahead = ahead or {}
-        self.on_ahead = on_ahead
         self.workers = workers
 
     def __iter__(self) -> Iterator[ScanBatch]:
@@ -70,9 +66,9 @@ class _Batcher:
                 if len(rels) >= self.batch_files:
                     yield self._batch(root, rels, stats)
                     rels, stats = [], []
-        # what is left when the listing ends is shared by the workers: in one batch it kept
-        # one busy while the others waited (after a head start that read most of a CT
-        # series, ~300 headers: ~20 ms against ~10)
+        # what is left when the listing ends is shared by the workers: in one batch it went
+        # to one of them while the others, done with their full batches, waited (1,200
+        # headers on 2 workers: 500 each, then 200 on one)
         parts = max(1, min(self.workers, len(rels) // MIN_BATCH_FILES))
         step = -(-len(rels) // parts) if rels else 1
         for at in range(0, len(rels), step):
@@ -87,23 +83,12 @@ class _Batcher:
                 listed[entry.rel] = (entry.size, entry.mtime_ns)
             else:
                 self.walk_errors[entry.rel] = _error_row(entry)
-        kept: set[str] = set()
-        if self.store is not None:
-            self.store.mark_seen(entry.rel for entry in chunk)
-            kept = self.store.unchanged(listed)
-            if kept and self.on_reused is not None:
-                self.on_reused(len(kept), sum(listed[rel][0] for rel in kept))
-        if self.ahead:
-            read = []
-            for rel, stat in listed.items():
-                row = self.ahead.pop(rel, None)
-                if rel not in kept and row is not None and _read_as_listed(row, stat):
-                    read.append(row)
-            if read and self.on_ahead is not None:
-                kept.update(row[0] for row in read)
-                self.on_ahead(read)
-        if not kept:
+        if self.store is None:
             return iter(listed.items())
+        self.store.mark_seen(entry.rel for entry in chunk)
+        kept = self.store.unchanged(listed)
+        if kept and self.on_reused is not None:
+            self.on_reused(len(kept), sum(listed[rel][0] for rel in kept))
         return ((rel, stat) for rel, stat in listed.items() if rel not in kept)
 
     def _batch(self, root: str, rels: list[str], stats: list[tuple[int, int]]) -> ScanBatch:
@@ -113,12 +98,6 @@ class _Batcher:
     def take_errors(self) -> dict[str, dict[str, Any]]:
         errors, self.walk_errors = self.walk_errors, {}
         return errors
-
-
-def _read_as_listed(row: PackedRow, listed: tuple[int, int]) -> bool:
-    """Whether a row the head start read is this file's: read without error from a file
-    of the size and modification time listed now."""
-    return (row[1], row[2]) == listed and row[7] is None
 
 
 def sized_stream(job: TreeJob) -> tuple[Iterator[Entry], int | None, int | None]:
@@ -150,15 +129,8 @@ def run_scan(job: TreeJob, store: Store, backend: Backend, progress: RunProgress
         progress.begin("pass 1 scan", total=expected)
         workers = backend.planned_workers(pool)
         size = balanced_batch(job.tuning.scan_batch_files, expected, workers)
-        ahead = headstart.collect(str(job.input), job.recursive, job.follow_symlinks, replaced)
-
-        def read_ahead(rows: list[PackedRow]) -> None:
-            store.add_packed(rows)
-            progress.advance(len(rows), sum(row[1] or 0 for row in rows))
-
         batcher = _Batcher(job, stream, replaced, size, store, reuse,
                            on_reused=lambda files, nbytes: progress.advance(files, nbytes),
-                           ahead=ahead if job.files is None else None, on_ahead=read_ahead,
                            workers=workers)
         _scan(job, batcher, pool, store, progress)
         if reuse:
