@@ -69,10 +69,11 @@ class _Batcher:
         # what is left when the listing ends is shared by the workers: in one batch it went
         # to one of them while the others, done with their full batches, waited (1,200
         # headers on 2 workers: 500 each, then 200 on one)
-        parts = max(1, min(self.workers, len(rels) // MIN_BATCH_FILES))
-        step = -(-len(rels) // parts) if rels else 1
-        for at in range(0, len(rels), step):
-            yield self._batch(root, rels[at:at + step], stats[at:at + step])
+        if rels:
+            parts = max(1, min(self.workers, len(rels) // MIN_BATCH_FILES))
+            step = -(-len(rels) // parts)
+            for at in range(0, len(rels), step):
+                yield self._batch(root, rels[at:at + step], stats[at:at + step])
 
     def _to_scan(self, chunk: list[Entry]) -> Iterator[tuple[str, tuple[int, int]]]:
         """(path, (size, mtime) as listed) of ``chunk`` to scan; walk errors are set
