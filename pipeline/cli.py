@@ -268,9 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="accept a plain tcp:// --scheduler (anyone who reaches it can run "
                       "code in its workers and read the secret)")
     pipe.add_argument("--worker-timeout", type=float, action=_Once, metavar="SECONDS",
-                      help="stop the run when no worker job has connected after SECONDS, or "
-                      "none has been left for SECONDS (default: wait, saying why every few "
-                      "seconds)")
+                      help="stop the run when no worker has connected after SECONDS, or "
+                      "none has been left for SECONDS (worker jobs, --scheduler; default: "
+                      "wait, saying why every few seconds)")
 
     general = parser.add_argument_group("General Options")
     general.add_argument("-V", "--verbose", dest="verbosity", action="store_const", const=2,

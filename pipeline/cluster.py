@@ -229,7 +229,8 @@ class Backend:
                     timeout="20s"))
             except (OSError, TypeError, ValueError) as exc:
                 raise UsageError(f"cannot reach dask scheduler {address}: {exc}") from None
-            self._dask = DaskPool(client, retries, f"scheduler {address}")
+            self._dask = DaskPool(client, retries, f"scheduler {address}",
+                                  worker_timeout=job.worker_timeout)
         else:
             from pipeline.jobqueue import JOBQUEUE_KINDS
 

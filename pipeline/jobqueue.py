@@ -53,6 +53,14 @@ class WorkersUnavailable(AnonpipeError):
     """No worker connected within ``--worker-timeout`` seconds."""
 
 
+def _connected(client: Any) -> int:
+    """Workers the scheduler knows; 0 when it does not answer (none can be counted on)."""
+    try:
+        return len(client.nthreads())
+    except Exception:  # noqa: BLE001 - a scheduler out of reach, a comm closing
+        return 0
+
+
 def import_jobqueue() -> Any:
     """``dask_jobqueue``, imported without letting it take Ctrl-C.
 
@@ -297,21 +305,34 @@ class JobQueue:
             raise self._failure
 
     def _watch(self, client: Any) -> None:
-        previous = len(client.nthreads())
+        """The watch thread: it must not end before the run does (a run whose workers are
+        gone would then wait for ever), so whatever it meets is counted or reported."""
+        try:
+            self._count_workers(client)
+        except Exception as exc:  # noqa: BLE001 - the run stops, saying why
+            self._failure = WorkersUnavailable(
+                f"the watch of the worker jobs failed ({type(exc).__name__}): the run "
+                "stops; rerun the same command to resume")
+
+    def _count_workers(self, client: Any) -> None:
+        previous = _connected(client)
         lost = False
         none_since: float | None = None
         while not self._stop.wait(WATCH_EVERY):
-            try:
-                alive = len(client.nthreads())
-            except Exception:  # noqa: BLE001 - the client is closing: nothing left to watch
-                return
+            if client.status in ("closing", "closed"):
+                return  # the pool's own check stops the run (pipeline.pools.DaskPool)
+            alive = _connected(client)
             now = time.monotonic()
             none_since = (none_since or now) if alive == 0 else None
             if (none_since is not None and self.worker_timeout is not None
                     and now - none_since >= self.worker_timeout and self._failure is None):
+                try:
+                    state = self.queue_state()
+                except Exception as exc:  # noqa: BLE001 - the stop matters, not the detail
+                    state = f"the queue's state unknown: {type(exc).__name__}"
                 self._failure = WorkersUnavailable(
-                    f"no worker for {self.worker_timeout:g} s ({self.queue_state()}): the "
-                    "run stops; rerun the same command to resume")
+                    f"no worker for {self.worker_timeout:g} s ({state}): the run stops; "
+                    "rerun the same command to resume")
             if alive < previous:
                 lost = True
                 self.say(f"lost {previous - alive} of {self.workers} workers (their jobs "

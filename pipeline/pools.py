@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline import collector
+from pipeline.jobqueue import WorkersUnavailable
 from pipeline.localworkers import LocalWorkers, Task, WorkerDied
 
 P = TypeVar("P")
@@ -229,6 +230,7 @@ class _DaskWindow(_SlidingWindow[P]):
         self.completed = as_completed(loop=pool.client.loop)
 
     def _submit(self, payload: P) -> None:
+        self.pool.check()  # a closed client refuses the task with its own error
         future = self.pool.client.submit(self.fn, payload, *self.args, pure=False,
                                          retries=self.pool.retries)
         self.in_flight[future] = payload
@@ -272,12 +274,16 @@ class DaskPool:
     kind = "dask"
 
     def __init__(self, client: Any, retries: int, description: str,
-                 dashboard: bool = True, check: Callable[[], None] = lambda: None) -> None:
+                 dashboard: bool = True, check: Callable[[], None] = lambda: None,
+                 worker_timeout: float | None = None) -> None:
         self.client = client
-        self.check = check  # raises when the run must stop (no worker jobs for too long)
+        self._check = check  # raises when the run must stop (no worker jobs for too long)
         self.retries = retries
         self.description = description
+        #: --worker-timeout: how long the run waits with no worker connected (None: ever)
+        self.worker_timeout = worker_timeout
         self._alive = (0.0, 0)
+        self._none_since: float | None = None
         # a scheduler without a dashboard still has a link (to the default port): shown
         # only where one is served
         self.dashboard: str | None = (
@@ -286,6 +292,29 @@ class DaskPool:
     def imap(self, fn: Callable[..., dict[str, Any]], payloads: Iterable[P], *args: Any,
              split: Split[P] | None = None) -> _DaskWindow[P]:
         return _DaskWindow(self, fn, payloads, args, split)
+
+    def check(self) -> None:
+        """Raise :class:`WorkersUnavailable` when no result can come any more.
+
+        The client closes itself when it cannot reach the scheduler again (20 s by
+        default): the futures in flight then never finish, and a run that waited for them
+        would wait for ever.  With ``worker_timeout``, a scheduler that is there but has
+        had no worker for that long stops the run too.  Then what ``check`` (the job
+        queue's watch) found."""
+        if self.client.status in ("closing", "closed"):
+            raise WorkersUnavailable(f"lost the connection to the {self.description}: the "
+                                     "run stops; rerun the same command to resume")
+        if self.worker_timeout is not None:
+            now = time.monotonic()
+            if self.workers_alive():
+                self._none_since = None
+            elif self._none_since is None:
+                self._none_since = now
+            elif now - self._none_since >= self.worker_timeout:
+                raise WorkersUnavailable(
+                    f"no worker for {self.worker_timeout:g} s ({self.description}): the run "
+                    "stops; rerun the same command to resume")
+        self._check()
 
     def workers_alive(self) -> int:
         """Workers the scheduler knows (asked at most once a second: it is an RPC)."""

@@ -47,6 +47,7 @@ lock file (SQLite may add its ``-wal``/``-shm`` files, as any reader of a WAL da
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -540,7 +541,10 @@ class Store:
             while rows := cursor.fetchmany(size):
                 yield from rows
         finally:
-            cursor.close()
+            # a stream left unfinished by an interrupted run is closed when it is
+            # collected, which may be after the store: its cursor went with it
+            with contextlib.suppress(sqlite3.ProgrammingError):
+                cursor.close()
 
     def _used(self) -> str:
         """The heads in use, with their files (``n``) and readable files (``r``): a temporary

@@ -238,6 +238,127 @@ def test_a_worker_killed_mid_run_loses_nothing(scheduler: TlsScheduler, archive:
     assert tree_digest(out) == reference
 
 
+@contextlib.contextmanager
+def _plain_cluster(logs: Path, workers: int = 2) -> Iterator[tuple[str, list[subprocess.Popen[bytes]]]]:
+    """A ``dask scheduler`` and its ``dask worker`` (plain tcp) of one test's own, each in
+    its own process group: the test may kill them; the rest are stopped at the end."""
+    logs.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = open(logs / "cluster.log", "w")  # noqa: SIM115 - closed below
+    procs = [subprocess.Popen(
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--scheduler-file", str(logs / "sched.json"), "--no-dashboard"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)]
+    try:
+        address = _scheduler_address(logs / "sched.json", procs[0])
+        procs.append(subprocess.Popen(
+            [str(BIN / "dask"), "worker", address, "--nworkers", str(workers), "--nthreads",
+             "1", "--no-dashboard", "--local-directory", str(logs)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        from distributed import Client
+
+        with Client(address, timeout="30s", set_as_default=False) as client:
+            client.wait_for_workers(workers, timeout=60)
+        yield address, procs
+    finally:
+        for proc in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):  # killed by the test already
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+
+
+def _run_in_thread(job: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    result: dict[str, Any] = {}
+
+    def drive() -> None:
+        try:
+            result["summary"] = run_tree(job)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertions
+            result["summary"] = exc
+
+    thread = threading.Thread(target=drive)
+    thread.start()
+    return thread, result
+
+
+def _stack_of(thread: threading.Thread) -> str:
+    """Where ``thread`` waits: what a test that found it still running says."""
+    import traceback
+
+    frame = sys._current_frames().get(thread.ident or -1)
+    return "".join(traceback.format_stack(frame)) if frame is not None else "(ended)"
+
+
+def _wait_for_outputs(out: Path, count: int, thread: threading.Thread) -> None:
+    deadline = time.monotonic() + 60
+    while (time.monotonic() < deadline and thread.is_alive()
+           and len(list(out.rglob("*.dcm"))) < count):
+        time.sleep(0.05)
+    assert thread.is_alive(), "the run ended before the cluster was broken"
+
+
+def test_a_scheduler_killed_mid_run_stops_the_run(archive: Path, reference: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    """The client closes itself 20 s after it lost the scheduler: the batches in flight
+    can never finish, so the run stops (it waited for ever before), with a report, and
+    the same command resumes it."""
+    from pipeline.jobqueue import WorkersUnavailable
+
+    out, store = tmp_path / "out", tmp_path / "store.sqlite"
+    op = SlowDeidentify(Deidentify(DeidentifySettings(secret=SECRET)), 0.05)
+    with _plain_cluster(tmp_path / "cluster") as (address, procs):
+        job = deid_job(archive, out, store, scheduler=address, insecure_scheduler=True,
+                       operation=op, batch_files=2)
+        thread, result = _run_in_thread(job)
+        _wait_for_outputs(out, 10, thread)
+        os.killpg(procs[0].pid, signal.SIGKILL)  # the scheduler
+        killed = time.monotonic()
+        thread.join(timeout=120)
+        assert not thread.is_alive(), _stack_of(thread)  # waiting for a scheduler gone
+        stopped_after = time.monotonic() - killed
+    error = result["summary"]
+    assert isinstance(error, WorkersUnavailable), error
+    assert str(error) == (f"lost the connection to the scheduler {address}: the run stops; "
+                          "rerun the same command to resume")
+    assert stopped_after < 60
+    written = len(list(out.rglob("*.dcm")))
+    assert 10 <= written < FILES
+    # the same operation inline: the rest, after the files journaled as written
+    rerun = run_tree(deid_job(archive, out, store, operation=op))
+    assert (rerun.done + rerun.already_done, rerun.failed) == (FILES, 0)
+    # outputs whose batch's result was on its way when the scheduler died are not
+    # journaled: written again
+    assert 0 < rerun.already_done <= written
+    assert tree_digest(out) == reference
+
+
+def test_no_worker_left_stops_the_run_at_the_worker_timeout(
+        archive: Path, tmp_path: Path) -> None:
+    """A scheduler still there whose workers are all gone: --worker-timeout stops the run."""
+    from pipeline.jobqueue import WorkersUnavailable
+
+    out = tmp_path / "out"
+    op = SlowDeidentify(Deidentify(DeidentifySettings(secret=SECRET)), 0.1)
+    with _plain_cluster(tmp_path / "cluster") as (address, procs):
+        job = deid_job(archive, out, scheduler=address, insecure_scheduler=True,
+                       operation=op, batch_files=2, worker_timeout=3.0)
+        thread, result = _run_in_thread(job)
+        _wait_for_outputs(out, 10, thread)
+        os.killpg(procs[1].pid, signal.SIGKILL)  # every worker, and their nanny
+        thread.join(timeout=90)
+        assert not thread.is_alive(), _stack_of(thread)  # waiting for workers gone
+    error = result["summary"]
+    assert isinstance(error, WorkersUnavailable), error
+    assert str(error) == (f"no worker for 3 s (scheduler {address}): the run stops; rerun "
+                          "the same command to resume")
+
+
 #: another process on the machine: connects without credentials, then with a CA and a
 #: certificate of its own, and prints how each attempt ended
 STRANGER = """
