@@ -18,7 +18,6 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 
 from pipeline.store import Store
 from tasks.actions import dummy_value
@@ -92,11 +91,13 @@ def date_spellings(value: str) -> Iterator[str]:
         yield f"{mm}-{dd}-{y}"
 
 
-@dataclass
 class PathIdentifiers:
     """Token sequences of the identifiers, by length; ``holds(component)``."""
 
-    by_length: dict[int, set[tuple[str, ...]]] = field(default_factory=dict)
+    __slots__ = ("by_length",)
+
+    def __init__(self) -> None:
+        self.by_length: dict[int, set[tuple[str, ...]]] = {}
 
     def add(self, text: str) -> None:
         seq = tokens(text)

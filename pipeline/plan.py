@@ -15,9 +15,8 @@ import enum
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.job import Mode, TreeJob
 from pipeline.names import OutputNames, uid_name
@@ -82,12 +81,16 @@ def _canonical(value: Any, depth: int = 0) -> Any:
 # --------------------------------------------------------------------------- mapping
 
 
-@dataclass
 class MappingStats:
-    uids: int = 0  # written by this run
-    uids_before: int = 0  # recorded by an earlier run with the same secret, kept
-    patients: int = 0
-    identifiers: int = 0
+    """What recording the mapping wrote, counted as it goes (:func:`mapping_steps`)."""
+
+    __slots__ = ("identifiers", "patients", "uids", "uids_before")
+
+    def __init__(self) -> None:
+        self.uids = 0  # written by this run
+        self.uids_before = 0  # recorded by an earlier run with the same secret, kept
+        self.patients = 0
+        self.identifiers = 0
 
 
 def profile_of(job: TreeJob) -> CompiledProfile:
@@ -233,8 +236,7 @@ def _intact(dst: Path | str, size: object) -> bool:
         return False
 
 
-@dataclass
-class Event:
+class Event(NamedTuple):
     """A file settled without a worker: rejected by pass 1, or done by an earlier run."""
 
     rel: str
@@ -248,7 +250,14 @@ class Event:
 EVENT_CHUNK = 1000
 
 
-@dataclass
+def _no_events(events: list[Event]) -> None:
+    """A sink that drops what it is told (a planner whose caller counts nothing)."""
+
+
+def _no_count(files: int) -> None:
+    """A done-sink that drops the count."""
+
+
 class Planner:
     """Streams the work list as batches; settled files go to ``sink`` as :class:`Event` s.
 
@@ -256,28 +265,32 @@ class Planner:
     resumed run of a million done files never queues a million events.
     """
 
-    job: TreeJob
-    store: Store
-    op: str
-    sink: Callable[[list[Event]], None] = lambda events: None
-    #: told how many files an earlier run did whose outputs are intact (they come as a
-    #: count, not as events: ``Store.intact_done``)
-    done_sink: Callable[[int], None] = lambda files: None
-    events: list[Event] = field(default_factory=list)
-    next_id: int = 0
-    #: (size, mtime) of files handed out and not yet journaled: bounded by the window
-    pending: dict[str, tuple[int, int | None, str]] = field(default_factory=dict)
-    #: files per batch (default ``job.batch_files``; the runner may balance it smaller)
-    batch_files: int | None = None
-    #: the files the pass expects (None: unknown) and the workers it plans: the last
-    #: batches are cut smaller (``pipeline.pools.tapered_batch``)
-    expected: int | None = None
-    workers: int = 1
-    #: batches make their outputs durable themselves (workers on other machines)
-    sync_batches: bool = True
-
-    #: output names by replacement values (``--output-names uid``); set up on first use
-    _naming: tuple[bytes, str, bool, frozenset[str]] | None = None
+    def __init__(self, job: TreeJob, store: Store, op: str, *,
+                 sink: Callable[[list[Event]], None] = _no_events,
+                 done_sink: Callable[[int], None] = _no_count,
+                 batch_files: int | None = None, expected: int | None = None,
+                 workers: int = 1) -> None:
+        self.job = job
+        self.store = store
+        self.op = op
+        self.sink = sink
+        #: told how many files an earlier run did whose outputs are intact (they come as
+        #: a count, not as events: ``Store.intact_done``)
+        self.done_sink = done_sink
+        self.events: list[Event] = []
+        self.next_id = 0
+        #: (size, mtime) of files handed out and not yet journaled: bounded by the window
+        self.pending: dict[str, tuple[int, int | None, str]] = {}
+        #: files per batch (default ``job.batch_files``; the runner may balance it smaller)
+        self.batch_files = batch_files
+        #: the files the pass expects (None: unknown) and the workers it plans: the last
+        #: batches are cut smaller (``pipeline.pools.tapered_batch``)
+        self.expected = expected
+        self.workers = workers
+        #: batches make their outputs durable themselves (workers on other machines)
+        self.sync_batches = True
+        #: output names by replacement values (``--output-names uid``); set up on first use
+        self._naming: tuple[bytes, str, bool, frozenset[str]] | None = None
 
     def output_rel(self, rel: str, row: dict[str, Any]) -> str:
         """Where the output of input ``rel`` goes, relative to the output root."""

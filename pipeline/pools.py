@@ -25,7 +25,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline import collector
@@ -47,13 +46,16 @@ MIN_BATCH_FILES = 20
 Split = Callable[[P], Sequence[P]]
 
 
-@dataclass(slots=True)
 class Outcome(Generic[P]):
     """One finished payload: its result dict, or the exception that failed the task."""
 
-    payload: P
-    result: dict[str, Any] | None
-    error: BaseException | None = None
+    __slots__ = ("error", "payload", "result")
+
+    def __init__(self, payload: P, result: dict[str, Any] | None,
+                 error: BaseException | None = None) -> None:
+        self.payload = payload
+        self.result = result
+        self.error = error
 
 
 def task_failure(error: BaseException) -> str:

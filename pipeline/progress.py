@@ -18,7 +18,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:  # rich is imported when something is shown (~20 ms of start-up otherwise)
@@ -56,19 +55,22 @@ def _wall_time() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
-@dataclass
 class PassStats:
     """What one pass did, for the summary and the report."""
 
-    name: str
-    files: int = 0
-    bytes: int = 0
-    errors: int = 0
-    skipped: int = 0
-    started: float = 0.0
-    seconds: float = 0.0
-    total: int | None = None
-    timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (t, files, bytes)
+    __slots__ = ("bytes", "errors", "files", "name", "seconds", "skipped", "started",
+                 "timeline", "total")
+
+    def __init__(self, name: str, *, started: float = 0.0, total: int | None = None) -> None:
+        self.name = name
+        self.files = 0
+        self.bytes = 0
+        self.errors = 0
+        self.skipped = 0
+        self.started = started
+        self.seconds = 0.0
+        self.total = total
+        self.timeline: list[tuple[float, int, int]] = []  # (t, files, bytes)
 
     @property
     def files_per_second(self) -> float:

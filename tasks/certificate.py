@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 __all__ = ["KEY_ENCIPHERMENT", "Certificate", "der_of", "parse_certificate",
            "rsa_public_numbers"]
@@ -29,8 +29,7 @@ _RSA_ENCRYPTION_OID = bytes.fromhex("06092a864886f70d010101")  # 1.2.840.113549.
 _PEM_BEGIN, _PEM_END = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
 
 
-@dataclass(frozen=True)
-class Certificate:
+class Certificate(NamedTuple):
     """What a recipient certificate says that encryption uses (TLVs verbatim)."""
 
     serial: bytes  # the serialNumber INTEGER

@@ -609,21 +609,24 @@ class EnvelopeEncryptor:
         frame = layout.frame((length // spec.block_size + 1) * spec.block_size)
         head = b"".join((frame.front, *infos, frame.back, iv, frame.tail))
         context = _CipherContext(spec.algorithm(cek), modes.CBC(iv)).encryptor()
-        return StreamingEnvelope(head, frame.size, spec.block_size, length, length, context)
+        return StreamingEnvelope(head, frame.size, spec.block_size, length, context)
 
 
-@dataclass(slots=True)
 class StreamingEnvelope:
     """A DER ContentInfo(EnvelopedData) written in order: :attr:`head` (everything up to
     the ciphertext), then :meth:`update` of each piece of the plaintext, then
     :meth:`finish` (the last block, padded).  :attr:`size` is the whole DER's length."""
 
-    head: bytes
-    size: int
-    block_size: int
-    length: int  # of the plaintext
-    left: int  # plaintext bytes still to come
-    _context: Any
+    __slots__ = ("_context", "block_size", "head", "left", "length", "size")
+
+    def __init__(self, head: bytes, size: int, block_size: int, length: int,
+                 context: Any) -> None:
+        self.head = head
+        self.size = size
+        self.block_size = block_size
+        self.length = length  # of the plaintext
+        self.left = length  # plaintext bytes still to come
+        self._context = context
 
     def update(self, data: bytes | memoryview) -> bytes:
         """The ciphertext of the next ``data`` (whole blocks so far; the rest is held)."""

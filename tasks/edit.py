@@ -10,7 +10,6 @@ group lengths (gggg,0000) of groups whose size changed.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.dicomio import (
@@ -31,17 +30,20 @@ from tasks.errors import DicomFormatError
 from tasks.vr import SWAP_WIDTH
 
 
-@dataclass(slots=True)
 class EditPlan:
     """What to change in one buffer."""
 
-    replace: dict[int, bytes] = field(default_factory=dict)
-    #: start offsets of elements and items that contain an edit somewhere below them
-    dirty: set[int] = field(default_factory=set)
-    #: new top-level elements, tag -> encoded bytes (replaces an existing one with that tag)
-    insert: dict[int, bytes] = field(default_factory=dict)
-    #: top-level group-length elements whose value :func:`render` had to change
-    changed_group_lengths: list[Element] = field(default_factory=list)
+    __slots__ = ("changed_group_lengths", "dirty", "insert", "replace")
+
+    def __init__(self) -> None:
+        self.replace: dict[int, bytes] = {}
+        #: start offsets of elements and items that contain an edit somewhere below them
+        self.dirty: set[int] = set()
+        #: new top-level elements, tag -> encoded bytes (replaces an existing one with
+        #: that tag)
+        self.insert: dict[int, bytes] = {}
+        #: top-level group-length elements whose value :func:`render` had to change
+        self.changed_group_lengths: list[Element] = []
 
     def set(self, element: Element, encoded: bytes, ancestors: list[Element | Item]) -> None:
         """Replace ``element`` with ``encoded`` (empty bytes remove it)."""

@@ -37,7 +37,6 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -48,29 +47,40 @@ MAX_PIECES = 512  # below IOV_MAX (1024 on Linux): more pieces are joined first
 COPY_BLOCK = 1 << 20  # bytes per read/write where the kernel cannot copy a range itself
 
 
-@dataclass(frozen=True, slots=True)
 class FileRange:
     """A piece of an output that is a byte range of an open input file (a large file's
     pixel data): copied file to file by the kernel (``copy_file_range``), never read into
     the process, so a worker's memory does not grow with the files it writes."""
 
-    fd: int
-    offset: int
-    length: int
+    __slots__ = ("fd", "length", "offset")
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+
+    def __repr__(self) -> str:
+        return f"FileRange(fd={self.fd}, offset={self.offset}, length={self.length})"
 
     def __len__(self) -> int:
         return self.length
 
 
-@dataclass(frozen=True, slots=True)
 class Stream:
     """A piece of an output made while it is written: ``chunks()`` yields its bytes in
     order, ``length`` of them in all, known before (a large file's pixel data cleaned frame
     by frame, the encryption of its original pixel data), so that the piece is never held
     whole.  A source that ends early or runs on is an error, not a wrong output."""
 
-    length: int
-    chunks: Callable[[], Iterable[bytes | memoryview]]
+    __slots__ = ("chunks", "length")
+
+    def __init__(self, length: int, chunks: Callable[[], Iterable[bytes | memoryview]]
+                 ) -> None:
+        self.length = length
+        self.chunks = chunks
+
+    def __repr__(self) -> str:
+        return f"Stream(length={self.length})"
 
     def __len__(self) -> int:
         return self.length
@@ -249,7 +259,6 @@ _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-@dataclass
 class OutputPolicy:
     """Where and how the outputs of one batch (or one single-file run) are created.
 
@@ -260,13 +269,18 @@ class OutputPolicy:
     next output, never more readable than its input (:meth:`like`).
     """
 
-    root: str | None = None  # with a trailing separator
-    root_fd: int = -1
-    mode: int = DEFAULT_MODE
-    #: creation mode of folders made for the next output (their names mirror the input's,
-    #: and may name a patient): no class that cannot read the input may list them
-    folder_mode: int = 0o777
-    _folder: tuple[str, int] | None = None  # the last folder opened under root, kept open
+    __slots__ = ("_folder", "folder_mode", "mode", "root", "root_fd")
+
+    def __init__(self) -> None:
+        self.root: str | None = None  # with a trailing separator
+        self.root_fd = -1
+        self.mode = DEFAULT_MODE
+        #: creation mode of folders made for the next output (their names mirror the
+        #: input's, and may name a patient): no class that cannot read the input may list
+        #: them
+        self.folder_mode = 0o777
+        #: the last folder opened under root, kept open
+        self._folder: tuple[str, int] | None = None
 
     def like(self, src: Path | str) -> None:
         """The next output gets no read or write permission its input lacks (the owner
@@ -487,6 +501,8 @@ def _write_all(fd: int, chunks: Sequence[Piece], total: int) -> None:
 
 
 def _write_bytes(fd: int, chunks: Sequence[bytes | memoryview], total: int) -> None:
+    if not total:  # an empty piece (no elements after the pixel data): no system call
+        return
     if len(chunks) == 1:
         written = os.write(fd, chunks[0])
     else:

@@ -13,7 +13,7 @@ separates values.  Every VR set of the code is derived from this table.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Unlisted:
@@ -38,8 +38,7 @@ class Unlisted:
     BULK = "bulk"
 
 
-@dataclass(frozen=True, slots=True)
-class VR:
+class VR(NamedTuple):
     """One Value Representation (PS3.5 Table 6.2-1)."""
 
     name: str

@@ -23,9 +23,8 @@ from __future__ import annotations
 import fnmatch
 import functools
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasks import yamlcache
 from tasks.builtin import config_dir
@@ -51,8 +50,7 @@ Box = tuple[int, int, int, int]  # x, y, width, height
 Condition = tuple[int, tuple[str | int, ...]]
 
 
-@dataclass(frozen=True, slots=True)
-class RegionRule:
+class RegionRule(NamedTuple):
     """One rule: header signature -> rectangles."""
 
     name: str
