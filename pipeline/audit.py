@@ -26,7 +26,6 @@ something leaks, is inconsistent or cannot be read, 2 on usage errors.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import os
@@ -310,7 +309,7 @@ def kept_on_purpose(profile: CompiledProfile | None, tag: int) -> str | None:
         return None
     if profile.actions.get(tag) not in KEEPING:
         return None
-    spec = dataclasses.replace(profile.spec, options=frozenset())
+    spec = profile.spec._replace(options=frozenset())
     if get_profile(spec).actions.get(tag) in KEEPING:
         return None
     keeping = [o for o in sorted(profile.options)

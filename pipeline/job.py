@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from tasks.errors import UsageError
 from tasks.model import FileOperation
@@ -34,13 +35,8 @@ class Mode(enum.StrEnum):
 MODE_FLAGS = {"e": Mode.DEIDENTIFY, "d": Mode.REIDENTIFY, "dumb": Mode.DUMB}
 
 
-@dataclass(frozen=True)
-class Tuning:
-    """How the pipeline cuts and places the work: no effect on any output byte.
-
-    The defaults suit 2-core machines; the command line sets the thresholds that go with
-    its ``--local-pool`` (pipeline.options), tests and benchmarks set the others.
-    """
+class _TuningFields(NamedTuple):
+    """The fields of :class:`Tuning` (a NamedTuple cannot check its own values)."""
 
     retries: int = 2  # re-runs of a batch whose task raised; a lost worker's batch is re-run too
     # a pass with fewer files runs inline instead of starting a local cluster: on 2 cores the
@@ -61,14 +57,25 @@ class Tuning:
     batch_bytes: int = 256 * 1024 * 1024  # ... and input bytes
     scan_batch_files: int = 500  # pass-1 batch size (header reads are cheap)
 
-    def __post_init__(self) -> None:
+
+class Tuning(_TuningFields):
+    """How the pipeline cuts and places the work: no effect on any output byte.
+
+    The defaults suit 2-core machines; the command line sets the thresholds that go with
+    its ``--local-pool`` (pipeline.options), tests and benchmarks set the others.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        tuning = super().__new__(cls, *args, **kwargs)
         for name in ("batch_files", "batch_bytes", "scan_batch_files"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name} must be at least 1, not {getattr(self, name)}")
+            if getattr(tuning, name) < 1:
+                raise UsageError(f"{name} must be at least 1, not {getattr(tuning, name)}")
+        return tuning
 
 
-@dataclass(frozen=True)
-class TreeJob:
+class TreeJob(NamedTuple):
     """A validated directory run (built once by ``pipeline.options``): what the user asked
     for, the per-file operation, and the :class:`Tuning` of the pipeline."""
 
@@ -108,11 +115,9 @@ class TreeJob:
     #: --files-from / --retry-failed: the input-relative paths to run instead of the walk
     files: tuple[str, ...] | None = None
     verbosity: int = 1  # 0 errors only, 1 warnings, 2 verbose, 3 debug (may show PHI)
-    report_options: dict[str, Any] = field(default_factory=dict)  # options echoed in the report
-    tuning: Tuning = field(default_factory=Tuning)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", Mode(self.mode))  # the mode's value is accepted too
+    #: options echoed in the report (read only: the default is shared)
+    report_options: Mapping[str, Any] = MappingProxyType({})
+    tuning: Tuning = Tuning()
 
     @property
     def secret(self) -> bytes | None:
@@ -133,31 +138,40 @@ class TreeJob:
         return self.operation.root_uid
 
 
-@dataclass
 class RunSummary:
     """Counts of one run, by outcome (``pipeline.outcomes``); they add up to the files found.
 
     ``done`` counts the files written.  The CLI turns :attr:`ok` into the exit code.
     """
 
-    done: int = 0
-    already_done: int = 0
-    not_dicom: int = 0
-    refused: int = 0
-    failed: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    stopped_early: bool = False
-    preview: bool = False  # --scan-only or --dry-run: the counts say what pass 2 would do
-    report_path: Path | None = None
-    #: the relative paths of the files not written, with outcome and reason (0600: paths
-    #: may hold identifiers); None when every file was written
-    failed_list: Path | None = None
-    #: per study, old -> new Patient ID and accession (0600; -e only)
-    study_list: Path | None = None
-    errors: list[tuple[str, str, str]] = field(default_factory=list)  # (rel path, kind, reason)
-    #: files Clean Pixel Data changed or checked, by how (rule, ocr, checked)
-    pixels: dict[str, int] = field(default_factory=dict)
+    __slots__ = ("already_done", "bytes_in", "bytes_out", "done", "errors", "failed",
+                 "failed_list", "not_dicom", "pixels", "preview", "refused", "report_path",
+                 "stopped_early", "study_list")
+
+    def __init__(self, *, preview: bool = False) -> None:
+        self.done = 0
+        self.already_done = 0
+        self.not_dicom = 0
+        self.refused = 0
+        self.failed = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.stopped_early = False
+        self.preview = preview  # --scan-only or --dry-run: the counts say what pass 2 would do
+        self.report_path: Path | None = None
+        #: the relative paths of the files not written, with outcome and reason (0600:
+        #: paths may hold identifiers); None when every file was written
+        self.failed_list: Path | None = None
+        #: per study, old -> new Patient ID and accession (0600; -e only)
+        self.study_list: Path | None = None
+        self.errors: list[tuple[str, str, str]] = []  # (rel path, kind, reason)
+        #: files Clean Pixel Data changed or checked, by how (rule, ocr, checked)
+        self.pixels: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={getattr(self, name)}" for name in (
+            "done", "already_done", "not_dicom", "refused", "failed", "stopped_early"))
+        return f"RunSummary({counts}, errors={len(self.errors)})"
 
     @property
     def skipped(self) -> int:

@@ -11,7 +11,6 @@ import argparse
 import os
 import stat
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -98,8 +97,8 @@ def build_run(args: argparse.Namespace) -> Run:
             _check_overwrite(dst)
     operation, extra = _operation(args, mode)
     if src.is_dir():
-        return replace(_tree_job(args, mode, src, dst, operation, verbosity, extra),
-                       files=listed[0], plan=listed[1])
+        return _tree_job(args, mode, src, dst, operation, verbosity, extra)._replace(
+            files=listed[0], plan=listed[1])
     return SingleFileRun(mode, src, dst, operation, verbosity)
 
 

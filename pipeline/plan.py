@@ -10,7 +10,6 @@ study travel together and no list of all files is ever held.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import hashlib
 import os
@@ -44,7 +43,7 @@ MAPPING_STEP = 1_000
 def op_fingerprint(operation: object) -> str:
     """Identifies the operation's settings, so a resume never keeps outputs made otherwise.
 
-    A hash of a canonical form (sets sorted, dataclasses by field): a pickle is not stable
+    A hash of a canonical form (sets sorted, records by field): a pickle is not stable
     across processes (set order follows string hash randomisation).  The form includes the
     secret and keys; only the hash is stored.
     """
@@ -61,10 +60,17 @@ def _canonical(value: Any, depth: int = 0) -> Any:
         return (type(value).__qualname__, _canonical(value.value, depth + 1))
     if isinstance(value, Path):
         return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__qualname__,
-                tuple((f.name, _canonical(getattr(value, f.name), depth + 1))
-                      for f in dataclasses.fields(value)))
+    kind = type(value)
+    named = getattr(kind, "_fields", None)  # a NamedTuple, or a class that names its fields
+    if named is None and hasattr(kind, "__dataclass_fields__"):
+        import dataclasses  # only where an operation holds one (a dumb edit's settings)
+
+        named = tuple(f.name for f in dataclasses.fields(value))
+    if named is not None and not isinstance(value, type):
+        # the same form for each kind of record: a settings class may change kind and
+        # keep the fingerprints of the stores that resume with it
+        return (kind.__qualname__,
+                tuple((name, _canonical(getattr(value, name), depth + 1)) for name in named))
     if isinstance(value, dict):
         return ("dict", tuple(sorted(((repr(_canonical(k, depth + 1)), _canonical(v, depth + 1))
                                       for k, v in value.items()), key=lambda kv: kv[0])))

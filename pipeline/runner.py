@@ -426,7 +426,7 @@ def run_tree(job: TreeJob, console: Console | None = None,
             Store(store_path) as store:
         _adopt(store, job, progress)
         store.put_run(run_id, {"status": "running", "started": started, "mode": job.mode.value,
-                               "options": job.report_options,
+                               "options": dict(job.report_options),
                                "secret_fingerprint": job.secret_fingerprint})
         writing = not (job.scan_only or job.dry_run)
         if writing and job.output.is_dir():

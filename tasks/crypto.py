@@ -14,8 +14,7 @@ import enum
 import functools
 import hashlib
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeAlias
@@ -527,31 +526,38 @@ def _pwri_wrapped_size(spec: _BlockCipher) -> int:
     return max(2 * spec.block_size, -(-(4 + spec.key_size) // spec.block_size) * spec.block_size)
 
 
-@dataclass(frozen=True, repr=False)
 class EnvelopeEncryptor:
     """Writes a DER ContentInfo(EnvelopedData) as gdcmanon/OpenSSL does.
 
     One KeyTransRecipientInfo per certificate, plus a PasswordRecipientInfo when
     ``password`` is set (then EnvelopedData v3, RFC 5652 §6.1).  Holds only DER and plain
     values, so it pickles small; each process builds its layout (:class:`_Layout`) lazily.
+    Immutable, compared and hashed by its :attr:`_fields` (which an operation's
+    fingerprint reads: ``pipeline.plan.op_fingerprint``).
     """
 
+    _fields: ClassVar[tuple[str, ...]] = ("certificates", "cipher", "password",
+                                          "pbkdf2_iterations")
     certificates: tuple[bytes, ...]
-    cipher: Cipher = Cipher.AES256
-    password: bytes | None = None
+    cipher: Cipher
+    password: bytes | None
     #: PBKDF2 iterations of the password recipient (OpenSSL's own 2,048 only to compare
     #: layouts with ``openssl cms`` in tests)
-    pbkdf2_iterations: int = PBKDF2_ITERATIONS
+    pbkdf2_iterations: int
 
-    def __post_init__(self) -> None:
-        if isinstance(self.certificates, bytes | bytearray):
+    def __init__(self, certificates: Iterable[bytes], cipher: Cipher | str = Cipher.AES256,
+                 password: bytes | None = None,
+                 pbkdf2_iterations: int = PBKDF2_ITERATIONS) -> None:
+        if isinstance(certificates, bytes | bytearray):
             raise CryptoError("certificates must be a tuple of DER certificates, not one bytes")
-        object.__setattr__(self, "certificates", tuple(bytes(c) for c in self.certificates))
+        object.__setattr__(self, "certificates", tuple(bytes(c) for c in certificates))
         try:
-            object.__setattr__(self, "cipher", Cipher(self.cipher))
+            object.__setattr__(self, "cipher", Cipher(cipher))
         except ValueError:
             choices = ", ".join(c.value for c in Cipher)
-            raise CryptoError(f"unsupported cipher {self.cipher!r}: use one of {choices}") from None
+            raise CryptoError(f"unsupported cipher {cipher!r}: use one of {choices}") from None
+        object.__setattr__(self, "password", password)
+        object.__setattr__(self, "pbkdf2_iterations", pbkdf2_iterations)
         if self.password is not None and not self.password:
             raise CryptoError("the envelope password is empty")
         if self.password is not None:
@@ -567,6 +573,20 @@ class EnvelopeEncryptor:
                 _recipient(der)  # fail here, where the options are read, not on a worker
             except CryptoError as exc:
                 raise CryptoError(f"certificate #{index + 1}: {exc}") from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"an EnvelopeEncryptor is immutable: cannot set {name}")
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EnvelopeEncryptor):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __getstate__(self) -> dict[str, Any]:
         """The pickled state: the layout (RSA key objects) is rebuilt where it is used."""

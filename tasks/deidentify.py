@@ -18,10 +18,9 @@ import functools
 import os
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from tasks.actions import (
     DUMMY_MEANING,
@@ -123,8 +122,7 @@ if TYPE_CHECKING:
 STREAM_PIXELS_FROM = SPLIT_FROM
 
 
-@dataclass(frozen=True, slots=True)
-class DeidentifySettings:
+class DeidentifySettings(NamedTuple):
     """Everything a worker needs to de-identify files (small and picklable)."""
 
     secret: bytes
@@ -1013,8 +1011,7 @@ def _meta_value(df: DicomFile, tag: int) -> bytes | None:
     return None if el is None else el.value(df.meta_bytes)
 
 
-@dataclass(frozen=True, slots=True)
-class Deidentify:
+class Deidentify(NamedTuple):
     """The per-file operation the pipeline ships to workers."""
 
     settings: DeidentifySettings

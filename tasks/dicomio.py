@@ -19,7 +19,6 @@ import os
 import struct
 import zlib
 from bisect import bisect_left
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -89,19 +88,30 @@ def encoding_for(transfer_syntax: str) -> Encoding:
     return EXPLICIT_LE_ENC
 
 
-@dataclass(slots=True, eq=False)
 class Element:
-    """One data element located in a buffer.  ``items`` is set for parsed sequences."""
+    """One data element located in a buffer.  ``items`` is set for parsed sequences.
 
-    tag: int
-    vr: str
-    start: int
-    value_start: int
-    length: int
-    end: int
-    items: list[Item] | None = None
-    #: encoding of the items (differs from the parent's for CP-246 UN sequences)
-    item_enc: Encoding | None = None
+    The compiled walker makes these without calling ``__init__`` and the compiled edit
+    loops read them, by the byte offsets of their slots (tasks/_slots.h)."""
+
+    __slots__ = ("end", "item_enc", "items", "length", "start", "tag", "value_start", "vr")
+
+    def __init__(self, tag: int, vr: str, start: int, value_start: int, length: int, end: int,
+                 items: list[Item] | None = None, item_enc: Encoding | None = None) -> None:
+        self.tag = tag
+        self.vr = vr
+        self.start = start
+        self.value_start = value_start
+        self.length = length
+        self.end = end
+        self.items = items
+        #: encoding of the items (differs from the parent's for CP-246 UN sequences)
+        self.item_enc = item_enc
+
+    def __repr__(self) -> str:
+        return (f"Element(tag={self.tag:#010x}, vr={self.vr!r}, start={self.start}, "
+                f"value_start={self.value_start}, length={self.length}, end={self.end}, "
+                f"items={None if self.items is None else len(self.items)})")
 
     @property
     def undefined(self) -> bool:
@@ -116,15 +126,22 @@ class Element:
         return bytes(buf[self.value_start:self.value_start + self.length])
 
 
-@dataclass(slots=True, eq=False)
 class Item:
     """One sequence item: its header offset, declared length and parsed elements."""
 
-    start: int
-    value_start: int
-    length: int
-    end: int
-    elements: list[Element] = field(default_factory=list)
+    __slots__ = ("elements", "end", "length", "start", "value_start")
+
+    def __init__(self, start: int, value_start: int, length: int, end: int,
+                 elements: list[Element] | None = None) -> None:
+        self.start = start
+        self.value_start = value_start
+        self.length = length
+        self.end = end
+        self.elements: list[Element] = [] if elements is None else elements
+
+    def __repr__(self) -> str:
+        return (f"Item(start={self.start}, value_start={self.value_start}, "
+                f"length={self.length}, end={self.end}, elements={len(self.elements)})")
 
     @property
     def undefined(self) -> bool:
@@ -470,7 +487,6 @@ def parse_elements(
 # --------------------------------------------------------------------------- files
 
 
-@dataclass(slots=True, eq=False)
 class DicomFile:
     """A parsed DICOM file: preamble and meta kept as bytes, the body as an element tree.
 
@@ -478,17 +494,29 @@ class DicomFile:
     offsets index into it.
     """
 
-    raw_prefix: bytes  # preamble + "DICM" (may be empty for files without them)
-    meta: list[Element]  # offsets into ``meta_bytes``
-    meta_bytes: bytes
-    transfer_syntax: str
-    enc: Encoding
-    body: bytes
-    elements: list[Element]
-    deflated: bool = False
-    complete: bool = True
-    #: tags of ``elements`` (ascending, checked by read_dicom), built on first use
-    tags: list[int] | None = field(default=None, repr=False, compare=False)
+    __slots__ = ("body", "complete", "deflated", "elements", "enc", "meta", "meta_bytes",
+                 "raw_prefix", "tags", "transfer_syntax")
+
+    def __init__(self, raw_prefix: bytes, meta: list[Element], meta_bytes: bytes,
+                 transfer_syntax: str, enc: Encoding, body: bytes, elements: list[Element],
+                 deflated: bool = False, complete: bool = True,
+                 tags: list[int] | None = None) -> None:
+        self.raw_prefix = raw_prefix  # preamble + "DICM" (may be empty without them)
+        self.meta = meta  # offsets into ``meta_bytes``
+        self.meta_bytes = meta_bytes
+        self.transfer_syntax = transfer_syntax
+        self.enc = enc
+        self.body = body
+        self.elements = elements
+        self.deflated = deflated
+        self.complete = complete
+        #: tags of ``elements`` (ascending, checked by read_dicom), built on first use
+        self.tags = tags
+
+    def __repr__(self) -> str:
+        return (f"DicomFile(transfer_syntax={self.transfer_syntax!r}, "
+                f"elements={len(self.elements)}, body={len(self.body)} bytes, "
+                f"deflated={self.deflated}, complete={self.complete})")
 
     def top(self, tag: int) -> Element | None:
         """The top-level element with ``tag`` (binary search: elements are sorted)."""

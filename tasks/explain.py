@@ -7,8 +7,6 @@ code that do the work.  No attribute value is printed, only tags, names and acti
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from pydicom.datadict import dictionary_keyword
 
 from tasks import _profile_table
@@ -86,7 +84,7 @@ def _frames(indices: list[int]) -> str:
 
 def explain_bytes(data: bytes, settings: DeidentifySettings) -> str:
     """The explanation of one file as text (one line per attribute, nested items indented)."""
-    irreversible = replace(settings, encryptor=None)
+    irreversible = settings._replace(encryptor=None)
     trace: Trace = []
     deidentify_bytes(data, irreversible, trace=trace)
     profile = settings.compiled_profile()

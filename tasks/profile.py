@@ -22,9 +22,8 @@ import enum
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasks import _profile_table as table
 from tasks import yamlcache
@@ -90,8 +89,7 @@ DEFINITION_DATE_TAGS: dict[int, str] = {
 # --------------------------------------------------------------------------- the spec
 
 
-@dataclass(frozen=True)
-class ProfileSpec:
+class ProfileSpec(NamedTuple):
     """A validated profile (hashable and picklable: it travels in DeidentifySettings)."""
 
     name: str
@@ -263,8 +261,7 @@ def load_profile(name_or_path: str | ProfileSpec, _seen: tuple[str, ...] = ()) -
 # --------------------------------------------------------------------------- compiled
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
     """One row as the profile applies it: the effective code and where it came from."""
 
     tag_text: str
@@ -276,15 +273,36 @@ class Rule:
     why: str  # "E.1-1 Basic X; retain_uids K" ...
 
 
-@dataclass(frozen=True, slots=True)
 class Decision:
-    """What happens to one attribute in one context (top level or a parent sequence)."""
+    """What happens to one attribute in one context (top level or a parent sequence).
 
-    action: Action
-    rule: Rule
-    type: str | None  # PS3.3 Type in this context, None when unknown
-    note: str  # how a conditional code was resolved
-    fallback: Action  # for C: the action when no clean rule applies (the Basic code)
+    A class with slots, not a tuple: the compiled edit loops read ``action`` by its
+    slot's offset (tasks/_slots.h).  Compared and hashed by its fields."""
+
+    __slots__ = ("action", "fallback", "note", "rule", "type")
+
+    def __init__(self, action: Action, rule: Rule, type: str | None, note: str,
+                 fallback: Action) -> None:
+        self.action = action
+        self.rule = rule
+        self.type = type  # PS3.3 Type in this context, None when unknown
+        self.note = note  # how a conditional code was resolved
+        self.fallback = fallback  # for C: the action when no clean rule applies (Basic code)
+
+    def _key(self) -> tuple[Action, Rule, str | None, str, Action]:
+        return self.action, self.rule, self.type, self.note, self.fallback
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Decision):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"Decision(action={self.action!r}, rule={self.rule!r}, type={self.type!r}, "
+                f"note={self.note!r}, fallback={self.fallback!r})")
 
     def reason(self) -> str:
         return f"{self.rule.why}{self.note}"
@@ -406,26 +424,35 @@ class Resolver:
         return Decision(_CODE_ACTION[code], rule, kind, note + how, _CODE_ACTION[fallback_code])
 
 
-@dataclass(eq=False)
 class CompiledProfile:
-    """A spec with its options applied, ready for the walk."""
+    """A spec with its options applied, ready for the walk (one per process and spec:
+    compared by identity)."""
 
-    spec: ProfileSpec
-    options: frozenset[str]
-    rules: dict[int, Rule]
-    patterns: dict[str, Rule]
-    #: (group, creator, element byte) -> the VR Table E.3.10-1 gives the safe attribute
-    safe_private: Mapping[tuple[int, str, int], str]
-    keep_creators: frozenset[str]
-    clean_allow: Mapping[int, frozenset[bytes]]
-    #: rules for attributes Table E.1-1 does not list, by kind (tasks.vr.Unlisted, plus
-    #: "code" for coded entries of local schemes); a kind mapped to None is kept
-    unlisted: Mapping[str, Rule | None] = field(default_factory=dict)
-    #: VR -> unlisted kind the walk acts on (VRs absent: kept, the fast path)
-    unlisted_vrs: Mapping[str, str] = field(default_factory=dict)
-    #: the same inside a sequence whose row is D, U* or C: free text is scrubbed too
-    scrub_vrs: Mapping[str, str] = field(default_factory=dict)
-    _resolvers: dict[str | None, Resolver] = field(default_factory=dict)
+    def __init__(self, spec: ProfileSpec, options: frozenset[str], rules: dict[int, Rule],
+                 patterns: dict[str, Rule], safe_private: Mapping[tuple[int, str, int], str],
+                 keep_creators: frozenset[str], clean_allow: Mapping[int, frozenset[bytes]],
+                 unlisted: Mapping[str, Rule | None] | None = None,
+                 unlisted_vrs: Mapping[str, str] | None = None,
+                 scrub_vrs: Mapping[str, str] | None = None) -> None:
+        self.spec = spec
+        self.options = options
+        self.rules = rules
+        self.patterns = patterns
+        #: (group, creator, element byte) -> the VR Table E.3.10-1 gives the safe attribute
+        self.safe_private = safe_private
+        self.keep_creators = keep_creators
+        self.clean_allow = clean_allow
+        #: rules for attributes Table E.1-1 does not list, by kind (tasks.vr.Unlisted, plus
+        #: "code" for coded entries of local schemes); a kind mapped to None is kept
+        self.unlisted: Mapping[str, Rule | None] = unlisted or {}
+        #: VR -> unlisted kind the walk acts on (VRs absent: kept, the fast path)
+        self.unlisted_vrs: Mapping[str, str] = unlisted_vrs or {}
+        #: the same inside a sequence whose row is D, U* or C: free text is scrubbed too
+        self.scrub_vrs: Mapping[str, str] = scrub_vrs or {}
+        self._resolvers: dict[str | None, Resolver] = {}
+
+    def __repr__(self) -> str:
+        return f"CompiledProfile({self.spec.name!r}, options={sorted(self.options)})"
 
     @property
     def name(self) -> str:

@@ -12,7 +12,6 @@ flagged files (the behaviour before cleaning existed); ``keep`` passes their pix
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tasks.dicomio import DicomFile, Encoding
@@ -47,27 +46,35 @@ class BurnedInTextError(UnsupportedFileError):
     """Text is still read in the pixels after cleaning (verification refused the file)."""
 
 
-@dataclass
 class PixelResult:
     """What cleaning did to one file (boxes only: never the text read)."""
 
-    reason: str
-    rules: list[str] = field(default_factory=list)
-    rule_boxes: list[Box] = field(default_factory=list)
-    ocr_boxes: list[Box] = field(default_factory=list)
-    frames: int = 0
-    detect_frames: list[int] = field(default_factory=list)
-    verify_frames: list[int] = field(default_factory=list)
-    lossy: bool = False
-    #: why JPEG Baseline frames were re-encoded, not blanked in the code stream
-    reencoded: str | None = None
-    #: new top-level elements, tag -> encoded (Pixel Data when changed, (0028,0301), ...)
-    elements: dict[int, bytes] = field(default_factory=dict)
-    #: the frames' photometric interpretation as decoded (for --pixels-preview)
-    photometric: str = ""
-    #: the first frame before and after cleaning (for --pixels-preview)
-    before: np.ndarray | None = None
-    after: np.ndarray | None = None
+    __slots__ = ("after", "before", "detect_frames", "elements", "frames", "lossy",
+                 "ocr_boxes", "photometric", "reason", "reencoded", "rule_boxes", "rules",
+                 "verify_frames")
+
+    def __init__(self, reason: str, rules: list[str] | None = None) -> None:
+        self.reason = reason
+        self.rules: list[str] = [] if rules is None else rules
+        self.rule_boxes: list[Box] = []
+        self.ocr_boxes: list[Box] = []
+        self.frames = 0
+        self.detect_frames: list[int] = []
+        self.verify_frames: list[int] = []
+        self.lossy = False
+        #: why JPEG Baseline frames were re-encoded, not blanked in the code stream
+        self.reencoded: str | None = None
+        #: new top-level elements, tag -> encoded (Pixel Data when changed, (0028,0301), ...)
+        self.elements: dict[int, bytes] = {}
+        #: the frames' photometric interpretation as decoded (for --pixels-preview)
+        self.photometric = ""
+        #: the first frame before and after cleaning (for --pixels-preview)
+        self.before: np.ndarray | None = None
+        self.after: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return (f"PixelResult(reason={self.reason!r}, how={self.how!r}, "
+                f"frames={self.frames}, lossy={self.lossy})")
 
     @property
     def how(self) -> str:

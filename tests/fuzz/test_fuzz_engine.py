@@ -19,7 +19,6 @@ minimal input in tests/tasks/test_hostile_inputs.py.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import struct
@@ -217,7 +216,7 @@ def test_fuzz_deidentify_round_trip(corpus: dict[str, tuple[bytes, list[Header]]
     blocks and so puts other originals in the payload); what de-identifies must
     re-identify to the same bytes."""
     profiles = {"basic": reversible,
-                "gdcmanon": dataclasses.replace(reversible, profile="gdcmanon")}
+                "gdcmanon": reversible._replace(profile="gdcmanon")}
 
     def check(case: tuple[str, str, list]) -> None:  # type: ignore[type-arg]
         profile, name, mutations = case
@@ -234,7 +233,7 @@ def test_fuzz_deidentify_round_trip(corpus: dict[str, tuple[bytes, list[Header]]
 def _pixels_emptied() -> ProfileSpec:
     spec = load_profile("basic")
     actions = tuple(sorted({**dict(spec.actions), 0x7FE00010: "Z"}.items()))
-    return dataclasses.replace(spec, name="pixels-emptied", actions=actions)
+    return spec._replace(name="pixels-emptied", actions=actions)
 
 
 IRREVERSIBLE = {

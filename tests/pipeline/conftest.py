@@ -3,7 +3,6 @@ the suite's, in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ def deid_job(src: Path, out: Path, store: Path | None = None, secret: bytes = SE
              **overrides: Any) -> TreeJob:
     """An irreversible de-identification job (deterministic bytes, no certificate);
     ``overrides`` may name :class:`Tuning` fields as well as :class:`TreeJob` ones."""
-    knobs = {f.name for f in dataclasses.fields(Tuning)}
+    knobs = set(Tuning._fields)
     tuning = Tuning(**{k: overrides.pop(k) for k in list(overrides) if k in knobs})
     values: dict[str, Any] = {
         "mode": Mode.DEIDENTIFY, "input": src, "output": out,

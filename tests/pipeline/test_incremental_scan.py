@@ -7,7 +7,6 @@ import io
 import os
 import re
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -116,7 +115,7 @@ def test_a_rerun_shows_its_progress_while_listing(archive: Path, tmp_path: Path,
     scanned.clear()
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=False, width=200, color_system=None)
-    run_tree(replace(job, verbosity=2), console=console, clock=_Ticking())
+    run_tree(job._replace(verbosity=2), console=console, clock=_Ticking())
     assert scanned == []
     counts = [int(m.group(1)) for m in re.finditer(r"pass 1 scan: … (\d+)/", buffer.getvalue())]
     assert counts == list(range(20, FILES + 1, 20))

@@ -14,6 +14,7 @@ import pydicom
 import pytest
 from rich.console import Console
 
+from pipeline.job import Mode
 from pipeline.runner import run_tree
 from pipeline.store import Store
 from tasks.crypto import EnvelopeEncryptor
@@ -206,7 +207,7 @@ def test_reidentify_tree_restores_the_archive(archive: Path, tmp_path: Path,
     deid = tmp_path / "deid"
     assert run_tree(deid_job(archive, deid, operation=op)).done == FILES
     back = tmp_path / "back"
-    job = deid_job(deid, back, mode="reidentify", secret=None,
+    job = deid_job(deid, back, mode=Mode.REIDENTIFY, secret=None,
                    operation=Reidentify(reid))
     summary = run_tree(job)
     assert (summary.done, summary.failed) == (FILES, 0)

@@ -5,7 +5,6 @@ small; ``stream_pixels_from`` (the documented threshold) is set to stream them o
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -63,11 +62,11 @@ def cines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _streamed(settings: DeidentifySettings) -> DeidentifySettings:
-    return dataclasses.replace(settings, stream_pixels_from=0)
+    return settings._replace(stream_pixels_from=0)
 
 
 def _whole(settings: DeidentifySettings) -> DeidentifySettings:
-    return dataclasses.replace(settings, stream_pixels_from=1 << 62)
+    return settings._replace(stream_pixels_from=1 << 62)
 
 
 def _split(src: Path, settings: DeidentifySettings) -> list[object] | None:

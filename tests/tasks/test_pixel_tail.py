@@ -4,7 +4,6 @@ does not grow with the file."""
 
 from __future__ import annotations
 
-import dataclasses
 import filecmp
 import json
 import os
@@ -272,7 +271,7 @@ def test_a_profile_that_edits_the_pixel_data_is_obeyed(code: str, pki: Pki,
     if code in ("X", "Z"):
         out = pydicom.dcmread(tmp_path / "s.dcm")
         assert "PixelData" not in out if code == "X" else not out[0x7FE00010].value
-    reversible = dataclasses.replace(irreversible, encryptor=encryptor)
+    reversible = irreversible._replace(encryptor=encryptor)
     assert isinstance(_run(src, tmp_path / "r.dcm", reversible, True, monkeypatch), bytes)
     monkeypatch.setattr(reid, "SPLIT_FROM", 0)
     Reidentify(ReidentifySettings(key_pem=pki.key.read_bytes()))(tmp_path / "r.dcm",
