@@ -111,6 +111,19 @@ def _scheduler_address(scheduler_file: Path, proc: subprocess.Popen[bytes],
     raise TimeoutError(f"dask scheduler wrote no address to {scheduler_file}")
 
 
+def _stop_groups(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the process groups a test started (its own only), the last started first."""
+    for proc in reversed(procs):
+        with contextlib.suppress(ProcessLookupError):  # killed by the test already
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 @dataclass(frozen=True)
 class TlsScheduler:
     """A TLS dask scheduler, and the dask configuration that holds its client credentials."""
@@ -170,14 +183,7 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsScheduler
             client.wait_for_workers(2, timeout=60)
         yield TlsScheduler(address, config)
     finally:
-        for proc in reversed(procs):
-            os.killpg(proc.pid, signal.SIGTERM)  # our own process groups only
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        _stop_groups(procs)
         scheduler_log.close()
         workers_log.close()
 
@@ -261,15 +267,7 @@ def _plain_cluster(logs: Path, workers: int = 2) -> Iterator[tuple[str, list[sub
             client.wait_for_workers(workers, timeout=60)
         yield address, procs
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):  # killed by the test already
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        _stop_groups(procs)
         log.close()
 
 
