@@ -33,6 +33,8 @@ from pipeline.localworkers import LocalWorkers, Task, WorkerDied
 
 P = TypeVar("P")
 PER_WORKER_IN_FLIGHT = 3
+#: seconds a dask result is waited for before the pool is asked whether the run must stop
+RESULT_WAIT = 1.0
 #: a pass of known size is cut into at least this many batches per worker, so the last
 #: batches do not leave workers idle (a batch costs ~1 ms of overhead; see balanced_batch)
 BATCHES_PER_WORKER = 8
@@ -251,13 +253,28 @@ class _DaskWindow(_SlidingWindow[P]):
                 completed.thread_condition.wait(timeout=0.1)
         return next(completed)
 
+    def _result(self, future: Any) -> dict[str, Any]:
+        """``future.result()``, asking the pool every :data:`RESULT_WAIT` seconds whether
+        to give up.  Why: the result of a finished task stays on its worker until it is
+        fetched; a worker lost before that has the task run again, which needs a worker,
+        and an unbounded ``result()`` would wait for one for ever."""
+        while True:
+            try:
+                return future.result(timeout=RESULT_WAIT)  # type: ignore[no-any-return]
+            except TimeoutError:
+                if future.status == "error":
+                    raise  # the task's own TimeoutError, not the wait's
+                self.pool.check()
+
     def __iter__(self) -> Iterator[Outcome[P]]:
         self._fill()
         while self.in_flight:
             future = self._next()
             payload = self.in_flight.pop(future)
             try:
-                outcome: Outcome[P] = Outcome(payload, future.result())
+                outcome: Outcome[P] = Outcome(payload, self._result(future))
+            except WorkersUnavailable:
+                raise  # the run stops: no outcome of this batch is known
             except Exception as exc:  # noqa: BLE001 - raised after its retries, or KilledWorker
                 outcome = Outcome(payload, None, exc)
             future.release()  # dropped once consumed: never re-run after a worker loss

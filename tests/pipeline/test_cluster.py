@@ -357,6 +357,32 @@ def test_no_worker_left_stops_the_run_at_the_worker_timeout(
                           "the same command to resume")
 
 
+def test_a_result_lost_with_its_worker_does_not_hold_the_run(tmp_path: Path) -> None:
+    """A task's result stays on its worker until the driver fetches it: a worker lost
+    between the two has the task run again, which needs a worker.  With none left, the
+    fetch gives way to --worker-timeout instead of waiting for ever (seen once as a SLURM
+    run with 0 workers that did not stop)."""
+    from distributed import Client
+
+    from pipeline.jobqueue import WorkersUnavailable
+
+    with _plain_cluster(tmp_path / "cluster", workers=1) as (address, procs), \
+            Client(address, timeout="30s", set_as_default=False) as client:
+        pool = DaskPool(client, 0, f"scheduler {address}", dashboard=False,
+                        worker_timeout=2.0)
+        window = pool.imap(sum, [])
+        future = client.submit(sum, [1, 2], pure=False)
+        deadline = time.monotonic() + 60
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert future.status == "finished"  # and its result not fetched
+        os.killpg(procs[1].pid, signal.SIGKILL)  # the worker and its nanny
+        started = time.monotonic()
+        with pytest.raises(WorkersUnavailable, match=r"^no worker for 2 s \(scheduler "):
+            window._result(future)
+        assert time.monotonic() - started < 30
+
+
 #: another process on the machine: connects without credentials, then with a CA and a
 #: certificate of its own, and prints how each attempt ended
 STRANGER = """
