@@ -274,7 +274,8 @@ class Backend:
         queue.wait(client)
         queue.watch(client)
         return DaskPool(client, job.tuning.retries, f"{config.kind} cluster {config.name}",
-                        dashboard=job.dashboard is not None, check=queue.check)
+                        dashboard=job.dashboard is not None,
+                        worker_timeout=job.worker_timeout, waiting=queue.queue_state)
 
     def connect(self) -> None:
         """Reach the scheduler or submit the worker jobs the user named, now: a refusal

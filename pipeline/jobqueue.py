@@ -53,7 +53,7 @@ class WorkersUnavailable(AnonpipeError):
     """No worker connected within ``--worker-timeout`` seconds."""
 
 
-def _connected(client: Any) -> int:
+def connected_workers(client: Any) -> int:
     """Workers the scheduler knows; 0 when it does not answer (none can be counted on)."""
     try:
         return len(client.nthreads())
@@ -218,7 +218,6 @@ class JobQueue:
         self.cluster: Any = None
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
-        self._failure: WorkersUnavailable | None = None
 
     @property
     def submit_command(self) -> str:
@@ -299,40 +298,15 @@ class JobQueue:
                                          name="anonpipe-worker-watch")
         self._watcher.start()
 
-    def check(self) -> None:
-        """Raise, in the driver, what the watch found: no worker for ``worker_timeout``."""
-        if self._failure is not None:
-            raise self._failure
-
     def _watch(self, client: Any) -> None:
-        """The watch thread: it must not end before the run does (a run whose workers are
-        gone would then wait for ever), so whatever it meets is counted or reported."""
-        try:
-            self._count_workers(client)
-        except Exception as exc:  # noqa: BLE001 - the run stops, saying why
-            self._failure = WorkersUnavailable(
-                f"the watch of the worker jobs failed ({type(exc).__name__}): the run "
-                "stops; rerun the same command to resume")
-
-    def _count_workers(self, client: Any) -> None:
-        previous = _connected(client)
+        """Only says what happens: the run is stopped by the pool's check, on the driver's
+        thread (``pipeline.pools.DaskPool.check``, told ``queue_state`` for its line)."""
+        previous = connected_workers(client)
         lost = False
-        none_since: float | None = None
         while not self._stop.wait(WATCH_EVERY):
             if client.status in ("closing", "closed"):
-                return  # the pool's own check stops the run (pipeline.pools.DaskPool)
-            alive = _connected(client)
-            now = time.monotonic()
-            none_since = (none_since or now) if alive == 0 else None
-            if (none_since is not None and self.worker_timeout is not None
-                    and now - none_since >= self.worker_timeout and self._failure is None):
-                try:
-                    state = self.queue_state()
-                except Exception as exc:  # noqa: BLE001 - the stop matters, not the detail
-                    state = f"the queue's state unknown: {type(exc).__name__}"
-                self._failure = WorkersUnavailable(
-                    f"no worker for {self.worker_timeout:g} s ({state}): the run stops; "
-                    "rerun the same command to resume")
+                return
+            alive = connected_workers(client)
             if alive < previous:
                 lost = True
                 self.say(f"lost {previous - alive} of {self.workers} workers (their jobs "

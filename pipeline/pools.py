@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from pipeline import collector
-from pipeline.jobqueue import WorkersUnavailable
+from pipeline.jobqueue import WorkersUnavailable, connected_workers
 from pipeline.localworkers import LocalWorkers, Task, WorkerDied
 
 P = TypeVar("P")
@@ -293,14 +293,16 @@ class DaskPool:
     kind = "dask"
 
     def __init__(self, client: Any, retries: int, description: str,
-                 dashboard: bool = True, check: Callable[[], None] = lambda: None,
-                 worker_timeout: float | None = None) -> None:
+                 dashboard: bool = True, worker_timeout: float | None = None,
+                 waiting: Callable[[], str] | None = None) -> None:
         self.client = client
-        self._check = check  # raises when the run must stop (no worker jobs for too long)
         self.retries = retries
         self.description = description
         #: --worker-timeout: how long the run waits with no worker connected (None: ever)
         self.worker_timeout = worker_timeout
+        #: why there is no worker, for the line that stops the run (a job queue's state);
+        #: default: the pool's description
+        self.waiting = waiting or (lambda: description)
         self._alive = (0.0, 0)
         self._none_since: float | None = None
         # a scheduler without a dashboard still has a link (to the default port): shown
@@ -318,8 +320,7 @@ class DaskPool:
         The client closes itself when it cannot reach the scheduler again (20 s by
         default): the futures in flight then never finish, and a run that waited for them
         would wait for ever.  With ``worker_timeout``, a scheduler that is there but has
-        had no worker for that long stops the run too.  Then what ``check`` (the job
-        queue's watch) found."""
+        had no worker for that long (lost jobs not replaced) stops the run too."""
         if self.client.status in ("closing", "closed"):
             raise WorkersUnavailable(f"lost the connection to the {self.description}: the "
                                      "run stops; rerun the same command to resume")
@@ -331,19 +332,15 @@ class DaskPool:
                 self._none_since = now
             elif now - self._none_since >= self.worker_timeout:
                 raise WorkersUnavailable(
-                    f"no worker for {self.worker_timeout:g} s ({self.description}): the run "
+                    f"no worker for {self.worker_timeout:g} s ({self.waiting()}): the run "
                     "stops; rerun the same command to resume")
-        self._check()
 
     def workers_alive(self) -> int:
         """Workers the scheduler knows (asked at most once a second: it is an RPC)."""
         checked, count = self._alive
         now = time.monotonic()
         if now - checked >= 1.0:
-            try:
-                count = len(self.client.nthreads())
-            except Exception:  # noqa: BLE001 - a scheduler that went away counts as none
-                count = 0
+            count = connected_workers(self.client)
             self._alive = (now, count)
         return count
 
