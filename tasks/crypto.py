@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from tasks.certificate import KEY_ENCIPHERMENT, der_of, parse_certificate, rsa_public_numbers
 from tasks.errors import CryptoError
+from tasks.model import FieldEquality
 
 if TYPE_CHECKING:  # asn1crypto parses envelopes (decryption) only: imported there, lazily
     from asn1crypto import cms, core
@@ -526,7 +527,7 @@ def _pwri_wrapped_size(spec: _BlockCipher) -> int:
     return max(2 * spec.block_size, -(-(4 + spec.key_size) // spec.block_size) * spec.block_size)
 
 
-class EnvelopeEncryptor:
+class EnvelopeEncryptor(FieldEquality):
     """Writes a DER ContentInfo(EnvelopedData) as gdcmanon/OpenSSL does.
 
     One KeyTransRecipientInfo per certificate, plus a PasswordRecipientInfo when
@@ -536,8 +537,7 @@ class EnvelopeEncryptor:
     fingerprint reads: ``pipeline.plan.op_fingerprint``).
     """
 
-    _fields: ClassVar[tuple[str, ...]] = ("certificates", "cipher", "password",
-                                          "pbkdf2_iterations")
+    _fields = ("certificates", "cipher", "password", "pbkdf2_iterations")
     certificates: tuple[bytes, ...]
     cipher: Cipher
     password: bytes | None
@@ -576,17 +576,6 @@ class EnvelopeEncryptor:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"an EnvelopeEncryptor is immutable: cannot set {name}")
-
-    def _key(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self._fields)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, EnvelopeEncryptor):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
 
     def __getstate__(self) -> dict[str, Any]:
         """The pickled state: the layout (RSA key objects) is rebuilt where it is used."""

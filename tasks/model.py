@@ -11,12 +11,32 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from tasks.crypto import EnvelopeEncryptor
     from tasks.engine import Staged
     from tasks.profile import CompiledProfile
+
+
+class FieldEquality:
+    """Equality and hash by the fields a class names in ``_fields``, as a NamedTuple's,
+    for records that cannot be tuples (slots the compiled modules read, a cache of its
+    own).  An operation's fingerprint reads the same fields (``pipeline.plan``)."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
 
 class Status(str, enum.Enum):

@@ -30,6 +30,7 @@ from tasks import yamlcache
 from tasks.builtin import config_dir
 from tasks.errors import ProfileError
 from tasks.iod_types import attribute_type, iod_for_sop_class
+from tasks.model import FieldEquality
 from tasks.uids import DEFINITION_UID_TAGS
 from tasks.vr import FREE_TEXT_VRS, UNLISTED, Unlisted
 
@@ -273,13 +274,14 @@ class Rule(NamedTuple):
     why: str  # "E.1-1 Basic X; retain_uids K" ...
 
 
-class Decision:
+class Decision(FieldEquality):
     """What happens to one attribute in one context (top level or a parent sequence).
 
     A class with slots, not a tuple: the compiled edit loops read ``action`` by its
     slot's offset (tasks/_slots.h).  Compared and hashed by its fields."""
 
     __slots__ = ("action", "fallback", "note", "rule", "type")
+    _fields = ("action", "rule", "type", "note", "fallback")
 
     def __init__(self, action: Action, rule: Rule, type: str | None, note: str,
                  fallback: Action) -> None:
@@ -288,17 +290,6 @@ class Decision:
         self.type = type  # PS3.3 Type in this context, None when unknown
         self.note = note  # how a conditional code was resolved
         self.fallback = fallback  # for C: the action when no clean rule applies (Basic code)
-
-    def _key(self) -> tuple[Action, Rule, str | None, str, Action]:
-        return self.action, self.rule, self.type, self.note, self.fallback
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Decision):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
 
     def __repr__(self) -> str:
         return (f"Decision(action={self.action!r}, rule={self.rule!r}, type={self.type!r}, "
