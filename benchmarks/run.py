@@ -38,6 +38,7 @@ SETTLE_SECONDS = 3.0
 BACK_TO_BACK = ("ct960",)
 B2B = ", back to back"  # the suffix of those rows' commands
 TINY_LIMIT = 0.25  # s: a 20-file run is interpreter start-up, imports and no workers
+FLOOR = "floor (system calls only)"
 
 
 @dataclass(frozen=True)
@@ -224,9 +225,12 @@ def commands(archive: Path, work: Path, outputs: Path, cert: Path, key: Path, gd
     anon = str(BIN / "anonpipe")
     out = {name: outputs / f"out-{name}" for name in
            ("cp", "gdcmanon", "anonpipe", "anonpipe-pool", "anonpipe-w1", "anonpipe-w2", "scan", "reid",
-            "gdcmanon-d")}
+            "gdcmanon-d", "floor")}
     cmds: dict[str, tuple[list[str], Path | None]] = {
         "cp -r": (["cp", "-r", str(archive), str(out["cp"])], out["cp"]),
+        # what anonpipe -e does to the file system and nothing else (benchmarks/floor.py)
+        FLOOR: ([str(BIN / "python"), str(ROOT / "benchmarks" / "floor.py"), str(archive),
+                 str(out["floor"])], out["floor"]),
     }
     if gdcm:
         cmds["gdcmanon -e"] = (["gdcmanon", "-c", str(cert), "-e", "-r", "--continue",
@@ -419,7 +423,8 @@ def print_table(results: list[Result]) -> None:
             (r.archive, "gdcmanon -e" if "-d" not in r.command else "gdcmanon -d"))
         cp = by_key.get((r.archive, "cp -r" + (B2B if paired else "")))
         ratio_g = f"{r.wall / gd.wall:9.2f}" if gd and r.command.startswith("anonpipe") else " " * 9
-        ratio_c = f"{r.wall / cp.wall:6.2f}" if cp and r.command.startswith("anonpipe") else " " * 6
+        compared = r.command.startswith("anonpipe") or r.command == FLOOR
+        ratio_c = f"{r.wall / cp.wall:6.2f}" if cp and compared else " " * 6
         s = r.summary()
         print(f"{r.archive:9} {r.command:26} {r.wall:8.3f} {s['files_per_s']:>9} "
               f"{s['mb_per_s']:>7} {r.cpu_ms_per_file:9.3f} {r.user_ms_per_file:9.3f} "
@@ -490,6 +495,21 @@ def targets(results: list[Result]) -> list[tuple[str, bool, str]]:
         judge(f"20 files: start-up does not dominate, <= {TINY_LIMIT} s", a.wall <= TINY_LIMIT,
               detail, a)
     return checks
+
+
+def floors(results: list[Result]) -> list[str]:
+    """Per archive: how far the floor (benchmarks/floor.py) is from ``cp -r`` (what the
+    design costs) and anonpipe from the floor (what the per-file computation costs)."""
+    by_key = {(r.archive, r.command): r for r in results}
+    lines = []
+    for archive in dict.fromkeys(r.archive for r in results):
+        floor, cp = by_key.get((archive, FLOOR)), by_key.get((archive, "cp -r"))
+        anon = by_key.get((archive, "anonpipe -e"))
+        if floor and cp and anon:
+            lines.append(f"{archive}: floor {floor.wall:.3f} s = {floor.wall / cp.wall:.2f}x cp -r; "
+                         f"anonpipe -e {anon.wall:.3f} s = {anon.wall / floor.wall:.2f}x the floor "
+                         f"(CPU {floor.cpu_ms_per_file:.3f} vs {anon.cpu_ms_per_file:.3f} ms/file)")
+    return lines
 
 
 def scaling(results: list[Result]) -> list[str]:
@@ -602,6 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     notes = scaling(results)
     for line in notes:
         print(f"  scaling  {line}")
+    floor_notes = floors(results)
+    for line in floor_notes:
+        print(f"  floor  {line}")
     import pixels  # benchmarks/pixels.py, beside this script: the pixel path (--pixels clean)
 
     pixel_figures = pixels.bench(args.work)
@@ -617,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
                     "journal": journaled, "caches_dropped": cache is not None},
         "results": [r.summary() for r in results],
         "targets": [{"target": t, "met": ok, "measured": d} for t, ok, d in checks],
-        "scaling": notes, "pixels": pixel_figures, "load_average": {"start": load_start, "end": os.getloadavg()},
+        "scaling": notes, "floor": floor_notes, "pixels": pixel_figures, "load_average": {"start": load_start, "end": os.getloadavg()},
         "raw": [asdict(s) | {"archive": r.archive, "command": r.command}
                 for r in results for s in r.samples],
     }, indent=2))

@@ -107,6 +107,29 @@ def test_back_to_back_pairs_run_both_commands_and_judge_the_ct_target(
     assert detail.startswith(f"{rows[1].wall / rows[0].wall:.2f}x")
 
 
+def test_the_floor_writes_every_file_as_a_copy_and_is_set_beside_cp(
+        bench: ModuleType, tmp_path: Path) -> None:
+    """``benchmarks/floor.py`` makes the system calls of a run for real: every file gets its
+    output (head written, the rest copied: the input's bytes), and the floor's line
+    compares it with ``cp -r`` and anonpipe with it."""
+    archive = _tree(tmp_path / "archive")
+    argv, output = bench.commands(archive, tmp_path, tmp_path, tmp_path / "c.pem",
+                                  tmp_path / "k.pem", False, False)[bench.FLOOR]
+    subprocess.run(argv, check=True)
+    assert _checked(bench, bench.FLOOR, archive, output) == []
+    for rel in bench.relative_files(archive):
+        assert (output / rel).read_bytes() == (archive / rel).read_bytes()
+
+    def row(command: str, wall: float) -> object:
+        result = bench.Result("ct960", command, 960, 511.0)
+        result.samples.append(bench.Sample(wall, wall * 2, 50.0, 80.0, 0, wall, wall))
+        return result
+
+    lines = bench.floors([row("cp -r", 0.2), row(bench.FLOOR, 0.3), row("anonpipe -e", 0.6)])
+    assert lines == [("ct960: floor 0.300 s = 1.50x cp -r; anonpipe -e 0.600 s = 2.00x the "
+                     "floor (CPU 0.625 vs 1.250 ms/file)")]
+
+
 def test_each_repetition_starts_the_round_one_writer_later(bench: ModuleType) -> None:
     """Every writer takes each place of the round in turn (the first writers after a
     deletion pay more on an ext4 without a journal); re-identifications stay last, after
