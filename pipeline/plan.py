@@ -63,7 +63,7 @@ def _canonical(value: Any, depth: int = 0) -> Any:
     kind = type(value)
     named = getattr(kind, "_fields", None)  # a NamedTuple, or a class that names its fields
     if named is None and hasattr(kind, "__dataclass_fields__"):
-        import dataclasses  # only where an operation holds one (a dumb edit's settings)
+        import dataclasses  # none of anonpipe's records is one: an operation of a caller's
 
         named = tuple(f.name for f in dataclasses.fields(value))
     if named is not None and not isinstance(value, type):

@@ -19,10 +19,9 @@ import re
 import struct
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import ClassVar
+from typing import NamedTuple
 
 from pydicom.charset import encode_string, python_encoding
 from pydicom.datadict import get_entry, get_private_entry, private_dictionaries
@@ -39,7 +38,7 @@ from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts
 from tasks.engine import Staged, file_pieces, stage, write_staged
 from tasks.errors import ProfileError, UsageError
 from tasks.fileio import Piece
-from tasks.model import Written
+from tasks.model import Unrecorded, Written
 from tasks.pixeltail import SPLIT_FROM, WholeFile, split_rendered
 from tasks.tags import (
     MEDIA_SOP_CLASS_UID,
@@ -105,8 +104,7 @@ class DumbKind(str, Enum):
     REPLACE = "replace"  # value set; created when absent
 
 
-@dataclass(frozen=True, slots=True)
-class DumbOp:
+class DumbOp(NamedTuple):
     """One dumb-mode operation on one (top-level) attribute."""
 
     kind: DumbKind
@@ -152,8 +150,7 @@ TYPE1: dict[int, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class DumbSettings:
+class DumbSettings(NamedTuple):
     """What a worker needs for dumb mode (small and picklable)."""
 
     ops: tuple[DumbOp, ...]
@@ -363,8 +360,7 @@ def _check_pn(text: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class TextRule:
+class TextRule(NamedTuple):
     """How one text VR is checked (PS3.5 Table 6.2-1)."""
 
     max_chars: int | None
@@ -532,8 +528,7 @@ def _encode_text(vr: str, text: str, charset: Sequence[str], what: str) -> bytes
 # --------------------------------------------------------------------------- per file
 
 
-@dataclass(frozen=True, slots=True)
-class _New:
+class _New(NamedTuple):
     """A new value for a top-level element: VR label and unpadded value bytes."""
 
     vr: str
@@ -855,23 +850,18 @@ class DumbModeWarning(UserWarning):
     """An edit that leaves an invalid file (a Type 1 attribute emptied or removed)."""
 
 
-@dataclass(frozen=True, slots=True)
-class DumbEdit:
+class _DumbEditFields(NamedTuple):
+    settings: DumbSettings
+    warn: Callable[[str], None] | None = None
+
+
+class DumbEdit(_DumbEditFields, Unrecorded):
     """The per-file dumb-mode operation the pipeline ships to workers.
 
     ``warn`` must be picklable (a module-level function) when shipped to workers.
     """
 
-    settings: DumbSettings
-    warn: Callable[[str], None] | None = None
-
-    # no secret, no profile, no new UIDs: the driver has nothing to record (FileOperation)
-    secret: ClassVar[bytes | None] = None
-    secret_fingerprint: ClassVar[str] = ""
-    profile: ClassVar[None] = None
-    root_uid: ClassVar[str | None] = None
-    pixel_policy: ClassVar[str] = "keep"
-    encryptor: ClassVar[None] = None
+    __slots__ = ()
 
     def __call__(self, src: Path | str, dst: Path | str) -> int | Written:
         return write_staged(self.prepare(src), dst)

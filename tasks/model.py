@@ -39,6 +39,38 @@ class FieldEquality:
         return hash(self._key())
 
 
+class Unrecorded:
+    """What the driver asks of an operation (:class:`FileOperation`) that leaves it nothing
+    to record, re-identification and dumb mode: no secret, no profile, no new UIDs, the
+    pixels as they are.  A base of their NamedTuples (it adds no slot)."""
+
+    __slots__ = ()
+
+    @property
+    def secret(self) -> None:
+        return None
+
+    @property
+    def secret_fingerprint(self) -> str:
+        return ""
+
+    @property
+    def profile(self) -> None:
+        return None
+
+    @property
+    def root_uid(self) -> None:
+        return None
+
+    @property
+    def pixel_policy(self) -> str:
+        return "keep"
+
+    @property
+    def encryptor(self) -> None:
+        return None
+
+
 class Status(str, enum.Enum):
     """Outcome of one file."""
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from tasks.crypto import CbcContent, load_private_key, load_private_key_bytes
 from tasks.dicomio import (
@@ -33,7 +32,7 @@ from tasks.edit import Chunk, EditPlan, encode_element, render, render_parts, tr
 from tasks.engine import Staged, file_pieces, stage, write_staged
 from tasks.errors import CryptoError, DicomFormatError
 from tasks.fileio import Piece, Stream
-from tasks.model import Written
+from tasks.model import FieldEquality, Unrecorded, Written
 from tasks.payload import (
     Payload,
     PayloadPixels,
@@ -71,16 +70,45 @@ STREAM_PAYLOAD_FROM = SPLIT_FROM
 _ENVELOPE_HEAD = 64 << 10
 
 
-@dataclass(frozen=True, slots=True)
-class ReidentifySettings:
-    """Key material for re-identification (PEM bytes, so it pickles to workers)."""
+class ReidentifySettings(FieldEquality):
+    """Key material for re-identification (PEM bytes, so it pickles to workers).
 
-    key_pem: bytes | None = None
-    key_password: bytes | None = None  # unlocks an encrypted key
-    password: bytes | None = None  # opens a PasswordRecipientInfo (gdcmanon -p)
-    #: see STREAM_PAYLOAD_FROM
-    stream_payload_from: int = STREAM_PAYLOAD_FROM
-    _unused: tuple[()] = field(default=(), repr=False)
+    Immutable; compared, hashed and fingerprinted by :attr:`_fields`
+    (``pipeline.plan.op_fingerprint``), whose last, ``_unused``, is always empty: every
+    fingerprint of a ``-d`` run has held it, so stores made before still resume.  Its repr
+    says whether a key and passwords are set, never what they are."""
+
+    __slots__ = ("key_password", "key_pem", "password", "stream_payload_from")
+    _fields = ("key_pem", "key_password", "password", "stream_payload_from", "_unused")
+    _unused: ClassVar[tuple[()]] = ()
+    key_pem: bytes | None
+    key_password: bytes | None  # unlocks an encrypted key
+    password: bytes | None  # opens a PasswordRecipientInfo (gdcmanon -p)
+    stream_payload_from: int  # see STREAM_PAYLOAD_FROM
+
+    def __init__(self, key_pem: bytes | None = None, key_password: bytes | None = None,
+                 password: bytes | None = None,
+                 stream_payload_from: int = STREAM_PAYLOAD_FROM) -> None:
+        put = object.__setattr__
+        put(self, "key_pem", key_pem)
+        put(self, "key_password", key_password)
+        put(self, "password", password)
+        put(self, "stream_payload_from", stream_payload_from)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ReidentifySettings is immutable: cannot set {name}")
+
+    def __reduce__(self) -> tuple[type[ReidentifySettings], tuple[Any, ...]]:
+        return type(self), (self.key_pem, self.key_password, self.password,
+                            self.stream_payload_from)
+
+    def __repr__(self) -> str:
+        def said(value: bytes | None) -> str:
+            return "none" if value is None else "set"
+
+        return (f"ReidentifySettings(key_pem={said(self.key_pem)}, "
+                f"key_password={said(self.key_password)}, password={said(self.password)}, "
+                f"stream_payload_from={self.stream_payload_from})")
 
     def private_key(self) -> Any:
         if self.key_pem is None:
@@ -294,19 +322,14 @@ def _reparses(encoded: bytes, tag: int, df: DicomFile) -> bool:
     return len(parsed) == 1 and parsed[0].tag == tag and parsed[0].end == len(encoded)
 
 
-@dataclass(frozen=True, slots=True)
-class Reidentify:
-    """The per-file re-identification operation."""
-
+class _ReidentifyFields(NamedTuple):
     settings: ReidentifySettings
 
-    # no secret, no profile, no new UIDs: the driver has nothing to record (FileOperation)
-    secret: ClassVar[bytes | None] = None
-    secret_fingerprint: ClassVar[str] = ""
-    profile: ClassVar[None] = None
-    root_uid: ClassVar[str | None] = None
-    pixel_policy: ClassVar[str] = "keep"
-    encryptor: ClassVar[None] = None
+
+class Reidentify(_ReidentifyFields, Unrecorded):
+    """The per-file re-identification operation."""
+
+    __slots__ = ()
 
     def __call__(self, src: Path | str, dst: Path | str) -> int | Written:
         return write_staged(self.prepare(src), dst)

@@ -13,7 +13,7 @@ empty creator or one with a backslash all fall back to the public tag) we refuse
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tasks.errors import ProfileError
 
@@ -24,8 +24,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_CREATOR_CHARS = 64  # LO
 
 
-@dataclass(frozen=True, slots=True)
-class TagSpec:
+class TagSpec(NamedTuple):
     """A public tag, or a private one addressed by creator and offset.
 
     For a private spec ``element`` is the offset in the creator's block (0x00-0xFF) and

@@ -7,7 +7,6 @@ threshold) is set to stream the small test files or not."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -51,7 +50,8 @@ def _settings(pki: Pki, recipient: str) -> ReidentifySettings:
 
 
 def _whole(settings: ReidentifySettings) -> ReidentifySettings:
-    return dataclasses.replace(settings, stream_payload_from=1 << 62)
+    return ReidentifySettings(settings.key_pem, settings.key_password, settings.password,
+                              stream_payload_from=1 << 62)
 
 
 @pytest.fixture(scope="module")
