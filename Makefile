@@ -80,7 +80,8 @@ fuzz: install
 	ANONPIPE_FUZZ_SECONDS=$${ANONPIPE_FUZZ_SECONDS:-600} $(BIN)/python -m pytest tests/fuzz -q
 
 # Regenerate tasks/_profile_table.py and tasks/data/iod_types.json from the PS3.15 tables in
-# scripts/standard (STANDARD=...) and highdicom's copy of PS3.3 (the wheel, not installed).
+# scripts/standard (STANDARD=...) and highdicom's copy of PS3.3 (the wheel, not installed),
+# and tasks/_datadict_table.py from the installed pydicom's copy of PS3.6.
 HIGHDICOM ?= 0.28.2
 STANDARD  ?= scripts/standard
 tables: install
@@ -88,6 +89,7 @@ tables: install
 	$(BIN)/python -m pip download -q --no-deps -d build/tables highdicom==$(HIGHDICOM)
 	$(BIN)/python scripts/gen_profile_table.py --standard $(STANDARD) \
 	  --highdicom-wheel build/tables/highdicom-$(HIGHDICOM)-py3-none-any.whl
+	$(BIN)/python scripts/gen_datadict_table.py
 
 clean:
 	rm -rf build .pytest_cache

@@ -368,12 +368,13 @@ def _operation(args: argparse.Namespace, mode: Mode) -> tuple[FileOperation, dic
 def _keyword_tag(text: str, replace: bool = False) -> str:
     """A dumb-mode tag given by its PS3.6 keyword (``PatientName``, ``PatientID=ANON``) as
     gdcmanon's ``g,e`` form; anything else is left to ``tasks.tagspec`` to check."""
-    from pydicom.datadict import keyword_dict, tag_for_keyword
-
     head, sep, value = text.partition("=") if replace else (text, "", "")
     name = head.strip()
     if not name.isidentifier():
         return text
+    # pydicom only for a keyword: a g,e tag never imports it (tasks.datadict says why)
+    from pydicom.datadict import keyword_dict, tag_for_keyword
+
     tag = tag_for_keyword(name)
     if tag is None:
         import difflib

@@ -22,6 +22,7 @@ from bisect import bisect_left
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tasks.datadict import own_entry, repeater
 from tasks.errors import DicomFormatError
 from tasks.tags import (
     PATIENT_BIRTH_DATE,
@@ -162,15 +163,14 @@ _COMMON_VRS = {
     PATIENT_BIRTH_DATE: "DA",
     STUDY_ID: "SH",
 }
-_DICTIONARY: Any = None  # pydicom's DicomDictionary, once loaded
 
 
 def dictionary_vr(tag: int) -> str:
-    """The VR pydicom's dictionary gives a tag; ``UN`` for private or unknown tags.
+    """The VR the data dictionary gives a tag (``tasks.datadict``: pydicom's, without
+    importing pydicom); ``UN`` for private or unknown tags.
 
     Ambiguous VRs (``US or SS``, ``OB or OW``) resolve to the first, which only matters for
     byte-swapping big-endian payloads of implicit files (they never occur together).
-    pydicom's dictionary is imported on the first call that needs it.
     """
     if tag & 0x10000 and tag >> 16 > 0x0008:
         if tag & 0xFF00 == 0 and tag & 0xFFFF >= 0x0010:
@@ -183,12 +183,7 @@ def dictionary_vr(tag: int) -> str:
 
 
 def _dictionary_lookup(tag: int) -> str:
-    global _DICTIONARY
-    if _DICTIONARY is None:
-        from pydicom.datadict import DicomDictionary
-
-        _DICTIONARY = DicomDictionary
-    entry = _DICTIONARY.get(tag)
+    entry = own_entry(tag)
     if entry is None:
         if tag & 0xFFFF == 0:
             return "UL"
@@ -201,15 +196,13 @@ def _dictionary_lookup(tag: int) -> str:
     return vr[:2] if " or " in vr else vr
 
 
-def _repeaters(tag: int) -> list[tuple[str, str, str, str, str]]:
+def _repeaters(tag: int) -> list[tuple[str, str]]:
     """Repeating-group entries (50xx curves, 60xx overlays) matching ``tag``."""
-    from pydicom.datadict import RepeatersDictionary
-
     group = tag >> 16
     found = []
     if 0x5000 <= group <= 0x60FF and group & 0xFF00 in (0x5000, 0x6000):
         key = f"{group & 0xFF00:04X}"[:2] + "xx" + f"{tag & 0xFFFF:04X}"
-        entry = RepeatersDictionary.get(key)
+        entry = repeater(key)
         if entry is not None:
             found.append(entry)
     return found

@@ -23,9 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import NamedTuple
 
-from pydicom.charset import encode_string, python_encoding
-from pydicom.datadict import get_entry, get_private_entry, private_dictionaries
-
+from tasks.datadict import public_entry
 from tasks.dicomio import (
     EXPLICIT_LE_ENC,
     LONG_VRS,
@@ -263,18 +261,18 @@ def _check_replace_vr(op: DumbOp, vr: str) -> None:
 
 
 def _public_entry(tag: int) -> tuple[str, str] | None:
-    """(VR, VM) from pydicom's dictionary (repeating groups included), or None."""
+    """(VR, VM) from the data dictionary (repeating groups included), or None."""
     if tag & 0xFFFF == 0:
         return ("UL", "1")
-    try:
-        entry = get_entry(tag)
-    except KeyError:
-        return None
-    return entry[0], entry[1]
+    return public_entry(tag)
 
 
 @functools.lru_cache(maxsize=1)
 def _creators_by_folded_name() -> dict[str, list[str]]:
+    # pydicom's private dictionaries: imported (with pydicom) by the runs that name a
+    # private attribute only (tasks.datadict says why)
+    from pydicom.datadict import private_dictionaries
+
     names: dict[str, list[str]] = {}
     for name in private_dictionaries:
         names.setdefault(name.casefold(), []).append(name)
@@ -289,6 +287,8 @@ def _private_entry(group: int, offset: int, creator: str | None) -> tuple[str | 
     """
     if creator is None:
         return None, None
+    from pydicom.datadict import get_private_entry
+
     names = [creator] + [name for name in _creators_by_folded_name().get(creator.casefold(), [])
                          if name != creator]
     tag = (group << 16) | 0x1000 | offset
@@ -506,6 +506,10 @@ def _encode_text(vr: str, text: str, charset: Sequence[str], what: str) -> bytes
                 f"{what}: {text!r} has non-ASCII characters and the file has no Specific "
                 "Character Set (0008,0005) that could encode them"
             ) from None
+    # pydicom's codecs for DICOM's character sets (imported, with pydicom, only for a
+    # value that is not ASCII text: tasks.datadict says why)
+    from pydicom.charset import encode_string, python_encoding
+
     codecs = []
     for term in charset:
         codec = python_encoding.get(term)

@@ -12,9 +12,9 @@ import base64
 import functools
 import hashlib
 import re
-from collections.abc import Mapping
 from typing import Any
 
+from tasks.datadict import registered_uid
 from tasks.errors import UsageError
 
 #: PS3.5 B.2: UUID-derived UIDs need no registered root.
@@ -149,21 +149,12 @@ DEFINITION_UID_TAGS: dict[int, str] = {
 }
 
 
-@functools.cache
-def _registry() -> Mapping[str, tuple[str, ...]]:
-    """PS3.6 Annex A as pydicom ships it (loaded on first need: only UIDs under the DICOM
-    root are looked up, so most runs never load it)."""
-    from pydicom._uid_dict import UID_dictionary
-
-    return UID_dictionary
-
-
 def registered(uid: str) -> str | None:
     """The PS3.6 Annex A name of ``uid`` (a SOP Class, a Transfer Syntax, a well-known frame
     of reference or SOP instance, a coding scheme...), or None: then it is an instance UID."""
     if not uid.startswith(DICOM_ROOT):
         return None  # PS3.5 9.1: registered UIDs live under the DICOM root
-    entry = _registry().get(uid)
+    entry = registered_uid(uid)
     return None if entry is None else f"{entry[1]}: {entry[0]}"
 
 
