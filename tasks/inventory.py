@@ -313,9 +313,25 @@ def _read(path: Path | str, row: dict[str, Any]) -> tuple[DicomFile, str | None]
         df = read_header_at(fd, private_runs=True)
         if df.complete or df.deflated:
             return df, None
-        return df, _pixel_data_cut(df, size, lambda pos, n: os.pread(fd, n, pos))
+        return df, _pixel_data_cut(df, size, _read_at(df, fd))
     finally:
         os.close(fd)
+
+
+def _read_at(df: DicomFile, fd: int) -> Callable[[int, int], bytes]:
+    """Bytes of the file open at ``fd`` by position, from what the header read already
+    holds where it can: its buffer runs past the last element parsed (a CT slice's Pixel
+    Data element header is in the first 16 KB), so one ``pread`` per file is saved."""
+    start = len(df.raw_prefix) + len(df.meta_bytes)
+    body = df.body
+
+    def read_at(pos: int, count: int) -> bytes:
+        at = pos - start
+        if 0 <= at and at + count <= len(body):
+            return body[at:at + count]
+        return os.pread(fd, count, pos)
+
+    return read_at
 
 
 #: elements after the header read checked for truncation (Pixel Data, trailing padding ...)

@@ -141,6 +141,26 @@ def test_pixel_data_cut_short_is_found_either_way(tmp_path: Path, present: int) 
                             f"only {present} remain")
 
 
+@pytest.mark.parametrize(("present", "declared", "kept"), [
+    (64, 100, 10),  # a small file, read whole
+    (WHOLE_BELOW - 400, 300, 150),  # the padding's header inside the header read's buffer
+    (3 * WHOLE_BELOW, 100, 10),  # ... past it: read from the file
+])
+def test_an_element_after_the_pixel_data_cut_short_is_found(
+        tmp_path: Path, present: int, declared: int, kept: int) -> None:
+    """The elements after Pixel Data are checked from what the header read holds, or
+    read from the file past it: the same answer."""
+    padding = struct.pack("<HH2sHI", 0xFFFC, 0xFFFC, b"OB", 0, declared)
+    whole, cut = tmp_path / "whole.dcm", tmp_path / "cut.dcm"
+    whole.write_bytes(_with_pixels(present, present) + padding + b"\0" * declared)
+    cut.write_bytes(_with_pixels(present, present) + padding + b"\0" * kept)
+    assert (cut.stat().st_size >= WHOLE_BELOW) == (present > 64)
+    assert "error_kind" not in scan_file(whole)
+    row = scan_file(cut)
+    assert row["error"] == (f"truncated: element (FFFC,FFFC) declares {declared} bytes, "
+                            f"only {kept} remain")
+
+
 def test_a_fifo_listed_as_a_file_does_not_block(tmp_path: Path) -> None:
     fifo = tmp_path / "pipe.dcm"
     os.mkfifo(fifo)
