@@ -13,6 +13,7 @@ VR Little Endian.  CP-246 UN sequences and private sequences in implicit files a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 import os
@@ -22,7 +23,6 @@ from bisect import bisect_left
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tasks.datadict import own_entry, repeater
 from tasks.errors import DicomFormatError
 from tasks.tags import (
     PATIENT_BIRTH_DATE,
@@ -182,7 +182,10 @@ def dictionary_vr(tag: int) -> str:
     return vr if vr is not None else _dictionary_lookup(tag)
 
 
+@functools.lru_cache(maxsize=8192)  # an implicit file's tags repeat in every such file
 def _dictionary_lookup(tag: int) -> str:
+    from tasks.datadict import own_entry  # PS3.6 as data, loaded for the first tag it knows
+
     entry = own_entry(tag)
     if entry is None:
         if tag & 0xFFFF == 0:
@@ -198,6 +201,8 @@ def _dictionary_lookup(tag: int) -> str:
 
 def _repeaters(tag: int) -> list[tuple[str, str]]:
     """Repeating-group entries (50xx curves, 60xx overlays) matching ``tag``."""
+    from tasks.datadict import repeater
+
     group = tag >> 16
     found = []
     if 0x5000 <= group <= 0x60FF and group & 0xFF00 in (0x5000, 0x6000):

@@ -14,7 +14,6 @@ import hashlib
 import re
 from typing import Any
 
-from tasks.datadict import registered_uid
 from tasks.errors import UsageError
 
 #: PS3.5 B.2: UUID-derived UIDs need no registered root.
@@ -149,11 +148,14 @@ DEFINITION_UID_TAGS: dict[int, str] = {
 }
 
 
+@functools.lru_cache(maxsize=4096)  # a run's registered UIDs are a few classes and schemes
 def registered(uid: str) -> str | None:
     """The PS3.6 Annex A name of ``uid`` (a SOP Class, a Transfer Syntax, a well-known frame
     of reference or SOP instance, a coding scheme...), or None: then it is an instance UID."""
     if not uid.startswith(DICOM_ROOT):
         return None  # PS3.5 9.1: registered UIDs live under the DICOM root
+    from tasks.datadict import registered_uid  # PS3.6 as data: most runs never load it
+
     entry = registered_uid(uid)
     return None if entry is None else f"{entry[1]}: {entry[0]}"
 
