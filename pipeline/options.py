@@ -372,14 +372,13 @@ def _keyword_tag(text: str, replace: bool = False) -> str:
     name = head.strip()
     if not name.isidentifier():
         return text
-    # pydicom only for a keyword: a g,e tag never imports it (tasks.datadict says why)
-    from pydicom.datadict import keyword_dict, tag_for_keyword
+    from tasks.datadict import keywords, tag_for_keyword
 
     tag = tag_for_keyword(name)
     if tag is None:
         import difflib
 
-        close = difflib.get_close_matches(name, list(keyword_dict), n=1, cutoff=0.8)
+        close = difflib.get_close_matches(name, keywords(), n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise UsageError(f"{name} is no DICOM keyword (PS3.6){hint}; give the tag as g,e")
     return f"{tag >> 16:04x},{tag & 0xFFFF:04x}{sep}{value}"

@@ -5,7 +5,8 @@ Do not edit: run ``make tables`` (scripts/gen_datadict_table.py).
 Source: pydicom 3.0.2's copy of DICOM PS3.6, (c) NEMA.
 ENTRIES: tag -> (VR, VM) of the public attributes; REPEATERS: the same for the
 repeating groups, by mask (x: any hexadecimal digit), in pydicom's order; UIDS:
-registered UID -> (name, type)."""
+registered UID -> (name, type); CHARSETS: Specific Character Set term (PS3.3
+C.12.1.1.2) -> Python codec."""
 
 PYDICOM = '3.0.2'
 
@@ -6159,4 +6160,41 @@ UIDS: dict[str, tuple[str, str]] = {
         ('Abstract Multi-Dimensional Image Model', 'Application Hosting Model'),
     '1.2.840.10008.8.1.1':
         ('DICOM Content Mapping Resource', 'Mapping Resource'),
+}
+
+CHARSETS: dict[str, str] = {
+    '': 'iso8859',
+    'ISO_IR 6': 'iso8859',
+    'ISO_IR 13': 'shift_jis',
+    'ISO_IR 100': 'latin_1',
+    'ISO_IR 101': 'iso8859_2',
+    'ISO_IR 109': 'iso8859_3',
+    'ISO_IR 110': 'iso8859_4',
+    'ISO_IR 126': 'iso_ir_126',
+    'ISO_IR 127': 'iso_ir_127',
+    'ISO_IR 138': 'iso_ir_138',
+    'ISO_IR 144': 'iso_ir_144',
+    'ISO_IR 148': 'iso_ir_148',
+    'ISO_IR 166': 'iso_ir_166',
+    'ISO 2022 IR 6': 'iso8859',
+    'ISO 2022 IR 13': 'shift_jis',
+    'ISO 2022 IR 87': 'iso2022_jp',
+    'ISO 2022 IR 100': 'latin_1',
+    'ISO 2022 IR 101': 'iso8859_2',
+    'ISO 2022 IR 109': 'iso8859_3',
+    'ISO 2022 IR 110': 'iso8859_4',
+    'ISO 2022 IR 126': 'iso_ir_126',
+    'ISO 2022 IR 127': 'iso_ir_127',
+    'ISO 2022 IR 138': 'iso_ir_138',
+    'ISO 2022 IR 144': 'iso_ir_144',
+    'ISO 2022 IR 148': 'iso_ir_148',
+    'ISO 2022 IR 149': 'euc_kr',
+    'ISO 2022 IR 159': 'iso2022_jp_2',
+    'ISO 2022 IR 166': 'iso_ir_166',
+    'ISO 2022 IR 58': 'iso_ir_58',
+    'ISO_IR 192': 'UTF8',
+    'GB18030': 'GB18030',
+    'ISO 2022 GBK': 'GBK',
+    'ISO 2022 58': 'GB2312',
+    'GBK': 'GBK',
 }

@@ -1,4 +1,5 @@
-"""PS3.6 look-ups without pydicom: a public attribute's VR and VM, a registered UID.
+"""PS3.6 look-ups without pydicom: a public attribute's VR and VM, a registered UID, the tag
+of a keyword; and the Python codec of a Specific Character Set term (PS3.3 C.12.1.1.2).
 
 Why not pydicom's own: importing any part of pydicom imports the package, its configuration
 and its pixel handlers with numpy, ~0.2 s of CPU in every process that asks once (an
@@ -10,7 +11,7 @@ these functions answer as pydicom's ``get_entry`` and ``UID_dictionary`` do.
 
 from __future__ import annotations
 
-from tasks._datadict_table import ENTRIES, REPEATERS, UIDS
+from tasks._datadict_table import CHARSETS, ENTRIES, REPEATERS, UIDS
 
 
 def _mask(pattern: str) -> tuple[int, int]:
@@ -51,3 +52,23 @@ def registered_uid(uid: str) -> tuple[str, str] | None:
     """(name, type) of a UID PS3.6 Annex A registers (``CT Image Storage``, ``SOP
     Class``), or None."""
     return UIDS.get(uid)
+
+
+def charset_codec(term: str) -> str | None:
+    """The Python codec of a Specific Character Set term (``ISO_IR 100``: ``latin_1``), as
+    pydicom maps them, or None for a term it does not know."""
+    return CHARSETS.get(term)
+
+
+def tag_for_keyword(keyword: str) -> int | None:
+    """The tag of a PS3.6 keyword (``PatientName``: 0x00100010), or None."""
+    from tasks._keyword_table import KEYWORDS  # 5,000 keywords: only when one is asked
+
+    return KEYWORDS.get(keyword)
+
+
+def keywords() -> list[str]:
+    """Every PS3.6 keyword (for a "did you mean" of a mistyped one)."""
+    from tasks._keyword_table import KEYWORDS
+
+    return list(KEYWORDS)

@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path
 from typing import NamedTuple
 
-from tasks.datadict import public_entry
+from tasks.datadict import charset_codec, public_entry
 from tasks.dicomio import (
     EXPLICIT_LE_ENC,
     LONG_VRS,
@@ -506,19 +506,19 @@ def _encode_text(vr: str, text: str, charset: Sequence[str], what: str) -> bytes
                 f"{what}: {text!r} has non-ASCII characters and the file has no Specific "
                 "Character Set (0008,0005) that could encode them"
             ) from None
-    # pydicom's codecs for DICOM's character sets (imported, with pydicom, only for a
-    # value that is not ASCII text: tasks.datadict says why)
-    from pydicom.charset import encode_string, python_encoding
-
     codecs = []
     for term in charset:
-        codec = python_encoding.get(term)
+        codec = charset_codec(term)
         if codec is None:
             raise ProfileError(f"{what}: the file's Specific Character Set {term!r} is unknown")
         codecs.append(codec)
     try:
         if len(codecs) == 1:
             return text.encode(codecs[0])
+        # ISO 2022 code extensions: pydicom's encoder (imported, with pydicom, only here:
+        # tasks.datadict says why)
+        from pydicom.charset import encode_string
+
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             return encode_string(text, codecs)

@@ -123,10 +123,10 @@ def parse_attribute(text: object, where: str) -> int:
         if m:
             return int(m.group(1) + m.group(2), 16)
         # the table's keywords first (they are pydicom's): a profile naming only Table E.1-1
-        # attributes never loads pydicom's dictionary (start-up time)
+        # attributes never loads the keywords of the whole dictionary (start-up time)
         tag = _row_keywords().get(text) or _BUILTIN_KEYWORDS.get(text)
         if tag is None:
-            from pydicom.datadict import tag_for_keyword
+            from tasks.datadict import tag_for_keyword
 
             tag = tag_for_keyword(text)
         if tag is not None:
