@@ -318,9 +318,9 @@ def test_dictionary_vrs_of_common_tags_match_pydicom() -> None:
 
 
 def test_explicit_vr_run_never_loads_pydicom_or_dask(tmp_path: Path) -> None:
-    """The command line's imports stay light: pydicom (and numpy, PIL) only for keywords
-    outside Table E.1-1 (tests/tasks/test_datadict.py: not for implicit VR files either),
-    dask only when a dask cluster starts."""
+    """The command line's imports stay light: pydicom (and numpy, PIL) only for what
+    tasks.datadict does not copy (tests/tasks/test_datadict.py: not for implicit VR files,
+    keywords or dumb edits either), dask only when a dask cluster starts."""
     loaded = packages_loaded_by(
         "import pipeline.cli, pipeline.options, pipeline.runner, tasks.deidentify\n"
         "from pathlib import Path\n"
