@@ -427,11 +427,11 @@ def _pixels(args: argparse.Namespace) -> tuple[str, str | None]:
 
 
 def _read_key(path: Path, password: bytes | None) -> bytes:
-    """Load once in the driver so a bad key or passphrase fails before any file."""
-    from tasks.crypto import load_private_key
+    """Load once in the driver so a bad key or passphrase fails before any file (and the
+    operation and forked workers find it loaded: ``tasks.reidentify.checked_key``)."""
+    from tasks.reidentify import checked_key
 
-    load_private_key(path, password)
-    return path.read_bytes()
+    return checked_key(path, password)
 
 
 def _plan(args: argparse.Namespace) -> Path | None:

@@ -46,6 +46,7 @@ __all__ = [
     "load_private_key",
     "load_private_key_bytes",
     "open_envelope_in_pieces",
+    "read_private_key",
     "recipient_problems",
 ]
 
@@ -292,7 +293,13 @@ def load_private_key(path: Path, password: bytes | None = None) -> PrivateKey:
     ``password`` unlocks an encrypted key and is ignored for a clear one (gdcmanon's ``-p``
     is a PWRI password, so a user may well pass one with an unencrypted key).
     """
-    return load_private_key_bytes(_read(path, "private key"), password, name=str(path))
+    return read_private_key(path, password)[1]
+
+
+def read_private_key(path: Path, password: bytes | None = None) -> tuple[bytes, PrivateKey]:
+    """:func:`load_private_key`, and the file's bytes it loaded (what workers are given)."""
+    data = _read(path, "private key")
+    return data, load_private_key_bytes(data, password, name=str(path))
 
 
 def load_private_key_bytes(

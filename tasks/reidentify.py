@@ -13,7 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
-from tasks.crypto import CbcContent, load_private_key, load_private_key_bytes
+from tasks.crypto import (
+    CbcContent,
+    load_private_key,
+    load_private_key_bytes,
+    read_private_key,
+)
 from tasks.dicomio import (
     DEFLATED_LE,
     EXPLICIT_LE_ENC,
@@ -119,6 +124,16 @@ class ReidentifySettings(FieldEquality):
             key = load_private_key_bytes(self.key_pem, self.key_password)
             _KEYS[cache_key] = key
         return key
+
+
+def checked_key(path: Path, password: bytes | None = None) -> bytes:
+    """The private key file's bytes, loaded and checked now (a bad key or passphrase fails
+    before any file) and kept loaded for :meth:`ReidentifySettings.private_key`: loading
+    an RSA key checks it, ~50 ms, which the first file (one-file mode) and every worker
+    forked after this would otherwise pay again."""
+    data, key = read_private_key(path, password)
+    _KEYS[(data, password)] = key
+    return data
 
 
 def extract_payload(df: DicomFile, settings: ReidentifySettings) -> Payload:
@@ -344,6 +359,7 @@ __all__ = [
     "STREAM_PAYLOAD_FROM",
     "Reidentify",
     "ReidentifySettings",
+    "checked_key",
     "extract_payload",
     "load_private_key",
     "reidentify_bytes",

@@ -105,6 +105,28 @@ def test_wrong_key_names_file_and_reason(pki: Pki, tmp_path: Path) -> None:
     assert not (tmp_path / "b.dcm").exists()
 
 
+def test_the_key_checked_with_the_options_is_the_one_the_files_use(pki: Pki,
+                                                                   tmp_path: Path) -> None:
+    """-k is loaded and checked once, as the options are read: the operation (and every
+    worker forked after) finds that key loaded, where it loaded the file again before
+    (~50 ms each, most of it the RSA key's check)."""
+    from pipeline.cli import build_parser
+    from pipeline.options import build_run
+    from tasks import reidentify
+
+    deid = tmp_path / "d.dcm"
+    assert main(["-c", str(pki.cert), str(pydicom_file("MR_small.dcm")), str(deid)]) == 0
+    reidentify._KEYS.clear()
+    run = build_run(build_parser().parse_args(
+        ["-k", str(pki.key), "-d", "-i", str(deid), "-o", str(tmp_path / "b.dcm")]))
+    settings = run.operation.settings
+    loaded = reidentify._KEYS[(settings.key_pem, settings.key_password)]
+    assert settings.key_pem == pki.key.read_bytes()
+    assert settings.private_key() is loaded
+    run.operation(deid, tmp_path / "b.dcm")
+    assert (tmp_path / "b.dcm").read_bytes() == pydicom_file("MR_small.dcm").read_bytes()
+
+
 def _outer_tlv(blob: bytes) -> bytes:
     """The first DER TLV of ``blob``: openssl asn1parse refuses bytes after it."""
     first = blob[1]
