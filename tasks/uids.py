@@ -12,6 +12,7 @@ import base64
 import functools
 import hashlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from tasks.errors import UsageError
@@ -148,15 +149,21 @@ DEFINITION_UID_TAGS: dict[int, str] = {
 }
 
 
-@functools.lru_cache(maxsize=4096)  # a run's registered UIDs are a few classes and schemes
+@functools.cache
+def _registry() -> Callable[[str], tuple[str, str] | None]:
+    """PS3.6 Annex A's look-up (``tasks.datadict``), loaded on first need: only UIDs under
+    the DICOM root are looked up, so most runs never load it."""
+    from tasks.datadict import registered_uid
+
+    return registered_uid
+
+
 def registered(uid: str) -> str | None:
     """The PS3.6 Annex A name of ``uid`` (a SOP Class, a Transfer Syntax, a well-known frame
     of reference or SOP instance, a coding scheme...), or None: then it is an instance UID."""
     if not uid.startswith(DICOM_ROOT):
         return None  # PS3.5 9.1: registered UIDs live under the DICOM root
-    from tasks.datadict import registered_uid  # PS3.6 as data: most runs never load it
-
-    entry = registered_uid(uid)
+    entry = _registry()(uid)
     return None if entry is None else f"{entry[1]}: {entry[0]}"
 
 
