@@ -9,9 +9,11 @@ DEMO   ?= build/demo
 
 install: $(STAMP)
 
-# pip builds the compiled element walker and edit loops (tasks/_walker.c, tasks/_editloops.c)
-# into tasks/ with the system's C compiler and Python's headers.
-$(STAMP): pyproject.toml setup.py tasks/_walker.c tasks/_editloops.c tasks/_slots.h
+# pip builds the compiled element walker, edit loops and pass 1's header loop (tasks/_walker.c,
+# tasks/_editloops.c, tasks/_inventory.c) into tasks/ with the system's C compiler and
+# Python's headers.
+$(STAMP): pyproject.toml setup.py tasks/_walker.c tasks/_editloops.c tasks/_inventory.c \
+		tasks/_slots.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	@# PYTHONWARNINGS reaches the build backend: setuptools warns that an editable install

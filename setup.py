@@ -1,5 +1,6 @@
-"""The compiled element walker (tasks/_walker.c) and edit loops (tasks/_editloops.c), and the
-parsed copies of the shipped YAML in the wheel; everything else is in pyproject.toml."""
+"""The compiled element walker (tasks/_walker.c), edit loops (tasks/_editloops.c) and pass 1's
+header loop (tasks/_inventory.c), and the parsed copies of the shipped YAML in the wheel;
+everything else is in pyproject.toml."""
 
 import importlib.util
 from pathlib import Path
@@ -33,4 +34,6 @@ setup(cmdclass={"build_py": BuildWithParsedYaml},
       ext_modules=[Extension("tasks._walker", ["tasks/_walker.c"], depends=HEADERS,
                              extra_compile_args=FLAGS),
                    Extension("tasks._editloops", ["tasks/_editloops.c"], depends=HEADERS,
+                             extra_compile_args=FLAGS),
+                   Extension("tasks._inventory", ["tasks/_inventory.c"], depends=HEADERS,
                              extra_compile_args=FLAGS)])

@@ -25,6 +25,8 @@ from tasks.dicomio import (
     UNDEFINED,
     DicomFile,
     Element,
+    Item,
+    pure_python,
     read_header_at,
     read_to_pixels,
 )
@@ -176,6 +178,33 @@ def _top_facts(df: DicomFile, replaced: frozenset[int], row: dict[str, Any],
     return others, flagged
 
 
+def _load_loop() -> Any:
+    """The compiled :func:`_top_facts` (``tasks/_inventory.c``), set up with this module's
+    names; None when not built (a source tree without `make install`) or turned off
+    (``ANONPIPE_PURE_PYTHON=1``)."""
+    if pure_python():
+        return None
+    try:
+        from tasks import _inventory  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    _inventory.setup(Element, Item, _OTHER_IDS, _REFUSAL_FLAG, _private_uid)
+    return _inventory
+
+
+def top_facts(df: DicomFile, replaced: frozenset[int], row: dict[str, Any],
+              every: set[str], mapped: set[str]) -> tuple[bool, bool]:
+    """:func:`_top_facts`, compiled where it can be: the same row fields and UID sets.  A
+    header the compiled loop hands back may have had part of its values added already:
+    the Python loop adds the same ones again, to a dict and sets."""
+    if _LOOP is not None:
+        found = _LOOP.top_facts(df.elements, df.body, _FIELD_OF_TAG, replaced,
+                                DEFINITION_UID_TAGS, registered, row, every, mapped)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+    return _top_facts(df, replaced, row, every, mapped)
+
+
 _UID_VALUE = re.compile(rb"[0-9]+(\.[0-9]+)+[\0 ]?")
 
 
@@ -187,6 +216,9 @@ def _private_uid(value: bytes, mapped: set[str]) -> None:
         uid = value.rstrip(b"\0 ").decode("ascii")
         if registered(uid) is None:
             mapped.add(uid)
+
+
+_LOOP = _load_loop()
 
 
 def _other_ids(df: DicomFile) -> list[str]:
@@ -256,8 +288,8 @@ def scan_file(path: Path | str, replaced: frozenset[int] | None = None,
     row.update(_NO_FIELDS)
     every: set[str] = set()
     mapped: set[str] = set()
-    others, flagged = _top_facts(df, _default_replaced() if replaced is None else replaced,
-                                 row, every, mapped)
+    others, flagged = top_facts(df, _default_replaced() if replaced is None else replaced,
+                                row, every, mapped)
     # what pass 2 would refuse, whatever the profile (asked only when it may refuse: a
     # flag its answer rests on is present, or the DICOMDIR class is named at all)
     refused = (refusals(df) if flagged or _DICOMDIR in df.meta_bytes

@@ -46,7 +46,7 @@ def test_the_wheel_ships_and_finds_the_built_in_configs(tmp_path: Path) -> None:
                  for n in ("basic", "gdcmanon", "strict", "site-example")}
     expected |= {"anonpipe_configs/pixels/__pycache__/default.yaml.json"}
     assert expected <= names
-    for compiled in ("_walker", "_editloops"):
+    for compiled in ("_walker", "_editloops", "_inventory"):
         assert any(n.startswith(f"tasks/{compiled}.") and n.endswith(".so") for n in names)
     probe = (
         "import tasks, tasks.builtin as b, tasks.profile as p, pipeline.clusterconfig as c\n"

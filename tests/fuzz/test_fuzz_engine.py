@@ -404,6 +404,23 @@ def test_fuzz_walkers_agree(corpus: dict[str, tuple[bytes, list[Header]]],
     run_target(check, cases(corpus), fuzz_stats, "compiled vs Python walker")
 
 
+def test_fuzz_header_loops_agree(corpus: dict[str, tuple[bytes, list[Header]]],
+                                 fuzz_stats: FuzzStats) -> None:
+    """Pass 1's compiled header loop and the Python one: the same row fields and UID sets
+    on damaged files, or the compiled one hands over."""
+    from tests.inventory_loops import compare
+
+    def check(case: tuple[str, list]) -> None:  # type: ignore[type-arg]
+        data = mutate(*corpus[case[0]], case[1])
+        try:
+            compare(data)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; input kept as {_keep_failing_input(data, None)}") \
+                from exc
+
+    run_target(check, cases(corpus), fuzz_stats, "compiled vs Python pass-1 loop")
+
+
 # A grammar target: data sets built from elements, sequences and items of random shape, so
 # nesting, delimiters and lengths combine in ways byte mutations of six files rarely reach.
 
