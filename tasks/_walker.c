@@ -457,20 +457,27 @@ static int dataset(Walk *w, Py_ssize_t pos, Py_ssize_t end, int end_given, const
 }
 
 PyDoc_STRVAR(walk_doc,
-"walk(buf, enc, little, implicit, stop_at_pixels, private_runs, max_depth)\n"
-"-> (elements, stopped, at_pixels), or None where _Parser would raise.");
+"walk(buf, enc, little, implicit, stop_at_pixels, private_runs, max_depth, start=0)\n"
+"-> (elements, stopped, at_pixels), or None where _Parser would raise: the data set\n"
+"from ``start`` to the end of ``buf`` (offsets index ``buf``).");
 
 static PyObject *walk(PyObject *self, PyObject *args) {
     Py_buffer view;
     PyObject *enc_obj;
     int little, implicit, stop_at_pixels, private_runs, max_depth;
+    Py_ssize_t start = 0;
     if (element_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "tasks._walker.setup() not called");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "y*Oppppi", &view, &enc_obj, &little, &implicit,
-                          &stop_at_pixels, &private_runs, &max_depth))
+    if (!PyArg_ParseTuple(args, "y*Oppppi|n", &view, &enc_obj, &little, &implicit,
+                          &stop_at_pixels, &private_runs, &max_depth, &start))
         return NULL;
+    if (start < 0 || start > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "start is outside the buffer");
+        return NULL;
+    }
     Walk w = {view.buf, view.len, stop_at_pixels, private_runs, max_depth, 0, 0};
     Enc enc = {enc_obj, little, implicit};
     PyObject *elements = PyList_New(0);
@@ -479,7 +486,7 @@ static PyObject *walk(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_ssize_t after;
-    int rc = dataset(&w, 0, view.len, 1, &enc, 0, 0, elements, &after);
+    int rc = dataset(&w, start, view.len, 1, &enc, 0, 0, elements, &after);
     PyBuffer_Release(&view);
     if (rc != OK) {
         Py_DECREF(elements);
@@ -543,6 +550,41 @@ fail:
     return NULL;
 }
 
+PyDoc_STRVAR(ascending_tags_doc,
+"ascending_tags(elements) -> [tag, ...], or None unless every element's tag is a plain\n"
+"int greater than the one before (PS3.5 7.1): the Python check then finds the error.");
+
+static PyObject *ascending_tags(PyObject *self, PyObject *elements) {
+    if (element_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "tasks._walker.setup() not called");
+        return NULL;
+    }
+    if (!PyList_CheckExact(elements)) Py_RETURN_NONE;
+    Py_ssize_t n = PyList_GET_SIZE(elements);
+    PyObject *tags = PyList_New(n);
+    if (tags == NULL) return NULL;
+    long long previous = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *el = PyList_GET_ITEM(elements, i);
+        PyObject *tag = Py_TYPE(el) == element_type ? *(PyObject **)((char *)el + el_off[0])
+                                                    : NULL;
+        long long value = -1;
+        if (tag != NULL && PyLong_CheckExact(tag)) {
+            int overflow = 0;
+            value = PyLong_AsLongLongAndOverflow(tag, &overflow);
+            if (overflow) value = -1;
+        }
+        if (value < 0 || value <= previous) {
+            Py_DECREF(tags);
+            Py_RETURN_NONE;
+        }
+        previous = value;
+        Py_INCREF(tag);
+        PyList_SET_ITEM(tags, i, tag);
+    }
+    return tags;
+}
+
 PyDoc_STRVAR(setup_doc, "setup(Element, Item, implicit_le_encoding, dictionary_vr)");
 
 static PyObject *setup(PyObject *self, PyObject *args) {
@@ -571,6 +613,7 @@ static PyObject *setup(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS, walk_doc},
     {"meta", meta, METH_VARARGS, meta_doc},
+    {"ascending_tags", ascending_tags, METH_O, ascending_tags_doc},
     {"setup", setup, METH_VARARGS, setup_doc},
     {NULL, NULL, 0, NULL},
 };

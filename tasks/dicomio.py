@@ -474,11 +474,18 @@ class _Parser:
 def parse_elements(
     buf: bytes | bytearray, pos: int, end: int | None, enc: Encoding
 ) -> list[Element]:
-    """Parse a data set occupying ``buf[pos:end]``; a whole buffer (a decrypted payload, a
-    few hundred elements where a scanner's private groups went into it) through
-    :func:`walk`, by the compiled walker when there is one."""
-    if pos == 0 and (end is None or end == len(buf)):
-        return walk(buf, enc, False, False)[0]
+    """Parse a data set occupying ``buf[pos:end]``; one that runs to the end of ``buf`` (a
+    decrypted payload, a few hundred elements where a scanner's private groups went into
+    it; the elements from a split file's Pixel Data on) through :func:`walk`, by the
+    compiled walker when there is one."""
+    if end is None or end == len(buf):
+        if pos == 0:
+            return walk(buf, enc, False, False)[0]
+        if _WALKER is not None:
+            walked = _WALKER.walk(buf, enc, enc.little, enc.implicit, False, False,
+                                  _MAX_DEPTH, pos)
+            if walked is not None:
+                return walked[0]  # type: ignore[no-any-return]
     return _Parser(buf).parse(pos, len(buf) if end is None else end, enc)
 
 
@@ -742,7 +749,12 @@ def _shift(el: Element, delta: int) -> Element:
 
 
 def _check_order(elements: list[Element]) -> list[int]:
-    """The top-level tags, checked to be strictly ascending (PS3.5 7.1)."""
+    """The top-level tags, checked to be strictly ascending (PS3.5 7.1): by the compiled
+    walker where there is one, the error found here."""
+    if _WALKER is not None:
+        ascending = _WALKER.ascending_tags(elements)
+        if ascending is not None:
+            return ascending  # type: ignore[no-any-return]
     tags = [el.tag for el in elements]
     if not all(map(operator.lt, tags, itertools.islice(tags, 1, None))):
         previous = -1

@@ -155,8 +155,9 @@ def _split(view: _View, size: int, head: bytes, df: DicomFile) -> SplitFile | No
     if not after or after[0].tag != PIXEL_DATA or any(
             a.tag >= b.tag for a, b in pairwise(after)):
         return None
+    tags = df.tags if df.tags is not None else [el.tag for el in df.elements]
     df.elements += after
-    df.body, df.tags, df.complete = body, [el.tag for el in df.elements], True
+    df.body, df.tags, df.complete = body, tags + [el.tag for el in after], True
     if body_start + cut < view.hole_at:
         return None  # the hole is not before the pixel data
     return SplitFile(df, cut, FileRange(view.fd, view.real(body_start + cut),

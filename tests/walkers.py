@@ -3,6 +3,8 @@ or both refuse."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from tasks import dicomio
 from tasks.dicomio import DEFLATED_LE, KNOWN_VRS, Element, Encoding, encoding_for, split_file
 from tasks.errors import DicomFormatError
@@ -70,3 +72,43 @@ def compare(data: bytes) -> int:
                 (tree(elements), stopped, at_pixels), f"trees differ (stop={stop}, runs={runs})"
             compiled_walks += 1
     return compiled_walks
+
+
+def compare_from(data: bytes) -> int:
+    """Walk ``data``'s data set from each top-level element's start (a split file's tail,
+    ``parse_elements`` with an offset) with both walkers; raise AssertionError where they
+    differ.  Returns how many of those walks the compiled walker completed itself."""
+    walker = dicomio._WALKER
+    assert walker is not None, "the compiled walker is not built (make install)"
+    found = data_set(data)
+    if found is None:
+        return 0
+    body, enc = found
+    try:
+        starts = [el.start for el in dicomio.walk_python(body, enc, False, False)[0]]
+    except DicomFormatError:
+        starts = [0, 8, 12]  # a damaged body: a few offsets all the same
+    compiled_walks = 0
+    for start in starts[1:][-6:]:
+        if start > len(body):
+            continue
+        compiled = walker.walk(body, enc, enc.little, enc.implicit, False, False,
+                               dicomio._MAX_DEPTH, start)
+        try:
+            expected = dicomio._Parser(body).parse(start, len(body), enc)
+        except DicomFormatError:
+            assert compiled is None, f"only the Python walker refused from {start}"
+            continue
+        assert compiled is not None, f"only the compiled walker refused from {start}"
+        assert tree(compiled[0]) == tree(expected), f"trees differ from {start}"
+        compiled_walks += 1
+    return compiled_walks
+
+
+def compare_order(elements: list[Element]) -> None:
+    """The compiled check of ascending top-level tags against the Python one."""
+    walker = dicomio._WALKER
+    assert walker is not None, "the compiled walker is not built (make install)"
+    tags = [el.tag for el in elements]
+    ascending = all(a < b for a, b in pairwise(tags))
+    assert walker.ascending_tags(elements) == (tags if ascending else None)

@@ -390,13 +390,15 @@ def test_fuzz_header_read_matches_one_walk(corpus: dict[str, tuple[bytes, list[H
 def test_fuzz_walkers_agree(corpus: dict[str, tuple[bytes, list[Header]]],
                             fuzz_stats: FuzzStats) -> None:
     """The compiled element walker and the Python one: the same trees on damaged files, or
-    both refuse (the compiled one then hands over to the Python one for the error)."""
-    from tests.walkers import compare
+    both refuse (the compiled one then hands over to the Python one for the error); from
+    an offset too (a split file's tail)."""
+    from tests.walkers import compare, compare_from
 
     def check(case: tuple[str, list]) -> None:  # type: ignore[type-arg]
         data = mutate(*corpus[case[0]], case[1])
         try:
             compare(data)
+            compare_from(data)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; input kept as {_keep_failing_input(data, None)}") \
                 from exc

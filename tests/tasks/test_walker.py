@@ -14,7 +14,7 @@ import pytest
 from tasks import dicomio
 from tasks.errors import DicomFormatError
 from tests.conftest import PYDICOM_FILES
-from tests.walkers import compare, data_set, tree
+from tests.walkers import compare, compare_from, compare_order, data_set, tree
 
 TEST_FILES = PYDICOM_FILES
 
@@ -24,6 +24,45 @@ def test_both_walkers_agree_on_pydicom_test_files() -> None:
     assert len(files) > 100
     walked = sum(compare(path.read_bytes()) for path in files)
     assert walked > 400  # the compiled walker did the work, not only the fallback
+
+
+def test_a_walk_from_an_offset_is_the_python_parsers() -> None:
+    """From each of the last top-level elements of every test file (a split file's tail is
+    parsed from its Pixel Data on): the same trees, or both refuse."""
+    files = sorted(p for p in TEST_FILES.rglob("*") if p.is_file())
+    assert sum(compare_from(path.read_bytes()) for path in files) > 300
+
+
+def test_an_offset_outside_the_buffer_is_refused() -> None:
+    walker = dicomio._WALKER
+    assert walker is not None
+    with pytest.raises(ValueError, match="outside the buffer"):
+        walker.walk(b"\0" * 8, dicomio.IMPLICIT_LE_ENC, True, True, False, False, 4, 9)
+
+
+def test_ascending_tags_are_checked_as_the_python_check_does() -> None:
+    """The tags of every test file's top level, and the same elements out of order,
+    repeated, or not elements at all: the list, or None for the Python check to raise."""
+    checked = 0
+    for path in sorted(p for p in TEST_FILES.rglob("*") if p.is_file()):
+        found = data_set(path.read_bytes())
+        if found is None:
+            continue
+        try:
+            elements = dicomio.walk_python(found[0], found[1], False, False)[0]
+        except DicomFormatError:
+            continue
+        compare_order(elements)
+        if len(elements) > 2:
+            compare_order(elements[::-1])
+            compare_order(elements + elements[-1:])
+            checked += 1
+    assert checked > 100
+    first = dicomio.Element(0x00080016, "UI", 0, 8, 0, 8)
+    assert dicomio._WALKER.ascending_tags([first, "not an element"]) is None
+    assert dicomio._WALKER.ascending_tags([]) == []
+    with pytest.raises(DicomFormatError, match=r"out of order or repeated at \(0008,0016\)"):
+        dicomio._check_order([first, first])
 
 
 def test_pure_python_switch() -> None:
