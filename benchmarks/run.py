@@ -280,10 +280,12 @@ def _remove_stores(work: Path, pattern: str) -> None:
 def settle(*folders: Path) -> None:
     """Delete the moved-aside outputs, unmeasured, and let the disk catch up.
 
-    Why: on this machine's ext4 (mounted with ``discard``) deleting thousands of files makes
-    the next few seconds of file creation pay in system time (measured: the same
-    ``gdcmanon`` run 0.7 s, or 2.5 s right after an ``rm -rf`` of the previous output).
-    Deleting between repetitions would charge that to whichever command runs next.
+    Why: on an ext4 without a journal (this machine's disk) deleting thousands of files
+    makes file creation pay in system time for the next minute or more: each free inode
+    the kernel considers is checked against recent deletions (``recently_deleted`` in
+    ``fs/ext4/ialloc.c``; measured: the same ``gdcmanon`` run 0.7 s, or 2.5 s right after an
+    ``rm -rf`` of the previous output).  Deleting between repetitions would charge that to
+    whichever command runs next (:func:`quiesce` takes the rest of it away as root).
     """
     for folder in folders:
         trash = folder / "trash"
