@@ -28,20 +28,6 @@ static Py_ssize_t off_tag, off_vr, off_start, off_end, off_items, off_action;
 static PyObject *keep_action, *remove_action, *clean_action, *empty_bytes;
 static Py_ssize_t memo_element_max, big_slice;
 
-/* a slot's value (borrowed), NULL when the slot was never set */
-static inline PyObject *slot(PyObject *obj, Py_ssize_t offset) {
-    return *(PyObject **)((char *)obj + offset);
-}
-
-/* the int value of an Element's int slot; -1 (no exception) when it is not a plain int */
-static inline long long int_slot(PyObject *el, Py_ssize_t offset) {
-    PyObject *v = slot(el, offset);
-    if (v == NULL || !PyLong_CheckExact(v)) return -1;
-    int overflow = 0;
-    long long value = PyLong_AsLongLongAndOverflow(v, &overflow);
-    return overflow || value < 0 ? -1 : value;
-}
-
 /* whether ``items`` is a non-empty list: what `if el.items:` tests; -1 on an error */
 static inline int has_items(PyObject *items) {
     if (items == Py_None) return 0;

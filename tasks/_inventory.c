@@ -32,19 +32,6 @@ typedef struct {
     int instances;
 } Facts;
 
-static inline PyObject *slot(PyObject *obj, Py_ssize_t offset) {
-    return *(PyObject **)((char *)obj + offset);
-}
-
-/* an int slot's value; -1 when it is not a plain non-negative int that fits */
-static inline long long int_slot(PyObject *obj, Py_ssize_t offset) {
-    PyObject *v = slot(obj, offset);
-    if (v == NULL || !PyLong_CheckExact(v)) return -1;
-    int overflow = 0;
-    long long value = PyLong_AsLongLongAndOverflow(v, &overflow);
-    return overflow || value < 0 ? -1 : value;
-}
-
 /* whether a VR slot is the two letters ``a`` ``b`` */
 static inline int vr_is(PyObject *vr, char a, char b) {
     if (!PyUnicode_CheckExact(vr) || PyUnicode_GET_LENGTH(vr) != 2 ||

@@ -1,6 +1,7 @@
-/* What both compiled modules (_walker.c, _editloops.c) need to read and write the slots of
- * the Python classes they are set up with (tasks.dicomio.Element and Item,
- * tasks.profile.Decision): a slot's byte offset in the object, found once. */
+/* What the compiled modules (_walker.c, _editloops.c, _inventory.c) need to read and write
+ * the slots of the Python classes they are set up with (tasks.dicomio.Element and Item,
+ * tasks.profile.Decision): a slot's byte offset in the object, found once, and a slot's
+ * value read by it. */
 #ifndef ANONPIPE_SLOTS_H
 #define ANONPIPE_SLOTS_H
 
@@ -20,6 +21,20 @@ static int slot_offset(PyObject *cls, const char *name, Py_ssize_t *offset) {
     *offset = ((PyMemberDescrObject *)descr)->d_member->offset;
     Py_DECREF(descr);
     return 0;
+}
+
+/* a slot's value (borrowed), NULL when the slot was never set */
+static inline PyObject *slot(PyObject *obj, Py_ssize_t offset) {
+    return *(PyObject **)((char *)obj + offset);
+}
+
+/* the int value of an Element's int slot; -1 (no exception) when it is not a plain int */
+static inline long long int_slot(PyObject *el, Py_ssize_t offset) {
+    PyObject *v = slot(el, offset);
+    if (v == NULL || !PyLong_CheckExact(v)) return -1;
+    int overflow = 0;
+    long long value = PyLong_AsLongLongAndOverflow(v, &overflow);
+    return overflow || value < 0 ? -1 : value;
 }
 
 #endif

@@ -355,7 +355,7 @@ static int dataset(Walk *w, Py_ssize_t pos, Py_ssize_t end, int end_given, const
             }
         }
         PyObject *el;
-        Py_ssize_t el_end;
+        Py_ssize_t el_end = 0;  /* set wherever rc comes back OK */
         if (length == UNDEFINED) {
             el = new_element(tag, vr, pos, vstart, length, 0);
             if (implicit) Py_DECREF(vr);
@@ -566,19 +566,13 @@ static PyObject *ascending_tags(PyObject *self, PyObject *elements) {
     long long previous = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *el = PyList_GET_ITEM(elements, i);
-        PyObject *tag = Py_TYPE(el) == element_type ? *(PyObject **)((char *)el + el_off[0])
-                                                    : NULL;
-        long long value = -1;
-        if (tag != NULL && PyLong_CheckExact(tag)) {
-            int overflow = 0;
-            value = PyLong_AsLongLongAndOverflow(tag, &overflow);
-            if (overflow) value = -1;
-        }
+        long long value = Py_TYPE(el) == element_type ? int_slot(el, el_off[0]) : -1;
         if (value < 0 || value <= previous) {
             Py_DECREF(tags);
             Py_RETURN_NONE;
         }
         previous = value;
+        PyObject *tag = slot(el, el_off[0]);
         Py_INCREF(tag);
         PyList_SET_ITEM(tags, i, tag);
     }
