@@ -88,8 +88,46 @@ static inline void put(PyObject *obj, Py_ssize_t offset, PyObject *value) {
     *(PyObject **)((char *)obj + offset) = value;
 }
 
+/* The ints of the slots, made once per process: a header's offsets and lengths (below
+ * SMALL_INTS) from a table filled as they are first met, other values (tags, mostly) from
+ * a direct-mapped cache.  Why: five new ints per element were half of a walk's time, and
+ * the files of an archive repeat the same tags at the same offsets.  Ints are immutable,
+ * so sharing one object between elements changes nothing Python can see. */
+#define SMALL_INTS 65536
+#define LARGE_INTS 4096  /* a power of two */
+static PyObject *small_ints[SMALL_INTS];
+static struct {
+    long long value;
+    PyObject *obj;
+} large_ints[LARGE_INTS];
+
+static PyObject *new_int(long long value) {
+    PyObject **spot;
+    if (value >= 0 && value < SMALL_INTS) {
+        spot = &small_ints[value];
+    } else {
+        unsigned index = (unsigned)(((unsigned long long)value * 0x9E3779B97F4A7C15ull) >> 52);
+        if (large_ints[index].obj != NULL && large_ints[index].value == value) {
+            Py_INCREF(large_ints[index].obj);
+            return large_ints[index].obj;
+        }
+        PyObject *made = PyLong_FromLongLong(value);
+        if (made == NULL) return NULL;
+        Py_XSETREF(large_ints[index].obj, made);
+        large_ints[index].value = value;
+        Py_INCREF(made);
+        return made;
+    }
+    if (*spot == NULL) {
+        *spot = PyLong_FromLongLong(value);
+        if (*spot == NULL) return NULL;
+    }
+    Py_INCREF(*spot);
+    return *spot;
+}
+
 static inline int put_int(PyObject *obj, Py_ssize_t offset, long long value) {
-    PyObject *v = PyLong_FromLongLong(value);
+    PyObject *v = new_int(value);
     if (v == NULL) return -1;
     put(obj, offset, v);
     return 0;
@@ -303,7 +341,7 @@ static int dataset(Walk *w, Py_ssize_t pos, Py_ssize_t end, int end_given, const
         char two[2];
         if (implicit) {
             length = u32(p + 4, little);
-            PyObject *tag_obj = PyLong_FromUnsignedLong(tag);
+            PyObject *tag_obj = new_int(tag);
             if (tag_obj == NULL) return PY_ERROR;
             vr = PyObject_CallOneArg(dictionary_vr, tag_obj);
             Py_DECREF(tag_obj);
@@ -382,7 +420,7 @@ static int dataset(Walk *w, Py_ssize_t pos, Py_ssize_t end, int end_given, const
                 rc = BAD;  /* undefined length on a non-sequence element */
             }
             if (rc == OK) {
-                PyObject *e = PyLong_FromSsize_t(el_end);
+                PyObject *e = new_int(el_end);
                 if (e == NULL) rc = PY_ERROR;
                 else set_slot(el, el_off[5], e);
             }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import subprocess
 import sys
 
@@ -63,6 +64,24 @@ def test_ascending_tags_are_checked_as_the_python_check_does() -> None:
     assert dicomio._WALKER.ascending_tags([]) == []
     with pytest.raises(DicomFormatError, match=r"out of order or repeated at \(0008,0016\)"):
         dicomio._check_order([first, first])
+
+
+def test_more_distinct_values_than_the_walkers_int_caches_hold() -> None:
+    """The compiled walker makes each tag, offset and length once per process and shares
+    it: 6,000 distinct tags (more than its cache of large values holds) and offsets past
+    its table of small ones come back as the Python walker's values, walk after walk."""
+    body = b"".join(struct.pack("<HH2sH", 0x0009, 0x1000 + i, b"LO", 2) + b"AB"
+                    for i in range(6000)) + struct.pack("<HH2sHI", 0x0011, 0x0010, b"OB", 0,
+                                                         70000) + bytes(70000)
+    enc = dicomio.EXPLICIT_LE_ENC
+    expected = tree(dicomio.walk_python(body, enc, False, False)[0])
+    walker = dicomio._WALKER
+    assert walker is not None
+    for _ in range(3):
+        walked = walker.walk(body, enc, True, False, False, False, dicomio._MAX_DEPTH)
+        assert walked is not None and tree(walked[0]) == expected
+    assert min(expected[-1][4], expected[-1][5]) > 65536  # a length and an end past the table
+    assert len({el[0] for el in expected}) == 6001
 
 
 def test_pure_python_switch() -> None:
