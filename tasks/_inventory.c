@@ -17,10 +17,11 @@
 
 #define UNDEFINED 0xFFFFFFFFLL
 
-/* set once by setup(): slot offsets, the two marker names, the private-UID helper */
+/* set once by setup(): slot offsets, the two marker names, the every-UID marker, the
+ * private-UID helper */
 static PyTypeObject *element_type, *item_type;
 static Py_ssize_t off_tag, off_vr, off_value_start, off_length, off_items, off_elements;
-static PyObject *other_ids_name, *refusal_name, *private_uid;
+static PyObject *other_ids_name, *refusal_name, *every_instance, *private_uid;
 
 /* outcomes of a step: go on, give the loop back to Python, or a Python error */
 enum { OK = 0, GIVE_UP = 1, PY_ERROR = 2 };
@@ -165,10 +166,7 @@ static PyObject *top_facts(PyObject *self, PyObject *args) {
     }
     f.body = PyBytes_AS_STRING(body_obj);
     f.size = PyBytes_GET_SIZE(body_obj);
-    PyObject *every_instance = PyLong_FromUnsignedLong(0xFFFFFFFFul);
-    if (every_instance == NULL) return NULL;
     f.instances = PySet_Contains(f.replaced, every_instance);
-    Py_DECREF(every_instance);
     if (f.instances < 0) return NULL;
     int others = 0, flagged = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(elements); i++) {
@@ -204,14 +202,15 @@ static PyObject *top_facts(PyObject *self, PyObject *args) {
 }
 
 PyDoc_STRVAR(setup_doc,
-"setup(Element, Item, other_ids_name, refusal_name, private_uid)\n\n"
+"setup(Element, Item, other_ids_name, refusal_name, every_instance_uid, private_uid)\n\n"
 "The classes whose slots top_facts() reads, the two field names that are flags, not text,\n"
+"the entry of a set of replaced tags that says every unregistered UID is replaced too,\n"
 "and the function a private value of unknown VR is handed to.");
 
 static PyObject *setup(PyObject *self, PyObject *args) {
-    PyObject *el_cls, *it_cls, *others, *refusal, *private_fn;
-    if (!PyArg_ParseTuple(args, "O!O!OOO", &PyType_Type, &el_cls, &PyType_Type, &it_cls,
-                          &others, &refusal, &private_fn))
+    PyObject *el_cls, *it_cls, *others, *refusal, *instances, *private_fn;
+    if (!PyArg_ParseTuple(args, "O!O!OOOO", &PyType_Type, &el_cls, &PyType_Type, &it_cls,
+                          &others, &refusal, &instances, &private_fn))
         return NULL;
     if (slot_offset(el_cls, "tag", &off_tag) || slot_offset(el_cls, "vr", &off_vr) ||
         slot_offset(el_cls, "value_start", &off_value_start) ||
@@ -223,11 +222,13 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     Py_INCREF(it_cls);
     Py_INCREF(others);
     Py_INCREF(refusal);
+    Py_INCREF(instances);
     Py_INCREF(private_fn);
     Py_XSETREF(element_type, (PyTypeObject *)el_cls);
     Py_XSETREF(item_type, (PyTypeObject *)it_cls);
     Py_XSETREF(other_ids_name, others);
     Py_XSETREF(refusal_name, refusal);
+    Py_XSETREF(every_instance, instances);
     Py_XSETREF(private_uid, private_fn);
     Py_RETURN_NONE;
 }

@@ -14,6 +14,7 @@ VR Little Endian.  CP-246 UN sequences and private sequences in implicit files a
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 import operator
 import os
@@ -479,14 +480,8 @@ def parse_elements(
     it; the elements from a split file's Pixel Data on) through :func:`walk`, by the
     compiled walker when there is one."""
     if end is None or end == len(buf):
-        if pos == 0:
-            return walk(buf, enc, False, False)[0]
-        if _WALKER is not None:
-            walked = _WALKER.walk(buf, enc, enc.little, enc.implicit, False, False,
-                                  _MAX_DEPTH, pos)
-            if walked is not None:
-                return walked[0]  # type: ignore[no-any-return]
-    return _Parser(buf).parse(pos, len(buf) if end is None else end, enc)
+        return walk(buf, enc, False, False, pos)[0]
+    return _Parser(buf).parse(pos, end, enc)
 
 
 # --------------------------------------------------------------------------- files
@@ -679,20 +674,21 @@ def _read_dicom(data: bytes, stop_at_pixels: bool, private_runs: bool = False
 
 
 def walk_python(body: bytes | bytearray, enc: Encoding, stop_at_pixels: bool,
-                private_runs: bool) -> tuple[list[Element], bool, bool]:
-    """A whole data set's element tree, whether the walk stopped early, and whether at the
-    pixel data (:class:`_Parser`; raises DicomFormatError on bad data)."""
+                private_runs: bool, start: int = 0) -> tuple[list[Element], bool, bool]:
+    """A data set's element tree from ``start`` to the end of ``body``, whether the walk
+    stopped early, and whether at the pixel data (:class:`_Parser`; raises
+    DicomFormatError on bad data)."""
     parser = _Parser(body, stop_at_pixels=stop_at_pixels, private_runs=private_runs)
     try:
-        elements = parser.parse(0, len(body), enc)
+        elements = parser.parse(start, len(body), enc)
     except _RunOutOfOrder:
         parser = _Parser(body, stop_at_pixels=stop_at_pixels)
-        elements = parser.parse(0, len(body), enc)
+        elements = parser.parse(start, len(body), enc)
     return elements, parser.stopped, parser.at_pixels
 
 
 def walk(body: bytes | bytearray, enc: Encoding, stop_at_pixels: bool,
-         private_runs: bool) -> tuple[list[Element], bool, bool]:
+         private_runs: bool, start: int = 0) -> tuple[list[Element], bool, bool]:
     """:func:`walk_python`, by the compiled walker when there is one.
 
     Why: the walk is a byte loop, ~0.3 us per element in Python and a fifth of the CPU of a
@@ -701,27 +697,31 @@ def walk(body: bytes | bytearray, enc: Encoding, stop_at_pixels: bool,
     and its message come from one place.  ``ANONPIPE_PURE_PYTHON=1`` turns it off."""
     if _WALKER is not None:
         walked = _WALKER.walk(body, enc, enc.little, enc.implicit, stop_at_pixels,
-                              private_runs, _MAX_DEPTH)
+                              private_runs, _MAX_DEPTH, start)
         if walked is not None:
             return walked  # type: ignore[no-any-return]
-    return walk_python(body, enc, stop_at_pixels, private_runs)
+    return walk_python(body, enc, stop_at_pixels, private_runs, start)
 
 
-def pure_python() -> bool:
-    """Whether ``ANONPIPE_PURE_PYTHON`` turns the compiled walker and loops off."""
-    return os.environ.get("ANONPIPE_PURE_PYTHON", "") not in ("", "0")
+def compiled(name: str) -> Any:
+    """The compiled module ``tasks.<name>`` (``_walker``, ``_editloops``, ``_inventory``);
+    None when ``ANONPIPE_PURE_PYTHON`` turns the compiled modules off, or when it is not
+    built (a source tree without `make install`): its caller's Python code then gives the
+    same results."""
+    if os.environ.get("ANONPIPE_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        return importlib.import_module(f"tasks.{name}")
+    except ImportError:
+        return None
 
 
 def _load_walker() -> Any:
-    """The compiled walker, set up with this module's classes; None when turned off."""
-    if pure_python():
-        return None
-    try:
-        from tasks import _walker  # type: ignore[attr-defined]
-    except ImportError:  # not built (a source tree without `make install`): same results
-        return None
-    _walker.setup(Element, Item, IMPLICIT_LE_ENC, dictionary_vr)
-    return _walker
+    """The compiled walker, set up with this module's classes; None when there is none."""
+    walker = compiled("_walker")
+    if walker is not None:
+        walker.setup(Element, Item, IMPLICIT_LE_ENC, dictionary_vr)
+    return walker
 
 
 _WALKER = _load_walker()

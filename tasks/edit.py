@@ -17,11 +17,11 @@ from tasks.dicomio import (
     Element,
     Encoding,
     Item,
+    compiled,
     element_header,
     item_end,
     item_header,
     pad_value,
-    pure_python,
     sequence_end,
     swap_bytes,
     tag_str,
@@ -222,16 +222,12 @@ def _fix_group_lengths(
 
 
 def _load_loops() -> Any:
-    """The compiled edit loops, set up with this module's classes; None when not built (a
-    source tree without `make install`) or turned off (``ANONPIPE_PURE_PYTHON=1``)."""
-    if pure_python():
-        return None
-    try:
-        from tasks import _editloops  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    _editloops.setup(Element, BIG_SLICE)
-    return _editloops
+    """The compiled edit loops, set up with this module's classes; None when there are
+    none (:func:`tasks.dicomio.compiled`)."""
+    loops = compiled("_editloops")
+    if loops is not None:
+        loops.setup(Element, BIG_SLICE)
+    return loops
 
 
 LOOPS = _load_loops()

@@ -26,7 +26,7 @@ from tasks.dicomio import (
     DicomFile,
     Element,
     Item,
-    pure_python,
+    compiled,
     read_header_at,
     read_to_pixels,
 )
@@ -180,16 +180,11 @@ def _top_facts(df: DicomFile, replaced: frozenset[int], row: dict[str, Any],
 
 def _load_loop() -> Any:
     """The compiled :func:`_top_facts` (``tasks/_inventory.c``), set up with this module's
-    names; None when not built (a source tree without `make install`) or turned off
-    (``ANONPIPE_PURE_PYTHON=1``)."""
-    if pure_python():
-        return None
-    try:
-        from tasks import _inventory  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    _inventory.setup(Element, Item, _OTHER_IDS, _REFUSAL_FLAG, _private_uid)
-    return _inventory
+    names; None when there is none (:func:`tasks.dicomio.compiled`)."""
+    loop = compiled("_inventory")
+    if loop is not None:
+        loop.setup(Element, Item, _OTHER_IDS, _REFUSAL_FLAG, EVERY_INSTANCE_UID, _private_uid)
+    return loop
 
 
 def top_facts(df: DicomFile, replaced: frozenset[int], row: dict[str, Any],

@@ -45,30 +45,12 @@ class Unrecorded:
     pixels as they are.  A base of their NamedTuples (it adds no slot)."""
 
     __slots__ = ()
-
-    @property
-    def secret(self) -> None:
-        return None
-
-    @property
-    def secret_fingerprint(self) -> str:
-        return ""
-
-    @property
-    def profile(self) -> None:
-        return None
-
-    @property
-    def root_uid(self) -> None:
-        return None
-
-    @property
-    def pixel_policy(self) -> str:
-        return "keep"
-
-    @property
-    def encryptor(self) -> None:
-        return None
+    secret: ClassVar[None] = None
+    secret_fingerprint: ClassVar[str] = ""
+    profile: ClassVar[None] = None
+    root_uid: ClassVar[None] = None
+    pixel_policy: ClassVar[str] = "keep"
+    encryptor: ClassVar[None] = None
 
 
 class Status(str, enum.Enum):
