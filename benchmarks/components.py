@@ -4,9 +4,11 @@
 
 ARCHIVE defaults to ``build/bench/archive-small2k`` (``make bench`` makes it).  Each step runs
 over the first N files (default 1000) after one warm-up call; the files are read into memory
-first, except for the steps that read them (``read_header``, ``scan_file``), whose page-cache
-reads are then part of the figure.  What it shows: the pass-1 header scan, the parse alone
-(header only, and whole file), and the pass-2 de-identification in memory (AES-256, RSA-2048
+first, except for the steps that read them (``read_header``, ``scan_file``, ``read_split``),
+whose page-cache reads are then part of the figure.  What it shows: the pass-1 header scan
+and its loop over a parsed header (compiled, and the Python loop it falls back to), the
+parse alone (header only, and whole file), pass 2's read of a large file up to its pixel
+data, and the pass-2 de-identification in memory (AES-256, RSA-2048
 envelope to ``build/bench/cert.pem``, basic profile), i.e. the worker's share of the
 per-file cost that ``benchmarks/README.md`` decomposes.
 
@@ -55,9 +57,9 @@ import tasks.batch
 import tasks.pixeltail
 from tasks.crypto import EnvelopeEncryptor, load_certificate
 from tasks.deidentify import Deidentify, DeidentifySettings, deidentify_parts
-from tasks.dicomio import read_dicom, read_header
+from tasks.dicomio import DicomFile, read_dicom, read_header
 from tasks.fileio import FileRange
-from tasks.inventory import scan_file
+from tasks.inventory import _top_facts, replaced_tags, scan_file, top_facts
 from tasks.model import Batch, WorkItem
 from tests.loops import python_loops
 
@@ -77,6 +79,22 @@ def per_file_ms(step: Callable[[T], object], inputs: list[T]) -> float:
     for item in inputs:
         step(item)
     return (time.process_time() - started) * 1000 / len(inputs)
+
+
+def header_loop(loop: Callable[..., object], replaced: frozenset[int]
+                ) -> Callable[[DicomFile], object]:
+    """Pass 1's loop over a parsed header (``top_facts``: compiled where it can be, or
+    ``_top_facts``: Python), into a fresh row and sets as :func:`scan_file` gives it."""
+    return lambda df: loop(df, replaced, {}, set(), set())
+
+
+def split_read(path: Path) -> object:
+    """Pass 2's read of a large file up to its pixel data (``tasks.pixeltail.read_split``)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return tasks.pixeltail.read_split(fd, os.fstat(fd).st_size, True)
+    finally:
+        os.close(fd)
 
 
 def batches_ms(archive: Path, paths: list[Path], settings: DeidentifySettings, outputs: Path,
@@ -205,10 +223,16 @@ def main() -> int:
     cert = ROOT / "build" / "bench" / "cert.pem"
     settings = DeidentifySettings(secret=b"s" * 32, profile="basic", encryptor=EnvelopeEncryptor(
         certificates=(load_certificate(cert),)))
+    headers = [read_dicom(d, stop_at_pixels=True, private_runs=True) for d in datas]
+    replaced = replaced_tags()
     steps: list[tuple[str, float]] = [
         ("pass 1: scan_file (read header, parse, row)", per_file_ms(scan_file, paths)),
         ("  of it: read_header (read + parse to pixels)",
          per_file_ms(lambda p: read_header(p, private_runs=True), paths)),
+        ("  of it: the header loop (tasks/_inventory.c)",
+         per_file_ms(header_loop(top_facts, replaced), headers)),
+        ("  the same loop in Python (_top_facts)",
+         per_file_ms(header_loop(_top_facts, replaced), headers)),
         ("parse only, header (in memory)",
          per_file_ms(lambda d: read_dicom(d, stop_at_pixels=True, private_runs=True), datas)),
         ("parse only, whole file (in memory)",
@@ -216,6 +240,11 @@ def main() -> int:
         ("pass 2: deidentify_parts (in memory, encrypted)",
          per_file_ms(lambda d: deidentify_parts(d, settings), datas)),
     ]
+    large = [p for p, d in zip(paths, datas, strict=True)
+             if len(d) >= tasks.pixeltail.SPLIT_FROM]
+    if large:
+        steps.append(("pass 2: read_split (read to the pixel data; large files)",
+                      per_file_ms(split_read, large)))
     print(f"{len(paths)} files of {args.archive}, user CPU per file:")
     for name, ms in steps:
         print(f"  {name:50} {ms:.3f} ms")
