@@ -311,8 +311,8 @@ class JobQueue:
                 lost = True
                 self.say(f"lost {previous - alive} of {self.workers} workers (their jobs "
                          "ended): their batches are re-run, replacement jobs are submitted")
-            elif lost and alive >= self.workers:
-                lost = False
+            elif lost and alive > previous:  # each replacement as it connects
+                lost = alive < self.workers
                 self.say(f"workers replaced: {alive}/{self.workers} connected")
             previous = alive
 

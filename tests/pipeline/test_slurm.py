@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -162,7 +163,9 @@ def test_every_worker_job_cancelled_mid_run_is_replaced(
     assert tree_digest(out) == reference
     text = log.getvalue()
     assert "lost 2 of 2 workers" in text or "lost 1 of 2 workers" in text, text
-    assert "workers replaced: 2/2 connected" in text, text
+    # every worker was lost, so the run finished only on replacements; the last files
+    # may be done before the second one joins
+    assert re.search(r"workers replaced: [12]/2 connected", text), text
     later = {line.split()[0] for line in _jobs_named(slurm, name)}
     assert not later & set(cancelled)
     assert _wait_gone(slurm, name) == []
