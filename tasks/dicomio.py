@@ -155,9 +155,9 @@ def tag_str(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-#: VRs of a few tags the pipeline asks for on every run (identical to pydicom's dictionary),
-#: so that a run of Explicit VR files never loads pydicom's data dictionary (~150 ms of
-#: start-up: pydicom pulls in numpy and PIL).  Implicit VR files load it on first use.
+#: VRs of a few tags the pipeline asks for on every run (as PS3.6 gives them), so that a
+#: run of Explicit VR files never loads the data dictionary (``tasks.datadict``).  Implicit
+#: VR files load it on first use.
 _COMMON_VRS = {
     PATIENT_NAME: "PN",
     PATIENT_ID: "LO",
@@ -185,33 +185,18 @@ def dictionary_vr(tag: int) -> str:
 
 @functools.lru_cache(maxsize=8192)  # an implicit file's tags repeat in every such file
 def _dictionary_lookup(tag: int) -> str:
-    from tasks.datadict import own_entry  # PS3.6 as data, loaded for the first tag it knows
+    """The dictionary's VR of a public tag: its own entry, a group length, else the entry
+    of every repeating group PS3.6 names (50xx, 60xx, 7Fxx, 1000, 1010, 0020 and 0028
+    masks: ``tasks.datadict.public_entry``)."""
+    from tasks.datadict import own_entry, public_entry  # PS3.6 as data, loaded on first use
 
-    entry = own_entry(tag)
+    if tag & 0xFFFF == 0 and own_entry(tag) is None:
+        return "UL"  # a group length, before a mask such as 1010xxxx takes it
+    entry = public_entry(tag)
     if entry is None:
-        if tag & 0xFFFF == 0:
-            return "UL"
-        for mask_entry in _repeaters(tag):
-            entry = mask_entry
-            break
-        if entry is None:
-            return "UN"
+        return "UN"
     vr = entry[0]
     return vr[:2] if " or " in vr else vr
-
-
-def _repeaters(tag: int) -> list[tuple[str, str]]:
-    """Repeating-group entries (50xx curves, 60xx overlays) matching ``tag``."""
-    from tasks.datadict import repeater
-
-    group = tag >> 16
-    found = []
-    if 0x5000 <= group <= 0x60FF and group & 0xFF00 in (0x5000, 0x6000):
-        key = f"{group & 0xFF00:04X}"[:2] + "xx" + f"{tag & 0xFFFF:04X}"
-        entry = repeater(key)
-        if entry is not None:
-            found.append(entry)
-    return found
 
 
 # --------------------------------------------------------------------------- parsing

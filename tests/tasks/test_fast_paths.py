@@ -317,6 +317,29 @@ def test_dictionary_vrs_of_common_tags_match_pydicom() -> None:
         assert _dictionary_lookup(tag) == vr == dictionary_vr(tag)
 
 
+@pytest.mark.parametrize("digit", ["2", "4", "E"])
+def test_dictionary_vrs_of_every_repeating_group_match_pydicom(digit: str) -> None:
+    """Implicit VR elements of every repeating group PS3.6 names (curves and overlays, and
+    the 0020, 0028, 1000, 1010 and 7Fxx masks) get the VR pydicom's dictionary gives
+    them, not UN: the unlisted-attribute rules go by it."""
+    from pydicom.datadict import dictionary_VR
+
+    from tasks._datadict_table import REPEATERS
+
+    assert {mask[:2] for mask in REPEATERS} >= {"00", "10", "50", "60", "7F"}
+    for mask in REPEATERS:
+        tag = int(mask.replace("x", digit), 16)
+        expected = dictionary_VR(tag)
+        expected = expected[:2] if " or " in expected else expected
+        assert dictionary_vr(tag) == expected, mask
+
+
+def test_group_lengths_are_ul_where_a_repeating_mask_would_match() -> None:
+    """(1010,0000) fits the mask 1010xxxx, but it is group 1010's length."""
+    assert dictionary_vr(0x10100000) == dictionary_vr(0x10000000) == "UL"
+    assert dictionary_vr(0x10100004) == "US"
+
+
 def test_explicit_vr_run_never_loads_pydicom_or_dask(tmp_path: Path) -> None:
     """The command line's imports stay light: pydicom (and numpy, PIL) only for what
     tasks.datadict does not copy (tests/tasks/test_datadict.py: not for implicit VR files,
