@@ -8,8 +8,8 @@ listed, each spent ~0.15 s of CPU importing them again and the driver waited for
 
 Started only when the backend would start the same pool ahead of pass 2 anyway
 (``Backend.prestart``): the tier policy (``pipeline.tiers``) places the run's first
-listing (``pipeline.scan.sized_stream``, at most ``Tuning.inline_below`` entries: listed
-again by pass 1) on local processes.  :func:`take` hands the pool to the backend, which
+listing (``pipeline.scan.sized_stream``, kept for pass 1: the input is listed once) on
+local processes.  :func:`take` hands the pool to the backend, which
 closes it; :func:`close` stops a pool nobody took (the run failed before it needed one).
 """
 
@@ -64,7 +64,7 @@ def _workers(job: TreeJob) -> int | None:
         return None  # a named cluster's configuration is the backend's to read
     placement = Placement.of(job, None)
     try:
-        _, files, nbytes = sized_stream(job)
+        _, files, nbytes = sized_stream(job, keep=True)  # pass 1 takes it over
     except OSError:  # the input cannot be listed: pass 1 says so, in its own words
         return None
     return placement.local_workers if placement.prestart(Pass(files, nbytes)) else None

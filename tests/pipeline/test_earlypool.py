@@ -15,6 +15,7 @@ from pipeline.cluster import Backend
 from pipeline.job import PROCESSES_FROM, TreeJob
 from pipeline.options import Run, build_run
 from pipeline.pools import ProcessPool
+from pipeline.scan import SIZED_BELOW, sized_stream
 from pipeline.state import load_secret
 from tasks.errors import UsageError
 from tests.conftest import Pki, modules_loaded_by, pydicom_file
@@ -77,6 +78,41 @@ def test_the_pool_starts_only_for_runs_that_will_use_it(big: Path, tmp_path: Pat
     single = _run(tmp_path, "-r", "--workers", "2", str(big / "s0" / "f0"), out)
     earlypool.start(single)  # single-file mode: no pool
     assert not isinstance(single, TreeJob) and earlypool._early is None
+
+
+def test_pass_1_takes_over_the_listing_the_early_pool_looked_at(big: Path,
+                                                                 tmp_path: Path) -> None:
+    """The input is listed once: a file that appears between the early pool's look and
+    pass 1 is not in this run's listing (it is in the next run's); another job's
+    listing is never handed over."""
+    out = str(tmp_path / "out")
+    run = _run(tmp_path, "-r", "--workers", "2", str(big), out)
+    other = _run(tmp_path, "-r", "--workers", "2", str(big), out)
+    assert isinstance(run, TreeJob) and isinstance(other, TreeJob)
+    assert earlypool._workers(run) == 2
+    (big / "s0" / "late").write_bytes(b"x")
+    stream, files, _ = sized_stream(run)
+    assert files == PROCESSES_FROM and len(list(stream)) == PROCESSES_FROM
+    assert sized_stream(run)[1] == PROCESSES_FROM + 1  # taken once: listed afresh
+    earlypool._workers(run)
+    assert sized_stream(other)[1] == PROCESSES_FROM + 1  # not run's listing
+
+
+def test_a_pass_of_a_few_thousand_files_is_sized_before_pass_1(tmp_path: Path) -> None:
+    """Above the process pool's inline limit (256 files) the listing is still held whole
+    up to SIZED_BELOW entries, so pass 1's batches are cut for the workers
+    (``balanced_batch``); past it the stream is unsized, as before."""
+    folder = _folder(tmp_path / "in", 700, nested=False)
+    run = _run(tmp_path, "-r", "--workers", "2", str(folder), str(tmp_path / "o"))
+    assert isinstance(run, TreeJob) and run.tuning.inline_below < 700 <= SIZED_BELOW
+    assert sized_stream(run)[1:] == (700, 700)
+    over = run._replace(tuning=run.tuning._replace(inline_below=10))
+    assert sized_stream(over)[1] == 700  # SIZED_BELOW, not inline_below, bounds it
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("pipeline.scan.SIZED_BELOW", 50)
+        unsized = run._replace(tuning=run.tuning._replace(inline_below=100))
+        stream, files, nbytes = sized_stream(unsized)
+        assert (files, nbytes) == (None, None) and len(list(stream)) == 700
 
 
 def test_a_large_file_counts_by_its_bytes(tmp_path: Path) -> None:
