@@ -1,5 +1,6 @@
 # The README's two commands: `make demo` and `make test`.  CI calls `make test` (.ci/run).
-PYTHON ?= python3
+# the distribution's CPython when it can make the venv (faster: scripts/venv-python says why)
+PYTHON ?= $(shell sh scripts/venv-python)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

@@ -1,11 +1,21 @@
-"""Which code a benchmark result measured: the checkout's commit, and whether tracked files
+"""Which code a benchmark result measured: the checkout's commit, whether tracked files
 differed from it (a result of uncommitted code is marked as such, not passed off as the
-commit's)."""
+commit's), and the Python that ran it."""
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
+import sys
 from pathlib import Path
+
+
+def interpreter() -> dict[str, str]:
+    """The Python's version and executable: which build ran the code (a distribution's
+    CPython, built with PGO and LTO, runs it ~10 % faster than a default source build)."""
+    return {"python": platform.python_version(),
+            "python_executable": os.path.realpath(sys.executable)}
 
 
 def code_version(root: Path) -> dict[str, object]:

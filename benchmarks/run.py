@@ -636,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.results / f"bench-{stamp}.json"
     path.write_text(json.dumps({
         "when": stamp, "code": code,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), **provenance.interpreter(),
                     "platform": platform.platform()},
         "outputs": {"folder": str(outputs), "file_system": _file_system(outputs),
                     "journal": journaled, "caches_dropped": cache is not None},

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     work: Path = args.work
     archive = work / f"archive-tiny{args.files}"
     result: dict[str, object] = {"files": args.files, "code": provenance.code_version(ROOT),
-                                 "load_start": os.getloadavg()}
+                                 **provenance.interpreter(), "load_start": os.getloadavg()}
     if not archive.exists():
         result["build_seconds"] = build(archive, args.files)
         print(f"built {args.files:,} files in {result['build_seconds']:.1f} s")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -182,7 +183,7 @@ def test_a_reset_drops_the_cache_and_reads_back_the_archive_and_the_programs(
     assert not pagecache.cached(str(other))
 
 
-def test_a_result_names_the_commit_it_measured_and_uncommitted_changes(tmp_path: Path) -> None:
+def test_a_result_names_the_commit_its_changes_and_the_python_it_measured(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("bench_provenance",
                                                   REPO / "benchmarks" / "provenance.py")
     assert spec is not None and spec.loader is not None
@@ -200,3 +201,6 @@ def test_a_result_names_the_commit_it_measured_and_uncommitted_changes(tmp_path:
     (repo / "a.txt").write_text("two\n")
     assert provenance.code_version(repo) == {"commit": head, "changed": True}
     assert provenance.code_version(tmp_path / "nowhere") == {"commit": None, "changed": None}
+    ran = provenance.interpreter()  # the build that ran it, not only its version
+    assert ran == {"python": platform.python_version(),
+                   "python_executable": os.path.realpath(sys.executable)}

@@ -74,3 +74,22 @@ def test_the_wheel_ships_and_finds_the_built_in_configs(tmp_path: Path) -> None:
                                                          "PATH": "/usr/bin:/bin",
                                                          "PYTHONDONTWRITEBYTECODE": "1"})
     assert done.stdout == "False\n"  # read from the wheel's copies: PyYAML not even imported
+
+
+def test_the_venv_is_made_with_a_python_that_can_build_the_project() -> None:
+    """``make install``'s interpreter (scripts/venv-python): the distribution's python3 when
+    it is 3.11+ with venv and headers, else python3 from the PATH; either makes a venv."""
+    chosen = subprocess.run(["sh", str(REPO / "scripts" / "venv-python")], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    probe = ("import os, sys, sysconfig, ensurepip\n"
+             "print(sys.version_info >= (3, 11) and os.path.exists(os.path.join("
+             "sysconfig.get_paths()['include'], 'Python.h')))")
+    system = Path("/usr/bin/python3")
+    usable = system.exists() and subprocess.run(
+        [str(system), "-c", probe], check=False, capture_output=True,
+        text=True).stdout.strip() == "True"
+    assert chosen == (str(system) if usable else "python3")
+    new_enough = subprocess.run(
+        [chosen, "-c", "import sys, venv; print(sys.version_info >= (3, 11))"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    assert new_enough == "True"
