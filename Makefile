@@ -16,10 +16,12 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py tasks/_walker.c tasks/_editloops.c tasks/_inventory.c \
 		tasks/_slots.h
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	@# -qq: errors only (a machine's pip configuration may name extra indexes that lack
+	@# some packages: a warning per such package and index otherwise)
+	$(BIN)/python -m pip install -qq --upgrade pip
 	@# PYTHONWARNINGS reaches the build backend: setuptools warns that an editable install
 	@# of a mapped package (configs/ as anonpipe_configs) may import a same-named folder
-	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e '.[test]'
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -qq -e '.[test]'
 	$(MAKE) -s bytecode
 	touch $(STAMP)
 
