@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pipeline.job import TreeJob
 from pipeline.pools import ProcessPool
-from pipeline.scan import sized_stream, worker_modules
+from pipeline.scan import forget_listing, sized_stream, worker_modules
 from pipeline.tiers import Pass, Placement
 
 _early: ProcessPool | None = None
@@ -50,8 +50,10 @@ def take(workers: int, retries: int) -> ProcessPool | None:
 
 
 def close() -> None:
-    """Stop the pool started early if no backend took it."""
+    """Stop the pool started early if no backend took it, and drop the listing kept for a
+    pass 1 that did not run."""
     global _early
+    forget_listing()
     pool, _early = _early, None
     if pool is not None:
         pool.close()

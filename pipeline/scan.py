@@ -136,6 +136,12 @@ def sized_stream(job: TreeJob, keep: bool = False) -> Sized:
     return sized
 
 
+def forget_listing() -> None:
+    """Drop a listing :func:`sized_stream` kept that no pass 1 took (the run ended first)."""
+    global _kept
+    _kept = None
+
+
 def run_scan(job: TreeJob, store: Store, backend: Backend, progress: RunProgress) -> PassStats:
     """Fill the store's inventory for ``job``; returns the pass statistics."""
     scanning = job.mode is Mode.DEIDENTIFY  # -d and --dumb need the listing alone

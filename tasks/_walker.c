@@ -154,7 +154,7 @@ static PyObject *new_element(uint32_t tag, PyObject *vr, Py_ssize_t start, Py_ss
 
 /* replace an element's slot (items, item_enc, end) */
 static inline void set_slot(PyObject *el, Py_ssize_t offset, PyObject *value) {
-    PyObject *old = *(PyObject **)((char *)el + offset);
+    PyObject *old = slot(el, offset);
     put(el, offset, value);
     Py_XDECREF(old);
 }

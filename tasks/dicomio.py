@@ -190,11 +190,13 @@ def _dictionary_lookup(tag: int) -> str:
     masks: ``tasks.datadict.public_entry``)."""
     from tasks.datadict import own_entry, public_entry  # PS3.6 as data, loaded on first use
 
-    if tag & 0xFFFF == 0 and own_entry(tag) is None:
-        return "UL"  # a group length, before a mask such as 1010xxxx takes it
-    entry = public_entry(tag)
+    entry = own_entry(tag)
     if entry is None:
-        return "UN"
+        if tag & 0xFFFF == 0:
+            return "UL"  # a group length, before a mask such as 1010xxxx takes it
+        entry = public_entry(tag)
+        if entry is None:
+            return "UN"
     vr = entry[0]
     return vr[:2] if " or " in vr else vr
 

@@ -1,7 +1,8 @@
 """Scan-only driver for the memory test: ``python -m tests.pipeline.memscan ROOT WORKERS``.
 
 Prints one JSON line: files found, seconds, and this process's peak RSS (the driver's; dask
-workers are child processes and not counted; :func:`peak_rss_mb`).  :func:`write_tiny_tree` builds the input.
+workers are child processes and not counted; :func:`peak_rss_mb`).  :func:`write_tiny_tree`
+builds the input.
 """
 
 from __future__ import annotations

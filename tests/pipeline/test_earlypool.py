@@ -96,6 +96,10 @@ def test_pass_1_takes_over_the_listing_the_early_pool_looked_at(big: Path,
     assert sized_stream(run)[1] == PROCESSES_FROM + 1  # taken once: listed afresh
     earlypool._workers(run)
     assert sized_stream(other)[1] == PROCESSES_FROM + 1  # not run's listing
+    earlypool._workers(run)
+    earlypool.close()  # the run ended before its pass 1: its listing is not kept
+    (big / "s0" / "later").write_bytes(b"x")
+    assert sized_stream(run)[1] == PROCESSES_FROM + 2
 
 
 def test_a_pass_of_a_few_thousand_files_is_sized_before_pass_1(tmp_path: Path) -> None:
