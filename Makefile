@@ -36,7 +36,7 @@ bytecode:
 
 # Debian tools the build and the tests need (gcc for the compiled walker and loops;
 # gdcmanon, dcmtk, dciodvfy, openssl, a single-node SLURM with munge, tesseract): apt-get
-# when root.
+# when root, its output kept in build/apt.log and shown only when it fails.
 system-deps:
 	@missing=""; \
 	command -v gcc      >/dev/null || missing="$$missing gcc"; \
@@ -49,7 +49,9 @@ system-deps:
 	command -v tesseract >/dev/null || missing="$$missing tesseract-ocr tesseract-ocr-eng"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    mkdir -p build; echo "installing Debian packages:$$missing (log: build/apt.log)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	    } >build/apt.log 2>&1 || { cat build/apt.log; exit 1; }; \
 	  else echo "missing Debian packages:$$missing (run as root or install them)"; fi; \
 	fi
 
