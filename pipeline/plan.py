@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -135,6 +136,20 @@ def mapping_steps(store: Store, secret: bytes, root: str, profile: Any,
     # rerun adds only the new ones (a million HMACs and rows again: most of a no-op rerun)
     made_with = hashlib.sha256(b"anonpipe-uid-mapping\0" + secret + b"\0" + root.encode()
                                ).hexdigest()[:24]
+    compiled = get_profile(profile)
+    pseudonymised = {tag for tag, action in compiled.actions.items() if action is Action.D}
+    shifted = getattr(compiled, "dates", None) == "modified"
+    accession_kept = compiled.actions.get(ACCESSION_NUMBER) in (None, Action.K)
+    # everything the rows below depend on besides the inventory: a rerun over an inventory
+    # unchanged since a mapping recorded with the same has nothing to record
+    recorded_with = hashlib.sha256(json.dumps(
+        [made_with, sorted(pseudonymised), shifted, accession_kept]).encode()).hexdigest()[:24]
+    mapped = store.mapped_inventory()
+    if mapped is not None and mapped.get("with") == recorded_with:
+        stats.uids_before = int(mapped["uids"])
+        stats.patients = int(mapped["patients"])
+        stats.identifiers = int(mapped["identifiers"])
+        return
     missing_only = store.uid_mapping_key() == made_with
     if not missing_only:
         store.set_uid_mapping_key(None)  # until every UID is written again with this secret
@@ -143,9 +158,6 @@ def mapping_steps(store: Store, secret: bytes, root: str, profile: Any,
                           stats, "uids")
     store.set_uid_mapping_key(made_with)
     stats.uids_before = store.table_size("uids") - stats.uids if missing_only else 0
-    compiled = get_profile(profile)
-    pseudonymised = {tag for tag, action in compiled.actions.items() if action is Action.D}
-    shifted = getattr(compiled, "dates", None) == "modified"
 
     def patient_rows() -> Iterator[tuple[str, dict[str, Any]]]:
         for pid, names, dates, studies in store.patients():
@@ -169,12 +181,14 @@ def mapping_steps(store: Store, secret: bytes, root: str, profile: Any,
                 for value in store.identifiers(field_name):
                     yield f"{label}:{value}", _dummy_for(secret, tag, value)
             elif tag == ACCESSION_NUMBER:  # the crosswalk lists it whatever becomes of it
-                kept = compiled.actions.get(tag) in (None, Action.K)
                 for value in store.identifiers(field_name):
-                    yield f"{label}:{value}", value if kept else ""
+                    yield f"{label}:{value}", value if accession_kept else ""
 
     yield from _put_steps(store.put_patients, patient_rows(), stats, "patients")
     yield from _put_steps(store.put_ids, identifier_rows(), stats, "identifiers")
+    store.set_mapped_inventory({"with": recorded_with, "uids": stats.uids + stats.uids_before,
+                                "patients": stats.patients,
+                                "identifiers": stats.identifiers})
 
 
 def _put_steps(put: Callable[[dict[str, Any]], None], pairs: Iterator[tuple[str, Any]],

@@ -86,6 +86,9 @@ _JSON_TABLES = ("ids", "patients", "runs")
 _JOB_KEY = "job"
 _SCAN_KEY = "inventory scan"  # what the rows of the last pass 1 were made with
 _MAPPING_KEY = "uid mapping"  # what the recorded UIDs were made with (secret, root)
+#: what the mapping of the inventory as it stands was last recorded with, whole, and its
+#: counts; deleted with every change of the inventory (pipeline.plan.mapping_steps)
+_MAPPED_KEY = "inventory mapped"
 _WRITEBACK_KEY = "writeback"  # boot, confirmed and next epoch (pipeline.writeback)
 #: journal row fields kept as columns (the rest go to ``extra``)
 _JOURNAL_COLUMNS = ("status", "op", "bytes_in", "bytes_out", "src_size", "src_mtime_ns",
@@ -322,6 +325,7 @@ class Store:
         writer.execute("DROP INDEX IF EXISTS files_by_study")
         for table in ("files", "heads", "studies"):
             writer.execute(f'DELETE FROM "{table}"')
+        self._inventory_changed()
         writer.commit()
         self._heads.clear()
         self._studies.clear()
@@ -370,6 +374,8 @@ class Store:
         """Drop the rows of files this pass 1 did not list (deleted since); how many."""
         dropped = self._w.execute(
             'DELETE FROM "files" WHERE key NOT IN (SELECT key FROM temp.seen)').rowcount
+        if dropped:
+            self._inventory_changed()
         self._w.execute("DELETE FROM temp.seen")
         self._w.commit()
         self._generation += 1
@@ -412,6 +418,7 @@ class Store:
             self._w.executemany("REPLACE INTO files (key, size, mtime_ns, sop, study, head, "
                                 "uids, error_kind, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 values)
+            self._inventory_changed()
         self._w.commit()
         self._generation += 1
 
@@ -720,6 +727,21 @@ class Store:
 
     def set_uid_mapping_key(self, key: str | None) -> None:
         self._write_json("runs", {_MAPPING_KEY: key})
+
+    def mapped_inventory(self) -> Row | None:
+        """What the mapping of the inventory as it stands was recorded with, whole, and
+        what it counted (``pipeline.plan.mapping_steps``); None when the inventory changed
+        since, or the recording did not finish."""
+        value = self.get("runs", _MAPPED_KEY)
+        return value if isinstance(value, dict) else None
+
+    def set_mapped_inventory(self, record: Row) -> None:
+        self._write_json("runs", {_MAPPED_KEY: record})
+
+    def _inventory_changed(self) -> None:
+        """Forget :meth:`mapped_inventory`, in the writer's transaction that changes the
+        inventory: a run killed after its commit finds the mapping to be recorded again."""
+        self._w.execute('DELETE FROM "runs" WHERE key = ?', (_MAPPED_KEY,))
 
     def replaced_uids(self, missing_only: bool = False) -> Iterator[str]:
         """Every distinct UID the profile replaces, over the whole inventory (streamed);

@@ -271,6 +271,53 @@ def test_mapping_is_written_in_steps_between_results(archive: Path, tmp_path: Pa
             assert store.get("uids", uid) == new_uid(SECRET, "2.25", uid)
 
 
+def test_the_mapping_of_an_unchanged_inventory_is_recorded_once(
+        archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun over the inventory a whole mapping was recorded from, with the same secret,
+    root and profile rows, records nothing again (a no-op rerun of a million files would
+    recompute a million HMACs) and reports the same counts; a file added or removed, or a
+    profile whose rows differ, has it recorded again."""
+    from tasks.actions import date_offset_days
+
+    src = _copy(archive, tmp_path)
+    store_path = tmp_path / "store.sqlite"
+    job = deid_job(src, tmp_path / "out", store_path)
+    first = json.loads(run_tree(job).report_path.read_text())["mapping"]  # type: ignore[union-attr]
+    queries: list[bool] = []
+    replaced_uids = Store.replaced_uids
+
+    def counted(self: Store, missing_only: bool = False) -> object:
+        queries.append(missing_only)
+        return replaced_uids(self, missing_only)
+
+    monkeypatch.setattr(Store, "replaced_uids", counted)
+
+    def rerun(job: object) -> dict[str, int]:
+        summary = run_tree(job)  # type: ignore[arg-type]
+        return json.loads(summary.report_path.read_text())["mapping"]  # type: ignore[union-attr]
+
+    assert rerun(job) == first and queries == []
+    added = src / "P0002/ST02/SE01/IM9999.dcm"
+    ds = pydicom.dcmread(src / "P0002/ST02/SE01/IM0003.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = "2.25.4242424242"
+    ds.save_as(added)
+    grown = rerun(job)
+    assert queries == [True] and grown["uids"] == first["uids"] + 1
+    with Store(store_path) as store:
+        assert store.get("uids", "2.25.4242424242") == new_uid(SECRET, "2.25", "2.25.4242424242")
+    assert rerun(job) == grown and queries == [True]
+    added.unlink()
+    rerun(job)
+    assert queries == [True, True]
+    dated = Deidentify(DeidentifySettings(secret=SECRET, options=("retain_long_modified_dates",)))
+    rerun(deid_job(src, tmp_path / "dated", store_path, operation=dated))
+    assert queries == [True, True, True]
+    pid = scan_file(src / "P0003/ST01/SE01/IM0001.dcm")["patient_id"]
+    with Store(store_path) as store:
+        assert store.get("patients", pid)["date_offset_days"] == date_offset_days(
+            SECRET, pid.encode())
+
+
 def test_the_last_batches_of_a_pass_are_cut_smaller(archive: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Near its end, pass 2 hands out smaller batches, so no worker is left running the
