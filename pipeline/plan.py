@@ -131,7 +131,9 @@ def mapping_steps(store: Store, secret: bytes, root: str, profile: Any,
 
     Why steps: the mapping is for reports and audits, the workers derive every replacement
     themselves; pass 2 takes one step between two results, so a million UIDs (~30 s of the
-    driver's time) never keep the workers waiting for their next batches."""
+    driver's time) never keep the workers waiting for their next batches.  None at all
+    when the inventory has not changed since a mapping recorded whole with the same
+    secret, root and profile rows (``Store.mapped_inventory``): its counts are reported."""
     # a mapping recorded with this secret and root is complete for the UIDs it holds: a
     # rerun adds only the new ones (a million HMACs and rows again: most of a no-op rerun)
     made_with = hashlib.sha256(b"anonpipe-uid-mapping\0" + secret + b"\0" + root.encode()
