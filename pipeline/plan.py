@@ -135,7 +135,7 @@ def mapping_steps(store: Store, secret: bytes, root: str, profile: Any,
     when the inventory has not changed since a mapping recorded whole with the same
     secret, root and profile rows (``Store.mapped_inventory``): its counts are reported."""
     # a mapping recorded with this secret and root is complete for the UIDs it holds: a
-    # rerun adds only the new ones (a million HMACs and rows again: most of a no-op rerun)
+    # rerun over a changed inventory adds only the new ones
     made_with = hashlib.sha256(b"anonpipe-uid-mapping\0" + secret + b"\0" + root.encode()
                                ).hexdigest()[:24]
     compiled = get_profile(profile)
